@@ -1,0 +1,532 @@
+//! `DeploymentController`: owns ReplicaSets. A template change rolls pods to
+//! a new ReplicaSet (RollingUpdate within maxSurge / maxUnavailable, or
+//! Recreate); old ReplicaSets are kept at zero up to revisionHistoryLimit;
+//! ReplicaSets whose Deployment is gone are deleted.
+//!
+//! [`reconcile`] decides; the actor watches, queues keys and writes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use actix::prelude::*;
+use kubus_api::{meta, Kind, Reason};
+use kubus_bus::watch::WatchSpec;
+use kubus_bus::Client;
+use serde_json::{json, Value};
+use tracing::warn;
+
+use crate::informer::{key_of, Cache};
+use crate::watching::{controller_ref, stable_hash, watched, Watched};
+use crate::write::{perform, Write};
+
+/// The label that ties a ReplicaSet and its pods to one template.
+pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+/// The annotation carrying a ReplicaSet's revision number.
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+const BATCH_DELAY: Duration = Duration::from_millis(10);
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+fn int(v: &Value, pointer: &str) -> Option<i64> {
+    v.pointer(pointer).and_then(Value::as_i64)
+}
+
+/// The template hash, as a short lowercase token.
+pub fn template_hash(deployment: &Value) -> String {
+    let template = deployment
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null);
+    format!("{:010x}", stable_hash(&template) & 0xff_ffff_ffff)
+}
+
+/// Resolve an int-or-percent against `total`; percentages round up for
+/// surge and down for unavailability, as Kubernetes does.
+pub fn resolve(value: Option<&Value>, total: i64, round_up: bool, default_percent: i64) -> i64 {
+    let percent = |p: i64| {
+        if round_up {
+            (p * total + 99) / 100
+        } else {
+            p * total / 100
+        }
+    };
+    match value {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(s)) => s
+            .strip_suffix('%')
+            .and_then(|p| p.trim().parse::<i64>().ok())
+            .map_or(0, percent),
+        _ => percent(default_percent),
+    }
+}
+
+fn revision_of(rs: &Value) -> i64 {
+    meta::annotations(rs)
+        .get(REVISION_ANNOTATION)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A new ReplicaSet for the deployment's current template.
+pub fn new_replicaset(deployment: &Value, hash: &str, replicas: i64, revision: i64) -> Value {
+    let name = format!("{}-{hash}", meta::name(deployment).unwrap_or("deployment"));
+    let mut template = deployment
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(labels) = template
+        .as_object_mut()
+        .map(|t| t.entry("metadata").or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+        .map(|m| m.entry("labels").or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+    {
+        labels.insert(TEMPLATE_HASH_LABEL.into(), json!(hash));
+    }
+    let mut selector = deployment
+        .pointer("/spec/selector")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(s) = selector.as_object_mut() {
+        let ml = s.entry("matchLabels").or_insert_with(|| json!({}));
+        if let Some(ml) = ml.as_object_mut() {
+            ml.insert(TEMPLATE_HASH_LABEL.into(), json!(hash));
+        }
+    }
+    let mut labels = template
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    if let Some(l) = labels.as_object_mut() {
+        l.insert(TEMPLATE_HASH_LABEL.into(), json!(hash));
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": name,
+            "namespace": meta::namespace(deployment).unwrap_or("default"),
+            "labels": labels,
+            "annotations": {REVISION_ANNOTATION: revision.to_string()},
+            "ownerReferences": [controller_ref(deployment)],
+        },
+        "spec": {"replicas": replicas, "selector": selector, "template": template},
+    })
+}
+
+fn with_replicas(rs: &Value, replicas: i64) -> Write {
+    let mut updated = rs.clone();
+    if let Some(spec) = updated.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("replicas".into(), json!(replicas));
+    }
+    Write::Update(updated)
+}
+
+/// Decide the writes for one Deployment given the ReplicaSets it owns.
+pub fn reconcile(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
+    let desired = int(deployment, "/spec/replicas").unwrap_or(1).max(0);
+    let hash = template_hash(deployment);
+    let spec_of = |rs: &Value| int(rs, "/spec/replicas").unwrap_or(0);
+    let available_of = |rs: &Value| int(rs, "/status/availableReplicas").unwrap_or(0);
+    let new_rs = owned
+        .iter()
+        .copied()
+        .find(|rs| meta::labels(rs).get(TEMPLATE_HASH_LABEL) == Some(&hash));
+    let mut old: Vec<&Value> = owned
+        .iter()
+        .copied()
+        .filter(|rs| meta::labels(rs).get(TEMPLATE_HASH_LABEL) != Some(&hash))
+        .collect();
+    old.sort_by_key(|rs| revision_of(rs));
+    let recreate = deployment
+        .pointer("/spec/strategy/type")
+        .and_then(Value::as_str)
+        == Some("Recreate");
+    let old_total: i64 = old.iter().map(|rs| spec_of(rs)).sum();
+    let mut writes = Vec::new();
+
+    // The new ReplicaSet: created, then grown as the strategy allows.
+    let new_spec = new_rs.map_or(0, spec_of);
+    let all_total = old_total + new_spec;
+    let new_target = if recreate {
+        let old_pods: i64 = old
+            .iter()
+            .map(|rs| int(rs, "/status/replicas").unwrap_or(0))
+            .sum();
+        if old_total == 0 && old_pods == 0 {
+            desired
+        } else {
+            new_spec.min(desired)
+        }
+    } else if old_total == 0 {
+        desired
+    } else {
+        let surge = resolve(
+            deployment.pointer("/spec/strategy/rollingUpdate/maxSurge"),
+            desired,
+            true,
+            25,
+        );
+        let room = (desired + surge - all_total).max(0);
+        (new_spec + room).min(desired).max(new_spec.min(desired))
+    };
+    match new_rs {
+        None => {
+            let revision = owned.iter().map(|rs| revision_of(rs)).max().unwrap_or(0) + 1;
+            writes.push(Write::Create(new_replicaset(
+                deployment, &hash, new_target, revision,
+            )));
+        }
+        Some(rs) if new_target != new_spec => writes.push(with_replicas(rs, new_target)),
+        Some(_) => {}
+    }
+
+    // Old ReplicaSets: scaled down as availability allows (Recreate: at once).
+    if recreate {
+        writes.extend(
+            old.iter()
+                .filter(|rs| spec_of(rs) > 0)
+                .map(|rs| with_replicas(rs, 0)),
+        );
+    } else if old_total > 0 {
+        let unavailable = resolve(
+            deployment.pointer("/spec/strategy/rollingUpdate/maxUnavailable"),
+            desired,
+            false,
+            25,
+        );
+        let min_available = desired - unavailable;
+        let new_unavailable = new_rs.map_or(0, |rs| (spec_of(rs) - available_of(rs)).max(0));
+        let all_total = old_total + new_target;
+        let mut budget = all_total - min_available - new_unavailable;
+        for rs in &old {
+            // Pods of an old set that are not available can always go.
+            let unhealthy = (spec_of(rs) - available_of(rs)).max(0);
+            let take = spec_of(rs).min(budget.max(0) + unhealthy);
+            if take > 0 {
+                writes.push(with_replicas(rs, spec_of(rs) - take));
+                budget -= take - unhealthy.min(take);
+            }
+        }
+    }
+
+    // History: old sets at zero beyond revisionHistoryLimit are deleted.
+    let limit = int(deployment, "/spec/revisionHistoryLimit")
+        .unwrap_or(10)
+        .max(0) as usize;
+    let idle: Vec<&&Value> = old
+        .iter()
+        .filter(|rs| spec_of(rs) == 0 && int(rs, "/status/replicas").unwrap_or(0) == 0)
+        .collect();
+    if idle.len() > limit {
+        for rs in idle.iter().take(idle.len() - limit) {
+            if let Some(r) = meta::object_ref(rs) {
+                writes.push(Write::Delete(r, meta::resource_version(rs)));
+            }
+        }
+    }
+
+    // Status, summed over every owned ReplicaSet.
+    let sum = |p: &str| owned.iter().map(|rs| int(rs, p).unwrap_or(0)).sum::<i64>();
+    let available = sum("/status/availableReplicas");
+    let status = json!({
+        "observedGeneration": deployment.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
+        "replicas": sum("/status/replicas"),
+        "updatedReplicas": new_rs.map_or(0, |rs| int(rs, "/status/replicas").unwrap_or(0)),
+        "readyReplicas": sum("/status/readyReplicas"),
+        "availableReplicas": available,
+        "unavailableReplicas": (desired - available).max(0),
+    });
+    if deployment.get("status") != Some(&status) {
+        let mut updated = deployment.clone();
+        if let Some(root) = updated.as_object_mut() {
+            root.insert("status".into(), status);
+        }
+        writes.push(Write::Update(updated));
+    }
+    writes
+}
+
+pub struct DeploymentController {
+    client: Client,
+    deployments: Cache,
+    sets: Cache,
+    by_uid: HashMap<String, String>,
+    queue: BTreeSet<String>,
+    sync_scheduled: bool,
+    in_flight: BTreeMap<String, usize>,
+}
+
+impl DeploymentController {
+    pub fn new(client: Client) -> DeploymentController {
+        DeploymentController {
+            client,
+            deployments: Cache::default(),
+            sets: Cache::default(),
+            by_uid: HashMap::new(),
+            queue: BTreeSet::new(),
+            sync_scheduled: false,
+            in_flight: BTreeMap::new(),
+        }
+    }
+
+    fn enqueue(&mut self, key: String, ctx: &mut Context<Self>) {
+        self.queue.insert(key);
+        if !self.sync_scheduled {
+            self.sync_scheduled = true;
+            ctx.run_later(BATCH_DELAY, |act, ctx| act.sync(ctx));
+        }
+    }
+
+    fn sync(&mut self, ctx: &mut Context<Self>) {
+        self.sync_scheduled = false;
+        if !(self.deployments.synced && self.sets.synced) {
+            return;
+        }
+        let queue = std::mem::take(&mut self.queue);
+        let mut owned: HashMap<String, Vec<&Value>> = HashMap::new();
+        let mut planned: Vec<(String, Write)> = Vec::new();
+        for rs in self.sets.values() {
+            let Some(uid) = meta::controller_uid(rs) else {
+                continue;
+            };
+            let by_deployment = rs
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .is_some_and(|refs| {
+                    refs.iter()
+                        .any(|r| r.get("kind").and_then(Value::as_str) == Some("Deployment"))
+                });
+            if !by_deployment {
+                continue;
+            }
+            match self.by_uid.get(uid) {
+                Some(k) => owned.entry(k.clone()).or_default().push(rs),
+                None => {
+                    if let Some(r) = meta::object_ref(rs) {
+                        planned.push((String::new(), Write::Delete(r, None)));
+                    }
+                }
+            }
+        }
+        for key in queue {
+            if key.is_empty() || self.in_flight.contains_key(&key) {
+                continue;
+            }
+            let Some(d) = self.deployments.get(&key) else {
+                continue;
+            };
+            let sets = owned.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+            planned.extend(reconcile(d, sets).into_iter().map(|w| (key.clone(), w)));
+        }
+        for (key, write) in planned {
+            if !key.is_empty() {
+                *self.in_flight.entry(key.clone()).or_default() += 1;
+            }
+            let what = write.describe();
+            let deleted = matches!(write, Write::Delete(..));
+            let fut = perform(self.client.clone(), write);
+            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                if let Some(n) = act.in_flight.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        act.in_flight.remove(&key);
+                    }
+                }
+                match res {
+                    Ok(obj) => {
+                        if deleted {
+                            act.sets.forget(&key_of(&obj));
+                        } else {
+                            match meta::kind_of(&obj) {
+                                Some(Kind::ReplicaSet) => act.sets.assume(obj),
+                                Some(Kind::Deployment) => act.deployments.assume(obj),
+                                _ => {}
+                            }
+                        }
+                        if !key.is_empty() {
+                            act.enqueue(key, ctx);
+                        }
+                    }
+                    Err(e) if deleted && e.reason() == Some(Reason::NotFound) => {}
+                    Err(e) => {
+                        warn!(error = %e, "{what} failed; retrying");
+                        if !key.is_empty() {
+                            ctx.run_later(RETRY_DELAY, move |act, ctx| act.enqueue(key, ctx));
+                        }
+                    }
+                }
+            }));
+        }
+    }
+}
+
+impl Actor for DeploymentController {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.add_stream(watched(
+            &self.client,
+            WatchSpec::all(&self.client, Kind::Deployment),
+        ));
+        ctx.add_stream(watched(
+            &self.client,
+            WatchSpec::all(&self.client, Kind::ReplicaSet),
+        ));
+    }
+}
+
+impl StreamHandler<Watched> for DeploymentController {
+    fn handle(&mut self, w: Watched, ctx: &mut Context<Self>) {
+        match w.kind {
+            Kind::Deployment => {
+                for d in self.deployments.apply(w.item) {
+                    let key = key_of(&d.object);
+                    if let Some(uid) = meta::uid(&d.object) {
+                        if d.deleted {
+                            self.by_uid.remove(uid);
+                        } else {
+                            self.by_uid.insert(uid.to_string(), key.clone());
+                        }
+                    }
+                    // A deleted deployment's sets are collected by the sync.
+                    self.enqueue(if d.deleted { String::new() } else { key }, ctx);
+                }
+            }
+            Kind::ReplicaSet => {
+                for d in self.sets.apply(w.item) {
+                    let owner = meta::controller_uid(&d.object)
+                        .and_then(|u| self.by_uid.get(u))
+                        .cloned();
+                    self.enqueue(owner.unwrap_or_default(), ctx);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        warn!("DeploymentController: a watch ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(replicas: i64, image: &str, strategy: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default", "uid": "d-uid", "generation": 1},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                "strategy": strategy, "revisionHistoryLimit": 1,
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "c", "image": image}]}}}})
+    }
+
+    fn rolling() -> Value {
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+    }
+
+    fn owned_rs(d: &Value, spec: i64, available: i64, revision: i64) -> Value {
+        let hash = template_hash(d);
+        let mut rs = new_replicaset(d, &hash, spec, revision);
+        rs["status"] =
+            json!({"replicas": spec, "availableReplicas": available, "readyReplicas": available});
+        rs["metadata"]["resourceVersion"] = json!("5");
+        rs
+    }
+
+    fn scales(writes: &[Write]) -> Vec<(String, i64)> {
+        writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Update(v) if meta::kind_of(v) == Some(Kind::ReplicaSet) => Some((
+                    meta::name(v).unwrap_or_default().to_string(),
+                    int(v, "/spec/replicas").unwrap_or(-1),
+                )),
+                Write::Create(v) => Some((
+                    format!("new:{}", meta::name(v).unwrap_or_default()),
+                    int(v, "/spec/replicas").unwrap_or(-1),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn percentages_resolve_like_kubernetes() {
+        assert_eq!(resolve(Some(&json!("25%")), 3, true, 0), 1);
+        assert_eq!(resolve(Some(&json!("25%")), 3, false, 0), 0);
+        assert_eq!(resolve(Some(&json!(2)), 3, false, 0), 2);
+        assert_eq!(resolve(None, 4, false, 25), 1);
+    }
+
+    #[test]
+    fn first_rollout_creates_a_full_set() {
+        let d = deployment(3, "v1", rolling());
+        let w = reconcile(&d, &[]);
+        let s = scales(&w);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].1, 3);
+        assert!(s[0].0.starts_with("new:web-"));
+    }
+
+    #[test]
+    fn template_change_rolls_within_surge_and_unavailability() {
+        let d1 = deployment(3, "v1", rolling());
+        let old = owned_rs(&d1, 3, 3, 1);
+        let d2 = deployment(3, "v2", rolling());
+        // step 1: the new set is created at 1 (surge 1); nothing old can go yet
+        let s = scales(&reconcile(&d2, &[&old]));
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!(s[0].1, 1);
+        // step 2: the new pod is available: one old pod may go
+        let new = owned_rs(&d2, 1, 1, 2);
+        let s = scales(&reconcile(&d2, &[&old, &new]));
+        assert_eq!(
+            s,
+            vec![(meta::name(&old).unwrap_or_default().to_string(), 2)]
+        );
+        // end: old at 0, new at 3, nothing left to do but history
+        let old0 = owned_rs(&d1, 0, 0, 1);
+        let new3 = owned_rs(&d2, 3, 3, 2);
+        assert!(scales(&reconcile(&d2, &[&old0, &new3])).is_empty());
+    }
+
+    #[test]
+    fn recreate_scales_old_to_zero_first() {
+        let d1 = deployment(2, "v1", json!({"type": "Recreate"}));
+        let old = owned_rs(&d1, 2, 2, 1);
+        let d2 = deployment(2, "v2", json!({"type": "Recreate"}));
+        let s = scales(&reconcile(&d2, &[&old]));
+        assert!(
+            s.contains(&(meta::name(&old).unwrap_or_default().to_string(), 0)),
+            "{s:?}"
+        );
+        assert!(
+            s.iter().any(|(n, r)| n.starts_with("new:") && *r == 0),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn history_beyond_the_limit_is_deleted() {
+        let d1 = deployment(1, "v1", rolling());
+        let d2 = deployment(1, "v2", rolling());
+        let d3 = deployment(1, "v3", rolling());
+        let a = owned_rs(&d1, 0, 0, 1);
+        let b = owned_rs(&d2, 0, 0, 2);
+        let c = owned_rs(&d3, 1, 1, 3);
+        let w = reconcile(&d3, &[&a, &b, &c]);
+        let deleted: Vec<_> = w
+            .iter()
+            .filter_map(|w| match w {
+                Write::Delete(r, _) => Some(r.name.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            deleted,
+            vec![meta::name(&a).unwrap_or_default().to_string()]
+        );
+    }
+}

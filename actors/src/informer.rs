@@ -1,0 +1,182 @@
+//! The informer cache: a local copy of one kind's objects, kept by the watch
+//! client's items, that tells its actor which keys changed.
+//!
+//! Pure: the actor feeds [`WatchItem`]s in and gets changed objects out.
+
+use std::collections::BTreeMap;
+
+use kubus_api::meta;
+use kubus_bus::protocol::EventType;
+use kubus_bus::watch::WatchItem;
+use serde_json::Value;
+
+/// One kind's objects by store key (`namespace/name`).
+#[derive(Debug, Default, Clone)]
+pub struct Cache {
+    objects: BTreeMap<String, Value>,
+    /// The revision the cache is complete at.
+    pub revision: u64,
+    /// Whether a full list has been seen since start.
+    pub synced: bool,
+}
+
+/// The cache key of an object: `namespace/name` (or `name`).
+pub fn key_of(obj: &Value) -> String {
+    match (meta::namespace(obj), meta::name(obj)) {
+        (Some(ns), Some(n)) => format!("{ns}/{n}"),
+        (None, Some(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A change the cache saw: the object after (or, deleted, before) it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    pub deleted: bool,
+    pub object: Value,
+}
+
+impl Cache {
+    /// Apply one watch item; returns what changed (for a relist: everything
+    /// added, changed or gone since the previous view).
+    pub fn apply(&mut self, item: WatchItem) -> Vec<Delta> {
+        match item {
+            WatchItem::Event(ev) => {
+                self.revision = self.revision.max(ev.revision);
+                let key = key_of(&ev.object);
+                match ev.event_type {
+                    EventType::Deleted => {
+                        self.objects.remove(&key);
+                        vec![Delta {
+                            deleted: true,
+                            object: ev.object,
+                        }]
+                    }
+                    EventType::Added | EventType::Modified => {
+                        self.objects.insert(key, ev.object.clone());
+                        vec![Delta {
+                            deleted: false,
+                            object: ev.object,
+                        }]
+                    }
+                }
+            }
+            WatchItem::Relisted { items, revision } => {
+                let mut fresh: BTreeMap<String, Value> =
+                    items.into_iter().map(|o| (key_of(&o), o)).collect();
+                let mut deltas = Vec::new();
+                for (k, old) in std::mem::take(&mut self.objects) {
+                    if !fresh.contains_key(&k) {
+                        deltas.push(Delta {
+                            deleted: true,
+                            object: old,
+                        });
+                    } else if fresh.get(&k) == Some(&old) {
+                        // unchanged: move it back without a delta
+                        if let Some(v) = fresh.remove(&k) {
+                            self.objects.insert(k, v);
+                        }
+                    }
+                }
+                for (k, v) in fresh {
+                    deltas.push(Delta {
+                        deleted: false,
+                        object: v.clone(),
+                    });
+                    self.objects.insert(k, v);
+                }
+                self.revision = revision;
+                self.synced = true;
+                deltas
+            }
+        }
+    }
+
+    /// Record an object this actor just wrote, before its event arrives, so
+    /// the next decision already counts it. A newer event replaces it.
+    pub fn assume(&mut self, obj: Value) {
+        let key = key_of(&obj);
+        let newer = self
+            .objects
+            .get(&key)
+            .and_then(meta::resource_version)
+            .zip(meta::resource_version(&obj))
+            .is_some_and(|(have, new)| have > new);
+        if !newer {
+            self.objects.insert(key, obj);
+        }
+    }
+
+    /// Forget an object this actor just deleted.
+    pub fn forget(&mut self, key: &str) {
+        self.objects.remove(key);
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.objects.get(key)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Value> {
+        self.objects.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubus_bus::protocol::ChangeEvent;
+    use serde_json::json;
+
+    fn pod(name: &str, rv: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "d", "resourceVersion": rv}})
+    }
+
+    #[test]
+    fn relist_reports_only_differences() {
+        let mut c = Cache::default();
+        let d = c.apply(WatchItem::Relisted {
+            items: vec![pod("a", "1"), pod("b", "2")],
+            revision: 2,
+        });
+        assert_eq!(d.len(), 2);
+        let d = c.apply(WatchItem::Relisted {
+            items: vec![pod("a", "1"), pod("c", "3")],
+            revision: 3,
+        });
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d.iter().any(|x| x.deleted && key_of(&x.object) == "d/b"));
+        assert!(d.iter().any(|x| !x.deleted && key_of(&x.object) == "d/c"));
+        assert_eq!(c.len(), 2);
+        assert!(c.synced);
+    }
+
+    #[test]
+    fn events_and_assumptions() {
+        let mut c = Cache::default();
+        c.apply(WatchItem::Event(ChangeEvent {
+            event_type: EventType::Added,
+            revision: 5,
+            prev: 0,
+            object: pod("a", "5"),
+        }));
+        c.assume(pod("a", "4"));
+        assert_eq!(c.get("d/a").and_then(meta::resource_version), Some(5));
+        c.assume(pod("a", "6"));
+        assert_eq!(c.get("d/a").and_then(meta::resource_version), Some(6));
+        c.apply(WatchItem::Event(ChangeEvent {
+            event_type: EventType::Deleted,
+            revision: 7,
+            prev: 6,
+            object: pod("a", "7"),
+        }));
+        assert!(c.is_empty());
+    }
+}

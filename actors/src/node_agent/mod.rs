@@ -1,0 +1,706 @@
+//! `NodeAgent` (the kubelet): registers its Node, receives only the pods
+//! bound to it on `kubus.<c>.node.<node>.pods`, runs their containers through
+//! a [`Runtime`], restarts them as their restartPolicy says, writes their
+//! status back, and serves their logs on `kubus.<c>.agent.<node>.logs`.
+//!
+//! Decisions are in [`pod`]; this actor carries them out.
+
+pub mod logs;
+pub mod pod;
+pub mod process;
+pub mod runtime;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use async_nats::Message as NatsMessage;
+use futures::future::join_all;
+use kubus_api::{meta, ApiError, Kind, Reason};
+use kubus_bus::codec::Codec;
+use kubus_bus::protocol::{LogsReply, LogsRequest};
+use kubus_bus::subject::AgentOp;
+use kubus_bus::watch::WatchSpec;
+use kubus_bus::Client;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::informer::Cache;
+use crate::watching::{watched, Watched};
+use pod::{ContainerState, Step};
+use runtime::{ContainerSpec, Exited, Runtime, RuntimeError};
+
+/// Longest grace period the agent waits for a container to stop.
+pub const GRACE_MAX: Duration = Duration::from_secs(30);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+const EXIT_QUEUE: usize = 1024;
+const STATUS_RETRY: Duration = Duration::from_millis(200);
+const REGISTER_RETRY: Duration = Duration::from_secs(1);
+
+/// How a node agent describes its node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    /// Where logs and runtime state live.
+    pub root: PathBuf,
+    pub host_ip: String,
+    pub cpu: String,
+    pub memory: String,
+    pub pods: u32,
+}
+
+impl NodeConfig {
+    /// A node described from this host: its CPUs and memory.
+    pub fn from_host(name: &str, root: PathBuf) -> NodeConfig {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mem_kib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .unwrap_or(1024 * 1024);
+        NodeConfig {
+            name: name.to_string(),
+            root,
+            host_ip: "127.0.0.1".to_string(),
+            cpu: cpus.to_string(),
+            memory: format!("{mem_kib}Ki"),
+            pods: 110,
+        }
+    }
+}
+
+/// The Node object this agent registers.
+pub fn node_object(cfg: &NodeConfig, runtime_version: &str) -> Value {
+    let now = kubus_api::lifecycle::format_time(jiff::Timestamp::now());
+    let resources = json!({"cpu": cfg.cpu, "memory": cfg.memory, "pods": cfg.pods.to_string()});
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": cfg.name, "labels": {
+            "kubernetes.io/hostname": cfg.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": std::env::consts::ARCH,
+        }},
+        "spec": {},
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubus node agent is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "addresses": [{"type": "InternalIP", "address": cfg.host_ip}, {"type": "Hostname", "address": cfg.name}],
+            "nodeInfo": {"kubeletVersion": format!("kubus-{}", env!("CARGO_PKG_VERSION")),
+                "containerRuntimeVersion": runtime_version, "operatingSystem": "linux",
+                "architecture": std::env::consts::ARCH, "osImage": "", "kernelVersion": "",
+                "machineID": "", "systemUUID": "", "bootID": "", "kubeProxyVersion": ""},
+        },
+    })
+}
+
+fn now_ms() -> u64 {
+    jiff::Timestamp::now().as_millisecond().max(0) as u64
+}
+
+/// One pod this agent runs.
+struct PodEntry {
+    pod: Value,
+    states: BTreeMap<String, ContainerState>,
+    started_ms: u64,
+    terminating: bool,
+    wake_at: Option<u64>,
+    status_in_flight: bool,
+    status_dirty: bool,
+    last_reported: Option<Value>,
+}
+
+/// Resolve a container's environment: literal values and fieldRef.
+pub fn container_env(
+    pod: &Value,
+    container: &Value,
+    host_ip: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let mut env = Vec::new();
+    for e in container
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = e
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if let Some(v) = e.get("value").and_then(Value::as_str) {
+            env.push((name, v.to_string()));
+            continue;
+        }
+        let Some(from) = e.get("valueFrom") else {
+            env.push((name, String::new()));
+            continue;
+        };
+        if let Some(path) = from.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
+            let v = match path {
+                "metadata.name" => meta::name(pod).unwrap_or_default().to_string(),
+                "metadata.namespace" => meta::namespace(pod).unwrap_or_default().to_string(),
+                "metadata.uid" => meta::uid(pod).unwrap_or_default().to_string(),
+                "spec.nodeName" => pod
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                "spec.serviceAccountName" => pod
+                    .pointer("/spec/serviceAccountName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string(),
+                "status.podIP" | "status.hostIP" => host_ip.to_string(),
+                other => return Err(format!("env {name}: fieldRef {other:?} is not supported")),
+            };
+            env.push((name, v));
+        } else {
+            return Err(format!(
+                "env {name}: valueFrom other than fieldRef (configMapKeyRef, secretKeyRef, resourceFieldRef) is not supported by this node agent yet"
+            ));
+        }
+    }
+    if container
+        .get("envFrom")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err("envFrom is not supported by this node agent yet".into());
+    }
+    Ok(env)
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Ask the node agent to stop every container, then answer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+pub struct NodeAgent<R: Runtime> {
+    client: Client,
+    cfg: NodeConfig,
+    runtime: Arc<R>,
+    cache: Cache,
+    pods: HashMap<String, PodEntry>,
+    exits_tx: mpsc::Sender<Exited>,
+    exits_rx: Option<mpsc::Receiver<Exited>>,
+    logs_sub: Option<async_nats::Subscriber>,
+}
+
+impl<R: Runtime> NodeAgent<R> {
+    /// Subscribe to the agent's request subject and build the actor.
+    pub async fn new(
+        client: Client,
+        cfg: NodeConfig,
+        runtime: R,
+    ) -> Result<NodeAgent<R>, async_nats::SubscribeError> {
+        let logs_sub = client
+            .nats()
+            .subscribe(client.subjects().agent(&cfg.name, AgentOp::Logs))
+            .await?;
+        let (exits_tx, exits_rx) = mpsc::channel(EXIT_QUEUE);
+        let stopped = runtime.clean_up_leftovers();
+        if stopped > 0 {
+            info!(stopped, "stopped containers an earlier run left behind");
+        }
+        Ok(NodeAgent {
+            client,
+            cfg,
+            runtime: Arc::new(runtime),
+            cache: Cache::default(),
+            pods: HashMap::new(),
+            exits_tx,
+            exits_rx: Some(exits_rx),
+            logs_sub: Some(logs_sub),
+        })
+    }
+
+    fn pod_dir(&self, pod: &Value) -> PathBuf {
+        self.cfg.root.join("pods").join(format!(
+            "{}_{}_{}",
+            meta::namespace(pod).unwrap_or_default(),
+            meta::name(pod).unwrap_or_default(),
+            meta::uid(pod).unwrap_or_default()
+        ))
+    }
+
+    fn register(&mut self, ctx: &mut Context<Self>) {
+        let node = node_object(&self.cfg, &self.runtime.version());
+        let client = self.client.clone();
+        let name = self.cfg.name.clone();
+        ctx.spawn(
+            async move { client.apply(node).await }
+                .into_actor(self)
+                .map(move |res, _act, ctx| match res {
+                    Ok((outcome, _)) => {
+                        info!(node = %name, outcome = outcome.as_str(), "node registered")
+                    }
+                    Err(e) => {
+                        warn!(node = %name, error = %e, "cannot register node; retrying");
+                        ctx.run_later(REGISTER_RETRY, |act, ctx| act.register(ctx));
+                    }
+                }),
+        );
+    }
+
+    fn on_pod(&mut self, pod: Value, deleted: bool, ctx: &mut Context<Self>) {
+        let Some(uid) = meta::uid(&pod).map(str::to_string) else {
+            return;
+        };
+        if deleted || pod.pointer("/metadata/deletionTimestamp").is_some() {
+            self.terminate(&uid, ctx);
+            return;
+        }
+        match self.pods.get_mut(&uid) {
+            Some(entry) => entry.pod = pod,
+            None => {
+                info!(pod = %crate::informer::key_of(&pod), "pod assigned to this node");
+                self.pods.insert(
+                    uid.clone(),
+                    PodEntry {
+                        pod,
+                        states: BTreeMap::new(),
+                        started_ms: now_ms(),
+                        terminating: false,
+                        wake_at: None,
+                        status_in_flight: false,
+                        status_dirty: false,
+                        last_reported: None,
+                    },
+                );
+            }
+        }
+        self.sync_pod(&uid, ctx);
+    }
+
+    fn sync_pod(&mut self, uid: &str, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let Some(entry) = self.pods.get(uid) else {
+            return;
+        };
+        if entry.terminating {
+            return;
+        }
+        let pod = entry.pod.clone();
+        let dir = self.pod_dir(&pod);
+        for step in pod::steps(&pod, &entry.states, now) {
+            match step {
+                Step::Start { container, init } => {
+                    self.start_container(uid, &pod, &dir, &container, init, now)
+                }
+                Step::WakeAt(at) => {
+                    let Some(entry) = self.pods.get_mut(uid) else {
+                        continue;
+                    };
+                    if entry.wake_at.is_some_and(|w| w <= at && w > now) {
+                        continue;
+                    }
+                    entry.wake_at = Some(at);
+                    let uid = uid.to_string();
+                    ctx.run_later(
+                        Duration::from_millis(at.saturating_sub(now)),
+                        move |act, ctx| {
+                            if let Some(e) = act.pods.get_mut(&uid) {
+                                e.wake_at = None;
+                            }
+                            act.sync_pod(&uid, ctx);
+                        },
+                    );
+                }
+            }
+        }
+        self.report_status(uid, ctx);
+    }
+
+    fn start_container(
+        &mut self,
+        uid: &str,
+        pod: &Value,
+        dir: &std::path::Path,
+        name: &str,
+        init: bool,
+        now: u64,
+    ) {
+        let field = if init { "initContainers" } else { "containers" };
+        let container = pod
+            .pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_array)
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+            })
+            .cloned()
+            .unwrap_or(Value::Null);
+        let Some(entry) = self.pods.get_mut(uid) else {
+            return;
+        };
+        let state = entry.states.entry(name.to_string()).or_default();
+        let restarts = state.restarts + u32::from(state.last_exit.is_some());
+        let env = match container_env(pod, &container, &self.cfg.host_ip) {
+            Ok(env) => env,
+            Err(message) => {
+                state.waiting = Some(("CreateContainerConfigError".into(), message));
+                return;
+            }
+        };
+        let spec = ContainerSpec {
+            pod_uid: uid.to_string(),
+            namespace: meta::namespace(pod).unwrap_or_default().to_string(),
+            pod: meta::name(pod).unwrap_or_default().to_string(),
+            container: name.to_string(),
+            command: strings(container.get("command")),
+            args: strings(container.get("args")),
+            env,
+            working_dir: container
+                .get("workingDir")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            log_path: dir.join(name).join(format!("{restarts}.log")),
+        };
+        match self.runtime.start(&spec, self.exits_tx.clone()) {
+            Ok(id) => {
+                debug!(pod = %spec.pod, container = name, %id, "container started");
+                state.restarts = restarts;
+                state.running = Some(id);
+                state.started_at_ms = Some(now);
+                state.waiting = None;
+            }
+            Err(RuntimeError::Invalid { reason, message }) => {
+                warn!(pod = %spec.pod, container = name, %message, "container cannot run");
+                state.waiting = Some((reason.to_string(), message));
+            }
+            Err(e) => {
+                warn!(pod = %spec.pod, container = name, error = %e, "container start failed");
+                state.started_at_ms = Some(now);
+                pod::record_exit(state, 128, "StartError", now);
+            }
+        }
+    }
+
+    fn report_status(&mut self, uid: &str, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let Some(entry) = self.pods.get_mut(uid) else {
+            return;
+        };
+        let status = pod::status(
+            &entry.pod,
+            &entry.states,
+            &self.cfg.host_ip,
+            entry.started_ms,
+            now,
+        );
+        if entry.last_reported.as_ref() == Some(&status) || entry.terminating {
+            return;
+        }
+        if entry.status_in_flight {
+            entry.status_dirty = true;
+            return;
+        }
+        let key = crate::informer::key_of(&entry.pod);
+        let mut pod = self
+            .cache
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| entry.pod.clone());
+        // keep conditions the scheduler wrote (and timestamps that did not move)
+        if let Some(root) = pod.as_object_mut() {
+            root.insert("status".into(), status.clone());
+        }
+        entry.status_in_flight = true;
+        entry.status_dirty = false;
+        let client = self.client.clone();
+        let uid = uid.to_string();
+        ctx.spawn(
+            async move { client.update(pod).await }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    let Some(entry) = act.pods.get_mut(&uid) else {
+                        return;
+                    };
+                    entry.status_in_flight = false;
+                    match res {
+                        Ok(updated) => {
+                            entry.last_reported = Some(status);
+                            act.cache.assume(updated);
+                            if entry.status_dirty {
+                                act.report_status(&uid, ctx);
+                            }
+                        }
+                        Err(e) if e.reason() == Some(Reason::NotFound) => {}
+                        Err(e) => {
+                            debug!(error = %e, "status write failed; retrying");
+                            ctx.run_later(STATUS_RETRY, move |act, ctx| {
+                                act.report_status(&uid, ctx)
+                            });
+                        }
+                    }
+                }),
+        );
+    }
+
+    fn terminate(&mut self, uid: &str, ctx: &mut Context<Self>) {
+        let Some(entry) = self.pods.get_mut(uid) else {
+            return;
+        };
+        if entry.terminating {
+            return;
+        }
+        entry.terminating = true;
+        let grace = entry
+            .pod
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_u64)
+            .map_or(GRACE_MAX, Duration::from_secs)
+            .min(GRACE_MAX);
+        info!(pod = %crate::informer::key_of(&entry.pod), "stopping pod");
+        let stops: Vec<_> = entry
+            .states
+            .values()
+            .filter_map(|s| s.running.as_deref())
+            .map(|id| self.runtime.stop(id, grace))
+            .collect();
+        let uid = uid.to_string();
+        ctx.spawn(join_all(stops).into_actor(self).map(move |_, act, _| {
+            act.pods.remove(&uid);
+        }));
+    }
+
+    fn on_exit(&mut self, exit: Exited, ctx: &mut Context<Self>) {
+        let Some(entry) = self.pods.get_mut(&exit.pod_uid) else {
+            return;
+        };
+        let Some(state) = entry.states.get_mut(&exit.container) else {
+            return;
+        };
+        if state.running.as_deref() != Some(exit.id.as_str()) {
+            return;
+        }
+        info!(pod = %meta::name(&entry.pod).unwrap_or_default(), container = %exit.container, code = exit.code, "container exited");
+        pod::record_exit(state, exit.code, &exit.reason, now_ms());
+        if entry.terminating {
+            return;
+        }
+        let uid = exit.pod_uid.clone();
+        self.sync_pod(&uid, ctx);
+    }
+
+    fn serve_logs(&self, msg: NatsMessage) {
+        let Some(reply_to) = msg.reply.clone() else {
+            return;
+        };
+        let codec = Codec::from_headers(msg.headers.as_ref());
+        let reply: LogsReply = match codec.decode::<LogsRequest>(&msg.payload) {
+            Err(e) => Err(ApiError::bad_request(format!("logs request: {e}"))),
+            Ok(req) => self.read_logs(&req),
+        };
+        let nats = self.client.nats().clone();
+        tokio::spawn(async move {
+            if let Ok(body) = codec.encode(&reply) {
+                let _ = nats.publish(reply_to, body).await;
+            }
+        });
+    }
+
+    fn read_logs(&self, req: &LogsRequest) -> LogsReply {
+        let entry = self.pods.values().find(|e| {
+            meta::namespace(&e.pod) == Some(req.namespace.as_str())
+                && meta::name(&e.pod) == Some(req.pod.as_str())
+        });
+        let pod_ref = kubus_api::ObjectRef::new(Kind::Pod, Some(&req.namespace), &req.pod);
+        let Some(entry) = entry else {
+            return Err(ApiError::not_found(pod_ref));
+        };
+        let names: Vec<String> = ["initContainers", "containers"]
+            .iter()
+            .flat_map(|f| strings_of_names(&entry.pod, f))
+            .collect();
+        let container = match &req.container {
+            Some(c) if names.contains(c) => c.clone(),
+            Some(c) => {
+                return Err(ApiError::bad_request(format!(
+                    "container {c:?} is not valid for pod {}; choose one of: {}",
+                    req.pod,
+                    names.join(" ")
+                )))
+            }
+            None => {
+                let apps = strings_of_names(&entry.pod, "containers");
+                if apps.len() != 1 {
+                    return Err(ApiError::bad_request(format!(
+                        "a container name must be specified for pod {}, choose one of: {}",
+                        req.pod,
+                        apps.join(" ")
+                    )));
+                }
+                apps[0].clone()
+            }
+        };
+        let Some(state) = entry.states.get(&container) else {
+            return Err(ApiError::bad_request(format!(
+                "container {container:?} in pod {} has not started",
+                req.pod
+            )));
+        };
+        let path = self
+            .pod_dir(&entry.pod)
+            .join(&container)
+            .join(format!("{}.log", state.restarts));
+        logs::read_tail(&path, req.limit_bytes.unwrap_or(logs::REPLY_MAX_BYTES))
+            .map_err(|e| ApiError::internal(format!("cannot read log {}: {e}", path.display())))
+    }
+}
+
+fn strings_of_names(pod: &Value, field: &str) -> Vec<String> {
+    pod.pointer(&format!("/spec/{field}"))
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A container exit, delivered to the agent.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct ExitSeen(Exited);
+
+impl<R: Runtime> Actor for NodeAgent<R> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.register(ctx);
+        ctx.add_stream(watched(
+            &self.client,
+            WatchSpec::node_pods(&self.client, &self.cfg.name),
+        ));
+        if let Some(rx) = self.exits_rx.take() {
+            ctx.add_stream(futures::stream::unfold(rx, |mut rx| async move {
+                let e = rx.recv().await?;
+                Some((ExitSeen(e), rx))
+            }));
+        }
+        if let Some(sub) = self.logs_sub.take() {
+            ctx.add_stream(sub);
+        }
+        ctx.run_interval(HEARTBEAT_EVERY, |act, _ctx| {
+            let nats = act.client.nats().clone();
+            let subject = act.client.subjects().heartbeat(&act.cfg.name);
+            let body = json!({"node": act.cfg.name, "pods": act.pods.len(), "time": now_ms()});
+            tokio::spawn(async move {
+                if let Ok(b) = Codec::Json.encode(&body) {
+                    let _ = nats.publish(subject, b).await;
+                }
+            });
+        });
+    }
+}
+
+impl<R: Runtime> StreamHandler<Watched> for NodeAgent<R> {
+    fn handle(&mut self, w: Watched, ctx: &mut Context<Self>) {
+        if w.kind != Kind::Pod {
+            return;
+        }
+        for d in self.cache.apply(w.item) {
+            self.on_pod(d.object, d.deleted, ctx);
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        warn!("NodeAgent: pod watch ended");
+    }
+}
+
+impl<R: Runtime> StreamHandler<ExitSeen> for NodeAgent<R> {
+    fn handle(&mut self, e: ExitSeen, ctx: &mut Context<Self>) {
+        self.on_exit(e.0, ctx);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl<R: Runtime> StreamHandler<NatsMessage> for NodeAgent<R> {
+    fn handle(&mut self, msg: NatsMessage, _ctx: &mut Context<Self>) {
+        self.serve_logs(msg);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl<R: Runtime> Handler<Shutdown> for NodeAgent<R> {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut stops = Vec::new();
+        for entry in self.pods.values_mut() {
+            entry.terminating = true;
+            let grace = entry
+                .pod
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_u64)
+                .map_or(GRACE_MAX, Duration::from_secs)
+                .min(Duration::from_secs(5));
+            for id in entry.states.values().filter_map(|s| s.running.as_deref()) {
+                stops.push(self.runtime.stop(id, grace));
+            }
+        }
+        info!(containers = stops.len(), "stopping every container");
+        Box::pin(async move {
+            join_all(stops).await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_resolves_values_and_field_refs() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u"}, "spec": {"nodeName": "n1"}});
+        let c = json!({"env": [
+            {"name": "A", "value": "1"},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        ]});
+        assert_eq!(
+            container_env(&pod, &c, "127.0.0.1"),
+            Ok(vec![
+                ("A".into(), "1".into()),
+                ("POD".into(), "p".into()),
+                ("NODE".into(), "n1".into())
+            ])
+        );
+        let unsupported = json!({"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]});
+        assert!(container_env(&pod, &unsupported, "h").is_err_and(|e| e.contains("not supported")));
+    }
+
+    #[test]
+    fn node_object_carries_capacity() {
+        let cfg = NodeConfig::from_host("n1", PathBuf::from("/tmp"));
+        let n = node_object(&cfg, "process://x");
+        assert_eq!(n["status"]["allocatable"]["pods"], "110");
+        assert_eq!(n["metadata"]["name"], "n1");
+        assert!(kubus_api::admission::admit(n).is_ok());
+    }
+}

@@ -1,0 +1,408 @@
+//! What the node agent decides for one pod: which container to start next,
+//! when a crashed container may restart (CrashLoopBackOff), and the pod
+//! status those facts add up to. Pure: the clock is an argument.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// First restart delay after the immediate one; doubles up to the cap.
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A container that ran this long resets its backoff.
+pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+
+/// One container of a pod, as the agent knows it. Times are milliseconds
+/// since the Unix epoch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerState {
+    /// The runtime's id while running.
+    pub running: Option<String>,
+    pub started_at_ms: Option<u64>,
+    pub restarts: u32,
+    pub last_exit: Option<Exit>,
+    /// Why it is not running (and will not start now), with a message.
+    pub waiting: Option<(String, String)>,
+    /// The next start may not happen before this.
+    pub not_before_ms: u64,
+    pub backoff: Duration,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i32,
+    pub reason: String,
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+}
+
+/// A step the agent should take now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Start {
+        container: String,
+        init: bool,
+    },
+    /// Wake up at this time to look again (a backoff ends).
+    WakeAt(u64),
+}
+
+fn names(pod: &Value, field: &str) -> Vec<String> {
+    pod.pointer(&format!("/spec/{field}"))
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn restart_policy(pod: &Value) -> &str {
+    pod.pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always")
+}
+
+/// Whether a container that exited with `code` restarts under `policy`.
+pub fn should_restart(policy: &str, code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
+    }
+}
+
+/// Record an exit: the next start waits out the backoff.
+pub fn record_exit(state: &mut ContainerState, code: i32, reason: &str, now_ms: u64) {
+    let started = state.started_at_ms.unwrap_or(now_ms);
+    if now_ms.saturating_sub(started) >= BACKOFF_RESET_AFTER.as_millis() as u64 {
+        state.backoff = Duration::ZERO;
+    }
+    state.running = None;
+    state.last_exit = Some(Exit {
+        code,
+        reason: reason.to_string(),
+        started_at_ms: started,
+        finished_at_ms: now_ms,
+    });
+    state.not_before_ms = now_ms + state.backoff.as_millis() as u64;
+    state.backoff = if state.backoff.is_zero() {
+        BACKOFF_INITIAL
+    } else {
+        (state.backoff * 2).min(BACKOFF_MAX)
+    };
+}
+
+fn init_done(state: Option<&ContainerState>) -> bool {
+    state.is_some_and(|s| s.running.is_none() && s.last_exit.as_ref().is_some_and(|e| e.code == 0))
+}
+
+/// The steps for one pod now: init containers one at a time, in order, each
+/// to success; then every app container, restarted as the policy says.
+pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64) -> Vec<Step> {
+    let policy = restart_policy(pod);
+    let mut out = Vec::new();
+    let mut wake = None::<u64>;
+    let mut consider = |name: &str, init: bool, out: &mut Vec<Step>| -> bool {
+        let s = states.get(name);
+        match s {
+            None => {
+                out.push(Step::Start {
+                    container: name.to_string(),
+                    init,
+                });
+                false
+            }
+            Some(s) if s.running.is_some() => false,
+            Some(s)
+                if s.waiting
+                    .as_ref()
+                    .is_some_and(|(r, _)| r != "CrashLoopBackOff")
+                    && s.last_exit.is_none() =>
+            {
+                false
+            }
+            Some(s) => {
+                let code = s.last_exit.as_ref().map_or(1, |e| e.code);
+                // init containers under Always retry like OnFailure
+                let restart = if init {
+                    code != 0 && policy != "Never"
+                } else {
+                    should_restart(policy, code)
+                };
+                if !restart {
+                    return init && code == 0;
+                }
+                if now_ms >= s.not_before_ms {
+                    out.push(Step::Start {
+                        container: name.to_string(),
+                        init,
+                    });
+                } else {
+                    wake = Some(wake.map_or(s.not_before_ms, |w| w.min(s.not_before_ms)));
+                }
+                false
+            }
+        }
+    };
+    for name in names(pod, "initContainers") {
+        if init_done(states.get(&name)) {
+            continue;
+        }
+        consider(&name, true, &mut out);
+        if let Some(w) = wake {
+            out.push(Step::WakeAt(w));
+        }
+        return out;
+    }
+    for name in names(pod, "containers") {
+        consider(&name, false, &mut out);
+    }
+    if let Some(w) = wake {
+        out.push(Step::WakeAt(w));
+    }
+    out
+}
+
+fn time(ms: u64) -> String {
+    let ts = jiff::Timestamp::from_millisecond(ms as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    kubus_api::lifecycle::format_time(ts)
+}
+
+fn container_status(name: &str, image: &str, s: Option<&ContainerState>, now_ms: u64) -> Value {
+    let Some(s) = s else {
+        return json!({"name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0, "started": false,
+            "state": {"waiting": {"reason": "ContainerCreating"}}});
+    };
+    let state = if s.running.is_some() {
+        json!({"running": {"startedAt": time(s.started_at_ms.unwrap_or(now_ms))}})
+    } else if let Some((reason, message)) = &s.waiting {
+        json!({"waiting": {"reason": reason, "message": message}})
+    } else if let Some(e) = s.last_exit.as_ref().filter(|_| s.not_before_ms > now_ms) {
+        json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!(
+            "back-off {}s restarting failed container={name}", (s.not_before_ms - e.finished_at_ms) / 1000)}})
+    } else if let Some(e) = &s.last_exit {
+        json!({"terminated": {"exitCode": e.code, "reason": e.reason,
+            "startedAt": time(e.started_at_ms), "finishedAt": time(e.finished_at_ms)}})
+    } else {
+        json!({"waiting": {"reason": "ContainerCreating"}})
+    };
+    let mut status = json!({"name": name, "image": image, "imageID": "", "containerID": s.running.clone().unwrap_or_default(),
+        "ready": s.running.is_some(), "started": s.running.is_some(), "restartCount": s.restarts, "state": state});
+    if let (Some(e), true) = (
+        &s.last_exit,
+        s.running.is_some() || s.not_before_ms > now_ms,
+    ) {
+        status["lastState"] = json!({"terminated": {"exitCode": e.code, "reason": e.reason,
+            "startedAt": time(e.started_at_ms), "finishedAt": time(e.finished_at_ms)}});
+    }
+    status
+}
+
+fn condition(kind: &str, ok: bool, since: &str) -> Value {
+    json!({"type": kind, "status": if ok {"True"} else {"False"}, "lastTransitionTime": since})
+}
+
+/// The pod status the container states add up to.
+pub fn status(
+    pod: &Value,
+    states: &BTreeMap<String, ContainerState>,
+    host_ip: &str,
+    started_ms: u64,
+    now_ms: u64,
+) -> Value {
+    let spec_list = |field: &str| -> Vec<(String, String)> {
+        pod.pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_array)
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| {
+                        let s = |k: &str| {
+                            c.get(k)
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        (s("name"), s("image"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let inits = spec_list("initContainers");
+    let apps = spec_list("containers");
+    let policy = restart_policy(pod);
+    let initialized = inits.iter().all(|(n, _)| init_done(states.get(n)));
+    let init_failed = policy == "Never"
+        && inits.iter().any(|(n, _)| {
+            states
+                .get(n)
+                .and_then(|s| s.last_exit.as_ref())
+                .is_some_and(|e| e.code != 0)
+        });
+    let app_states: Vec<Option<&ContainerState>> =
+        apps.iter().map(|(n, _)| states.get(n)).collect();
+    let all_running = !apps.is_empty()
+        && app_states
+            .iter()
+            .all(|s| s.is_some_and(|s| s.running.is_some()));
+    let any_started = app_states
+        .iter()
+        .any(|s| s.is_some_and(|s| s.running.is_some() || s.last_exit.is_some()));
+    let finished: Vec<i32> = app_states
+        .iter()
+        .filter_map(|s| {
+            let s = (*s)?;
+            let e = s.last_exit.as_ref()?;
+            (s.running.is_none() && !should_restart(policy, e.code)).then_some(e.code)
+        })
+        .collect();
+    let phase = if init_failed {
+        "Failed"
+    } else if !apps.is_empty() && finished.len() == apps.len() {
+        if finished.iter().all(|c| *c == 0) {
+            "Succeeded"
+        } else {
+            "Failed"
+        }
+    } else if initialized && any_started {
+        "Running"
+    } else {
+        "Pending"
+    };
+    let since = time(started_ms);
+    let mut status = json!({
+        "phase": phase,
+        "hostIP": host_ip,
+        "podIP": host_ip,
+        "podIPs": [{"ip": host_ip}],
+        "startTime": since,
+        "conditions": [
+            condition("PodScheduled", true, &since),
+            condition("Initialized", initialized, &since),
+            condition("ContainersReady", all_running, &since),
+            condition("Ready", all_running, &since),
+        ],
+        "containerStatuses": apps.iter().map(|(n, i)| container_status(n, i, states.get(n), now_ms)).collect::<Vec<_>>(),
+    });
+    if !inits.is_empty() {
+        status["initContainerStatuses"] = json!(inits
+            .iter()
+            .map(|(n, i)| container_status(n, i, states.get(n), now_ms))
+            .collect::<Vec<_>>());
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(policy: &str, inits: &[&str], apps: &[&str]) -> Value {
+        let cs = |ns: &[&str]| {
+            ns.iter()
+                .map(|n| json!({"name": n, "image": "busybox"}))
+                .collect::<Vec<_>>()
+        };
+        json!({"spec": {"restartPolicy": policy, "initContainers": cs(inits), "containers": cs(apps)}})
+    }
+
+    fn running(id: &str) -> ContainerState {
+        ContainerState {
+            running: Some(id.into()),
+            started_at_ms: Some(0),
+            ..ContainerState::default()
+        }
+    }
+
+    fn exited(code: i32, not_before_ms: u64) -> ContainerState {
+        ContainerState {
+            last_exit: Some(Exit {
+                code,
+                reason: if code == 0 {
+                    "Completed".into()
+                } else {
+                    "Error".into()
+                },
+                started_at_ms: 0,
+                finished_at_ms: 1000,
+            }),
+            not_before_ms,
+            ..ContainerState::default()
+        }
+    }
+
+    fn start(name: &str, init: bool) -> Step {
+        Step::Start {
+            container: name.into(),
+            init,
+        }
+    }
+
+    #[test]
+    fn start_order_and_restarts() {
+        let mut s = BTreeMap::new();
+        let p = pod("Always", &["init"], &["a", "b"]);
+        assert_eq!(steps(&p, &s, 0), vec![start("init", true)]);
+        s.insert("init".into(), running("1"));
+        assert_eq!(steps(&p, &s, 0), vec![]);
+        s.insert("init".into(), exited(1, 5000));
+        assert_eq!(steps(&p, &s, 2000), vec![Step::WakeAt(5000)]);
+        assert_eq!(steps(&p, &s, 5000), vec![start("init", true)]);
+        s.insert("init".into(), exited(0, 0));
+        assert_eq!(
+            steps(&p, &s, 5000),
+            vec![start("a", false), start("b", false)]
+        );
+        s.insert("a".into(), running("2"));
+        s.insert("b".into(), exited(0, 9000));
+        assert_eq!(steps(&p, &s, 6000), vec![Step::WakeAt(9000)]);
+        let never = pod("Never", &[], &["b"]);
+        assert_eq!(steps(&never, &s, 9000), vec![]);
+        let on_failure = pod("OnFailure", &[], &["b"]);
+        assert_eq!(steps(&on_failure, &s, 9000), vec![]);
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut s = running("1");
+        record_exit(&mut s, 1, "Error", 1_000);
+        assert_eq!(s.not_before_ms, 1_000, "first restart is immediate");
+        let mut delays = vec![];
+        for i in 0..8 {
+            s.started_at_ms = Some(10_000 * i);
+            record_exit(&mut s, 1, "Error", 10_000 * i + 1);
+            delays.push((s.not_before_ms - (10_000 * i + 1)) / 1000);
+        }
+        assert_eq!(delays, vec![10, 20, 40, 80, 160, 300, 300, 300]);
+        s.started_at_ms = Some(0);
+        record_exit(&mut s, 1, "Error", 700_000);
+        assert_eq!(s.not_before_ms, 700_000, "a long run resets the backoff");
+    }
+
+    #[test]
+    fn phases() {
+        let p = pod("Never", &[], &["a"]);
+        let mut s = BTreeMap::new();
+        assert_eq!(status(&p, &s, "127.0.0.1", 0, 0)["phase"], "Pending");
+        s.insert("a".into(), running("1"));
+        let st = status(&p, &s, "127.0.0.1", 0, 0);
+        assert_eq!(st["phase"], "Running");
+        assert_eq!(st["conditions"][3]["status"], "True");
+        s.insert("a".into(), exited(0, 0));
+        assert_eq!(status(&p, &s, "127.0.0.1", 0, 0)["phase"], "Succeeded");
+        s.insert("a".into(), exited(2, 0));
+        assert_eq!(status(&p, &s, "127.0.0.1", 0, 0)["phase"], "Failed");
+        let always = pod("Always", &[], &["a"]);
+        s.insert("a".into(), exited(2, 10_000));
+        let st = status(&always, &s, "127.0.0.1", 0, 5_000);
+        assert_eq!(st["phase"], "Running");
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "CrashLoopBackOff"
+        );
+    }
+}

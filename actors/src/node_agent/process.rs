@@ -1,0 +1,322 @@
+//! The `process` runtime: each container is a child process group on the
+//! host, running the container's `command` + `args` with its env. No image,
+//! no isolation: for machines without containerd and for fast tests.
+//!
+//! Every started group is recorded as `<root>/<pgid>.pid` with the kernel's
+//! start time of its leader, so a later agent run can stop exactly what an
+//! earlier one left behind (never a recycled pid).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use super::logs;
+use super::runtime::{ContainerSpec, Exited, Runtime, RuntimeError};
+
+/// How often `stop` looks whether the group is gone.
+const STOP_POLL: Duration = Duration::from_millis(50);
+/// Lines buffered between a container's pipes and its log writer.
+const LOG_QUEUE: usize = 256;
+/// Longest line read before it is cut (the log splits records further).
+const LINE_MAX_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ProcessRuntime {
+    root: PathBuf,
+}
+
+impl ProcessRuntime {
+    pub fn new(root: PathBuf) -> Result<ProcessRuntime, RuntimeError> {
+        std::fs::create_dir_all(&root)?;
+        Ok(ProcessRuntime { root })
+    }
+
+    fn pid_file(&self, pgid: u32) -> PathBuf {
+        self.root.join(format!("{pgid}.pid"))
+    }
+}
+
+/// The start time (clock ticks since boot) of a process, from /proc.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// Field 22 of /proc/<pid>/stat; the command (field 2) may hold spaces and
+/// parentheses, so count from the last ')'.
+pub fn parse_start_time(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn group_alive(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
+fn signal_group(pgid: i32, signal: Signal) {
+    if let Err(e) = killpg(Pid::from_raw(pgid), signal) {
+        if e != nix::errno::Errno::ESRCH {
+            warn!(pgid, %signal, error = %e, "cannot signal process group");
+        }
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn version(&self) -> String {
+        format!("process://kubus-{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn start(
+        &self,
+        spec: &ContainerSpec,
+        exits: mpsc::Sender<Exited>,
+    ) -> Result<String, RuntimeError> {
+        let mut argv = spec.command.iter().chain(spec.args.iter());
+        let Some(program) = argv.next() else {
+            return Err(RuntimeError::Invalid {
+                reason: "CommandRequired",
+                message: format!(
+                    "container {:?} has no command: the process runtime runs a container's command and args, it cannot read an image's entrypoint (use the cri runtime for that)",
+                    spec.container
+                ),
+            });
+        };
+        if let Some(dir) = spec.log_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(argv)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOSTNAME", &spec.pod)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+        if let Some(dir) = &spec.working_dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                RuntimeError::Invalid {
+                    reason: "StartError",
+                    message: format!(
+                        "cannot run {program:?} for container {:?}: {e}",
+                        spec.container
+                    ),
+                }
+            }
+            _ => RuntimeError::Start(e.to_string()),
+        })?;
+        let pid = child
+            .id()
+            .ok_or_else(|| RuntimeError::Start("child exited at once".into()))?;
+        if let Some(t) = start_time(pid) {
+            let _ = std::fs::write(self.pid_file(pid), t.to_string());
+        }
+        let (tx, rx) = mpsc::channel(LOG_QUEUE);
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump(out, "stdout", tx.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump(err, "stderr", tx));
+        }
+        tokio::spawn(write_log(spec.log_path.clone(), rx));
+        let id = pid.to_string();
+        let exited = Exited {
+            pod_uid: spec.pod_uid.clone(),
+            container: spec.container.clone(),
+            id: id.clone(),
+            code: 0,
+            reason: String::new(),
+        };
+        let pid_file = self.pid_file(pid);
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            // stragglers of the group (a shell's children) go with it
+            signal_group(pid as i32, Signal::SIGKILL);
+            let _ = std::fs::remove_file(pid_file);
+            let (code, reason) = match status {
+                Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+                    (Some(0), _) => (0, "Completed".to_string()),
+                    (Some(c), _) => (c, "Error".to_string()),
+                    (None, Some(sig)) => (128 + sig, format!("Signal {sig}")),
+                    (None, None) => (1, "Error".to_string()),
+                },
+                Err(e) => (1, format!("wait failed: {e}")),
+            };
+            debug!(pid, code, "container process exited");
+            let _ = exits
+                .send(Exited {
+                    code,
+                    reason,
+                    ..exited
+                })
+                .await;
+        });
+        Ok(id)
+    }
+
+    fn stop(&self, id: &str, grace: Duration) -> BoxFuture<'static, ()> {
+        let pgid: i32 = id.parse().unwrap_or(0);
+        Box::pin(async move {
+            if pgid <= 1 {
+                return;
+            }
+            signal_group(pgid, Signal::SIGTERM);
+            let polls = (grace.as_millis() / STOP_POLL.as_millis()).max(1);
+            for _ in 0..polls {
+                if !group_alive(pgid) {
+                    return;
+                }
+                tokio::time::sleep(STOP_POLL).await;
+            }
+            signal_group(pgid, Signal::SIGKILL);
+        })
+    }
+
+    fn clean_up_leftovers(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return 0;
+        };
+        let mut stopped = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if let Some((pgid, recorded)) = leftover(&path) {
+                if start_time(pgid) == Some(recorded) {
+                    signal_group(pgid as i32, Signal::SIGKILL);
+                    stopped += 1;
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        stopped
+    }
+}
+
+fn leftover(path: &Path) -> Option<(u32, u64)> {
+    let pgid = path.file_stem()?.to_str()?.parse().ok()?;
+    let recorded = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    Some((pgid, recorded))
+}
+
+async fn pump<R: AsyncRead + Unpin>(
+    out: R,
+    stream: &'static str,
+    tx: mpsc::Sender<(&'static str, Vec<u8>)>,
+) {
+    let mut reader = BufReader::new(out);
+    loop {
+        let mut line = Vec::new();
+        match (&mut reader)
+            .take(LINE_MAX_BYTES as u64)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                if tx.send((stream, line)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn now_nano() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.%9fZ")
+        .to_string()
+}
+
+async fn write_log(path: PathBuf, mut rx: mpsc::Receiver<(&'static str, Vec<u8>)>) {
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await;
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot open container log");
+            return;
+        }
+    };
+    while let Some((stream, line)) = rx.recv().await {
+        if let Err(e) = file
+            .write_all(&logs::records(&now_nano(), stream, &line))
+            .await
+        {
+            warn!(path = %path.display(), error = %e, "cannot write container log");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_survives_odd_command_names() {
+        let stat = "1234 (we ird) name)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
+        assert_eq!(parse_start_time(stat), Some(987654));
+        assert_eq!(parse_start_time("garbage"), None);
+        assert!(start_time(std::process::id()).is_some());
+    }
+
+    #[tokio::test]
+    async fn runs_logs_and_stops_a_process_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = ProcessRuntime::new(dir.path().join("procs")).expect("runtime");
+        let (tx, mut rx) = mpsc::channel(4);
+        let spec = ContainerSpec {
+            pod_uid: "u".into(),
+            namespace: "default".into(),
+            pod: "p".into(),
+            container: "c".into(),
+            command: vec!["sh".into(), "-c".into()],
+            args: vec!["echo hello $GREETING; echo oops >&2; sleep 30".into()],
+            env: vec![("GREETING".into(), "world".into())],
+            working_dir: None,
+            log_path: dir.path().join("logs/c/0.log"),
+        };
+        let id = rt.start(&spec, tx.clone()).expect("starts");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        rt.stop(&id, Duration::from_secs(2)).await;
+        let exit = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("exit reported")
+            .expect("exit");
+        assert_eq!(exit.reason, "Signal 15");
+        let text = logs::read_tail(&spec.log_path, 4096).expect("log");
+        assert!(text.contains("hello world\n"), "{text:?}");
+        assert!(text.contains("oops\n"), "{text:?}");
+
+        let mut no_cmd = spec.clone();
+        no_cmd.command.clear();
+        no_cmd.args.clear();
+        assert!(matches!(
+            rt.start(&no_cmd, tx),
+            Err(RuntimeError::Invalid {
+                reason: "CommandRequired",
+                ..
+            })
+        ));
+    }
+}

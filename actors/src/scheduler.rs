@@ -1,0 +1,464 @@
+//! `Scheduler`: binds each unbound pod to a node.
+//!
+//! [`schedule`] filters nodes (ready, schedulable, nodeSelector, cpu, memory
+//! and pod count against allocatable) and scores the rest by least
+//! allocation; the actor binds with a compare-and-swap write of
+//! `spec.nodeName`, and writes a `PodScheduled=False` condition saying why
+//! when no node fits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use actix::prelude::*;
+use kubus_api::{meta, quantity, Kind};
+use kubus_bus::watch::WatchSpec;
+use kubus_bus::Client;
+use serde_json::{json, Value};
+use tracing::{debug, info, warn};
+
+use crate::informer::{key_of, Cache};
+use crate::replicaset::is_active;
+use crate::watching::{watched, Watched};
+use crate::write::{perform, Write};
+
+const BATCH_DELAY: Duration = Duration::from_millis(5);
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Bindings under way at once.
+pub const BINDINGS_IN_FLIGHT_MAX: usize = 256;
+
+/// What the scheduler knows of one node.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    pub unschedulable: bool,
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
+    pub pods_max: i64,
+    pub cpu_requested: i64,
+    pub memory_requested: i64,
+    pub pods: i64,
+}
+
+/// A pod's requests, summed over its containers (init containers: the max).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Requests {
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
+}
+
+fn container_requests(c: &Value) -> Requests {
+    let q = |name: &str, f: fn(&str) -> Result<i64, quantity::QuantityError>| {
+        c.pointer(&format!("/resources/requests/{name}"))
+            .and_then(Value::as_str)
+            .and_then(|s| f(s).ok())
+            .unwrap_or(0)
+    };
+    Requests {
+        cpu_millis: q("cpu", quantity::cpu_millis),
+        memory_bytes: q("memory", quantity::memory_bytes),
+    }
+}
+
+pub fn pod_requests(pod: &Value) -> Requests {
+    let list = |field: &str| -> Vec<Requests> {
+        pod.pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_array)
+            .map(|cs| cs.iter().map(container_requests).collect())
+            .unwrap_or_default()
+    };
+    let main = list("containers")
+        .into_iter()
+        .fold(Requests::default(), |a, r| Requests {
+            cpu_millis: a.cpu_millis + r.cpu_millis,
+            memory_bytes: a.memory_bytes + r.memory_bytes,
+        });
+    list("initContainers")
+        .into_iter()
+        .fold(main, |a, r| Requests {
+            cpu_millis: a.cpu_millis.max(r.cpu_millis),
+            memory_bytes: a.memory_bytes.max(r.memory_bytes),
+        })
+}
+
+/// What the scheduler knows of a node, from its object.
+pub fn node_info(node: &Value) -> NodeInfo {
+    let alloc = |name: &str, f: fn(&str) -> Result<i64, quantity::QuantityError>| {
+        node.pointer(&format!("/status/allocatable/{name}"))
+            .and_then(Value::as_str)
+            .and_then(|s| f(s).ok())
+            .unwrap_or(0)
+    };
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+    NodeInfo {
+        name: meta::name(node).unwrap_or_default().to_string(),
+        labels: meta::labels(node),
+        ready,
+        unschedulable: node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true),
+        cpu_millis: alloc("cpu", quantity::cpu_millis),
+        memory_bytes: alloc("memory", quantity::memory_bytes),
+        pods_max: alloc("pods", |s| {
+            quantity::parse_milli(s)
+                .map(|m| (m / 1000) as i64)
+                .map_err(Into::into)
+        }),
+        ..NodeInfo::default()
+    }
+}
+
+/// Why no node fits, as Kubernetes words it: "0/3 nodes are available: …".
+pub fn unschedulable_message(total: usize, reasons: &BTreeMap<&'static str, usize>) -> String {
+    let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    format!("0/{total} nodes are available: {}.", parts.join(", "))
+}
+
+/// Pick a node for a pod: filter, then the least allocated wins (ties by name).
+pub fn schedule(pod: &Value, nodes: &[NodeInfo]) -> Result<String, String> {
+    let want = pod_requests(pod);
+    let selector: BTreeMap<String, String> = pod
+        .pointer("/spec/nodeSelector")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut best: Option<(i64, &str)> = None;
+    for n in nodes {
+        let reason = if !n.ready {
+            Some("node(s) were not ready")
+        } else if n.unschedulable {
+            Some("node(s) were unschedulable")
+        } else if selector.iter().any(|(k, v)| n.labels.get(k) != Some(v)) {
+            Some("node(s) didn't match Pod's node affinity/selector")
+        } else if n.cpu_requested + want.cpu_millis > n.cpu_millis {
+            Some("Insufficient cpu")
+        } else if n.memory_requested + want.memory_bytes > n.memory_bytes {
+            Some("Insufficient memory")
+        } else if n.pods >= n.pods_max {
+            Some("Too many pods")
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            *reasons.entry(r).or_default() += 1;
+            continue;
+        }
+        // least allocated: the mean used fraction of cpu and memory, per mille
+        let frac = |used: i64, cap: i64| if cap > 0 { used * 1000 / cap } else { 1000 };
+        let score = (frac(n.cpu_requested + want.cpu_millis, n.cpu_millis)
+            + frac(n.memory_requested + want.memory_bytes, n.memory_bytes)
+            + frac(n.pods + 1, n.pods_max))
+            / 3;
+        if best.is_none_or(|(s, name)| (score, n.name.as_str()) < (s, name)) {
+            best = Some((score, &n.name));
+        }
+    }
+    match best {
+        Some((_, name)) => Ok(name.to_string()),
+        None => Err(unschedulable_message(nodes.len(), &reasons)),
+    }
+}
+
+fn is_pending(pod: &Value) -> bool {
+    pod.pointer("/spec/nodeName").is_none() && is_active(pod)
+}
+
+pub struct Scheduler {
+    client: Client,
+    pods: Cache,
+    nodes: Cache,
+    sync_scheduled: bool,
+    /// Pods with a binding under way.
+    binding: HashSet<String>,
+    /// The last unschedulable message written per pod (no rewrite loops).
+    reported: HashMap<String, String>,
+}
+
+impl Scheduler {
+    pub fn new(client: Client) -> Scheduler {
+        Scheduler {
+            client,
+            pods: Cache::default(),
+            nodes: Cache::default(),
+            sync_scheduled: false,
+            binding: HashSet::new(),
+            reported: HashMap::new(),
+        }
+    }
+
+    fn kick(&mut self, ctx: &mut Context<Self>) {
+        if !self.sync_scheduled {
+            self.sync_scheduled = true;
+            ctx.run_later(BATCH_DELAY, |act, ctx| act.sync(ctx));
+        }
+    }
+
+    fn sync(&mut self, ctx: &mut Context<Self>) {
+        self.sync_scheduled = false;
+        if !(self.pods.synced && self.nodes.synced) {
+            return;
+        }
+        let mut infos: Vec<NodeInfo> = self.nodes.values().map(node_info).collect();
+        let index: HashMap<String, usize> = infos
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        for pod in self.pods.values().filter(|p| is_active(p)) {
+            let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some(&i) = index.get(node) {
+                let r = pod_requests(pod);
+                infos[i].cpu_requested += r.cpu_millis;
+                infos[i].memory_requested += r.memory_bytes;
+                infos[i].pods += 1;
+            }
+        }
+        let pending: Vec<Value> = self
+            .pods
+            .values()
+            .filter(|p| is_pending(p) && !self.binding.contains(&key_of(p)))
+            .take(BINDINGS_IN_FLIGHT_MAX.saturating_sub(self.binding.len()))
+            .cloned()
+            .collect();
+        for pod in pending {
+            let key = key_of(&pod);
+            match schedule(&pod, &infos) {
+                Ok(node) => {
+                    if let Some(&i) = index.get(&node) {
+                        let r = pod_requests(&pod);
+                        infos[i].cpu_requested += r.cpu_millis;
+                        infos[i].memory_requested += r.memory_bytes;
+                        infos[i].pods += 1;
+                    }
+                    self.bind(key, pod, node, ctx);
+                }
+                Err(message) => {
+                    if self.reported.get(&key) != Some(&message) {
+                        debug!(pod = %key, %message, "unschedulable");
+                        self.reported.insert(key.clone(), message.clone());
+                        self.write_unschedulable(key, pod, message, ctx);
+                    }
+                }
+            }
+        }
+    }
+
+    fn bind(&mut self, key: String, mut pod: Value, node: String, ctx: &mut Context<Self>) {
+        if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("nodeName".into(), json!(node));
+        }
+        set_condition(&mut pod, "PodScheduled", "True", None, None);
+        self.binding.insert(key.clone());
+        let fut = perform(self.client.clone(), Write::Update(pod));
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.binding.remove(&key);
+            match res {
+                Ok(bound) => {
+                    info!(pod = %key, node = %node, "scheduled");
+                    act.reported.remove(&key);
+                    act.pods.assume(bound);
+                }
+                Err(e) => {
+                    warn!(pod = %key, error = %e, "binding failed; retrying");
+                    ctx.run_later(RETRY_DELAY, |act, ctx| act.kick(ctx));
+                }
+            }
+            act.kick(ctx);
+        }));
+    }
+
+    fn write_unschedulable(
+        &mut self,
+        key: String,
+        mut pod: Value,
+        message: String,
+        ctx: &mut Context<Self>,
+    ) {
+        set_condition(
+            &mut pod,
+            "PodScheduled",
+            "False",
+            Some("Unschedulable"),
+            Some(&message),
+        );
+        let fut = perform(self.client.clone(), Write::Update(pod));
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| match res {
+            Ok(obj) => act.pods.assume(obj),
+            Err(e) => {
+                debug!(pod = %key, error = %e, "cannot record unschedulable");
+                act.reported.remove(&key);
+            }
+        }));
+    }
+}
+
+/// Set (or replace) one status condition of a pod.
+pub fn set_condition(
+    pod: &mut Value,
+    kind: &str,
+    status: &str,
+    reason: Option<&str>,
+    message: Option<&str>,
+) {
+    let now = kubus_api::lifecycle::format_time(jiff::Timestamp::now());
+    let Some(root) = pod.as_object_mut() else {
+        return;
+    };
+    let st = root.entry("status").or_insert_with(|| json!({}));
+    let Some(st) = st.as_object_mut() else { return };
+    st.entry("phase").or_insert_with(|| json!("Pending"));
+    let conds = st.entry("conditions").or_insert_with(|| json!([]));
+    let Some(conds) = conds.as_array_mut() else {
+        return;
+    };
+    conds.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
+    let mut c = json!({"type": kind, "status": status, "lastTransitionTime": now});
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    if let Some(m) = message {
+        c["message"] = json!(m);
+    }
+    conds.push(c);
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.add_stream(watched(
+            &self.client,
+            WatchSpec::all(&self.client, Kind::Pod),
+        ));
+        ctx.add_stream(watched(
+            &self.client,
+            WatchSpec::all(&self.client, Kind::Node),
+        ));
+    }
+}
+
+impl StreamHandler<Watched> for Scheduler {
+    fn handle(&mut self, w: Watched, ctx: &mut Context<Self>) {
+        let deltas = match w.kind {
+            Kind::Pod => self.pods.apply(w.item),
+            Kind::Node => self.nodes.apply(w.item),
+            _ => return,
+        };
+        for d in &deltas {
+            if d.deleted && w.kind == Kind::Pod {
+                self.reported.remove(&key_of(&d.object));
+            }
+        }
+        if !deltas.is_empty() {
+            self.kick(ctx);
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        warn!("Scheduler: a watch ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cpu: i64, mem: i64, labels: &[(&str, &str)]) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ready: true,
+            cpu_millis: cpu,
+            memory_bytes: mem,
+            pods_max: 110,
+            ..NodeInfo::default()
+        }
+    }
+
+    fn pod(cpu: &str, mem: &str, selector: Value) -> Value {
+        json!({"spec": {"nodeSelector": selector, "containers": [
+            {"name": "a", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}})
+    }
+
+    #[test]
+    fn filters_and_scores() {
+        let big = node("big", 4000, 8 << 30, &[("disk", "ssd")]);
+        let small = node("small", 1000, 1 << 30, &[]);
+        let mut busy = node("busy", 4000, 8 << 30, &[]);
+        busy.cpu_requested = 3500;
+        let nodes = vec![big.clone(), small.clone(), busy.clone()];
+        let cases = [
+            (pod("100m", "64Mi", json!({})), Ok("big")),
+            (pod("2", "64Mi", json!({})), Ok("big")),
+            (pod("100m", "64Mi", json!({"disk": "ssd"})), Ok("big")),
+            (
+                pod("100m", "2Gi", json!({"disk": "hdd"})),
+                Err(
+                    "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.",
+                ),
+            ),
+            (
+                pod("5", "64Mi", json!({})),
+                Err("0/3 nodes are available: 3 Insufficient cpu."),
+            ),
+        ];
+        for (p, want) in cases {
+            assert_eq!(
+                schedule(&p, &nodes).as_deref(),
+                want.map_err(String::from).as_deref()
+            );
+        }
+        let mut not_ready = small.clone();
+        not_ready.ready = false;
+        assert_eq!(
+            schedule(&pod("1", "1", json!({})), &[not_ready]),
+            Err("0/1 nodes are available: 1 node(s) were not ready.".to_string())
+        );
+    }
+
+    #[test]
+    fn requests_sum_containers_and_max_init() {
+        let p = json!({"spec": {
+            "containers": [{"resources": {"requests": {"cpu": "100m"}}}, {"resources": {"requests": {"cpu": "200m", "memory": "1Ki"}}}],
+            "initContainers": [{"resources": {"requests": {"cpu": "1"}}}]}});
+        assert_eq!(
+            pod_requests(&p),
+            Requests {
+                cpu_millis: 1000,
+                memory_bytes: 1024
+            }
+        );
+    }
+
+    #[test]
+    fn node_info_reads_allocatable() {
+        let n = json!({"metadata": {"name": "n1", "labels": {"a": "b"}},
+            "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True"}]}});
+        let info = node_info(&n);
+        assert_eq!(
+            (
+                info.cpu_millis,
+                info.memory_bytes,
+                info.pods_max,
+                info.ready
+            ),
+            (2000, 4 << 30, 110, true)
+        );
+    }
+}

@@ -1,0 +1,563 @@
+//! The API service: turns one API request or manifest into reads of the
+//! store and at most one Raft proposal, and answers with a typed reply.
+//!
+//! No actix here: the `StoreServer` actor feeds requests in and sends the
+//! replies out.
+
+use std::collections::BTreeSet;
+
+use kubus_api::admission::{self, Admitted};
+use kubus_api::kind::prefix;
+use kubus_api::manifest;
+use kubus_api::selector::Selector;
+use kubus_api::{lifecycle, meta, ApiError, FieldCause, Kind, ObjectRef};
+use kubus_bus::protocol::{
+    ApiReply, ApiRequest, ApiResponse, ApplyOutcome, DocumentResult, ManifestReply,
+};
+use kubus_bus::subject::{Verb, ALL_NAMESPACES, CLUSTER_SCOPED};
+use kubus_storage::{KeyValue, Op, Precondition, Store, StoreError, Txn, TxnOutcome};
+use serde_json::Value;
+
+/// How many times a write retries when a concurrent write moved an object
+/// between our read and our proposal.
+const WRITE_ATTEMPTS: usize = 3;
+/// Most objects one list returns (pagination comes with limit/continue).
+pub const LIST_MAX: usize = 100_000;
+
+/// Serve one API request.
+pub async fn handle(
+    store: &Store,
+    verb: Verb,
+    kind: Kind,
+    ns_token: &str,
+    req: ApiRequest,
+) -> ApiReply {
+    let namespace = request_namespace(kind, ns_token, verb)?;
+    match (verb, req) {
+        (Verb::Get, ApiRequest::Get { name }) => {
+            let r = ObjectRef::new(kind, namespace.as_deref(), &name);
+            match read(store, &r.key())? {
+                Some(obj) => Ok(ApiResponse::Object(obj)),
+                None => Err(ApiError::not_found(r)),
+            }
+        }
+        (
+            Verb::List,
+            ApiRequest::List {
+                label_selector,
+                field_selector,
+            },
+        ) => list(
+            store,
+            kind,
+            namespace.as_deref(),
+            label_selector,
+            field_selector,
+        ),
+        (Verb::Create, ApiRequest::Create { object }) => {
+            let admitted = admit_in(object, namespace.as_deref())?;
+            create(store, admitted).await.map(ApiResponse::Object)
+        }
+        (Verb::Update, ApiRequest::Update { object }) => {
+            let admitted = admit_in(object, namespace.as_deref())?;
+            update(store, admitted).await.map(ApiResponse::Object)
+        }
+        (
+            Verb::Delete,
+            ApiRequest::Delete {
+                name,
+                resource_version,
+            },
+        ) => {
+            let r = ObjectRef::new(kind, namespace.as_deref(), &name);
+            delete(store, r, resource_version)
+                .await
+                .map(ApiResponse::Object)
+        }
+        (Verb::Apply, ApiRequest::Apply { object }) => {
+            let admitted = admit_in(object, namespace.as_deref())?;
+            let (outcomes, objects) = apply_all(store, vec![admitted]).await?;
+            match (outcomes.into_iter().next(), objects.into_iter().next()) {
+                (Some(outcome), Some(object)) => Ok(ApiResponse::Applied { outcome, object }),
+                _ => Err(ApiError::internal("apply produced no result")),
+            }
+        }
+        (verb, _) => Err(ApiError::bad_request(format!(
+            "the body does not match the verb {:?} of the subject",
+            verb.as_str()
+        ))),
+    }
+}
+
+/// The namespace a subject's token names; `None` = all namespaces (list) or
+/// cluster-scoped.
+fn request_namespace(kind: Kind, ns_token: &str, verb: Verb) -> Result<Option<String>, ApiError> {
+    match (kind.namespaced(), ns_token) {
+        (false, CLUSTER_SCOPED) => Ok(None),
+        (false, other) => Err(ApiError::bad_request(format!(
+            "{kind} is cluster-scoped: use namespace token {CLUSTER_SCOPED:?}, not {other:?}"
+        ))),
+        (true, ALL_NAMESPACES) if verb == Verb::List => Ok(None),
+        (true, ALL_NAMESPACES) | (true, CLUSTER_SCOPED) => Err(ApiError::bad_request(format!(
+            "{kind} is namespaced: {:?} needs a namespace",
+            verb.as_str()
+        ))),
+        (true, ns) => Ok(Some(ns.to_string())),
+    }
+}
+
+/// Admit an object sent to a namespace's subject: its namespace (defaulted to
+/// the subject's) must be that namespace.
+fn admit_in(mut object: Value, namespace: Option<&str>) -> Result<Admitted, ApiError> {
+    if let (Some(ns), None) = (namespace, meta::namespace(&object)) {
+        meta::set_meta(&mut object, "namespace", Value::String(ns.to_string()));
+    }
+    let admitted = admission::admit(object)?;
+    if admitted.object.namespace.as_deref() != namespace {
+        return Err(ApiError::bad_request(format!(
+            "{} is in namespace {:?} but the request was sent for namespace {:?}",
+            admitted.object,
+            admitted.object.namespace.as_deref().unwrap_or(""),
+            namespace.unwrap_or("")
+        )));
+    }
+    Ok(admitted)
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotLeader { .. } | StoreError::Busy | StoreError::Stopped => {
+            ApiError::unavailable(format!("store: {e}"), 500)
+        }
+        other => ApiError::internal(format!("store: {other}")),
+    }
+}
+
+/// Decode a stored object and fill in its resourceVersion.
+pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj: Value = rmp_serde::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is unreadable: {e}", kv.key)))?;
+    meta::set_resource_version(&mut obj, kv.mod_revision);
+    Ok(obj)
+}
+
+fn encode(obj: &Value) -> Result<Vec<u8>, ApiError> {
+    rmp_serde::to_vec_named(obj)
+        .map_err(|e| ApiError::internal(format!("cannot encode object: {e}")))
+}
+
+fn read_kv(store: &Store, key: &str) -> Result<Option<KeyValue>, ApiError> {
+    store.get(key).map_err(store_error)
+}
+
+fn read(store: &Store, key: &str) -> Result<Option<Value>, ApiError> {
+    read_kv(store, key)?.map(|kv| decode(&kv)).transpose()
+}
+
+/// A field selector kubus can serve: `field=value` terms joined by commas.
+fn field_terms(selector: &str) -> Result<Vec<(String, String)>, ApiError> {
+    const SERVED: &[&str] = &[
+        "spec.nodeName",
+        "metadata.name",
+        "metadata.namespace",
+        "status.phase",
+    ];
+    let mut terms = Vec::new();
+    for term in selector.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (field, value) = term
+            .split_once("==")
+            .or_else(|| term.split_once('='))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("field selector term {term:?} is not field=value"))
+            })?;
+        let field = field.trim();
+        if !SERVED.contains(&field) {
+            return Err(ApiError::bad_request(format!(
+                "field selector on {field:?} is not supported; use one of {}",
+                SERVED.join(", ")
+            )));
+        }
+        terms.push((field.to_string(), value.trim().to_string()));
+    }
+    Ok(terms)
+}
+
+fn field_value<'a>(obj: &'a Value, path: &str) -> &'a str {
+    let mut v = obj;
+    for part in path.split('.') {
+        match v.get(part) {
+            Some(next) => v = next,
+            None => return "",
+        }
+    }
+    v.as_str().unwrap_or("")
+}
+
+fn list(
+    store: &Store,
+    kind: Kind,
+    namespace: Option<&str>,
+    label_selector: Option<String>,
+    field_selector: Option<String>,
+) -> ApiReply {
+    let labels = match label_selector.as_deref() {
+        Some(s) => Selector::parse(s)
+            .map_err(|e| ApiError::bad_request(format!("label selector {s:?}: {e}")))?,
+        None => Selector::everything(),
+    };
+    let fields = field_terms(field_selector.as_deref().unwrap_or(""))?;
+    let range = store
+        .range(&prefix(kind, namespace), LIST_MAX)
+        .map_err(store_error)?;
+    let mut items = Vec::with_capacity(range.items.len());
+    for kv in &range.items {
+        let obj = decode(kv)?;
+        if labels.matches(&meta::labels(&obj))
+            && fields.iter().all(|(f, v)| field_value(&obj, f) == v)
+        {
+            items.push(obj);
+        }
+    }
+    Ok(ApiResponse::List {
+        items,
+        revision: range.revision,
+    })
+}
+
+fn now() -> String {
+    lifecycle::format_time(jiff::Timestamp::now())
+}
+
+/// Five lowercase alphanumerics, as Kubernetes appends to generateName.
+fn name_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let id = uuid::Uuid::new_v4();
+    id.as_bytes()[..5]
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+async fn propose(store: &Store, txn: Txn) -> Result<TxnOutcome, ApiError> {
+    store.propose(txn).await.map_err(store_error)
+}
+
+async fn create(store: &Store, admitted: Admitted) -> Result<Value, ApiError> {
+    let obj = lifecycle::prepare_create(
+        admitted.value,
+        &uuid::Uuid::new_v4().to_string(),
+        &now(),
+        &name_suffix(),
+    );
+    // A generated name is only known now.
+    let r = meta::object_ref(&obj).unwrap_or(admitted.object);
+    let value = encode(&obj)?;
+    let txn = Txn {
+        ops: vec![Op::Put {
+            key: r.key(),
+            value,
+            expect: Precondition::Absent,
+        }],
+    };
+    match propose(store, txn).await? {
+        TxnOutcome::Committed { revision, .. } => {
+            let mut obj = obj;
+            meta::set_resource_version(&mut obj, revision);
+            Ok(obj)
+        }
+        TxnOutcome::Failed { .. } => Err(ApiError::already_exists(r)),
+    }
+}
+
+async fn update(store: &Store, admitted: Admitted) -> Result<Value, ApiError> {
+    let r = admitted.object.clone();
+    let wanted_rv = meta::resource_version(&admitted.value);
+    let Some(current_kv) = read_kv(store, &r.key())? else {
+        return Err(ApiError::not_found(r));
+    };
+    if let Some(rv) = wanted_rv {
+        if rv != current_kv.mod_revision {
+            return Err(ApiError::conflict(
+                r,
+                format!(
+                    "the object has been modified (resourceVersion {rv} was sent, {} is current)",
+                    current_kv.mod_revision
+                ),
+            ));
+        }
+    }
+    let current = decode(&current_kv)?;
+    let causes = admission::validate_update(r.kind, &current, &admitted.value);
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(Some(r), causes));
+    }
+    let obj = lifecycle::prepare_update(admitted.value, &current);
+    let txn = Txn {
+        ops: vec![Op::Put {
+            key: r.key(),
+            value: encode(&obj)?,
+            expect: Precondition::ModRevision(current_kv.mod_revision),
+        }],
+    };
+    match propose(store, txn).await? {
+        TxnOutcome::Committed { revision, .. } => {
+            let mut obj = obj;
+            meta::set_resource_version(&mut obj, revision);
+            Ok(obj)
+        }
+        TxnOutcome::Failed { .. } => Err(ApiError::conflict(
+            r,
+            "the object was modified concurrently",
+        )),
+    }
+}
+
+async fn delete(
+    store: &Store,
+    r: ObjectRef,
+    resource_version: Option<u64>,
+) -> Result<Value, ApiError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let Some(kv) = read_kv(store, &r.key())? else {
+            return Err(ApiError::not_found(r));
+        };
+        if let Some(rv) = resource_version {
+            if rv != kv.mod_revision {
+                return Err(ApiError::conflict(
+                    r,
+                    format!(
+                        "precondition failed: resourceVersion {rv} was sent, {} is current",
+                        kv.mod_revision
+                    ),
+                ));
+            }
+        }
+        let txn = Txn {
+            ops: vec![Op::Delete {
+                key: r.key(),
+                expect: Precondition::ModRevision(kv.mod_revision),
+            }],
+        };
+        match propose(store, txn).await? {
+            TxnOutcome::Committed { .. } => return decode(&kv),
+            TxnOutcome::Failed { .. } if resource_version.is_none() => continue,
+            TxnOutcome::Failed { .. } => {
+                return Err(ApiError::conflict(
+                    r,
+                    "the object was modified concurrently",
+                ))
+            }
+        }
+    }
+    Err(ApiError::conflict(r, "the object kept changing; try again"))
+}
+
+/// Apply many admitted objects in one Raft entry: all are written, or none.
+async fn apply_all(
+    store: &Store,
+    admitted: Vec<Admitted>,
+) -> Result<(Vec<ApplyOutcome>, Vec<Value>), ApiError> {
+    'attempt: for _ in 0..WRITE_ATTEMPTS {
+        let mut ops = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut objects = Vec::new();
+        for a in &admitted {
+            let key = a.object.key();
+            match read_kv(store, &key)? {
+                None => {
+                    let obj = lifecycle::prepare_create(
+                        a.value.clone(),
+                        &uuid::Uuid::new_v4().to_string(),
+                        &now(),
+                        &name_suffix(),
+                    );
+                    let key = meta::object_ref(&obj).map(|r| r.key()).unwrap_or(key);
+                    ops.push(Op::Put {
+                        key,
+                        value: encode(&obj)?,
+                        expect: Precondition::Absent,
+                    });
+                    outcomes.push(ApplyOutcome::Created);
+                    objects.push(obj);
+                }
+                Some(kv) => {
+                    let current = decode(&kv)?;
+                    let merged = lifecycle::merge_apply(a.object.kind, a.value.clone(), &current);
+                    if lifecycle::same_state(&merged, &current) {
+                        outcomes.push(ApplyOutcome::Unchanged);
+                        objects.push(current);
+                        continue;
+                    }
+                    let causes = admission::validate_update(a.object.kind, &current, &merged);
+                    if !causes.is_empty() {
+                        return Err(ApiError::invalid(Some(a.object.clone()), causes));
+                    }
+                    ops.push(Op::Put {
+                        key,
+                        value: encode(&merged)?,
+                        expect: Precondition::ModRevision(kv.mod_revision),
+                    });
+                    outcomes.push(ApplyOutcome::Configured);
+                    objects.push(merged);
+                }
+            }
+        }
+        if ops.is_empty() {
+            return Ok((outcomes, objects));
+        }
+        match propose(store, Txn { ops }).await? {
+            TxnOutcome::Committed { revision, .. } => {
+                for (obj, outcome) in objects.iter_mut().zip(&outcomes) {
+                    if *outcome != ApplyOutcome::Unchanged {
+                        meta::set_resource_version(obj, revision);
+                    }
+                }
+                return Ok((outcomes, objects));
+            }
+            TxnOutcome::Failed { .. } => continue 'attempt,
+        }
+    }
+    Err(ApiError::unavailable(
+        "objects kept changing during apply; try again",
+        200,
+    ))
+}
+
+/// Serve one manifest request: parse, admit every document, and apply all of
+/// them in one Raft entry — or none, when any document is refused.
+pub async fn apply_manifest(store: &Store, text: &[u8]) -> ManifestReply {
+    let refused = |error: ApiError| ManifestReply {
+        applied: false,
+        documents: Vec::new(),
+        error: Some(error),
+    };
+    let Ok(text) = std::str::from_utf8(text) else {
+        return refused(ApiError::bad_request("manifest is not UTF-8 text"));
+    };
+    let docs = match manifest::parse_documents(text) {
+        Ok(d) => d,
+        Err(e) => return refused(ApiError::bad_request(e.to_string())),
+    };
+    if docs.is_empty() {
+        return refused(ApiError::bad_request("manifest holds no objects"));
+    }
+    let mut results = Vec::with_capacity(docs.len());
+    let mut admitted = Vec::with_capacity(docs.len());
+    let mut seen = BTreeSet::new();
+    for doc in docs {
+        let label = doc.describe();
+        match admission::admit(doc.value) {
+            Ok(a) if !seen.insert(a.object.key()) => {
+                let r = a.object.clone();
+                results.push(DocumentResult {
+                    document: label,
+                    object: Some(r.clone()),
+                    result: Err(ApiError::invalid(
+                        Some(r),
+                        vec![FieldCause::new(
+                            "metadata.name",
+                            "names an object an earlier document of this manifest already names",
+                        )],
+                    )),
+                });
+            }
+            Ok(a) => {
+                results.push(DocumentResult {
+                    document: label,
+                    object: Some(a.object.clone()),
+                    result: Ok(ApplyOutcome::Unchanged),
+                });
+                admitted.push(a);
+            }
+            Err(e) => results.push(DocumentResult {
+                document: label,
+                object: e.object.clone(),
+                result: Err(e),
+            }),
+        }
+    }
+    let faulty: Vec<String> = results
+        .iter()
+        .filter(|r| r.result.is_err())
+        .map(|r| r.document.clone())
+        .collect();
+    if !faulty.is_empty() {
+        let why = format!(
+            "not applied: the manifest is applied all or nothing, and {} refused",
+            faulty.join(", ")
+        );
+        for r in &mut results {
+            if r.result.is_ok() {
+                r.result = Err(ApiError::bad_request(why.clone()));
+            }
+        }
+        return ManifestReply {
+            applied: false,
+            documents: results,
+            error: None,
+        };
+    }
+    match apply_all(store, admitted).await {
+        Ok((outcomes, _)) => {
+            for (r, outcome) in results.iter_mut().zip(outcomes) {
+                r.result = Ok(outcome);
+            }
+            ManifestReply {
+                applied: true,
+                documents: results,
+                error: None,
+            }
+        }
+        Err(e) => refused(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_tokens() {
+        assert_eq!(
+            request_namespace(Kind::Pod, "default", Verb::Get),
+            Ok(Some("default".into()))
+        );
+        assert_eq!(
+            request_namespace(Kind::Pod, ALL_NAMESPACES, Verb::List),
+            Ok(None)
+        );
+        assert!(request_namespace(Kind::Pod, ALL_NAMESPACES, Verb::Create).is_err());
+        assert_eq!(
+            request_namespace(Kind::Node, CLUSTER_SCOPED, Verb::Get),
+            Ok(None)
+        );
+        assert!(request_namespace(Kind::Node, "default", Verb::Get).is_err());
+    }
+
+    #[test]
+    fn field_selectors() {
+        assert_eq!(
+            field_terms("spec.nodeName=n1, metadata.name==a").ok(),
+            Some(vec![
+                ("spec.nodeName".into(), "n1".into()),
+                ("metadata.name".into(), "a".into())
+            ])
+        );
+        assert!(field_terms("spec.foo=1").is_err());
+        assert!(field_terms("nonsense").is_err());
+        let obj = serde_json::json!({"spec": {"nodeName": "n1"}});
+        assert_eq!(field_value(&obj, "spec.nodeName"), "n1");
+        assert_eq!(field_value(&obj, "status.phase"), "");
+    }
+
+    #[test]
+    fn generated_suffixes_are_valid_names() {
+        for _ in 0..100 {
+            let s = name_suffix();
+            assert_eq!(s.len(), 5);
+            assert!(s
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The typed error every API call and manifest apply can return, modelled on
+//! Kubernetes' `metav1.Status`: a reason a client can act on, a message for
+//! people, the object concerned and, for invalid input, one cause per field.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kind::ObjectRef;
+
+/// What kind of failure; a client branches on this, never on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    NotFound,
+    AlreadyExists,
+    /// A compare-and-swap precondition (resourceVersion) did not hold.
+    Conflict,
+    /// The object breaks a validation rule; see `causes`.
+    Invalid,
+    /// The request itself is malformed (not an object problem).
+    BadRequest,
+    Forbidden,
+    /// The store cannot serve now; retry after `retry_after_ms`.
+    Unavailable,
+    TooLarge,
+    Internal,
+}
+
+/// One broken rule: the field path (`spec.template.spec.containers[0].name`)
+/// and the rule, in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldCause {
+    pub field: String,
+    pub rule: String,
+}
+
+impl FieldCause {
+    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> FieldCause {
+        FieldCause {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.rule)
+    }
+}
+
+/// A failed API call or a refused object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct ApiError {
+    pub reason: Reason,
+    pub message: String,
+    #[serde(default)]
+    pub object: Option<ObjectRef>,
+    #[serde(default)]
+    pub causes: Vec<FieldCause>,
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(reason: Reason, message: impl Into<String>) -> ApiError {
+        ApiError {
+            reason,
+            message: message.into(),
+            object: None,
+            causes: Vec::new(),
+            retry_after_ms: None,
+        }
+    }
+
+    pub fn not_found(object: ObjectRef) -> ApiError {
+        ApiError {
+            message: format!("{object} not found"),
+            object: Some(object),
+            ..ApiError::new(Reason::NotFound, "")
+        }
+    }
+
+    pub fn already_exists(object: ObjectRef) -> ApiError {
+        ApiError {
+            message: format!("{object} already exists"),
+            object: Some(object),
+            ..ApiError::new(Reason::AlreadyExists, "")
+        }
+    }
+
+    pub fn conflict(object: ObjectRef, message: impl Into<String>) -> ApiError {
+        ApiError {
+            message: format!(
+                "operation on {object} failed: {}; read the latest and try again",
+                message.into()
+            ),
+            object: Some(object),
+            ..ApiError::new(Reason::Conflict, "")
+        }
+    }
+
+    /// An invalid object: `object` may be None when the manifest is too
+    /// broken to name one.
+    pub fn invalid(object: Option<ObjectRef>, causes: Vec<FieldCause>) -> ApiError {
+        let what = match &object {
+            Some(o) => format!("{o} is invalid"),
+            None => "object is invalid".to_string(),
+        };
+        let list: Vec<String> = causes.iter().map(ToString::to_string).collect();
+        ApiError {
+            message: format!("{what}: {}", list.join("; ")),
+            object,
+            causes,
+            ..ApiError::new(Reason::Invalid, "")
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(Reason::BadRequest, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>, retry_after_ms: u64) -> ApiError {
+        ApiError {
+            retry_after_ms: Some(retry_after_ms),
+            ..ApiError::new(Reason::Unavailable, message)
+        }
+    }
+
+    pub fn too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(Reason::TooLarge, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(Reason::Internal, message)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.reason, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kind::Kind;
+
+    #[test]
+    fn invalid_names_object_field_and_rule() {
+        let e = ApiError::invalid(
+            Some(ObjectRef::new(Kind::Deployment, Some("default"), "web")),
+            vec![FieldCause::new("spec.replicas", "must be greater than or equal to 0")],
+        );
+        assert_eq!(
+            e.to_string(),
+            "Invalid: Deployment default/web is invalid: spec.replicas: must be greater than or equal to 0"
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! The kinds kubus serves, and how a manifest's `apiVersion`/`kind` or a
+//! CLI word (`po`, `deploy`, `svc`…) maps to one of them.
+//!
+//! A kind that is valid Kubernetes but not served yet is refused with a
+//! message that says so, never silently dropped; an old apiVersion is refused
+//! with a message naming the current one.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A kind served by kubus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Namespace,
+    Node,
+    Pod,
+    Service,
+    ConfigMap,
+    Secret,
+    Event,
+    ReplicaSet,
+    Deployment,
+}
+
+/// Why an `apiVersion`/`kind` pair (or a resource word) is not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KindError {
+    #[error("kind {kind:?} in {api_version:?} is valid Kubernetes but not supported by kubus yet")]
+    NotYetSupported { api_version: String, kind: String },
+    #[error("apiVersion {given:?} for kind {kind:?} is not served; use {current:?}")]
+    OldApiVersion {
+        given: String,
+        kind: String,
+        current: &'static str,
+    },
+    #[error("apiVersion {api_version:?} does not serve kind {kind:?}")]
+    WrongApiVersion { api_version: String, kind: String },
+    #[error("unknown kind {kind:?} (apiVersion {api_version:?})")]
+    Unknown { api_version: String, kind: String },
+    #[error("unknown resource type {0:?}")]
+    UnknownResource(String),
+}
+
+/// Kubernetes kinds kubus knows about but does not serve yet, with the
+/// apiVersion they are current in.
+const NOT_YET: &[(&str, &str)] = &[
+    ("apps/v1", "StatefulSet"),
+    ("apps/v1", "DaemonSet"),
+    ("apps/v1", "ControllerRevision"),
+    ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"),
+    ("v1", "PersistentVolume"),
+    ("v1", "PersistentVolumeClaim"),
+    ("v1", "ServiceAccount"),
+    ("v1", "Endpoints"),
+    ("v1", "LimitRange"),
+    ("v1", "ResourceQuota"),
+    ("v1", "ReplicationController"),
+    ("v1", "Binding"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("autoscaling/v1", "HorizontalPodAutoscaler"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("storage.k8s.io/v1", "StorageClass"),
+    ("coordination.k8s.io/v1", "Lease"),
+    ("discovery.k8s.io/v1", "EndpointSlice"),
+];
+
+/// Old apiVersions that Kubernetes has removed, mapped to the current group
+/// version of the same kind.
+const OLD_GROUPS: &[(&str, &str)] = &[
+    ("extensions/v1beta1", "apps/v1"),
+    ("apps/v1beta1", "apps/v1"),
+    ("apps/v1beta2", "apps/v1"),
+    ("batch/v1beta1", "batch/v1"),
+    ("batch/v2alpha1", "batch/v1"),
+    ("policy/v1beta1", "policy/v1"),
+    ("networking.k8s.io/v1beta1", "networking.k8s.io/v1"),
+    ("autoscaling/v2beta1", "autoscaling/v2"),
+    ("autoscaling/v2beta2", "autoscaling/v2"),
+    ("rbac.authorization.k8s.io/v1beta1", "rbac.authorization.k8s.io/v1"),
+    ("events.k8s.io/v1beta1", "events.k8s.io/v1"),
+];
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::Namespace,
+        Kind::Node,
+        Kind::Pod,
+        Kind::Service,
+        Kind::ConfigMap,
+        Kind::Secret,
+        Kind::Event,
+        Kind::ReplicaSet,
+        Kind::Deployment,
+    ];
+
+    /// The `apiVersion` this kind is served at.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::ReplicaSet | Kind::Deployment => "apps/v1",
+            _ => "v1",
+        }
+    }
+
+    /// The `kind` string, as in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Node => "Node",
+            Kind::Pod => "Pod",
+            Kind::Service => "Service",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
+            Kind::Event => "Event",
+            Kind::ReplicaSet => "ReplicaSet",
+            Kind::Deployment => "Deployment",
+        }
+    }
+
+    /// The plural lowercase resource name: a subject token and a store key
+    /// segment.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespaces",
+            Kind::Node => "nodes",
+            Kind::Pod => "pods",
+            Kind::Service => "services",
+            Kind::ConfigMap => "configmaps",
+            Kind::Secret => "secrets",
+            Kind::Event => "events",
+            Kind::ReplicaSet => "replicasets",
+            Kind::Deployment => "deployments",
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::Namespace | Kind::Node)
+    }
+
+    /// The kind named by a manifest's `apiVersion` and `kind`.
+    pub fn from_type(api_version: &str, kind: &str) -> Result<Kind, KindError> {
+        if let Some(k) = Kind::ALL.iter().copied().find(|k| k.as_str() == kind) {
+            if k.api_version() == api_version {
+                return Ok(k);
+            }
+            if OLD_GROUPS.iter().any(|(old, _)| *old == api_version)
+                || (k == Kind::Event && api_version == "events.k8s.io/v1")
+            {
+                return Err(KindError::OldApiVersion {
+                    given: api_version.to_string(),
+                    kind: kind.to_string(),
+                    current: k.api_version(),
+                });
+            }
+            return Err(KindError::WrongApiVersion {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+            });
+        }
+        if let Some((current, _)) = NOT_YET.iter().find(|(_, k)| *k == kind) {
+            if let Some((_, new_group)) = OLD_GROUPS.iter().find(|(old, _)| *old == api_version) {
+                if new_group == current {
+                    return Err(KindError::OldApiVersion {
+                        given: api_version.to_string(),
+                        kind: kind.to_string(),
+                        current,
+                    });
+                }
+            }
+            return Err(KindError::NotYetSupported {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+            });
+        }
+        Err(KindError::Unknown {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+        })
+    }
+
+    /// The kind a CLI word names: plural, singular, kind or short name, any case.
+    pub fn from_resource(word: &str) -> Result<Kind, KindError> {
+        let w = word.to_ascii_lowercase();
+        let k = match w.as_str() {
+            "ns" | "namespace" | "namespaces" => Kind::Namespace,
+            "no" | "node" | "nodes" => Kind::Node,
+            "po" | "pod" | "pods" => Kind::Pod,
+            "svc" | "service" | "services" => Kind::Service,
+            "cm" | "configmap" | "configmaps" => Kind::ConfigMap,
+            "secret" | "secrets" => Kind::Secret,
+            "ev" | "event" | "events" => Kind::Event,
+            "rs" | "replicaset" | "replicasets" => Kind::ReplicaSet,
+            "deploy" | "deployment" | "deployments" => Kind::Deployment,
+            _ => return Err(KindError::UnknownResource(word.to_string())),
+        };
+        Ok(k)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Names one object: kind, namespace (None for cluster-scoped kinds) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(kind: Kind, namespace: Option<&str>, name: &str) -> ObjectRef {
+        ObjectRef {
+            kind,
+            namespace: if kind.namespaced() {
+                namespace.map(str::to_string)
+            } else {
+                None
+            },
+            name: name.to_string(),
+        }
+    }
+
+    /// The store key: `/<resource>/<namespace or _>/<name>`.
+    pub fn key(&self) -> String {
+        format!("{}{}", prefix(self.kind, self.namespace.as_deref()), self.name)
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {}/{}", self.kind, ns, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// The store key prefix of a kind, in one namespace or (None) in all.
+/// Cluster-scoped kinds use `_` as their namespace segment.
+pub fn prefix(kind: Kind, namespace: Option<&str>) -> String {
+    match (kind.namespaced(), namespace) {
+        (true, Some(ns)) => format!("/{}/{}/", kind.resource(), ns),
+        (true, None) => format!("/{}/", kind.resource()),
+        (false, _) => format!("/{}/_/", kind.resource()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_kinds_round_trip() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_type(k.api_version(), k.as_str()), Ok(k));
+            assert_eq!(Kind::from_resource(k.resource()), Ok(k));
+        }
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let e = Kind::from_type("batch/v1beta1", "CronJob").unwrap_err();
+        assert!(e.to_string().contains("batch/v1"), "{e}");
+        let e = Kind::from_type("extensions/v1beta1", "Deployment").unwrap_err();
+        assert!(e.to_string().contains("apps/v1"), "{e}");
+        let e = Kind::from_type("apps/v1", "StatefulSet").unwrap_err();
+        assert!(e.to_string().contains("not supported by kubus yet"), "{e}");
+        assert!(matches!(
+            Kind::from_type("v1", "Frobnicator"),
+            Err(KindError::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn keys() {
+        let r = ObjectRef::new(Kind::Pod, Some("default"), "web-1");
+        assert_eq!(r.key(), "/pods/default/web-1");
+        let n = ObjectRef::new(Kind::Node, Some("ignored"), "n1");
+        assert_eq!(n.key(), "/nodes/_/n1");
+    }
+}

@@ -1,0 +1,34 @@
+//! # kubus-api: the object model, with no I/O
+//!
+//! Kubernetes-compatible objects as kubus stores and sends them, and the
+//! rules they obey. This crate must not depend on tokio, NATS, RocksDB or
+//! actix: everything here is a pure function, tested by tables.
+//!
+//! # Layout
+//! - [`kind`]: the kinds kubus serves, their resource names and store keys.
+//! - [`error`]: [`ApiError`], the typed error of every API call.
+//! - [`meta`]: reading and writing `metadata` on an object in its JSON form.
+//! - [`manifest`]: multi-document YAML / JSON / `List` parsing.
+//! - [`admission`]: identify, default and validate one object.
+//! - [`lifecycle`]: what the store keeps and sets on create, update, apply.
+//! - [`selector`]: label selectors (structured and string form).
+//! - [`quantity`]: resource quantities (`500m`, `128Mi`).
+//!
+//! Objects travel as [`serde_json::Value`] in their Kubernetes JSON form
+//! (`apiVersion`, `kind`, `metadata`, …); code that needs typed access
+//! converts to the `k8s-openapi` type with `serde_json::from_value`.
+
+pub mod admission;
+pub mod error;
+pub mod kind;
+pub mod lifecycle;
+pub mod manifest;
+pub mod meta;
+pub mod quantity;
+pub mod selector;
+
+pub use error::{ApiError, FieldCause, Reason};
+pub use kind::{Kind, ObjectRef};
+
+/// Re-exported so every crate uses the same Kubernetes types and version.
+pub use k8s_openapi;

@@ -1,0 +1,298 @@
+//! Typed request/reply over NATS: the API client every actor and the CLI use.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use kubus_api::{ApiError, Kind, ObjectRef, Reason};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+use crate::codec::{self, CodecError};
+use crate::protocol::{
+    ApiReply, ApiRequest, ApiResponse, ApplyOutcome, LogsReply, LogsRequest, ManifestReply,
+};
+use crate::subject::{AgentOp, Subjects, Verb};
+
+/// How long one request waits for its reply.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The store answered with an API error.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("no store is answering on {subject} (is the cluster up?)")]
+    NoResponders { subject: String },
+    #[error("request on {subject} timed out after {timeout:?}")]
+    Timeout { subject: String, timeout: Duration },
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("unexpected reply to {verb}: {got}")]
+    UnexpectedReply { verb: &'static str, got: String },
+}
+
+impl ClientError {
+    /// The API reason, if the store answered with one.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            ClientError::Api(e) => Some(e.reason),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying the same request later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Api(e) => matches!(e.reason, Reason::Unavailable | Reason::Internal),
+            ClientError::NoResponders { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::Nats(_) => true,
+            ClientError::Codec(_) | ClientError::UnexpectedReply { .. } => false,
+        }
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// A connection to one cluster's bus.
+#[derive(Debug, Clone)]
+pub struct Client {
+    nats: async_nats::Client,
+    subjects: Subjects,
+}
+
+impl Client {
+    pub fn new(nats: async_nats::Client, cluster: &str) -> Client {
+        Client {
+            nats,
+            subjects: Subjects::new(cluster),
+        }
+    }
+
+    /// Connect to `url` (bounded retries are the caller's business).
+    pub async fn connect(url: &str, cluster: &str) -> Result<Client> {
+        let nats = async_nats::ConnectOptions::new()
+            .name("kubus")
+            .connect(url)
+            .await
+            .map_err(|e| ClientError::Nats(format!("connect to {url}: {e}")))?;
+        Ok(Client::new(nats, cluster))
+    }
+
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// Send one request and decode its reply.
+    pub async fn request<Req: Serialize, Rep: DeserializeOwned>(
+        &self,
+        subject: String,
+        body: &Req,
+    ) -> Result<Rep> {
+        self.request_raw(subject, codec::encode(body)?, None).await
+    }
+
+    async fn request_raw<Rep: DeserializeOwned>(
+        &self,
+        subject: String,
+        body: Bytes,
+        headers: Option<HeaderMap>,
+    ) -> Result<Rep> {
+        let mut req = async_nats::Request::new()
+            .payload(body)
+            .timeout(Some(REQUEST_TIMEOUT));
+        if let Some(h) = headers {
+            req = req.headers(h);
+        }
+        match self.nats.send_request(subject.clone(), req).await {
+            Ok(msg) => Ok(codec::decode(&msg.payload)?),
+            Err(e) => Err(match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => ClientError::NoResponders { subject },
+                async_nats::RequestErrorKind::TimedOut => ClientError::Timeout {
+                    subject,
+                    timeout: REQUEST_TIMEOUT,
+                },
+                _ => ClientError::Nats(format!("request on {subject}: {e}")),
+            }),
+        }
+    }
+
+    async fn api(
+        &self,
+        verb: Verb,
+        kind: Kind,
+        namespace: Option<&str>,
+        req: ApiRequest,
+    ) -> Result<ApiResponse> {
+        let subject = self.subjects.api(verb, kind, namespace);
+        let reply: ApiReply = self.request(subject, &req).await?;
+        Ok(reply?)
+    }
+
+    pub async fn get(&self, kind: Kind, namespace: Option<&str>, name: &str) -> Result<Value> {
+        let req = ApiRequest::Get {
+            name: name.to_string(),
+        };
+        match self.api(Verb::Get, kind, namespace, req).await? {
+            ApiResponse::Object(v) => Ok(v),
+            other => Err(unexpected("get", &other)),
+        }
+    }
+
+    /// Get and convert to a typed object.
+    pub async fn get_typed<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<T> {
+        let v = self.get(kind, namespace, name).await?;
+        serde_json::from_value(v).map_err(|e| CodecError::Decode(e.to_string()).into())
+    }
+
+    /// List objects of a kind in one namespace (None: all), with optional
+    /// label and field selectors. Returns the items and the revision they
+    /// were read at.
+    pub async fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+        field_selector: Option<&str>,
+    ) -> Result<(Vec<Value>, u64)> {
+        let req = ApiRequest::List {
+            label_selector: label_selector.map(str::to_string),
+            field_selector: field_selector.map(str::to_string),
+        };
+        match self.api(Verb::List, kind, namespace, req).await? {
+            ApiResponse::List { items, revision } => Ok((items, revision)),
+            other => Err(unexpected("list", &other)),
+        }
+    }
+
+    pub async fn create(&self, object: Value) -> Result<Value> {
+        let (kind, ns) = target(&object)?;
+        match self
+            .api(
+                Verb::Create,
+                kind,
+                ns.as_deref(),
+                ApiRequest::Create { object },
+            )
+            .await?
+        {
+            ApiResponse::Object(v) => Ok(v),
+            other => Err(unexpected("create", &other)),
+        }
+    }
+
+    /// Replace an object; a set `metadata.resourceVersion` makes it a
+    /// compare-and-swap (Conflict when the object moved on).
+    pub async fn update(&self, object: Value) -> Result<Value> {
+        let (kind, ns) = target(&object)?;
+        match self
+            .api(
+                Verb::Update,
+                kind,
+                ns.as_deref(),
+                ApiRequest::Update { object },
+            )
+            .await?
+        {
+            ApiResponse::Object(v) => Ok(v),
+            other => Err(unexpected("update", &other)),
+        }
+    }
+
+    pub async fn apply(&self, object: Value) -> Result<(ApplyOutcome, Value)> {
+        let (kind, ns) = target(&object)?;
+        match self
+            .api(
+                Verb::Apply,
+                kind,
+                ns.as_deref(),
+                ApiRequest::Apply { object },
+            )
+            .await?
+        {
+            ApiResponse::Applied { outcome, object } => Ok((outcome, object)),
+            other => Err(unexpected("apply", &other)),
+        }
+    }
+
+    /// Delete by name; with `resource_version`, only if still at it.
+    pub async fn delete(&self, object: &ObjectRef, resource_version: Option<u64>) -> Result<Value> {
+        let req = ApiRequest::Delete {
+            name: object.name.clone(),
+            resource_version,
+        };
+        match self
+            .api(Verb::Delete, object.kind, object.namespace.as_deref(), req)
+            .await?
+        {
+            ApiResponse::Object(v) => Ok(v),
+            other => Err(unexpected("delete", &other)),
+        }
+    }
+
+    /// Publish manifest text (YAML or JSON, many documents) and wait for the
+    /// per-document results.
+    pub async fn apply_manifests(&self, text: &str) -> Result<ManifestReply> {
+        let body = Bytes::copy_from_slice(text.as_bytes());
+        if body.len() > codec::MAX_BODY_BYTES {
+            return Err(CodecError::TooLarge {
+                size: body.len(),
+                limit: codec::MAX_BODY_BYTES,
+            }
+            .into());
+        }
+        self.request_raw(self.subjects.manifests(), body, None)
+            .await
+    }
+
+    /// Ask a node agent for a container's log.
+    pub async fn logs(&self, node: &str, req: &LogsRequest) -> Result<String> {
+        let reply: LogsReply = self
+            .request(self.subjects.agent(node, AgentOp::Logs), req)
+            .await?;
+        Ok(reply?)
+    }
+}
+
+/// The kind and namespace an object names, for the subject of a write.
+fn target(object: &Value) -> Result<(Kind, Option<String>)> {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let k = Kind::from_type(api_version, kind).map_err(|e| {
+        ApiError::invalid(
+            None,
+            vec![kubus_api::FieldCause::new("kind", e.to_string())],
+        )
+    })?;
+    let ns = kubus_api::meta::namespace(object)
+        .map(str::to_string)
+        .or_else(|| k.namespaced().then(|| "default".to_string()));
+    Ok((k, ns))
+}
+
+fn unexpected(verb: &'static str, got: &ApiResponse) -> ClientError {
+    let got = match got {
+        ApiResponse::Object(_) => "an object",
+        ApiResponse::List { .. } => "a list",
+        ApiResponse::Applied { .. } => "an apply result",
+    };
+    ClientError::UnexpectedReply {
+        verb,
+        got: got.to_string(),
+    }
+}

@@ -1,0 +1,21 @@
+//! # kubus-bus: everything NATS
+//!
+//! Subjects, headers, the codec, typed request/reply and the watch client.
+//! This crate knows nothing of storage or actix: it moves `kubus-api`
+//! objects over NATS and nothing else.
+//!
+//! # Layout
+//! - [`subject`]: the only module that builds subjects and header names.
+//! - [`codec`]: MessagePack (named) bodies, JSON on request.
+//! - [`protocol`]: request, reply and event bodies.
+//! - [`client`]: typed API calls over request/reply.
+//! - [`watch`]: list-then-watch with gap detection.
+
+pub mod client;
+pub mod codec;
+pub mod protocol;
+pub mod subject;
+pub mod watch;
+
+pub use client::{Client, ClientError};
+pub use subject::Subjects;

@@ -1,0 +1,139 @@
+//! The bodies of API requests and replies, of manifest applies and of change
+//! events. Plain serde types; `subject` says where they go.
+
+use kubus_api::{ApiError, ObjectRef};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One API request; the subject carries verb, resource and namespace, the
+/// body carries the rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ApiRequest {
+    Get {
+        name: String,
+    },
+    List {
+        #[serde(default)]
+        label_selector: Option<String>,
+        /// Only `spec.nodeName=…`, `metadata.name=…` and
+        /// `metadata.namespace=…` are served.
+        #[serde(default)]
+        field_selector: Option<String>,
+    },
+    Create {
+        object: Value,
+    },
+    /// Replace; compare-and-swap on `metadata.resourceVersion` when set.
+    Update {
+        object: Value,
+    },
+    Delete {
+        name: String,
+        /// Delete only if the object is still at this revision.
+        #[serde(default)]
+        resource_version: Option<u64>,
+    },
+    /// Create, or update what the manifest says while keeping status.
+    Apply {
+        object: Value,
+    },
+}
+
+/// A successful API reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ApiResponse {
+    Object(Value),
+    List {
+        items: Vec<Value>,
+        revision: u64,
+    },
+    Applied {
+        outcome: ApplyOutcome,
+        object: Value,
+    },
+}
+
+/// What every API reply body is.
+pub type ApiReply = Result<ApiResponse, ApiError>;
+
+/// What applying one object did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ApplyOutcome {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl ApplyOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyOutcome::Created => "created",
+            ApplyOutcome::Configured => "configured",
+            ApplyOutcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// The result for one document of a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentResult {
+    /// "document 3" or "document 3 item 1".
+    pub document: String,
+    #[serde(default)]
+    pub object: Option<ObjectRef>,
+    pub result: Result<ApplyOutcome, ApiError>,
+}
+
+/// The reply to a manifest apply. Either every document was applied, or none
+/// was and the documents at fault carry their errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestReply {
+    pub applied: bool,
+    pub documents: Vec<DocumentResult>,
+    /// An error about the request as a whole (unparseable, too large).
+    #[serde(default)]
+    pub error: Option<ApiError>,
+}
+
+/// The type of a change event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One object change, as published on `obj` and `node` subjects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeEvent {
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// The cluster revision of this change.
+    pub revision: u64,
+    /// The revision of the previous change in the same stream (0: none).
+    /// A watcher whose last revision differs has missed events.
+    pub prev: u64,
+    pub object: Value,
+}
+
+/// Logs request to a node agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsRequest {
+    pub namespace: String,
+    pub pod: String,
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Only the last this many bytes (bounded by the agent).
+    #[serde(default)]
+    pub limit_bytes: Option<u64>,
+}
+
+pub type LogsReply = Result<String, ApiError>;

@@ -1,0 +1,250 @@
+//! The one place that builds NATS subjects and header names.
+//!
+//! Subjects go general to specific, `kubus.<cluster>.<area>.…`, so that NATS
+//! permissions can grant an area, a verb, a resource or a namespace. Every
+//! token is `[a-z0-9_-]`: names are validated by `kubus-api` before they get
+//! here, and the one character a DNS-1123 name may hold that a token may not,
+//! `.`, is written as `_` (a character no Kubernetes name can contain, so the
+//! mapping cannot collide). Namespace tokens use `_` for cluster-scoped kinds
+//! and `_all` for "every namespace" on list and watch.
+
+use kubus_api::Kind;
+
+/// Header carrying the codec of a message body (`json`; absent = MessagePack).
+pub const HEADER_CODEC: &str = "Kubus-Codec";
+/// Header value asking for JSON bodies, for clients without MessagePack.
+pub const CODEC_JSON: &str = "json";
+
+/// Namespace token of cluster-scoped kinds.
+pub const CLUSTER_SCOPED: &str = "_";
+/// Namespace token meaning "all namespaces" (list only).
+pub const ALL_NAMESPACES: &str = "_all";
+
+/// Queue group every store peer's API service joins.
+pub const API_QUEUE: &str = "kubus-store";
+
+/// An API verb, the third token of an `api` subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    List,
+    Create,
+    Update,
+    Delete,
+    Apply,
+}
+
+impl Verb {
+    pub const ALL: [Verb; 6] = [
+        Verb::Get,
+        Verb::List,
+        Verb::Create,
+        Verb::Update,
+        Verb::Delete,
+        Verb::Apply,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Delete => "delete",
+            Verb::Apply => "apply",
+        }
+    }
+
+    pub fn parse(token: &str) -> Option<Verb> {
+        Verb::ALL.into_iter().find(|v| v.as_str() == token)
+    }
+}
+
+/// Turns a validated name into a subject token (`.` → `_`).
+pub fn token(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '_',
+        })
+        .collect()
+}
+
+fn namespace_token(kind: Kind, namespace: Option<&str>) -> String {
+    match (kind.namespaced(), namespace) {
+        (false, _) => CLUSTER_SCOPED.to_string(),
+        (true, Some(ns)) => token(ns),
+        (true, None) => ALL_NAMESPACES.to_string(),
+    }
+}
+
+/// Builds every subject of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    root: String,
+}
+
+impl Subjects {
+    pub fn new(cluster: &str) -> Subjects {
+        Subjects {
+            root: format!("kubus.{}", token(cluster)),
+        }
+    }
+
+    /// `kubus.<c>.manifests`: manifests in, per-object results out.
+    pub fn manifests(&self) -> String {
+        format!("{}.manifests", self.root)
+    }
+
+    /// `kubus.<c>.api.<verb>.<resource>.<namespace>`.
+    pub fn api(&self, verb: Verb, kind: Kind, namespace: Option<&str>) -> String {
+        format!(
+            "{}.api.{}.{}.{}",
+            self.root,
+            verb.as_str(),
+            kind.resource(),
+            namespace_token(kind, namespace)
+        )
+    }
+
+    /// Every API subject, for the store's service.
+    pub fn api_all(&self) -> String {
+        format!("{}.api.>", self.root)
+    }
+
+    /// Parses an API subject back into verb, kind and namespace token.
+    pub fn parse_api<'a>(&self, subject: &'a str) -> Option<(Verb, Kind, &'a str)> {
+        let rest = subject.strip_prefix(&self.root)?.strip_prefix(".api.")?;
+        let mut parts = rest.split('.');
+        let verb = Verb::parse(parts.next()?)?;
+        let kind = Kind::from_resource(parts.next()?).ok()?;
+        let ns = parts.next()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some((verb, kind, ns))
+    }
+
+    /// `kubus.<c>.obj.<resource>.<namespace>.<name>`: one object's changes.
+    pub fn obj(&self, kind: Kind, namespace: Option<&str>, name: &str) -> String {
+        format!(
+            "{}.obj.{}.{}.{}",
+            self.root,
+            kind.resource(),
+            namespace_token(kind, namespace.or(Some(CLUSTER_SCOPED))),
+            token(name)
+        )
+    }
+
+    /// Wildcard over the changes of one kind (all namespaces).
+    pub fn obj_all(&self, kind: Kind) -> String {
+        format!("{}.obj.{}.>", self.root, kind.resource())
+    }
+
+    /// `kubus.<c>.node.<node>.pods`: changes of pods bound to one node.
+    pub fn node_pods(&self, node: &str) -> String {
+        format!("{}.node.{}.pods", self.root, token(node))
+    }
+
+    /// `kubus.<c>.events.<namespace>.<resource>.<name>`: Kubernetes Events.
+    pub fn events(&self, namespace: &str, kind: Kind, name: &str) -> String {
+        format!(
+            "{}.events.{}.{}.{}",
+            self.root,
+            token(namespace),
+            kind.resource(),
+            token(name)
+        )
+    }
+
+    /// Every Event of the cluster.
+    pub fn events_all(&self) -> String {
+        format!("{}.events.>", self.root)
+    }
+
+    /// `kubus.<c>.heartbeat.<node>`.
+    pub fn heartbeat(&self, node: &str) -> String {
+        format!("{}.heartbeat.{}", self.root, token(node))
+    }
+
+    /// `kubus.<c>.raft.<peer-id>`: Raft messages to one peer.
+    pub fn raft(&self, peer_id: u64) -> String {
+        format!("{}.raft.{}", self.root, peer_id)
+    }
+
+    /// `kubus.<c>.agent.<node>.<op>`: requests served by one node agent.
+    pub fn agent(&self, node: &str, op: AgentOp) -> String {
+        format!("{}.agent.{}.{}", self.root, token(node), op.as_str())
+    }
+}
+
+/// Operations a node agent serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentOp {
+    Logs,
+}
+
+impl AgentOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentOp::Logs => "logs",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_design() {
+        let s = Subjects::new("dev");
+        assert_eq!(s.manifests(), "kubus.dev.manifests");
+        assert_eq!(
+            s.api(Verb::List, Kind::Pod, Some("default")),
+            "kubus.dev.api.list.pods.default"
+        );
+        assert_eq!(
+            s.api(Verb::Get, Kind::Node, Some("x")),
+            "kubus.dev.api.get.nodes._"
+        );
+        assert_eq!(
+            s.api(Verb::List, Kind::Pod, None),
+            "kubus.dev.api.list.pods._all"
+        );
+        assert_eq!(
+            s.obj(Kind::Pod, Some("default"), "web.v1"),
+            "kubus.dev.obj.pods.default.web_v1"
+        );
+        assert_eq!(s.obj(Kind::Node, None, "n1"), "kubus.dev.obj.nodes._.n1");
+        assert_eq!(s.node_pods("n1"), "kubus.dev.node.n1.pods");
+        assert_eq!(
+            s.events("default", Kind::Pod, "p"),
+            "kubus.dev.events.default.pods.p"
+        );
+        assert_eq!(s.heartbeat("n1"), "kubus.dev.heartbeat.n1");
+        assert_eq!(s.raft(3), "kubus.dev.raft.3");
+        assert_eq!(s.agent("n1", AgentOp::Logs), "kubus.dev.agent.n1.logs");
+    }
+
+    #[test]
+    fn api_subjects_parse_back() {
+        let s = Subjects::new("dev");
+        for verb in Verb::ALL {
+            for kind in Kind::ALL {
+                let subject = s.api(verb, kind, Some("ns1"));
+                let (v, k, _) = s.parse_api(&subject).expect("parses");
+                assert_eq!((v, k), (verb, kind));
+            }
+        }
+        assert_eq!(s.parse_api("kubus.dev.api.get.pods"), None);
+        assert_eq!(s.parse_api("kubus.other.api.get.pods.x"), None);
+        assert_eq!(s.parse_api("kubus.dev.api.frob.pods.x"), None);
+    }
+
+    #[test]
+    fn tokens_cannot_carry_wildcards() {
+        assert_eq!(token("a.b*c>d"), "a_b_c_d");
+    }
+}

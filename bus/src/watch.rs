@@ -1,0 +1,213 @@
+//! The watch client: list, then watch, and never silently miss a change.
+//!
+//! It subscribes first, then lists, so nothing committed between the two is
+//! lost; events at or below the list's revision are dropped as already seen.
+//! Every change event carries `prev`, the revision of the previous change in
+//! the same stream: an event whose `prev` is above the last revision this
+//! watcher saw proves a gap, and the watcher relists. A periodic relist
+//! (`resync`) bounds how long a lost *last* event can go unnoticed, and is
+//! the only recovery for streams that carry no `prev` (node streams, for now).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kubus_api::Kind;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::client::Client;
+use crate::codec;
+use crate::protocol::ChangeEvent;
+
+/// What a watcher delivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchItem {
+    /// A complete, consistent view at `revision`: replaces any cache.
+    Relisted { items: Vec<Value>, revision: u64 },
+    /// One change after the last view.
+    Event(ChangeEvent),
+}
+
+/// What to watch.
+#[derive(Debug, Clone)]
+pub struct WatchSpec {
+    pub kind: Kind,
+    /// The subject the changes arrive on (`obj_all(kind)` or `node_pods`).
+    pub subject: String,
+    /// Field selector of the list (e.g. `spec.nodeName=n1`).
+    pub field_selector: Option<String>,
+    /// Whether events on `subject` carry a `prev` that detects gaps.
+    pub check_prev: bool,
+    /// Relist this often even without a gap.
+    pub resync: Duration,
+}
+
+impl WatchSpec {
+    /// Every object of a kind, cluster-wide.
+    pub fn all(client: &Client, kind: Kind) -> WatchSpec {
+        WatchSpec {
+            kind,
+            subject: client.subjects().obj_all(kind),
+            field_selector: None,
+            check_prev: true,
+            resync: Duration::from_secs(60),
+        }
+    }
+
+    /// The pods bound to one node.
+    pub fn node_pods(client: &Client, node: &str) -> WatchSpec {
+        WatchSpec {
+            kind: Kind::Pod,
+            subject: client.subjects().node_pods(node),
+            field_selector: Some(format!("spec.nodeName={node}")),
+            check_prev: false,
+            resync: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Bound of the channel between the watch task and its consumer.
+pub const WATCH_CHANNEL: usize = 1024;
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Start watching; the task ends when the receiver is dropped.
+pub fn watch(client: Client, spec: WatchSpec) -> mpsc::Receiver<WatchItem> {
+    let (tx, rx) = mpsc::channel(WATCH_CHANNEL);
+    tokio::spawn(run(client, spec, tx));
+    rx
+}
+
+/// Whether an event is new, a duplicate, or proof of a gap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequence {
+    Next,
+    Seen,
+    Gap,
+}
+
+/// Classify an event against the last revision seen (pure).
+pub fn sequence(last: u64, event: &ChangeEvent, check_prev: bool) -> Sequence {
+    if event.revision <= last {
+        Sequence::Seen
+    } else if check_prev && event.prev > last {
+        Sequence::Gap
+    } else {
+        Sequence::Next
+    }
+}
+
+async fn run(client: Client, spec: WatchSpec, tx: mpsc::Sender<WatchItem>) {
+    let mut backoff = RETRY_MIN;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        match watch_once(&client, &spec, &tx).await {
+            Ended::Receiver => return,
+            Ended::Relist => backoff = RETRY_MIN,
+            Ended::Error(e) => {
+                warn!(kind = %spec.kind, error = %e, "watch failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+enum Ended {
+    Receiver,
+    Relist,
+    Error(String),
+}
+
+async fn watch_once(client: &Client, spec: &WatchSpec, tx: &mpsc::Sender<WatchItem>) -> Ended {
+    let mut sub = match client.nats().subscribe(spec.subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => return Ended::Error(format!("subscribe {}: {e}", spec.subject)),
+    };
+    let (items, revision) = match client
+        .list(spec.kind, None, None, spec.field_selector.as_deref())
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return Ended::Error(format!("list {}: {e}", spec.kind)),
+    };
+    if tx
+        .send(WatchItem::Relisted { items, revision })
+        .await
+        .is_err()
+    {
+        return Ended::Receiver;
+    }
+    let mut last = revision;
+    let resync = tokio::time::sleep(spec.resync);
+    tokio::pin!(resync);
+    loop {
+        tokio::select! {
+            msg = sub.next() => {
+                let Some(msg) = msg else {
+                    return Ended::Error("subscription closed".into());
+                };
+                let event: ChangeEvent = match codec::decode(&msg.payload) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        warn!(subject = %msg.subject, error = %e, "undecodable change event dropped");
+                        continue;
+                    }
+                };
+                match sequence(last, &event, spec.check_prev) {
+                    Sequence::Seen => continue,
+                    Sequence::Gap => {
+                        debug!(kind = %spec.kind, last, prev = event.prev, "gap in watch; relisting");
+                        return Ended::Relist;
+                    }
+                    Sequence::Next => {
+                        last = event.revision;
+                        if tx.send(WatchItem::Event(event)).await.is_err() {
+                            return Ended::Receiver;
+                        }
+                    }
+                }
+            }
+            _ = &mut resync => return Ended::Relist,
+            _ = tx.closed() => return Ended::Receiver,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::EventType;
+
+    fn ev(revision: u64, prev: u64) -> ChangeEvent {
+        ChangeEvent {
+            event_type: EventType::Modified,
+            revision,
+            prev,
+            object: Value::Null,
+        }
+    }
+
+    #[test]
+    fn sequencing() {
+        let cases = [
+            // last, revision, prev, check_prev, expected
+            (10, 11, 10, true, Sequence::Next),
+            (10, 12, 7, true, Sequence::Next), // other streams moved the revision
+            (10, 10, 9, true, Sequence::Seen),
+            (10, 9, 8, true, Sequence::Seen),
+            (10, 13, 12, true, Sequence::Gap),
+            (10, 13, 12, false, Sequence::Next),
+        ];
+        for (last, rev, prev, check, want) in cases {
+            assert_eq!(
+                sequence(last, &ev(rev, prev), check),
+                want,
+                "{last} {rev} {prev}"
+            );
+        }
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what kubus needs to build and test, from Debian packages.
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+
+packages=(
+  nats-server      # the bus; `kubus up` starts it as a child
+  libclang-dev     # bindgen for the RocksDB bindings
+  clang
+  build-essential
+  pkg-config
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+command -v cargo >/dev/null || { echo "install-deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+echo "install-deps: ok (nats-server $(nats-server --version 2>/dev/null | head -n1))"

@@ -1,0 +1,123 @@
+//! The command line: verbs and flags, as kubectl users expect them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubus",
+    version,
+    about = "A Kubernetes-style orchestrator on NATS and Raft"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How a client finds its cluster: `--nats`, then `KUBUS_NATS`, then the
+/// address `kubus up` recorded.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// NATS URL of the cluster's bus.
+    #[arg(long, global = true, env = "KUBUS_NATS")]
+    pub nats: Option<String>,
+    /// Cluster name (the second token of every subject).
+    #[arg(long, global = true, env = "KUBUS_CLUSTER")]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a single-machine cluster: every role in one process, with its own
+    /// nats-server unless --nats names one.
+    Up(UpArgs),
+    /// Run a mesh node with the given roles.
+    Node(NodeArgs),
+    /// Create or update objects from manifests.
+    Apply(ApplyArgs),
+    /// Show objects.
+    Get(GetArgs),
+    /// Delete objects.
+    Delete(DeleteArgs),
+    /// Print a container's log.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Where the store, logs and runtime state live.
+    #[arg(long, env = "KUBUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Cluster name.
+    #[arg(long, default_value = "kubus")]
+    pub cluster: String,
+    /// Use this NATS server instead of starting one.
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// The worker's node name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Comma-separated roles: store, control, worker.
+    #[arg(long, value_delimiter = ',', default_value = "store,control,worker")]
+    pub roles: Vec<String>,
+    /// NATS URL of the bus.
+    #[arg(long)]
+    pub nats: String,
+    #[arg(long, env = "KUBUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "kubus")]
+    pub cluster: String,
+    #[arg(long)]
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// A file, a directory of .yaml/.yml/.json files, or - for standard input.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// Resource type: pods, deployments (deploy), replicasets (rs), nodes, …
+    pub kind: String,
+    pub name: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Output: wide, yaml or json.
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
+    /// Label selector, e.g. app=web,tier!=db.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    pub pod: String,
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}

@@ -1,0 +1,260 @@
+//! The client verbs. Each speaks only NATS, through `kubus-bus`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use kubus_api::{manifest, meta, Kind, ObjectRef};
+use kubus_bus::protocol::LogsRequest;
+use kubus_bus::Client;
+use serde_json::Value;
+
+use crate::cli::{ApplyArgs, Command, DeleteArgs, GetArgs, Global, LogsArgs};
+use crate::config;
+use crate::print;
+
+/// Find the cluster: `--nats`, then `KUBUS_NATS` (both through clap), then
+/// what `kubus up` recorded.
+async fn client(global: &Global) -> anyhow::Result<Client> {
+    let current = config::read_current();
+    let url = match (&global.nats, &current) {
+        (Some(url), _) => url.clone(),
+        (None, Some(c)) => c.nats.clone(),
+        (None, None) => bail!(
+            "no cluster found: start one with `kubus up`, or pass --nats URL (or set KUBUS_NATS)"
+        ),
+    };
+    let cluster = global
+        .cluster
+        .clone()
+        .or_else(|| current.map(|c| c.cluster))
+        .unwrap_or_else(|| "kubus".to_string());
+    Client::connect(&url, &cluster)
+        .await
+        .with_context(|| format!("cannot reach the cluster's bus at {url}"))
+}
+
+pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
+    let client = client(&global).await?;
+    match command {
+        Command::Apply(a) => apply(&client, a).await,
+        Command::Get(a) => get(&client, a).await,
+        Command::Delete(a) => delete(&client, a).await,
+        Command::Logs(a) => logs(&client, a).await,
+        Command::Up(_) | Command::Node(_) => bail!("not a client verb"),
+    }
+}
+
+/// The manifest files a `-f` names: a file, every .yaml/.yml/.json in a
+/// directory (sorted), or standard input.
+fn read_sources(names: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for name in names {
+        if name == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading standard input")?;
+            out.push(("<stdin>".to_string(), text));
+            continue;
+        }
+        let path = Path::new(name);
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading directory {name}"))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+                })
+                .collect();
+            files.sort();
+            for f in files {
+                let text = std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                out.push((f.display().to_string(), text));
+            }
+        } else {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+            out.push((name.clone(), text));
+        }
+    }
+    Ok(out)
+}
+
+/// kubectl's name for an object in messages: `deployment.apps/web`.
+fn display_name(r: &ObjectRef) -> String {
+    let group = r
+        .kind
+        .api_version()
+        .split_once('/')
+        .map(|(g, _)| format!(".{g}"))
+        .unwrap_or_default();
+    format!("{}{group}/{}", r.kind.as_str().to_ascii_lowercase(), r.name)
+}
+
+async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {
+    let mut failed = false;
+    for (source, text) in read_sources(&args.files)? {
+        let reply = client.apply_manifests(&text).await?;
+        if let Some(e) = reply.error {
+            eprintln!("error: {source}: {}", e.message);
+            failed = true;
+            continue;
+        }
+        for doc in reply.documents {
+            match (doc.result, doc.object) {
+                (Ok(outcome), Some(r)) => println!("{} {}", display_name(&r), outcome.as_str()),
+                (Ok(outcome), None) => println!("{source} {}: {}", doc.document, outcome.as_str()),
+                (Err(e), _) => {
+                    eprintln!("error: {source} {}: {}", doc.document, e.message);
+                    failed = true;
+                }
+            }
+        }
+    }
+    if failed {
+        bail!("some objects were not applied");
+    }
+    Ok(())
+}
+
+async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
+    let kind = Kind::from_resource(&args.kind)?;
+    let namespace = if args.all_namespaces {
+        None
+    } else {
+        Some(args.namespace.as_str())
+    };
+    let items = match &args.name {
+        Some(name) => vec![client.get(kind, Some(&args.namespace), name).await?],
+        None => {
+            client
+                .list(kind, namespace, args.selector.as_deref(), None)
+                .await?
+                .0
+        }
+    };
+    let mut items = items;
+    items.sort_by(|a, b| {
+        (meta::namespace(a), meta::name(a)).cmp(&(meta::namespace(b), meta::name(b)))
+    });
+    match args.output.as_deref() {
+        Some("json") => {
+            let out = if args.name.is_some() {
+                items.into_iter().next().unwrap_or(Value::Null)
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Some("yaml") => {
+            let out = if args.name.is_some() {
+                items.into_iter().next().unwrap_or(Value::Null)
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
+            };
+            print!(
+                "{}",
+                serde_saphyr::to_string(&out).map_err(|e| anyhow::anyhow!("yaml: {e}"))?
+            );
+        }
+        Some("wide") | None => {
+            let wide = args.output.as_deref() == Some("wide");
+            if items.is_empty() {
+                match namespace {
+                    Some(ns) if kind.namespaced() => {
+                        eprintln!("No resources found in {ns} namespace.")
+                    }
+                    _ => eprintln!("No resources found"),
+                }
+                return Ok(());
+            }
+            let now = jiff::Timestamp::now();
+            print!(
+                "{}",
+                print::table(
+                    kind,
+                    &items,
+                    args.all_namespaces && kind.namespaced(),
+                    wide,
+                    now
+                )
+            );
+        }
+        Some(other) => bail!("unknown output format {other:?}: use wide, yaml or json"),
+    }
+    Ok(())
+}
+
+async fn delete(client: &Client, args: DeleteArgs) -> anyhow::Result<()> {
+    let mut targets = Vec::new();
+    if !args.files.is_empty() {
+        for (source, text) in read_sources(&args.files)? {
+            for doc in manifest::parse_documents(&text).with_context(|| source.clone())? {
+                let label = doc.describe();
+                let mut v = doc.value;
+                let kind = meta::kind_of(&v);
+                if let (Some(k), None) = (kind, meta::namespace(&v)) {
+                    if k.namespaced() {
+                        meta::set_meta(&mut v, "namespace", Value::String("default".into()));
+                    }
+                }
+                match meta::object_ref(&v) {
+                    Some(r) => targets.push(r),
+                    None => eprintln!("error: {source} {}: not an object kubus serves", label),
+                }
+            }
+        }
+    } else {
+        let (Some(kind), Some(name)) = (&args.kind, &args.name) else {
+            bail!("usage: kubus delete KIND NAME [-n NS] | kubus delete -f FILE");
+        };
+        targets.push(ObjectRef::new(
+            Kind::from_resource(kind)?,
+            Some(&args.namespace),
+            name,
+        ));
+    }
+    let mut failed = false;
+    for r in targets {
+        match client.delete(&r, None).await {
+            Ok(_) => println!("{} deleted", display_name(&r)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("some objects were not deleted");
+    }
+    Ok(())
+}
+
+async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
+    let pod = client
+        .get(Kind::Pod, Some(&args.namespace), &args.pod)
+        .await?;
+    let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
+        bail!(
+            "pod {}/{} is not scheduled to a node yet",
+            args.namespace,
+            args.pod
+        );
+    };
+    let text = client
+        .logs(
+            node,
+            &LogsRequest {
+                namespace: args.namespace.clone(),
+                pod: args.pod.clone(),
+                container: args.container.clone(),
+                limit_bytes: None,
+            },
+        )
+        .await?;
+    print!("{text}");
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! # kubus: the binary
+//!
+//! One binary for every role. `kubus up` runs a whole single-machine cluster
+//! (store, control and worker roles, plus its own nats-server child);
+//! `kubus node --roles …` is the production form; every other verb is a
+//! client that speaks only NATS. This crate only wires and prints: `anyhow`
+//! lives here and nowhere else.
+
+mod cli;
+mod commands;
+mod config;
+mod mesh;
+mod nats_server;
+mod print;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let default_level = match cli.command {
+        cli::Command::Up(_) | cli::Command::Node(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    match cli.command {
+        cli::Command::Up(args) => mesh::up(args),
+        cli::Command::Node(args) => mesh::node(args),
+        other => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(commands::run(cli.global, other))
+        }
+    }
+}

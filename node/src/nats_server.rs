@@ -1,0 +1,128 @@
+//! The embedded default bus: a `nats-server` child on a free loopback port,
+//! restarted (a bounded number of times) if it dies, stopped with us.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tracing::{info, warn};
+
+/// How long the server may take to accept connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Restarts allowed before `kubus up` gives up on its bus.
+pub const RESTARTS_MAX: u32 = 5;
+
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+    pub restarts: u32,
+}
+
+/// A port on 127.0.0.1 that nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn spawn(port: u16, log: &Path) -> anyhow::Result<Child> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .context(
+            "starting nats-server (install it with deploy/install-deps.sh, or pass --nats URL)",
+        )
+}
+
+fn wait_ready(child: &mut Child, port: u16) -> anyhow::Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            bail!("nats-server exited at start ({status})");
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nats-server did not accept connections on {addr} within {READY_TIMEOUT:?}")
+}
+
+impl NatsServer {
+    /// Start a nats-server on a free loopback port; its output goes to `log`.
+    pub fn start(log: &Path) -> anyhow::Result<NatsServer> {
+        let port = free_port()?;
+        let mut child = spawn(port, log)?;
+        if let Err(e) = wait_ready(&mut child, port) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        info!(port, pid = child.id(), "nats-server started");
+        Ok(NatsServer {
+            child,
+            port,
+            log: log.to_path_buf(),
+            restarts: 0,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Restart the server on the same port if it died. Errors once the
+    /// restart budget is spent.
+    pub fn supervise(&mut self) -> anyhow::Result<()> {
+        let Some(status) = self.child.try_wait()? else {
+            return Ok(());
+        };
+        if self.restarts >= RESTARTS_MAX {
+            bail!(
+                "nats-server keeps dying (last: {status}); see {}",
+                self.log.display()
+            );
+        }
+        self.restarts += 1;
+        warn!(%status, restarts = self.restarts, "nats-server exited; restarting");
+        let mut child = spawn(self.port, &self.log)?;
+        wait_ready(&mut child, self.port)?;
+        self.child = child;
+        Ok(())
+    }
+
+    /// Stop the server (SIGTERM, then SIGKILL) and reap it.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,155 @@
+//! [`StoreConfig`]: where the store lives, who its peers are, and the limit
+//! on every queue, batch and retention window it keeps.
+
+use std::path::PathBuf;
+
+use crate::error::StoreError;
+
+/// How one store peer is set up. Every queue and window has a bound here.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Directory of the RocksDB database (created if missing).
+    pub data_dir: PathBuf,
+    /// This peer's Raft id; never 0.
+    pub peer_id: u64,
+    /// The voters written when a fresh store is bootstrapped; must contain
+    /// `peer_id`. Ignored when the store already exists.
+    pub initial_peers: Vec<u64>,
+    /// Length of one Raft tick.
+    pub tick_interval_ms: u64,
+    /// Ticks without a heartbeat before a follower campaigns.
+    pub election_ticks: usize,
+    /// Ticks between the leader's heartbeats; less than `election_ticks`.
+    pub heartbeat_ticks: usize,
+    /// Commands (proposals and inbound messages) drained into the Raft node
+    /// before each Ready: the group-commit batch. One fsync covers them all.
+    pub max_batch_entries: usize,
+    /// fsync the Raft log before acknowledging. A test-only switch: `true`
+    /// in production, where turning it off loses acknowledged writes on
+    /// power loss.
+    pub fsync: bool,
+    /// Proposals queued or in Raft, not yet answered; past this `propose`
+    /// answers [`StoreError::Busy`].
+    pub proposals_max_in_flight: usize,
+    /// Inbound Raft messages queued for the Raft thread; past this `step`
+    /// answers [`StoreError::Busy`] (Raft retries lost messages).
+    pub messages_max_queued: usize,
+    /// Revisions kept in the history column family.
+    pub history_retention_revisions: u64,
+    /// Applied Raft log entries kept behind the applied index (for slow
+    /// followers); older ones are compacted away.
+    pub log_entries_kept: u64,
+    /// Largest encoded proposal (one Raft entry).
+    pub entry_bytes_max: usize,
+    /// Capacity of the [`crate::ChangeReceiver`], in batches of changes.
+    /// When it is full the Raft thread waits (backpressure).
+    pub changes_channel_capacity: usize,
+}
+
+impl StoreConfig {
+    /// Peer 1, alone, with production defaults (fsync on).
+    pub fn single(data_dir: PathBuf) -> StoreConfig {
+        StoreConfig {
+            data_dir,
+            peer_id: 1,
+            initial_peers: vec![1],
+            tick_interval_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            max_batch_entries: 256,
+            fsync: true,
+            proposals_max_in_flight: 4096,
+            messages_max_queued: 4096,
+            history_retention_revisions: 100_000,
+            log_entries_kept: 10_000,
+            // etcd's default --max-request-bytes.
+            entry_bytes_max: 1536 * 1024,
+            changes_channel_capacity: 1024,
+        }
+    }
+
+    /// Checks the rules every field must obey.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let bad = |why: &str| Err(StoreError::InvalidConfig(why.to_string()));
+        if self.peer_id == 0 {
+            return bad("peer_id must not be 0");
+        }
+        if self.initial_peers.contains(&0) {
+            return bad("initial_peers must not contain 0");
+        }
+        if !self.initial_peers.contains(&self.peer_id) {
+            // Joining an existing cluster needs snapshot transfer, which is
+            // not implemented yet.
+            return bad("initial_peers must contain peer_id");
+        }
+        if self.tick_interval_ms == 0 {
+            return bad("tick_interval_ms must be at least 1");
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks {
+            return bad("heartbeat_ticks must be at least 1 and less than election_ticks");
+        }
+        for (name, value) in [
+            ("max_batch_entries", self.max_batch_entries),
+            ("proposals_max_in_flight", self.proposals_max_in_flight),
+            ("messages_max_queued", self.messages_max_queued),
+            ("entry_bytes_max", self.entry_bytes_max),
+            ("changes_channel_capacity", self.changes_channel_capacity),
+        ] {
+            if value == 0 {
+                return Err(StoreError::InvalidConfig(format!(
+                    "{name} must be at least 1"
+                )));
+            }
+        }
+        if self.history_retention_revisions == 0 {
+            return bad("history_retention_revisions must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_is_valid() {
+        assert!(StoreConfig::single(PathBuf::from("/tmp/x"))
+            .validate()
+            .is_ok());
+    }
+
+    #[test]
+    fn rules() {
+        let base = StoreConfig::single(PathBuf::from("/tmp/x"));
+        let cases: Vec<(&str, Box<dyn Fn(&mut StoreConfig)>)> = vec![
+            ("peer 0", Box::new(|c| c.peer_id = 0)),
+            (
+                "self not a voter",
+                Box::new(|c| c.initial_peers = vec![2, 3]),
+            ),
+            (
+                "heartbeat >= election",
+                Box::new(|c| c.heartbeat_ticks = 10),
+            ),
+            ("zero batch", Box::new(|c| c.max_batch_entries = 0)),
+            (
+                "zero in flight",
+                Box::new(|c| c.proposals_max_in_flight = 0),
+            ),
+            (
+                "zero retention",
+                Box::new(|c| c.history_retention_revisions = 0),
+            ),
+            ("zero tick", Box::new(|c| c.tick_interval_ms = 0)),
+        ];
+        for (name, change) in cases {
+            let mut cfg = base.clone();
+            change(&mut cfg);
+            assert!(
+                matches!(cfg.validate(), Err(StoreError::InvalidConfig(_))),
+                "{name}"
+            );
+        }
+    }
+}

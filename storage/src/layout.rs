@@ -1,0 +1,137 @@
+//! The on-disk layout: column families, fixed keys, and how numbers are
+//! written. Every byte the store puts into RocksDB is named here.
+//!
+//! | column family | key | value |
+//! | --- | --- | --- |
+//! | `raft_log` | entry index, big-endian u64 | `eraftpb::Entry` protobuf |
+//! | `raft_state` | `hard_state`, `conf_state` | protobuf |
+//! | `raft_state` | `log_truncated` | index and term of the last compacted entry, 2 × BE u64 |
+//! | `objects` | the object's key | [`crate::KeyValue`], MessagePack (named) |
+//! | `history` | revision, BE u64 | `Vec<`[`crate::Change`]`>`, MessagePack (named) |
+//! | `meta` | `applied_index`, `revision`, `history_compacted_to`, `incarnation` | BE u64 |
+//! | `meta` | `stream/<name>` | revision of the stream's last change, BE u64 |
+//!
+//! Big-endian integers sort numerically under RocksDB's bytewise order, so
+//! log and history scans are range scans.
+
+use std::path::Path;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+
+use crate::error::{CodecError, StoreError};
+
+/// Raft log entries.
+pub const CF_RAFT_LOG: &str = "raft_log";
+/// HardState, ConfState, log truncation point.
+pub const CF_RAFT_STATE: &str = "raft_state";
+/// The objects.
+pub const CF_OBJECTS: &str = "objects";
+/// Changes by revision.
+pub const CF_HISTORY: &str = "history";
+/// Applied index, revision, stream heads and other counters.
+pub const CF_META: &str = "meta";
+
+const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_STATE, CF_OBJECTS, CF_HISTORY, CF_META];
+
+/// `raft_state`: the persisted HardState.
+pub const KEY_HARD_STATE: &[u8] = b"hard_state";
+/// `raft_state`: the persisted ConfState.
+pub const KEY_CONF_STATE: &[u8] = b"conf_state";
+/// `raft_state`: index and term of the last compacted log entry.
+pub const KEY_LOG_TRUNCATED: &[u8] = b"log_truncated";
+/// `meta`: the last applied Raft index.
+pub const KEY_APPLIED_INDEX: &[u8] = b"applied_index";
+/// `meta`: the store's revision.
+pub const KEY_REVISION: &[u8] = b"revision";
+/// `meta`: the last revision pruned from `history` (0: none).
+pub const KEY_HISTORY_COMPACTED_TO: &[u8] = b"history_compacted_to";
+/// `meta`: how many times this store was opened (part of proposal ids).
+pub const KEY_INCARNATION: &[u8] = b"incarnation";
+/// `meta`: prefix of stream heads.
+pub const STREAM_HEAD_PREFIX: &str = "stream/";
+
+/// The memtable budget of the whole database.
+const DB_WRITE_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Opens (creating if needed) the database with every column family.
+pub fn open_db(dir: &Path) -> Result<DB, StoreError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);
+    opts.set_max_background_jobs(2);
+    let cfs = ALL_CFS
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    Ok(DB::open_cf_descriptors(&opts, dir, cfs)?)
+}
+
+/// The handle of a column family opened by [`open_db`].
+pub fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, StoreError> {
+    db.cf_handle(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("column family {name} is missing")))
+}
+
+/// A u64 as a sortable key or value.
+pub fn be(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+/// The inverse of [`be`], for values read from disk.
+pub fn read_u64(what: &'static str, bytes: &[u8]) -> Result<u64, CodecError> {
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| CodecError::Length {
+        what,
+        expected: 8,
+        found: bytes.len(),
+    })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// Reads a u64 from `meta`, 0 when absent.
+pub fn meta_u64(db: &DB, key: &[u8], what: &'static str) -> Result<u64, StoreError> {
+    match db.get_pinned_cf(cf(db, CF_META)?, key)? {
+        Some(v) => Ok(read_u64(what, &v)?),
+        None => Ok(0),
+    }
+}
+
+/// The `meta` key of a stream head.
+pub fn stream_head_key(stream: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(STREAM_HEAD_PREFIX.len() + stream.len());
+    k.extend_from_slice(STREAM_HEAD_PREFIX.as_bytes());
+    k.extend_from_slice(stream.as_bytes());
+    k
+}
+
+/// The smallest key greater than every key starting with `prefix`, or
+/// `None` when there is none (empty prefix, or all bytes 0xff).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"/pods/"), Some(b"/pods0".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn u64_round_trip_and_order() {
+        assert!(be(255) < be(256));
+        assert_eq!(read_u64("x", &be(42)).expect("8 bytes"), 42);
+        assert!(read_u64("x", b"short").is_err());
+    }
+}

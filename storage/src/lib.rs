@@ -1,0 +1,132 @@
+//! # kubus-storage: the Raft-replicated state store
+//!
+//! One store **peer**: a raft-rs [`RawNode`](raft::RawNode) driven on its own
+//! thread, its log and state in RocksDB ([`RocksStorage`]), and a key/value
+//! state machine with etcd-style revisions, a change history and per-stream
+//! change chains. One peer works today; the shapes (a [`Transport`] trait,
+//! [`Store::step`], ids that are unique across peers) are there for 3 or 5.
+//!
+//! **Architecture invariant: storage knows nothing of actix or NATS.** It
+//! uses `tokio` only for `tokio::sync` channels (replies and the change
+//! stream), never a runtime. Raft messages leave through [`Transport`],
+//! whose NATS implementation is wired in by the `node` crate.
+//!
+//! ```
+//! # async fn demo() -> Result<(), kubus_storage::StoreError> {
+//! use kubus_storage::{NoPeers, Op, Precondition, Store, StoreConfig, Txn, TxnOutcome};
+//!
+//! let dir = tempfile::tempdir().expect("tempdir");
+//! let (store, mut changes) = Store::open(StoreConfig::single(dir.path().into()), Box::new(NoPeers))?;
+//! let put = Txn { ops: vec![Op::Put {
+//!     key: "/pods/default/web-1".into(),
+//!     value: b"{}".to_vec(),
+//!     expect: Precondition::Absent,
+//! }] };
+//! let TxnOutcome::Committed { revision, .. } = store.propose(put).await? else { panic!() };
+//! assert_eq!(store.get("/pods/default/web-1")?.map(|kv| kv.mod_revision), Some(revision));
+//! let batch = changes.recv().await.expect("one change");
+//! assert_eq!((batch[0].stream.as_str(), batch[0].stream_prev), ("pods", 0));
+//! # Ok(()) }
+//! # tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(demo()).expect("demo");
+//! ```
+//!
+//! # The Ready loop, step by step
+//!
+//! The Raft thread (`peer.rs`) loops:
+//!
+//! 1. **Wait** for one command (a proposal, a message from another peer,
+//!    shutdown) or until the next tick is due.
+//! 2. **Drain** up to [`StoreConfig::max_batch_entries`] more queued
+//!    commands into the `RawNode` without waiting: `propose` for each
+//!    proposal (recording its id and log index), `step` for each message.
+//!    This is group commit: everything that queued up during the previous
+//!    fsync goes into the next one.
+//! 3. **Tick** the `RawNode` if a tick is due (elections, heartbeats).
+//! 4. If the node `has_ready`, take the `Ready` and:
+//!    1. **send** `ready.messages()` — only a leader has these; it may send
+//!       appends before persisting them (Raft thesis §10.2.1) because a
+//!       follower acknowledges only what *it* persisted;
+//!    2. **refuse** a snapshot (snapshots carry no objects yet; installing
+//!       one would diverge, so the peer stops with an error);
+//!    3. **apply** `ready.committed_entries()` — entries committed and
+//!       persisted by earlier Readys;
+//!    4. **persist** `ready.entries()` and `ready.hs()` in one RocksDB write
+//!       batch, synced (`WriteOptions::set_sync(cfg.fsync)`) whenever
+//!       `ready.must_sync()`: one fsync per Ready, however many proposals
+//!       it carries;
+//!    5. **send** `ready.persisted_messages()` — a follower's votes and
+//!       append acks, which promise what step 4 just made durable;
+//!    6. **advance**: `RawNode::advance` returns a `LightReady`; send its
+//!       messages and apply its committed entries (for a single peer, the
+//!       entries persisted in step 4 commit right here), then
+//!       `advance_apply`.
+//!
+//! *Applying* a run of committed entries builds **one** write batch: for
+//! each transaction the pure [`machine::decide`] checks every precondition
+//! against the state as of that entry and yields the objects, the history
+//! record, the stream heads and one new revision (or nothing, if a
+//! precondition failed); the batch also carries the applied index, the
+//! revision, the commit index (never below the applied index), history
+//! pruning (at most 4096 revisions per batch, keeping
+//! [`StoreConfig::history_retention_revisions`]) and Raft log compaction (up
+//! to the applied index minus [`StoreConfig::log_entries_kept`]). After the
+//! batch is written the waiting proposers get their [`TxnOutcome`] — a
+//! proposer whose log index was applied with someone else's entry (a new
+//! leader overwrote it) gets [`StoreError::NotLeader`] — and the changes go
+//! to the [`ChangeReceiver`].
+//!
+//! # Durability contract
+//!
+//! - Entries and HardState are persisted, fsynced, **before** any message
+//!   that depends on them is sent (votes, append acks) and before any
+//!   proposal they carry is acknowledged.
+//! - A committed entry is applied with its objects, history, stream heads,
+//!   revision and the applied index in **one** write batch, so a crash
+//!   leaves either all or none of an entry's effects.
+//! - A proposer hears back only after its entry is fsynced, committed and
+//!   applied.
+//! - The apply batch itself is written without fsync: its entries are
+//!   already durable in the log, and RocksDB's write-ahead log is
+//!   sequential, so losing an apply batch loses every later write too (the
+//!   applied index never runs ahead of the objects). On restart the peer
+//!   starts from the persisted applied index (`Config::applied`) and
+//!   re-applies the committed entries after it; their replies go nowhere.
+//! - `fsync = false` is a test-only switch. It loses acknowledged writes
+//!   only on power loss or an OS crash: a killed process (even SIGKILL)
+//!   loses nothing the kernel already has in its page cache.
+//!
+//! Every queue and batch has a bound: proposals in flight
+//! ([`StoreError::Busy`] past it), inbound messages, commands per Ready,
+//! bytes per entry and per Ready, the change channel (backpressure),
+//! history and log retention.
+//!
+//! # Layout
+//! - [`store`]: [`Store`], the handle: open, propose, step, reads.
+//! - `peer`: the Raft thread and its Ready loop.
+//! - [`raft_storage`]: [`RocksStorage`], raft-rs's `Storage` on RocksDB.
+//! - [`machine`]: the state machine's decisions, pure.
+//! - [`model`]: transactions, objects, outcomes, changes.
+//! - [`layout`]: column families and keys on disk.
+//! - [`transport`]: the [`Transport`] seam and [`NoPeers`].
+//! - [`config`]: [`StoreConfig`]. [`error`]: [`StoreError`].
+//! - `logger`: raft-rs's `slog` records into `tracing`.
+
+pub mod config;
+pub mod error;
+pub mod layout;
+mod logger;
+pub mod machine;
+pub mod model;
+mod peer;
+pub mod raft_storage;
+pub mod store;
+pub mod transport;
+
+pub use config::StoreConfig;
+pub use error::{CodecError, StoreError};
+pub use model::{
+    stream_of, Change, ChangeOp, KeyValue, Op, Precondition, RangeResult, Txn, TxnOutcome,
+};
+pub use raft_storage::RocksStorage;
+pub use store::{ChangeReceiver, Store, StoreStatus, CHANGES_MAX, RANGE_ITEMS_MAX};
+pub use transport::{NoPeers, Transport};

@@ -1,0 +1,720 @@
+//! The Raft peer driver: one `std::thread` that owns the raft-rs
+//! [`RawNode`], feeds it proposals, inbound messages and ticks, and runs the
+//! Ready loop (persist, send, apply, answer). See the crate doc for the
+//! loop step by step and the durability contract it keeps.
+//!
+//! The thread talks to [`crate::Store`] handles only through a bounded
+//! command channel and the atomics in [`Shared`]; it never blocks on a
+//! handle. It knows nothing of actix or NATS: messages leave through the
+//! [`Transport`] trait and applied changes through a bounded tokio mpsc
+//! channel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raft::prelude::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
+use raft::{RawNode, StateRole, INVALID_ID};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::StoreConfig;
+use crate::error::{self, CodecError, StoreError};
+use crate::layout::{
+    be, cf, meta_u64, read_u64, stream_head_key, CF_HISTORY, CF_META, CF_OBJECTS,
+    KEY_APPLIED_INDEX, KEY_HISTORY_COMPACTED_TO, KEY_REVISION,
+};
+use crate::logger::raft_logger;
+use crate::machine::{self, Commit, Decision, StateView};
+use crate::model::{Change, KeyValue, Txn, TxnOutcome};
+use crate::raft_storage::RocksStorage;
+use crate::transport::Transport;
+
+/// Most history revisions pruned by one apply batch.
+const HISTORY_PRUNE_CHUNK: u64 = 4096;
+/// The Raft log is compacted once this many entries can go at once.
+const LOG_COMPACT_STEP: u64 = 256;
+/// Largest append message to a follower (NATS' default payload limit).
+const RAFT_MSG_BYTES_MAX: u64 = 1024 * 1024;
+/// Append messages in flight to one follower.
+const RAFT_INFLIGHT_MSGS_MAX: usize = 256;
+/// Proposed but uncommitted bytes before the leader drops proposals.
+const RAFT_UNCOMMITTED_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Committed entries handed out by one Ready (bounds one apply batch).
+const RAFT_COMMITTED_BYTES_PER_READY_MAX: u64 = 16 * 1024 * 1024;
+/// How long the Raft thread waits between attempts to hand changes to a
+/// full change channel (it also checks for shutdown then).
+const CHANGES_FULL_WAIT: Duration = Duration::from_millis(1);
+
+/// State the Raft thread shares with the handles: the database (handles
+/// read it directly) and figures the thread publishes.
+pub(crate) struct Shared {
+    pub db: Arc<DB>,
+    pub revision: AtomicU64,
+    pub applied_index: AtomicU64,
+    pub first_log_index: AtomicU64,
+    pub last_log_index: AtomicU64,
+    pub history_compacted_to: AtomicU64,
+    pub leader_id: AtomicU64,
+    pub term: AtomicU64,
+    pub is_leader: AtomicBool,
+    /// A handle asked the thread to stop.
+    pub stop_requested: AtomicBool,
+    /// The thread has stopped (or is about to).
+    pub stopped: AtomicBool,
+    /// Proposals accepted by `propose` and not yet answered.
+    pub in_flight: AtomicUsize,
+}
+
+impl Shared {
+    pub fn new(db: Arc<DB>) -> Shared {
+        Shared {
+            db,
+            revision: AtomicU64::new(0),
+            applied_index: AtomicU64::new(0),
+            first_log_index: AtomicU64::new(0),
+            last_log_index: AtomicU64::new(0),
+            history_compacted_to: AtomicU64::new(0),
+            leader_id: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            is_leader: AtomicBool::new(false),
+            stop_requested: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// The leader this peer knows of.
+    pub fn leader(&self) -> Option<u64> {
+        match self.leader_id.load(Ordering::Acquire) {
+            INVALID_ID => None,
+            id => Some(id),
+        }
+    }
+}
+
+/// One place in the proposal budget; given back when dropped (answered,
+/// abandoned, or dropped with the thread).
+pub(crate) struct InFlightSlot(Arc<Shared>);
+
+impl InFlightSlot {
+    pub fn acquire(shared: &Arc<Shared>, max: usize) -> Option<InFlightSlot> {
+        let before = shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlightSlot(Arc::clone(shared)))
+    }
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Identifies a proposal across peers and restarts: a peer id and the
+/// store's incarnation (bumped at every open) make the sequence number
+/// unique, so an entry re-applied after a restart, or proposed by another
+/// peer, never answers a waiting proposer it does not belong to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct ProposalId {
+    pub peer: u64,
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
+/// The data of a normal Raft entry, as encoded by the proposer.
+#[derive(Serialize)]
+pub(crate) struct EntryDataRef<'a> {
+    pub id: ProposalId,
+    pub txn: &'a Txn,
+}
+
+/// The data of a normal Raft entry, as decoded by the applier.
+#[derive(Deserialize)]
+struct EntryData {
+    id: ProposalId,
+    txn: Txn,
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<TxnOutcome, StoreError>>;
+
+/// A transaction on its way to the Raft thread.
+pub(crate) struct Proposal {
+    pub id: ProposalId,
+    /// The encoded [`EntryDataRef`].
+    pub data: Vec<u8>,
+    pub reply: Reply,
+    pub slot: InFlightSlot,
+}
+
+/// What a handle asks of the Raft thread.
+pub(crate) enum Command {
+    /// Propose a transaction (only the leader accepts).
+    Propose(Proposal),
+    /// Step a message from another peer.
+    Step(Message),
+    /// Stop the thread.
+    Shutdown,
+}
+
+/// A proposal in the Raft log, waiting to be applied.
+struct Pending {
+    reply: Reply,
+    _slot: InFlightSlot,
+}
+
+/// The Raft thread's state.
+pub(crate) struct Peer {
+    cfg: StoreConfig,
+    raw: RawNode<RocksStorage>,
+    rx: Receiver<Command>,
+    transport: Box<dyn Transport>,
+    shared: Arc<Shared>,
+    changes: mpsc::Sender<Vec<Change>>,
+    changes_open: bool,
+    pending: HashMap<ProposalId, Pending>,
+    /// Log index of each pending proposal: when an index is applied, any
+    /// proposal still waiting there lost its entry to a new leader.
+    pending_by_index: BTreeMap<u64, ProposalId>,
+    applied_index: u64,
+    revision: u64,
+    history_compacted_to: u64,
+    apply_write: WriteOptions,
+}
+
+impl Peer {
+    /// Loads (bootstrapping if fresh) the Raft state and the state
+    /// machine's position, and builds the Raft node. A single-voter store
+    /// campaigns at once instead of waiting out an election timeout.
+    pub fn new(
+        cfg: StoreConfig,
+        transport: Box<dyn Transport>,
+        shared: Arc<Shared>,
+        changes: mpsc::Sender<Vec<Change>>,
+        rx: Receiver<Command>,
+    ) -> Result<Peer, StoreError> {
+        let db = Arc::clone(&shared.db);
+        let mut storage = RocksStorage::load(Arc::clone(&db))?;
+        if !storage.is_initialized() {
+            let mut wb = WriteBatch::default();
+            storage.stage_bootstrap(&mut wb, cfg.initial_peers.clone())?;
+            db.write_opt(wb, &sync_write(cfg.fsync))?;
+            tracing::info!(peer = cfg.peer_id, voters = ?cfg.initial_peers, "bootstrapped a fresh store");
+        }
+        let applied_index = meta_u64(&db, KEY_APPLIED_INDEX, "applied index")?;
+        let revision = meta_u64(&db, KEY_REVISION, "revision")?;
+        let history_compacted_to =
+            meta_u64(&db, KEY_HISTORY_COMPACTED_TO, "history compaction point")?;
+        if applied_index > storage.last_log_index() {
+            return Err(StoreError::Corrupt(format!(
+                "applied index {applied_index} is past the last log entry {}",
+                storage.last_log_index()
+            )));
+        }
+        if applied_index + 1 < storage.first_log_index() {
+            return Err(StoreError::Corrupt(format!(
+                "applied index {applied_index} is before the first log entry {}",
+                storage.first_log_index()
+            )));
+        }
+        if storage.hard_state().commit < applied_index {
+            // Only committed entries are applied, and the apply batch
+            // persists the commit index with the applied index; repair an
+            // older store rather than let raft-rs panic on it.
+            let mut wb = WriteBatch::default();
+            storage.stage_commit(&mut wb, applied_index)?;
+            db.write_opt(wb, &sync_write(cfg.fsync))?;
+        }
+        storage.set_applied_index(applied_index);
+        let solo = storage.conf_state().voters == [cfg.peer_id]
+            && storage.conf_state().learners.is_empty();
+
+        let config = raft::Config {
+            id: cfg.peer_id,
+            election_tick: cfg.election_ticks,
+            heartbeat_tick: cfg.heartbeat_ticks,
+            applied: applied_index,
+            max_size_per_msg: RAFT_MSG_BYTES_MAX,
+            max_inflight_msgs: RAFT_INFLIGHT_MSGS_MAX,
+            check_quorum: true,
+            pre_vote: true,
+            max_uncommitted_size: RAFT_UNCOMMITTED_BYTES_MAX,
+            max_committed_size_per_ready: RAFT_COMMITTED_BYTES_PER_READY_MAX,
+            ..Default::default()
+        };
+        let mut raw = RawNode::new(&config, storage, &raft_logger(cfg.peer_id))?;
+        if solo {
+            raw.campaign()?;
+        }
+        let mut apply_write = WriteOptions::default();
+        // The apply batch need not be synced itself: see the crate doc.
+        apply_write.set_sync(false);
+        let peer = Peer {
+            cfg,
+            raw,
+            rx,
+            transport,
+            shared,
+            changes,
+            changes_open: true,
+            pending: HashMap::new(),
+            pending_by_index: BTreeMap::new(),
+            applied_index,
+            revision,
+            history_compacted_to,
+            apply_write,
+        };
+        peer.publish_status();
+        Ok(peer)
+    }
+
+    /// The loop: wait for a command or the next tick, drain a batch of
+    /// commands into the Raft node, tick, handle the Ready. Returns when
+    /// asked to stop, when every handle is gone, or on an I/O error.
+    pub fn run(mut self) {
+        let _stopped = StoppedOnExit(Arc::clone(&self.shared));
+        let tick = Duration::from_millis(self.cfg.tick_interval_ms);
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut stop = match self.rx.recv_timeout(wait) {
+                Ok(cmd) => self.handle(cmd),
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            // Group commit: everything queued meanwhile goes into this Ready.
+            let mut drained = 1;
+            while !stop && drained < self.cfg.max_batch_entries {
+                match self.rx.try_recv() {
+                    Ok(cmd) => stop = self.handle(cmd),
+                    Err(_) => break,
+                }
+                drained += 1;
+            }
+            if stop || self.shared.stop_requested.load(Ordering::Acquire) {
+                break;
+            }
+            if Instant::now() >= next_tick {
+                self.raw.tick();
+                next_tick = Instant::now() + tick;
+            }
+            if let Err(e) = self.on_ready() {
+                tracing::error!(peer = self.cfg.peer_id, error = %e, "raft peer stopped after an error");
+                break;
+            }
+            self.publish_status();
+        }
+        // Answer nobody: dropping the replies tells the proposers the store
+        // stopped; entries already in the log are applied on restart.
+        self.pending.clear();
+        self.pending_by_index.clear();
+        if let Err(e) = self.shared.db.flush_wal(true) {
+            tracing::warn!(error = %e, "cannot flush the write-ahead log at shutdown");
+        }
+        tracing::info!(peer = self.cfg.peer_id, "raft peer stopped");
+    }
+
+    /// Hands one command to the Raft node; true when the loop must stop.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Propose(p) => self.propose(p),
+            Command::Step(m) => {
+                if let Err(e) = self.raw.step(m) {
+                    tracing::debug!(error = %e, "raft message not stepped");
+                }
+            }
+            Command::Shutdown => return true,
+        }
+        false
+    }
+
+    fn not_leader(&self) -> StoreError {
+        StoreError::NotLeader {
+            leader: match self.raw.raft.leader_id {
+                INVALID_ID => None,
+                id => Some(id),
+            },
+        }
+    }
+
+    fn propose(&mut self, p: Proposal) {
+        let Proposal {
+            id,
+            data,
+            reply,
+            slot,
+        } = p;
+        if reply.is_closed() {
+            // The proposer gave up before we got to it.
+            return;
+        }
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                self.pending_by_index.insert(index, id);
+                self.pending.insert(id, Pending { reply, _slot: slot });
+            }
+            Err(raft::Error::ProposalDropped) => {
+                // A leader drops proposals while it transfers leadership or
+                // when too much is uncommitted.
+                let e = if self.raw.raft.lead_transferee.is_some() {
+                    self.not_leader()
+                } else {
+                    StoreError::Busy
+                };
+                let _ = reply.send(Err(e));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// One turn of the Ready loop (the crate doc walks through it).
+    fn on_ready(&mut self) -> Result<(), StoreError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+
+        // 1. A leader may send before persisting (Raft thesis 10.2.1):
+        //    followers acknowledge only what they persisted themselves.
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+
+        // 2. Snapshots carry no objects yet: installing one would make this
+        //    peer diverge, so stop instead.
+        if !ready.snapshot().is_empty() {
+            return Err(StoreError::Corrupt(format!(
+                "received a raft snapshot at index {}; installing snapshots is not implemented",
+                ready.snapshot().get_metadata().index
+            )));
+        }
+
+        // 3. Entries committed and persisted by earlier Readys.
+        self.apply(ready.take_committed_entries())?;
+
+        // 4. New entries and HardState: one write, fsynced when Raft needs
+        //    it (new entries, term or vote), before anything depends on it.
+        if !ready.entries().is_empty() || ready.hs().is_some() {
+            let mut wb = WriteBatch::default();
+            let storage = self.raw.mut_store();
+            storage.stage_entries(&mut wb, ready.entries())?;
+            if let Some(hs) = ready.hs() {
+                storage.stage_hard_state(&mut wb, hs)?;
+            }
+            self.shared
+                .db
+                .write_opt(wb, &sync_write(self.cfg.fsync && ready.must_sync()))?;
+        }
+
+        // 5. A follower's messages (votes, append acks) promise what was
+        //    just persisted: only now may they leave.
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+
+        // 6. Tell raft-rs the Ready is persisted. What that commits (for a
+        //    single peer: the entries just written) comes back at once.
+        let mut light = self.raw.advance(ready);
+        if !light.messages().is_empty() {
+            self.transport.send(light.take_messages());
+        }
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        Ok(())
+    }
+
+    /// Applies committed entries in one write batch, then answers their
+    /// proposers and publishes their changes.
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        let Some(last_index) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        let mut batch = ApplyBatch::new(Arc::clone(&self.shared.db));
+        let mut replies = Vec::new();
+        let mut changes = Vec::new();
+        for e in entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if e.data.is_empty() {
+                        // The empty entry a new leader appends.
+                        continue;
+                    }
+                    let (id, result) = match error::decode::<EntryData>("proposal", &e.data) {
+                        Ok(EntryData { id, txn }) => {
+                            (Some(id), self.apply_txn(&txn, &mut batch, &mut changes)?)
+                        }
+                        Err(err) => {
+                            // Deterministic on every peer: skip the entry.
+                            tracing::error!(index = e.index, error = %err, "undecodable proposal skipped");
+                            (None, Err(StoreError::Codec(err)))
+                        }
+                    };
+                    let id = id.or_else(|| self.pending_by_index.get(&e.index).copied());
+                    if let Some(p) = id.and_then(|id| self.pending.remove(&id)) {
+                        replies.push((p, result));
+                    }
+                }
+                EntryType::EntryConfChange => {
+                    let cc: ConfChange = parse_conf_change(&e.data)?;
+                    let result = self.raw.apply_conf_change(&cc);
+                    self.conf_changed(&mut batch.wb, result, e.index)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc: ConfChangeV2 = parse_conf_change(&e.data)?;
+                    let result = self.raw.apply_conf_change(&cc);
+                    self.conf_changed(&mut batch.wb, result, e.index)?;
+                }
+            }
+        }
+        self.applied_index = last_index;
+
+        let db = &self.shared.db;
+        let meta = cf(db, CF_META)?;
+        let retention = self.cfg.history_retention_revisions;
+        if self.revision > retention {
+            let prune_to =
+                (self.revision - retention).min(self.history_compacted_to + HISTORY_PRUNE_CHUNK);
+            if prune_to > self.history_compacted_to {
+                batch.wb.delete_range_cf(
+                    cf(db, CF_HISTORY)?,
+                    be(self.history_compacted_to + 1),
+                    be(prune_to + 1),
+                );
+                batch
+                    .wb
+                    .put_cf(meta, KEY_HISTORY_COMPACTED_TO, be(prune_to));
+                self.history_compacted_to = prune_to;
+            }
+        }
+        batch.wb.put_cf(meta, KEY_APPLIED_INDEX, be(last_index));
+        batch.wb.put_cf(meta, KEY_REVISION, be(self.revision));
+        let storage = self.raw.mut_store();
+        storage.stage_commit(&mut batch.wb, last_index)?;
+        storage.set_applied_index(last_index);
+        let compact_to = last_index.saturating_sub(self.cfg.log_entries_kept);
+        if compact_to >= storage.first_log_index() + LOG_COMPACT_STEP {
+            storage.stage_compaction(&mut batch.wb, compact_to)?;
+        }
+        self.shared.db.write_opt(batch.wb, &self.apply_write)?;
+        self.publish_status();
+
+        // Changes first: a proposer that hears back finds its change
+        // already in the change channel.
+        if !changes.is_empty() {
+            self.publish_changes(changes);
+        }
+        for (p, result) in replies {
+            let _ = p.reply.send(result);
+        }
+        // Proposals at applied indexes that were not answered above had
+        // their entries replaced by another leader's.
+        let later = self.pending_by_index.split_off(&(last_index + 1));
+        let done = std::mem::replace(&mut self.pending_by_index, later);
+        for (_, id) in done {
+            if let Some(p) = self.pending.remove(&id) {
+                let _ = p.reply.send(Err(self.not_leader()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides one transaction and stages its writes.
+    fn apply_txn(
+        &mut self,
+        txn: &Txn,
+        batch: &mut ApplyBatch,
+        changes: &mut Vec<Change>,
+    ) -> Result<Result<TxnOutcome, StoreError>, StoreError> {
+        Ok(match machine::decide(txn, self.revision, batch)? {
+            Decision::Invalid(reason) => Err(StoreError::InvalidTxn(reason)),
+            Decision::Failed { op_index, current } => Ok(TxnOutcome::Failed { op_index, current }),
+            Decision::Commit(c) => {
+                if !c.changes.is_empty() {
+                    batch.stage(&c)?;
+                    self.revision = c.revision;
+                }
+                let Commit {
+                    revision,
+                    kvs,
+                    changes: made,
+                    ..
+                } = c;
+                changes.extend(made);
+                Ok(TxnOutcome::Committed { revision, kvs })
+            }
+        })
+    }
+
+    /// Persists the configuration a conf change entry produced.
+    fn conf_changed(
+        &mut self,
+        wb: &mut WriteBatch,
+        result: raft::Result<ConfState>,
+        index: u64,
+    ) -> Result<(), StoreError> {
+        match result {
+            Ok(cs) => self.raw.mut_store().stage_conf_state(wb, cs),
+            Err(e) => {
+                // Rejected the same way on every peer.
+                tracing::warn!(index, error = %e, "configuration change rejected");
+                Ok(())
+            }
+        }
+    }
+
+    /// Hands changes to the change channel, waiting while it is full
+    /// (backpressure) unless the store is stopping.
+    fn publish_changes(&mut self, changes: Vec<Change>) {
+        if !self.changes_open {
+            return;
+        }
+        let mut item = changes;
+        loop {
+            match self.changes.try_send(item) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::debug!("change receiver dropped; changes are no longer published");
+                    self.changes_open = false;
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    if self.shared.stop_requested.load(Ordering::Acquire) {
+                        return;
+                    }
+                    item = back;
+                    std::thread::sleep(CHANGES_FULL_WAIT);
+                }
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let s = &self.shared;
+        let raft = &self.raw.raft;
+        s.is_leader
+            .store(raft.state == StateRole::Leader, Ordering::Release);
+        s.leader_id.store(raft.leader_id, Ordering::Release);
+        s.term.store(raft.term, Ordering::Release);
+        s.applied_index.store(self.applied_index, Ordering::Release);
+        s.revision.store(self.revision, Ordering::Release);
+        s.history_compacted_to
+            .store(self.history_compacted_to, Ordering::Release);
+        let storage = self.raw.store();
+        s.first_log_index
+            .store(storage.first_log_index(), Ordering::Release);
+        s.last_log_index
+            .store(storage.last_log_index(), Ordering::Release);
+    }
+}
+
+fn sync_write(sync: bool) -> WriteOptions {
+    let mut o = WriteOptions::default();
+    o.set_sync(sync);
+    o
+}
+
+fn parse_conf_change<M: protobuf::Message>(data: &[u8]) -> Result<M, StoreError> {
+    let mut m = M::new();
+    m.merge_from_bytes(data)
+        .map_err(|source| CodecError::Protobuf {
+            what: "configuration change",
+            source,
+        })?;
+    Ok(m)
+}
+
+/// Marks the store stopped when the Raft thread ends, even by a panic.
+struct StoppedOnExit(Arc<Shared>);
+
+impl Drop for StoppedOnExit {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Release);
+        self.0.is_leader.store(false, Ordering::Release);
+    }
+}
+
+/// One apply batch: the RocksDB writes of every entry applied in one go,
+/// and the objects and stream heads they changed (later entries of the
+/// batch must see them before they reach the disk).
+struct ApplyBatch {
+    db: Arc<DB>,
+    wb: WriteBatch,
+    objects: HashMap<String, Option<KeyValue>>,
+    stream_heads: HashMap<String, u64>,
+}
+
+impl ApplyBatch {
+    fn new(db: Arc<DB>) -> ApplyBatch {
+        ApplyBatch {
+            db,
+            wb: WriteBatch::default(),
+            objects: HashMap::new(),
+            stream_heads: HashMap::new(),
+        }
+    }
+
+    fn stage(&mut self, c: &Commit) -> Result<(), StoreError> {
+        let objects = cf(&self.db, CF_OBJECTS)?;
+        for (key, kv) in &c.writes {
+            match kv {
+                Some(kv) => self
+                    .wb
+                    .put_cf(objects, key.as_bytes(), error::encode("object", kv)?),
+                None => self.wb.delete_cf(objects, key.as_bytes()),
+            }
+            self.objects.insert(key.clone(), kv.clone());
+        }
+        self.wb.put_cf(
+            cf(&self.db, CF_HISTORY)?,
+            be(c.revision),
+            error::encode("history record", &c.changes)?,
+        );
+        let meta = cf(&self.db, CF_META)?;
+        for (stream, head) in &c.stream_heads {
+            self.wb.put_cf(meta, stream_head_key(stream), be(*head));
+            self.stream_heads.insert(stream.clone(), *head);
+        }
+        Ok(())
+    }
+}
+
+impl StateView for ApplyBatch {
+    fn object(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        if let Some(kv) = self.objects.get(key) {
+            return Ok(kv.clone());
+        }
+        match self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_OBJECTS)?, key.as_bytes())?
+        {
+            Some(v) => Ok(Some(error::decode("object", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn stream_head(&self, stream: &str) -> Result<u64, StoreError> {
+        if let Some(head) = self.stream_heads.get(stream) {
+            return Ok(*head);
+        }
+        match self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_META)?, stream_head_key(stream))?
+        {
+            Some(v) => Ok(read_u64("stream head", &v)?),
+            None => Ok(0),
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! [`RocksStorage`]: raft-rs's [`raft::Storage`] over the `raft_log` and
+//! `raft_state` column families.
+//!
+//! raft-rs reads through the trait; the peer driver writes through the
+//! `stage_*` methods, which add to a [`WriteBatch`] the driver commits. The
+//! positions raft-rs asks for most (first and last index, last term, hard
+//! and conf state) are kept in memory so the trait's infallible-in-practice
+//! calls (`first_index`, `last_index`, which raft-rs unwraps) never touch
+//! the disk. The in-memory state is updated as a batch is staged: a failed
+//! write stops the peer, so a state ahead of the disk is never used.
+
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, DB};
+
+use crate::error::{CodecError, StoreError};
+use crate::layout::{
+    be, cf, read_u64, CF_RAFT_LOG, CF_RAFT_STATE, KEY_CONF_STATE, KEY_HARD_STATE, KEY_LOG_TRUNCATED,
+};
+
+/// The Raft log and Raft state of one peer, in RocksDB.
+pub struct RocksStorage {
+    db: Arc<DB>,
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index and term of the last entry removed by compaction (0, 0 when
+    /// none): `first_index == truncated_index + 1`.
+    truncated_index: u64,
+    truncated_term: u64,
+    last_index: u64,
+    last_term: u64,
+    /// Set by the driver after each apply; bounds snapshots.
+    applied_index: u64,
+}
+
+fn raft_err(e: StoreError) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+fn parse<M: protobuf::Message>(what: &'static str, bytes: &[u8]) -> Result<M, StoreError> {
+    M::parse_from_bytes(bytes).map_err(|source| CodecError::Protobuf { what, source }.into())
+}
+
+fn to_bytes(what: &'static str, m: &impl protobuf::Message) -> Result<Vec<u8>, StoreError> {
+    m.write_to_bytes()
+        .map_err(|source| CodecError::Protobuf { what, source }.into())
+}
+
+impl RocksStorage {
+    /// Loads the Raft state from `db`. A store that was never bootstrapped
+    /// has an empty ConfState: see [`RocksStorage::is_initialized`].
+    pub fn load(db: Arc<DB>) -> Result<RocksStorage, StoreError> {
+        let state = cf(&db, CF_RAFT_STATE)?;
+        let hard_state = match db.get_pinned_cf(state, KEY_HARD_STATE)? {
+            Some(b) => parse("hard state", &b)?,
+            None => HardState::default(),
+        };
+        let conf_state = match db.get_pinned_cf(state, KEY_CONF_STATE)? {
+            Some(b) => parse("conf state", &b)?,
+            None => ConfState::default(),
+        };
+        let (truncated_index, truncated_term) = match db.get_pinned_cf(state, KEY_LOG_TRUNCATED)? {
+            Some(b) if b.len() == 16 => (
+                read_u64("truncated index", &b[..8])?,
+                read_u64("truncated term", &b[8..])?,
+            ),
+            Some(b) => {
+                return Err(CodecError::Length {
+                    what: "log truncation point",
+                    expected: 16,
+                    found: b.len(),
+                }
+                .into())
+            }
+            None => (0, 0),
+        };
+        let mut storage = RocksStorage {
+            db,
+            hard_state,
+            conf_state,
+            truncated_index,
+            truncated_term,
+            last_index: truncated_index,
+            last_term: truncated_term,
+            applied_index: 0,
+        };
+        let last = {
+            let log = cf(&storage.db, CF_RAFT_LOG)?;
+            let mut iter = storage.db.iterator_cf(log, IteratorMode::End);
+            match iter.next() {
+                Some(item) => {
+                    let (_, v) = item?;
+                    Some(parse::<Entry>("log entry", &v)?)
+                }
+                None => None,
+            }
+        };
+        if let Some(e) = last {
+            if e.index <= truncated_index {
+                return Err(StoreError::Corrupt(format!(
+                    "last log entry {} is not after the truncation point {truncated_index}",
+                    e.index
+                )));
+            }
+            storage.last_index = e.index;
+            storage.last_term = e.term;
+        }
+        Ok(storage)
+    }
+
+    /// Whether the store has a configuration (was bootstrapped).
+    pub fn is_initialized(&self) -> bool {
+        self.conf_state != ConfState::default()
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    /// The last persisted HardState.
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// The persisted ConfState.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// The index of the first entry still in the log.
+    pub fn first_log_index(&self) -> u64 {
+        self.truncated_index + 1
+    }
+
+    /// The index of the last entry in the log.
+    pub fn last_log_index(&self) -> u64 {
+        self.last_index
+    }
+
+    /// Records how far the state machine has applied (bounds snapshots).
+    pub fn set_applied_index(&mut self, index: u64) {
+        self.applied_index = index;
+    }
+
+    /// Stages `entries` (contiguous, as in a Ready): they replace any
+    /// entries at or after their first index.
+    pub fn stage_entries(
+        &mut self,
+        wb: &mut WriteBatch,
+        entries: &[Entry],
+    ) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(());
+        };
+        if first.index <= self.truncated_index {
+            return Err(StoreError::Corrupt(format!(
+                "appending entry {} at or before the truncation point {}",
+                first.index, self.truncated_index
+            )));
+        }
+        if first.index > self.last_index + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "appending entry {} leaves a gap after {}",
+                first.index, self.last_index
+            )));
+        }
+        let log = cf(&self.db, CF_RAFT_LOG)?;
+        for (i, e) in entries.iter().enumerate() {
+            if e.index != first.index + i as u64 {
+                return Err(StoreError::Corrupt(format!(
+                    "entries to append are not contiguous at {}",
+                    e.index
+                )));
+            }
+            wb.put_cf(log, be(e.index), to_bytes("log entry", e)?);
+        }
+        if last.index < self.last_index {
+            // A new leader overwrote our tail: drop what follows it.
+            wb.delete_range_cf(log, be(last.index + 1), be(self.last_index + 1));
+        }
+        self.last_index = last.index;
+        self.last_term = last.term;
+        Ok(())
+    }
+
+    /// Stages a new HardState. The commit index never goes backwards here
+    /// (the apply path may already have persisted a higher one).
+    pub fn stage_hard_state(
+        &mut self,
+        wb: &mut WriteBatch,
+        hs: &HardState,
+    ) -> Result<(), StoreError> {
+        let mut hs = hs.clone();
+        hs.commit = hs.commit.max(self.hard_state.commit);
+        wb.put_cf(
+            cf(&self.db, CF_RAFT_STATE)?,
+            KEY_HARD_STATE,
+            to_bytes("hard state", &hs)?,
+        );
+        self.hard_state = hs;
+        Ok(())
+    }
+
+    /// Stages `commit` as the persisted commit index if it is higher, so
+    /// that the persisted applied index never exceeds it.
+    pub fn stage_commit(&mut self, wb: &mut WriteBatch, commit: u64) -> Result<(), StoreError> {
+        if commit > self.hard_state.commit {
+            let mut hs = self.hard_state.clone();
+            hs.commit = commit;
+            self.stage_hard_state(wb, &hs)?;
+        }
+        Ok(())
+    }
+
+    /// Stages a new ConfState.
+    pub fn stage_conf_state(
+        &mut self,
+        wb: &mut WriteBatch,
+        cs: ConfState,
+    ) -> Result<(), StoreError> {
+        wb.put_cf(
+            cf(&self.db, CF_RAFT_STATE)?,
+            KEY_CONF_STATE,
+            to_bytes("conf state", &cs)?,
+        );
+        self.conf_state = cs;
+        Ok(())
+    }
+
+    /// Stages the removal of every entry up to and including `index`
+    /// (which must be applied). No-op if already compacted that far.
+    pub fn stage_compaction(&mut self, wb: &mut WriteBatch, index: u64) -> Result<(), StoreError> {
+        if index <= self.truncated_index {
+            return Ok(());
+        }
+        if index > self.applied_index || index > self.last_index {
+            return Err(StoreError::Corrupt(format!(
+                "compacting to {index} beyond applied {} / last {}",
+                self.applied_index, self.last_index
+            )));
+        }
+        let term = self.entry_term(index)?;
+        let log = cf(&self.db, CF_RAFT_LOG)?;
+        wb.delete_range_cf(log, be(self.truncated_index + 1), be(index + 1));
+        let mut point = Vec::with_capacity(16);
+        point.extend_from_slice(&be(index));
+        point.extend_from_slice(&be(term));
+        wb.put_cf(cf(&self.db, CF_RAFT_STATE)?, KEY_LOG_TRUNCATED, point);
+        self.truncated_index = index;
+        self.truncated_term = term;
+        Ok(())
+    }
+
+    /// Writes the bootstrap state of a fresh store: `voters`, an empty log.
+    pub fn stage_bootstrap(
+        &mut self,
+        wb: &mut WriteBatch,
+        voters: Vec<u64>,
+    ) -> Result<(), StoreError> {
+        let cs = ConfState {
+            voters,
+            ..Default::default()
+        };
+        self.stage_conf_state(wb, cs)?;
+        let hs = HardState::default();
+        self.stage_hard_state(wb, &hs)
+    }
+
+    fn read_entry(&self, index: u64) -> Result<Entry, StoreError> {
+        let log = cf(&self.db, CF_RAFT_LOG)?;
+        match self.db.get_pinned_cf(log, be(index))? {
+            Some(b) => {
+                let e: Entry = parse("log entry", &b)?;
+                if e.index != index {
+                    return Err(StoreError::Corrupt(format!(
+                        "log key {index} holds entry {}",
+                        e.index
+                    )));
+                }
+                Ok(e)
+            }
+            None => Err(StoreError::Corrupt(format!("log entry {index} is missing"))),
+        }
+    }
+
+    fn entry_term(&self, index: u64) -> Result<u64, StoreError> {
+        if index == self.truncated_index {
+            return Ok(self.truncated_term);
+        }
+        if index == self.last_index {
+            return Ok(self.last_term);
+        }
+        Ok(self.read_entry(index)?.term)
+    }
+}
+
+impl raft::Storage for RocksStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        let max_size = max_size.into().unwrap_or(raft::NO_LIMIT);
+        let log = cf(&self.db, CF_RAFT_LOG).map_err(raft_err)?;
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(be(high).to_vec());
+        let iter =
+            self.db
+                .iterator_cf_opt(log, opts, IteratorMode::From(&be(low), Direction::Forward));
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        for item in iter {
+            let (_, v) = item.map_err(|e| raft_err(e.into()))?;
+            let e: Entry = parse("log entry", &v).map_err(raft_err)?;
+            let expected = low + out.len() as u64;
+            if e.index != expected {
+                return Err(raft_err(StoreError::Corrupt(format!(
+                    "log entry {expected} is missing (found {})",
+                    e.index
+                ))));
+            }
+            size += u64::from(e.compute_size());
+            // Always at least one entry, then stop before exceeding max_size.
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e);
+        }
+        if out.is_empty() {
+            return Err(raft_err(StoreError::Corrupt(format!(
+                "log entries {low}..{high} are missing"
+            ))));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx < self.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        self.entry_term(idx).map_err(raft_err)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    /// A snapshot of the metadata only (index, term, ConfState at the
+    /// applied index): objects are not transferred yet. The peer refuses to
+    /// install such a snapshot (see `peer.rs`), so a follower that needs one
+    /// stops instead of silently diverging.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.applied_index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let term = self.entry_term(self.applied_index).map_err(raft_err)?;
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = self.applied_index;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state.clone());
+        Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::Storage as _;
+
+    use super::*;
+    use crate::layout::open_db;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 10].into(),
+            ..Default::default()
+        }
+    }
+
+    fn write(storage: &mut RocksStorage, f: impl FnOnce(&mut RocksStorage, &mut WriteBatch)) {
+        let mut wb = WriteBatch::default();
+        f(storage, &mut wb);
+        storage.db().write(wb).expect("write");
+    }
+
+    fn open(dir: &std::path::Path) -> RocksStorage {
+        RocksStorage::load(Arc::new(open_db(dir).expect("open db"))).expect("load")
+    }
+
+    fn ctx() -> GetEntriesContext {
+        GetEntriesContext::empty(false)
+    }
+
+    #[test]
+    fn fresh_store_is_empty_and_uninitialized() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = open(dir.path());
+        assert!(!s.is_initialized());
+        assert_eq!(s.first_index().expect("first"), 1);
+        assert_eq!(s.last_index().expect("last"), 0);
+        assert_eq!(s.term(0).expect("term 0"), 0);
+        assert!(s
+            .entries(1, 1, None, ctx())
+            .expect("empty range")
+            .is_empty());
+    }
+
+    #[test]
+    fn append_read_overwrite_compact_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        write(&mut s, |s, wb| {
+            s.stage_bootstrap(wb, vec![1]).expect("bootstrap");
+            s.stage_entries(wb, &(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>())
+                .expect("append");
+        });
+        assert!(s.is_initialized());
+        assert_eq!(s.last_index().expect("last"), 10);
+        let got = s.entries(3, 7, None, ctx()).expect("entries");
+        assert_eq!(
+            got.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![3, 4, 5, 6]
+        );
+        // max_size: at least one entry, then within the limit.
+        let one = s.entries(3, 7, 1, ctx()).expect("entries");
+        assert_eq!(one.len(), 1);
+        let size2 = u64::from(entry(3, 1).compute_size() + entry(4, 1).compute_size());
+        assert_eq!(s.entries(3, 7, size2, ctx()).expect("entries").len(), 2);
+        assert!(matches!(
+            s.entries(3, 12, None, ctx()),
+            Err(raft::Error::Store(StorageError::Unavailable))
+        ));
+
+        // A new leader at term 2 overwrites from 6: 7..=10 must go.
+        write(&mut s, |s, wb| {
+            s.stage_entries(wb, &[entry(6, 2)]).expect("overwrite");
+        });
+        assert_eq!(s.last_index().expect("last"), 6);
+        assert_eq!(s.term(6).expect("term"), 2);
+        assert_eq!(s.term(5).expect("term"), 1);
+        assert_eq!(s.entries(5, 7, None, ctx()).expect("entries").len(), 2);
+
+        s.set_applied_index(5);
+        assert!(
+            s.stage_compaction(&mut WriteBatch::default(), 6).is_err(),
+            "beyond applied"
+        );
+        write(&mut s, |s, wb| s.stage_compaction(wb, 4).expect("compact"));
+        assert_eq!(s.first_index().expect("first"), 5);
+        assert_eq!(s.term(4).expect("term of truncation point"), 1);
+        assert!(matches!(
+            s.term(3),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        assert!(matches!(
+            s.entries(4, 6, None, ctx()),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        let snap = s.snapshot(5, 2).expect("snapshot");
+        assert_eq!(
+            (snap.get_metadata().index, snap.get_metadata().term),
+            (5, 1)
+        );
+
+        let mut hs = HardState::default();
+        hs.term = 2;
+        hs.vote = 1;
+        hs.commit = 5;
+        write(&mut s, |s, wb| s.stage_hard_state(wb, &hs).expect("hs"));
+        drop(s);
+
+        let s = open(dir.path());
+        assert_eq!(s.first_index().expect("first"), 5);
+        assert_eq!(s.last_index().expect("last"), 6);
+        assert_eq!(s.term(6).expect("term"), 2);
+        assert_eq!(s.term(4).expect("term"), 1);
+        let st = s.initial_state().expect("state");
+        assert_eq!(st.hard_state, hs);
+        assert_eq!(st.conf_state.voters, vec![1]);
+    }
+
+    #[test]
+    fn commit_never_goes_backwards() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        write(&mut s, |s, wb| s.stage_commit(wb, 7).expect("commit"));
+        let mut hs = HardState::default();
+        hs.term = 3;
+        hs.commit = 5;
+        write(&mut s, |s, wb| s.stage_hard_state(wb, &hs).expect("hs"));
+        assert_eq!(s.hard_state().commit, 7);
+        assert_eq!(s.hard_state().term, 3);
+    }
+}

@@ -1,0 +1,365 @@
+//! [`Store`]: the cheap, cloneable handle to one store peer. It starts the
+//! Raft thread ([`crate::peer`]), sends it proposals and inbound messages
+//! through a bounded channel, and serves reads straight from RocksDB.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::StoreConfig;
+use crate::error::{self, StoreError};
+use crate::layout::{
+    self, be, cf, prefix_end, read_u64, CF_HISTORY, CF_META, CF_OBJECTS, KEY_HISTORY_COMPACTED_TO,
+    KEY_INCARNATION, KEY_REVISION,
+};
+use crate::model::{Change, KeyValue, RangeResult, Txn, TxnOutcome};
+use crate::peer::{Command, EntryDataRef, InFlightSlot, Peer, Proposal, ProposalId, Shared};
+use crate::transport::Transport;
+
+/// Most items one [`Store::range`] returns.
+pub const RANGE_ITEMS_MAX: usize = 100_000;
+/// Most changes one [`Store::changes_since`] returns (a revision's changes
+/// are never split, so one very large revision may exceed it).
+pub const CHANGES_MAX: usize = 10_000;
+
+/// Batches of applied changes, in revision order. Bounded: the Raft thread
+/// waits while it is full, so keep reading it (or drop it).
+pub type ChangeReceiver = mpsc::Receiver<Vec<Change>>;
+
+/// A handle to one store peer. Clones share the peer; the Raft thread stops
+/// at [`Store::shutdown`] or when the last handle is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: SyncSender<Command>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    peer_id: u64,
+    incarnation: u64,
+    next_seq: AtomicU64,
+    proposals_max_in_flight: usize,
+    entry_bytes_max: usize,
+}
+
+/// A point-in-time view of a peer, for metrics and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreStatus {
+    /// This peer's id.
+    pub peer_id: u64,
+    /// Whether this peer leads.
+    pub is_leader: bool,
+    /// The leader this peer knows of.
+    pub leader: Option<u64>,
+    /// The current Raft term.
+    pub term: u64,
+    /// The store's revision.
+    pub revision: u64,
+    /// The last applied Raft index.
+    pub applied_index: u64,
+    /// The first entry still in the Raft log.
+    pub first_log_index: u64,
+    /// The last entry in the Raft log.
+    pub last_log_index: u64,
+    /// History before `history_compacted_to + 1` is gone.
+    pub history_compacted_to: u64,
+    /// Proposals accepted and not yet answered.
+    pub proposals_in_flight: usize,
+    /// The Raft thread has stopped.
+    pub stopped: bool,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("peer_id", &self.inner.peer_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `cfg.data_dir` and starts its Raft
+    /// peer on its own thread. Returns the handle and the receiver of
+    /// applied changes, in revision order.
+    pub fn open(
+        cfg: StoreConfig,
+        transport: Box<dyn Transport>,
+    ) -> Result<(Store, ChangeReceiver), StoreError> {
+        cfg.validate()?;
+        let db = Arc::new(layout::open_db(&cfg.data_dir)?);
+        let incarnation = layout::meta_u64(&db, KEY_INCARNATION, "incarnation")? + 1;
+        let mut wb = WriteBatch::default();
+        wb.put_cf(cf(&db, CF_META)?, KEY_INCARNATION, be(incarnation));
+        let mut sync = WriteOptions::default();
+        sync.set_sync(cfg.fsync);
+        db.write_opt(wb, &sync)?;
+
+        let shared = Arc::new(Shared::new(db));
+        let (tx, rx) = sync_channel(cfg.proposals_max_in_flight + cfg.messages_max_queued);
+        let (changes_tx, changes_rx) = mpsc::channel(cfg.changes_channel_capacity);
+        let peer_id = cfg.peer_id;
+        let proposals_max_in_flight = cfg.proposals_max_in_flight;
+        let entry_bytes_max = cfg.entry_bytes_max;
+        let peer = Peer::new(cfg, transport, Arc::clone(&shared), changes_tx, rx)?;
+        let thread = std::thread::Builder::new()
+            .name(format!("kubus-raft-{peer_id}"))
+            .spawn(move || peer.run())?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                tx,
+                shared,
+                thread: Mutex::new(Some(thread)),
+                peer_id,
+                incarnation,
+                next_seq: AtomicU64::new(1),
+                proposals_max_in_flight,
+                entry_bytes_max,
+            }),
+        };
+        Ok((store, changes_rx))
+    }
+
+    /// Proposes `txn`. Resolves only after its entry is fsynced, committed
+    /// and applied, with what it did; or with [`StoreError::NotLeader`]
+    /// (also when a leader change dropped the entry), [`StoreError::Busy`]
+    /// (too many in flight), [`StoreError::InvalidTxn`] or
+    /// [`StoreError::Stopped`].
+    ///
+    /// Dropping the future does not withdraw a proposal already handed to
+    /// Raft: it may still be applied.
+    pub async fn propose(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        txn.validate()?;
+        let inner = &self.inner;
+        let shared = &inner.shared;
+        if shared.stop_requested.load(Ordering::Acquire) || shared.stopped.load(Ordering::Acquire) {
+            return Err(StoreError::Stopped);
+        }
+        if !shared.is_leader.load(Ordering::Acquire) {
+            return Err(StoreError::NotLeader {
+                leader: shared.leader(),
+            });
+        }
+        let slot =
+            InFlightSlot::acquire(shared, inner.proposals_max_in_flight).ok_or(StoreError::Busy)?;
+        let id = ProposalId {
+            peer: inner.peer_id,
+            incarnation: inner.incarnation,
+            seq: inner.next_seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let data = error::encode("proposal", &EntryDataRef { id, txn: &txn })?;
+        if data.len() > inner.entry_bytes_max {
+            return Err(StoreError::InvalidTxn(format!(
+                "the transaction is {} bytes encoded; at most {} are allowed",
+                data.len(),
+                inner.entry_bytes_max
+            )));
+        }
+        let (reply, answer) = oneshot::channel();
+        let proposal = Proposal {
+            id,
+            data,
+            reply,
+            slot,
+        };
+        match inner.tx.try_send(Command::Propose(proposal)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(StoreError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Stopped),
+        }
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Hands a Raft message from another peer to this one.
+    pub fn step(&self, msg: raft::eraftpb::Message) -> Result<(), StoreError> {
+        match self.inner.tx.try_send(Command::Step(msg)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(StoreError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Stopped),
+        }
+    }
+
+    /// The object at `key` in the applied state. With one peer this is
+    /// linearizable: a write is applied before its proposer hears of it.
+    /// (With more peers a follower's answer may lag; ReadIndex is to come.)
+    pub fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let db = &self.inner.shared.db;
+        match db.get_pinned_cf(cf(db, CF_OBJECTS)?, key.as_bytes())? {
+            Some(v) => Ok(Some(error::decode("object", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The objects whose keys start with `prefix`, in key order, at most
+    /// `limit` (0 or more than [`RANGE_ITEMS_MAX`] means
+    /// [`RANGE_ITEMS_MAX`]), read from one RocksDB snapshot together with
+    /// the revision they reflect.
+    pub fn range(&self, prefix: &str, limit: usize) -> Result<RangeResult, StoreError> {
+        self.range_from(prefix, prefix, limit)
+    }
+
+    /// Like [`Store::range`], starting at the first key `>= start`: pass
+    /// the last key of a page plus `"\0"` to read the next page. (Pages are
+    /// each consistent, not with each other.)
+    pub fn range_from(
+        &self,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+    ) -> Result<RangeResult, StoreError> {
+        let limit = clamp_limit(limit, RANGE_ITEMS_MAX);
+        let db = &self.inner.shared.db;
+        let snap = db.snapshot();
+        let revision = match snap.get_cf(cf(db, CF_META)?, KEY_REVISION)? {
+            Some(v) => read_u64("revision", &v)?,
+            None => 0,
+        };
+        let mut opts = ReadOptions::default();
+        if let Some(end) = prefix_end(prefix.as_bytes()) {
+            opts.set_iterate_upper_bound(end);
+        }
+        let from = if start > prefix { start } else { prefix };
+        let iter = snap.iterator_cf_opt(
+            cf(db, CF_OBJECTS)?,
+            opts,
+            IteratorMode::From(from.as_bytes(), Direction::Forward),
+        );
+        let mut items = Vec::new();
+        let mut more = false;
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(error::decode::<KeyValue>("object", &v)?);
+        }
+        Ok(RangeResult {
+            items,
+            revision,
+            more,
+        })
+    }
+
+    /// The store's revision: that of the last applied change.
+    pub fn revision(&self) -> u64 {
+        self.inner.shared.revision.load(Ordering::Acquire)
+    }
+
+    /// The changes of revisions after `after_revision`, in order, from the
+    /// history. At most `limit` changes (0 or more than [`CHANGES_MAX`]
+    /// means [`CHANGES_MAX`]), but never part of a revision: at least the
+    /// first revision is returned whole. [`StoreError::Compacted`] if
+    /// revision `after_revision + 1` was pruned.
+    pub fn changes_since(
+        &self,
+        after_revision: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let limit = clamp_limit(limit, CHANGES_MAX);
+        let db = &self.inner.shared.db;
+        let snap = db.snapshot();
+        let compacted_to = match snap.get_cf(cf(db, CF_META)?, KEY_HISTORY_COMPACTED_TO)? {
+            Some(v) => read_u64("history compaction point", &v)?,
+            None => 0,
+        };
+        if after_revision < compacted_to {
+            return Err(StoreError::Compacted { compacted_to });
+        }
+        let Some(first) = after_revision.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let iter = snap.iterator_cf_opt(
+            cf(db, CF_HISTORY)?,
+            ReadOptions::default(),
+            IteratorMode::From(&be(first), Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (_, v) = item?;
+            let changes: Vec<Change> = error::decode("history record", &v)?;
+            if !out.is_empty() && out.len() + changes.len() > limit {
+                break;
+            }
+            out.extend(changes);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether this peer is the Raft leader (the only one that accepts
+    /// proposals).
+    pub fn is_leader(&self) -> bool {
+        self.inner.shared.is_leader.load(Ordering::Acquire)
+    }
+
+    /// Figures about this peer.
+    pub fn status(&self) -> StoreStatus {
+        let s = &self.inner.shared;
+        StoreStatus {
+            peer_id: self.inner.peer_id,
+            is_leader: s.is_leader.load(Ordering::Acquire),
+            leader: s.leader(),
+            term: s.term.load(Ordering::Acquire),
+            revision: s.revision.load(Ordering::Acquire),
+            applied_index: s.applied_index.load(Ordering::Acquire),
+            first_log_index: s.first_log_index.load(Ordering::Acquire),
+            last_log_index: s.last_log_index.load(Ordering::Acquire),
+            history_compacted_to: s.history_compacted_to.load(Ordering::Acquire),
+            proposals_in_flight: s.in_flight.load(Ordering::Acquire),
+            stopped: s.stopped.load(Ordering::Acquire),
+        }
+    }
+
+    /// Stops the Raft thread and waits for it (it syncs the write-ahead log
+    /// on the way out). Idempotent; dropping the last handle does the same.
+    /// Waiting proposals fail with [`StoreError::Stopped`]; reads keep
+    /// working until the last handle is dropped.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        self.shared.stop_requested.store(true, Ordering::Release);
+        // Wakes the thread if it waits for a command; if the queue is full
+        // it sees the flag within one batch anyway.
+        let _ = self.tx.try_send(Command::Shutdown);
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!(peer = self.peer_id, "the raft thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn clamp_limit(limit: usize, max: usize) -> usize {
+    if limit == 0 {
+        max
+    } else {
+        limit.min(max)
+    }
+}

@@ -1,0 +1,262 @@
+//! # kubus-tests: the integration-test harness
+//!
+//! Starts real `kubus` processes (each with its own `nats-server` child,
+//! RocksDB data directory and `KUBUS_HOME`) and talks to them only through
+//! public subjects and the CLI. Every process a test starts is stopped by its
+//! PID when its guard drops; every wait is bounded.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `kubus` binary next to the test executable (built by `cargo build`
+/// before the tests; `deploy/test.sh` does that), or `$KUBUS_BIN`.
+pub fn kubus_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KUBUS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/<test> → target/debug/kubus
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    dir.join("kubus")
+}
+
+/// Where the shared Kubernetes example manifests are: `../shared/k8s-examples`
+/// beside the repository, else the copy in `tests/fixtures/k8s-examples`.
+pub fn k8s_examples() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."));
+    let shared = repo.join("../shared/k8s-examples");
+    if shared.is_dir() {
+        shared
+    } else {
+        repo.join("tests/fixtures/k8s-examples")
+    }
+}
+
+/// Poll `f` every 100 ms until it returns Some, for at most `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether a process (or process group leader) with this pid exists.
+pub fn alive(pid: i32) -> bool {
+    // SAFETY-free check through /proc: a zombie counts as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// One `kubus up` cluster in a private directory.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub nats_url: String,
+    pub nats_pid: Option<u32>,
+}
+
+impl Cluster {
+    /// Start `kubus up` in a fresh directory and wait until it serves.
+    pub fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = Cluster {
+            dir,
+            child: None,
+            nats_url: String::new(),
+            nats_pid: None,
+        };
+        c.launch();
+        c
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Start (or restart) `kubus up` on this cluster's data directory.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("kubus.log"))
+            .expect("log file");
+        let _ = std::fs::remove_file(self.home().join("current.json"));
+        let child = Command::new(kubus_bin())
+            .args(["up", "--node-name", "node-1", "--data-dir"])
+            .arg(self.data_dir())
+            .env("KUBUS_HOME", self.home())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", kubus_bin().display()));
+        self.child = Some(child);
+        let current = wait_for(Duration::from_secs(30), || {
+            let bytes = std::fs::read(self.home().join("current.json")).ok()?;
+            serde_json::from_slice::<Value>(&bytes).ok()
+        })
+        .unwrap_or_else(|| panic!("kubus up did not record its bus; log:\n{}", self.log()));
+        self.nats_url = current["nats"].as_str().unwrap_or_default().to_string();
+        self.nats_pid = current["nats_pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok());
+        // ready = the store answers and the node registered
+        wait_for(Duration::from_secs(30), || {
+            let out = self.kubus(&["get", "nodes", "-o", "json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["items"].as_array()?.len() == 1).then_some(())
+        })
+        .unwrap_or_else(|| panic!("cluster not ready; log:\n{}", self.log()));
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stop with SIGTERM (a clean shutdown), bounded; SIGKILL if it hangs.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "-TERM");
+            let done = wait_for(Duration::from_secs(30), || child.try_wait().ok().flatten());
+            if done.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "kubus did not stop within 30 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+
+    /// Kill with SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // its nats-server child is orphaned: stop it by the pid kubus recorded
+        if let Some(pid) = self.nats_pid {
+            signal(pid, "-KILL");
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("kubus.log")).unwrap_or_default();
+        let start = text.len().saturating_sub(8000);
+        text.get(start..).unwrap_or(&text).to_string()
+    }
+
+    /// Run the kubus CLI against this cluster.
+    pub fn kubus(&self, args: &[&str]) -> Output {
+        Command::new(kubus_bin())
+            .args(args)
+            .env("KUBUS_HOME", self.home())
+            .env_remove("KUBUS_NATS")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kubus")
+    }
+
+    /// Apply a manifest given as text (through `kubus apply -f -`).
+    pub fn apply(&self, manifest: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(kubus_bin())
+            .args(["apply", "-f", "-"])
+            .env("KUBUS_HOME", self.home())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubus apply");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(manifest.as_bytes())
+                .expect("write manifest");
+        }
+        child.wait_with_output().expect("kubus apply")
+    }
+
+    /// `kubus get KIND -o json` items.
+    pub fn items(&self, kind: &str) -> Vec<Value> {
+        let out = self.kubus(&["get", kind, "-o", "json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["items"].as_array().cloned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let pid = self.pid();
+            if let Some(mut child) = self.child.take() {
+                if let Some(pid) = pid {
+                    signal(pid, "-TERM");
+                }
+                if wait_for(Duration::from_secs(20), || child.try_wait().ok().flatten()).is_none() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+    }
+}
+
+/// Pods whose phase is Running and every container ready.
+pub fn running(pods: &[Value]) -> Vec<&Value> {
+    pods.iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .filter(|p| {
+            p["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().all(|c| c["ready"] == true))
+        })
+        .collect()
+}
+
+/// The process-group ids of a pod's running containers.
+pub fn container_pids(pod: &Value) -> Vec<i32> {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c["containerID"].as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
