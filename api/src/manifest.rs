@@ -116,7 +116,8 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, ManifestError> {
             Ok(raw) => raw,
             Err(json_error) => match parse_yaml(text) {
                 Ok(raw) => raw,
-                Err(_) => return Err(json_error),
+                Err(_) if looks_like_json(trimmed) => return Err(json_error),
+                Err(yaml_error) => return Err(yaml_error),
             },
         }
     } else {
@@ -144,6 +145,13 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, ManifestError> {
         }
     }
     Ok(documents)
+}
+
+/// Whether text that failed both parsers was meant as JSON (its first key
+/// is quoted), so that the JSON error is the one to show.
+fn looks_like_json(trimmed: &str) -> bool {
+    let inner = trimmed.trim_start_matches(|c: char| c == '[' || c == '{' || c.is_whitespace());
+    inner.is_empty() || inner.starts_with(['"', '}', ']'])
 }
 
 /// Check one value is a mapping, expanding it if it is a `*List`.
@@ -330,7 +338,12 @@ fn parse_yaml(text: &str) -> Result<Raw, ManifestError> {
 fn yaml_message(e: &serde_saphyr::Error) -> String {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default().trim();
-    match first.rfind(" at line ") {
+    let first = match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    // Drop hints addressed to the programmer, not the manifest's author.
+    match first.find(", set DuplicateKeyPolicy") {
         Some(i) => first[..i].to_string(),
         None => first.to_string(),
     }
@@ -445,7 +458,7 @@ mod tests {
     fn errors_name_the_document() {
         let table: &[(&str, &str)] = &[
             ("kind: A\n---\nkind: B\n  bad: [\n", "document 1: YAML syntax error at line"),
-            ("kind: A\n---\na: 1\na: 2\n", "document 1: YAML syntax error"),
+            ("kind: A\n---\na: 1\na: 2\n", "document 1: YAML syntax error at line 4, column 1: duplicate mapping key: a"),
             ("kind: A\n---\n- just\n- scalars\n", "document 1 item 0: expected a mapping"),
             ("kind: A\n---\nhello\n", "document 1: expected a mapping"),
             ("{\"kind\": \"A\"} 17", "document 1: expected a mapping"),
@@ -455,6 +468,9 @@ mod tests {
             ("kind: List\nitems: [1]\n", "document 0 item 0: expected a mapping"),
             ("kind: A\n---\nkey: [unclosed\n", "document 1"),
             ("? [a, b]\n: c\n", "document 0"),
+            ("{kind: Pod, metadata: {name: [}}", "document 0: YAML syntax error"),
+            ("{\"kind\": \"Pod\", \"metadata\": {\"name\": [}}", "document 0: JSON syntax error at line 1, column 39: expected value"),
+            ("{\"kind\": \"A\"}\n{\"kind\": }", "document 1: JSON syntax error at line 2"),
         ];
         for (text, needle) in table {
             let e = parse_documents(text).expect_err(text);

@@ -88,8 +88,14 @@ pub enum Sequence {
 }
 
 /// Classify an event against the last revision seen (pure).
+///
+/// One transaction writes many objects at one revision; within a stream its
+/// second and later changes carry `prev == revision`. So an event at the
+/// last revision is new when it continues that revision's chain, and already
+/// seen when it starts it (the list, or its first event, covered it).
+/// Re-applying a change is harmless: caches upsert whole objects.
 pub fn sequence(last: u64, event: &ChangeEvent, check_prev: bool) -> Sequence {
-    if event.revision <= last {
+    if event.revision < last || (event.revision == last && event.prev < event.revision) {
         Sequence::Seen
     } else if check_prev && event.prev > last {
         Sequence::Gap
@@ -198,6 +204,8 @@ mod tests {
             (10, 11, 10, true, Sequence::Next),
             (10, 12, 7, true, Sequence::Next), // other streams moved the revision
             (10, 10, 9, true, Sequence::Seen),
+            (10, 10, 10, true, Sequence::Next), // the next change of the same transaction
+            (10, 11, 11, true, Sequence::Gap),  // missed the transaction's first change
             (10, 9, 8, true, Sequence::Seen),
             (10, 13, 12, true, Sequence::Gap),
             (10, 13, 12, false, Sequence::Next),

@@ -1,6 +1,6 @@
 //! The client verbs. Each speaks only NATS, through `kubus-bus`.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -105,8 +105,14 @@ async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {
         }
         for doc in reply.documents {
             match (doc.result, doc.object) {
-                (Ok(outcome), Some(r)) => println!("{} {}", display_name(&r), outcome.as_str()),
-                (Ok(outcome), None) => println!("{source} {}: {}", doc.document, outcome.as_str()),
+                (Ok(outcome), Some(r)) => {
+                    emit(&format!("{} {}\n", display_name(&r), outcome.as_str()))
+                }
+                (Ok(outcome), None) => emit(&format!(
+                    "{source} {}: {}\n",
+                    doc.document,
+                    outcome.as_str()
+                )),
                 (Err(e), _) => {
                     eprintln!("error: {source} {}: {}", doc.document, e.message);
                     failed = true;
@@ -147,7 +153,7 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
             } else {
                 serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
             };
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            emit(&(serde_json::to_string_pretty(&out)? + "\n"));
         }
         Some("yaml") => {
             let out = if args.name.is_some() {
@@ -155,10 +161,7 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
             } else {
                 serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
             };
-            print!(
-                "{}",
-                serde_saphyr::to_string(&out).map_err(|e| anyhow::anyhow!("yaml: {e}"))?
-            );
+            emit(&serde_saphyr::to_string(&out).map_err(|e| anyhow::anyhow!("yaml: {e}"))?);
         }
         Some("wide") | None => {
             let wide = args.output.as_deref() == Some("wide");
@@ -172,16 +175,13 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             let now = jiff::Timestamp::now();
-            print!(
-                "{}",
-                print::table(
-                    kind,
-                    &items,
-                    args.all_namespaces && kind.namespaced(),
-                    wide,
-                    now
-                )
-            );
+            emit(&print::table(
+                kind,
+                &items,
+                args.all_namespaces && kind.namespaced(),
+                wide,
+                now,
+            ));
         }
         Some(other) => bail!("unknown output format {other:?}: use wide, yaml or json"),
     }
@@ -220,7 +220,7 @@ async fn delete(client: &Client, args: DeleteArgs) -> anyhow::Result<()> {
     let mut failed = false;
     for r in targets {
         match client.delete(&r, None).await {
-            Ok(_) => println!("{} deleted", display_name(&r)),
+            Ok(_) => emit(&format!("{} deleted\n", display_name(&r))),
             Err(e) => {
                 eprintln!("error: {e}");
                 failed = true;
@@ -255,6 +255,19 @@ async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
             },
         )
         .await?;
-    print!("{text}");
+    emit(&text);
     Ok(())
+}
+
+/// Write to standard output; a closed pipe (`kubus get … | head`) ends the
+/// program quietly, as it does for other command-line tools.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing output: {e}");
+        std::process::exit(1);
+    }
 }

@@ -122,7 +122,8 @@ mod tests {
     #[test]
     fn rules() {
         let base = StoreConfig::single(PathBuf::from("/tmp/x"));
-        let cases: Vec<(&str, Box<dyn Fn(&mut StoreConfig)>)> = vec![
+        type Change = Box<dyn Fn(&mut StoreConfig)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("peer 0", Box::new(|c| c.peer_id = 0)),
             (
                 "self not a voter",

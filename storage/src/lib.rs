@@ -70,10 +70,11 @@
 //! pruning (at most 4096 revisions per batch, keeping
 //! [`StoreConfig::history_retention_revisions`]) and Raft log compaction (up
 //! to the applied index minus [`StoreConfig::log_entries_kept`]). After the
-//! batch is written the waiting proposers get their [`TxnOutcome`] — a
-//! proposer whose log index was applied with someone else's entry (a new
-//! leader overwrote it) gets [`StoreError::NotLeader`] — and the changes go
-//! to the [`ChangeReceiver`].
+//! batch is written its changes go to the [`ChangeReceiver`] (one `Vec` per
+//! batch, in revision order), and only then do the waiting proposers get
+//! their [`TxnOutcome`] — so a proposer that hears back will find its change
+//! in the channel. A proposer whose log index was applied with someone
+//! else's entry (a new leader overwrote it) gets [`StoreError::NotLeader`].
 //!
 //! # Durability contract
 //!
@@ -90,7 +91,9 @@
 //!   sequential, so losing an apply batch loses every later write too (the
 //!   applied index never runs ahead of the objects). On restart the peer
 //!   starts from the persisted applied index (`Config::applied`) and
-//!   re-applies the committed entries after it; their replies go nowhere.
+//!   re-applies the committed entries after it before [`Store::open`]
+//!   returns (so reads after `open` see every acknowledged write); their
+//!   replies go nowhere.
 //! - `fsync = false` is a test-only switch. It loses acknowledged writes
 //!   only on power loss or an OS crash: a killed process (even SIGKILL)
 //!   loses nothing the kernel already has in its page cache.

@@ -59,3 +59,18 @@ impl Drain for TracingDrain {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_with_pairs_do_not_fail() {
+        let logger = raft_logger(7);
+        slog::info!(logger, "became leader"; "term" => 3, "index" => 42u64);
+        slog::debug!(logger, "dropped"; "why" => "test");
+        let mut p = Pairs(String::new());
+        let _ = p.emit_arguments("k", &format_args!("{}", 5));
+        assert_eq!(p.0, " k=5");
+    }
+}

@@ -178,6 +178,10 @@ pub(crate) struct Peer {
     shared: Arc<Shared>,
     changes: mpsc::Sender<Vec<Change>>,
     changes_open: bool,
+    /// Set while `new` re-applies the committed backlog: nobody reads the
+    /// change channel yet, so changes that do not fit are dropped
+    /// (watchers recover them from the history) instead of waited for.
+    catching_up: bool,
     pending: HashMap<ProposalId, Pending>,
     /// Log index of each pending proposal: when an index is applied, any
     /// proposal still waiting there lost its entry to a new leader.
@@ -255,7 +259,7 @@ impl Peer {
         let mut apply_write = WriteOptions::default();
         // The apply batch need not be synced itself: see the crate doc.
         apply_write.set_sync(false);
-        let peer = Peer {
+        let mut peer = Peer {
             cfg,
             raw,
             rx,
@@ -263,6 +267,7 @@ impl Peer {
             shared,
             changes,
             changes_open: true,
+            catching_up: true,
             pending: HashMap::new(),
             pending_by_index: BTreeMap::new(),
             applied_index,
@@ -270,6 +275,13 @@ impl Peer {
             history_compacted_to,
             apply_write,
         };
+        // Apply what the log says is committed before the store is handed
+        // out, so that reads after `open` see every acknowledged write.
+        let committed = peer.raw.raft.raft_log.committed;
+        while peer.applied_index < committed && peer.raw.has_ready() {
+            peer.on_ready()?;
+        }
+        peer.catching_up = false;
         peer.publish_status();
         Ok(peer)
     }
@@ -591,6 +603,13 @@ impl Peer {
                     return;
                 }
                 Err(mpsc::error::TrySendError::Full(back)) => {
+                    if self.catching_up {
+                        tracing::warn!(
+                            changes = back.len(),
+                            "change channel full while re-applying the log at open; changes dropped (they remain in the history)"
+                        );
+                        return;
+                    }
                     if self.shared.stop_requested.load(Ordering::Acquire) {
                         return;
                     }

@@ -495,10 +495,12 @@ mod tests {
             (5, 1)
         );
 
-        let mut hs = HardState::default();
-        hs.term = 2;
-        hs.vote = 1;
-        hs.commit = 5;
+        let hs = HardState {
+            term: 2,
+            vote: 1,
+            commit: 5,
+            ..Default::default()
+        };
         write(&mut s, |s, wb| s.stage_hard_state(wb, &hs).expect("hs"));
         drop(s);
 
@@ -517,9 +519,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = open(dir.path());
         write(&mut s, |s, wb| s.stage_commit(wb, 7).expect("commit"));
-        let mut hs = HardState::default();
-        hs.term = 3;
-        hs.commit = 5;
+        let hs = HardState {
+            term: 3,
+            commit: 5,
+            ..Default::default()
+        };
         write(&mut s, |s, wb| s.stage_hard_state(wb, &hs).expect("hs"));
         assert_eq!(s.hard_state().commit, 7);
         assert_eq!(s.hard_state().term, 3);

@@ -1,5 +1,5 @@
 //! [`Store`]: the cheap, cloneable handle to one store peer. It starts the
-//! Raft thread ([`crate::peer`]), sends it proposals and inbound messages
+//! Raft thread (`peer.rs`), sends it proposals and inbound messages
 //! through a bounded channel, and serves reads straight from RocksDB.
 
 use std::fmt;
@@ -27,8 +27,11 @@ pub const RANGE_ITEMS_MAX: usize = 100_000;
 /// are never split, so one very large revision may exceed it).
 pub const CHANGES_MAX: usize = 10_000;
 
-/// Batches of applied changes, in revision order. Bounded: the Raft thread
-/// waits while it is full, so keep reading it (or drop it).
+/// Batches of applied changes, in revision order: one `Vec` per apply batch
+/// (whole revisions, possibly several), sent before the proposers of those
+/// revisions are answered. Bounded: the Raft thread waits while it is full
+/// (it polls rather than `blocking_send`s, so that `shutdown` still gets
+/// through), so keep reading it — or drop it to discard changes.
 pub type ChangeReceiver = mpsc::Receiver<Vec<Change>>;
 
 /// A handle to one store peer. Clones share the peer; the Raft thread stops
@@ -322,8 +325,8 @@ impl Store {
         }
     }
 
-    /// Stops the Raft thread and waits for it (it syncs the write-ahead log
-    /// on the way out). Idempotent; dropping the last handle does the same.
+    /// Stops the Raft thread and waits for it (at most one Ready; it syncs
+    /// the write-ahead log on the way out), blocking the calling thread. Idempotent; dropping the last handle does the same.
     /// Waiting proposals fail with [`StoreError::Stopped`]; reads keep
     /// working until the last handle is dropped.
     pub fn shutdown(&self) {

@@ -23,10 +23,10 @@ fn every_shared_example_is_applied_or_refused_with_reasons() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         println!("== {}\n{stdout}{stderr}", file.display());
-        let docs = text
-            .split("\n---")
-            .filter(|d| d.lines().any(|l| l.starts_with("kind:")))
-            .count();
+        let docs = kubus_api::manifest::parse_documents(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .len();
+        assert!(docs > 0, "{} holds objects", file.display());
         let reported = stdout.lines().count()
             + stderr
                 .lines()

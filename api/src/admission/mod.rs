@@ -293,20 +293,55 @@ fn path_steps(path: &serde_path_to_error::Path) -> Vec<PathStep> {
         .collect()
 }
 
-/// `spec.template.spec.containers[1].name`; map keys that are not plain
-/// words (label keys, data keys) are bracketed: `metadata.labels[app.kubernetes.io/name]`.
+/// Fields whose value is a map from user-chosen keys: a key under them is
+/// shown bracketed, as Kubernetes does (`metadata.labels[app]`).
+const MAP_FIELDS: &[&str] = &[
+    "labels",
+    "annotations",
+    "data",
+    "binaryData",
+    "stringData",
+    "nodeSelector",
+    "matchLabels",
+    "limits",
+    "requests",
+    "overhead",
+    "capacity",
+    "allocatable",
+];
+
+/// `spec.template.spec.containers[1].name`; keys of maps (label keys,
+/// data keys) and keys that are not plain words are bracketed:
+/// `metadata.labels[app.kubernetes.io/name]`.
 fn render_path(steps: &[PathStep]) -> String {
     let mut out = String::new();
+    let mut parent: Option<&str> = None;
     for step in steps {
         out = match step {
             PathStep::Index(i) => format!("{out}[{i}]"),
+            PathStep::Key(k) if is_map_key(parent, k) => format!("{out}[{k}]"),
             PathStep::Key(k) => child_path(&out, k),
+        };
+        parent = match step {
+            PathStep::Key(k) => Some(k.as_str()),
+            PathStep::Index(_) => None,
         };
     }
     if out.is_empty() {
         OBJECT_FIELD.to_string()
     } else {
         out
+    }
+}
+
+/// Whether `key` under the field `parent` is a map key rather than a
+/// schema field. A Service's `selector` is a map; a workload's holds
+/// `matchLabels`/`matchExpressions`.
+fn is_map_key(parent: Option<&str>, key: &str) -> bool {
+    match parent {
+        Some("selector") => !matches!(key, "matchLabels" | "matchExpressions"),
+        Some(p) => MAP_FIELDS.contains(&p),
+        None => false,
     }
 }
 
@@ -352,6 +387,13 @@ fn replace_at(root: &mut Value, steps: &[PathStep], replacement: Value) -> bool 
 /// A serde message in words: `invalid type: string "3", expected i32` →
 /// `must be a 32-bit integer (got string "3")`.
 fn serde_rule(message: &str) -> String {
+    // k8s-openapi's ByteString passes on the base64 decoder's words.
+    if ["Invalid symbol", "Invalid padding", "Invalid last symbol", "Invalid input length"]
+        .iter()
+        .any(|p| message.starts_with(p))
+    {
+        return format!("must be base64-encoded data ({})", message.trim_end_matches('.'));
+    }
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = message.strip_prefix(prefix) {
             if let Some((got, expected)) = rest.rsplit_once(", expected ") {
@@ -373,6 +415,12 @@ fn expected_in_words(expected: &str) -> String {
         "a map" => "a mapping".into(),
         "IntOrString" => "an integer or a string".into(),
         "Quantity" => "a quantity (a string like \"500m\" or a number)".into(),
+        // k8s-openapi types expect their own name ("Container").
+        other if other.starts_with(|c: char| c.is_ascii_uppercase())
+            && other.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            format!("a mapping ({other})")
+        }
         other => match other.strip_prefix("struct ") {
             Some(name) => format!("a mapping ({name})"),
             None => other.to_string(),
@@ -384,6 +432,16 @@ fn expected_in_words(expected: &str) -> String {
 /// schema (typos, wrong indentation). Null values are ignored (`{}` and
 /// `null` are how YAML writes "nothing").
 fn unknown_fields(input: &Value, decoded: &Value, path: &str, causes: &mut Causes) {
+    unknown_fields_under(None, input, decoded, path, causes);
+}
+
+fn unknown_fields_under(
+    parent: Option<&str>,
+    input: &Value,
+    decoded: &Value,
+    path: &str,
+    causes: &mut Causes,
+) {
     const UNKNOWN_FIELDS_MAX: usize = 20;
     match (input, decoded) {
         (Value::Object(inp), Value::Object(dec)) => {
@@ -391,9 +449,13 @@ fn unknown_fields(input: &Value, decoded: &Value, path: &str, causes: &mut Cause
                 if causes.0.len() >= UNKNOWN_FIELDS_MAX {
                     return;
                 }
-                let child = child_path(path, k);
+                let child = if is_map_key(parent, k) {
+                    format!("{path}[{k}]")
+                } else {
+                    child_path(path, k)
+                };
                 match dec.get(k) {
-                    Some(d) => unknown_fields(v, d, &child, causes),
+                    Some(d) => unknown_fields_under(Some(k), v, d, &child, causes),
                     None if v.is_null() => {}
                     None => causes.add(child, "unknown field"),
                 }
@@ -401,7 +463,7 @@ fn unknown_fields(input: &Value, decoded: &Value, path: &str, causes: &mut Cause
         }
         (Value::Array(inp), Value::Array(dec)) => {
             for (i, (v, d)) in inp.iter().zip(dec).enumerate() {
-                unknown_fields(v, d, &format!("{path}[{i}]"), causes);
+                unknown_fields_under(None, v, d, &format!("{path}[{i}]"), causes);
             }
         }
         _ => {}
@@ -559,3 +621,756 @@ fn pod_update(old: &Value, new: &Value, causes: &mut Causes) {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Reason;
+    use crate::manifest::parse_documents;
+    use serde_json::json;
+
+    fn pod() -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx:1.25",
+                "ports": [{"containerPort": 80, "name": "http"}]}]}})
+    }
+
+    fn template() -> Value {
+        json!({"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx"}]}})
+    }
+
+    fn deployment() -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template()}})
+    }
+
+    fn replica_set() -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web-abc"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": template()}})
+    }
+
+    fn service() -> Value {
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+    }
+
+    fn config_map() -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
+            "data": {"a.txt": "x"}, "binaryData": {"b.bin": "AAE="}})
+    }
+
+    fn secret() -> Value {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": {"user": "YWRtaW4="}, "stringData": {"password": "hunter2"}})
+    }
+
+    fn namespace() -> Value {
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    }
+
+    fn node() -> Value {
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-1.example"},
+            "spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}})
+    }
+
+    fn event() -> Value {
+        json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "web-1.17a2b"},
+            "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "default"},
+            "reason": "Scheduled", "type": "Normal", "count": 1})
+    }
+
+    /// Set the value at a JSON pointer, creating objects on the way; a
+    /// `null` value removes the field.
+    fn with(mut v: Value, pointer: &str, new: Value) -> Value {
+        let mut at = &mut v;
+        let steps: Vec<&str> = pointer.split('/').skip(1).collect();
+        let Some((last, parents)) = steps.split_last() else {
+            return new;
+        };
+        for step in parents {
+            at = match at {
+                Value::Array(a) => &mut a[step.parse::<usize>().expect("index")],
+                _ => {
+                    if !at.is_object() {
+                        *at = json!({});
+                    }
+                    at.as_object_mut()
+                        .expect("object")
+                        .entry(step.to_string())
+                        .or_insert(json!({}))
+                }
+            };
+        }
+        match at {
+            Value::Array(a) => {
+                let i = last.parse::<usize>().expect("index");
+                if i == a.len() {
+                    a.push(new);
+                } else {
+                    a[i] = new;
+                }
+            }
+            Value::Object(m) if new.is_null() => {
+                m.remove(*last);
+            }
+            Value::Object(m) => {
+                m.insert(last.to_string(), new);
+            }
+            other => *other = json!({ *last: new }),
+        }
+        v
+    }
+
+    fn admitted(v: Value) -> Admitted {
+        admit(v.clone()).unwrap_or_else(|e| panic!("{e}\n{v:#}"))
+    }
+
+    #[test]
+    fn valid_objects_of_every_kind_are_admitted() {
+        let table = [
+            (pod(), "Pod default/web-1"),
+            (deployment(), "Deployment shop/web"),
+            (replica_set(), "ReplicaSet default/web-abc"),
+            (service(), "Service default/web"),
+            (config_map(), "ConfigMap default/cfg"),
+            (secret(), "Secret default/s"),
+            (namespace(), "Namespace shop"),
+            (node(), "Node worker-1.example"),
+            (event(), "Event default/web-1.17a2b"),
+        ];
+        for (v, want) in table {
+            let a = admitted(v);
+            assert_eq!(a.object.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let p = admitted(with(
+            with(
+                pod(),
+                "/spec/containers/0/livenessProbe",
+                json!({"httpGet": {"port": 80}}),
+            ),
+            "/spec/initContainers",
+            json!([{"name": "init", "image": "busybox",
+                "resources": {"limits": {"cpu": "1", "memory": "64Mi"}, "requests": {"cpu": "100m"}}}]),
+        ))
+        .value;
+        let d = admitted(deployment()).value;
+        let rs = admitted(replica_set()).value;
+        let svc = admitted(with(service(), "/spec/ports/0/name", json!("http"))).value;
+        let s = admitted(secret()).value;
+        let ns = admitted(with(namespace(), "/metadata/namespace", json!("x"))).value;
+        let table: &[(&Value, &str, Value)] = &[
+            (&p, "/metadata/namespace", json!("default")),
+            (&p, "/spec/restartPolicy", json!("Always")),
+            (&p, "/spec/dnsPolicy", json!("ClusterFirst")),
+            (&p, "/spec/terminationGracePeriodSeconds", json!(30)),
+            (&p, "/spec/schedulerName", json!("default-scheduler")),
+            (&p, "/spec/containers/0/imagePullPolicy", json!("IfNotPresent")),
+            (&p, "/spec/initContainers/0/imagePullPolicy", json!("Always")),
+            (&p, "/spec/containers/0/terminationMessagePath", json!("/dev/termination-log")),
+            (&p, "/spec/containers/0/terminationMessagePolicy", json!("File")),
+            (&p, "/spec/initContainers/0/terminationMessagePolicy", json!("File")),
+            (&p, "/spec/containers/0/ports/0/protocol", json!("TCP")),
+            (&p, "/spec/containers/0/livenessProbe/timeoutSeconds", json!(1)),
+            (&p, "/spec/containers/0/livenessProbe/periodSeconds", json!(10)),
+            (&p, "/spec/containers/0/livenessProbe/successThreshold", json!(1)),
+            (&p, "/spec/containers/0/livenessProbe/failureThreshold", json!(3)),
+            (&p, "/spec/containers/0/livenessProbe/httpGet/path", json!("/")),
+            (&p, "/spec/initContainers/0/resources/requests/cpu", json!("100m")),
+            (&p, "/spec/initContainers/0/resources/requests/memory", json!("64Mi")),
+            (&d, "/metadata/namespace", json!("shop")),
+            (&d, "/spec/replicas", json!(1)),
+            (&d, "/spec/strategy/type", json!("RollingUpdate")),
+            (&d, "/spec/strategy/rollingUpdate/maxSurge", json!("25%")),
+            (&d, "/spec/strategy/rollingUpdate/maxUnavailable", json!("25%")),
+            (&d, "/spec/revisionHistoryLimit", json!(10)),
+            (&d, "/spec/progressDeadlineSeconds", json!(600)),
+            (&d, "/spec/template/spec/restartPolicy", json!("Always")),
+            (&d, "/spec/template/spec/containers/0/imagePullPolicy", json!("Always")),
+            (&rs, "/spec/replicas", json!(2)),
+            (&rs, "/spec/template/spec/dnsPolicy", json!("ClusterFirst")),
+            (&svc, "/spec/type", json!("ClusterIP")),
+            (&svc, "/spec/sessionAffinity", json!("None")),
+            (&svc, "/spec/ports/0/protocol", json!("TCP")),
+            (&svc, "/spec/ports/0/targetPort", json!(80)),
+            (&s, "/type", json!("Opaque")),
+            (&s, "/data/password", json!("aHVudGVyMg==")),
+            (&s, "/data/user", json!("YWRtaW4=")),
+            (&s, "/stringData", Value::Null),
+            (&ns, "/metadata/namespace", Value::Null),
+            (&p, "/metadata/generation", Value::Null),
+        ];
+        for (v, pointer, want) in table {
+            let got = v.pointer(pointer).cloned().unwrap_or(Value::Null);
+            assert_eq!(&got, want, "{pointer}");
+        }
+        // Given values are kept.
+        let d = admitted(with(deployment(), "/spec/strategy", json!({"type": "Recreate"}))).value;
+        assert_eq!(d.pointer("/spec/strategy/rollingUpdate"), None);
+        let d = admitted(with(deployment(), "/spec/replicas", json!(0))).value;
+        assert_eq!(d.pointer("/spec/replicas"), Some(&json!(0)));
+    }
+
+    /// One broken rule per row: (object, pointer, new value, field, words in the rule).
+    #[test]
+    fn every_rule_is_reported_with_field_and_words() {
+        type Row = (fn() -> Value, &'static str, Value, &'static str, &'static str);
+        let table: Vec<Row> = vec![
+            // metadata
+            (pod, "/metadata/name", Value::Null, "metadata.name", "name or generateName is required"),
+            (pod, "/metadata/name", json!("Web_1"), "metadata.name", "lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (got \"Web_1\")"),
+            (pod, "/metadata/name", json!("a".repeat(254)), "metadata.name", "no more than 253"),
+            (service, "/metadata/name", json!("web.v1"), "metadata.name", "RFC 1123 label"),
+            (namespace, "/metadata/name", json!("a".repeat(64)), "metadata.name", "no more than 63"),
+            (node, "/metadata/name", json!("Worker"), "metadata.name", "RFC 1123 subdomain"),
+            (pod, "/metadata/namespace", json!("my.ns"), "metadata.namespace", "RFC 1123 label"),
+            (pod, "/metadata/labels", json!({"-app": "x"}), "metadata.labels", "name part must consist"),
+            (pod, "/metadata/labels", json!({"Example.com/app": "x"}), "metadata.labels", "prefix part"),
+            (pod, "/metadata/labels", json!({"app": "x y"}), "metadata.labels[app]", "a valid label must be an empty string"),
+            (pod, "/metadata/labels", json!({"app": "a".repeat(64)}), "metadata.labels[app]", "no more than 63"),
+            (pod, "/metadata/annotations", json!({"a/b/c": "x"}), "metadata.annotations", "qualified name"),
+            (pod, "/metadata/annotations", json!({"big": "x".repeat(300 * 1024)}), "metadata.annotations", "262144 bytes"),
+            (pod, "/metadata/ownerReferences", json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": ""}]), "metadata.ownerReferences[0].uid", "required"),
+            (pod, "/metadata/ownerReferences", json!([
+                {"apiVersion": "v1", "kind": "A", "name": "a", "uid": "1", "controller": true},
+                {"apiVersion": "v1", "kind": "B", "name": "b", "uid": "2", "controller": true}]),
+                "metadata.ownerReferences", "only one reference"),
+            (pod, "/metadata/generateName", json!("Web-"), "metadata.generateName", "RFC 1123 subdomain"),
+            // pod spec
+            (pod, "/spec/containers", json!([]), "spec.containers", "at least one container"),
+            (pod, "/spec", Value::Null, "spec.containers", "at least one container"),
+            (pod, "/spec/containers/0/name", json!("Web"), "spec.containers[0].name", "RFC 1123 label"),
+            (pod, "/spec/containers/0/name", Value::Null, "spec.containers[0].name", "required"),
+            (pod, "/spec/initContainers", json!([{"name": "web", "image": "x"}]), "spec.containers[0].name", "duplicate container name \"web\""),
+            (pod, "/spec/containers/0/image", Value::Null, "spec.containers[0].image", "required"),
+            (pod, "/spec/containers/0/image", json!(" "), "spec.containers[0].image", "required"),
+            (pod, "/spec/containers/0/ports/0/containerPort", json!(0), "spec.containers[0].ports[0].containerPort", "between 1 and 65535"),
+            (pod, "/spec/containers/0/ports/0/containerPort", json!(65536), "spec.containers[0].ports[0].containerPort", "between 1 and 65535"),
+            (pod, "/spec/containers/0/ports/0/hostPort", json!(70000), "spec.containers[0].ports[0].hostPort", "between 1 and 65535"),
+            (pod, "/spec/containers/0/ports/0/name", json!("HTTP"), "spec.containers[0].ports[0].name", "alpha-numeric"),
+            (pod, "/spec/containers/0/ports/0/name", json!("80"), "spec.containers[0].ports[0].name", "at least one letter"),
+            (pod, "/spec/containers/0/ports/0/name", json!("a--b"), "spec.containers[0].ports[0].name", "consecutive hyphens"),
+            (pod, "/spec/containers/0/ports/0/name", json!("-ab"), "spec.containers[0].ports[0].name", "begin or end"),
+            (pod, "/spec/containers/0/ports/0/name", json!("abcdefghijklmnop"), "spec.containers[0].ports[0].name", "no more than 15"),
+            (pod, "/spec/containers/0/ports/1", json!({"containerPort": 81, "name": "http"}), "spec.containers[0].ports[1].name", "duplicate port name"),
+            (pod, "/spec/containers/0/ports/0/protocol", json!("tcp"), "spec.containers[0].ports[0].protocol", "must be one of \"TCP\", \"UDP\", \"SCTP\""),
+            (pod, "/spec/containers/0/env", json!([{"name": "1X", "value": "v"}]), "spec.containers[0].env[0].name", "environment variable name"),
+            (pod, "/spec/containers/0/env", json!([{"name": "", "value": "v"}]), "spec.containers[0].env[0].name", "required"),
+            (pod, "/spec/containers/0/env", json!([{"name": "A", "value": "v", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]), "spec.containers[0].env[0].valueFrom", "may not be specified"),
+            (pod, "/spec/containers/0/resources", json!({"requests": {"cpu": "lots"}}), "spec.containers[0].resources.requests[cpu]", "\"lots\""),
+            (pod, "/spec/containers/0/resources", json!({"limits": {"memory": "-1Gi"}}), "spec.containers[0].resources.limits[memory]", "greater than or equal to 0"),
+            (pod, "/spec/containers/0/resources", json!({"requests": {"cpu": "2"}, "limits": {"cpu": "500m"}}), "spec.containers[0].resources.requests[cpu]", "less than or equal to cpu limit of 500m"),
+            (pod, "/spec/restartPolicy", json!("Sometimes"), "spec.restartPolicy", "\"Always\", \"OnFailure\", \"Never\""),
+            (pod, "/spec/dnsPolicy", json!("Google"), "spec.dnsPolicy", "must be one of"),
+            (pod, "/spec/terminationGracePeriodSeconds", json!(-1), "spec.terminationGracePeriodSeconds", "greater than or equal to 0"),
+            (pod, "/spec/activeDeadlineSeconds", json!(0), "spec.activeDeadlineSeconds", "greater than or equal to 1"),
+            (pod, "/spec/nodeSelector", json!({"disk": "s s d"}), "spec.nodeSelector[disk]", "valid label"),
+            (pod, "/spec/tolerations", json!([{"key": "k", "operator": "Maybe"}]), "spec.tolerations[0].operator", "\"Equal\", \"Exists\""),
+            (pod, "/spec/tolerations", json!([{"key": "k", "operator": "Exists", "value": "v"}]), "spec.tolerations[0].value", "must be empty"),
+            (pod, "/spec/tolerations", json!([{"key": "k", "effect": "NoWay"}]), "spec.tolerations[0].effect", "must be one of"),
+            (pod, "/spec/volumes", json!([{"name": "data", "emptyDir": {}}, {"name": "data", "emptyDir": {}}]), "spec.volumes[1].name", "duplicate volume name"),
+            (pod, "/spec/containers/0/volumeMounts", json!([{"name": "nope", "mountPath": "/x"}]), "spec.containers[0].volumeMounts[0].name", "no volume named \"nope\""),
+            (pod, "/spec/containers/0/imagePullPolicy", json!("Sometimes"), "spec.containers[0].imagePullPolicy", "must be one of"),
+            (pod, "/spec/containers/0/restartPolicy", json!("Always"), "spec.containers[0].restartPolicy", "only be set on init containers"),
+            // probes
+            (pod, "/spec/containers/0/livenessProbe", json!({"periodSeconds": 5}), "spec.containers[0].livenessProbe", "must specify a handler type"),
+            (pod, "/spec/containers/0/livenessProbe", json!({"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}}), "spec.containers[0].livenessProbe", "more than one handler"),
+            (pod, "/spec/containers/0/readinessProbe", json!({"exec": {"command": ["true"]}, "periodSeconds": 0}), "spec.containers[0].readinessProbe.periodSeconds", "greater than or equal to 1"),
+            (pod, "/spec/containers/0/readinessProbe", json!({"exec": {"command": ["true"]}, "initialDelaySeconds": -1}), "spec.containers[0].readinessProbe.initialDelaySeconds", "greater than or equal to 0"),
+            (pod, "/spec/containers/0/readinessProbe", json!({"exec": {"command": ["true"]}, "timeoutSeconds": -1}), "spec.containers[0].readinessProbe.timeoutSeconds", "greater than or equal to 0"),
+            (pod, "/spec/containers/0/readinessProbe", json!({"exec": {"command": ["true"]}, "failureThreshold": 0}), "spec.containers[0].readinessProbe.failureThreshold", "greater than or equal to 1"),
+            (pod, "/spec/containers/0/readinessProbe", json!({"exec": {"command": ["true"]}, "successThreshold": 0}), "spec.containers[0].readinessProbe.successThreshold", "greater than or equal to 1"),
+            (pod, "/spec/containers/0/livenessProbe", json!({"exec": {"command": ["true"]}, "successThreshold": 2}), "spec.containers[0].livenessProbe.successThreshold", "must be 1"),
+            (pod, "/spec/containers/0/startupProbe", json!({"exec": {}}), "spec.containers[0].startupProbe.exec.command", "required"),
+            (pod, "/spec/containers/0/startupProbe", json!({"httpGet": {"port": 0}}), "spec.containers[0].startupProbe.httpGet.port", "between 1 and 65535"),
+            (pod, "/spec/containers/0/startupProbe", json!({"tcpSocket": {"port": "HTTP"}}), "spec.containers[0].startupProbe.tcpSocket.port", "alpha-numeric"),
+            // deployment / replica set
+            (deployment, "/spec/replicas", json!(-1), "spec.replicas", "greater than or equal to 0"),
+            (deployment, "/spec/selector", Value::Null, "spec.selector", "empty selector"),
+            (deployment, "/spec/selector", json!({"matchLabels": {}}), "spec.selector", "empty selector"),
+            (deployment, "/spec/selector", json!({"matchExpressions": [{"key": "app", "operator": "In"}]}), "spec.selector", "at least one value"),
+            (deployment, "/spec/selector/matchLabels/app", json!("db"), "spec.template.metadata.labels", "selector does not match template labels"),
+            (deployment, "/spec/template/metadata", Value::Null, "spec.template.metadata.labels", "selector does not match template labels"),
+            (deployment, "/spec/template/spec/restartPolicy", json!("Never"), "spec.template.spec.restartPolicy", "must be \"Always\""),
+            (deployment, "/spec/template/spec/containers/0/name", json!("Web"), "spec.template.spec.containers[0].name", "RFC 1123 label"),
+            (deployment, "/spec/template/spec", Value::Null, "spec.template.spec.containers", "at least one container"),
+            (deployment, "/spec/template/metadata/labels/Bad Key", json!("x"), "spec.template.metadata.labels", "name part"),
+            (deployment, "/spec/strategy", json!({"type": "Blue"}), "spec.strategy.type", "must be one of"),
+            (deployment, "/spec/strategy", json!({"type": "Recreate", "rollingUpdate": {"maxSurge": 1}}), "spec.strategy.rollingUpdate", "may not be specified"),
+            (deployment, "/spec/strategy", json!({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}), "spec.strategy.rollingUpdate.maxUnavailable", "may not be 0 when maxSurge is 0"),
+            (deployment, "/spec/strategy", json!({"rollingUpdate": {"maxUnavailable": "150%"}}), "spec.strategy.rollingUpdate.maxUnavailable", "greater than 100%"),
+            (deployment, "/spec/strategy", json!({"rollingUpdate": {"maxSurge": "lots"}}), "spec.strategy.rollingUpdate.maxSurge", "percentage"),
+            (deployment, "/spec/strategy", json!({"rollingUpdate": {"maxSurge": -1}}), "spec.strategy.rollingUpdate.maxSurge", "greater than or equal to 0"),
+            (deployment, "/spec/revisionHistoryLimit", json!(-1), "spec.revisionHistoryLimit", "greater than or equal to 0"),
+            (deployment, "/spec/progressDeadlineSeconds", json!(0), "spec.progressDeadlineSeconds", "greater than minReadySeconds"),
+            (deployment, "/spec", Value::Null, "spec", "required"),
+            (replica_set, "/spec/replicas", json!(-3), "spec.replicas", "greater than or equal to 0"),
+            (replica_set, "/spec/template", Value::Null, "spec.template", "required"),
+            (replica_set, "/spec/minReadySeconds", json!(-1), "spec.minReadySeconds", "greater than or equal to 0"),
+            (replica_set, "/spec/template/metadata/labels/app", json!("db"), "spec.template.metadata.labels", "selector does not match template labels"),
+            // service
+            (service, "/spec/ports/0/port", json!(0), "spec.ports[0].port", "between 1 and 65535"),
+            (service, "/spec/ports", json!([]), "spec.ports", "at least one port"),
+            (service, "/spec/ports/1", json!({"port": 81}), "spec.ports[0].name", "required value when there is more than one port"),
+            (service, "/spec/ports", json!([{"port": 80, "name": "a"}, {"port": 81, "name": "a"}]), "spec.ports[1].name", "duplicate port name"),
+            (service, "/spec/ports/0/name", json!("HTTP"), "spec.ports[0].name", "RFC 1123 label"),
+            (service, "/spec/ports/0/targetPort", json!(0), "spec.ports[0].targetPort", "between 1 and 65535"),
+            (service, "/spec/ports/0/targetPort", json!("Web--x"), "spec.ports[0].targetPort", "alpha-numeric"),
+            (service, "/spec/ports/0/protocol", json!("HTTP"), "spec.ports[0].protocol", "must be one of"),
+            (service, "/spec/type", json!("Magic"), "spec.type", "\"ClusterIP\", \"NodePort\", \"LoadBalancer\", \"ExternalName\""),
+            (service, "/spec/type", json!("NodePort"), "", ""),
+            (service, "/spec/ports/0/nodePort", json!(30080), "spec.ports[0].nodePort", "may not be used when type is \"ClusterIP\""),
+            (service, "/spec/sessionAffinity", json!("Sticky"), "spec.sessionAffinity", "must be one of"),
+            (service, "/spec/clusterIP", json!("10.0.0.300"), "spec.clusterIP", "valid IP address"),
+            (service, "/spec/selector", json!({"app": "-x"}), "spec.selector[app]", "valid label"),
+            (service, "/spec/type", json!("ExternalName"), "spec.externalName", "required"),
+            // config map / secret
+            (config_map, "/data/a b", json!("x"), "data[a b]", "valid config key"),
+            (config_map, "/data/..", json!("x"), "data[..]", "must not be '.' or '..'"),
+            (config_map, "/data/b.bin", json!("x"), "binaryData[b.bin]", "duplicate of key \"b.bin\" in data"),
+            (config_map, "/binaryData/x", json!("not base64!"), "binaryData[x]", "must be base64-encoded data (Invalid symbol 32, offset 3)"),
+            (config_map, "/data/big", json!("x".repeat(1024 * 1024)), "data", "1048576 bytes"),
+            (config_map, "/data/k", json!(3), "data[k]", "must be a string"),
+            (secret, "/stringData/a~b", json!("x"), "data[a~b]", "valid config key"),
+            (secret, "/data/c", json!("***"), "data[c]", "must be base64-encoded data"),
+            (secret, "/type", json!(""), "", ""),
+            // node / event
+            (node, "/spec/taints/0/effect", json!("Never"), "spec.taints[0].effect", "must be one of"),
+            (node, "/spec/taints/0/key", json!("bad key"), "spec.taints[0].key", "name part"),
+            (event, "/type", json!("Error"), "type", "\"Normal\", \"Warning\""),
+            (event, "/count", json!(-1), "count", "greater than or equal to 0"),
+            (event, "/involvedObject/namespace", json!("other"), "involvedObject.namespace", "does not match"),
+            // wrong JSON types
+            (deployment, "/spec/replicas", json!("3"), "spec.replicas", "must be a 32-bit integer (got string \"3\")"),
+            (deployment, "/spec/replicas", json!(1.5), "spec.replicas", "must be a 32-bit integer"),
+            (deployment, "/spec/replicas", json!(3_000_000_000u64), "spec.replicas", "32-bit integer"),
+            (pod, "/spec/containers", json!({"name": "x"}), "spec.containers", "must be a list"),
+            (pod, "/spec/containers/0", json!("nginx"), "spec.containers[0]", "must be a mapping"),
+            (pod, "/metadata/labels/app", json!(1), "metadata.labels[app]", "must be a string"),
+            (pod, "/metadata/labels", json!({"app.kubernetes.io/name": true}), "metadata.labels[app.kubernetes.io/name]", "must be a string"),
+            (pod, "/metadata", json!("web"), "metadata", "must be a mapping"),
+            (pod, "/spec/containers/0/env", json!([{"name": "A", "value": 1}]), "spec.containers[0].env[0].value", "must be a string"),
+            (pod, "/spec/hostNetwork", json!("yes"), "spec.hostNetwork", "must be a boolean"),
+            (service, "/spec/ports/0/targetPort", json!([80]), "spec.ports[0].targetPort", "must be an integer or a string"),
+            // unknown fields
+            (pod, "/spec/containers/0/imagee", json!("x"), "spec.containers[0].imagee", "unknown field"),
+            (deployment, "/spec/templte", json!({}), "spec.templte", "unknown field"),
+            (pod, "/metadata/labelz", json!({"a": "b"}), "metadata.labelz", "unknown field"),
+            (pod, "/spek", json!({}), "spek", "unknown field"),
+            // kinds
+            (pod, "/kind", json!("StatefulSet"), "kind", "not supported by kubus yet"),
+            (pod, "/kind", json!("Frobnicator"), "kind", "unknown kind"),
+            (pod, "/kind", Value::Null, "kind", "required value"),
+            (pod, "/kind", json!(7), "kind", "must be a string"),
+            (pod, "/apiVersion", Value::Null, "apiVersion", "required value"),
+            (pod, "/apiVersion", json!("apps/v1"), "apiVersion", "does not serve kind"),
+            (deployment, "/apiVersion", json!("extensions/v1beta1"), "apiVersion", "use \"apps/v1\""),
+        ];
+        for (base, pointer, value, field, rule) in table {
+            let v = with(base(), pointer, value.clone());
+            let result = admit(v.clone());
+            if field.is_empty() && rule.is_empty() {
+                // Rows that must pass (next to their failing neighbours).
+                if let Err(e) = result {
+                    panic!("{pointer} = {value}: unexpected {e}");
+                }
+                continue;
+            }
+            let e = match result {
+                Ok(_) => panic!("{pointer} = {value}: admitted, expected {field}: {rule}"),
+                Err(e) => e,
+            };
+            assert_eq!(e.reason, Reason::Invalid, "{e}");
+            assert!(
+                e.causes.iter().any(|c| c.field == field && c.rule.contains(rule)),
+                "{pointer} = {value}: want {field}: {rule}\n got {e}"
+            );
+            assert!(e.message.contains(field), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn all_broken_rules_are_collected() {
+        let v = with(
+            with(
+                with(with(pod(), "/metadata/name", json!("Bad_Name")), "/spec/restartPolicy", json!("Nope")),
+                "/spec/containers/1",
+                json!({"name": "web", "image": ""}),
+            ),
+            "/spec/containers/0/ports/0/containerPort",
+            json!(0),
+        );
+        let e = admit(v).expect_err("invalid");
+        let fields: Vec<&str> = e.causes.iter().map(|c| c.field.as_str()).collect();
+        for want in [
+            "metadata.name",
+            "spec.restartPolicy",
+            "spec.containers[1].name",
+            "spec.containers[1].image",
+            "spec.containers[0].ports[0].containerPort",
+        ] {
+            assert!(fields.contains(&want), "{want} missing from {fields:?}");
+        }
+        // The name is known (if invalid), so the error names the object.
+        assert_eq!(
+            e.object.as_ref().map(ToString::to_string).as_deref(),
+            Some("Pod default/Bad_Name")
+        );
+
+        // Several wrong types at once, and metadata rules next to them.
+        let v = with(
+            with(
+                with(deployment(), "/spec/replicas", json!("3")),
+                "/spec/template/spec/containers/0/ports",
+                json!([{"containerPort": "80"}]),
+            ),
+            "/metadata/labels",
+            json!({"ok": "-bad"}),
+        );
+        let e = admit(v).expect_err("invalid");
+        let fields: Vec<&str> = e.causes.iter().map(|c| c.field.as_str()).collect();
+        assert!(fields.contains(&"spec.replicas"), "{e}");
+        assert!(
+            fields.contains(&"spec.template.spec.containers[0].ports[0].containerPort"),
+            "{e}"
+        );
+        assert!(fields.contains(&"metadata.labels[ok]"), "{e}");
+        assert_eq!(
+            e.object.as_ref().map(ToString::to_string).as_deref(),
+            Some("Deployment shop/web")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_object() {
+        let e = admit(with(deployment(), "/spec/replicas", json!(-1))).expect_err("invalid");
+        assert_eq!(
+            e.to_string(),
+            "Invalid: Deployment shop/web is invalid: spec.replicas: must be greater than or equal to 0 (got -1)"
+        );
+        let e = admit(with(pod(), "/kind", json!("CronJob"))).expect_err("invalid");
+        assert_eq!(e.object, None);
+        assert_eq!(e.causes[0].field, "kind");
+        let e = admit(json!("Pod")).expect_err("invalid");
+        assert_eq!(e.causes[0].field, OBJECT_FIELD);
+        assert!(e.causes[0].rule.contains("got a string"), "{e}");
+    }
+
+    #[test]
+    fn too_many_causes_are_bounded() {
+        let labels: Map<String, Value> = (0..500)
+            .map(|i| (format!("-k{i}"), json!("v")))
+            .collect();
+        let e = admit(with(pod(), "/metadata/labels", Value::Object(labels))).expect_err("invalid");
+        assert_eq!(e.causes.len(), CAUSES_MAX + 1);
+        assert!(e.causes[CAUSES_MAX].rule.contains("400 more"), "{:?}", e.causes.last());
+    }
+
+    #[test]
+    fn generate_name() {
+        let v = with(with(pod(), "/metadata/name", Value::Null), "/metadata/generateName", json!("web-"));
+        let mut a = admitted(v);
+        assert_eq!(a.object.name, "");
+        a.set_name("web-x7k2p");
+        assert_eq!(a.object.to_string(), "Pod default/web-x7k2p");
+        assert_eq!(meta::name(&a.value), Some("web-x7k2p"));
+        let v = with(
+            with(pod(), "/metadata/name", Value::Null),
+            "/metadata/generateName",
+            json!("a".repeat(250)),
+        );
+        let e = admit(v).expect_err("too long");
+        assert!(e.to_string().contains("room for the generated suffix"), "{e}");
+    }
+
+    #[test]
+    fn update_rules() {
+        type Row = (Kind, Value, Value, &'static [&'static str]);
+        let table: Vec<Row> = vec![
+            (Kind::Pod, pod(), pod(), &[]),
+            (Kind::Pod, pod(), with(pod(), "/metadata/name", json!("web-2")), &["metadata.name"]),
+            (Kind::Pod, with(pod(), "/metadata/namespace", json!("a")), with(pod(), "/metadata/namespace", json!("b")), &["metadata.namespace"]),
+            (Kind::Pod, pod(), with(pod(), "/metadata/namespace", json!("default")), &[]),
+            (Kind::Pod, with(pod(), "/metadata/uid", json!("u1")), with(pod(), "/metadata/uid", json!("u2")), &["metadata.uid"]),
+            (Kind::Pod, with(pod(), "/metadata/uid", json!("u1")), pod(), &[]),
+            (Kind::Pod, pod(), with(pod(), "/spec/containers/0/image", json!("nginx:1.26")), &[]),
+            (Kind::Pod, pod(), with(pod(), "/spec/containers/0/name", json!("app")), &["spec.containers[0].name"]),
+            (Kind::Pod, pod(), with(pod(), "/spec/containers/0/command", json!(["sh"])), &["spec.containers[0].command"]),
+            (Kind::Pod, pod(), with(pod(), "/spec/containers/1", json!({"name": "b", "image": "x"})), &["spec.containers"]),
+            (Kind::Pod, pod(), with(pod(), "/spec/nodeName", json!("n1")), &[]),
+            (Kind::Pod, with(pod(), "/spec/nodeName", json!("n1")), with(pod(), "/spec/nodeName", json!("n2")), &["spec.nodeName"]),
+            (Kind::Deployment, deployment(), with(deployment(), "/spec/replicas", json!(5)), &[]),
+            (Kind::Deployment, deployment(), with(deployment(), "/spec/selector/matchLabels/tier", json!("x")), &["spec.selector"]),
+            (Kind::ReplicaSet, replica_set(), with(replica_set(), "/spec/selector", json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]})), &["spec.selector"]),
+            (Kind::Service, with(service(), "/spec/clusterIP", json!("10.0.0.1")), with(service(), "/spec/clusterIP", json!("10.0.0.2")), &["spec.clusterIP"]),
+            (Kind::Service, with(service(), "/spec/clusterIP", json!("10.0.0.1")), service(), &[]),
+            (Kind::Service, service(), with(service(), "/spec/clusterIP", json!("10.0.0.2")), &[]),
+            (Kind::Namespace, namespace(), with(namespace(), "/metadata/name", json!("other")), &["metadata.name"]),
+            (Kind::ConfigMap, with(config_map(), "/immutable", json!(true)), with(with(config_map(), "/immutable", json!(true)), "/data/a.txt", json!("y")), &["data"]),
+            (Kind::ConfigMap, with(config_map(), "/immutable", json!(true)), config_map(), &["immutable"]),
+            (Kind::ConfigMap, config_map(), with(config_map(), "/data/a.txt", json!("y")), &[]),
+            (Kind::Node, node(), json!(42), &["metadata.name"]),
+        ];
+        for (kind, old, new, want) in table {
+            let got = validate_update(kind, &old, &new);
+            let fields: Vec<&str> = got.iter().map(|c| c.field.as_str()).collect();
+            assert_eq!(fields, want, "{kind}: {got:?}");
+            assert!(got.iter().all(|c| !c.rule.is_empty()));
+        }
+    }
+
+    #[test]
+    fn serde_messages_in_words() {
+        assert_eq!(
+            serde_rule("invalid type: string \"3\", expected i32"),
+            "must be a 32-bit integer (got string \"3\")"
+        );
+        assert_eq!(
+            serde_rule("invalid type: map, expected a sequence"),
+            "must be a list (got map)"
+        );
+        assert_eq!(serde_rule("something else"), "something else");
+        assert_eq!(
+            render_path(&[
+                PathStep::Key("metadata".into()),
+                PathStep::Key("labels".into()),
+                PathStep::Key("app.kubernetes.io/name".into()),
+            ]),
+            "metadata.labels[app.kubernetes.io/name]"
+        );
+        assert_eq!(render_path(&[]), OBJECT_FIELD);
+    }
+
+    /// Every real manifest in /work/shared/k8s-examples parses, and each
+    /// document is admitted or refused with a message naming field and rule.
+    /// Run with `--nocapture` to see the outcome of each document.
+    #[test]
+    fn real_manifests() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/k8s-examples");
+        let dir = if dir.exists() {
+            dir
+        } else {
+            std::path::PathBuf::from("/work/shared/k8s-examples")
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            println!("no examples at {} — skipped", dir.display());
+            return;
+        };
+        let mut files: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty());
+        let (mut ok, mut refused) = (0, 0);
+        for path in files {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let text = std::fs::read_to_string(&path).expect("readable example");
+            let docs = parse_documents(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!docs.is_empty(), "{name}");
+            for doc in docs {
+                match admit(doc.value.clone()) {
+                    Ok(a) => {
+                        ok += 1;
+                        println!("{name} {}: admitted {}", doc.describe(), a.object);
+                    }
+                    Err(e) => {
+                        refused += 1;
+                        println!("{name} {}: refused: {e}", doc.describe());
+                        assert_eq!(e.reason, Reason::Invalid);
+                        assert!(!e.causes.is_empty(), "{e}");
+                        for c in &e.causes {
+                            assert!(!c.field.is_empty() && !c.rule.is_empty(), "{e}");
+                            assert!(e.message.contains(&c.to_string()), "{e}");
+                        }
+                    }
+                }
+            }
+        }
+        println!("{ok} admitted, {refused} refused");
+        assert!(ok >= 10, "most documents use served kinds");
+    }
+
+    const YAML_SAMPLE: &str = "# a sample\n\
+apiVersion: apps/v1\n\
+kind: Deployment\n\
+metadata: {name: web, labels: {app: web}}\n\
+spec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n\
+    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n\
+      - name: web\n        image: nginx:1.25\n        ports: [{containerPort: 80}]\n\
+        env:\n        - {name: MODE, value: \"prod\"}\n---\n\
+apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n\
+  metadata: {name: web}\n  spec: {ports: [{port: 80}], selector: {app: web}}\n";
+
+    /// A seeded generator: random and mutated manifests must never panic,
+    /// and every refusal must carry a cause with a field.
+    #[test]
+    fn random_and_mutated_manifests_never_panic() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+
+        const CASES: usize = 4000;
+        let seed = std::env::var("KUBUS_FUZZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x6b75_6275_u64);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let sample = parse_documents(YAML_SAMPLE).expect("sample parses");
+        assert_eq!(sample.len(), 2);
+        for doc in sample {
+            admitted(doc.value);
+        }
+        let bases = [
+            pod(),
+            deployment(),
+            replica_set(),
+            service(),
+            config_map(),
+            secret(),
+            namespace(),
+            node(),
+            event(),
+        ];
+
+        fn random_value(rng: &mut StdRng, depth: u32) -> Value {
+            let words = [
+                "", "a", "web", "Web_1", "-x", "80", "http", "TCP", "Always", "25%", "500m",
+                "128Mi", "lots", "app", "a/b", "é", "nginx:latest", "v1", "Pod", "List",
+            ];
+            match rng.gen_range(0..if depth == 0 { 6 } else { 8 }) {
+                0 => Value::Null,
+                1 => Value::Bool(rng.gen()),
+                2 => json!(rng.gen_range(-70_000i64..70_000)),
+                3 => json!(rng.gen::<i64>()),
+                4 => json!(rng.gen::<f64>() * 100.0),
+                5 => json!(words[rng.gen_range(0..words.len())]),
+                6 => Value::Array((0..rng.gen_range(0..3)).map(|_| random_value(rng, depth - 1)).collect()),
+                _ => {
+                    let keys = [
+                        "name", "image", "port", "containers", "labels", "spec", "metadata",
+                        "replicas", "selector", "matchLabels", "template", "x",
+                    ];
+                    Value::Object(
+                        (0..rng.gen_range(0..3))
+                            .map(|_| {
+                                (keys[rng.gen_range(0..keys.len())].to_string(), random_value(rng, depth - 1))
+                            })
+                            .collect(),
+                    )
+                }
+            }
+        }
+
+        /// Every JSON pointer in `v`.
+        fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    for (k, child) in m {
+                        let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                        out.push(p.clone());
+                        pointers(child, p, out);
+                    }
+                }
+                Value::Array(a) => {
+                    for (i, child) in a.iter().enumerate() {
+                        let p = format!("{at}/{i}");
+                        out.push(p.clone());
+                        pointers(child, p, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        let (mut admitted_count, mut refused_count) = (0, 0);
+        for case in 0..CASES {
+            let mut v = if case % 10 == 0 {
+                random_value(&mut rng, 4)
+            } else {
+                bases[rng.gen_range(0..bases.len())].clone()
+            };
+            for _ in 0..rng.gen_range(1..4) {
+                let mut ps = Vec::new();
+                pointers(&v, String::new(), &mut ps);
+                if ps.is_empty() {
+                    break;
+                }
+                let p = ps[rng.gen_range(0..ps.len())].clone();
+                if rng.gen_bool(0.3) {
+                    // Delete the field or element.
+                    let (parent, last) = p.rsplit_once('/').unwrap_or(("", ""));
+                    match v.pointer_mut(parent) {
+                        Some(Value::Object(m)) => {
+                            m.remove(&last.replace("~1", "/").replace("~0", "~"));
+                        }
+                        Some(Value::Array(a)) => {
+                            if let Ok(i) = last.parse::<usize>() {
+                                if i < a.len() {
+                                    a.remove(i);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                } else {
+                    let new = random_value(&mut rng, 3);
+                    if let Some(slot) = v.pointer_mut(&p) {
+                        *slot = new;
+                    }
+                }
+            }
+            match admit(v.clone()) {
+                Ok(a) => {
+                    admitted_count += 1;
+                    // What is admitted is admitted again unchanged.
+                    let again = admit(a.value.clone())
+                        .unwrap_or_else(|e| panic!("seed {seed} case {case}: re-admit: {e}\n{v}"));
+                    assert_eq!(again.value, a.value, "seed {seed} case {case}");
+                    let _ = validate_update(a.object.kind, &a.value, &v);
+                }
+                Err(e) => {
+                    refused_count += 1;
+                    if e.reason == Reason::Invalid {
+                        assert!(
+                            e.causes.iter().any(|c| !c.field.is_empty()),
+                            "seed {seed} case {case}: {e}\n{v}"
+                        );
+                    }
+                }
+            }
+            // The same object as text, cut short or with one character
+            // replaced: parsing must fail cleanly or yield documents that
+            // admission handles.
+            let text = if rng.gen_bool(0.5) { v.to_string() } else { YAML_SAMPLE.to_string() };
+            let chars: Vec<char> = text.chars().collect();
+            let at = rng.gen_range(0..chars.len().max(1));
+            let noise = ['-', ':', ' ', '\n', '{', '[', '"', '#', '&', '*', '!', '|', '>', '0', 'x'];
+            let mutated: String = match rng.gen_range(0..3) {
+                0 => chars[..at].iter().collect(),
+                1 => chars.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, c)| *c).collect(),
+                _ => chars
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| if i == at { noise[rng.gen_range(0..noise.len())] } else { *c })
+                    .collect(),
+            };
+            if let Ok(docs) = parse_documents(&mutated) {
+                for doc in docs {
+                    if let Err(e) = admit(doc.value) {
+                        assert!(e.causes.iter().any(|c| !c.field.is_empty()), "{e}");
+                    }
+                }
+            }
+        }
+        println!("seed {seed}: {admitted_count} admitted, {refused_count} refused");
+        assert!(admitted_count > 0 && refused_count > 0);
+    }
+}
