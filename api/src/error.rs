@@ -151,7 +151,10 @@ mod tests {
     fn invalid_names_object_field_and_rule() {
         let e = ApiError::invalid(
             Some(ObjectRef::new(Kind::Deployment, Some("default"), "web")),
-            vec![FieldCause::new("spec.replicas", "must be greater than or equal to 0")],
+            vec![FieldCause::new(
+                "spec.replicas",
+                "must be greater than or equal to 0",
+            )],
         );
         assert_eq!(
             e.to_string(),

@@ -84,7 +84,10 @@ const OLD_GROUPS: &[(&str, &str)] = &[
     ("networking.k8s.io/v1beta1", "networking.k8s.io/v1"),
     ("autoscaling/v2beta1", "autoscaling/v2"),
     ("autoscaling/v2beta2", "autoscaling/v2"),
-    ("rbac.authorization.k8s.io/v1beta1", "rbac.authorization.k8s.io/v1"),
+    (
+        "rbac.authorization.k8s.io/v1beta1",
+        "rbac.authorization.k8s.io/v1",
+    ),
     ("events.k8s.io/v1beta1", "events.k8s.io/v1"),
 ];
 
@@ -234,7 +237,11 @@ impl ObjectRef {
 
     /// The store key: `/<resource>/<namespace or _>/<name>`.
     pub fn key(&self) -> String {
-        format!("{}{}", prefix(self.kind, self.namespace.as_deref()), self.name)
+        format!(
+            "{}{}",
+            prefix(self.kind, self.namespace.as_deref()),
+            self.name
+        )
     }
 }
 

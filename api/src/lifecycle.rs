@@ -25,7 +25,11 @@ pub fn prepare_create(mut obj: Value, uid: &str, now: &str, suffix: &str) -> Val
         }
     }
     meta::set_meta(&mut obj, "uid", Value::String(uid.to_string()));
-    meta::set_meta(&mut obj, "creationTimestamp", Value::String(now.to_string()));
+    meta::set_meta(
+        &mut obj,
+        "creationTimestamp",
+        Value::String(now.to_string()),
+    );
     meta::set_meta(&mut obj, "generation", Value::from(1));
     strip_revision(&mut obj);
     obj
@@ -76,7 +80,8 @@ pub fn merge_apply(kind: Kind, manifest: Value, current: &Value) -> Value {
             continue;
         };
         if let Some(spec) = merged.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.entry(field.to_string()).or_insert_with(|| value.clone());
+            spec.entry(field.to_string())
+                .or_insert_with(|| value.clone());
         }
     }
     prepare_update(merged, current)
@@ -108,7 +113,10 @@ pub fn empty(kind: Kind, namespace: Option<&str>, name: &str) -> Value {
         metadata.insert("namespace".into(), Value::String(ns.into()));
     }
     let mut root = Map::new();
-    root.insert("apiVersion".into(), Value::String(kind.api_version().into()));
+    root.insert(
+        "apiVersion".into(),
+        Value::String(kind.api_version().into()),
+    );
     root.insert("kind".into(), Value::String(kind.as_str().into()));
     root.insert("metadata".into(), Value::Object(metadata));
     Value::Object(root)
@@ -134,10 +142,16 @@ mod tests {
     fn update_keeps_system_metadata_and_bumps_generation_on_spec_change() {
         let cur = json!({"metadata": {"name": "a", "uid": "u", "generation": 3,
             "creationTimestamp": "t"}, "spec": {"replicas": 1}});
-        let same = prepare_update(json!({"metadata": {"name": "a", "uid": "x"}, "spec": {"replicas": 1}}), &cur);
+        let same = prepare_update(
+            json!({"metadata": {"name": "a", "uid": "x"}, "spec": {"replicas": 1}}),
+            &cur,
+        );
         assert_eq!(same["metadata"]["uid"], json!("u"));
         assert_eq!(same["metadata"]["generation"], json!(3));
-        let changed = prepare_update(json!({"metadata": {"name": "a"}, "spec": {"replicas": 2}}), &cur);
+        let changed = prepare_update(
+            json!({"metadata": {"name": "a"}, "spec": {"replicas": 2}}),
+            &cur,
+        );
         assert_eq!(changed["metadata"]["generation"], json!(4));
         assert_eq!(changed["metadata"]["creationTimestamp"], json!("t"));
     }

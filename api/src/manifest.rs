@@ -416,9 +416,7 @@ mod tests {
 
     #[test]
     fn yaml_anchors_and_block_scalars() {
-        let docs = parse(
-            "kind: X\nbase: &b {a: 1}\ncopy: *b\nscript: |\n  line one\n  line two\n",
-        );
+        let docs = parse("kind: X\nbase: &b {a: 1}\ncopy: *b\nscript: |\n  line one\n  line two\n");
         assert_eq!(docs[0].value["copy"], json!({"a": 1}));
         assert_eq!(docs[0].value["script"], json!("line one\nline two\n"));
     }
@@ -442,11 +440,15 @@ mod tests {
         let docs = parse(
             "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: a}}\n- {apiVersion: v1, kind: Service, metadata: {name: b}}\n---\nkind: Namespace\n",
         );
-        assert_eq!(positions(&docs), vec![(0, Some(0)), (0, Some(1)), (1, None)]);
+        assert_eq!(
+            positions(&docs),
+            vec![(0, Some(0)), (0, Some(1)), (1, None)]
+        );
         assert_eq!(docs[1].value["kind"], "Service");
         assert_eq!(docs[1].describe(), "document 0 item 1");
 
-        let docs = parse(r#"{"apiVersion":"v1","kind":"PodList","items":[{"metadata":{"name":"a"}}]}"#);
+        let docs =
+            parse(r#"{"apiVersion":"v1","kind":"PodList","items":[{"metadata":{"name":"a"}}]}"#);
         assert_eq!(docs[0].value["kind"], "Pod");
         assert_eq!(docs[0].value["apiVersion"], "v1");
 
@@ -457,20 +459,44 @@ mod tests {
     #[test]
     fn errors_name_the_document() {
         let table: &[(&str, &str)] = &[
-            ("kind: A\n---\nkind: B\n  bad: [\n", "document 1: YAML syntax error at line"),
-            ("kind: A\n---\na: 1\na: 2\n", "document 1: YAML syntax error at line 4, column 1: duplicate mapping key: a"),
-            ("kind: A\n---\n- just\n- scalars\n", "document 1 item 0: expected a mapping"),
+            (
+                "kind: A\n---\nkind: B\n  bad: [\n",
+                "document 1: YAML syntax error at line",
+            ),
+            (
+                "kind: A\n---\na: 1\na: 2\n",
+                "document 1: YAML syntax error at line 4, column 1: duplicate mapping key: a",
+            ),
+            (
+                "kind: A\n---\n- just\n- scalars\n",
+                "document 1 item 0: expected a mapping",
+            ),
             ("kind: A\n---\nhello\n", "document 1: expected a mapping"),
             ("{\"kind\": \"A\"} 17", "document 1: expected a mapping"),
             ("[{\"kind\": \"A\"}, 3]", "document 1: expected a mapping"),
             ("{\"kind\": ", "document 0: JSON syntax error at line 1"),
-            ("kind: List\nitems: 3\n", "document 0: `items` of List must be a list"),
-            ("kind: List\nitems: [1]\n", "document 0 item 0: expected a mapping"),
+            (
+                "kind: List\nitems: 3\n",
+                "document 0: `items` of List must be a list",
+            ),
+            (
+                "kind: List\nitems: [1]\n",
+                "document 0 item 0: expected a mapping",
+            ),
             ("kind: A\n---\nkey: [unclosed\n", "document 1"),
             ("? [a, b]\n: c\n", "document 0"),
-            ("{kind: Pod, metadata: {name: [}}", "document 0: YAML syntax error"),
-            ("{\"kind\": \"Pod\", \"metadata\": {\"name\": [}}", "document 0: JSON syntax error at line 1, column 39: expected value"),
-            ("{\"kind\": \"A\"}\n{\"kind\": }", "document 1: JSON syntax error at line 2"),
+            (
+                "{kind: Pod, metadata: {name: [}}",
+                "document 0: YAML syntax error",
+            ),
+            (
+                "{\"kind\": \"Pod\", \"metadata\": {\"name\": [}}",
+                "document 0: JSON syntax error at line 1, column 39: expected value",
+            ),
+            (
+                "{\"kind\": \"A\"}\n{\"kind\": }",
+                "document 1: JSON syntax error at line 2",
+            ),
         ];
         for (text, needle) in table {
             let e = parse_documents(text).expect_err(text);

@@ -116,7 +116,9 @@ impl Requirement {
         let value = labels.get(&self.key);
         match self.operator {
             Operator::Equals | Operator::In => value.is_some_and(|v| self.values.contains(v)),
-            Operator::NotEquals | Operator::NotIn => !value.is_some_and(|v| self.values.contains(v)),
+            Operator::NotEquals | Operator::NotIn => {
+                !value.is_some_and(|v| self.values.contains(v))
+            }
             Operator::Exists => value.is_some(),
             Operator::DoesNotExist => value.is_none(),
         }
@@ -369,9 +371,7 @@ impl<'a> Parser<'a> {
             return Err(self.error("a label key or '!'", &first, at));
         };
         match self.peek().0 {
-            Token::End | Token::Comma => {
-                Requirement::new(key, Operator::Exists, BTreeSet::new())
-            }
+            Token::End | Token::Comma => Requirement::new(key, Operator::Exists, BTreeSet::new()),
             Token::Equals => {
                 self.next();
                 let value = self.value()?;
@@ -380,7 +380,11 @@ impl<'a> Parser<'a> {
             Token::NotEquals => {
                 self.next();
                 let value = self.value()?;
-                Requirement::new(key, Operator::NotEquals, BTreeSet::from([value.to_string()]))
+                Requirement::new(
+                    key,
+                    Operator::NotEquals,
+                    BTreeSet::from([value.to_string()]),
+                )
             }
             Token::Word("in") => {
                 self.next();
@@ -394,7 +398,11 @@ impl<'a> Parser<'a> {
             }
             other => {
                 let (_, at, _) = self.peek();
-                Err(self.error("'=', '==', '!=', 'in', 'notin', ',' or end of input", &other, at))
+                Err(self.error(
+                    "'=', '==', '!=', 'in', 'notin', ',' or end of input",
+                    &other,
+                    at,
+                ))
             }
         }
     }
@@ -513,7 +521,10 @@ mod tests {
             assert!(e.to_string().contains(needle), "{input:?}: {e}");
         }
         let long = "a".repeat(INPUT_LEN_MAX + 1);
-        assert!(matches!(Selector::parse(&long), Err(SelectorError::TooLong { .. })));
+        assert!(matches!(
+            Selector::parse(&long),
+            Err(SelectorError::TooLong { .. })
+        ));
     }
 
     #[test]

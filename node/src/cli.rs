@@ -115,6 +115,7 @@ pub struct DeleteArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
+    /// A pod name, or pod/NAME, deployment/NAME, replicaset/NAME.
     pub pod: String,
     #[arg(short = 'c', long)]
     pub container: Option<String>,

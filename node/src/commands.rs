@@ -233,15 +233,46 @@ async fn delete(client: &Client, args: DeleteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
-    let pod = client
-        .get(Kind::Pod, Some(&args.namespace), &args.pod)
+/// The pod `kubus logs` reads: `NAME`, `pod/NAME`, or the first pod (by
+/// name) of a `deployment/NAME` or `replicaset/NAME`, as kubectl does.
+async fn pod_for_logs(client: &Client, namespace: &str, target: &str) -> anyhow::Result<Value> {
+    let Some((kind, name)) = target.split_once('/') else {
+        return Ok(client.get(Kind::Pod, Some(namespace), target).await?);
+    };
+    let kind = Kind::from_resource(kind)?;
+    if kind == Kind::Pod {
+        return Ok(client.get(Kind::Pod, Some(namespace), name).await?);
+    }
+    if !matches!(kind, Kind::Deployment | Kind::ReplicaSet) {
+        bail!("cannot read logs of a {kind}: name a pod, a deployment or a replicaset");
+    }
+    let owner = client.get(kind, Some(namespace), name).await?;
+    let selector = owner
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let (mut pods, _) = client
+        .list(Kind::Pod, Some(namespace), Some(&selector), None)
         .await?;
+    pods.sort_by(|a, b| meta::name(a).cmp(&meta::name(b)));
+    pods.into_iter()
+        .next()
+        .with_context(|| format!("{target} has no pods"))
+}
+
+async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
+    let pod = pod_for_logs(client, &args.namespace, &args.pod).await?;
+    let pod_name = meta::name(&pod).unwrap_or_default().to_string();
     let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
         bail!(
-            "pod {}/{} is not scheduled to a node yet",
-            args.namespace,
-            args.pod
+            "pod {}/{pod_name} is not scheduled to a node yet",
+            args.namespace
         );
     };
     let text = client
@@ -249,7 +280,7 @@ async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
             node,
             &LogsRequest {
                 namespace: args.namespace.clone(),
-                pod: args.pod.clone(),
+                pod: pod_name.clone(),
                 container: args.container.clone(),
                 limit_bytes: None,
             },

@@ -159,6 +159,11 @@ fn a_deployment_runs_restarts_rolls_and_goes() {
     assert_ne!(new_hash, old_hash);
     let logs = c.kubus(&["logs", &name(&rolled[0])]);
     assert!(String::from_utf8_lossy(&logs.stdout).contains("started v2"));
+    let logs = c.kubus(&["logs", "deployment/sleeper"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("started v2"),
+        "{logs:?}"
+    );
     assert!(wait_for(Duration::from_secs(10), || old_pids
         .iter()
         .all(|p| !alive(*p))

@@ -143,8 +143,13 @@ pub fn deployment(d: &mut Deployment) {
     };
     set(&mut spec.replicas, 1);
     set(&mut spec.revision_history_limit, REVISION_HISTORY_LIMIT);
-    set(&mut spec.progress_deadline_seconds, PROGRESS_DEADLINE_SECONDS);
-    let strategy = spec.strategy.get_or_insert_with(DeploymentStrategy::default);
+    set(
+        &mut spec.progress_deadline_seconds,
+        PROGRESS_DEADLINE_SECONDS,
+    );
+    let strategy = spec
+        .strategy
+        .get_or_insert_with(DeploymentStrategy::default);
     set_str(&mut strategy.type_, "RollingUpdate");
     if strategy.type_.as_deref() == Some("RollingUpdate") {
         let ru = strategy

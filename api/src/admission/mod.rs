@@ -179,7 +179,10 @@ fn admit_as<T: DeserializeOwned + Serialize>(
     default: fn(&mut T),
     check: fn(&T, &mut Causes),
 ) -> Result<Admitted, ApiError> {
-    if value.get("metadata").is_some_and(|m| !m.is_object() && !m.is_null()) {
+    if value
+        .get("metadata")
+        .is_some_and(|m| !m.is_object() && !m.is_null())
+    {
         // Reported by decoding; do not let namespace defaulting replace it.
     } else {
         default_namespace(kind, &mut value);
@@ -388,11 +391,19 @@ fn replace_at(root: &mut Value, steps: &[PathStep], replacement: Value) -> bool 
 /// `must be a 32-bit integer (got string "3")`.
 fn serde_rule(message: &str) -> String {
     // k8s-openapi's ByteString passes on the base64 decoder's words.
-    if ["Invalid symbol", "Invalid padding", "Invalid last symbol", "Invalid input length"]
-        .iter()
-        .any(|p| message.starts_with(p))
+    if [
+        "Invalid symbol",
+        "Invalid padding",
+        "Invalid last symbol",
+        "Invalid input length",
+    ]
+    .iter()
+    .any(|p| message.starts_with(p))
     {
-        return format!("must be base64-encoded data ({})", message.trim_end_matches('.'));
+        return format!(
+            "must be base64-encoded data ({})",
+            message.trim_end_matches('.')
+        );
     }
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = message.strip_prefix(prefix) {
@@ -416,8 +427,9 @@ fn expected_in_words(expected: &str) -> String {
         "IntOrString" => "an integer or a string".into(),
         "Quantity" => "a quantity (a string like \"500m\" or a number)".into(),
         // k8s-openapi types expect their own name ("Container").
-        other if other.starts_with(|c: char| c.is_ascii_uppercase())
-            && other.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        other
+            if other.starts_with(|c: char| c.is_ascii_uppercase())
+                && other.bytes().all(|b| b.is_ascii_alphanumeric()) =>
         {
             format!("a mapping ({other})")
         }
@@ -484,7 +496,11 @@ pub fn validate_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldCause> 
     let immutable = |causes: &mut Causes, field: &str, was: &str, got: &str| {
         causes.add(
             field,
-            format!("field is immutable (was {}, got {})", quote(was), quote(got)),
+            format!(
+                "field is immutable (was {}, got {})",
+                quote(was),
+                quote(got)
+            ),
         );
     };
 
@@ -607,7 +623,11 @@ fn pod_update(old: &Value, new: &Value, causes: &mut Causes) {
             }
         }
     }
-    let node = |v: &Value| str_at(v, &["spec", "nodeName"]).unwrap_or_default().to_string();
+    let node = |v: &Value| {
+        str_at(v, &["spec", "nodeName"])
+            .unwrap_or_default()
+            .to_string()
+    };
     let (was, got) = (node(old), node(new));
     if !was.is_empty() && was != got {
         causes.add(
@@ -620,7 +640,6 @@ fn pod_update(old: &Value, new: &Value, causes: &mut Causes) {
         );
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -772,28 +791,84 @@ mod tests {
             (&p, "/spec/dnsPolicy", json!("ClusterFirst")),
             (&p, "/spec/terminationGracePeriodSeconds", json!(30)),
             (&p, "/spec/schedulerName", json!("default-scheduler")),
-            (&p, "/spec/containers/0/imagePullPolicy", json!("IfNotPresent")),
-            (&p, "/spec/initContainers/0/imagePullPolicy", json!("Always")),
-            (&p, "/spec/containers/0/terminationMessagePath", json!("/dev/termination-log")),
-            (&p, "/spec/containers/0/terminationMessagePolicy", json!("File")),
-            (&p, "/spec/initContainers/0/terminationMessagePolicy", json!("File")),
+            (
+                &p,
+                "/spec/containers/0/imagePullPolicy",
+                json!("IfNotPresent"),
+            ),
+            (
+                &p,
+                "/spec/initContainers/0/imagePullPolicy",
+                json!("Always"),
+            ),
+            (
+                &p,
+                "/spec/containers/0/terminationMessagePath",
+                json!("/dev/termination-log"),
+            ),
+            (
+                &p,
+                "/spec/containers/0/terminationMessagePolicy",
+                json!("File"),
+            ),
+            (
+                &p,
+                "/spec/initContainers/0/terminationMessagePolicy",
+                json!("File"),
+            ),
             (&p, "/spec/containers/0/ports/0/protocol", json!("TCP")),
-            (&p, "/spec/containers/0/livenessProbe/timeoutSeconds", json!(1)),
-            (&p, "/spec/containers/0/livenessProbe/periodSeconds", json!(10)),
-            (&p, "/spec/containers/0/livenessProbe/successThreshold", json!(1)),
-            (&p, "/spec/containers/0/livenessProbe/failureThreshold", json!(3)),
-            (&p, "/spec/containers/0/livenessProbe/httpGet/path", json!("/")),
-            (&p, "/spec/initContainers/0/resources/requests/cpu", json!("100m")),
-            (&p, "/spec/initContainers/0/resources/requests/memory", json!("64Mi")),
+            (
+                &p,
+                "/spec/containers/0/livenessProbe/timeoutSeconds",
+                json!(1),
+            ),
+            (
+                &p,
+                "/spec/containers/0/livenessProbe/periodSeconds",
+                json!(10),
+            ),
+            (
+                &p,
+                "/spec/containers/0/livenessProbe/successThreshold",
+                json!(1),
+            ),
+            (
+                &p,
+                "/spec/containers/0/livenessProbe/failureThreshold",
+                json!(3),
+            ),
+            (
+                &p,
+                "/spec/containers/0/livenessProbe/httpGet/path",
+                json!("/"),
+            ),
+            (
+                &p,
+                "/spec/initContainers/0/resources/requests/cpu",
+                json!("100m"),
+            ),
+            (
+                &p,
+                "/spec/initContainers/0/resources/requests/memory",
+                json!("64Mi"),
+            ),
             (&d, "/metadata/namespace", json!("shop")),
             (&d, "/spec/replicas", json!(1)),
             (&d, "/spec/strategy/type", json!("RollingUpdate")),
             (&d, "/spec/strategy/rollingUpdate/maxSurge", json!("25%")),
-            (&d, "/spec/strategy/rollingUpdate/maxUnavailable", json!("25%")),
+            (
+                &d,
+                "/spec/strategy/rollingUpdate/maxUnavailable",
+                json!("25%"),
+            ),
             (&d, "/spec/revisionHistoryLimit", json!(10)),
             (&d, "/spec/progressDeadlineSeconds", json!(600)),
             (&d, "/spec/template/spec/restartPolicy", json!("Always")),
-            (&d, "/spec/template/spec/containers/0/imagePullPolicy", json!("Always")),
+            (
+                &d,
+                "/spec/template/spec/containers/0/imagePullPolicy",
+                json!("Always"),
+            ),
             (&rs, "/spec/replicas", json!(2)),
             (&rs, "/spec/template/spec/dnsPolicy", json!("ClusterFirst")),
             (&svc, "/spec/type", json!("ClusterIP")),
@@ -812,7 +887,12 @@ mod tests {
             assert_eq!(&got, want, "{pointer}");
         }
         // Given values are kept.
-        let d = admitted(with(deployment(), "/spec/strategy", json!({"type": "Recreate"}))).value;
+        let d = admitted(with(
+            deployment(),
+            "/spec/strategy",
+            json!({"type": "Recreate"}),
+        ))
+        .value;
         assert_eq!(d.pointer("/spec/strategy/rollingUpdate"), None);
         let d = admitted(with(deployment(), "/spec/replicas", json!(0))).value;
         assert_eq!(d.pointer("/spec/replicas"), Some(&json!(0)));
@@ -821,7 +901,13 @@ mod tests {
     /// One broken rule per row: (object, pointer, new value, field, words in the rule).
     #[test]
     fn every_rule_is_reported_with_field_and_words() {
-        type Row = (fn() -> Value, &'static str, Value, &'static str, &'static str);
+        type Row = (
+            fn() -> Value,
+            &'static str,
+            Value,
+            &'static str,
+            &'static str,
+        );
         let table: Vec<Row> = vec![
             // metadata
             (pod, "/metadata/name", Value::Null, "metadata.name", "name or generateName is required"),
@@ -989,7 +1075,9 @@ mod tests {
             };
             assert_eq!(e.reason, Reason::Invalid, "{e}");
             assert!(
-                e.causes.iter().any(|c| c.field == field && c.rule.contains(rule)),
+                e.causes
+                    .iter()
+                    .any(|c| c.field == field && c.rule.contains(rule)),
                 "{pointer} = {value}: want {field}: {rule}\n got {e}"
             );
             assert!(e.message.contains(field), "{}", e.message);
@@ -1000,7 +1088,11 @@ mod tests {
     fn all_broken_rules_are_collected() {
         let v = with(
             with(
-                with(with(pod(), "/metadata/name", json!("Bad_Name")), "/spec/restartPolicy", json!("Nope")),
+                with(
+                    with(pod(), "/metadata/name", json!("Bad_Name")),
+                    "/spec/restartPolicy",
+                    json!("Nope"),
+                ),
                 "/spec/containers/1",
                 json!({"name": "web", "image": ""}),
             ),
@@ -1065,17 +1157,23 @@ mod tests {
 
     #[test]
     fn too_many_causes_are_bounded() {
-        let labels: Map<String, Value> = (0..500)
-            .map(|i| (format!("-k{i}"), json!("v")))
-            .collect();
+        let labels: Map<String, Value> = (0..500).map(|i| (format!("-k{i}"), json!("v"))).collect();
         let e = admit(with(pod(), "/metadata/labels", Value::Object(labels))).expect_err("invalid");
         assert_eq!(e.causes.len(), CAUSES_MAX + 1);
-        assert!(e.causes[CAUSES_MAX].rule.contains("400 more"), "{:?}", e.causes.last());
+        assert!(
+            e.causes[CAUSES_MAX].rule.contains("400 more"),
+            "{:?}",
+            e.causes.last()
+        );
     }
 
     #[test]
     fn generate_name() {
-        let v = with(with(pod(), "/metadata/name", Value::Null), "/metadata/generateName", json!("web-"));
+        let v = with(
+            with(pod(), "/metadata/name", Value::Null),
+            "/metadata/generateName",
+            json!("web-"),
+        );
         let mut a = admitted(v);
         assert_eq!(a.object.name, "");
         a.set_name("web-x7k2p");
@@ -1087,7 +1185,10 @@ mod tests {
             json!("a".repeat(250)),
         );
         let e = admit(v).expect_err("too long");
-        assert!(e.to_string().contains("room for the generated suffix"), "{e}");
+        assert!(
+            e.to_string().contains("room for the generated suffix"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1095,27 +1196,144 @@ mod tests {
         type Row = (Kind, Value, Value, &'static [&'static str]);
         let table: Vec<Row> = vec![
             (Kind::Pod, pod(), pod(), &[]),
-            (Kind::Pod, pod(), with(pod(), "/metadata/name", json!("web-2")), &["metadata.name"]),
-            (Kind::Pod, with(pod(), "/metadata/namespace", json!("a")), with(pod(), "/metadata/namespace", json!("b")), &["metadata.namespace"]),
-            (Kind::Pod, pod(), with(pod(), "/metadata/namespace", json!("default")), &[]),
-            (Kind::Pod, with(pod(), "/metadata/uid", json!("u1")), with(pod(), "/metadata/uid", json!("u2")), &["metadata.uid"]),
-            (Kind::Pod, with(pod(), "/metadata/uid", json!("u1")), pod(), &[]),
-            (Kind::Pod, pod(), with(pod(), "/spec/containers/0/image", json!("nginx:1.26")), &[]),
-            (Kind::Pod, pod(), with(pod(), "/spec/containers/0/name", json!("app")), &["spec.containers[0].name"]),
-            (Kind::Pod, pod(), with(pod(), "/spec/containers/0/command", json!(["sh"])), &["spec.containers[0].command"]),
-            (Kind::Pod, pod(), with(pod(), "/spec/containers/1", json!({"name": "b", "image": "x"})), &["spec.containers"]),
-            (Kind::Pod, pod(), with(pod(), "/spec/nodeName", json!("n1")), &[]),
-            (Kind::Pod, with(pod(), "/spec/nodeName", json!("n1")), with(pod(), "/spec/nodeName", json!("n2")), &["spec.nodeName"]),
-            (Kind::Deployment, deployment(), with(deployment(), "/spec/replicas", json!(5)), &[]),
-            (Kind::Deployment, deployment(), with(deployment(), "/spec/selector/matchLabels/tier", json!("x")), &["spec.selector"]),
-            (Kind::ReplicaSet, replica_set(), with(replica_set(), "/spec/selector", json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]})), &["spec.selector"]),
-            (Kind::Service, with(service(), "/spec/clusterIP", json!("10.0.0.1")), with(service(), "/spec/clusterIP", json!("10.0.0.2")), &["spec.clusterIP"]),
-            (Kind::Service, with(service(), "/spec/clusterIP", json!("10.0.0.1")), service(), &[]),
-            (Kind::Service, service(), with(service(), "/spec/clusterIP", json!("10.0.0.2")), &[]),
-            (Kind::Namespace, namespace(), with(namespace(), "/metadata/name", json!("other")), &["metadata.name"]),
-            (Kind::ConfigMap, with(config_map(), "/immutable", json!(true)), with(with(config_map(), "/immutable", json!(true)), "/data/a.txt", json!("y")), &["data"]),
-            (Kind::ConfigMap, with(config_map(), "/immutable", json!(true)), config_map(), &["immutable"]),
-            (Kind::ConfigMap, config_map(), with(config_map(), "/data/a.txt", json!("y")), &[]),
+            (
+                Kind::Pod,
+                pod(),
+                with(pod(), "/metadata/name", json!("web-2")),
+                &["metadata.name"],
+            ),
+            (
+                Kind::Pod,
+                with(pod(), "/metadata/namespace", json!("a")),
+                with(pod(), "/metadata/namespace", json!("b")),
+                &["metadata.namespace"],
+            ),
+            (
+                Kind::Pod,
+                pod(),
+                with(pod(), "/metadata/namespace", json!("default")),
+                &[],
+            ),
+            (
+                Kind::Pod,
+                with(pod(), "/metadata/uid", json!("u1")),
+                with(pod(), "/metadata/uid", json!("u2")),
+                &["metadata.uid"],
+            ),
+            (
+                Kind::Pod,
+                with(pod(), "/metadata/uid", json!("u1")),
+                pod(),
+                &[],
+            ),
+            (
+                Kind::Pod,
+                pod(),
+                with(pod(), "/spec/containers/0/image", json!("nginx:1.26")),
+                &[],
+            ),
+            (
+                Kind::Pod,
+                pod(),
+                with(pod(), "/spec/containers/0/name", json!("app")),
+                &["spec.containers[0].name"],
+            ),
+            (
+                Kind::Pod,
+                pod(),
+                with(pod(), "/spec/containers/0/command", json!(["sh"])),
+                &["spec.containers[0].command"],
+            ),
+            (
+                Kind::Pod,
+                pod(),
+                with(
+                    pod(),
+                    "/spec/containers/1",
+                    json!({"name": "b", "image": "x"}),
+                ),
+                &["spec.containers"],
+            ),
+            (
+                Kind::Pod,
+                pod(),
+                with(pod(), "/spec/nodeName", json!("n1")),
+                &[],
+            ),
+            (
+                Kind::Pod,
+                with(pod(), "/spec/nodeName", json!("n1")),
+                with(pod(), "/spec/nodeName", json!("n2")),
+                &["spec.nodeName"],
+            ),
+            (
+                Kind::Deployment,
+                deployment(),
+                with(deployment(), "/spec/replicas", json!(5)),
+                &[],
+            ),
+            (
+                Kind::Deployment,
+                deployment(),
+                with(deployment(), "/spec/selector/matchLabels/tier", json!("x")),
+                &["spec.selector"],
+            ),
+            (
+                Kind::ReplicaSet,
+                replica_set(),
+                with(
+                    replica_set(),
+                    "/spec/selector",
+                    json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}),
+                ),
+                &["spec.selector"],
+            ),
+            (
+                Kind::Service,
+                with(service(), "/spec/clusterIP", json!("10.0.0.1")),
+                with(service(), "/spec/clusterIP", json!("10.0.0.2")),
+                &["spec.clusterIP"],
+            ),
+            (
+                Kind::Service,
+                with(service(), "/spec/clusterIP", json!("10.0.0.1")),
+                service(),
+                &[],
+            ),
+            (
+                Kind::Service,
+                service(),
+                with(service(), "/spec/clusterIP", json!("10.0.0.2")),
+                &[],
+            ),
+            (
+                Kind::Namespace,
+                namespace(),
+                with(namespace(), "/metadata/name", json!("other")),
+                &["metadata.name"],
+            ),
+            (
+                Kind::ConfigMap,
+                with(config_map(), "/immutable", json!(true)),
+                with(
+                    with(config_map(), "/immutable", json!(true)),
+                    "/data/a.txt",
+                    json!("y"),
+                ),
+                &["data"],
+            ),
+            (
+                Kind::ConfigMap,
+                with(config_map(), "/immutable", json!(true)),
+                config_map(),
+                &["immutable"],
+            ),
+            (
+                Kind::ConfigMap,
+                config_map(),
+                with(config_map(), "/data/a.txt", json!("y")),
+                &[],
+            ),
             (Kind::Node, node(), json!(42), &["metadata.name"]),
         ];
         for (kind, old, new, want) in table {
@@ -1153,7 +1371,8 @@ mod tests {
     /// Run with `--nocapture` to see the outcome of each document.
     #[test]
     fn real_manifests() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/k8s-examples");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/k8s-examples");
         let dir = if dir.exists() {
             dir
         } else {
@@ -1172,7 +1391,10 @@ mod tests {
         assert!(!files.is_empty());
         let (mut ok, mut refused) = (0, 0);
         for path in files {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let text = std::fs::read_to_string(&path).expect("readable example");
             let docs = parse_documents(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!docs.is_empty(), "{name}");
@@ -1199,16 +1421,34 @@ mod tests {
         assert!(ok >= 10, "most documents use served kinds");
     }
 
-    const YAML_SAMPLE: &str = "# a sample\n\
-apiVersion: apps/v1\n\
-kind: Deployment\n\
-metadata: {name: web, labels: {app: web}}\n\
-spec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n\
-    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n\
-      - name: web\n        image: nginx:1.25\n        ports: [{containerPort: 80}]\n\
-        env:\n        - {name: MODE, value: \"prod\"}\n---\n\
-apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n\
-  metadata: {name: web}\n  spec: {ports: [{port: 80}], selector: {app: web}}\n";
+    const YAML_SAMPLE: &str = r#"# a sample
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {app: web}}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.25
+        ports: [{containerPort: 80}]
+        env:
+        - {name: MODE, value: "prod"}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: web}
+  spec: {ports: [{port: 80}], selector: {app: web}}
+"#;
 
     /// A seeded generator: random and mutated manifests must never panic,
     /// and every refusal must carry a cause with a field.
@@ -1242,8 +1482,26 @@ apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n\
 
         fn random_value(rng: &mut StdRng, depth: u32) -> Value {
             let words = [
-                "", "a", "web", "Web_1", "-x", "80", "http", "TCP", "Always", "25%", "500m",
-                "128Mi", "lots", "app", "a/b", "é", "nginx:latest", "v1", "Pod", "List",
+                "",
+                "a",
+                "web",
+                "Web_1",
+                "-x",
+                "80",
+                "http",
+                "TCP",
+                "Always",
+                "25%",
+                "500m",
+                "128Mi",
+                "lots",
+                "app",
+                "a/b",
+                "é",
+                "nginx:latest",
+                "v1",
+                "Pod",
+                "List",
             ];
             match rng.gen_range(0..if depth == 0 { 6 } else { 8 }) {
                 0 => Value::Null,
@@ -1252,16 +1510,33 @@ apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n\
                 3 => json!(rng.gen::<i64>()),
                 4 => json!(rng.gen::<f64>() * 100.0),
                 5 => json!(words[rng.gen_range(0..words.len())]),
-                6 => Value::Array((0..rng.gen_range(0..3)).map(|_| random_value(rng, depth - 1)).collect()),
+                6 => Value::Array(
+                    (0..rng.gen_range(0..3))
+                        .map(|_| random_value(rng, depth - 1))
+                        .collect(),
+                ),
                 _ => {
                     let keys = [
-                        "name", "image", "port", "containers", "labels", "spec", "metadata",
-                        "replicas", "selector", "matchLabels", "template", "x",
+                        "name",
+                        "image",
+                        "port",
+                        "containers",
+                        "labels",
+                        "spec",
+                        "metadata",
+                        "replicas",
+                        "selector",
+                        "matchLabels",
+                        "template",
+                        "x",
                     ];
                     Value::Object(
                         (0..rng.gen_range(0..3))
                             .map(|_| {
-                                (keys[rng.gen_range(0..keys.len())].to_string(), random_value(rng, depth - 1))
+                                (
+                                    keys[rng.gen_range(0..keys.len())].to_string(),
+                                    random_value(rng, depth - 1),
+                                )
                             })
                             .collect(),
                     )
@@ -1349,17 +1624,34 @@ apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n\
             // The same object as text, cut short or with one character
             // replaced: parsing must fail cleanly or yield documents that
             // admission handles.
-            let text = if rng.gen_bool(0.5) { v.to_string() } else { YAML_SAMPLE.to_string() };
+            let text = if rng.gen_bool(0.5) {
+                v.to_string()
+            } else {
+                YAML_SAMPLE.to_string()
+            };
             let chars: Vec<char> = text.chars().collect();
             let at = rng.gen_range(0..chars.len().max(1));
-            let noise = ['-', ':', ' ', '\n', '{', '[', '"', '#', '&', '*', '!', '|', '>', '0', 'x'];
+            let noise = [
+                '-', ':', ' ', '\n', '{', '[', '"', '#', '&', '*', '!', '|', '>', '0', 'x',
+            ];
             let mutated: String = match rng.gen_range(0..3) {
                 0 => chars[..at].iter().collect(),
-                1 => chars.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, c)| *c).collect(),
+                1 => chars
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != at)
+                    .map(|(_, c)| *c)
+                    .collect(),
                 _ => chars
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| if i == at { noise[rng.gen_range(0..noise.len())] } else { *c })
+                    .map(|(i, c)| {
+                        if i == at {
+                            noise[rng.gen_range(0..noise.len())]
+                        } else {
+                            *c
+                        }
+                    })
                     .collect(),
             };
             if let Ok(docs) = parse_documents(&mutated) {

@@ -54,7 +54,9 @@ fn is_label_syntax(s: &str) -> bool {
     let b = s.as_bytes();
     match (b.first(), b.last()) {
         (Some(&f), Some(&l)) => {
-            is_alnum_lower(f) && is_alnum_lower(l) && b.iter().all(|&c| is_alnum_lower(c) || c == b'-')
+            is_alnum_lower(f)
+                && is_alnum_lower(l)
+                && b.iter().all(|&c| is_alnum_lower(c) || c == b'-')
         }
         _ => false,
     }
@@ -159,7 +161,9 @@ pub fn iana_svc_name_problems(s: &str) -> Vec<String> {
         problems.push(too_long(IANA_SVC_NAME_LEN_MAX));
     }
     if !s.bytes().all(|b| is_alnum_lower(b) || b == b'-') {
-        problems.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string());
+        problems.push(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
+        );
     }
     if s.contains("--") {
         problems.push("must not contain consecutive hyphens".to_string());
@@ -287,10 +291,7 @@ pub(crate) fn object_meta(kind: Kind, meta: &ObjectMeta, c: &mut Causes) {
     match (meta.name.as_deref(), meta.generate_name.as_deref()) {
         (Some(name), _) if !name.is_empty() => c.problems("metadata.name", name, problems(name)),
         (_, Some(prefix)) if !prefix.is_empty() => {}
-        _ => c.add(
-            "metadata.name",
-            "name or generateName is required",
-        ),
+        _ => c.add("metadata.name", "name or generateName is required"),
     }
     if let Some(prefix) = meta.generate_name.as_deref().filter(|p| !p.is_empty()) {
         // Validate the prefix as Kubernetes does: a trailing '-' is fine,
@@ -416,12 +417,7 @@ pub(crate) fn pod(pod: &Pod, c: &mut Causes) {
 }
 
 /// A pod template inside a Deployment or ReplicaSet.
-fn pod_template(
-    template: &PodTemplateSpec,
-    selector: &LabelSelector,
-    path: &str,
-    c: &mut Causes,
-) {
+fn pod_template(template: &PodTemplateSpec, selector: &LabelSelector, path: &str, c: &mut Causes) {
     let empty = ObjectMeta::default();
     let meta = template.metadata.as_ref().unwrap_or(&empty);
     labels_and_annotations(meta, &format!("{path}.metadata"), c);
@@ -524,7 +520,11 @@ pub(crate) fn pod_spec(spec: &PodSpec, p: &str, c: &mut Causes) {
         }
     }
     if let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
-        c.problems(&format!("{p}.nodeName"), node, dns1123_subdomain_problems(node));
+        c.problems(
+            &format!("{p}.nodeName"),
+            node,
+            dns1123_subdomain_problems(node),
+        );
     }
     label_map(spec.node_selector.as_ref(), &format!("{p}.nodeSelector"), c);
     for (i, t) in spec.tolerations.iter().flatten().enumerate() {
@@ -556,17 +556,15 @@ pub(crate) fn pod_spec(spec: &PodSpec, p: &str, c: &mut Causes) {
     }
 }
 
-fn container(
-    ct: &Container,
-    cp: &str,
-    is_init: bool,
-    volumes: &BTreeSet<&str>,
-    c: &mut Causes,
-) {
+fn container(ct: &Container, cp: &str, is_init: bool, volumes: &BTreeSet<&str>, c: &mut Causes) {
     if ct.name.is_empty() {
         c.required(&format!("{cp}.name"));
     } else {
-        c.problems(&format!("{cp}.name"), &ct.name, dns1123_label_problems(&ct.name));
+        c.problems(
+            &format!("{cp}.name"),
+            &ct.name,
+            dns1123_label_problems(&ct.name),
+        );
     }
     if ct.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
         c.required(&format!("{cp}.image"));
@@ -606,7 +604,10 @@ fn container(
         if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
             c.problems(&format!("{pp}.name"), name, iana_svc_name_problems(name));
             if !port_names.insert(name) {
-                c.add(format!("{pp}.name"), format!("duplicate port name {}", quote(name)));
+                c.add(
+                    format!("{pp}.name"),
+                    format!("duplicate port name {}", quote(name)),
+                );
             }
         }
         if let Some(protocol) = &port.protocol {
@@ -619,7 +620,11 @@ fn container(
         if env.name.is_empty() {
             c.required(&format!("{ep}.name"));
         } else {
-            c.problems(&format!("{ep}.name"), &env.name, env_var_name_problems(&env.name));
+            c.problems(
+                &format!("{ep}.name"),
+                &env.name,
+                env_var_name_problems(&env.name),
+            );
         }
         if env.value.as_deref().is_some_and(|v| !v.is_empty()) && env.value_from.is_some() {
             c.add(
@@ -661,7 +666,9 @@ fn container(
 }
 
 fn resources(r: &ResourceRequirements, path: &str, c: &mut Causes) {
-    let parse = |map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    let parse = |map: Option<
+        &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >,
                  which: &str,
                  c: &mut Causes| {
         let mut parsed = BTreeMap::new();
@@ -727,7 +734,11 @@ fn probe(p: &Probe, path: &str, success_must_be_one: bool, c: &mut Causes) {
     if let Some(http) = &p.http_get {
         int_or_name_port(&http.port, &format!("{path}.httpGet.port"), c);
         if let Some(scheme) = &http.scheme {
-            c.one_of(&format!("{path}.httpGet.scheme"), scheme, &["HTTP", "HTTPS"]);
+            c.one_of(
+                &format!("{path}.httpGet.scheme"),
+                scheme,
+                &["HTTP", "HTTPS"],
+            );
         }
     }
     if let Some(tcp) = &p.tcp_socket {
@@ -737,11 +748,27 @@ fn probe(p: &Probe, path: &str, success_must_be_one: bool, c: &mut Causes) {
         c.port_range(&format!("{path}.grpc.port"), grpc.port);
     }
     let field = |f: &str| format!("{path}.{f}");
-    c.at_least(&field("initialDelaySeconds"), p.initial_delay_seconds.map(i64::from), 0);
-    c.at_least(&field("timeoutSeconds"), p.timeout_seconds.map(i64::from), 0);
+    c.at_least(
+        &field("initialDelaySeconds"),
+        p.initial_delay_seconds.map(i64::from),
+        0,
+    );
+    c.at_least(
+        &field("timeoutSeconds"),
+        p.timeout_seconds.map(i64::from),
+        0,
+    );
     c.at_least(&field("periodSeconds"), p.period_seconds.map(i64::from), 1);
-    c.at_least(&field("successThreshold"), p.success_threshold.map(i64::from), 1);
-    c.at_least(&field("failureThreshold"), p.failure_threshold.map(i64::from), 1);
+    c.at_least(
+        &field("successThreshold"),
+        p.success_threshold.map(i64::from),
+        1,
+    );
+    c.at_least(
+        &field("failureThreshold"),
+        p.failure_threshold.map(i64::from),
+        1,
+    );
     c.at_least(
         &field("terminationGracePeriodSeconds"),
         p.termination_grace_period_seconds,
@@ -779,14 +806,20 @@ fn int_or_percent(v: &IntOrString, path: &str, c: &mut Causes) -> bool {
             match percent {
                 Some(p) => {
                     if p > 100 {
-                        c.add(path, format!("must not be greater than 100% (got {})", quote(s)));
+                        c.add(
+                            path,
+                            format!("must not be greater than 100% (got {})", quote(s)),
+                        );
                     }
                     p == 0
                 }
                 None => {
                     c.add(
                         path,
-                        format!("must be an integer or a percentage like \"25%\" (got {})", quote(s)),
+                        format!(
+                            "must be an integer or a percentage like \"25%\" (got {})",
+                            quote(s)
+                        ),
                     );
                     false
                 }
@@ -797,7 +830,10 @@ fn int_or_percent(v: &IntOrString, path: &str, c: &mut Causes) -> bool {
 
 fn selector(sel: &LabelSelector, path: &str, c: &mut Causes) {
     match Selector::from_label_selector(sel) {
-        Ok(s) if s.is_empty() => c.add(path, "empty selector is not allowed; it would select every pod"),
+        Ok(s) if s.is_empty() => c.add(
+            path,
+            "empty selector is not allowed; it would select every pod",
+        ),
         Ok(_) => {}
         Err(e) => c.add(path, e.to_string()),
     }
@@ -911,7 +947,10 @@ pub(crate) fn service(svc: &Service, c: &mut Causes) {
     if !cluster_ip.is_empty() && cluster_ip != "None" && cluster_ip.parse::<IpAddr>().is_err() {
         c.add(
             "spec.clusterIP",
-            format!("must be empty, \"None\" or a valid IP address (got {})", quote(cluster_ip)),
+            format!(
+                "must be empty, \"None\" or a valid IP address (got {})",
+                quote(cluster_ip)
+            ),
         );
     }
     if kind == "ExternalName" {
@@ -932,7 +971,10 @@ pub(crate) fn service(svc: &Service, c: &mut Causes) {
             Some(name) => {
                 c.problems(&format!("{pp}.name"), name, dns1123_label_problems(name));
                 if !names.insert(name) {
-                    c.add(format!("{pp}.name"), format!("duplicate port name {}", quote(name)));
+                    c.add(
+                        format!("{pp}.name"),
+                        format!("duplicate port name {}", quote(name)),
+                    );
                 }
             }
             None if ports.len() > 1 => c.add(
@@ -1031,7 +1073,11 @@ pub(crate) fn event(e: &Event, c: &mut Causes) {
     if !involved_ns.is_empty() && involved_ns != ns {
         c.add(
             "involvedObject.namespace",
-            format!("does not match the event's namespace {} (got {})", quote(ns), quote(involved_ns)),
+            format!(
+                "does not match the event's namespace {} (got {})",
+                quote(ns),
+                quote(involved_ns)
+            ),
         );
     }
     if e.reason.as_ref().is_some_and(|r| r.len() > 128) {
@@ -1104,7 +1150,13 @@ mod tests {
             dns1123_label_problems(&long_label),
             vec!["must be no more than 63 characters".to_string()]
         );
-        let long_sub = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(63)].join(".");
+        let long_sub = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(63),
+        ]
+        .join(".");
         assert_eq!(long_sub.len(), 255);
         assert!(!dns1123_subdomain_problems(&long_sub).is_empty());
         assert!(!qualified_name_problems(&format!("x/{}", "a".repeat(64))).is_empty());
