@@ -195,7 +195,9 @@ pub fn reconcile(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
             25,
         );
         let min_available = desired - unavailable;
-        let new_unavailable = new_rs.map_or(0, |rs| (spec_of(rs) - available_of(rs)).max(0));
+        // the new set's pods count as unavailable until they are (including
+        // the ones this sync is about to ask for)
+        let new_unavailable = (new_target - new_rs.map_or(0, available_of)).max(0);
         let all_total = old_total + new_target;
         let mut budget = all_total - min_available - new_unavailable;
         for rs in &old {

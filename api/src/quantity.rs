@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_input() {
-        let e = parse_milli("12Q").unwrap_err();
+        let e = parse_milli("12Q").expect_err("unknown suffix");
         assert!(e.to_string().contains("\"12Q\""), "{e}");
         assert!(e.to_string().contains("\"Q\""), "{e}");
     }

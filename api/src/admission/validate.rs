@@ -120,9 +120,10 @@ pub fn qualified_name_problems(s: &str) -> Vec<String> {
             name
         }
         _ => {
-            problems.push(format!(
+            problems.push(
                 "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
-            ));
+            .to_string(),
+            );
             return problems;
         }
     };
@@ -1092,7 +1093,8 @@ mod tests {
     #[test]
     fn name_syntaxes() {
         let ok = Vec::<String>::new();
-        let table: &[(&str, fn(&str) -> Vec<String>, bool)] = &[
+        type Rule = fn(&str) -> Vec<String>;
+        let table: &[(&str, Rule, bool)] = &[
             ("web-1", dns1123_label_problems, true),
             ("a", dns1123_label_problems, true),
             ("0", dns1123_label_problems, true),
