@@ -105,9 +105,7 @@ pub fn node_info(node: &Value) -> NodeInfo {
         cpu_millis: alloc("cpu", quantity::cpu_millis),
         memory_bytes: alloc("memory", quantity::memory_bytes),
         pods_max: alloc("pods", |s| {
-            quantity::parse_milli(s)
-                .map(|m| (m / 1000) as i64)
-                .map_err(Into::into)
+            quantity::parse_milli(s).map(|m| i64::try_from(m / 1000).unwrap_or(i64::MAX))
         }),
         ..NodeInfo::default()
     }

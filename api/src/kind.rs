@@ -278,11 +278,11 @@ mod tests {
 
     #[test]
     fn refusals_say_why() {
-        let e = Kind::from_type("batch/v1beta1", "CronJob").unwrap_err();
+        let e = Kind::from_type("batch/v1beta1", "CronJob").expect_err("refused");
         assert!(e.to_string().contains("batch/v1"), "{e}");
-        let e = Kind::from_type("extensions/v1beta1", "Deployment").unwrap_err();
+        let e = Kind::from_type("extensions/v1beta1", "Deployment").expect_err("refused");
         assert!(e.to_string().contains("apps/v1"), "{e}");
-        let e = Kind::from_type("apps/v1", "StatefulSet").unwrap_err();
+        let e = Kind::from_type("apps/v1", "StatefulSet").expect_err("refused");
         assert!(e.to_string().contains("not supported by kubus yet"), "{e}");
         assert!(matches!(
             Kind::from_type("v1", "Frobnicator"),

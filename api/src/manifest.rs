@@ -35,8 +35,8 @@ impl Document {
     /// `"document 3"` or `"document 3 item 1"`, for messages.
     pub fn describe(&self) -> String {
         match self.item {
-            Some(item) => format!("document {} item {}", self.index, item),
-            None => format!("document {}", self.index),
+            Some(item) => format!("document {} item {}", self.index + 1, item + 1),
+            None => format!("document {}", self.index + 1),
         }
     }
 }
@@ -67,13 +67,13 @@ pub enum ManifestError {
     TooLarge { len: usize },
     #[error("manifest holds more than {DOCUMENTS_MAX} objects")]
     TooManyDocuments,
-    #[error("document {index}: YAML syntax error{}: {message}", at(position))]
+    #[error("document {}: YAML syntax error{}: {message}", .index + 1, at(position))]
     Yaml {
         index: usize,
         position: Option<Position>,
         message: String,
     },
-    #[error("document {index}: JSON syntax error{}: {message}", at(position))]
+    #[error("document {}: JSON syntax error{}: {message}", .index + 1, at(position))]
     Json {
         index: usize,
         position: Option<Position>,
@@ -81,7 +81,7 @@ pub enum ManifestError {
     },
     #[error("{what}: expected a mapping (an object with apiVersion and kind), got {got}")]
     NotAMapping { what: String, got: &'static str },
-    #[error("document {index}: `items` of {kind} must be a list, got {got}")]
+    #[error("document {}: `items` of {kind} must be a list, got {got}", .index + 1)]
     ListItems {
         index: usize,
         kind: String,
@@ -374,7 +374,7 @@ mod tests {
         assert_eq!(positions(&docs), vec![(0, None), (2, None), (4, None)]);
         assert_eq!(docs[0].value["metadata"]["name"], "a");
         assert_eq!(docs[1].value["metadata"]["name"], "b");
-        assert_eq!(docs[2].describe(), "document 4");
+        assert_eq!(docs[2].describe(), "document 5");
     }
 
     #[test]
@@ -445,7 +445,7 @@ mod tests {
             vec![(0, Some(0)), (0, Some(1)), (1, None)]
         );
         assert_eq!(docs[1].value["kind"], "Service");
-        assert_eq!(docs[1].describe(), "document 0 item 1");
+        assert_eq!(docs[1].describe(), "document 1 item 2");
 
         let docs =
             parse(r#"{"apiVersion":"v1","kind":"PodList","items":[{"metadata":{"name":"a"}}]}"#);
@@ -461,41 +461,41 @@ mod tests {
         let table: &[(&str, &str)] = &[
             (
                 "kind: A\n---\nkind: B\n  bad: [\n",
-                "document 1: YAML syntax error at line",
+                "document 2: YAML syntax error at line",
             ),
             (
                 "kind: A\n---\na: 1\na: 2\n",
-                "document 1: YAML syntax error at line 4, column 1: duplicate mapping key: a",
+                "document 2: YAML syntax error at line 4, column 1: duplicate mapping key: a",
             ),
             (
                 "kind: A\n---\n- just\n- scalars\n",
-                "document 1 item 0: expected a mapping",
+                "document 2 item 1: expected a mapping",
             ),
-            ("kind: A\n---\nhello\n", "document 1: expected a mapping"),
-            ("{\"kind\": \"A\"} 17", "document 1: expected a mapping"),
-            ("[{\"kind\": \"A\"}, 3]", "document 1: expected a mapping"),
-            ("{\"kind\": ", "document 0: JSON syntax error at line 1"),
+            ("kind: A\n---\nhello\n", "document 2: expected a mapping"),
+            ("{\"kind\": \"A\"} 17", "document 2: expected a mapping"),
+            ("[{\"kind\": \"A\"}, 3]", "document 2: expected a mapping"),
+            ("{\"kind\": ", "document 1: JSON syntax error at line 1"),
             (
                 "kind: List\nitems: 3\n",
-                "document 0: `items` of List must be a list",
+                "document 1: `items` of List must be a list",
             ),
             (
                 "kind: List\nitems: [1]\n",
-                "document 0 item 0: expected a mapping",
+                "document 1 item 1: expected a mapping",
             ),
-            ("kind: A\n---\nkey: [unclosed\n", "document 1"),
-            ("? [a, b]\n: c\n", "document 0"),
+            ("kind: A\n---\nkey: [unclosed\n", "document 2"),
+            ("? [a, b]\n: c\n", "document 1"),
             (
                 "{kind: Pod, metadata: {name: [}}",
-                "document 0: YAML syntax error",
+                "document 1: YAML syntax error",
             ),
             (
                 "{\"kind\": \"Pod\", \"metadata\": {\"name\": [}}",
-                "document 0: JSON syntax error at line 1, column 39: expected value",
+                "document 1: JSON syntax error at line 1, column 39: expected value",
             ),
             (
                 "{\"kind\": \"A\"}\n{\"kind\": }",
-                "document 1: JSON syntax error at line 2",
+                "document 2: JSON syntax error at line 2",
             ),
         ];
         for (text, needle) in table {

@@ -70,7 +70,7 @@ fn bad_input_names_document_field_and_rule() {
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("document 1"), "{err}");
+    assert!(err.contains("document 2"), "{err}");
     assert!(err.contains("metadata.name"), "{err}");
     assert!(err.contains("spec.replicas"), "{err}");
     assert!(err.contains("spec.template.metadata.labels"), "{err}");

@@ -127,12 +127,33 @@ fn identify(value: &Value) -> Result<Kind, Vec<FieldCause>> {
     })
 }
 
+/// "DaemonSet kube-system/fluentd", from the raw fields, for messages about
+/// objects of kinds kubus does not serve.
+fn raw_name(value: &Value) -> Option<String> {
+    let kind = value.get("kind")?.as_str()?;
+    let name = value.pointer("/metadata/name")?.as_str()?;
+    Some(
+        match value.pointer("/metadata/namespace").and_then(Value::as_str) {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        },
+    )
+}
+
 /// Identify, default and validate one object.
 ///
 /// Errors are [`Reason::Invalid`](crate::Reason::Invalid) with one cause per
 /// broken rule; `object` is set whenever the kind and name are known.
 pub fn admit(value: Value) -> Result<Admitted, ApiError> {
-    let kind = identify(&value).map_err(|causes| ApiError::invalid(None, causes))?;
+    let kind = identify(&value).map_err(|causes| {
+        let mut e = ApiError::invalid(None, causes);
+        // The kind is not served, but the manifest still names an object:
+        // say which, so a refusal in a long manifest is easy to find.
+        if let Some(what) = raw_name(&value) {
+            e.message = e.message.replacen("object", &what, 1);
+        }
+        e
+    })?;
     match kind {
         Kind::Namespace => admit_as::<Namespace>(kind, value, |_| {}, validate::namespace),
         Kind::Node => admit_as::<Node>(kind, value, |_| {}, validate::node),
