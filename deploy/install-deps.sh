@@ -23,5 +23,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The foreign-client test speaks to the bus from Python (nats-py, PyPI).
+if ! python3 -c 'import nats' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore nats-py
+fi
+
 command -v cargo >/dev/null || { echo "install-deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 echo "install-deps: ok (nats-server $(nats-server --version 2>/dev/null | head -n1))"

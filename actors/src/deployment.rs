@@ -15,6 +15,7 @@ use kubus_bus::Client;
 use serde_json::{json, Value};
 use tracing::warn;
 
+use crate::events::{EventType, Recorder};
 use crate::informer::{key_of, Cache};
 use crate::watching::{controller_ref, stable_hash, watched, Watched};
 use crate::write::{perform, Write};
@@ -248,8 +249,31 @@ pub fn reconcile(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
     writes
 }
 
+/// "Scaled up replica set web-5d8 to 3", for a write that creates or
+/// rescales a ReplicaSet (None for other writes).
+fn scaling_message(write: &Write, sets: &Cache) -> Option<String> {
+    let (rs, before) = match write {
+        Write::Create(rs) => (rs, 0),
+        Write::Update(rs) if meta::kind_of(rs) == Some(Kind::ReplicaSet) => {
+            let before = sets
+                .get(&key_of(rs))
+                .and_then(|old| int(old, "/spec/replicas"));
+            (rs, before?)
+        }
+        _ => return None,
+    };
+    let after = int(rs, "/spec/replicas")?;
+    let name = meta::name(rs)?;
+    match after.cmp(&before) {
+        std::cmp::Ordering::Greater => Some(format!("Scaled up replica set {name} to {after}")),
+        std::cmp::Ordering::Less => Some(format!("Scaled down replica set {name} to {after}")),
+        std::cmp::Ordering::Equal => None,
+    }
+}
+
 pub struct DeploymentController {
     client: Client,
+    recorder: Recorder,
     deployments: Cache,
     sets: Cache,
     by_uid: HashMap<String, String>,
@@ -261,6 +285,7 @@ pub struct DeploymentController {
 impl DeploymentController {
     pub fn new(client: Client) -> DeploymentController {
         DeploymentController {
+            recorder: Recorder::new(client.clone(), "deployment-controller"),
             client,
             deployments: Cache::default(),
             sets: Cache::default(),
@@ -326,6 +351,7 @@ impl DeploymentController {
             }
             let what = write.describe();
             let deleted = matches!(write, Write::Delete(..));
+            let scaling = scaling_message(&write, &self.sets);
             let fut = perform(self.client.clone(), write);
             ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                 if let Some(n) = act.in_flight.get_mut(&key) {
@@ -336,6 +362,16 @@ impl DeploymentController {
                 }
                 match res {
                     Ok(obj) => {
+                        if let (Some(message), Some(d)) =
+                            (&scaling, act.deployments.get(&key).cloned())
+                        {
+                            act.recorder.record(
+                                &d,
+                                EventType::Normal,
+                                "ScalingReplicaSet",
+                                message,
+                            );
+                        }
                         if deleted {
                             act.sets.forget(&key_of(&obj));
                         } else {

@@ -41,10 +41,15 @@ impl Cache {
     /// added, changed or gone since the previous view).
     pub fn apply(&mut self, item: WatchItem) -> Vec<Delta> {
         match item {
+            WatchItem::Bookmark(revision) => {
+                self.revision = self.revision.max(revision);
+                Vec::new()
+            }
             WatchItem::Event(ev) => {
                 self.revision = self.revision.max(ev.revision);
                 let key = key_of(&ev.object);
                 match ev.event_type {
+                    EventType::Bookmark => Vec::new(),
                     EventType::Deleted => {
                         self.objects.remove(&key);
                         vec![Delta {

@@ -13,6 +13,7 @@
 //! none holds another's address, so any of them can run in another process.
 
 pub mod deployment;
+pub mod events;
 pub mod informer;
 pub mod node_agent;
 pub mod replicaset;

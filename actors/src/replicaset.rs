@@ -14,6 +14,7 @@ use kubus_bus::Client;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
+use crate::events::{EventType, Recorder};
 use crate::informer::{key_of, Cache};
 use crate::watching::{controller_ref, watched, Watched};
 use crate::write::{perform, Write};
@@ -130,6 +131,7 @@ pub fn reconcile(rs: &Value, owned: &[&Value]) -> Vec<Write> {
 
 pub struct ReplicaSetController {
     client: Client,
+    recorder: Recorder,
     sets: Cache,
     pods: Cache,
     /// ReplicaSet uid → key, to find a pod's owner.
@@ -144,6 +146,7 @@ pub struct ReplicaSetController {
 impl ReplicaSetController {
     pub fn new(client: Client) -> ReplicaSetController {
         ReplicaSetController {
+            recorder: Recorder::new(client.clone(), "replicaset-controller"),
             client,
             sets: Cache::default(),
             pods: Cache::default(),
@@ -224,6 +227,18 @@ impl ReplicaSetController {
                 }
                 match res {
                     Ok(obj) => {
+                        if let (Some(rs), Some(Kind::Pod)) =
+                            (act.sets.get(&key).cloned(), meta::kind_of(&obj))
+                        {
+                            let pod = meta::name(&obj).unwrap_or_default();
+                            let (reason, message) = if deleted_key.is_some() {
+                                ("SuccessfulDelete", format!("Deleted pod: {pod}"))
+                            } else {
+                                ("SuccessfulCreate", format!("Created pod: {pod}"))
+                            };
+                            act.recorder
+                                .record(&rs, EventType::Normal, reason, &message);
+                        }
                         match (&deleted_key, meta::kind_of(&obj)) {
                             (Some(k), _) => act.pods.forget(k),
                             (None, Some(Kind::Pod)) => act.pods.assume(obj),

@@ -16,6 +16,7 @@ use kubus_bus::Client;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
+use crate::events::{EventType, Recorder};
 use crate::informer::{key_of, Cache};
 use crate::replicaset::is_active;
 use crate::watching::{watched, Watched};
@@ -173,6 +174,7 @@ fn is_pending(pod: &Value) -> bool {
 
 pub struct Scheduler {
     client: Client,
+    recorder: Recorder,
     pods: Cache,
     nodes: Cache,
     sync_scheduled: bool,
@@ -185,6 +187,7 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(client: Client) -> Scheduler {
         Scheduler {
+            recorder: Recorder::new(client.clone(), "default-scheduler"),
             client,
             pods: Cache::default(),
             nodes: Cache::default(),
@@ -246,6 +249,12 @@ impl Scheduler {
                     if self.reported.get(&key) != Some(&message) {
                         debug!(pod = %key, %message, "unschedulable");
                         self.reported.insert(key.clone(), message.clone());
+                        self.recorder.record(
+                            &pod,
+                            EventType::Warning,
+                            "FailedScheduling",
+                            &message,
+                        );
                         self.write_unschedulable(key, pod, message, ctx);
                     }
                 }
@@ -265,6 +274,9 @@ impl Scheduler {
             match res {
                 Ok(bound) => {
                     info!(pod = %key, node = %node, "scheduled");
+                    let message = format!("Successfully assigned {key} to {node}");
+                    act.recorder
+                        .record(&bound, EventType::Normal, "Scheduled", &message);
                     act.reported.remove(&key);
                     act.pods.assume(bound);
                 }

@@ -24,6 +24,9 @@ pub enum Reason {
     Unavailable,
     TooLarge,
     Internal,
+    /// The requested revision is older than the history kept (Kubernetes'
+    /// 410 Gone): relist.
+    Expired,
 }
 
 /// One broken rule: the field path (`spec.template.spec.containers[0].name`)
@@ -129,6 +132,10 @@ impl ApiError {
 
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(Reason::TooLarge, message)
+    }
+
+    pub fn expired(message: impl Into<String>) -> ApiError {
+        ApiError::new(Reason::Expired, message)
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {

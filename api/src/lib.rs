@@ -24,6 +24,7 @@ pub mod kind;
 pub mod lifecycle;
 pub mod manifest;
 pub mod meta;
+pub mod patch;
 pub mod quantity;
 pub mod selector;
 

@@ -10,9 +10,23 @@ use serde_json::Value;
 
 use crate::codec::{self, CodecError};
 use crate::protocol::{
-    ApiReply, ApiRequest, ApiResponse, ApplyOutcome, LogsReply, LogsRequest, ManifestReply,
+    ApiReply, ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, LogsReply, LogsRequest,
+    ManifestReply,
 };
-use crate::subject::{AgentOp, Subjects, Verb};
+use crate::subject::{AgentOp, Subjects, Verb, CLUSTER_SCOPED};
+
+/// Items per page when `list` reads every page.
+pub const LIST_PAGE: usize = 5_000;
+/// Most pages one `list` reads (200 × 5,000 = a million objects).
+pub const LIST_PAGES_MAX: usize = 200;
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage {
+    pub items: Vec<Value>,
+    pub revision: u64,
+    pub continue_token: Option<String>,
+}
 
 /// How long one request waits for its reply.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -158,8 +172,9 @@ impl Client {
     }
 
     /// List objects of a kind in one namespace (None: all), with optional
-    /// label and field selectors. Returns the items and the revision they
-    /// were read at.
+    /// label and field selectors, every page. Returns the items and the
+    /// revision of the first page's read (pages after it may be newer: a
+    /// watch from that revision sees every change since).
     pub async fn list(
         &self,
         kind: Kind,
@@ -167,13 +182,90 @@ impl Client {
         label_selector: Option<&str>,
         field_selector: Option<&str>,
     ) -> Result<(Vec<Value>, u64)> {
+        let mut all = Vec::new();
+        let mut first_revision = None;
+        let mut token = None;
+        for _ in 0..LIST_PAGES_MAX {
+            let page = self
+                .list_page(
+                    kind,
+                    namespace,
+                    label_selector,
+                    field_selector,
+                    Some(LIST_PAGE),
+                    token,
+                )
+                .await?;
+            all.extend(page.items);
+            first_revision.get_or_insert(page.revision);
+            token = page.continue_token;
+            if token.is_none() {
+                return Ok((all, first_revision.unwrap_or(0)));
+            }
+        }
+        Err(ClientError::UnexpectedReply {
+            verb: "list",
+            got: format!("more than {LIST_PAGES_MAX} pages"),
+        })
+    }
+
+    /// One page of a list.
+    pub async fn list_page(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+        field_selector: Option<&str>,
+        limit: Option<usize>,
+        continue_token: Option<String>,
+    ) -> Result<ListPage> {
         let req = ApiRequest::List {
             label_selector: label_selector.map(str::to_string),
             field_selector: field_selector.map(str::to_string),
+            limit,
+            continue_token,
         };
         match self.api(Verb::List, kind, namespace, req).await? {
-            ApiResponse::List { items, revision } => Ok((items, revision)),
+            ApiResponse::List {
+                items,
+                revision,
+                continue_token,
+            } => Ok(ListPage {
+                items,
+                revision,
+                continue_token,
+            }),
             other => Err(unexpected("list", &other)),
+        }
+    }
+
+    /// The changes of a kind after `since`, from the store's history.
+    /// `Reason::Expired` when that history was compacted.
+    pub async fn changes(&self, kind: Kind, since: u64) -> Result<(Vec<ChangeEvent>, u64, bool)> {
+        let req = ApiRequest::Watch { since, limit: None };
+        let ns = (!kind.namespaced()).then_some(CLUSTER_SCOPED);
+        match self.api(Verb::Watch, kind, ns, req).await? {
+            ApiResponse::Changes {
+                events,
+                through,
+                more,
+            } => Ok((events, through, more)),
+            other => Err(unexpected("watch", &other)),
+        }
+    }
+
+    /// JSON merge patch (RFC 7386) of one object.
+    pub async fn patch(&self, object: &ObjectRef, patch: Value) -> Result<Value> {
+        let req = ApiRequest::Patch {
+            name: object.name.clone(),
+            patch,
+        };
+        match self
+            .api(Verb::Patch, object.kind, object.namespace.as_deref(), req)
+            .await?
+        {
+            ApiResponse::Object(v) => Ok(v),
+            other => Err(unexpected("patch", &other)),
         }
     }
 
@@ -245,6 +337,11 @@ impl Client {
     /// Publish manifest text (YAML or JSON, many documents) and wait for the
     /// per-document results.
     pub async fn apply_manifests(&self, text: &str) -> Result<ManifestReply> {
+        self.apply_manifests_with(text, false).await
+    }
+
+    /// Like [`Client::apply_manifests`]; a dry run writes nothing.
+    pub async fn apply_manifests_with(&self, text: &str, dry_run: bool) -> Result<ManifestReply> {
         let body = Bytes::copy_from_slice(text.as_bytes());
         if body.len() > codec::MAX_BODY_BYTES {
             return Err(CodecError::TooLarge {
@@ -253,7 +350,12 @@ impl Client {
             }
             .into());
         }
-        self.request_raw(self.subjects.manifests(), body, None)
+        let headers = dry_run.then(|| {
+            let mut h = HeaderMap::new();
+            h.insert(crate::subject::HEADER_DRY_RUN, "true");
+            h
+        });
+        self.request_raw(self.subjects.manifests(), body, headers)
             .await
     }
 
@@ -289,6 +391,7 @@ fn unexpected(verb: &'static str, got: &ApiResponse) -> ClientError {
     let got = match got {
         ApiResponse::Object(_) => "an object",
         ApiResponse::List { .. } => "a list",
+        ApiResponse::Changes { .. } => "changes",
         ApiResponse::Applied { .. } => "an apply result",
     };
     ClientError::UnexpectedReply {

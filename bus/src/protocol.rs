@@ -20,6 +20,12 @@ pub enum ApiRequest {
         /// `metadata.namespace=…` are served.
         #[serde(default)]
         field_selector: Option<String>,
+        /// At most this many items (0 or absent: all, up to the store's cap).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The `continue` token of the previous page.
+        #[serde(default, rename = "continue")]
+        continue_token: Option<String>,
     },
     Create {
         object: Value,
@@ -38,6 +44,17 @@ pub enum ApiRequest {
     Apply {
         object: Value,
     },
+    /// JSON merge patch (RFC 7386) of one object.
+    Patch {
+        name: String,
+        patch: Value,
+    },
+    /// The changes after `since` (a revision), from the store's history.
+    Watch {
+        since: u64,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
 }
 
 /// A successful API reply.
@@ -48,6 +65,16 @@ pub enum ApiResponse {
     List {
         items: Vec<Value>,
         revision: u64,
+        /// Set when more items follow: pass it back as `continue`.
+        #[serde(default, rename = "continue")]
+        continue_token: Option<String>,
+    },
+    /// Changes of one resource after a revision, in order. `through` is the
+    /// revision the answer is complete up to; `more` asks for another call.
+    Changes {
+        events: Vec<ChangeEvent>,
+        through: u64,
+        more: bool,
     },
     Applied {
         outcome: ApplyOutcome,
@@ -98,6 +125,10 @@ pub struct ManifestReply {
     /// An error about the request as a whole (unparseable, too large).
     #[serde(default)]
     pub error: Option<ApiError>,
+    /// The request was a dry run: outcomes are what would happen; nothing
+    /// was written.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// The type of a change event.
@@ -107,6 +138,8 @@ pub enum EventType {
     Added,
     Modified,
     Deleted,
+    /// No object: `revision` is the latest change of the stream.
+    Bookmark,
 }
 
 /// One object change, as published on `obj` and `node` subjects.

@@ -14,6 +14,11 @@ use kubus_api::Kind;
 pub const HEADER_CODEC: &str = "Kubus-Codec";
 /// Header value asking for JSON bodies, for clients without MessagePack.
 pub const CODEC_JSON: &str = "json";
+/// Header on a manifest request: validate and report, write nothing.
+pub const HEADER_DRY_RUN: &str = "Kubus-Dry-Run";
+
+/// Last token of the subject that carries a stream's bookmarks.
+pub const BOOKMARK_TOKEN: &str = "_bookmark";
 
 /// Namespace token of cluster-scoped kinds.
 pub const CLUSTER_SCOPED: &str = "_";
@@ -32,16 +37,21 @@ pub enum Verb {
     Update,
     Delete,
     Apply,
+    Patch,
+    /// The changes after a revision, from the store's history.
+    Watch,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 6] = [
+    pub const ALL: [Verb; 8] = [
         Verb::Get,
         Verb::List,
         Verb::Create,
         Verb::Update,
         Verb::Delete,
         Verb::Apply,
+        Verb::Patch,
+        Verb::Watch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +62,8 @@ impl Verb {
             Verb::Update => "update",
             Verb::Delete => "delete",
             Verb::Apply => "apply",
+            Verb::Patch => "patch",
+            Verb::Watch => "watch",
         }
     }
 
@@ -137,6 +149,12 @@ impl Subjects {
         )
     }
 
+    /// `kubus.<c>.obj.<resource>._bookmark`: the latest revision of a
+    /// resource's stream, published periodically; inside `obj_all`.
+    pub fn bookmark(&self, kind: Kind) -> String {
+        format!("{}.obj.{}.{BOOKMARK_TOKEN}", self.root, kind.resource())
+    }
+
     /// Wildcard over the changes of one kind (all namespaces).
     pub fn obj_all(&self, kind: Kind) -> String {
         format!("{}.obj.{}.>", self.root, kind.resource())
@@ -161,6 +179,11 @@ impl Subjects {
     /// Every Event of the cluster.
     pub fn events_all(&self) -> String {
         format!("{}.events.>", self.root)
+    }
+
+    /// Every Event of one namespace.
+    pub fn events_in(&self, namespace: &str) -> String {
+        format!("{}.events.{}.>", self.root, token(namespace))
     }
 
     /// `kubus.<c>.heartbeat.<node>`.
@@ -225,6 +248,7 @@ mod tests {
         );
         assert_eq!(s.heartbeat("n1"), "kubus.dev.heartbeat.n1");
         assert_eq!(s.raft(3), "kubus.dev.raft.3");
+        assert_eq!(s.bookmark(Kind::Pod), "kubus.dev.obj.pods._bookmark");
         assert_eq!(s.agent("n1", AgentOp::Logs), "kubus.dev.agent.n1.logs");
     }
 

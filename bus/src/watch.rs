@@ -4,9 +4,12 @@
 //! lost; events at or below the list's revision are dropped as already seen.
 //! Every change event carries `prev`, the revision of the previous change in
 //! the same stream: an event whose `prev` is above the last revision this
-//! watcher saw proves a gap, and the watcher relists. A periodic relist
-//! (`resync`) bounds how long a lost *last* event can go unnoticed, and is
-//! the only recovery for streams that carry no `prev` (node streams, for now).
+//! watcher saw proves a gap. The watcher then resumes: it asks the store for
+//! the changes after its last revision (from the history) and relists only
+//! when that range was compacted. Bookmarks (the stream's latest revision,
+//! published every second) expose a lost *last* event within a second. A
+//! periodic relist (`resync`) is the recovery for streams that carry no
+//! `prev` (node streams, for now).
 
 use std::time::Duration;
 
@@ -16,9 +19,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::client::Client;
-use crate::codec;
-use crate::protocol::ChangeEvent;
+use crate::client::{Client, ClientError};
+use crate::codec::Codec;
+use crate::protocol::{ChangeEvent, EventType};
 
 /// What a watcher delivers.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +30,8 @@ pub enum WatchItem {
     Relisted { items: Vec<Value>, revision: u64 },
     /// One change after the last view.
     Event(ChangeEvent),
+    /// Everything of the stream up to this revision has been delivered.
+    Bookmark(u64),
 }
 
 /// What to watch.
@@ -41,6 +46,9 @@ pub struct WatchSpec {
     pub check_prev: bool,
     /// Relist this often even without a gap.
     pub resync: Duration,
+    /// Start after this revision, from the store's history, instead of a
+    /// list (a resumed watch). Relists if that history was compacted.
+    pub since: Option<u64>,
 }
 
 impl WatchSpec {
@@ -51,7 +59,8 @@ impl WatchSpec {
             subject: client.subjects().obj_all(kind),
             field_selector: None,
             check_prev: true,
-            resync: Duration::from_secs(60),
+            resync: Duration::from_secs(300),
+            since: None,
         }
     }
 
@@ -63,6 +72,7 @@ impl WatchSpec {
             field_selector: Some(format!("spec.nodeName={node}")),
             check_prev: false,
             resync: Duration::from_secs(10),
+            since: None,
         }
     }
 }
@@ -71,6 +81,8 @@ impl WatchSpec {
 pub const WATCH_CHANNEL: usize = 1024;
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// History pages one resume reads before it gives up and relists.
+const RESUME_CALLS_MAX: usize = 100;
 
 /// Start watching; the task ends when the receiver is dropped.
 pub fn watch(client: Client, spec: WatchSpec) -> mpsc::Receiver<WatchItem> {
@@ -85,6 +97,12 @@ pub enum Sequence {
     Next,
     Seen,
     Gap,
+}
+
+/// What a bookmark says about a watcher that has seen up to `last` (pure):
+/// a stream head above `last` means changes were missed.
+pub fn bookmark_shows_gap(last: u64, head: u64, check_prev: bool) -> bool {
+    check_prev && head > last
 }
 
 /// Classify an event against the last revision seen (pure).
@@ -106,13 +124,20 @@ pub fn sequence(last: u64, event: &ChangeEvent, check_prev: bool) -> Sequence {
 
 async fn run(client: Client, spec: WatchSpec, tx: mpsc::Sender<WatchItem>) {
     let mut backoff = RETRY_MIN;
+    // Where the next attempt starts: after this revision (resume from the
+    // history), or None (list). A watch that fails keeps its place.
+    let mut position = spec.since;
     loop {
         if tx.is_closed() {
             return;
         }
-        match watch_once(&client, &spec, &tx).await {
+        match watch_once(&client, &spec, &tx, &mut position).await {
             Ended::Receiver => return,
-            Ended::Relist => backoff = RETRY_MIN,
+            Ended::Relist => {
+                position = None;
+                backoff = RETRY_MIN;
+            }
+            Ended::Resync => backoff = RETRY_MIN,
             Ended::Error(e) => {
                 warn!(kind = %spec.kind, error = %e, "watch failed; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
@@ -124,30 +149,92 @@ async fn run(client: Client, spec: WatchSpec, tx: mpsc::Sender<WatchItem>) {
 
 enum Ended {
     Receiver,
+    /// Start again from a fresh list.
     Relist,
+    /// The periodic relist is due.
+    Resync,
+    /// Try again from where the watch was.
     Error(String),
 }
 
-async fn watch_once(client: &Client, spec: &WatchSpec, tx: &mpsc::Sender<WatchItem>) -> Ended {
+/// Fetch the changes after `last` from the store's history and deliver
+/// them; `Ok(new last)`, or `Err(Ended)` when the watcher must relist (the
+/// range was compacted) or stop.
+async fn resume(
+    client: &Client,
+    spec: &WatchSpec,
+    tx: &mpsc::Sender<WatchItem>,
+    mut last: u64,
+) -> Result<u64, Ended> {
+    for _ in 0..RESUME_CALLS_MAX {
+        let (events, through, more) = match client.changes(spec.kind, last).await {
+            Ok(r) => r,
+            Err(ClientError::Api(e)) if e.reason == kubus_api::Reason::Expired => {
+                debug!(kind = %spec.kind, last, "history compacted; relisting");
+                return Err(Ended::Relist);
+            }
+            Err(e) => {
+                return Err(Ended::Error(format!(
+                    "resume {} after {last}: {e}",
+                    spec.kind
+                )))
+            }
+        };
+        for event in events {
+            if sequence(last, &event, false) == Sequence::Seen {
+                continue;
+            }
+            last = event.revision;
+            if tx.send(WatchItem::Event(event)).await.is_err() {
+                return Err(Ended::Receiver);
+            }
+        }
+        last = last.max(through);
+        if !more {
+            return Ok(last);
+        }
+    }
+    Err(Ended::Relist)
+}
+
+async fn watch_once(
+    client: &Client,
+    spec: &WatchSpec,
+    tx: &mpsc::Sender<WatchItem>,
+    position: &mut Option<u64>,
+) -> Ended {
     let mut sub = match client.nats().subscribe(spec.subject.clone()).await {
         Ok(s) => s,
         Err(e) => return Ended::Error(format!("subscribe {}: {e}", spec.subject)),
     };
-    let (items, revision) = match client
-        .list(spec.kind, None, None, spec.field_selector.as_deref())
-        .await
-    {
-        Ok(l) => l,
-        Err(e) => return Ended::Error(format!("list {}: {e}", spec.kind)),
+    // Subscribed first: whatever commits from here on is either in the
+    // list / history read below or arrives on the subscription.
+    let mut last = match *position {
+        // node streams carry no prev: they always start from a list
+        Some(since) if spec.check_prev => match resume(client, spec, tx, since).await {
+            Ok(l) => l,
+            Err(Ended::Error(e)) => return Ended::Error(e),
+            Err(ended) => return ended,
+        },
+        _ => {
+            let (items, revision) = match client
+                .list(spec.kind, None, None, spec.field_selector.as_deref())
+                .await
+            {
+                Ok(l) => l,
+                Err(e) => return Ended::Error(format!("list {}: {e}", spec.kind)),
+            };
+            if tx
+                .send(WatchItem::Relisted { items, revision })
+                .await
+                .is_err()
+            {
+                return Ended::Receiver;
+            }
+            revision
+        }
     };
-    if tx
-        .send(WatchItem::Relisted { items, revision })
-        .await
-        .is_err()
-    {
-        return Ended::Receiver;
-    }
-    let mut last = revision;
+    *position = Some(last);
     let resync = tokio::time::sleep(spec.resync);
     tokio::pin!(resync);
     loop {
@@ -156,18 +243,44 @@ async fn watch_once(client: &Client, spec: &WatchSpec, tx: &mpsc::Sender<WatchIt
                 let Some(msg) = msg else {
                     return Ended::Error("subscription closed".into());
                 };
-                let event: ChangeEvent = match codec::decode(&msg.payload) {
+                let codec = Codec::from_headers(msg.headers.as_ref());
+                let event: ChangeEvent = match codec.decode(&msg.payload) {
                     Ok(e) => e,
                     Err(e) => {
                         warn!(subject = %msg.subject, error = %e, "undecodable change event dropped");
                         continue;
                     }
                 };
+                if event.event_type == EventType::Bookmark {
+                    if bookmark_shows_gap(last, event.revision, spec.check_prev) {
+                        debug!(kind = %spec.kind, last, head = event.revision, "bookmark shows a gap; resuming");
+                        match resume(client, spec, tx, last).await {
+                            Ok(l) => last = l,
+                            Err(ended) => return ended,
+                        }
+                        *position = Some(last);
+                    }
+                    if tx.send(WatchItem::Bookmark(event.revision.max(last))).await.is_err() {
+                        return Ended::Receiver;
+                    }
+                    continue;
+                }
                 match sequence(last, &event, spec.check_prev) {
                     Sequence::Seen => continue,
                     Sequence::Gap => {
-                        debug!(kind = %spec.kind, last, prev = event.prev, "gap in watch; relisting");
-                        return Ended::Relist;
+                        debug!(kind = %spec.kind, last, prev = event.prev, "gap in watch; resuming from history");
+                        match resume(client, spec, tx, last).await {
+                            Ok(l) => last = l,
+                            Err(ended) => return ended,
+                        }
+                        // the event that showed the gap came with the history
+                        // when the store had applied it; deliver it if not
+                        if sequence(last, &event, false) != Sequence::Seen {
+                            last = event.revision;
+                            if tx.send(WatchItem::Event(event)).await.is_err() {
+                                return Ended::Receiver;
+                            }
+                        }
                     }
                     Sequence::Next => {
                         last = event.revision;
@@ -176,8 +289,9 @@ async fn watch_once(client: &Client, spec: &WatchSpec, tx: &mpsc::Sender<WatchIt
                         }
                     }
                 }
+                *position = Some(last);
             }
-            _ = &mut resync => return Ended::Relist,
+            _ = &mut resync => return Ended::Resync,
             _ = tx.closed() => return Ended::Receiver,
         }
     }

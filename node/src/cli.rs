@@ -44,6 +44,22 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print a container's log.
     Logs(LogsArgs),
+    /// Show Kubernetes Events (Scheduled, Started, BackOff, …).
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Keep printing Events as they happen.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Output: json (one object per line).
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -83,6 +99,9 @@ pub struct ApplyArgs {
     /// A file, a directory of .yaml/.yml/.json files, or - for standard input.
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<String>,
+    /// Validate and report what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -101,6 +120,13 @@ pub struct GetArgs {
     /// Label selector, e.g. app=web,tier!=db.
     #[arg(short = 'l', long)]
     pub selector: Option<String>,
+    /// After listing, keep printing changes.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// With -w: print nothing first; resume after this revision from the
+    /// store's history.
+    #[arg(long, requires = "watch")]
+    pub since: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use kubus_api::{manifest, meta, Kind, ObjectRef};
-use kubus_bus::protocol::LogsRequest;
+use kubus_bus::protocol::{EventType, LogsRequest};
+use kubus_bus::watch::WatchItem;
 use kubus_bus::Client;
 use serde_json::Value;
 
-use crate::cli::{ApplyArgs, Command, DeleteArgs, GetArgs, Global, LogsArgs};
+use crate::cli::{ApplyArgs, Command, DeleteArgs, EventsArgs, GetArgs, Global, LogsArgs};
 use crate::config;
 use crate::print;
 
@@ -41,6 +42,7 @@ pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
         Command::Get(a) => get(&client, a).await,
         Command::Delete(a) => delete(&client, a).await,
         Command::Logs(a) => logs(&client, a).await,
+        Command::Events(a) => events(&client, a).await,
         Command::Up(_) | Command::Node(_) => bail!("not a client verb"),
     }
 }
@@ -97,7 +99,8 @@ fn display_name(r: &ObjectRef) -> String {
 async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {
     let mut failed = false;
     for (source, text) in read_sources(&args.files)? {
-        let reply = client.apply_manifests(&text).await?;
+        let reply = client.apply_manifests_with(&text, args.dry_run).await?;
+        let suffix = if reply.dry_run { " (dry run)" } else { "" };
         if let Some(e) = reply.error {
             eprintln!("error: {source}: {}", e.message);
             failed = true;
@@ -105,9 +108,11 @@ async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {
         }
         for doc in reply.documents {
             match (doc.result, doc.object) {
-                (Ok(outcome), Some(r)) => {
-                    emit(&format!("{} {}\n", display_name(&r), outcome.as_str()))
-                }
+                (Ok(outcome), Some(r)) => emit(&format!(
+                    "{} {}{suffix}\n",
+                    display_name(&r),
+                    outcome.as_str()
+                )),
                 (Ok(outcome), None) => emit(&format!(
                     "{source} {}: {}\n",
                     doc.document,
@@ -133,6 +138,9 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
     } else {
         Some(args.namespace.as_str())
     };
+    if args.since.is_some() {
+        return watch_rows(client, kind, &args).await;
+    }
     let items = match &args.name {
         Some(name) => vec![client.get(kind, Some(&args.namespace), name).await?],
         None => {
@@ -172,7 +180,9 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
                     }
                     _ => eprintln!("No resources found"),
                 }
-                return Ok(());
+                if !args.watch {
+                    return Ok(());
+                }
             }
             let now = jiff::Timestamp::now();
             emit(&print::table(
@@ -184,6 +194,9 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
             ));
         }
         Some(other) => bail!("unknown output format {other:?}: use wide, yaml or json"),
+    }
+    if args.watch {
+        watch_rows(client, kind, &args).await?;
     }
     Ok(())
 }
@@ -287,6 +300,164 @@ async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
         )
         .await?;
     emit(&text);
+    Ok(())
+}
+
+/// After `kubus get`, keep printing changes (`-w`), until interrupted.
+async fn watch_rows(client: &Client, kind: Kind, args: &GetArgs) -> anyhow::Result<()> {
+    let selector = match args.selector.as_deref() {
+        Some(s) => kubus_api::selector::Selector::parse(s)?,
+        None => kubus_api::selector::Selector::everything(),
+    };
+    let json = args.output.as_deref() == Some("json");
+    let mut spec = kubus_bus::watch::WatchSpec::all(client, kind);
+    spec.since = args.since;
+    let mut rx = kubus_bus::watch::watch(client.clone(), spec);
+    // without --since, the first view was printed by the list
+    let mut skip_first_list = args.since.is_none();
+    while let Some(item) = rx.recv().await {
+        let changes = match item {
+            WatchItem::Relisted { items, revision } => {
+                if json {
+                    let line = serde_json::json!({"type": "RELISTED", "revision": revision, "items": items.len()});
+                    emit(&(line.to_string() + "\n"));
+                }
+                if std::mem::take(&mut skip_first_list) || json {
+                    continue;
+                }
+                items.into_iter().map(|o| ("RELISTED", o)).collect()
+            }
+            WatchItem::Bookmark(revision) => {
+                if json {
+                    emit(
+                        &(serde_json::json!({"type": "BOOKMARK", "revision": revision})
+                            .to_string()
+                            + "\n"),
+                    );
+                }
+                continue;
+            }
+            WatchItem::Event(e) => {
+                skip_first_list = false;
+                vec![(event_word(e.event_type), e.object)]
+            }
+        };
+        for (word, obj) in changes {
+            let in_scope = (args.all_namespaces
+                || !kind.namespaced()
+                || meta::namespace(&obj) == Some(args.namespace.as_str()))
+                && args
+                    .name
+                    .as_deref()
+                    .is_none_or(|n| meta::name(&obj) == Some(n))
+                && selector.matches(&meta::labels(&obj));
+            if !in_scope {
+                continue;
+            }
+            if json {
+                emit(&(serde_json::json!({"type": word, "object": obj}).to_string() + "\n"));
+            } else {
+                let table = print::table(
+                    kind,
+                    std::slice::from_ref(&obj),
+                    args.all_namespaces && kind.namespaced(),
+                    args.output.as_deref() == Some("wide"),
+                    jiff::Timestamp::now(),
+                );
+                for line in table.lines().skip(1) {
+                    emit(&format!("{line}\n"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn event_word(t: EventType) -> &'static str {
+    match t {
+        EventType::Added => "ADDED",
+        EventType::Modified => "MODIFIED",
+        EventType::Deleted => "DELETED",
+        EventType::Bookmark => "BOOKMARK",
+    }
+}
+
+/// `kubus events`: the stored Events, oldest first; `-w` then follows the
+/// events subjects.
+async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<()> {
+    let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
+    let json = args.output.as_deref() == Some("json");
+    if let Some(other) = args.output.as_deref().filter(|o| *o != "json") {
+        bail!("unknown output format {other:?}: use json");
+    }
+    // subscribe before listing, so nothing falls between the two
+    let subject = match namespace {
+        Some(ns) => client.subjects().events_in(ns),
+        None => client.subjects().events_all(),
+    };
+    let mut sub = if args.watch {
+        Some(
+            client
+                .nats()
+                .subscribe(subject)
+                .await
+                .context("subscribing to events")?,
+        )
+    } else {
+        None
+    };
+    let (mut items, _) = client.list(Kind::Event, namespace, None, None).await?;
+    let last_seen = |e: &Value| {
+        e.get("lastTimestamp")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    items.sort_by_key(last_seen);
+    let now = jiff::Timestamp::now();
+    if json {
+        for e in &items {
+            emit(&(e.to_string() + "\n"));
+        }
+    } else if items.is_empty() && !args.watch {
+        eprintln!("No events found.");
+    } else {
+        emit(&print::table(
+            Kind::Event,
+            &items,
+            args.all_namespaces,
+            false,
+            now,
+        ));
+    }
+    let Some(sub) = sub.as_mut() else {
+        return Ok(());
+    };
+    while let Some(msg) = futures::StreamExt::next(sub).await {
+        let codec = kubus_bus::codec::Codec::from_headers(msg.headers.as_ref());
+        let Ok(body) = codec.decode::<Value>(&msg.payload) else {
+            continue;
+        };
+        // stored Events come as change events; manifest results as Events
+        let event = match body.get("object") {
+            Some(o) if o.is_object() => o.clone(),
+            _ => body,
+        };
+        if json {
+            emit(&(event.to_string() + "\n"));
+        } else {
+            let table = print::table(
+                Kind::Event,
+                std::slice::from_ref(&event),
+                args.all_namespaces,
+                false,
+                jiff::Timestamp::now(),
+            );
+            for line in table.lines().skip(1) {
+                emit(&format!("{line}\n"));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -230,12 +230,12 @@ pub fn table(
     }
     rows.push(header);
     for v in items {
-        let mut r = row(
-            kind,
-            v,
-            wide,
-            age(meta::meta_str(v, "creationTimestamp"), now),
-        );
+        // an Event's age is that of its last occurrence
+        let when = match kind {
+            Kind::Event => v.get("lastTimestamp").and_then(Value::as_str),
+            _ => meta::meta_str(v, "creationTimestamp"),
+        };
+        let mut r = row(kind, v, wide, age(when, now));
         if with_namespace {
             r.insert(0, meta::namespace(v).unwrap_or_default().to_string());
         }

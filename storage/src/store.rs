@@ -258,6 +258,16 @@ impl Store {
         self.inner.shared.revision.load(Ordering::Acquire)
     }
 
+    /// The revision of the last change in `stream` (0: none yet). Watchers
+    /// compare it with what they saw (bookmarks).
+    pub fn stream_head(&self, stream: &str) -> Result<u64, StoreError> {
+        crate::layout::meta_u64(
+            &self.inner.shared.db,
+            &crate::layout::stream_head_key(stream),
+            "stream head",
+        )
+    }
+
     /// The changes of revisions after `after_revision`, in order, from the
     /// history. At most `limit` changes (0 or more than [`CHANGES_MAX`]
     /// means [`CHANGES_MAX`]), but never part of a revision: at least the

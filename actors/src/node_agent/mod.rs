@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::events::{EventType, Recorder};
 use crate::informer::Cache;
 use crate::watching::{watched, Watched};
 use pod::{ContainerState, Step};
@@ -197,6 +198,7 @@ pub struct Shutdown;
 
 pub struct NodeAgent<R: Runtime> {
     client: Client,
+    recorder: Recorder,
     cfg: NodeConfig,
     runtime: Arc<R>,
     cache: Cache,
@@ -223,6 +225,7 @@ impl<R: Runtime> NodeAgent<R> {
             info!(stopped, "stopped containers an earlier run left behind");
         }
         Ok(NodeAgent {
+            recorder: Recorder::new(client.clone(), "kubelet"),
             client,
             cfg,
             runtime: Arc::new(runtime),
@@ -305,7 +308,11 @@ impl<R: Runtime> NodeAgent<R> {
         for step in pod::steps(&pod, &entry.states, now) {
             match step {
                 Step::Start { container, init } => {
-                    self.start_container(uid, &pod, &dir, &container, init, now)
+                    if let Some((t, reason, message)) =
+                        self.start_container(uid, &pod, &dir, &container, init, now)
+                    {
+                        self.recorder.record(&pod, t, reason, &message);
+                    }
                 }
                 Step::WakeAt(at) => {
                     let Some(entry) = self.pods.get_mut(uid) else {
@@ -339,7 +346,7 @@ impl<R: Runtime> NodeAgent<R> {
         name: &str,
         init: bool,
         now: u64,
-    ) {
+    ) -> Option<(EventType, &'static str, String)> {
         let field = if init { "initContainers" } else { "containers" };
         let container = pod
             .pointer(&format!("/spec/{field}"))
@@ -350,16 +357,14 @@ impl<R: Runtime> NodeAgent<R> {
             })
             .cloned()
             .unwrap_or(Value::Null);
-        let Some(entry) = self.pods.get_mut(uid) else {
-            return;
-        };
+        let entry = self.pods.get_mut(uid)?;
         let state = entry.states.entry(name.to_string()).or_default();
         let restarts = state.restarts + u32::from(state.last_exit.is_some());
         let env = match container_env(pod, &container, &self.cfg.host_ip) {
             Ok(env) => env,
             Err(message) => {
-                state.waiting = Some(("CreateContainerConfigError".into(), message));
-                return;
+                state.waiting = Some(("CreateContainerConfigError".into(), message.clone()));
+                return Some((EventType::Warning, "Failed", format!("Error: {message}")));
             }
         };
         let spec = ContainerSpec {
@@ -383,15 +388,22 @@ impl<R: Runtime> NodeAgent<R> {
                 state.running = Some(id);
                 state.started_at_ms = Some(now);
                 state.waiting = None;
+                Some((
+                    EventType::Normal,
+                    "Started",
+                    format!("Started container {name}"),
+                ))
             }
             Err(RuntimeError::Invalid { reason, message }) => {
                 warn!(pod = %spec.pod, container = name, %message, "container cannot run");
-                state.waiting = Some((reason.to_string(), message));
+                state.waiting = Some((reason.to_string(), message.clone()));
+                Some((EventType::Warning, "Failed", format!("Error: {message}")))
             }
             Err(e) => {
                 warn!(pod = %spec.pod, container = name, error = %e, "container start failed");
                 state.started_at_ms = Some(now);
                 pod::record_exit(state, 128, "StartError", now);
+                Some((EventType::Warning, "Failed", format!("Error: {e}")))
             }
         }
     }
@@ -472,12 +484,24 @@ impl<R: Runtime> NodeAgent<R> {
             .map_or(GRACE_MAX, Duration::from_secs)
             .min(GRACE_MAX);
         info!(pod = %crate::informer::key_of(&entry.pod), "stopping pod");
+        let pod = entry.pod.clone();
+        let running: Vec<String> = entry
+            .states
+            .iter()
+            .filter(|(_, s)| s.running.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
         let stops: Vec<_> = entry
             .states
             .values()
             .filter_map(|s| s.running.as_deref())
             .map(|id| self.runtime.stop(id, grace))
             .collect();
+        for name in running {
+            let message = format!("Stopping container {name}");
+            self.recorder
+                .record(&pod, EventType::Normal, "Killing", &message);
+        }
         let uid = uid.to_string();
         ctx.spawn(join_all(stops).into_actor(self).map(move |_, act, _| {
             act.pods.remove(&uid);
@@ -495,9 +519,22 @@ impl<R: Runtime> NodeAgent<R> {
             return;
         }
         info!(pod = %meta::name(&entry.pod).unwrap_or_default(), container = %exit.container, code = exit.code, "container exited");
-        pod::record_exit(state, exit.code, &exit.reason, now_ms());
+        let now = now_ms();
+        pod::record_exit(state, exit.code, &exit.reason, now);
         if entry.terminating {
             return;
+        }
+        let backoff = state.not_before_ms > now
+            && pod::should_restart(pod::restart_policy(&entry.pod), exit.code);
+        if backoff {
+            let pod = entry.pod.clone();
+            let message = format!(
+                "Back-off restarting failed container {} in pod {}",
+                exit.container,
+                meta::name(&pod).unwrap_or_default()
+            );
+            self.recorder
+                .record(&pod, EventType::Warning, "BackOff", &message);
         }
         let uid = exit.pod_uid.clone();
         self.sync_pod(&uid, ctx);

@@ -7,13 +7,16 @@
 pub mod service;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use async_nats::{HeaderMap, Message};
 use kubus_api::{meta, ApiError, Kind};
 use kubus_bus::codec::Codec;
 use kubus_bus::protocol::{ApiReply, ApiRequest, ChangeEvent, EventType};
-use kubus_bus::subject::{Subjects, API_QUEUE, HEADER_CODEC};
+use kubus_bus::subject::{
+    Subjects, Verb, ALL_NAMESPACES, API_QUEUE, CODEC_JSON, HEADER_CODEC, HEADER_DRY_RUN,
+};
 use kubus_storage::{Change, ChangeOp, ChangeReceiver, Store};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -47,6 +50,12 @@ impl StoreServer {
             .queue_subscribe(subjects.manifests(), API_QUEUE.to_string())
             .await?;
         tokio::spawn(publish_changes(changes, nats.clone(), subjects.clone()));
+        tokio::spawn(publish_bookmarks(
+            store.clone(),
+            nats.clone(),
+            subjects.clone(),
+        ));
+        tokio::spawn(collect_events(store.clone()));
         let server = StoreServer {
             store,
             nats,
@@ -72,7 +81,7 @@ impl Actor for StoreServer {
             for ns in ["default", "kube-system"] {
                 let object = kubus_api::lifecycle::empty(Kind::Namespace, None, ns);
                 let req = ApiRequest::Create { object };
-                let verb = kubus_bus::subject::Verb::Create;
+                let verb = Verb::Create;
                 match service::handle(&store, verb, Kind::Namespace, "_", req).await {
                     Ok(_) => info!(namespace = ns, "created namespace"),
                     Err(e) if e.reason == kubus_api::Reason::AlreadyExists => {}
@@ -85,26 +94,39 @@ impl Actor for StoreServer {
 
 impl StreamHandler<Message> for StoreServer {
     fn handle(&mut self, msg: Message, _ctx: &mut Context<Self>) {
-        let Some(reply_to) = msg.reply.clone() else {
-            debug!(subject = %msg.subject, "request without a reply subject ignored");
-            return;
-        };
         let codec = Codec::from_headers(msg.headers.as_ref());
         let nats = self.nats.clone();
+        let reply_to = msg.reply.clone();
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            let busy: ApiReply = Err(ApiError::unavailable("store is busy", 100));
-            tokio::spawn(async move { respond(&nats, reply_to, codec, &busy).await });
+            if let Some(reply_to) = reply_to {
+                let busy: ApiReply = Err(ApiError::unavailable("store is busy", 100));
+                tokio::spawn(async move { respond(&nats, reply_to, codec, &busy).await });
+            }
             return;
         };
         let store = self.store.clone();
         if msg.subject.as_str() == self.subjects.manifests() {
+            let dry_run = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(HEADER_DRY_RUN))
+                .is_some_and(|v| v.as_str().eq_ignore_ascii_case("true"));
+            let subjects = self.subjects.clone();
             tokio::spawn(async move {
-                let reply = service::apply_manifest(&store, &msg.payload).await;
-                respond(&nats, reply_to, codec, &reply).await;
+                let reply = service::apply_manifest(&store, &msg.payload, dry_run).await;
+                match reply_to {
+                    Some(reply_to) => respond(&nats, reply_to, codec, &reply).await,
+                    // a plain publish: the results go out as Events
+                    None => publish_manifest_results(&nats, &subjects, &reply).await,
+                }
                 drop(permit);
             });
             return;
         }
+        let Some(reply_to) = reply_to else {
+            debug!(subject = %msg.subject, "API request without a reply subject ignored");
+            return;
+        };
         let Some((verb, kind, ns)) = self.subjects.parse_api(msg.subject.as_str()) else {
             let bad: ApiReply = Err(ApiError::bad_request(format!(
                 "unknown API subject {}",
@@ -180,8 +202,48 @@ pub fn change_event(change: &Change) -> Result<(Kind, ChangeEvent), ApiError> {
     ))
 }
 
-/// Publish applied changes in order, on the object's subject and, for a pod
-/// bound to a node, on that node's subject.
+/// Publish a change-event-like body as JSON, marked so every decoder knows.
+async fn publish_json<T: Serialize>(nats: &async_nats::Client, subject: String, body: &T) {
+    let Ok(payload) = Codec::Json.encode(body) else {
+        warn!(%subject, "event too large to publish");
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_CODEC, CODEC_JSON);
+    if let Err(e) = nats.publish_with_headers(subject, headers, payload).await {
+        warn!(error = %e, "cannot publish");
+    }
+}
+
+/// Where one change goes: its object subject; for a pod bound to a node,
+/// that node's subject; for an Event, the events subject of the object it
+/// is about.
+pub fn change_subjects(subjects: &Subjects, kind: Kind, object: &serde_json::Value) -> Vec<String> {
+    let name = meta::name(object).unwrap_or_default();
+    let mut out = vec![subjects.obj(kind, meta::namespace(object), name)];
+    if kind == Kind::Pod {
+        if let Some(node) = object.pointer("/spec/nodeName").and_then(|v| v.as_str()) {
+            out.push(subjects.node_pods(node));
+        }
+    }
+    if kind == Kind::Event {
+        if let Some(involved) = crate::events::involved_kind(object) {
+            let ns = object
+                .pointer("/involvedObject/namespace")
+                .and_then(|v| v.as_str())
+                .or(meta::namespace(object))
+                .unwrap_or("default");
+            let name = object
+                .pointer("/involvedObject/name")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            out.push(subjects.events(ns, involved, name));
+        }
+    }
+    out
+}
+
+/// Publish applied changes in order (JSON, so any client can read them).
 async fn publish_changes(
     mut changes: ChangeReceiver,
     nats: async_nats::Client,
@@ -196,30 +258,121 @@ async fn publish_changes(
                     continue;
                 }
             };
-            let name = meta::name(&event.object).unwrap_or_default();
-            let subject = subjects.obj(kind, meta::namespace(&event.object), name);
-            let node = (kind == Kind::Pod)
-                .then(|| {
-                    event
-                        .object
-                        .pointer("/spec/nodeName")
-                        .and_then(|v| v.as_str())
-                })
-                .flatten()
-                .map(|n| subjects.node_pods(n));
-            let Ok(payload) = Codec::MessagePack.encode(&event) else {
-                warn!(key = %change.key, "change event too large to publish");
-                continue;
-            };
-            if let Err(e) = nats.publish(subject, payload.clone()).await {
-                warn!(error = %e, "cannot publish change");
-            }
-            if let Some(node_subject) = node {
-                if let Err(e) = nats.publish(node_subject, payload).await {
-                    warn!(error = %e, "cannot publish node change");
-                }
+            for subject in change_subjects(&subjects, kind, &event.object) {
+                publish_json(&nats, subject, &event).await;
             }
         }
     }
     info!("change stream ended");
+}
+
+/// How often each resource stream's latest revision is published.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Publish every stream's head revision periodically, so a watcher that lost
+/// the last event of a quiet stream notices within one interval.
+async fn publish_bookmarks(store: Store, nats: async_nats::Client, subjects: Subjects) {
+    let mut tick = tokio::time::interval(BOOKMARK_INTERVAL);
+    loop {
+        tick.tick().await;
+        if !store.is_leader() {
+            continue;
+        }
+        for kind in Kind::ALL {
+            let head = match store.stream_head(kind.resource()) {
+                Ok(h) => h,
+                Err(e) => {
+                    debug!(error = %e, "no bookmark");
+                    continue;
+                }
+            };
+            let bookmark = ChangeEvent {
+                event_type: EventType::Bookmark,
+                revision: head,
+                prev: head,
+                object: serde_json::Value::Null,
+            };
+            publish_json(&nats, subjects.bookmark(kind), &bookmark).await;
+        }
+    }
+}
+
+/// How often expired Events are collected, and how many at most per round.
+const EVENT_GC_INTERVAL: Duration = Duration::from_secs(60);
+const EVENT_GC_BATCH: usize = 500;
+
+/// Delete Events whose time to live has passed.
+async fn collect_events(store: Store) {
+    let mut tick = tokio::time::interval(EVENT_GC_INTERVAL);
+    loop {
+        tick.tick().await;
+        if !store.is_leader() {
+            continue;
+        }
+        let req = ApiRequest::List {
+            label_selector: None,
+            field_selector: None,
+            limit: None,
+            continue_token: None,
+        };
+        let items =
+            match service::handle(&store, Verb::List, Kind::Event, ALL_NAMESPACES, req).await {
+                Ok(kubus_bus::protocol::ApiResponse::List { items, .. }) => items,
+                _ => continue,
+            };
+        let now = jiff::Timestamp::now();
+        let expired = items
+            .iter()
+            .filter(|e| crate::events::expired(e, now, crate::events::EVENT_TTL))
+            .take(EVENT_GC_BATCH);
+        for e in expired {
+            let (Some(ns), Some(name)) = (meta::namespace(e), meta::name(e)) else {
+                continue;
+            };
+            let req = ApiRequest::Delete {
+                name: name.to_string(),
+                resource_version: meta::resource_version(e),
+            };
+            let _ = service::handle(&store, Verb::Delete, Kind::Event, ns, req).await;
+        }
+    }
+}
+
+/// A manifest published without a reply subject: its per-object results go
+/// out as Events (not stored) on the events subjects.
+async fn publish_manifest_results(
+    nats: &async_nats::Client,
+    subjects: &Subjects,
+    reply: &kubus_bus::protocol::ManifestReply,
+) {
+    let now = kubus_api::lifecycle::format_time(jiff::Timestamp::now());
+    if let Some(e) = &reply.error {
+        let subject = subjects.events("default", Kind::Event, "manifest");
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "Event", "type": "Warning",
+            "reason": "ManifestRefused", "message": e.message, "lastTimestamp": now,
+            "involvedObject": {"kind": "Manifest", "name": "manifest"}});
+        publish_json(nats, subject, &body).await;
+        return;
+    }
+    for doc in &reply.documents {
+        let Some(r) = &doc.object else { continue };
+        let ns = r.namespace.as_deref().unwrap_or("default");
+        let (event_type, reason, message) = match &doc.result {
+            Ok(outcome) => (
+                "Normal",
+                "Applied",
+                format!("{} {}: {}", doc.document, r, outcome.as_str()),
+            ),
+            Err(e) => (
+                "Warning",
+                "ApplyFailed",
+                format!("{}: {}", doc.document, e.message),
+            ),
+        };
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "Event", "type": event_type,
+            "reason": reason, "message": message, "lastTimestamp": now,
+            "involvedObject": {"apiVersion": r.kind.api_version(), "kind": r.kind.as_str(),
+                "namespace": r.namespace, "name": r.name}});
+        publish_json(nats, subjects.events(ns, r.kind, &r.name), &body).await;
+    }
 }

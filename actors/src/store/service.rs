@@ -46,14 +46,27 @@ pub async fn handle(
             ApiRequest::List {
                 label_selector,
                 field_selector,
+                limit,
+                continue_token,
             },
         ) => list(
             store,
             kind,
             namespace.as_deref(),
-            label_selector,
-            field_selector,
+            ListQuery {
+                label_selector,
+                field_selector,
+                limit,
+                continue_token,
+            },
         ),
+        (Verb::Watch, ApiRequest::Watch { since, limit }) => {
+            changes(store, kind, namespace.as_deref(), since, limit)
+        }
+        (Verb::Patch, ApiRequest::Patch { name, patch }) => {
+            let r = ObjectRef::new(kind, namespace.as_deref(), &name);
+            patch_object(store, r, patch).await.map(ApiResponse::Object)
+        }
         (Verb::Create, ApiRequest::Create { object }) => {
             let admitted = admit_in(object, namespace.as_deref())?;
             create(store, admitted).await.map(ApiResponse::Object)
@@ -76,7 +89,7 @@ pub async fn handle(
         }
         (Verb::Apply, ApiRequest::Apply { object }) => {
             let admitted = admit_in(object, namespace.as_deref())?;
-            let (outcomes, objects) = apply_all(store, vec![admitted]).await?;
+            let (outcomes, objects) = apply_all(store, vec![admitted], false).await?;
             match (outcomes.into_iter().next(), objects.into_iter().next()) {
                 (Some(outcome), Some(object)) => Ok(ApiResponse::Applied { outcome, object }),
                 _ => Err(ApiError::internal("apply produced no result")),
@@ -97,7 +110,7 @@ fn request_namespace(kind: Kind, ns_token: &str, verb: Verb) -> Result<Option<St
         (false, other) => Err(ApiError::bad_request(format!(
             "{kind} is cluster-scoped: use namespace token {CLUSTER_SCOPED:?}, not {other:?}"
         ))),
-        (true, ALL_NAMESPACES) if verb == Verb::List => Ok(None),
+        (true, ALL_NAMESPACES) if matches!(verb, Verb::List | Verb::Watch) => Ok(None),
         (true, ALL_NAMESPACES) | (true, CLUSTER_SCOPED) => Err(ApiError::bad_request(format!(
             "{kind} is namespaced: {:?} needs a namespace",
             verb.as_str()
@@ -193,35 +206,204 @@ fn field_value<'a>(obj: &'a Value, path: &str) -> &'a str {
     v.as_str().unwrap_or("")
 }
 
-fn list(
-    store: &Store,
-    kind: Kind,
-    namespace: Option<&str>,
+/// What a list asks for.
+struct ListQuery {
     label_selector: Option<String>,
     field_selector: Option<String>,
-) -> ApiReply {
-    let labels = match label_selector.as_deref() {
+    limit: Option<usize>,
+    continue_token: Option<String>,
+}
+
+fn list(store: &Store, kind: Kind, namespace: Option<&str>, q: ListQuery) -> ApiReply {
+    let labels = match q.label_selector.as_deref() {
         Some(s) => Selector::parse(s)
             .map_err(|e| ApiError::bad_request(format!("label selector {s:?}: {e}")))?,
         None => Selector::everything(),
     };
-    let fields = field_terms(field_selector.as_deref().unwrap_or(""))?;
-    let range = store
-        .range(&prefix(kind, namespace), LIST_MAX)
-        .map_err(store_error)?;
-    let mut items = Vec::with_capacity(range.items.len());
-    for kv in &range.items {
-        let obj = decode(kv)?;
-        if labels.matches(&meta::labels(&obj))
-            && fields.iter().all(|(f, v)| field_value(&obj, f) == v)
-        {
-            items.push(obj);
+    let fields = field_terms(q.field_selector.as_deref().unwrap_or(""))?;
+    let limit = q.limit.filter(|l| *l > 0).unwrap_or(LIST_MAX).min(LIST_MAX);
+    let prefix = prefix(kind, namespace);
+    // The continue token is the last key of the previous page; the next
+    // page starts right after it.
+    let mut cursor = match &q.continue_token {
+        Some(t) if t.starts_with(&prefix) => format!("{t}\0"),
+        Some(t) => {
+            return Err(ApiError::bad_request(format!(
+                "continue token {t:?} does not belong to this list"
+            )))
+        }
+        None => prefix.clone(),
+    };
+    // Selectors filter after the read: read pages until `limit` items
+    // match or the range ends (a bounded number of reads).
+    let mut items = Vec::new();
+    let mut revision = None;
+    let mut last_key: Option<String> = None;
+    let mut more = false;
+    let mut bytes = 0;
+    for _ in 0..LIST_READS_MAX {
+        let page = store
+            .range_from(&prefix, &cursor, limit)
+            .map_err(store_error)?;
+        revision.get_or_insert(page.revision);
+        for kv in &page.items {
+            if items.len() == limit || bytes >= REPLY_BUDGET_BYTES {
+                more = true;
+                break;
+            }
+            last_key = Some(kv.key.clone());
+            let obj = decode(kv)?;
+            if labels.matches(&meta::labels(&obj))
+                && fields.iter().all(|(f, v)| field_value(&obj, f) == v)
+            {
+                bytes += kv.value.len();
+                items.push(obj);
+            }
+        }
+        if more || !page.more {
+            break;
+        }
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        match &last_key {
+            Some(k) => cursor = format!("{k}\0"),
+            None => break,
         }
     }
     Ok(ApiResponse::List {
         items,
-        revision: range.revision,
+        revision: revision.unwrap_or(0),
+        continue_token: if more { last_key } else { None },
     })
+}
+
+/// Replies stay under NATS' 1 MiB payload: a list page or a batch of
+/// changes stops growing at this many bytes of stored objects (MessagePack;
+/// the JSON form is larger, hence the margin).
+const REPLY_BUDGET_BYTES: usize = 512 * 1024;
+
+/// Most store reads one list makes while selectors filter.
+const LIST_READS_MAX: usize = 64;
+/// Most history changes one watch call returns.
+const CHANGES_PER_CALL: usize = 5_000;
+
+/// The changes of one kind (in one namespace, or all) after `since`.
+fn changes(
+    store: &Store,
+    kind: Kind,
+    namespace: Option<&str>,
+    since: u64,
+    limit: Option<usize>,
+) -> ApiReply {
+    let limit = limit
+        .filter(|l| *l > 0)
+        .unwrap_or(CHANGES_PER_CALL)
+        .min(CHANGES_PER_CALL);
+    let head = store.revision();
+    let batch = match store.changes_since(since, limit) {
+        Ok(b) => b,
+        Err(StoreError::Compacted { compacted_to }) => {
+            return Err(ApiError::expired(format!(
+            "revision {since} is older than the history kept (compacted to {compacted_to}); relist"
+        )))
+        }
+        Err(e) => return Err(store_error(e)),
+    };
+    // Whole revisions only, and no more than the reply budget (the first
+    // revision always goes, however large, so a watcher always progresses).
+    let cut = budget_cut(&batch, REPLY_BUDGET_BYTES);
+    let more = batch.len() >= limit || cut < batch.len();
+    let batch = &batch[..cut];
+    let through = if more {
+        batch.last().map_or(since, |c| c.revision)
+    } else {
+        head.max(batch.last().map_or(since, |c| c.revision))
+    };
+    let prefix = prefix(kind, namespace);
+    let mut events = Vec::new();
+    for change in batch.iter().filter(|c| c.key.starts_with(&prefix)) {
+        events.push(super::change_event(change)?.1);
+    }
+    Ok(ApiResponse::Changes {
+        events,
+        through,
+        more,
+    })
+}
+
+/// How many of `changes` fit in `budget` bytes without splitting a
+/// revision; at least the whole first revision.
+fn budget_cut(changes: &[kubus_storage::Change], budget: usize) -> usize {
+    let sizes: Vec<(u64, usize)> = changes
+        .iter()
+        .map(|c| (c.revision, c.kv.value.len() + c.key.len()))
+        .collect();
+    cut_at_budget(&sizes, budget)
+}
+
+/// Over (revision, size) pairs in order: the length of the longest prefix of
+/// whole revisions within `budget`, but at least the first revision (pure).
+fn cut_at_budget(sizes: &[(u64, usize)], budget: usize) -> usize {
+    let mut bytes = 0;
+    let mut last_start = 0;
+    for (i, (revision, size)) in sizes.iter().enumerate() {
+        if i > 0 && sizes[i - 1].0 != *revision {
+            if bytes > budget {
+                // drop the revision that overflowed, unless it is the first
+                return if last_start > 0 { last_start } else { i };
+            }
+            last_start = i;
+        }
+        bytes += size;
+    }
+    if bytes > budget && last_start > 0 {
+        last_start
+    } else {
+        sizes.len()
+    }
+}
+
+/// Apply a JSON merge patch to one object, compare-and-swap on the revision
+/// it was read at.
+async fn patch_object(store: &Store, r: ObjectRef, patch: Value) -> Result<Value, ApiError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let Some(kv) = read_kv(store, &r.key())? else {
+            return Err(ApiError::not_found(r));
+        };
+        let current = decode(&kv)?;
+        let mut patched = kubus_api::patch::merge_patch(&current, &patch);
+        lifecycle::strip_revision(&mut patched);
+        let admitted = admit_in(patched, r.namespace.as_deref())?;
+        if admitted.object != r {
+            return Err(ApiError::invalid(
+                Some(r),
+                vec![FieldCause::new(
+                    "metadata.name",
+                    "a patch cannot rename or move an object",
+                )],
+            ));
+        }
+        let causes = admission::validate_update(r.kind, &current, &admitted.value);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(Some(r), causes));
+        }
+        let obj = lifecycle::prepare_update(admitted.value, &current);
+        let txn = Txn {
+            ops: vec![Op::Put {
+                key: r.key(),
+                value: encode(&obj)?,
+                expect: Precondition::ModRevision(kv.mod_revision),
+            }],
+        };
+        if let TxnOutcome::Committed { revision, .. } = propose(store, txn).await? {
+            let mut obj = obj;
+            meta::set_resource_version(&mut obj, revision);
+            return Ok(obj);
+        }
+    }
+    Err(ApiError::conflict(r, "the object kept changing; try again"))
 }
 
 fn now() -> String {
@@ -353,9 +535,11 @@ async fn delete(
 }
 
 /// Apply many admitted objects in one Raft entry: all are written, or none.
+/// A dry run decides the same outcomes and writes nothing.
 async fn apply_all(
     store: &Store,
     admitted: Vec<Admitted>,
+    dry_run: bool,
 ) -> Result<(Vec<ApplyOutcome>, Vec<Value>), ApiError> {
     'attempt: for _ in 0..WRITE_ATTEMPTS {
         let mut ops = Vec::new();
@@ -402,7 +586,7 @@ async fn apply_all(
                 }
             }
         }
-        if ops.is_empty() {
+        if ops.is_empty() || dry_run {
             return Ok((outcomes, objects));
         }
         match propose(store, Txn { ops }).await? {
@@ -425,11 +609,12 @@ async fn apply_all(
 
 /// Serve one manifest request: parse, admit every document, and apply all of
 /// them in one Raft entry — or none, when any document is refused.
-pub async fn apply_manifest(store: &Store, text: &[u8]) -> ManifestReply {
+pub async fn apply_manifest(store: &Store, text: &[u8], dry_run: bool) -> ManifestReply {
     let refused = |error: ApiError| ManifestReply {
         applied: false,
         documents: Vec::new(),
         error: Some(error),
+        dry_run,
     };
     let Ok(text) = std::str::from_utf8(text) else {
         return refused(ApiError::bad_request("manifest is not UTF-8 text"));
@@ -495,9 +680,10 @@ pub async fn apply_manifest(store: &Store, text: &[u8]) -> ManifestReply {
             applied: false,
             documents: results,
             error: None,
+            dry_run,
         };
     }
-    match apply_all(store, admitted).await {
+    match apply_all(store, admitted, dry_run).await {
         Ok((outcomes, _)) => {
             for (r, outcome) in results.iter_mut().zip(outcomes) {
                 r.result = Ok(outcome);
@@ -506,6 +692,7 @@ pub async fn apply_manifest(store: &Store, text: &[u8]) -> ManifestReply {
                 applied: true,
                 documents: results,
                 error: None,
+                dry_run,
             }
         }
         Err(e) => refused(e),
@@ -548,6 +735,22 @@ mod tests {
         let obj = serde_json::json!({"spec": {"nodeName": "n1"}});
         assert_eq!(field_value(&obj, "spec.nodeName"), "n1");
         assert_eq!(field_value(&obj, "status.phase"), "");
+    }
+
+    #[test]
+    fn change_batches_are_cut_at_whole_revisions() {
+        // (revision, size); budget 100
+        let cases: Vec<(Vec<(u64, usize)>, usize)> = vec![
+            (vec![], 0),
+            (vec![(1, 10), (2, 10)], 2),
+            (vec![(1, 60), (2, 60), (3, 10)], 1),
+            (vec![(1, 500), (2, 10)], 1), // the first revision always goes
+            (vec![(1, 60), (1, 60), (2, 10)], 2), // never split a revision
+            (vec![(1, 10), (2, 60), (2, 60)], 1),
+        ];
+        for (sizes, want) in cases {
+            assert_eq!(cut_at_budget(&sizes, 100), want, "{sizes:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! docs/subjects.md and `bus::subject` must agree: every subject the code
+//! builds is a row of the table, and every row is a subject the code builds.
+
+use std::collections::BTreeSet;
+
+use kubus_api::Kind;
+use kubus_bus::subject::{AgentOp, Subjects, Verb};
+
+/// Every subject shape the code builds, with placeholders as the doc writes
+/// them.
+fn built() -> BTreeSet<String> {
+    let s = Subjects::new("ccc");
+    let generic = |subject: String| {
+        subject
+            .replace("kubus.ccc.", "kubus.<c>.")
+            .replace("get.", "<verb>.")
+            .replace("configmaps", "<resource>")
+            .replace("nsx", "<namespace>")
+            .replace("namex", "<name>")
+            .replace("nodex", "<node>")
+            .replace(".77", ".<peer-id>")
+    };
+    let mut out = BTreeSet::new();
+    out.insert(generic(s.manifests()));
+    out.insert(generic(s.api(Verb::Get, Kind::ConfigMap, Some("nsx"))));
+    out.insert(generic(s.obj(Kind::ConfigMap, Some("nsx"), "namex")));
+    out.insert(generic(s.bookmark(Kind::ConfigMap)));
+    out.insert(generic(s.node_pods("nodex")));
+    out.insert(generic(s.events("nsx", Kind::ConfigMap, "namex")));
+    out.insert(generic(s.heartbeat("nodex")));
+    out.insert(generic(s.raft(77)));
+    out.insert(generic(s.agent("nodex", AgentOp::Logs)));
+    out
+}
+
+fn documented() -> BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/subjects.md");
+    let text = std::fs::read_to_string(path).expect("docs/subjects.md");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("| `kubus."))
+        .filter_map(|l| l.split('`').next())
+        .map(|s| format!("kubus.{s}"))
+        .collect()
+}
+
+#[test]
+fn the_subject_table_matches_the_code() {
+    let built = built();
+    let documented = documented();
+    let undocumented: Vec<_> = built.difference(&documented).collect();
+    let unbuilt: Vec<_> = documented.difference(&built).collect();
+    assert!(
+        undocumented.is_empty(),
+        "subjects missing from docs/subjects.md: {undocumented:?}"
+    );
+    assert!(
+        unbuilt.is_empty(),
+        "docs/subjects.md rows the code does not build: {unbuilt:?}"
+    );
+}
+
+#[test]
+fn every_verb_is_documented() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/subjects.md"))
+        .expect("docs/subjects.md");
+    let verbs: Vec<&str> = Verb::ALL.iter().map(|v| v.as_str()).collect();
+    assert!(
+        text.contains(&format!("verbs `{}`", verbs.join(" "))),
+        "verbs {verbs:?}"
+    );
+}
