@@ -385,21 +385,7 @@ async fn patch_object(store: &Store, r: ObjectRef, patch: Value) -> Result<Value
                 )],
             ));
         }
-        let causes = admission::validate_update(r.kind, &current, &admitted.value);
-        if !causes.is_empty() {
-            return Err(ApiError::invalid(Some(r), causes));
-        }
-        let obj = lifecycle::prepare_update(admitted.value, &current);
-        let txn = Txn {
-            ops: vec![Op::Put {
-                key: r.key(),
-                value: encode(&obj)?,
-                expect: Precondition::ModRevision(kv.mod_revision),
-            }],
-        };
-        if let TxnOutcome::Committed { revision, .. } = propose(store, txn).await? {
-            let mut obj = obj;
-            meta::set_resource_version(&mut obj, revision);
+        if let Some(obj) = replace(store, &r, &current, kv.mod_revision, admitted.value).await? {
             return Ok(obj);
         }
     }
@@ -469,28 +455,38 @@ async fn update(store: &Store, admitted: Admitted) -> Result<Value, ApiError> {
         }
     }
     let current = decode(&current_kv)?;
-    let causes = admission::validate_update(r.kind, &current, &admitted.value);
+    replace(store, &r, &current, current_kv.mod_revision, admitted.value)
+        .await?
+        .ok_or_else(|| ApiError::conflict(r, "the object was modified concurrently"))
+}
+
+/// Replace `current` (at `mod_revision`) with `new`, after the update rules:
+/// `Ok(None)` when the object moved on meanwhile.
+async fn replace(
+    store: &Store,
+    r: &ObjectRef,
+    current: &Value,
+    mod_revision: u64,
+    new: Value,
+) -> Result<Option<Value>, ApiError> {
+    let causes = admission::validate_update(r.kind, current, &new);
     if !causes.is_empty() {
-        return Err(ApiError::invalid(Some(r), causes));
+        return Err(ApiError::invalid(Some(r.clone()), causes));
     }
-    let obj = lifecycle::prepare_update(admitted.value, &current);
+    let mut obj = lifecycle::prepare_update(new, current);
     let txn = Txn {
         ops: vec![Op::Put {
             key: r.key(),
             value: encode(&obj)?,
-            expect: Precondition::ModRevision(current_kv.mod_revision),
+            expect: Precondition::ModRevision(mod_revision),
         }],
     };
     match propose(store, txn).await? {
         TxnOutcome::Committed { revision, .. } => {
-            let mut obj = obj;
             meta::set_resource_version(&mut obj, revision);
-            Ok(obj)
+            Ok(Some(obj))
         }
-        TxnOutcome::Failed { .. } => Err(ApiError::conflict(
-            r,
-            "the object was modified concurrently",
-        )),
+        TxnOutcome::Failed { .. } => Ok(None),
     }
 }
 

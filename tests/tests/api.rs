@@ -1,0 +1,236 @@
+//! The bus API as a client sees it: typed errors, compare-and-swap, merge
+//! patch, pagination, dry runs, size limits, manifests published without a
+//! reply, and Kubernetes Events. See issue 4.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kubus_api::{Kind, ObjectRef, Reason};
+use kubus_bus::Client;
+use kubus_tests::{wait_for, Cluster};
+use serde_json::{json, Value};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn cm(name: &str, label: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default", "labels": {"tier": label}},
+        "data": {"k": "v"}})
+}
+
+#[test]
+fn typed_errors_cas_patch_and_pages() {
+    let c = Cluster::start();
+    rt().block_on(async {
+        let client = Client::connect(&c.nats_url, "kubus")
+            .await
+            .expect("connect");
+        let created = client.create(cm("a", "web")).await.expect("create");
+        let err = client.create(cm("a", "web")).await.expect_err("exists");
+        assert_eq!(err.reason(), Some(Reason::AlreadyExists));
+        let r = ObjectRef::new(Kind::ConfigMap, Some("default"), "a");
+        let missing = ObjectRef::new(Kind::ConfigMap, Some("default"), "nope");
+        assert_eq!(
+            client
+                .get(Kind::ConfigMap, Some("default"), "nope")
+                .await
+                .expect_err("404")
+                .reason(),
+            Some(Reason::NotFound)
+        );
+
+        // compare-and-swap on resourceVersion
+        let mut stale = created.clone();
+        let updated = client
+            .update(created.clone())
+            .await
+            .expect("update at the current revision");
+        stale["data"]["k"] = json!("stale");
+        let err = client.update(stale).await.expect_err("conflict");
+        assert_eq!(err.reason(), Some(Reason::Conflict));
+        let err = client.delete(&r, Some(1)).await.expect_err("precondition");
+        assert_eq!(err.reason(), Some(Reason::Conflict));
+
+        // JSON merge patch: null deletes, maps merge
+        let patched = client
+            .patch(
+                &r,
+                json!({"data": {"k": null, "new": "x"}, "metadata": {"labels": {"extra": "1"}}}),
+            )
+            .await
+            .expect("patch");
+        assert_eq!(patched["data"], json!({"new": "x"}));
+        assert_eq!(
+            patched["metadata"]["labels"],
+            json!({"tier": "web", "extra": "1"})
+        );
+        assert!(patched["metadata"]["resourceVersion"] != updated["metadata"]["resourceVersion"]);
+        let err = client
+            .patch(&r, json!({"metadata": {"name": "Bad_Name"}}))
+            .await
+            .expect_err("invalid");
+        assert_eq!(err.reason(), Some(Reason::Invalid));
+        assert_eq!(
+            client
+                .patch(&missing, json!({}))
+                .await
+                .expect_err("404")
+                .reason(),
+            Some(Reason::NotFound)
+        );
+
+        // invalid objects name the field and the rule
+        let err = client
+            .create(cm("Bad_Name", "web"))
+            .await
+            .expect_err("invalid");
+        let kubus_bus::ClientError::Api(api) = err else {
+            panic!("not an API error")
+        };
+        assert_eq!(api.reason, Reason::Invalid);
+        assert!(
+            api.causes
+                .iter()
+                .any(|c| c.field == "metadata.name" && !c.rule.is_empty()),
+            "{api:?}"
+        );
+
+        // pages: 25 objects, pages of 10, with a label selector
+        for i in 0..25 {
+            client
+                .create(cm(
+                    &format!("p{i:02}"),
+                    if i % 2 == 0 { "even" } else { "odd" },
+                ))
+                .await
+                .expect("create");
+        }
+        let mut names = Vec::new();
+        let mut token = None;
+        let mut pages = 0;
+        loop {
+            let page = client
+                .list_page(
+                    Kind::ConfigMap,
+                    Some("default"),
+                    Some("tier=even"),
+                    None,
+                    Some(5),
+                    token,
+                )
+                .await
+                .expect("page");
+            pages += 1;
+            names.extend(page.items.iter().map(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            }));
+            token = page.continue_token;
+            if token.is_none() || pages > 10 {
+                break;
+            }
+        }
+        assert_eq!(names.len(), 13, "{names:?}");
+        assert!(pages >= 3);
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 13, "no item twice across pages");
+    });
+}
+
+#[test]
+fn manifests_dry_run_size_limit_and_plain_publish() {
+    let c = Cluster::start();
+    rt().block_on(async {
+        let client = Client::connect(&c.nats_url, "kubus")
+            .await
+            .expect("connect");
+        let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dry}\ndata: {a: b}\n";
+        let reply = client
+            .apply_manifests_with(manifest, true)
+            .await
+            .expect("dry run");
+        assert!(reply.dry_run && reply.applied, "{reply:?}");
+        assert_eq!(
+            client
+                .get(Kind::ConfigMap, Some("default"), "dry")
+                .await
+                .expect_err("nothing written")
+                .reason(),
+            Some(Reason::NotFound)
+        );
+
+        // over 1 MiB: a clear error, nothing applied
+        let big = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{a: \"{}\"}}\n",
+            "x".repeat(1_100_000)
+        );
+        let err = client.apply_manifests(&big).await.expect_err("too large");
+        assert!(err.to_string().contains("limit"), "{err}");
+
+        // a plain publish: the result comes as an Event on the events subject
+        let mut events = client
+            .nats()
+            .subscribe(client.subjects().events_in("default"))
+            .await
+            .expect("sub");
+        client
+            .nats()
+            .publish(
+                client.subjects().manifests(),
+                manifest.as_bytes().to_vec().into(),
+            )
+            .await
+            .expect("publish");
+        let msg = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event")
+            .expect("msg");
+        let event: Value = serde_json::from_slice(&msg.payload).expect("json");
+        assert_eq!(event["reason"], "Applied", "{event}");
+        assert_eq!(event["involvedObject"]["name"], "dry");
+        assert!(client
+            .get(Kind::ConfigMap, Some("default"), "dry")
+            .await
+            .is_ok());
+    });
+}
+
+#[test]
+fn events_tell_what_happened_to_a_pod() {
+    let c = Cluster::start();
+    let out = c.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: ev}\nspec:\n  containers:\n  - {name: main, image: busybox, command: [sh, -c, 'sleep 30']}\n");
+    assert!(out.status.success(), "{out:?}");
+    let reasons = wait_for(Duration::from_secs(10), || {
+        let out = c.kubus(&["events", "-o", "json"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let reasons: Vec<String> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["involvedObject"]["name"] == "ev")
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+            .collect();
+        (reasons.contains(&"Scheduled".to_string()) && reasons.contains(&"Started".to_string()))
+            .then_some(reasons)
+    })
+    .unwrap_or_else(|| panic!("no Scheduled/Started events; log:\n{}", c.log()));
+    assert!(reasons.len() >= 2);
+    let table = String::from_utf8_lossy(&c.kubus(&["events"]).stdout).to_string();
+    assert!(table.starts_with("LAST SEEN"), "{table}");
+    assert!(table.contains("pod/ev"), "{table}");
+    // deleting the pod: Killing
+    assert!(c.kubus(&["delete", "pod", "ev"]).status.success());
+    wait_for(Duration::from_secs(10), || {
+        let text = String::from_utf8_lossy(&c.kubus(&["events", "-o", "json"]).stdout).to_string();
+        text.contains("\"Killing\"").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no Killing event; log:\n{}", c.log()));
+}
