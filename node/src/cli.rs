@@ -46,6 +46,31 @@ pub enum Command {
     Logs(LogsArgs),
     /// Show Kubernetes Events (Scheduled, Started, BackOff, …).
     Events(EventsArgs),
+    /// Benchmarks: each prints its figures beside a baseline from the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Commit → watcher latency and API request latency, beside raw NATS.
+    Watch(BenchWatchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchWatchArgs {
+    /// Change events to produce.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: usize,
+    /// Target rate, events per second.
+    #[arg(long, default_value_t = 5_000)]
+    pub rate: u64,
+    /// Writes under way at once.
+    #[arg(long, default_value_t = 256)]
+    pub in_flight: usize,
+    /// Requests for the one-at-a-time latency figures.
+    #[arg(long, default_value_t = 5_000)]
+    pub requests: usize,
 }
 
 #[derive(Debug, Clone, Args)]

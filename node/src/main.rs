@@ -6,6 +6,7 @@
 //! client that speaks only NATS. This crate only wires and prints: `anyhow`
 //! lives here and nowhere else.
 
+mod bench;
 mod cli;
 mod commands;
 mod config;
@@ -19,6 +20,7 @@ fn main() {
     let cli = cli::Cli::parse();
     let default_level = match cli.command {
         cli::Command::Up(_) | cli::Command::Node(_) => "info",
+        cli::Command::Bench(_) => "error",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -37,6 +39,7 @@ fn main() {
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Up(args) => mesh::up(args),
+        cli::Command::Bench(cli::BenchCommand::Watch(args)) => bench::watch::run(args),
         cli::Command::Node(args) => mesh::node(args),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()

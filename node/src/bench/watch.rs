@@ -1,0 +1,330 @@
+//! `kubus bench watch`: how fast a committed change reaches a watcher, and
+//! how long an API request takes, each beside raw NATS measured in the same
+//! run.
+//!
+//! It starts its own nats-server child and a store (one peer, fsync on) in a
+//! temporary directory, then measures, in order:
+//! 1. raw NATS publish → subscribe latency at the target rate;
+//! 2. raw NATS request/reply latency, one in flight;
+//! 3. API `get` latency, one in flight (the store's read path);
+//! 4. writes at the target rate (many in flight): write latency (request →
+//!    acknowledged, i.e. committed and applied) and commit → watcher
+//!    notified (the watcher's receipt of the change event minus the
+//!    writer's receipt of the acknowledgement; the store publishes before it
+//!    replies, so this is often ≤ 0 and is then counted as 0).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use kubus_api::Kind;
+use kubus_bus::watch::{watch, WatchItem, WatchSpec};
+use kubus_bus::Client;
+use serde_json::json;
+
+use super::{histogram, summary};
+use crate::cli::BenchWatchArgs;
+use crate::nats_server::NatsServer;
+
+pub fn run(args: BenchWatchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"))?;
+    let url = nats.url();
+    let result = actix::System::new().block_on(async move {
+        let client = Client::connect(&url, "bench").await?;
+        let store_dir = dir.path().join("store");
+        let cfg = kubus_storage::StoreConfig::single(store_dir);
+        let (store, changes) = kubus_storage::Store::open(cfg, Box::new(kubus_storage::NoPeers))?;
+        kubus_actors::store::StoreServer::start(
+            store.clone(),
+            changes,
+            client.nats().clone(),
+            "bench",
+        )
+        .await?;
+        wait_ready(&client).await?;
+        let out = measure(&client, &args).await;
+        store.shutdown();
+        out
+    });
+    nats.stop();
+    result
+}
+
+async fn wait_ready(client: &Client) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if client.list(Kind::Namespace, None, None, None).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the store did not come up")
+}
+
+async fn measure(client: &Client, args: &BenchWatchArgs) -> anyhow::Result<()> {
+    let rate = args.rate.max(1);
+    let count = args.events.max(100);
+    println!(
+        "kubus bench watch: {count} events at {rate}/s, {} requests one at a time",
+        args.requests
+    );
+    println!(
+        "(build: {}; fsync on; one store peer; client, store and nats-server share this machine)\n",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+
+    let raw_pubsub = raw_publish_subscribe(client, count, rate).await?;
+    let raw_rr = raw_request_reply(client, args.requests).await?;
+    let api_get = api_get(client, args.requests).await?;
+    let (write, notify, achieved) = writes_and_watch(client, count, rate, args.in_flight).await?;
+
+    println!(
+        "{:<44} {}",
+        "raw NATS publish → subscribe",
+        summary(&raw_pubsub)
+    );
+    println!(
+        "{:<44} {}",
+        "raw NATS request/reply (1 in flight)",
+        summary(&raw_rr)
+    );
+    println!("{:<44} {}", "API get (1 in flight)", summary(&api_get));
+    println!(
+        "{:<44} {}",
+        "API write → acknowledged (committed)",
+        summary(&write)
+    );
+    println!("{:<44} {}", "commit → watcher notified", summary(&notify));
+    println!();
+    println!("writes achieved: {achieved:.0}/s of {rate}/s asked");
+    let p99 = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.99) as f64;
+    println!(
+        "API get p99 / raw request p99: {:.2}x   (goal ≤ 1.2x plus the store's commit time)",
+        p99(&api_get) / p99(&raw_rr).max(1.0)
+    );
+    println!(
+        "watch p99: {:.3} ms   (goal ≤ 5 ms)   raw pub/sub p99: {:.3} ms",
+        p99(&notify) / 1000.0,
+        p99(&raw_pubsub) / 1000.0
+    );
+    Ok(())
+}
+
+/// Publish `count` 512-byte messages at `rate`/s; the subscriber records
+/// each one's latency.
+async fn raw_publish_subscribe(
+    client: &Client,
+    count: usize,
+    rate: u64,
+) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    let nats = client.nats().clone();
+    let subject = "bench.raw.pubsub";
+    let mut sub = nats.subscribe(subject).await?;
+    nats.flush().await?;
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut h = histogram()?;
+        for _ in 0..count {
+            let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(10), sub.next()).await
+            else {
+                break;
+            };
+            let sent = u64::from_le_bytes(
+                msg.payload
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or([0; 8]),
+            );
+            let now = start.elapsed().as_micros() as u64;
+            h.record(now.saturating_sub(sent).max(1))?;
+        }
+        anyhow::Ok(h)
+    });
+    paced(count, rate, |_| {
+        let nats = nats.clone();
+        async move {
+            let mut body = vec![0u8; 512];
+            body[..8].copy_from_slice(&(start.elapsed().as_micros() as u64).to_le_bytes());
+            let _ = nats.publish(subject, body.into()).await;
+        }
+    })
+    .await;
+    reader.await?
+}
+
+/// Call `f(i)` `count` times at `rate` per second (each call awaited in
+/// turn; a tick that falls behind is made up at once, bounded by count).
+async fn paced<F, Fut>(count: usize, rate: u64, mut f: F)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let start = Instant::now();
+    for i in 0..count {
+        let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        f(i).await;
+    }
+}
+
+async fn raw_request_reply(
+    client: &Client,
+    n: usize,
+) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    let nats = client.nats().clone();
+    let subject = "bench.raw.echo";
+    let mut sub = nats.subscribe(subject).await?;
+    let responder_nats = nats.clone();
+    let responder = tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = responder_nats.publish(reply, msg.payload).await;
+            }
+        }
+    });
+    nats.flush().await?;
+    let mut h = histogram()?;
+    let body = bytes::Bytes::from(vec![0u8; 256]);
+    for _ in 0..n {
+        let t = Instant::now();
+        nats.request(subject, body.clone()).await?;
+        h.record((t.elapsed().as_micros() as u64).max(1))?;
+    }
+    responder.abort();
+    Ok(h)
+}
+
+async fn api_get(client: &Client, n: usize) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    client
+        .apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "bench-get", "namespace": "default"}, "data": {"k": "v"}}))
+        .await?;
+    let mut h = histogram()?;
+    for _ in 0..n {
+        let t = Instant::now();
+        client
+            .get(Kind::ConfigMap, Some("default"), "bench-get")
+            .await?;
+        h.record((t.elapsed().as_micros() as u64).max(1))?;
+    }
+    Ok(h)
+}
+
+type Acks = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// Create `count` ConfigMaps at `rate`/s with up to `in_flight` requests
+/// under way, while a watcher (the bus watch client) receives their events.
+async fn writes_and_watch(
+    client: &Client,
+    count: usize,
+    rate: u64,
+    in_flight: usize,
+) -> anyhow::Result<(
+    hdrhistogram::Histogram<u64>,
+    hdrhistogram::Histogram<u64>,
+    f64,
+)> {
+    let acks: Acks = Arc::new(Mutex::new(HashMap::with_capacity(count)));
+    let seen: Acks = Arc::new(Mutex::new(HashMap::with_capacity(count)));
+    let mut rx = watch(client.clone(), WatchSpec::all(client, Kind::ConfigMap));
+    // wait for the watch's first list
+    while let Some(item) = rx.recv().await {
+        if matches!(item, WatchItem::Relisted { .. }) {
+            break;
+        }
+    }
+    let seen_w = seen.clone();
+    let watcher = tokio::spawn(async move {
+        let mut n = 0;
+        while n < count {
+            let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await
+            else {
+                break;
+            };
+            if let WatchItem::Event(e) = item {
+                let now = Instant::now();
+                if let Some(name) = e.object.pointer("/metadata/name").and_then(|v| v.as_str()) {
+                    if name.starts_with("bench-w-") {
+                        if let Ok(mut s) = seen_w.lock() {
+                            s.insert(name.to_string(), now);
+                        }
+                        n += 1;
+                    }
+                }
+            }
+        }
+    });
+    let permits = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
+    let write_h = Arc::new(Mutex::new(histogram()?));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let due = start + Duration::from_nanos(i as u64 * 1_000_000_000 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        // at most `in_flight` writes under way: the pace slows if the store does
+        let permit = permits.clone().acquire_owned().await?;
+        let name = format!("bench-w-{i}");
+        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default"}, "data": {"i": i.to_string()}});
+        tasks.push(write_one(
+            client.clone(),
+            obj,
+            name,
+            acks.clone(),
+            write_h.clone(),
+            permit,
+        ));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let _ = watcher.await;
+    let mut notify = histogram()?;
+    let acks = acks.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    for (name, acked) in acks.iter() {
+        if let Some(at) = seen.get(name) {
+            let d = at.checked_duration_since(*acked).unwrap_or(Duration::ZERO);
+            notify.record((d.as_micros() as u64).max(1))?;
+        }
+    }
+    let write = write_h
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    Ok((write, notify, acks.len() as f64 / elapsed))
+}
+
+fn write_one(
+    client: Client,
+    obj: serde_json::Value,
+    name: String,
+    acks: Acks,
+    write_h: Arc<Mutex<hdrhistogram::Histogram<u64>>>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let t = Instant::now();
+        if client.create(obj).await.is_ok() {
+            let done = Instant::now();
+            if let Ok(mut h) = write_h.lock() {
+                let _ = h.record((t.elapsed().as_micros() as u64).max(1));
+            }
+            if let Ok(mut a) = acks.lock() {
+                a.insert(name, done);
+            }
+        }
+        drop(permit);
+    })
+}
