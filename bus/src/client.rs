@@ -241,8 +241,17 @@ impl Client {
 
     /// The changes of a kind after `since`, from the store's history.
     /// `Reason::Expired` when that history was compacted.
-    pub async fn changes(&self, kind: Kind, since: u64) -> Result<(Vec<ChangeEvent>, u64, bool)> {
-        let req = ApiRequest::Watch { since, limit: None };
+    pub async fn changes(
+        &self,
+        kind: Kind,
+        since: u64,
+        field_selector: Option<&str>,
+    ) -> Result<(Vec<ChangeEvent>, u64, bool)> {
+        let req = ApiRequest::Watch {
+            since,
+            limit: None,
+            field_selector: field_selector.map(str::to_string),
+        };
         let ns = (!kind.namespaced()).then_some(CLUSTER_SCOPED);
         match self.api(Verb::Watch, kind, ns, req).await? {
             ApiResponse::Changes {

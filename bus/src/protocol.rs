@@ -54,6 +54,9 @@ pub enum ApiRequest {
         since: u64,
         #[serde(default)]
         limit: Option<usize>,
+        /// Only `spec.nodeName=<node>`: the changes of one node's stream.
+        #[serde(default)]
+        field_selector: Option<String>,
     },
 }
 

@@ -8,8 +8,7 @@
 //! the changes after its last revision (from the history) and relists only
 //! when that range was compacted. Bookmarks (the stream's latest revision,
 //! published every second) expose a lost *last* event within a second. A
-//! periodic relist (`resync`) is the recovery for streams that carry no
-//! `prev` (node streams, for now).
+//! periodic resync bounds the damage of anything else.
 
 use std::time::Duration;
 
@@ -70,8 +69,8 @@ impl WatchSpec {
             kind: Kind::Pod,
             subject: client.subjects().node_pods(node),
             field_selector: Some(format!("spec.nodeName={node}")),
-            check_prev: false,
-            resync: Duration::from_secs(10),
+            check_prev: true,
+            resync: Duration::from_secs(60),
             since: None,
         }
     }
@@ -167,7 +166,10 @@ async fn resume(
     mut last: u64,
 ) -> Result<u64, Ended> {
     for _ in 0..RESUME_CALLS_MAX {
-        let (events, through, more) = match client.changes(spec.kind, last).await {
+        let (events, through, more) = match client
+            .changes(spec.kind, last, spec.field_selector.as_deref())
+            .await
+        {
             Ok(r) => r,
             Err(ClientError::Api(e)) if e.reason == kubus_api::Reason::Expired => {
                 debug!(kind = %spec.kind, last, "history compacted; relisting");
@@ -210,7 +212,6 @@ async fn watch_once(
     // Subscribed first: whatever commits from here on is either in the
     // list / history read below or arrives on the subscription.
     let mut last = match *position {
-        // node streams carry no prev: they always start from a list
         Some(since) if spec.check_prev => match resume(client, spec, tx, since).await {
             Ok(l) => l,
             Err(Ended::Error(e)) => return Ended::Error(e),

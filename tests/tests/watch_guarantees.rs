@@ -192,7 +192,7 @@ async fn history(client: &Client) -> Vec<Seen> {
     let mut since = 0;
     for _ in 0..1000 {
         let (events, through, more) = client
-            .changes(Kind::ConfigMap, since)
+            .changes(Kind::ConfigMap, since, None)
             .await
             .expect("history");
         for e in events {

@@ -6,7 +6,8 @@
 
 pub mod service;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -49,11 +50,23 @@ impl StoreServer {
         let manifests = nats
             .queue_subscribe(subjects.manifests(), API_QUEUE.to_string())
             .await?;
-        tokio::spawn(publish_changes(changes, nats.clone(), subjects.clone()));
+        let rebuilt_through = store.revision();
+        let chains = Arc::new(Mutex::new(NodeChains::from_history(
+            &store,
+            rebuilt_through,
+        )));
+        tokio::spawn(publish_changes(
+            changes,
+            nats.clone(),
+            subjects.clone(),
+            chains.clone(),
+            rebuilt_through,
+        ));
         tokio::spawn(publish_bookmarks(
             store.clone(),
             nats.clone(),
             subjects.clone(),
+            chains,
         ));
         tokio::spawn(collect_events(store.clone()));
         let server = StoreServer {
@@ -215,17 +228,11 @@ async fn publish_json<T: Serialize>(nats: &async_nats::Client, subject: String, 
     }
 }
 
-/// Where one change goes: its object subject; for a pod bound to a node,
-/// that node's subject; for an Event, the events subject of the object it
-/// is about.
+/// Where one change goes besides its node: its object subject and, for an
+/// Event, the events subject of the object it is about.
 pub fn change_subjects(subjects: &Subjects, kind: Kind, object: &serde_json::Value) -> Vec<String> {
     let name = meta::name(object).unwrap_or_default();
     let mut out = vec![subjects.obj(kind, meta::namespace(object), name)];
-    if kind == Kind::Pod {
-        if let Some(node) = object.pointer("/spec/nodeName").and_then(|v| v.as_str()) {
-            out.push(subjects.node_pods(node));
-        }
-    }
     if kind == Kind::Event {
         if let Some(involved) = crate::events::involved_kind(object) {
             let ns = object
@@ -243,11 +250,85 @@ pub fn change_subjects(subjects: &Subjects, kind: Kind, object: &serde_json::Val
     out
 }
 
-/// Publish applied changes in order (JSON, so any client can read them).
+/// The node a pod object is bound to.
+pub fn node_of(kind: Kind, object: &serde_json::Value) -> Option<&str> {
+    if kind != Kind::Pod {
+        return None;
+    }
+    object.pointer("/spec/nodeName").and_then(|v| v.as_str())
+}
+
+/// The per-node change streams: for each node, the revision of the last
+/// change to a pod bound to it. Derived from the history (so any store peer
+/// can rebuild it), then kept as changes are published.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct NodeChains {
+    heads: HashMap<String, u64>,
+}
+
+impl NodeChains {
+    /// Chain a change of `node` at `revision`; returns its `prev`.
+    pub fn chain(&mut self, node: &str, revision: u64) -> u64 {
+        let head = self.heads.entry(node.to_string()).or_insert(0);
+        let prev = *head;
+        *head = revision.max(*head);
+        prev
+    }
+
+    pub fn heads(&self) -> impl Iterator<Item = (&String, &u64)> {
+        self.heads.iter()
+    }
+
+    /// Rebuild from the retained history up to `through` (bounded reads).
+    pub fn from_history(store: &Store, through: u64) -> NodeChains {
+        let mut chains = NodeChains::default();
+        let mut since = match store.changes_since(0, 1) {
+            Err(kubus_storage::StoreError::Compacted { compacted_to }) => compacted_to,
+            _ => 0,
+        };
+        for _ in 0..NODE_SCAN_PAGES_MAX {
+            let batch = match store.changes_since(since, 0) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(error = %e, "node streams rebuilt from part of the history");
+                    break;
+                }
+            };
+            let Some(last) = batch.last().map(|c| c.revision) else {
+                break;
+            };
+            for change in batch
+                .iter()
+                .filter(|c| c.revision <= through && c.stream == "pods")
+            {
+                if let Ok((kind, event)) = change_event(change) {
+                    if let Some(node) = node_of(kind, &event.object).map(str::to_string) {
+                        let node = node.as_str();
+                        chains.chain(node, change.revision);
+                    }
+                }
+            }
+            if last >= through {
+                break;
+            }
+            since = last;
+        }
+        chains
+    }
+}
+
+/// Most history pages read to rebuild the node streams at start.
+const NODE_SCAN_PAGES_MAX: usize = 1_000;
+
+/// Publish applied changes in order (JSON, so any client can read them): on
+/// the object's subject with the resource stream's `prev`, and for a pod
+/// bound to a node on that node's subject with the node stream's `prev`.
 async fn publish_changes(
     mut changes: ChangeReceiver,
     nats: async_nats::Client,
     subjects: Subjects,
+    chains: Arc<Mutex<NodeChains>>,
+    rebuilt_through: u64,
 ) {
     while let Some(batch) = changes.recv().await {
         for change in &batch {
@@ -261,6 +342,19 @@ async fn publish_changes(
             for subject in change_subjects(&subjects, kind, &event.object) {
                 publish_json(&nats, subject, &event).await;
             }
+            if let Some(node) = node_of(kind, &event.object).map(str::to_string) {
+                let node = node.as_str();
+                // changes the rebuild already counted carry prev 0: never a
+                // false gap, and the bookmark covers them
+                let prev = match chains.lock() {
+                    Ok(mut c) if change.revision > rebuilt_through => {
+                        c.chain(node, change.revision)
+                    }
+                    _ => 0,
+                };
+                let node_event = ChangeEvent { prev, ..event };
+                publish_json(&nats, subjects.node_pods(node), &node_event).await;
+            }
         }
     }
     info!("change stream ended");
@@ -271,7 +365,12 @@ pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Publish every stream's head revision periodically, so a watcher that lost
 /// the last event of a quiet stream notices within one interval.
-async fn publish_bookmarks(store: Store, nats: async_nats::Client, subjects: Subjects) {
+async fn publish_bookmarks(
+    store: Store,
+    nats: async_nats::Client,
+    subjects: Subjects,
+    chains: Arc<Mutex<NodeChains>>,
+) {
     let mut tick = tokio::time::interval(BOOKMARK_INTERVAL);
     loop {
         tick.tick().await;
@@ -293,6 +392,19 @@ async fn publish_bookmarks(store: Store, nats: async_nats::Client, subjects: Sub
                 object: serde_json::Value::Null,
             };
             publish_json(&nats, subjects.bookmark(kind), &bookmark).await;
+        }
+        let heads: Vec<(String, u64)> = match chains.lock() {
+            Ok(c) => c.heads().map(|(n, r)| (n.clone(), *r)).collect(),
+            Err(_) => Vec::new(),
+        };
+        for (node, head) in heads {
+            let bookmark = ChangeEvent {
+                event_type: EventType::Bookmark,
+                revision: head,
+                prev: head,
+                object: serde_json::Value::Null,
+            };
+            publish_json(&nats, subjects.node_pods(&node), &bookmark).await;
         }
     }
 }
@@ -374,5 +486,31 @@ async fn publish_manifest_results(
             "involvedObject": {"apiVersion": r.kind.api_version(), "kind": r.kind.as_str(),
                 "namespace": r.namespace, "name": r.name}});
         publish_json(nats, subjects.events(ns, r.kind, &r.name), &body).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn node_chains_link_each_nodes_changes() {
+        let mut c = NodeChains::default();
+        assert_eq!(c.chain("n1", 5), 0);
+        assert_eq!(c.chain("n2", 6), 0);
+        assert_eq!(c.chain("n1", 7), 5);
+        assert_eq!(c.chain("n1", 7), 7, "a second pod of the same transaction");
+        assert_eq!(c.chain("n2", 9), 6);
+        let heads: HashMap<&String, &u64> = c.heads().collect();
+        assert_eq!(heads.len(), 2);
+    }
+
+    #[test]
+    fn only_bound_pods_have_a_node() {
+        let bound = json!({"spec": {"nodeName": "n1"}});
+        assert_eq!(node_of(Kind::Pod, &bound), Some("n1"));
+        assert_eq!(node_of(Kind::Pod, &json!({"spec": {}})), None);
+        assert_eq!(node_of(Kind::Service, &bound), None);
     }
 }

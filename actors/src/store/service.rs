@@ -60,8 +60,16 @@ pub async fn handle(
                 continue_token,
             },
         ),
-        (Verb::Watch, ApiRequest::Watch { since, limit }) => {
-            changes(store, kind, namespace.as_deref(), since, limit)
+        (
+            Verb::Watch,
+            ApiRequest::Watch {
+                since,
+                limit,
+                field_selector,
+            },
+        ) => {
+            let fields = field_terms(field_selector.as_deref().unwrap_or(""))?;
+            changes(store, kind, namespace.as_deref(), since, limit, &fields)
         }
         (Verb::Patch, ApiRequest::Patch { name, patch }) => {
             let r = ObjectRef::new(kind, namespace.as_deref(), &name);
@@ -296,6 +304,7 @@ fn changes(
     namespace: Option<&str>,
     since: u64,
     limit: Option<usize>,
+    fields: &[(String, String)],
 ) -> ApiReply {
     let limit = limit
         .filter(|l| *l > 0)
@@ -324,7 +333,13 @@ fn changes(
     let prefix = prefix(kind, namespace);
     let mut events = Vec::new();
     for change in batch.iter().filter(|c| c.key.starts_with(&prefix)) {
-        events.push(super::change_event(change)?.1);
+        let event = super::change_event(change)?.1;
+        if fields
+            .iter()
+            .all(|(f, v)| field_value(&event.object, f) == v)
+        {
+            events.push(event);
+        }
     }
     Ok(ApiResponse::Changes {
         events,
