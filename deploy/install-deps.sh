@@ -9,6 +9,13 @@ packages=(
   clang
   build-essential
   pkg-config
+  # the cri runtime and its tests (see ../shared/notes/cri-on-this-machine.md)
+  containerd                  # CRI plugin built in; `kubus up --runtime cri` starts it
+  runc
+  containernetworking-plugins # bridge, host-local, portmap in /usr/lib/cni
+  iptables                    # the bridge plugin adds NAT rules
+  protobuf-compiler           # protoc for the k8s-cri crate's build script
+  busybox-static              # the local test image (deploy/build-test-image.sh)
 )
 
 missing=()

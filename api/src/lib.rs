@@ -8,6 +8,7 @@
 //! - [`kind`]: the kinds kubus serves, their resource names and store keys.
 //! - [`error`]: [`ApiError`], the typed error of every API call.
 //! - [`meta`]: reading and writing `metadata` on an object in its JSON form.
+//! - [`patch`]: JSON merge patch, and the three-way merge of `apply`.
 //! - [`manifest`]: multi-document YAML / JSON / `List` parsing.
 //! - [`admission`]: identify, default and validate one object.
 //! - [`lifecycle`]: what the store keeps and sets on create, update, apply.

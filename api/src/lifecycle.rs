@@ -60,33 +60,6 @@ pub fn prepare_update(mut new: Value, current: &Value) -> Value {
     new
 }
 
-/// Apply a manifest over the stored object: the manifest's fields win, the
-/// status and fields that controllers fill in (a pod's `spec.nodeName`, a
-/// service's `spec.clusterIP`) are kept when the manifest does not set them.
-pub fn merge_apply(kind: Kind, manifest: Value, current: &Value) -> Value {
-    let mut merged = manifest;
-    if merged.get("status").is_none() {
-        if let (Some(status), Some(root)) = (current.get("status"), merged.as_object_mut()) {
-            root.insert("status".into(), status.clone());
-        }
-    }
-    let kept: &[&str] = match kind {
-        Kind::Pod => &["nodeName"],
-        Kind::Service => &["clusterIP", "clusterIPs"],
-        _ => &[],
-    };
-    for field in kept {
-        let Some(value) = current.get("spec").and_then(|s| s.get(*field)) else {
-            continue;
-        };
-        if let Some(spec) = merged.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.entry(field.to_string())
-                .or_insert_with(|| value.clone());
-        }
-    }
-    prepare_update(merged, current)
-}
-
 /// Whether two stored forms are the same object state (ignoring the
 /// revision, which the store fills in on read).
 pub fn same_state(a: &Value, b: &Value) -> bool {
@@ -154,16 +127,5 @@ mod tests {
         );
         assert_eq!(changed["metadata"]["generation"], json!(4));
         assert_eq!(changed["metadata"]["creationTimestamp"], json!("t"));
-    }
-
-    #[test]
-    fn apply_keeps_status_and_binding() {
-        let cur = json!({"metadata": {"name": "p", "uid": "u", "generation": 1},
-            "spec": {"nodeName": "n1", "containers": []}, "status": {"phase": "Running"}});
-        let manifest = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
-        let merged = merge_apply(Kind::Pod, manifest, &cur);
-        assert_eq!(merged["spec"]["nodeName"], json!("n1"));
-        assert_eq!(merged["status"]["phase"], json!("Running"));
-        assert!(same_state(&merged, &cur));
     }
 }

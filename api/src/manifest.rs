@@ -12,6 +12,7 @@
 use std::fmt;
 
 use serde_json::Value;
+use serde_saphyr::budget::BudgetBreach;
 
 /// Longest manifest text accepted; matches Kubernetes' request size limit
 /// (3 MiB) so that one publish cannot make the parser work without bound.
@@ -19,6 +20,13 @@ pub const TEXT_BYTES_MAX: usize = 3 * 1024 * 1024;
 
 /// Most objects one manifest may hold, after `List` expansion.
 pub const DOCUMENTS_MAX: usize = 10_000;
+
+/// Most YAML nodes that aliases (`*name`) may add to a manifest beyond the
+/// nodes written in its text. Manifests seldom use aliases, and then for a
+/// few repeated blocks; without this bound a "billion laughs" document of a
+/// few hundred bytes expands up to the parser's default budget (250,000
+/// nodes), a second of CPU per request (found by the admission fuzz test).
+pub const ALIAS_NODES_MAX: usize = 5_000;
 
 /// One object of a manifest, with its position for messages.
 #[derive(Debug, Clone, PartialEq)]
@@ -265,24 +273,32 @@ fn json_message(e: &serde_json::Error) -> String {
     }
 }
 
-fn yaml_options() -> serde_saphyr::Options {
+/// `nodes_written`: the nodes in the text itself (see [`ALIAS_NODES_MAX`]).
+fn yaml_options(nodes_written: usize) -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
     options.legacy_octal_numbers = true;
     options.with_snippet = false;
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = nodes_written.saturating_add(ALIAS_NODES_MAX);
+    options.budget = Some(budget);
     options
 }
 
-/// Where each YAML document starts (character offsets), from the event
-/// stream; stops at the first syntax error, which it returns with the index
-/// of the document it is in.
-fn document_starts(text: &str) -> (Vec<usize>, Option<ManifestError>) {
+/// Where each YAML document starts (character offsets) and how many nodes
+/// the text writes, from the event stream; stops at the first syntax error,
+/// which it returns with the index of the document it is in.
+fn document_starts(text: &str) -> (Vec<usize>, usize, Option<ManifestError>) {
     use serde_saphyr::granit_parser::{Event, Parser};
     let mut starts = Vec::new();
+    let mut nodes = 0usize;
     for event in Parser::new_from_str(text) {
         match event {
             Ok((Event::DocumentStart(..), span)) => starts.push(span.start.index()),
             Ok((Event::StreamEnd, _)) => break,
+            Ok((Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..), _)) => {
+                nodes += 1;
+            }
             Ok(_) => {}
             Err(e) => {
                 let marker = e.marker();
@@ -294,11 +310,11 @@ fn document_starts(text: &str) -> (Vec<usize>, Option<ManifestError>) {
                     }),
                     message: e.info(),
                 };
-                return (starts, Some(error));
+                return (starts, nodes, Some(error));
             }
         }
     }
-    (starts, None)
+    (starts, nodes, None)
 }
 
 /// The index of the document holding character offset `at`.
@@ -308,12 +324,13 @@ fn document_at(starts: &[usize], at: u64) -> usize {
 }
 
 fn parse_yaml(text: &str) -> Result<Raw, ManifestError> {
-    let (starts, syntax_error) = document_starts(text);
+    let (starts, nodes_written, syntax_error) = document_starts(text);
     if let Some(e) = syntax_error {
         return Err(e);
     }
+    let options = yaml_options(nodes_written);
     let values: Vec<serde_saphyr::Spanned<Value>> =
-        serde_saphyr::from_multiple_with_options(text, yaml_options()).map_err(|e| {
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| {
             let location = e.location();
             let index = location.map_or(0, |l| document_at(&starts, l.span().offset()));
             ManifestError::Yaml {
@@ -334,8 +351,24 @@ fn parse_yaml(text: &str) -> Result<Raw, ManifestError> {
         .collect())
 }
 
+/// The budget a YAML error reports as breached, under the alias and
+/// snippet wrappers serde-saphyr puts around it.
+fn budget_breach(e: &serde_saphyr::Error) -> Option<&BudgetBreach> {
+    match e {
+        serde_saphyr::Error::Budget { breach, .. } => Some(breach),
+        serde_saphyr::Error::AliasError { error, .. }
+        | serde_saphyr::Error::WithSnippet { error, .. } => budget_breach(error),
+        _ => None,
+    }
+}
+
 /// serde-saphyr's message, on one line, without its location suffix.
 fn yaml_message(e: &serde_saphyr::Error) -> String {
+    if let Some(BudgetBreach::Nodes { .. }) = budget_breach(e) {
+        return format!(
+            "aliases expand to more than {ALIAS_NODES_MAX} nodes beyond the text's own"
+        );
+    }
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default().trim();
     let first = match first.rfind(" at line ") {
@@ -419,6 +452,31 @@ mod tests {
         let docs = parse("kind: X\nbase: &b {a: 1}\ncopy: *b\nscript: |\n  line one\n  line two\n");
         assert_eq!(docs[0].value["copy"], json!({"a": 1}));
         assert_eq!(docs[0].value["script"], json!("line one\nline two\n"));
+    }
+
+    /// Aliases may add at most `ALIAS_NODES_MAX` nodes: a "billion laughs"
+    /// document is refused in words instead of costing a second to expand
+    /// (found by the admission fuzz test), while a list of ten env vars
+    /// reused fifty times still parses.
+    #[test]
+    fn alias_expansion_is_bounded() {
+        let mut laughs = String::from("kind: X\nl0: &l0 [x, x, x, x, x, x, x, x, x]");
+        for i in 1..10 {
+            let refs = vec![format!("*l{}", i - 1); 9].join(", ");
+            laughs.push_str(&format!("\nl{i}: &l{i} [{refs}]"));
+        }
+        let e = parse_documents(&laughs).expect_err("billion laughs");
+        assert!(e.to_string().contains("aliases expand to more than"), "{e}");
+
+        let env = (0..10)
+            .map(|i| format!("  - {{name: VAR_{i}, value: v}}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let uses = vec!["*env"; 50].join(", ");
+        let reused = format!("kind: X\nbase:\n  env: &env\n{env}\ncopies: [{uses}]\n");
+        let docs = parse(&reused);
+        assert_eq!(docs[0].value["copies"].as_array().map(Vec::len), Some(50));
+        assert_eq!(docs[0].value["copies"][49][9]["name"], "VAR_9");
     }
 
     #[test]

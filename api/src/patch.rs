@@ -1,17 +1,41 @@
-//! Patches: RFC 7386 JSON merge patch. (Three-way apply merge lands here
-//! next.)
+//! Patches and the client-side apply merge, on objects in their JSON form.
+//!
+//! - [`merge_patch`]: RFC 7386 JSON Merge Patch (`PATCH` with
+//!   `application/merge-patch+json`).
+//! - [`three_way_merge`]: what `kubectl apply` (client side) computes from
+//!   the configuration it applied last time, the new manifest and the live
+//!   object, so that fields a user stops writing are removed while fields
+//!   other writers (controllers, `kubectl scale`) own survive.
+//! - [`LAST_APPLIED_ANNOTATION`], [`last_applied`], [`with_last_applied`]:
+//!   where that last configuration is kept, exactly as kubectl keeps it, so
+//!   objects move between kubectl and kubus without losing their history.
+//!
+//! Lists are always replaced wholesale. Kubernetes' strategic merge patch
+//! merges some lists by key (containers by `name`); kubectl uses plain JSON
+//! merge semantics for kinds without that schema (custom resources), and so
+//! does kubus for every kind. A value defaulted inside a list element is
+//! therefore dropped by an apply and filled in again by admission.
+//!
+//! Pure functions on [`serde_json::Value`]; like the rest of this crate, no
+//! I/O. Recursion follows the value's depth, which parsing already bounds
+//! (serde_json and the manifest parser both limit nesting).
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// The annotation in which kubectl (and kubus) keep the configuration last
+/// applied to an object, as compact JSON.
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Apply an RFC 7386 JSON merge patch: `null` deletes, objects merge
-/// recursively, anything else replaces.
+/// recursively, anything else replaces. A patch that is not an object
+/// replaces the whole target.
 pub fn merge_patch(target: &Value, patch: &Value) -> Value {
     let Value::Object(p) = patch else {
         return patch.clone();
     };
     let mut out = match target {
         Value::Object(t) => t.clone(),
-        _ => serde_json::Map::new(),
+        _ => Map::new(),
     };
     for (k, v) in p {
         if v.is_null() {
@@ -22,4 +46,509 @@ pub fn merge_patch(target: &Value, patch: &Value) -> Value {
         }
     }
     Value::Object(out)
+}
+
+/// The object `kubectl apply` leaves behind when it applies `manifest` over
+/// `live`, given the configuration it applied last time (`None` on the first
+/// apply, or when the object was created some other way).
+///
+/// Starting from `live`, at every level of nested objects:
+/// - a field present in `manifest` takes the manifest's value; when both the
+///   manifest's and the live value are objects they are merged by these same
+///   rules, so keys other writers set inside them survive; lists and scalars
+///   replace the live value;
+/// - a field set to `null` in `manifest` is removed (as in a merge patch);
+/// - a field present in `last_applied` but absent from `manifest` at the same
+///   path is removed — the whole field, even if other writers added keys
+///   inside it since;
+/// - every other live field (`status`, `spec.nodeName`, `metadata.uid`, a
+///   label a controller added) is kept.
+///
+/// This is the result of kubectl's `CreateThreeWayJSONMergePatch` (deletions
+/// from last-applied → manifest, changes from live → manifest) applied to
+/// the live object. Applying the same manifest again changes nothing.
+///
+/// The caller stores the manifest's own configuration for next time by
+/// merging [`with_last_applied`]`(manifest)`:
+///
+/// ```
+/// use kubus_api::patch::{last_applied, three_way_merge, with_last_applied};
+/// use serde_json::json;
+///
+/// let live = with_last_applied(&json!({
+///     "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "1", "b": "2"}}));
+/// let manifest = json!({"kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "1"}});
+/// let applied = three_way_merge(last_applied(&live).as_ref(), &with_last_applied(&manifest), &live);
+/// assert_eq!(applied["data"], json!({"a": "1"}));
+/// let recorded = last_applied(&applied);
+/// assert_eq!(recorded.map(|c| c["data"].clone()), Some(json!({"a": "1"})));
+/// ```
+pub fn three_way_merge(last_applied: Option<&Value>, manifest: &Value, live: &Value) -> Value {
+    let Value::Object(m) = manifest else {
+        return manifest.clone();
+    };
+    let mut out = match live {
+        Value::Object(l) => l.clone(),
+        _ => Map::new(),
+    };
+    if let Some(Value::Object(last)) = last_applied {
+        for k in last.keys() {
+            if !m.contains_key(k) {
+                out.remove(k);
+            }
+        }
+    }
+    for (k, v) in m {
+        match v {
+            Value::Null => {
+                out.remove(k);
+            }
+            Value::Object(_) => {
+                let last = last_applied.and_then(|l| l.get(k));
+                let merged = three_way_merge(last, v, out.get(k).unwrap_or(&Value::Null));
+                out.insert(k.clone(), merged);
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// The configuration last applied to `live`, from its
+/// [`LAST_APPLIED_ANNOTATION`]. `None` when the annotation is absent, is not
+/// valid JSON, or does not hold an object (it cannot describe one then, and
+/// kubectl would refuse it): the next apply then behaves as a first apply.
+pub fn last_applied(live: &Value) -> Option<Value> {
+    let text = live
+        .get("metadata")?
+        .get("annotations")?
+        .get(LAST_APPLIED_ANNOTATION)?
+        .as_str()?;
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .filter(Value::is_object)
+}
+
+/// `manifest` with [`LAST_APPLIED_ANNOTATION`] set to the compact JSON of the
+/// manifest without that annotation, as kubectl writes it: keys sorted, and
+/// `metadata.annotations` present (`{}` when the manifest had none) in the
+/// recorded configuration. A manifest whose `metadata` or
+/// `metadata.annotations` is neither an object nor absent/null is returned
+/// unchanged; admission refuses it anyway.
+pub fn with_last_applied(manifest: &Value) -> Value {
+    let mut out = manifest.clone();
+    let Some(annotations) = annotations_mut(&mut out) else {
+        return out;
+    };
+    annotations.remove(LAST_APPLIED_ANNOTATION);
+    let recorded = out.to_string();
+    if let Some(annotations) = annotations_mut(&mut out) {
+        annotations.insert(LAST_APPLIED_ANNOTATION.into(), Value::String(recorded));
+    }
+    out
+}
+
+/// `metadata.annotations` of `obj` as a map, created (or turned from `null`
+/// into `{}`) when missing; `None` when something in the way is not an
+/// object.
+fn annotations_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
+    fn child<'a>(parent: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Value> {
+        let slot = parent
+            .entry(key)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if slot.is_null() {
+            *slot = Value::Object(Map::new());
+        }
+        slot.is_object().then_some(slot)
+    }
+    let metadata = child(obj.as_object_mut()?, "metadata")?;
+    child(metadata.as_object_mut()?, "annotations")?.as_object_mut()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// RFC 7386 Appendix A, every example, plus the example of section 3.
+    #[test]
+    fn merge_patch_rfc7386_appendix_a() {
+        let cases = [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (
+                json!({"a": "b"}),
+                json!({"b": "c"}),
+                json!({"a": "b", "b": "c"}),
+            ),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (
+                json!({"a": "b", "b": "c"}),
+                json!({"a": null}),
+                json!({"b": "c"}),
+            ),
+            (json!({"a": ["b"]}), json!({"a": "c"}), json!({"a": "c"})),
+            (json!({"a": "c"}), json!({"a": ["b"]}), json!({"a": ["b"]})),
+            (
+                json!({"a": {"b": "c"}}),
+                json!({"a": {"b": "d", "c": null}}),
+                json!({"a": {"b": "d"}}),
+            ),
+            (
+                json!({"a": [{"b": "c"}]}),
+                json!({"a": [1]}),
+                json!({"a": [1]}),
+            ),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
+            (json!({"a": "b"}), json!(["c"]), json!(["c"])),
+            (json!({"a": "foo"}), json!(null), json!(null)),
+            (json!({"a": "foo"}), json!("bar"), json!("bar")),
+            (
+                json!({"e": null}),
+                json!({"a": 1}),
+                json!({"e": null, "a": 1}),
+            ),
+            (
+                json!([1, 2]),
+                json!({"a": "b", "c": null}),
+                json!({"a": "b"}),
+            ),
+            (
+                json!({}),
+                json!({"a": {"bb": {"ccc": null}}}),
+                json!({"a": {"bb": {}}}),
+            ),
+            // Section 3.
+            (
+                json!({"title": "Goodbye!",
+                    "author": {"givenName": "John", "familyName": "Doe"},
+                    "tags": ["example", "sample"],
+                    "content": "This will be unchanged"}),
+                json!({"title": "Hello!", "phoneNumber": "+01-123-456-7890",
+                    "author": {"familyName": null}, "tags": ["example"]}),
+                json!({"title": "Hello!",
+                    "author": {"givenName": "John"},
+                    "tags": ["example"],
+                    "content": "This will be unchanged",
+                    "phoneNumber": "+01-123-456-7890"}),
+            ),
+        ];
+        for (i, (target, patch, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                &merge_patch(target, patch),
+                want,
+                "case {i}: {target} + {patch}"
+            );
+        }
+    }
+
+    struct Case {
+        name: &'static str,
+        last: Option<Value>,
+        manifest: Value,
+        live: Value,
+        want: Value,
+    }
+
+    #[test]
+    fn three_way_merge_table() {
+        let deployment_live = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {
+                "name": "web", "uid": "u-1", "generation": 3,
+                "labels": {"app": "web", "tier": "front"},
+                "annotations": {"team": "a", "deployment.kubernetes.io/revision": "2"}},
+            "spec": {
+                "replicas": 5,
+                "progressDeadlineSeconds": 600,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web", "tier": "front"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx:1.25",
+                        "terminationMessagePath": "/dev/termination-log"}]}}},
+            "status": {"replicas": 5, "readyReplicas": 5}});
+        let deployment_last = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web",
+                "labels": {"app": "web", "tier": "front"},
+                "annotations": {"team": "a"}},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web", "tier": "front"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx:1.25"}]}}}});
+
+        let cases = vec![
+            Case {
+                name: "first apply creates: the manifest, nulls dropped",
+                last: None,
+                manifest: json!({"kind": "ConfigMap", "metadata": {"name": "c", "labels": null},
+                    "data": {"a": "1"}}),
+                live: json!({}),
+                want: json!({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}),
+            },
+            Case {
+                name: "first apply over an object created otherwise removes nothing",
+                last: None,
+                manifest: json!({"metadata": {"name": "c", "labels": {"a": "1"}},
+                    "data": {"x": "2"}}),
+                live: json!({"metadata": {"name": "c", "uid": "u", "labels": {"b": "2"}},
+                    "data": {"x": "1", "y": "1"}}),
+                want: json!({"metadata": {"name": "c", "uid": "u", "labels": {"a": "1", "b": "2"}},
+                    "data": {"x": "2", "y": "1"}}),
+            },
+            Case {
+                name: "a field removed from the manifest is removed",
+                last: Some(json!({"spec": {"replicas": 3, "paused": false}})),
+                manifest: json!({"spec": {"replicas": 3}}),
+                live: json!({"spec": {"replicas": 3, "paused": false,
+                    "progressDeadlineSeconds": 600}}),
+                want: json!({"spec": {"replicas": 3, "progressDeadlineSeconds": 600}}),
+            },
+            Case {
+                name: "fields controllers set are kept",
+                last: Some(json!({"kind": "Pod", "metadata": {"name": "p"},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]}})),
+                manifest: json!({"kind": "Pod", "metadata": {"name": "p"},
+                    "spec": {"containers": [{"name": "c", "image": "i2"}]}}),
+                live: json!({"kind": "Pod",
+                    "metadata": {"name": "p", "uid": "u-1", "creationTimestamp": "t"},
+                    "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+                    "status": {"phase": "Running"}}),
+                want: json!({"kind": "Pod",
+                    "metadata": {"name": "p", "uid": "u-1", "creationTimestamp": "t"},
+                    "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i2"}]},
+                    "status": {"phase": "Running"}}),
+            },
+            Case {
+                name: "a service keeps its allocated clusterIP",
+                last: Some(json!({"spec": {"ports": [{"port": 80}]}})),
+                manifest: json!({"spec": {"ports": [{"port": 8080}]}}),
+                live: json!({"spec": {"ports": [{"port": 80, "protocol": "TCP"}],
+                    "clusterIP": "10.0.0.7", "clusterIPs": ["10.0.0.7"]}}),
+                want: json!({"spec": {"ports": [{"port": 8080}],
+                    "clusterIP": "10.0.0.7", "clusterIPs": ["10.0.0.7"]}}),
+            },
+            Case {
+                name: "labels, annotations and template labels removed key by key",
+                last: Some(deployment_last.clone()),
+                manifest: json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "web", "labels": {"app": "web"}, "annotations": {}},
+                    "spec": {
+                        "replicas": 3,
+                        "selector": {"matchLabels": {"app": "web"}},
+                        "template": {
+                            "metadata": {"labels": {"app": "web"}},
+                            "spec": {"containers": [{"name": "web", "image": "nginx:1.25"}]}}}}),
+                live: deployment_live.clone(),
+                want: json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {
+                        "name": "web", "uid": "u-1", "generation": 3,
+                        "labels": {"app": "web"},
+                        "annotations": {"deployment.kubernetes.io/revision": "2"}},
+                    "spec": {
+                        "replicas": 3,
+                        "progressDeadlineSeconds": 600,
+                        "selector": {"matchLabels": {"app": "web"}},
+                        "template": {
+                            "metadata": {"labels": {"app": "web"}},
+                            "spec": {"containers": [{"name": "web", "image": "nginx:1.25"}]}}},
+                    "status": {"replicas": 5, "readyReplicas": 5}}),
+            },
+            Case {
+                name: "a field neither applied nor in the manifest keeps another writer's value",
+                last: Some(json!({"spec": {"template": {"x": 1}}})),
+                manifest: json!({"spec": {"template": {"x": 1}}}),
+                live: json!({"spec": {"replicas": 7, "template": {"x": 1}}}),
+                want: json!({"spec": {"replicas": 7, "template": {"x": 1}}}),
+            },
+            Case {
+                name: "a whole map dropped from the manifest goes, other writers' keys too",
+                last: Some(json!({"metadata": {"name": "c", "labels": {"a": "1"}}})),
+                manifest: json!({"metadata": {"name": "c"}}),
+                live: json!({"metadata": {"name": "c", "labels": {"a": "1", "b": "2"}}}),
+                want: json!({"metadata": {"name": "c"}}),
+            },
+            Case {
+                name: "lists are replaced wholesale, never merged",
+                last: Some(json!({"spec": {"containers": [{"name": "a", "image": "i"},
+                    {"name": "b", "image": "i"}], "args": ["x"]}})),
+                manifest: json!({"spec": {"containers": [{"name": "b", "image": "j"}],
+                    "tolerations": []}}),
+                live: json!({"spec": {"containers": [
+                        {"name": "a", "image": "i", "imagePullPolicy": "IfNotPresent"},
+                        {"name": "b", "image": "i", "imagePullPolicy": "IfNotPresent"}],
+                    "args": ["x"]}}),
+                want: json!({"spec": {"containers": [{"name": "b", "image": "j"}],
+                    "tolerations": []}}),
+            },
+            Case {
+                name: "null in the manifest deletes",
+                last: Some(json!({"data": {"a": "1"}})),
+                manifest: json!({"data": {"a": null, "b": "2"}}),
+                live: json!({"data": {"a": "1", "c": "3"}}),
+                want: json!({"data": {"b": "2", "c": "3"}}),
+            },
+            Case {
+                name: "an object replaces a live scalar, nested nulls dropped",
+                last: None,
+                manifest: json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}}),
+                live: json!({"spec": {"strategy": "odd"}}),
+                want: json!({"spec": {"strategy": {"type": "Recreate"}}}),
+            },
+            Case {
+                name: "a scalar replaces a live object",
+                last: Some(json!({"spec": {"x": {"a": 1}}})),
+                manifest: json!({"spec": {"x": 2}}),
+                live: json!({"spec": {"x": {"a": 1, "b": 1}}}),
+                want: json!({"spec": {"x": 2}}),
+            },
+            Case {
+                name: "last applied scalar where the manifest now has an object",
+                last: Some(json!({"spec": {"x": 1}})),
+                manifest: json!({"spec": {"x": {"a": 1}}}),
+                live: json!({"spec": {"x": 1}}),
+                want: json!({"spec": {"x": {"a": 1}}}),
+            },
+            Case {
+                name: "deletion of a field already gone is a no-op",
+                last: Some(json!({"spec": {"paused": true}, "extra": 1})),
+                manifest: json!({"spec": {}}),
+                live: json!({"spec": {"replicas": 1}}),
+                want: json!({"spec": {"replicas": 1}}),
+            },
+        ];
+        for case in &cases {
+            let got = three_way_merge(case.last.as_ref(), &case.manifest, &case.live);
+            assert_eq!(got, case.want, "{}", case.name);
+            // Applying the same manifest again changes nothing.
+            let again = three_way_merge(Some(&case.manifest), &case.manifest, &got);
+            assert_eq!(again, got, "{}: not idempotent", case.name);
+        }
+    }
+
+    /// Two applies through the annotation, as the store runs them: the
+    /// second apply removes what the user dropped and keeps what the
+    /// controllers wrote in between.
+    #[test]
+    fn apply_twice_through_the_annotation() {
+        let first = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "labels": {"app": "web", "tier": "front"}},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}});
+        // What kubectl records: the manifest, with empty annotations.
+        let recorded = |manifest: &Value| {
+            let mut m = manifest.clone();
+            m["metadata"]["annotations"] = json!({});
+            m
+        };
+        let mut live = three_way_merge(None, &with_last_applied(&first), &json!({}));
+        assert_eq!(last_applied(&live), Some(recorded(&first)));
+        // The store and a controller fill in their fields.
+        live["metadata"]["uid"] = json!("u-1");
+        live["metadata"]["labels"]["owner"] = json!("ops");
+        live["spec"]["clusterIP"] = json!("10.0.0.9");
+        live["status"] = json!({"loadBalancer": {}});
+
+        let second = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 8080}]}});
+        let got = three_way_merge(
+            last_applied(&live).as_ref(),
+            &with_last_applied(&second),
+            &live,
+        );
+        assert_eq!(
+            got["metadata"]["labels"],
+            json!({"app": "web", "owner": "ops"})
+        );
+        assert_eq!(got["metadata"]["uid"], "u-1");
+        assert_eq!(got["spec"]["clusterIP"], "10.0.0.9");
+        assert_eq!(got["spec"]["ports"], json!([{"port": 8080}]));
+        assert_eq!(got["status"], json!({"loadBalancer": {}}));
+        assert_eq!(last_applied(&got), Some(recorded(&second)));
+    }
+
+    #[test]
+    fn with_last_applied_records_as_kubectl_does() {
+        let cases = [
+            (
+                "no annotations: recorded with empty annotations, as kubectl",
+                json!({"kind": "ConfigMap", "apiVersion": "v1",
+                    "metadata": {"name": "cfg", "namespace": "default"}, "data": {"k": "v"}}),
+                Some(
+                    r#"{"apiVersion":"v1","data":{"k":"v"},"kind":"ConfigMap","metadata":{"annotations":{},"name":"cfg","namespace":"default"}}"#,
+                ),
+            ),
+            (
+                "an old record is replaced, not nested",
+                json!({"kind": "ConfigMap", "metadata": {"name": "cfg",
+                    "annotations": {"a": "1", LAST_APPLIED_ANNOTATION: "{\"old\":true}"}}}),
+                Some(r#"{"kind":"ConfigMap","metadata":{"annotations":{"a":"1"},"name":"cfg"}}"#),
+            ),
+            (
+                "null metadata and annotations become maps",
+                json!({"kind": "ConfigMap", "metadata": {"name": "c", "annotations": null}}),
+                Some(r#"{"kind":"ConfigMap","metadata":{"annotations":{},"name":"c"}}"#),
+            ),
+            (
+                "no metadata at all",
+                json!({"kind": "ConfigMap"}),
+                Some(r#"{"kind":"ConfigMap","metadata":{"annotations":{}}}"#),
+            ),
+            (
+                "metadata that is not a mapping is left alone",
+                json!({"kind": "ConfigMap", "metadata": "x"}),
+                None,
+            ),
+            (
+                "annotations that are not a mapping are left alone",
+                json!({"kind": "ConfigMap", "metadata": {"annotations": [1]}}),
+                None,
+            ),
+            ("not an object", json!([1]), None),
+        ];
+        for (name, manifest, want) in cases {
+            let got = with_last_applied(&manifest);
+            let recorded = got
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(LAST_APPLIED_ANNOTATION))
+                .and_then(Value::as_str);
+            assert_eq!(recorded, want, "{name}");
+            if want.is_none() {
+                assert_eq!(got, manifest, "{name}");
+            } else {
+                // Recording is stable: doing it twice gives the same object.
+                assert_eq!(with_last_applied(&got), got, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn last_applied_reads_the_annotation() {
+        let with =
+            |text: &str| json!({"metadata": {"annotations": {LAST_APPLIED_ANNOTATION: text}}});
+        let cases = [
+            ("absent", json!({"metadata": {"name": "x"}}), None),
+            ("no metadata", json!({"kind": "Pod"}), None),
+            ("unparseable", with("{not json"), None),
+            ("not an object", with("[1,2]"), None),
+            (
+                "not a string",
+                json!({"metadata": {"annotations": {LAST_APPLIED_ANNOTATION: 3}}}),
+                None,
+            ),
+            (
+                "an object",
+                with(r#"{"kind":"Pod","metadata":{"annotations":{},"name":"p"}}"#),
+                Some(json!({"kind": "Pod", "metadata": {"annotations": {}, "name": "p"}})),
+            ),
+        ];
+        for (name, live, want) in cases {
+            assert_eq!(last_applied(&live), want, "{name}");
+        }
+    }
 }

@@ -28,6 +28,9 @@ pub struct ListPage {
     pub continue_token: Option<String>,
 }
 
+/// Retries of a request the store answered `Unavailable`.
+pub const UNAVAILABLE_RETRIES: usize = 5;
+
 /// How long one request waits for its reply.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -138,6 +141,8 @@ impl Client {
         }
     }
 
+    /// One API call. `Unavailable` (the store is busy or electing) is
+    /// retried after the delay the store asks for, a bounded number of times.
     async fn api(
         &self,
         verb: Verb,
@@ -146,8 +151,18 @@ impl Client {
         req: ApiRequest,
     ) -> Result<ApiResponse> {
         let subject = self.subjects.api(verb, kind, namespace);
-        let reply: ApiReply = self.request(subject, &req).await?;
-        Ok(reply?)
+        let mut attempt = 0;
+        loop {
+            let reply: ApiReply = self.request(subject.clone(), &req).await?;
+            match reply {
+                Err(e) if e.reason == Reason::Unavailable && attempt < UNAVAILABLE_RETRIES => {
+                    attempt += 1;
+                    let wait = e.retry_after_ms.unwrap_or(100).clamp(10, 5_000);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     pub async fn get(&self, kind: Kind, namespace: Option<&str>, name: &str) -> Result<Value> {

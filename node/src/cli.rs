@@ -101,6 +101,35 @@ pub struct UpArgs {
     /// The worker's node name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
+    /// Also run this many hollow node agents (no processes: pods "run"
+    /// after --hollow-delay-ms), named hollow-0000…, for scale tests.
+    #[arg(long, default_value_t = 0)]
+    pub hollow_nodes: usize,
+    /// How long a hollow node's container takes to start.
+    #[arg(long, default_value_t = 100)]
+    pub hollow_delay_ms: u64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// The worker role's container runtime.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// process (child processes on the host) or cri (containers through
+    /// containerd's CRI; without --cri-socket, a private containerd is
+    /// started under the data directory).
+    #[arg(long, default_value = "process", value_parser = ["process", "cri"])]
+    pub runtime: String,
+    /// Use the CRI runtime listening on this socket.
+    #[arg(long)]
+    pub cri_socket: Option<PathBuf>,
+    /// The private containerd's sandbox image; it must be imported (no
+    /// registry is needed: deploy/build-test-image.sh --address SOCKET).
+    #[arg(long, default_value = "localhost/pause:kubus")]
+    pub sandbox_image: String,
+    /// The private containerd's pod network (bridge `kubus0`).
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pub pod_cidr: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -117,6 +146,15 @@ pub struct NodeArgs {
     pub cluster: String,
     #[arg(long)]
     pub node_name: Option<String>,
+    /// Also run this many hollow node agents (no processes: pods "run"
+    /// after --hollow-delay-ms), named hollow-0000…, for scale tests.
+    #[arg(long, default_value_t = 0)]
+    pub hollow_nodes: usize,
+    /// How long a hollow node's container takes to start.
+    #[arg(long, default_value_t = 100)]
+    pub hollow_delay_ms: u64,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Debug, Clone, Args)]

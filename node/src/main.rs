@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod commands;
 mod config;
+mod containerd;
 mod mesh;
 mod nats_server;
 mod print;

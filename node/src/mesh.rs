@@ -9,6 +9,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use anyhow::{bail, Context};
 use kubus_actors::deployment::DeploymentController;
+use kubus_actors::node_agent::cri::CriRuntime;
+use kubus_actors::node_agent::hollow::HollowRuntime;
 use kubus_actors::node_agent::process::ProcessRuntime;
 use kubus_actors::node_agent::{NodeAgent, NodeConfig, Shutdown};
 use kubus_actors::replicaset::ReplicaSetController;
@@ -18,8 +20,9 @@ use kubus_bus::Client;
 use kubus_storage::{NoPeers, Store, StoreConfig};
 use tracing::{error, info};
 
-use crate::cli::{NodeArgs, UpArgs};
+use crate::cli::{NodeArgs, RuntimeArgs, UpArgs};
 use crate::config::{self, Current};
+use crate::containerd::{self, Containerd};
 use crate::nats_server::NatsServer;
 
 /// The roles a mesh node can host.
@@ -55,6 +58,9 @@ pub struct MeshNode {
     pub cluster: String,
     pub data_dir: PathBuf,
     pub node_name: String,
+    pub hollow_nodes: usize,
+    pub hollow_delay_ms: u64,
+    pub runtime: RuntimeArgs,
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -100,6 +106,9 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         cluster: args.cluster,
         data_dir,
         node_name: args.node_name.unwrap_or_else(config::host_name),
+        hollow_nodes: args.hollow_nodes,
+        hollow_delay_ms: args.hollow_delay_ms,
+        runtime: args.runtime,
     };
     let result = run(mesh, nats.clone());
     config::clear_current(pid);
@@ -118,6 +127,9 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         cluster: args.cluster,
         data_dir: args.data_dir.unwrap_or_else(config::default_data_dir),
         node_name: args.node_name.unwrap_or_else(config::host_name),
+        hollow_nodes: args.hollow_nodes,
+        hollow_delay_ms: args.hollow_delay_ms,
+        runtime: args.runtime,
     };
     std::fs::create_dir_all(&mesh.data_dir)
         .with_context(|| format!("creating {}", mesh.data_dir.display()))?;
@@ -155,7 +167,15 @@ async fn wait_for_stop() {
 }
 
 fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<()> {
-    let system = actix::System::new();
+    // Actors run on the System's thread; tasks they spawn (the store's
+    // request handlers, the publisher, watch tasks) use both cores.
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime (only fails when the OS refuses threads)")
+    });
     system.block_on(async move {
         let client = connect(&mesh.nats_url, &mesh.cluster).await?;
         let store = if mesh.roles.store {
@@ -169,18 +189,13 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
             DeploymentController::new(client.clone()).start();
             info!("control role: scheduler and controllers started");
         }
-        let agent = if mesh.roles.worker {
-            let root = mesh.data_dir.join("agent");
-            let runtime = ProcessRuntime::new(root.join("processes")).context("process runtime")?;
-            let cfg = NodeConfig::from_host(&mesh.node_name, root);
-            let agent = NodeAgent::new(client.clone(), cfg, runtime)
-                .await
-                .context("node agent")?;
-            info!(node = %mesh.node_name, "worker role: node agent started");
-            Some(agent.start())
-        } else {
-            None
-        };
+        let mut worker = Worker::default();
+        if mesh.roles.worker {
+            worker = start_worker(&client, &mesh).await?;
+            info!(node = %mesh.node_name, runtime = %mesh.runtime.runtime, "worker role: node agent started");
+        }
+        let containerd = worker.containerd.take().map(|c| Arc::new(Mutex::new(c)));
+        let hollow = start_hollow_nodes(&client, &mesh).await?;
         println!("kubus: ready (node {:?}); stop with Ctrl-C", mesh.node_name);
         let supervised = async {
             let Some(server) = nats else {
@@ -198,14 +213,47 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
                 }
             }
         };
+        let supervised_containerd = async {
+            let Some(c) = containerd.clone() else {
+                return std::future::pending::<anyhow::Result<()>>().await;
+            };
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let r = c
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("containerd supervisor poisoned"))?
+                    .supervise();
+                if let Err(e) = r {
+                    error!(error = %e, "containerd lost");
+                    return Err(e);
+                }
+            }
+        };
         let outcome = tokio::select! {
             _ = wait_for_stop() => Ok(()),
             r = supervised => r,
+            r = supervised_containerd => r,
         };
         info!("stopping");
-        if let Some(agent) = agent {
+        if let Some(agent) = worker.agent {
             let _ = tokio::time::timeout(Duration::from_secs(15), agent.send(Shutdown)).await;
         }
+        if let Some(cri) = worker.cri {
+            // what the agent did not stop (a pod it never finished starting)
+            match tokio::time::timeout(Duration::from_secs(30), cri.remove_all()).await {
+                Ok(Ok(n)) if n > 0 => info!(sandboxes = n, "removed leftover sandboxes"),
+                Ok(Err(e)) => error!(error = %e, "cannot remove sandboxes"),
+                _ => {}
+            }
+        }
+        if let Some(c) = containerd {
+            if let Ok(c) = Arc::try_unwrap(c) {
+                if let Ok(c) = c.into_inner() {
+                    let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+                }
+            }
+        }
+        drop(hollow);
         if let Some(store) = store {
             store.shutdown();
         }
@@ -213,6 +261,100 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
         System::current().stop();
         outcome
     })
+}
+
+/// The worker role: its node agent (of either runtime) and what the cri
+/// runtime needs stopped after it.
+#[derive(Default)]
+struct Worker {
+    agent: Option<Recipient<Shutdown>>,
+    cri: Option<CriRuntime>,
+    containerd: Option<Containerd>,
+}
+
+async fn start_worker(client: &Client, mesh: &MeshNode) -> anyhow::Result<Worker> {
+    let root = mesh.data_dir.join("agent");
+    let cfg = NodeConfig::from_host(&mesh.node_name, root.clone());
+    if mesh.runtime.runtime != "cri" {
+        let runtime = ProcessRuntime::new(root.join("processes")).context("process runtime")?;
+        let agent = NodeAgent::new(client.clone(), cfg, runtime)
+            .await
+            .context("node agent")?;
+        return Ok(Worker {
+            agent: Some(agent.start().recipient()),
+            ..Worker::default()
+        });
+    }
+    let mut worker = Worker::default();
+    let socket = match &mesh.runtime.cri_socket {
+        Some(s) => s.clone(),
+        None => {
+            let settings = containerd::Settings {
+                dir: mesh.data_dir.join("containerd"),
+                sandbox_image: mesh.runtime.sandbox_image.clone(),
+                pod_cidr: mesh.runtime.pod_cidr.clone(),
+                bridge: "kubus0".into(),
+            };
+            let c = tokio::task::spawn_blocking(move || Containerd::start(&settings))
+                .await
+                .context("starting containerd")??;
+            let socket = c.socket.clone();
+            worker.containerd = Some(c);
+            socket
+        }
+    };
+    // containerd's CRI plugin may answer a moment after the socket opens
+    let mut last = None;
+    for _ in 0..50 {
+        match CriRuntime::connect(&socket, &mesh.node_name).await {
+            Ok(r) => {
+                worker.cri = Some(r);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let Some(runtime) = worker.cri.clone() else {
+        if let Some(c) = worker.containerd.take() {
+            c.stop();
+        }
+        bail!(
+            "cannot use the CRI runtime at {}: {}",
+            socket.display(),
+            last.map(|e| e.to_string()).unwrap_or_default()
+        );
+    };
+    let agent = NodeAgent::new(client.clone(), cfg, runtime)
+        .await
+        .context("node agent")?;
+    worker.agent = Some(agent.start().recipient());
+    Ok(worker)
+}
+
+/// Start the hollow node agents this mesh node hosts (all sharing one
+/// connection and one runtime).
+async fn start_hollow_nodes(
+    client: &Client,
+    mesh: &MeshNode,
+) -> anyhow::Result<Vec<Addr<NodeAgent<HollowRuntime>>>> {
+    let runtime = HollowRuntime::new(Duration::from_millis(mesh.hollow_delay_ms));
+    let mut agents = Vec::with_capacity(mesh.hollow_nodes);
+    for i in 0..mesh.hollow_nodes {
+        let name = format!("hollow-{i:04}");
+        let mut cfg = NodeConfig::from_host(&name, mesh.data_dir.join("hollow").join(&name));
+        cfg.cpu = "4".into();
+        cfg.memory = "16Gi".into();
+        cfg.labels = vec![("kubus.io/hollow".into(), "true".into())];
+        let agent = NodeAgent::new(client.clone(), cfg, runtime.clone())
+            .await
+            .with_context(|| format!("hollow node {name}"))?;
+        agents.push(agent.start());
+    }
+    if mesh.hollow_nodes > 0 {
+        info!(nodes = mesh.hollow_nodes, "hollow node agents started");
+    }
+    Ok(agents)
 }
 
 async fn start_store(dir: &Path, client: &Client, cluster: &str) -> anyhow::Result<Store> {

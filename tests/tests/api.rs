@@ -234,3 +234,47 @@ fn events_tell_what_happened_to_a_pod() {
     })
     .unwrap_or_else(|| panic!("no Killing event; log:\n{}", c.log()));
 }
+
+#[test]
+fn apply_removes_what_the_manifest_dropped_and_keeps_what_others_set() {
+    let c = Cluster::start();
+    let v1 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\n  labels: {a: \"1\", b: \"2\"}\ndata: {x: \"1\", y: \"2\"}\n";
+    let out = c.apply(v1);
+    assert!(out.status.success(), "{out:?}");
+    rt().block_on(async {
+        let client = Client::connect(&c.nats_url, "kubus")
+            .await
+            .expect("connect");
+        // another writer adds a label the manifest never mentions
+        let r = ObjectRef::new(Kind::ConfigMap, Some("default"), "owned");
+        client
+            .patch(&r, json!({"metadata": {"labels": {"other": "yes"}}}))
+            .await
+            .expect("patch");
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&c.apply(v1).stdout).trim(),
+        "configmap/owned unchanged"
+    );
+    let v2 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\n  labels: {a: \"1\"}\ndata: {x: \"1\"}\n";
+    assert_eq!(
+        String::from_utf8_lossy(&c.apply(v2).stdout).trim(),
+        "configmap/owned configured"
+    );
+    let items = c.items("configmaps");
+    let cm = items
+        .iter()
+        .find(|o| o["metadata"]["name"] == "owned")
+        .expect("object");
+    assert_eq!(
+        cm["data"],
+        json!({"x": "1"}),
+        "y was dropped from the manifest"
+    );
+    assert_eq!(
+        cm["metadata"]["labels"],
+        json!({"a": "1", "other": "yes"}),
+        "b dropped; other kept"
+    );
+    assert!(cm["metadata"]["annotations"][kubus_api::patch::LAST_APPLIED_ANNOTATION].is_string());
+}

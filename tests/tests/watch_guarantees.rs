@@ -21,7 +21,20 @@ fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
 
+/// A child process stopped by its PID when the guard drops (also when the
+/// test panics).
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            stop(&mut self.0);
+        }
+    }
+}
+
 fn stop(child: &mut Child) {
+    signal(child.id(), "-CONT"); // a frozen watcher must run to see TERM
     signal(child.id(), "-TERM");
     if wait_for(Duration::from_secs(20), || child.try_wait().ok().flatten()).is_none() {
         let _ = child.kill();
@@ -258,7 +271,7 @@ fn watches_keep_etcds_six_guarantees_through_faults() {
     let url = nats.url();
     let data = dir.path().join("store");
     let store_log = dir.path().join("store.log");
-    let mut store_child = store(&url, &data, &store_log);
+    let mut store_child = Guard(store(&url, &data, &store_log));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -295,7 +308,7 @@ fn watches_keep_etcds_six_guarantees_through_faults() {
     for i in 0..5 {
         let out = dir.path().join(format!("watcher-{i}.jsonl"));
         let since = resume_points.get(i).copied();
-        watchers.push((watcher(&url, &out, since), out, since));
+        watchers.push((Guard(watcher(&url, &out, since)), out, since));
     }
     std::thread::sleep(Duration::from_secs(1));
 
@@ -310,7 +323,7 @@ fn watches_keep_etcds_six_guarantees_through_faults() {
     nats.launch();
     std::thread::sleep(Duration::from_millis(1500));
     // (b) a watcher freezes under load until the server cuts it off
-    let frozen = watchers[4].0.id();
+    let frozen = watchers[4].0 .0.id();
     signal(frozen, "-STOP");
     let cut_off = wait_for(Duration::from_secs(15), || {
         let log = std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default();
@@ -322,8 +335,8 @@ fn watches_keep_etcds_six_guarantees_through_faults() {
         "the frozen watcher was never cut off as a slow consumer"
     );
     // (c) the store restarts on its data
-    stop(&mut store_child);
-    store_child = store(&url, &data, &store_log);
+    stop(&mut store_child.0);
+    store_child = Guard(store(&url, &data, &store_log));
     let acked: usize = rt.block_on(async {
         let mut n = 0;
         for l in loads {
@@ -345,7 +358,7 @@ fn watches_keep_etcds_six_guarantees_through_faults() {
                 .and_then(|(start, s)| s.last().map(|x| x.revision).or(Some(*start)));
             (last >= Some(final_rev) || o.bookmarks.last() >= Some(&final_rev)).then_some(())
         });
-        stop(child);
+        stop(&mut child.0);
         assert!(
             reached.is_some(),
             "{} never caught up to revision {final_rev}",
@@ -430,5 +443,5 @@ fn watches_keep_etcds_six_guarantees_through_faults() {
     println!(
         "5 watchers, {acked} acknowledged writes, final revision {final_rev}: zero violations"
     );
-    stop(&mut store_child);
+    drop(store_child);
 }

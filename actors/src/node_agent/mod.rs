@@ -5,6 +5,8 @@
 //!
 //! Decisions are in [`pod`]; this actor carries them out.
 
+pub mod cri;
+pub mod hollow;
 pub mod logs;
 pub mod pod;
 pub mod process;
@@ -32,7 +34,7 @@ use crate::events::{EventType, Recorder};
 use crate::informer::Cache;
 use crate::watching::{watched, Watched};
 use pod::{ContainerState, Step};
-use runtime::{ContainerSpec, Exited, Runtime, RuntimeError};
+use runtime::{ContainerSpec, Exited, Runtime, RuntimeError, RuntimeEvent};
 
 /// Longest grace period the agent waits for a container to stop.
 pub const GRACE_MAX: Duration = Duration::from_secs(30);
@@ -51,6 +53,8 @@ pub struct NodeConfig {
     pub cpu: String,
     pub memory: String,
     pub pods: u32,
+    /// Labels beyond the well-known ones (e.g. `kubus.io/hollow`).
+    pub labels: Vec<(String, String)>,
 }
 
 impl NodeConfig {
@@ -73,6 +77,7 @@ impl NodeConfig {
             cpu: cpus.to_string(),
             memory: format!("{mem_kib}Ki"),
             pods: 110,
+            labels: Vec::new(),
         }
     }
 }
@@ -81,7 +86,7 @@ impl NodeConfig {
 pub fn node_object(cfg: &NodeConfig, runtime_version: &str) -> Value {
     let now = kubus_api::lifecycle::format_time(jiff::Timestamp::now());
     let resources = json!({"cpu": cfg.cpu, "memory": cfg.memory, "pods": cfg.pods.to_string()});
-    json!({
+    let mut node = json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": cfg.name, "labels": {
@@ -101,7 +106,11 @@ pub fn node_object(cfg: &NodeConfig, runtime_version: &str) -> Value {
                 "architecture": std::env::consts::ARCH, "osImage": "", "kernelVersion": "",
                 "machineID": "", "systemUUID": "", "bootID": "", "kubeProxyVersion": ""},
         },
-    })
+    });
+    for (k, v) in &cfg.labels {
+        node["metadata"]["labels"][k] = json!(v);
+    }
+    node
 }
 
 fn now_ms() -> u64 {
@@ -118,6 +127,8 @@ struct PodEntry {
     status_in_flight: bool,
     status_dirty: bool,
     last_reported: Option<Value>,
+    /// The pod's address on the pod network, once the runtime reports it.
+    pod_ip: Option<String>,
 }
 
 /// Resolve a container's environment: literal values and fieldRef.
@@ -274,9 +285,13 @@ impl<R: Runtime> NodeAgent<R> {
             return;
         }
         match self.pods.get_mut(&uid) {
-            Some(entry) => entry.pod = pod,
+            Some(entry) => {
+                self.runtime.pod_updated(&pod);
+                entry.pod = pod;
+            }
             None => {
                 info!(pod = %crate::informer::key_of(&pod), "pod assigned to this node");
+                self.runtime.pod_updated(&pod);
                 self.pods.insert(
                     uid.clone(),
                     PodEntry {
@@ -288,6 +303,7 @@ impl<R: Runtime> NodeAgent<R> {
                         status_in_flight: false,
                         status_dirty: false,
                         last_reported: None,
+                        pod_ip: None,
                     },
                 );
             }
@@ -335,9 +351,21 @@ impl<R: Runtime> NodeAgent<R> {
                 }
             }
         }
+        // a container started with a start-up delay: report it when it is up
+        let delay = self.runtime.ready_delay();
+        let pending = self.pods.get(uid).is_some_and(|e| {
+            e.states
+                .values()
+                .any(|s| s.running.is_some() && !pod::is_up(s, now))
+        });
+        if pending && !delay.is_zero() {
+            let uid = uid.to_string();
+            ctx.run_later(delay, move |act, ctx| act.sync_pod(&uid, ctx));
+        }
         self.report_status(uid, ctx);
     }
 
+    /// Start one container; returns the Event to record.
     fn start_container(
         &mut self,
         uid: &str,
@@ -386,7 +414,8 @@ impl<R: Runtime> NodeAgent<R> {
                 debug!(pod = %spec.pod, container = name, %id, "container started");
                 state.restarts = restarts;
                 state.running = Some(id);
-                state.started_at_ms = Some(now);
+                let delay = self.runtime.ready_delay().as_millis() as u64;
+                state.started_at_ms = Some(now + delay);
                 state.waiting = None;
                 Some((
                     EventType::Normal,
@@ -413,13 +442,16 @@ impl<R: Runtime> NodeAgent<R> {
         let Some(entry) = self.pods.get_mut(uid) else {
             return;
         };
-        let status = pod::status(
+        let mut status = pod::status(
             &entry.pod,
             &entry.states,
             &self.cfg.host_ip,
             entry.started_ms,
             now,
         );
+        if let Some(ip) = &entry.pod_ip {
+            pod::set_pod_ip(&mut status, ip);
+        }
         if entry.last_reported.as_ref() == Some(&status) || entry.terminating {
             return;
         }
@@ -502,8 +534,13 @@ impl<R: Runtime> NodeAgent<R> {
             self.recorder
                 .record(&pod, EventType::Normal, "Killing", &message);
         }
+        let stop_pod = self.runtime.stop_pod(uid);
         let uid = uid.to_string();
-        ctx.spawn(join_all(stops).into_actor(self).map(move |_, act, _| {
+        let stopped = async move {
+            join_all(stops).await;
+            stop_pod.await;
+        };
+        ctx.spawn(stopped.into_actor(self).map(move |_, act, _| {
             act.pods.remove(&uid);
         }));
     }
@@ -538,6 +575,48 @@ impl<R: Runtime> NodeAgent<R> {
         }
         let uid = exit.pod_uid.clone();
         self.sync_pod(&uid, ctx);
+    }
+
+    fn on_runtime_event(&mut self, event: RuntimeEvent, ctx: &mut Context<Self>) {
+        match event {
+            RuntimeEvent::PodNetwork { pod_uid, ip } => {
+                if let Some(entry) = self.pods.get_mut(&pod_uid) {
+                    entry.pod_ip = Some(ip);
+                    self.report_status(&pod_uid, ctx);
+                }
+            }
+            RuntimeEvent::StartFailed {
+                pod_uid,
+                container,
+                id,
+                reason,
+                message,
+            } => {
+                let Some(entry) = self.pods.get_mut(&pod_uid) else {
+                    return;
+                };
+                let Some(state) = entry.states.get_mut(&container) else {
+                    return;
+                };
+                if state.running.as_deref() != Some(id.as_str()) {
+                    return;
+                }
+                // never ran: retried after a backoff, waiting with the reason
+                pod::record_exit(state, 128, &reason, now_ms());
+                state.waiting = Some((reason, message.clone()));
+                let pod = entry.pod.clone();
+                if entry.terminating {
+                    return;
+                }
+                self.recorder.record(
+                    &pod,
+                    EventType::Warning,
+                    "Failed",
+                    &format!("Error: {message}"),
+                );
+                self.sync_pod(&pod_uid, ctx);
+            }
+        }
     }
 
     fn serve_logs(&self, msg: NatsMessage) {
@@ -640,6 +719,12 @@ impl<R: Runtime> Actor for NodeAgent<R> {
         if let Some(sub) = self.logs_sub.take() {
             ctx.add_stream(sub);
         }
+        if let Some(rx) = self.runtime.events() {
+            ctx.add_stream(futures::stream::unfold(rx, |mut rx| async move {
+                let e = rx.recv().await?;
+                Some((RuntimeEventSeen(e), rx))
+            }));
+        }
         ctx.run_interval(HEARTBEAT_EVERY, |act, _ctx| {
             let nats = act.client.nats().clone();
             let subject = act.client.subjects().heartbeat(&act.cfg.name);
@@ -666,6 +751,19 @@ impl<R: Runtime> StreamHandler<Watched> for NodeAgent<R> {
     fn finished(&mut self, _ctx: &mut Context<Self>) {
         warn!("NodeAgent: pod watch ended");
     }
+}
+
+/// A runtime event, delivered to the agent.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct RuntimeEventSeen(RuntimeEvent);
+
+impl<R: Runtime> StreamHandler<RuntimeEventSeen> for NodeAgent<R> {
+    fn handle(&mut self, e: RuntimeEventSeen, ctx: &mut Context<Self>) {
+        self.on_runtime_event(e.0, ctx);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 impl<R: Runtime> StreamHandler<ExitSeen> for NodeAgent<R> {
@@ -701,9 +799,15 @@ impl<R: Runtime> Handler<Shutdown> for NodeAgent<R> {
                 stops.push(self.runtime.stop(id, grace));
             }
         }
+        let pod_stops: Vec<_> = self
+            .pods
+            .keys()
+            .map(|uid| self.runtime.stop_pod(uid))
+            .collect();
         info!(containers = stops.len(), "stopping every container");
         Box::pin(async move {
             join_all(stops).await;
+            join_all(pod_stops).await;
         })
     }
 }

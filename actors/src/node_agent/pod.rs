@@ -100,6 +100,19 @@ fn init_done(state: Option<&ContainerState>) -> bool {
     state.is_some_and(|s| s.running.is_none() && s.last_exit.as_ref().is_some_and(|e| e.code == 0))
 }
 
+/// Whether a container runs now: started, and past its runtime's start-up
+/// delay.
+pub fn is_up(s: &ContainerState, now_ms: u64) -> bool {
+    s.running.is_some() && s.started_at_ms.is_none_or(|at| at <= now_ms)
+}
+
+/// Put the pod's own address (from its sandbox) into a status that
+/// `status` built with the node's address.
+pub fn set_pod_ip(status: &mut Value, ip: &str) {
+    status["podIP"] = json!(ip);
+    status["podIPs"] = json!([{ "ip": ip }]);
+}
+
 /// The steps for one pod now: init containers one at a time, in order, each
 /// to success; then every app container, restarted as the policy says.
 pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64) -> Vec<Step> {
@@ -116,7 +129,13 @@ pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64
                 });
                 false
             }
-            Some(s) if s.running.is_some() => false,
+            Some(s) if s.running.is_some() => {
+                // a runtime with a start-up delay: look again when it is up
+                if let Some(at) = s.started_at_ms.filter(|at| *at > now_ms) {
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                }
+                false
+            }
             Some(s)
                 if s.waiting
                     .as_ref()
@@ -177,8 +196,11 @@ fn container_status(name: &str, image: &str, s: Option<&ContainerState>, now_ms:
         return json!({"name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0, "started": false,
             "state": {"waiting": {"reason": "ContainerCreating"}}});
     };
-    let state = if s.running.is_some() {
+    let up = is_up(s, now_ms);
+    let state = if up {
         json!({"running": {"startedAt": time(s.started_at_ms.unwrap_or(now_ms))}})
+    } else if s.running.is_some() {
+        json!({"waiting": {"reason": "ContainerCreating"}})
     } else if let Some((reason, message)) = &s.waiting {
         json!({"waiting": {"reason": reason, "message": message}})
     } else if let Some(e) = s.last_exit.as_ref().filter(|_| s.not_before_ms > now_ms) {
@@ -191,7 +213,7 @@ fn container_status(name: &str, image: &str, s: Option<&ContainerState>, now_ms:
         json!({"waiting": {"reason": "ContainerCreating"}})
     };
     let mut status = json!({"name": name, "image": image, "imageID": "", "containerID": s.running.clone().unwrap_or_default(),
-        "ready": s.running.is_some(), "started": s.running.is_some(), "restartCount": s.restarts, "state": state});
+        "ready": up, "started": up, "restartCount": s.restarts, "state": state});
     if let (Some(e), true) = (
         &s.last_exit,
         s.running.is_some() || s.not_before_ms > now_ms,
@@ -248,10 +270,10 @@ pub fn status(
     let all_running = !apps.is_empty()
         && app_states
             .iter()
-            .all(|s| s.is_some_and(|s| s.running.is_some()));
+            .all(|s| s.is_some_and(|s| is_up(s, now_ms)));
     let any_started = app_states
         .iter()
-        .any(|s| s.is_some_and(|s| s.running.is_some() || s.last_exit.is_some()));
+        .any(|s| s.is_some_and(|s| is_up(s, now_ms) || s.last_exit.is_some()));
     let finished: Vec<i32> = app_states
         .iter()
         .filter_map(|s| {

@@ -1,11 +1,14 @@
-//! The seam between the node agent and whatever runs containers. The
-//! `process` runtime is here now; `cri` (containerd) and `hollow` come next,
-//! behind the same trait.
+//! The seam between the node agent and whatever runs containers: `process`
+//! (child processes), `cri` (containerd over CRI v1) and `hollow` (nothing
+//! at all), behind one trait. Pod-level hooks (`pod_updated`, `stop_pod`)
+//! and runtime events have no-op defaults, so a runtime without pods (the
+//! process runtime) ignores them.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 /// What the runtime needs to start one container.
@@ -34,6 +37,31 @@ pub struct Exited {
     pub reason: String,
 }
 
+/// What a runtime tells the agent besides exits (see [`Runtime::events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// The pod's sandbox is up with this address on the pod network.
+    PodNetwork { pod_uid: String, ip: String },
+    /// A container the agent asked for (`id` from `start`) could not be
+    /// created or started; `reason` is Kubernetes' waiting reason
+    /// (`ErrImagePull`, `ErrImageNeverPull`, `CreateContainerError`, …).
+    StartFailed {
+        pod_uid: String,
+        container: String,
+        id: String,
+        reason: String,
+        message: String,
+    },
+}
+
+/// What a command run in a container (`exec`) printed and returned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The container cannot run as specified; retrying will not help.
@@ -46,12 +74,22 @@ pub enum RuntimeError {
     Start(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The runtime (e.g. containerd) failed or could not be reached.
+    #[error("runtime: {0}")]
+    Runtime(String),
+    #[error("{0} is not supported by this runtime")]
+    Unsupported(&'static str),
 }
 
 /// Runs containers. Exits are reported on the channel given at start.
 pub trait Runtime: Send + Sync + 'static {
     /// A name for the Node's `containerRuntimeVersion`.
     fn version(&self) -> String;
+    /// How long after `start` a container counts as running (a hollow
+    /// runtime's simulated start-up; real runtimes report when they start).
+    fn ready_delay(&self) -> Duration {
+        Duration::ZERO
+    }
     /// Start a container; returns its id.
     fn start(
         &self,
@@ -62,4 +100,26 @@ pub trait Runtime: Send + Sync + 'static {
     fn stop(&self, id: &str, grace: Duration) -> BoxFuture<'static, ()>;
     /// Stop whatever an earlier run of this agent left behind under `root`.
     fn clean_up_leftovers(&self) -> usize;
+    /// The pod as last seen, before its containers start and whenever it
+    /// changes (a CRI runtime builds its sandbox and images from it).
+    fn pod_updated(&self, _pod: &Value) {}
+    /// Every container of the pod has stopped and the pod goes: release
+    /// what the pod held (a CRI sandbox, its network).
+    fn stop_pod(&self, _pod_uid: &str) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+    /// Events besides exits; taken once by the agent when it starts.
+    fn events(&self) -> Option<mpsc::Receiver<RuntimeEvent>> {
+        None
+    }
+    /// Run a command inside a running container and wait for it (at most
+    /// `timeout`).
+    fn exec(
+        &self,
+        _id: &str,
+        _command: Vec<String>,
+        _timeout: Duration,
+    ) -> BoxFuture<'static, Result<ExecOutput, RuntimeError>> {
+        Box::pin(async { Err(RuntimeError::Unsupported("exec")) })
+    }
 }

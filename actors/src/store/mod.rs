@@ -7,7 +7,7 @@
 pub mod service;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -51,22 +51,14 @@ impl StoreServer {
             .queue_subscribe(subjects.manifests(), API_QUEUE.to_string())
             .await?;
         let rebuilt_through = store.revision();
-        let chains = Arc::new(Mutex::new(NodeChains::from_history(
-            &store,
-            rebuilt_through,
-        )));
-        tokio::spawn(publish_changes(
+        let chains = NodeChains::from_history(&store, rebuilt_through);
+        tokio::spawn(publish(
+            store.clone(),
             changes,
             nats.clone(),
             subjects.clone(),
-            chains.clone(),
-            rebuilt_through,
-        ));
-        tokio::spawn(publish_bookmarks(
-            store.clone(),
-            nats.clone(),
-            subjects.clone(),
             chains,
+            rebuilt_through,
         ));
         tokio::spawn(collect_events(store.clone()));
         let server = StoreServer {
@@ -320,92 +312,100 @@ impl NodeChains {
 /// Most history pages read to rebuild the node streams at start.
 const NODE_SCAN_PAGES_MAX: usize = 1_000;
 
-/// Publish applied changes in order (JSON, so any client can read them): on
-/// the object's subject with the resource stream's `prev`, and for a pod
-/// bound to a node on that node's subject with the node stream's `prev`.
-async fn publish_changes(
+/// How often each stream's latest revision is published.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the publisher has sent: per resource stream and (in the chains) per
+/// node stream, the revision of the last change published. Bookmarks
+/// announce only these, so a bookmark never overtakes its event.
+#[derive(Debug, Default)]
+struct Published {
+    resources: HashMap<Kind, u64>,
+    chains: NodeChains,
+}
+
+/// One task publishes everything, in order: applied changes (JSON, so any
+/// client can read them) on the object's subject with the resource stream's
+/// `prev`, for a pod bound to a node also on that node's subject with the
+/// node stream's `prev`, and every second the bookmarks of every stream.
+async fn publish(
+    store: Store,
     mut changes: ChangeReceiver,
     nats: async_nats::Client,
     subjects: Subjects,
-    chains: Arc<Mutex<NodeChains>>,
+    chains: NodeChains,
     rebuilt_through: u64,
 ) {
-    while let Some(batch) = changes.recv().await {
-        for change in &batch {
-            let (kind, event) = match change_event(change) {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!(key = %change.key, error = %e, "change not published");
-                    continue;
+    let mut published = Published {
+        resources: Kind::ALL
+            .iter()
+            .map(|k| (*k, store.stream_head(k.resource()).unwrap_or(0)))
+            .collect(),
+        chains,
+    };
+    let mut tick = tokio::time::interval(BOOKMARK_INTERVAL);
+    loop {
+        tokio::select! {
+            batch = changes.recv() => {
+                let Some(batch) = batch else { break };
+                for change in &batch {
+                    publish_change(&nats, &subjects, &mut published, change, rebuilt_through).await;
                 }
-            };
-            for subject in change_subjects(&subjects, kind, &event.object) {
-                publish_json(&nats, subject, &event).await;
             }
-            if let Some(node) = node_of(kind, &event.object).map(str::to_string) {
-                let node = node.as_str();
-                // changes the rebuild already counted carry prev 0: never a
-                // false gap, and the bookmark covers them
-                let prev = match chains.lock() {
-                    Ok(mut c) if change.revision > rebuilt_through => {
-                        c.chain(node, change.revision)
-                    }
-                    _ => 0,
-                };
-                let node_event = ChangeEvent { prev, ..event };
-                publish_json(&nats, subjects.node_pods(node), &node_event).await;
+            _ = tick.tick() => {
+                if store.is_leader() {
+                    publish_bookmarks(&nats, &subjects, &published).await;
+                }
             }
         }
     }
     info!("change stream ended");
 }
 
-/// How often each resource stream's latest revision is published.
-pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Publish every stream's head revision periodically, so a watcher that lost
-/// the last event of a quiet stream notices within one interval.
-async fn publish_bookmarks(
-    store: Store,
-    nats: async_nats::Client,
-    subjects: Subjects,
-    chains: Arc<Mutex<NodeChains>>,
+async fn publish_change(
+    nats: &async_nats::Client,
+    subjects: &Subjects,
+    published: &mut Published,
+    change: &Change,
+    rebuilt_through: u64,
 ) {
-    let mut tick = tokio::time::interval(BOOKMARK_INTERVAL);
-    loop {
-        tick.tick().await;
-        if !store.is_leader() {
-            continue;
+    let (kind, event) = match change_event(change) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(key = %change.key, error = %e, "change not published");
+            return;
         }
-        for kind in Kind::ALL {
-            let head = match store.stream_head(kind.resource()) {
-                Ok(h) => h,
-                Err(e) => {
-                    debug!(error = %e, "no bookmark");
-                    continue;
-                }
-            };
-            let bookmark = ChangeEvent {
-                event_type: EventType::Bookmark,
-                revision: head,
-                prev: head,
-                object: serde_json::Value::Null,
-            };
-            publish_json(&nats, subjects.bookmark(kind), &bookmark).await;
-        }
-        let heads: Vec<(String, u64)> = match chains.lock() {
-            Ok(c) => c.heads().map(|(n, r)| (n.clone(), *r)).collect(),
-            Err(_) => Vec::new(),
+    };
+    for subject in change_subjects(subjects, kind, &event.object) {
+        publish_json(nats, subject, &event).await;
+    }
+    let head = published.resources.entry(kind).or_insert(0);
+    *head = (*head).max(change.revision);
+    if let Some(node) = node_of(kind, &event.object).map(str::to_string) {
+        // changes the rebuild already counted carry prev 0: never a false
+        // gap, and the bookmark covers them
+        let prev = if change.revision > rebuilt_through {
+            published.chains.chain(&node, change.revision)
+        } else {
+            0
         };
-        for (node, head) in heads {
-            let bookmark = ChangeEvent {
-                event_type: EventType::Bookmark,
-                revision: head,
-                prev: head,
-                object: serde_json::Value::Null,
-            };
-            publish_json(&nats, subjects.node_pods(&node), &bookmark).await;
-        }
+        let node_event = ChangeEvent { prev, ..event };
+        publish_json(nats, subjects.node_pods(&node), &node_event).await;
+    }
+}
+
+async fn publish_bookmarks(nats: &async_nats::Client, subjects: &Subjects, published: &Published) {
+    let bookmark = |revision: u64| ChangeEvent {
+        event_type: EventType::Bookmark,
+        revision,
+        prev: revision,
+        object: serde_json::Value::Null,
+    };
+    for (kind, head) in &published.resources {
+        publish_json(nats, subjects.bookmark(*kind), &bookmark(*head)).await;
+    }
+    for (node, head) in published.chains.heads() {
+        publish_json(nats, subjects.node_pods(node), &bookmark(*head)).await;
     }
 }
 

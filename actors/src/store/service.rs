@@ -560,8 +560,10 @@ async fn apply_all(
             let key = a.object.key();
             match read_kv(store, &key)? {
                 None => {
+                    // the manifest as applied is kept, as kubectl does, so
+                    // a later apply knows which fields it owns
                     let obj = lifecycle::prepare_create(
-                        a.value.clone(),
+                        kubus_api::patch::with_last_applied(&a.value),
                         &uuid::Uuid::new_v4().to_string(),
                         &now(),
                         &name_suffix(),
@@ -577,7 +579,14 @@ async fn apply_all(
                 }
                 Some(kv) => {
                     let current = decode(&kv)?;
-                    let merged = lifecycle::merge_apply(a.object.kind, a.value.clone(), &current);
+                    // three-way: the manifest's fields win, fields the last
+                    // apply set and this one dropped go, fields others set
+                    // (status, nodeName, clusterIP…) stay
+                    let manifest = kubus_api::patch::with_last_applied(&a.value);
+                    let last = kubus_api::patch::last_applied(&current);
+                    let merged =
+                        kubus_api::patch::three_way_merge(last.as_ref(), &manifest, &current);
+                    let merged = lifecycle::prepare_update(merged, &current);
                     if lifecycle::same_state(&merged, &current) {
                         outcomes.push(ApplyOutcome::Unchanged);
                         objects.push(current);

@@ -1387,18 +1387,23 @@ mod tests {
         assert_eq!(render_path(&[]), OBJECT_FIELD);
     }
 
+    /// Where the shared real-world example manifests are.
+    fn examples_dir() -> std::path::PathBuf {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/k8s-examples");
+        if dir.exists() {
+            dir
+        } else {
+            std::path::PathBuf::from("/work/shared/k8s-examples")
+        }
+    }
+
     /// Every real manifest in /work/shared/k8s-examples parses, and each
     /// document is admitted or refused with a message naming field and rule.
     /// Run with `--nocapture` to see the outcome of each document.
     #[test]
     fn real_manifests() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/k8s-examples");
-        let dir = if dir.exists() {
-            dir
-        } else {
-            std::path::PathBuf::from("/work/shared/k8s-examples")
-        };
+        let dir = examples_dir();
         let Ok(entries) = std::fs::read_dir(&dir) else {
             println!("no examples at {} — skipped", dir.display());
             return;
@@ -1471,97 +1476,188 @@ items:
   spec: {ports: [{port: 80}], selector: {app: web}}
 "#;
 
-    /// A seeded generator: random and mutated manifests must never panic,
-    /// and every refusal must carry a cause with a field.
-    #[test]
-    fn random_and_mutated_manifests_never_panic() {
+    /// Seeded fuzzing of manifest parsing and admission. Each run feeds at
+    /// least 10,000 manifests through `parse_documents` + `admit`: real
+    /// objects mutated as values (admitted directly, then written out as
+    /// JSON or YAML and parsed back) and manifest text mutated as text. It
+    /// asserts that nothing panics, that every refusal is `Invalid` with at
+    /// least one cause and every cause has a field and a rule, and that no
+    /// input takes 100 ms or more to parse and admit (in a debug build).
+    /// Replay a run with the seed it prints:
+    /// `KUBUS_FUZZ_SEED=<seed> cargo test -p kubus-api fuzz -- --nocapture`.
+    mod fuzz {
+        use std::panic::{catch_unwind, AssertUnwindSafe};
+        use std::time::{Duration, Instant};
+
         use rand::rngs::StdRng;
         use rand::{Rng, SeedableRng};
 
-        const CASES: usize = 4000;
-        let seed = std::env::var("KUBUS_FUZZ_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x6b75_6275_u64);
-        let mut rng = StdRng::seed_from_u64(seed);
-        let sample = parse_documents(YAML_SAMPLE).expect("sample parses");
-        assert_eq!(sample.len(), 2);
-        for doc in sample {
-            admitted(doc.value);
+        use super::*;
+
+        /// Cases per run; each case makes two manifest texts (and one
+        /// object admitted directly).
+        const CASES: usize = 6_000;
+        /// The issue's floor on manifests per run.
+        const INPUTS_MIN: usize = 10_000;
+        /// "No input takes more than 100 ms" (parse + admit, debug build).
+        const INPUT_MS_MAX: u128 = 100;
+        /// Generated texts stop growing past this size; the time bound is
+        /// for manifests of the size people write, not for the 3 MiB limit.
+        const INPUT_BYTES_MAX: usize = 64 * 1024;
+        /// A slow first measurement is retaken this many times and the
+        /// fastest kept, so that a descheduled test thread is not taken for
+        /// a slow input (a slow input is slow every time).
+        const RETIMES: usize = 3;
+
+        /// Why a refusal breaks the error contract, if it does.
+        fn refusal_problem(e: &ApiError) -> Option<String> {
+            if e.reason != Reason::Invalid {
+                return Some(format!("refused as {:?}, not Invalid: {e}", e.reason));
+            }
+            if e.causes.is_empty() {
+                return Some(format!("Invalid without causes: {e}"));
+            }
+            e.causes
+                .iter()
+                .find(|c| c.field.is_empty() || c.rule.is_empty())
+                .map(|c| format!("cause without field or rule ({c:?}): {e}"))
         }
-        let bases = [
-            pod(),
-            deployment(),
-            replica_set(),
-            service(),
-            config_map(),
-            secret(),
-            namespace(),
-            node(),
-            event(),
+
+        #[derive(Default)]
+        struct Outcome {
+            admitted: usize,
+            refused: usize,
+            unparsed: usize,
+        }
+
+        /// Parse and admit every document of `text`; the time covers both.
+        /// `None` when the text does not parse.
+        fn parse_and_admit(text: &str) -> (Duration, Option<Vec<Result<Admitted, ApiError>>>) {
+            let start = Instant::now();
+            let results = parse_documents(text)
+                .ok()
+                .map(|docs| docs.into_iter().map(|d| admit(d.value)).collect());
+            (start.elapsed(), results)
+        }
+
+        /// The slowest input so far.
+        struct Slowest {
+            took: Duration,
+            bytes: usize,
+            case: usize,
+            text: String,
+        }
+
+        struct Run {
+            seed: u64,
+            inputs: usize,
+            outcome: Outcome,
+            slowest: Slowest,
+        }
+
+        impl Run {
+            /// Parse and admit one manifest text and check the outcome.
+            fn feed(&mut self, case: usize, text: &str) {
+                let seed = self.seed;
+                let measured = catch_unwind(AssertUnwindSafe(|| parse_and_admit(text)));
+                let Ok((mut took, results)) = measured else {
+                    panic!("seed {seed} case {case}: panicked on this input:\n{text}");
+                };
+                self.inputs += 1;
+                match results {
+                    None => self.outcome.unparsed += 1,
+                    Some(results) => {
+                        for result in results {
+                            match result {
+                                Ok(_) => self.outcome.admitted += 1,
+                                Err(e) => {
+                                    self.outcome.refused += 1;
+                                    if let Some(problem) = refusal_problem(&e) {
+                                        panic!("seed {seed} case {case}: {problem}\n{text}");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                if took.as_millis() >= INPUT_MS_MAX {
+                    took = (0..RETIMES)
+                        .map(|_| parse_and_admit(text).0)
+                        .min()
+                        .unwrap_or(took);
+                }
+                if took > self.slowest.took {
+                    self.slowest = Slowest {
+                        took,
+                        bytes: text.len(),
+                        case,
+                        text: text.to_string(),
+                    };
+                }
+            }
+        }
+
+        const WORDS: &[&str] = &[
+            "",
+            "a",
+            "web",
+            "Web_1",
+            "-x",
+            "80",
+            "http",
+            "TCP",
+            "Always",
+            "25%",
+            "500m",
+            "128Mi",
+            "lots",
+            "app",
+            "a/b",
+            "é",
+            "nginx:latest",
+            "v1",
+            "Pod",
+            "List",
+        ];
+
+        const KEYS: &[&str] = &[
+            "name",
+            "image",
+            "port",
+            "containers",
+            "labels",
+            "spec",
+            "metadata",
+            "replicas",
+            "selector",
+            "matchLabels",
+            "template",
+            "x",
         ];
 
         fn random_value(rng: &mut StdRng, depth: u32) -> Value {
-            let words = [
-                "",
-                "a",
-                "web",
-                "Web_1",
-                "-x",
-                "80",
-                "http",
-                "TCP",
-                "Always",
-                "25%",
-                "500m",
-                "128Mi",
-                "lots",
-                "app",
-                "a/b",
-                "é",
-                "nginx:latest",
-                "v1",
-                "Pod",
-                "List",
-            ];
             match rng.gen_range(0..if depth == 0 { 6 } else { 8 }) {
                 0 => Value::Null,
                 1 => Value::Bool(rng.gen()),
                 2 => json!(rng.gen_range(-70_000i64..70_000)),
                 3 => json!(rng.gen::<i64>()),
                 4 => json!(rng.gen::<f64>() * 100.0),
-                5 => json!(words[rng.gen_range(0..words.len())]),
+                5 => json!(WORDS[rng.gen_range(0..WORDS.len())]),
                 6 => Value::Array(
                     (0..rng.gen_range(0..3))
                         .map(|_| random_value(rng, depth - 1))
                         .collect(),
                 ),
-                _ => {
-                    let keys = [
-                        "name",
-                        "image",
-                        "port",
-                        "containers",
-                        "labels",
-                        "spec",
-                        "metadata",
-                        "replicas",
-                        "selector",
-                        "matchLabels",
-                        "template",
-                        "x",
-                    ];
-                    Value::Object(
-                        (0..rng.gen_range(0..3))
-                            .map(|_| {
-                                (
-                                    keys[rng.gen_range(0..keys.len())].to_string(),
-                                    random_value(rng, depth - 1),
-                                )
-                            })
-                            .collect(),
-                    )
-                }
+                _ => Value::Object(
+                    (0..rng.gen_range(0..3))
+                        .map(|_| {
+                            (
+                                KEYS[rng.gen_range(0..KEYS.len())].to_string(),
+                                random_value(rng, depth - 1),
+                            )
+                        })
+                        .collect(),
+                ),
             }
         }
 
@@ -1586,13 +1682,8 @@ items:
             }
         }
 
-        let (mut admitted_count, mut refused_count) = (0, 0);
-        for case in 0..CASES {
-            let mut v = if case % 10 == 0 {
-                random_value(&mut rng, 4)
-            } else {
-                bases[rng.gen_range(0..bases.len())].clone()
-            };
+        /// Delete, replace or duplicate one to three fields or elements.
+        fn mutate_value(rng: &mut StdRng, mut v: Value) -> Value {
             for _ in 0..rng.gen_range(1..4) {
                 let mut ps = Vec::new();
                 pointers(&v, String::new(), &mut ps);
@@ -1600,12 +1691,12 @@ items:
                     break;
                 }
                 let p = ps[rng.gen_range(0..ps.len())].clone();
-                if rng.gen_bool(0.3) {
-                    // Delete the field or element.
-                    let (parent, last) = p.rsplit_once('/').unwrap_or(("", ""));
-                    match v.pointer_mut(parent) {
+                let (parent, last) = p.rsplit_once('/').unwrap_or(("", ""));
+                let last = last.replace("~1", "/").replace("~0", "~");
+                match rng.gen_range(0..10) {
+                    0..=2 => match v.pointer_mut(parent) {
                         Some(Value::Object(m)) => {
-                            m.remove(&last.replace("~1", "/").replace("~0", "~"));
+                            m.remove(&last);
                         }
                         Some(Value::Array(a)) => {
                             if let Ok(i) = last.parse::<usize>() {
@@ -1615,75 +1706,336 @@ items:
                             }
                         }
                         _ => {}
+                    },
+                    3 => {
+                        // Duplicate a list element (same name twice) or
+                        // copy a field's value into another key.
+                        let copy = v.pointer(&p).cloned().unwrap_or(Value::Null);
+                        match v.pointer_mut(parent) {
+                            Some(Value::Array(a)) => a.push(copy),
+                            Some(Value::Object(m)) => {
+                                let key = KEYS[rng.gen_range(0..KEYS.len())];
+                                m.insert(key.to_string(), copy);
+                            }
+                            _ => {}
+                        }
                     }
-                } else {
-                    let new = random_value(&mut rng, 3);
-                    if let Some(slot) = v.pointer_mut(&p) {
-                        *slot = new;
-                    }
-                }
-            }
-            match admit(v.clone()) {
-                Ok(a) => {
-                    admitted_count += 1;
-                    // What is admitted is admitted again unchanged.
-                    let again = admit(a.value.clone())
-                        .unwrap_or_else(|e| panic!("seed {seed} case {case}: re-admit: {e}\n{v}"));
-                    assert_eq!(again.value, a.value, "seed {seed} case {case}");
-                    let _ = validate_update(a.object.kind, &a.value, &v);
-                }
-                Err(e) => {
-                    refused_count += 1;
-                    if e.reason == Reason::Invalid {
-                        assert!(
-                            e.causes.iter().any(|c| !c.field.is_empty()),
-                            "seed {seed} case {case}: {e}\n{v}"
-                        );
+                    _ => {
+                        let new = random_value(rng, 3);
+                        if let Some(slot) = v.pointer_mut(&p) {
+                            *slot = new;
+                        }
                     }
                 }
             }
-            // The same object as text, cut short or with one character
-            // replaced: parsing must fail cleanly or yield documents that
-            // admission handles.
-            let text = if rng.gen_bool(0.5) {
-                v.to_string()
-            } else {
-                YAML_SAMPLE.to_string()
-            };
-            let chars: Vec<char> = text.chars().collect();
-            let at = rng.gen_range(0..chars.len().max(1));
-            let noise = [
-                '-', ':', ' ', '\n', '{', '[', '"', '#', '&', '*', '!', '|', '>', '0', 'x',
+            v
+        }
+
+        /// Lines that YAML parsers and admission find hard, inserted into
+        /// text at a line's indentation.
+        fn snippets() -> Vec<String> {
+            let mut s: Vec<String> = [
+                "x: &a [1, 2, 3]",
+                "y: *a",
+                "- *a",
+                "<<: *a",
+                "<<: {name: merged}",
+                "k: !!binary aGk=",
+                "k: !!str 5",
+                "k: !!int x",
+                "k: !custom 1",
+                "? [a, b]\n: c",
+                "---",
+                "...",
+                "%YAML 1.2\n---",
+                "%TAG ! tag:example.com,2000:",
+                "k: |\n  line one\n  line two",
+                "k: >-\n  folded",
+                "{{{{",
+                "]]]]",
+                "k: 0x1F",
+                "k: 0o17",
+                "k: 0644",
+                "k: 1e400",
+                "k: -.inf",
+                "k: .nan",
+                "k: ~",
+                "k: 99999999999999999999999",
+                "k: \"\\uD800\"",
+                "k: \"\\0\"",
+                "\tk: tab",
+                "k: 'unterminated",
+                "- - - - -",
+                "k: yes",
+                "name: ''",
+                "name: Web_1",
+                "replicas: -1",
+                "replicas: '3'",
+                "containers: []",
+                "containers: [{name: a}, {name: a}]",
+                "labels: {'': x}",
+                "labels: {a: [1]}",
+                "image: \"\"",
+                "port: 65536",
+                "containerPort: 0",
+                "namespace: Not_Valid",
+                "\u{feff}k: bom",
+                "apiVersion: v1\nkind: List\nitems: [1]",
+                "kind: PodList\nitems: [{metadata: {name: p}}]",
+                "metadata: [1]",
+                "metadata:",
+                "status: {phase: Running}",
+            ]
+            .map(String::from)
+            .to_vec();
+            // Nesting past the parsers' limits, flow and block.
+            s.push(format!("k: {}{}", "[".repeat(300), "]".repeat(300)));
+            s.push(format!("k: {}1{}", "{a: ".repeat(100), "}".repeat(100)));
+            s.push(
+                (0..200)
+                    .map(|i| format!("{}k{i}:", " ".repeat(i)))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
+            // A long scalar and a long key.
+            s.push(format!("k: {}", "a".repeat(20_000)));
+            s.push(format!("{}: 1", "k".repeat(5_000)));
+            // Billion laughs: nine levels of nine aliases each.
+            let mut laughs = String::from("l0: &l0 [x, x, x, x, x, x, x, x, x]");
+            for i in 1..10 {
+                let refs = vec![format!("*l{}", i - 1); 9].join(", ");
+                laughs.push_str(&format!("\nl{i}: &l{i} [{refs}]"));
+            }
+            s.push(laughs);
+            // A storm of empty documents and of tiny ones.
+            s.push("---\n".repeat(3_000));
+            s.push("--- {}\n".repeat(2_000));
+            s
+        }
+
+        /// One edit to manifest text.
+        fn mutate_text_once(rng: &mut StdRng, snippets: &[String], text: &str) -> String {
+            const NOISE: &[char] = &[
+                '-', ':', ' ', '\n', '{', '[', '"', '\'', '#', '&', '*', '!', '|', '>', '?', '%',
+                '@', '`', ',', '\t', '\\', '0', 'x', 'é', '\u{0}',
             ];
-            let mutated: String = match rng.gen_range(0..3) {
+            let chars: Vec<char> = text.chars().collect();
+            let at = rng.gen_range(0..=chars.len());
+            let noise = NOISE[rng.gen_range(0..NOISE.len())];
+            let lines: Vec<&str> = text.split('\n').collect();
+            let line = rng.gen_range(0..lines.len());
+            let indent: String = lines[line].chars().take_while(|c| *c == ' ').collect();
+            let rejoin = |lines: Vec<String>| lines.join("\n");
+            let owned = || lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+            match rng.gen_range(0..9) {
                 0 => chars[..at].iter().collect(),
                 1 => chars
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| *i != at)
-                    .map(|(_, c)| *c)
+                    .map(|(_, c)| c)
                     .collect(),
-                _ => chars
+                2 => chars
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| {
-                        if i == at {
-                            noise[rng.gen_range(0..noise.len())]
-                        } else {
-                            *c
-                        }
-                    })
+                    .map(|(i, c)| if i == at { noise } else { *c })
                     .collect(),
-            };
-            if let Ok(docs) = parse_documents(&mutated) {
-                for doc in docs {
-                    if let Err(e) = admit(doc.value) {
-                        assert!(e.causes.iter().any(|c| !c.field.is_empty()), "{e}");
-                    }
+                3 => {
+                    let mut out = chars.clone();
+                    out.insert(at, noise);
+                    out.into_iter().collect()
                 }
+                4 => {
+                    let mut out = owned();
+                    out.insert(line, lines[line].to_string());
+                    rejoin(out)
+                }
+                5 => {
+                    let mut out = owned();
+                    out.remove(line);
+                    rejoin(out)
+                }
+                6 => {
+                    let snippet = &snippets[rng.gen_range(0..snippets.len())];
+                    let indented: Vec<String> = snippet
+                        .split('\n')
+                        .map(|l| format!("{indent}{l}"))
+                        .collect();
+                    let mut out = owned();
+                    out.insert(line, indented.join("\n"));
+                    rejoin(out)
+                }
+                7 => {
+                    let mut out = owned();
+                    out[line] = if rng.gen_bool(0.5) {
+                        format!("{}{}", " ".repeat(rng.gen_range(1..4)), lines[line])
+                    } else {
+                        lines[line].chars().skip(rng.gen_range(1..3)).collect()
+                    };
+                    rejoin(out)
+                }
+                _ => format!("{text}\n---\n{text}"),
             }
         }
-        println!("seed {seed}: {admitted_count} admitted, {refused_count} refused");
-        assert!(admitted_count > 0 && refused_count > 0);
+
+        /// One to three edits, never growing the text past
+        /// [`INPUT_BYTES_MAX`].
+        fn mutate_text(rng: &mut StdRng, snippets: &[String], text: &str) -> String {
+            let mut out = text.to_string();
+            for _ in 0..rng.gen_range(1..=3) {
+                let next = mutate_text_once(rng, snippets, &out);
+                if next.len() <= INPUT_BYTES_MAX {
+                    out = next;
+                }
+            }
+            out
+        }
+
+        /// An object as manifest text: compact JSON, indented JSON or YAML.
+        fn render(rng: &mut StdRng, v: &Value) -> String {
+            match rng.gen_range(0..3) {
+                0 => v.to_string(),
+                1 => format!("{v:#}"),
+                _ => serde_saphyr::to_string(v).unwrap_or_else(|_| v.to_string()),
+            }
+        }
+
+        /// The texts of the shared real-world examples (none if absent).
+        fn example_texts() -> Vec<String> {
+            let Ok(entries) = std::fs::read_dir(examples_dir()) else {
+                return Vec::new();
+            };
+            let mut paths: Vec<_> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .collect();
+            paths.sort();
+            paths
+                .iter()
+                .filter_map(|p| std::fs::read_to_string(p).ok())
+                .collect()
+        }
+
+        #[test]
+        fn random_and_mutated_manifests_never_panic() {
+            let seed = std::env::var("KUBUS_FUZZ_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0x6b75_6275_u64);
+            let mut rng = StdRng::seed_from_u64(seed);
+            let started = Instant::now();
+
+            let sample = parse_documents(YAML_SAMPLE).expect("sample parses");
+            assert_eq!(sample.len(), 2);
+            let mut objects = vec![
+                pod(),
+                deployment(),
+                replica_set(),
+                service(),
+                config_map(),
+                secret(),
+                namespace(),
+                node(),
+                event(),
+            ];
+            for doc in sample {
+                objects.push(admitted(doc.value.clone()).value);
+                objects.push(doc.value);
+            }
+            let mut texts = vec![YAML_SAMPLE.to_string()];
+            for text in example_texts() {
+                if let Ok(docs) = parse_documents(&text) {
+                    objects.extend(docs.into_iter().map(|d| d.value));
+                }
+                texts.push(text);
+            }
+            for v in &objects {
+                if let Ok(yaml) = serde_saphyr::to_string(v) {
+                    texts.push(yaml);
+                }
+            }
+            let snippets = snippets();
+
+            let mut run = Run {
+                seed,
+                inputs: 0,
+                outcome: Outcome::default(),
+                slowest: Slowest {
+                    took: Duration::ZERO,
+                    bytes: 0,
+                    case: 0,
+                    text: String::new(),
+                },
+            };
+            for case in 0..CASES {
+                // A real object (one in ten: a random value) mutated as a
+                // value, admitted directly...
+                let v = if case % 10 == 0 {
+                    random_value(&mut rng, 4)
+                } else {
+                    objects[rng.gen_range(0..objects.len())].clone()
+                };
+                let v = mutate_value(&mut rng, v);
+                let direct = catch_unwind(AssertUnwindSafe(|| admit(v.clone())));
+                let Ok(direct) = direct else {
+                    panic!("seed {seed} case {case}: admit panicked on\n{v}");
+                };
+                match direct {
+                    Ok(a) => {
+                        // What is admitted is admitted again unchanged.
+                        let again = admit(a.value.clone()).unwrap_or_else(|e| {
+                            panic!("seed {seed} case {case}: re-admit: {e}\n{v}")
+                        });
+                        assert_eq!(again.value, a.value, "seed {seed} case {case}");
+                        let _ = validate_update(a.object.kind, &a.value, &v);
+                    }
+                    Err(e) => {
+                        if let Some(problem) = refusal_problem(&e) {
+                            panic!("seed {seed} case {case}: {problem}\n{v}");
+                        }
+                    }
+                }
+                // ...and as text.
+                let text = render(&mut rng, &v);
+                run.feed(case, &text);
+                // Manifest text mutated as text.
+                let base = if rng.gen_bool(0.25) {
+                    &text
+                } else {
+                    &texts[rng.gen_range(0..texts.len())]
+                };
+                let mutated = mutate_text(&mut rng, &snippets, base);
+                run.feed(case, &mutated);
+            }
+
+            let Run {
+                inputs,
+                outcome,
+                slowest,
+                ..
+            } = run;
+            println!(
+                "seed {seed}: {inputs} manifests in {:.1?}: {} objects admitted, {} refused, \
+                 {} texts not parsed; slowest parse+admit {:.2?} on a {}-byte input (case {})",
+                started.elapsed(),
+                outcome.admitted,
+                outcome.refused,
+                outcome.unparsed,
+                slowest.took,
+                slowest.bytes,
+                slowest.case,
+            );
+            assert!(inputs >= INPUTS_MIN, "{inputs} manifests");
+            assert!(outcome.admitted > 0 && outcome.refused > 0 && outcome.unparsed > 0);
+            let head: String = slowest.text.chars().take(2_000).collect();
+            assert!(
+                slowest.took.as_millis() < INPUT_MS_MAX,
+                "seed {seed} case {}: {:?} to parse and admit {} bytes (limit {INPUT_MS_MAX} ms):\n{head}",
+                slowest.case,
+                slowest.took,
+                slowest.bytes,
+            );
+        }
     }
 }

@@ -1,0 +1,1024 @@
+//! The `cri` runtime: real containers through the CRI v1 gRPC API of
+//! containerd (or CRI-O) on a unix socket. A pod is a sandbox (its network
+//! namespace: a CNI bridge address, or the node's network for
+//! `hostNetwork`); its containers are created in it from images, which are
+//! looked up first (`ImageStatus`) and pulled only when absent and the
+//! container's `imagePullPolicy` allows it.
+//!
+//! The agent's `start` returns at once with a handle of this runtime; the
+//! CRI calls (sandbox, image, create, start) run in a task, and what they
+//! end in comes back as an exit or a [`RuntimeEvent`]. Exits are seen by
+//! polling `ContainerStatus` (containerd 1.6 has no container event stream).
+//!
+//! What goes into the CRI requests is decided in the pure functions
+//! [`sandbox_config`], [`container_config`] and [`pull_step`]; this module
+//! must not depend on actix.
+//!
+//! Facts about containerd on this kind of machine:
+//! ../shared/notes/cri-on-this-machine.md.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use kubus_api::meta;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tracing::{debug, info, warn};
+
+use super::runtime::{ContainerSpec, ExecOutput, Exited, Runtime, RuntimeError, RuntimeEvent};
+
+/// How often a running container's status is polled for its exit.
+const EXIT_POLL: Duration = Duration::from_millis(500);
+/// Bound on one CRI call that is not a pull, a stop or an exec.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one image pull.
+const PULL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Events buffered for the agent.
+const EVENT_QUEUE: usize = 1024;
+/// Sandbox attempts for one pod before its container start fails.
+const SANDBOX_ATTEMPTS_MAX: u32 = 3;
+/// Label on every sandbox this runtime creates: the node it belongs to.
+pub const NODE_LABEL: &str = "kubus.io/node";
+/// CFS period for CPU limits, as the kubelet uses.
+const CPU_PERIOD_US: i64 = 100_000;
+
+type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+fn rpc(what: &str, e: tonic::Status) -> RuntimeError {
+    RuntimeError::Runtime(format!("{what}: {}", e.message()))
+}
+
+async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    f: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(e)) => Err(rpc(what, e)),
+        Err(_) => Err(RuntimeError::Runtime(format!(
+            "{what}: no answer in {limit:?}"
+        ))),
+    }
+}
+
+/// Open a gRPC channel to a CRI runtime's unix socket.
+pub async fn connect_socket(socket: &Path) -> Result<Channel> {
+    let path = socket.to_path_buf();
+    Endpoint::try_from("http://[::]:50051")
+        .map_err(|e| RuntimeError::Runtime(e.to_string()))?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .map_err(|e| RuntimeError::Runtime(format!("connect {}: {e}", socket.display())))
+}
+
+/// What to do about a container's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullStep {
+    /// Use the image already on the node.
+    Use,
+    Pull,
+    /// Absent, and the policy forbids pulling (`ErrImageNeverPull`).
+    NeverPull,
+}
+
+/// Kubernetes' default `imagePullPolicy`: `Always` for `:latest` or no tag,
+/// else `IfNotPresent`.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    match name.rsplit_once(':') {
+        Some((_, tag)) if tag != "latest" => "IfNotPresent",
+        _ => "Always",
+    }
+}
+
+/// Decide the image step from the policy and whether the image is present.
+pub fn pull_step(policy: &str, present: bool) -> PullStep {
+    match (policy, present) {
+        ("Always", _) => PullStep::Pull,
+        ("Never", false) => PullStep::NeverPull,
+        (_, true) => PullStep::Use,
+        (_, false) => PullStep::Pull,
+    }
+}
+
+fn is_host_network(pod: &Value) -> bool {
+    pod.pointer("/spec/hostNetwork")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn pod_labels(pod: &Value, node: &str) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = pod
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.insert(
+        "io.kubernetes.pod.name".into(),
+        meta::name(pod).unwrap_or_default().into(),
+    );
+    labels.insert(
+        "io.kubernetes.pod.namespace".into(),
+        meta::namespace(pod).unwrap_or_default().into(),
+    );
+    labels.insert(
+        "io.kubernetes.pod.uid".into(),
+        meta::uid(pod).unwrap_or_default().into(),
+    );
+    labels.insert(NODE_LABEL.into(), node.into());
+    labels
+}
+
+fn namespaces(host_network: bool) -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: if host_network {
+            cri::NamespaceMode::Node
+        } else {
+            cri::NamespaceMode::Pod
+        } as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// The sandbox for a pod: its metadata, network mode, host ports and the
+/// directory its containers' logs go under.
+pub fn sandbox_config(
+    pod: &Value,
+    node: &str,
+    log_directory: &Path,
+    attempt: u32,
+) -> cri::PodSandboxConfig {
+    let host_network = is_host_network(pod);
+    let name = meta::name(pod).unwrap_or_default();
+    let port_mappings = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| {
+            c.get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|p| {
+            let host_port = p.get("hostPort").and_then(Value::as_i64)?;
+            Some(cri::PortMapping {
+                protocol: match p.get("protocol").and_then(Value::as_str) {
+                    Some("UDP") => cri::Protocol::Udp,
+                    Some("SCTP") => cri::Protocol::Sctp,
+                    _ => cri::Protocol::Tcp,
+                } as i32,
+                container_port: p.get("containerPort").and_then(Value::as_i64).unwrap_or(0) as i32,
+                host_port: host_port as i32,
+                host_ip: p
+                    .get("hostIP")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            })
+        })
+        .collect();
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.to_string(),
+            uid: meta::uid(pod).unwrap_or_default().to_string(),
+            namespace: meta::namespace(pod).unwrap_or_default().to_string(),
+            attempt,
+        }),
+        hostname: if host_network {
+            String::new()
+        } else {
+            pod.pointer("/spec/hostname")
+                .and_then(Value::as_str)
+                .unwrap_or(name)
+                .to_string()
+        },
+        log_directory: log_directory.display().to_string(),
+        port_mappings,
+        labels: pod_labels(pod, node),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(namespaces(host_network)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// CPU and memory limits (and CPU requests as shares) for the runtime.
+pub fn resources(container: &Value) -> Result<cri::LinuxContainerResources, String> {
+    let mut r = cri::LinuxContainerResources::default();
+    let get = |kind: &str, what: &str| {
+        container
+            .pointer(&format!("/resources/{kind}/{what}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let bad = |path: &str, e: kubus_api::quantity::QuantityError| format!("resources.{path}: {e}");
+    if let Some(cpu) = get("limits", "cpu") {
+        let m = kubus_api::quantity::cpu_millis(&cpu).map_err(|e| bad("limits.cpu", e))?;
+        r.cpu_period = CPU_PERIOD_US;
+        // at least 1 ms per period, as the kubelet's MinQuotaPeriod
+        r.cpu_quota = (m * CPU_PERIOD_US / 1000).max(1000);
+    }
+    let request = get("requests", "cpu").or(get("limits", "cpu"));
+    if let Some(cpu) = request {
+        let m = kubus_api::quantity::cpu_millis(&cpu).map_err(|e| bad("requests.cpu", e))?;
+        r.cpu_shares = (m * 1024 / 1000).max(2);
+    }
+    if let Some(mem) = get("limits", "memory") {
+        r.memory_limit_in_bytes =
+            kubus_api::quantity::memory_bytes(&mem).map_err(|e| bad("limits.memory", e))?;
+    }
+    Ok(r)
+}
+
+/// The container's CRI configuration. `log_path` is relative to the
+/// sandbox's log directory.
+pub fn container_config(
+    pod: &Value,
+    container: &Value,
+    spec: &ContainerSpec,
+    attempt: u32,
+    log_path: &str,
+) -> Result<cri::ContainerConfig, String> {
+    let image = container
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut labels = HashMap::new();
+    labels.insert(
+        "io.kubernetes.container.name".into(),
+        spec.container.clone(),
+    );
+    labels.insert(
+        "io.kubernetes.pod.name".into(),
+        meta::name(pod).unwrap_or_default().into(),
+    );
+    labels.insert(
+        "io.kubernetes.pod.namespace".into(),
+        meta::namespace(pod).unwrap_or_default().into(),
+    );
+    labels.insert(
+        "io.kubernetes.pod.uid".into(),
+        meta::uid(pod).unwrap_or_default().into(),
+    );
+    Ok(cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: spec.container.clone(),
+            attempt,
+        }),
+        image: Some(cri::ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        command: spec.command.clone(),
+        args: spec.args.clone(),
+        working_dir: spec.working_dir.clone().unwrap_or_default(),
+        envs: spec
+            .env
+            .iter()
+            .map(|(k, v)| cri::KeyValue {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        labels,
+        log_path: log_path.to_string(),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(resources(container)?),
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(namespaces(is_host_network(pod))),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    })
+}
+
+/// A pod's sandbox once it runs.
+#[derive(Debug, Clone)]
+struct Sandbox {
+    id: String,
+    config: cri::PodSandboxConfig,
+}
+
+#[derive(Debug)]
+struct PodInfo {
+    pod: Value,
+    /// Held while the sandbox is being created, so a pod gets one.
+    sandbox: Arc<tokio::sync::Mutex<Option<Sandbox>>>,
+    attempts: u32,
+}
+
+/// A container as the agent knows it (by this runtime's handle).
+#[derive(Debug, Default)]
+struct Handle {
+    cri_id: Option<String>,
+    stop_requested: bool,
+}
+
+struct Inner {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    node: String,
+    version: String,
+    pods: Mutex<HashMap<String, PodInfo>>,
+    handles: Mutex<HashMap<String, Handle>>,
+    events_tx: mpsc::Sender<RuntimeEvent>,
+    events_rx: Mutex<Option<mpsc::Receiver<RuntimeEvent>>>,
+    leftovers: usize,
+}
+
+/// The CRI runtime; cheap to clone.
+#[derive(Clone)]
+pub struct CriRuntime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CriRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CriRuntime")
+            .field("node", &self.inner.node)
+            .field("version", &self.inner.version)
+            .finish()
+    }
+}
+
+/// Lock a std mutex; a panic elsewhere while it was held leaves plain maps
+/// that are still consistent enough to use.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl CriRuntime {
+    /// Connect to the runtime at `socket`, check it speaks CRI v1, and
+    /// remove the sandboxes an earlier run of node `node` left behind.
+    pub async fn connect(socket: &Path, node: &str) -> Result<CriRuntime> {
+        let channel = connect_socket(socket).await?;
+        let mut runtime = RuntimeServiceClient::new(channel.clone());
+        let v = bounded(
+            "Version",
+            CALL_TIMEOUT,
+            runtime.version(cri::VersionRequest {
+                version: "v1".into(),
+            }),
+        )
+        .await?;
+        if v.runtime_api_version != "v1" {
+            return Err(RuntimeError::Runtime(format!(
+                "{} speaks CRI {:?}, not v1",
+                v.runtime_name, v.runtime_api_version
+            )));
+        }
+        let version = format!("{}://{}", v.runtime_name, v.runtime_version);
+        let leftovers = remove_sandboxes(&mut runtime, node).await?;
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        info!(%version, socket = %socket.display(), "CRI runtime connected");
+        Ok(CriRuntime {
+            inner: Arc::new(Inner {
+                images: ImageServiceClient::new(channel),
+                runtime,
+                node: node.to_string(),
+                version,
+                pods: Mutex::new(HashMap::new()),
+                handles: Mutex::new(HashMap::new()),
+                events_tx,
+                events_rx: Mutex::new(Some(events_rx)),
+                leftovers,
+            }),
+        })
+    }
+
+    /// Stop and remove every sandbox of this node (on shutdown, after the
+    /// agent stopped its pods; and at start for what a crash left).
+    pub async fn remove_all(&self) -> Result<usize> {
+        let mut runtime = self.inner.runtime.clone();
+        remove_sandboxes(&mut runtime, &self.inner.node).await
+    }
+}
+
+async fn remove_sandboxes(
+    runtime: &mut RuntimeServiceClient<Channel>,
+    node: &str,
+) -> Result<usize> {
+    let list = bounded(
+        "ListPodSandbox",
+        CALL_TIMEOUT,
+        runtime.list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: HashMap::from([(NODE_LABEL.to_string(), node.to_string())]),
+                ..Default::default()
+            }),
+        }),
+    )
+    .await?;
+    for sb in &list.items {
+        remove_sandbox(runtime, &sb.id).await;
+    }
+    Ok(list.items.len())
+}
+
+async fn remove_sandbox(runtime: &mut RuntimeServiceClient<Channel>, id: &str) {
+    let stop = runtime.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: id.to_string(),
+    });
+    if let Err(e) = bounded("StopPodSandbox", CALL_TIMEOUT, stop).await {
+        warn!(sandbox = id, error = %e, "cannot stop sandbox");
+    }
+    let remove = runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: id.to_string(),
+    });
+    if let Err(e) = bounded("RemovePodSandbox", CALL_TIMEOUT, remove).await {
+        warn!(sandbox = id, error = %e, "cannot remove sandbox");
+    }
+}
+
+/// Why a container could not start: Kubernetes' waiting reason and a message.
+#[derive(Debug)]
+struct StartFailure {
+    reason: &'static str,
+    message: String,
+}
+
+impl StartFailure {
+    fn new(reason: &'static str, message: impl Into<String>) -> StartFailure {
+        StartFailure {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl Inner {
+    async fn ensure_sandbox(&self, pod_uid: &str, log_dir: &Path) -> Result<Sandbox, StartFailure> {
+        let (cell, pod) = {
+            let pods = lock(&self.pods);
+            let info = pods.get(pod_uid).ok_or_else(|| {
+                StartFailure::new("CreatePodSandboxError", "pod unknown to the runtime")
+            })?;
+            (info.sandbox.clone(), info.pod.clone())
+        };
+        let mut slot = cell.lock().await;
+        if let Some(sb) = slot.as_ref() {
+            return Ok(sb.clone());
+        }
+        let attempt = {
+            let mut pods = lock(&self.pods);
+            let info = pods
+                .get_mut(pod_uid)
+                .ok_or_else(|| StartFailure::new("CreatePodSandboxError", "pod is gone"))?;
+            info.attempts += 1;
+            info.attempts - 1
+        };
+        if attempt >= SANDBOX_ATTEMPTS_MAX {
+            return Err(StartFailure::new(
+                "CreatePodSandboxError",
+                format!("sandbox failed {attempt} times; giving up"),
+            ));
+        }
+        let config = sandbox_config(&pod, &self.node, log_dir, attempt);
+        let mut rt = self.runtime.clone();
+        let run = rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        });
+        let id = bounded("RunPodSandbox", CALL_TIMEOUT, run)
+            .await
+            .map_err(|e| StartFailure::new("CreatePodSandboxError", e.to_string()))?
+            .pod_sandbox_id;
+        let status = bounded(
+            "PodSandboxStatus",
+            CALL_TIMEOUT,
+            rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            }),
+        )
+        .await;
+        let ip = status
+            .ok()
+            .and_then(|s| s.status)
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .filter(|ip| !ip.is_empty());
+        debug!(pod_uid, sandbox = %id, ?ip, "sandbox running");
+        if let Some(ip) = ip {
+            let _ = self
+                .events_tx
+                .send(RuntimeEvent::PodNetwork {
+                    pod_uid: pod_uid.to_string(),
+                    ip,
+                })
+                .await;
+        }
+        let sb = Sandbox { id, config };
+        *slot = Some(sb.clone());
+        Ok(sb)
+    }
+
+    async fn ensure_image(&self, image: &str, policy: &str) -> Result<(), StartFailure> {
+        let spec = cri::ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        };
+        let mut images = self.images.clone();
+        let status = bounded(
+            "ImageStatus",
+            CALL_TIMEOUT,
+            images.image_status(cri::ImageStatusRequest {
+                image: Some(spec.clone()),
+                verbose: false,
+            }),
+        )
+        .await
+        .map_err(|e| StartFailure::new("ErrImagePull", e.to_string()))?;
+        match pull_step(policy, status.image.is_some()) {
+            PullStep::Use => Ok(()),
+            PullStep::NeverPull => Err(StartFailure::new(
+                "ErrImageNeverPull",
+                format!("Container image {image:?} is not present with pull policy of Never"),
+            )),
+            PullStep::Pull => {
+                info!(image, "pulling image");
+                let pull = images.pull_image(cri::PullImageRequest {
+                    image: Some(spec),
+                    ..Default::default()
+                });
+                bounded("PullImage", PULL_TIMEOUT, pull)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        StartFailure::new(
+                            "ErrImagePull",
+                            format!("failed to pull image {image:?}: {e}"),
+                        )
+                    })
+            }
+        }
+    }
+
+    /// Sandbox, image, create, start; then watch for the exit.
+    async fn run(
+        self: Arc<Self>,
+        handle: String,
+        spec: ContainerSpec,
+        exits: mpsc::Sender<Exited>,
+    ) {
+        match self.create_and_start(&handle, &spec).await {
+            Ok(cri_id) => self.watch_exit(&handle, &spec, &cri_id, exits).await,
+            Err(f) => {
+                lock(&self.handles).remove(&handle);
+                warn!(pod = %spec.pod, container = %spec.container, reason = f.reason, message = %f.message, "container did not start");
+                let _ = self
+                    .events_tx
+                    .send(RuntimeEvent::StartFailed {
+                        pod_uid: spec.pod_uid.clone(),
+                        container: spec.container.clone(),
+                        id: handle,
+                        reason: f.reason.to_string(),
+                        message: f.message,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    async fn create_and_start(
+        &self,
+        handle: &str,
+        spec: &ContainerSpec,
+    ) -> Result<String, StartFailure> {
+        let pod = lock(&self.pods)
+            .get(&spec.pod_uid)
+            .map(|p| p.pod.clone())
+            .ok_or_else(|| {
+                StartFailure::new("CreateContainerError", "pod unknown to the runtime")
+            })?;
+        let container = ["containers", "initContainers"]
+            .iter()
+            .filter_map(|f| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_array))
+            .flatten()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(spec.container.as_str()))
+            .cloned()
+            .ok_or_else(|| StartFailure::new("CreateContainerError", "container not in the pod"))?;
+        // the agent's log path is <pod dir>/<container>/<restarts>.log; the
+        // pod dir is the sandbox's log directory
+        let (log_dir, rel_log, attempt) = split_log_path(&spec.log_path).ok_or_else(|| {
+            StartFailure::new("CreateContainerError", "log path has no pod directory")
+        })?;
+        std::fs::create_dir_all(log_dir.join(&spec.container)).map_err(|e| {
+            StartFailure::new("CreateContainerError", format!("log directory: {e}"))
+        })?;
+        let image = container
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let policy = container
+            .get("imagePullPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| default_pull_policy(image));
+        self.ensure_image(image, policy).await?;
+        let sandbox = self.ensure_sandbox(&spec.pod_uid, &log_dir).await?;
+        let config = container_config(&pod, &container, spec, attempt, &rel_log)
+            .map_err(|m| StartFailure::new("CreateContainerConfigError", m))?;
+        let mut rt = self.runtime.clone();
+        let create = rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: sandbox.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.config.clone()),
+        });
+        let cri_id = bounded("CreateContainer", CALL_TIMEOUT, create)
+            .await
+            .map_err(|e| StartFailure::new("CreateContainerError", e.to_string()))?
+            .container_id;
+        let stop_requested = {
+            let mut handles = lock(&self.handles);
+            let h = handles.entry(handle.to_string()).or_default();
+            h.cri_id = Some(cri_id.clone());
+            h.stop_requested
+        };
+        if stop_requested {
+            self.remove_container(&cri_id).await;
+            return Err(StartFailure::new(
+                "ContainerCannotRun",
+                "stopped before it started",
+            ));
+        }
+        let start = rt.start_container(cri::StartContainerRequest {
+            container_id: cri_id.clone(),
+        });
+        if let Err(e) = bounded("StartContainer", CALL_TIMEOUT, start).await {
+            self.remove_container(&cri_id).await;
+            return Err(StartFailure::new("RunContainerError", e.to_string()));
+        }
+        debug!(pod = %spec.pod, container = %spec.container, %cri_id, "container started");
+        Ok(cri_id)
+    }
+
+    async fn watch_exit(
+        &self,
+        handle: &str,
+        spec: &ContainerSpec,
+        cri_id: &str,
+        exits: mpsc::Sender<Exited>,
+    ) {
+        let mut rt = self.runtime.clone();
+        let mut failures = 0u32;
+        // bounded by the container's life: it ends when the container exits
+        // or is gone, or after repeated failures to ask
+        let (code, reason) = loop {
+            tokio::time::sleep(EXIT_POLL).await;
+            let status = bounded(
+                "ContainerStatus",
+                CALL_TIMEOUT,
+                rt.container_status(cri::ContainerStatusRequest {
+                    container_id: cri_id.to_string(),
+                    verbose: false,
+                }),
+            )
+            .await;
+            match status.map(|s| s.status) {
+                Ok(Some(s)) if s.state == cri::ContainerState::ContainerExited as i32 => {
+                    let reason = if !s.reason.is_empty() {
+                        s.reason
+                    } else if s.exit_code == 0 {
+                        "Completed".into()
+                    } else {
+                        "Error".into()
+                    };
+                    break (s.exit_code, reason);
+                }
+                Ok(Some(_)) => failures = 0,
+                Ok(None) => break (137, "ContainerGone".into()),
+                Err(e) => {
+                    failures += 1;
+                    if failures >= 10 {
+                        warn!(%cri_id, error = %e, "container status unknown; counting it as exited");
+                        break (137, "Unknown".into());
+                    }
+                }
+            }
+        };
+        self.remove_container(cri_id).await;
+        let _ = exits
+            .send(Exited {
+                pod_uid: spec.pod_uid.clone(),
+                container: spec.container.clone(),
+                id: handle.to_string(),
+                code,
+                reason,
+            })
+            .await;
+        lock(&self.handles).remove(handle);
+    }
+
+    async fn remove_container(&self, cri_id: &str) {
+        let mut rt = self.runtime.clone();
+        let remove = rt.remove_container(cri::RemoveContainerRequest {
+            container_id: cri_id.to_string(),
+        });
+        if let Err(e) = bounded("RemoveContainer", CALL_TIMEOUT, remove).await {
+            debug!(%cri_id, error = %e, "cannot remove container");
+        }
+    }
+}
+
+/// `<pod dir>/<container>/<n>.log` → (pod dir, `<container>/<n>.log`, n).
+fn split_log_path(path: &Path) -> Option<(PathBuf, String, u32)> {
+    let file = path.file_name()?.to_str()?;
+    let container = path.parent()?.file_name()?.to_str()?;
+    let pod_dir = path.parent()?.parent()?;
+    let attempt = file.strip_suffix(".log")?.parse().unwrap_or(0);
+    Some((
+        pod_dir.to_path_buf(),
+        format!("{container}/{file}"),
+        attempt,
+    ))
+}
+
+impl Runtime for CriRuntime {
+    fn version(&self) -> String {
+        self.inner.version.clone()
+    }
+
+    fn start(&self, spec: &ContainerSpec, exits: mpsc::Sender<Exited>) -> Result<String> {
+        if !lock(&self.inner.pods).contains_key(&spec.pod_uid) {
+            return Err(RuntimeError::Start(format!(
+                "pod {} was not announced to the cri runtime",
+                spec.pod
+            )));
+        }
+        let handle = format!("cri-{}", uuid::Uuid::new_v4().simple());
+        lock(&self.inner.handles).insert(handle.clone(), Handle::default());
+        let inner = self.inner.clone();
+        tokio::spawn(inner.run(handle.clone(), spec.clone(), exits));
+        Ok(handle)
+    }
+
+    fn stop(&self, id: &str, grace: Duration) -> BoxFuture<'static, ()> {
+        let inner = self.inner.clone();
+        let handle = id.to_string();
+        Box::pin(async move {
+            let cri_id = {
+                let mut handles = lock(&inner.handles);
+                let Some(h) = handles.get_mut(&handle) else {
+                    return;
+                };
+                h.stop_requested = true;
+                h.cri_id.clone()
+            };
+            if let Some(cri_id) = cri_id {
+                let mut rt = inner.runtime.clone();
+                let stop = rt.stop_container(cri::StopContainerRequest {
+                    container_id: cri_id.clone(),
+                    timeout: grace.as_secs() as i64,
+                });
+                if let Err(e) = bounded("StopContainer", grace + CALL_TIMEOUT, stop).await {
+                    warn!(%cri_id, error = %e, "cannot stop container");
+                }
+            }
+            // wait (bounded) until the exit watcher has seen it go
+            let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(5);
+            loop {
+                let present = lock(&inner.handles).contains_key(&handle);
+                if !present || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
+    fn clean_up_leftovers(&self) -> usize {
+        // done in `connect`, which is async
+        self.inner.leftovers
+    }
+
+    fn pod_updated(&self, pod: &Value) {
+        let Some(uid) = meta::uid(pod) else {
+            return;
+        };
+        let mut pods = lock(&self.inner.pods);
+        match pods.get_mut(uid) {
+            Some(info) => info.pod = pod.clone(),
+            None => {
+                pods.insert(
+                    uid.to_string(),
+                    PodInfo {
+                        pod: pod.clone(),
+                        sandbox: Arc::new(tokio::sync::Mutex::new(None)),
+                        attempts: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    fn stop_pod(&self, pod_uid: &str) -> BoxFuture<'static, ()> {
+        let inner = self.inner.clone();
+        let info = lock(&inner.pods).remove(pod_uid);
+        Box::pin(async move {
+            let Some(info) = info else {
+                return;
+            };
+            // waits for a sandbox still being created
+            let sandbox = info.sandbox.lock().await.take();
+            if let Some(sb) = sandbox {
+                let mut rt = inner.runtime.clone();
+                remove_sandbox(&mut rt, &sb.id).await;
+            }
+        })
+    }
+
+    fn events(&self) -> Option<mpsc::Receiver<RuntimeEvent>> {
+        lock(&self.inner.events_rx).take()
+    }
+
+    fn exec(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<ExecOutput>> {
+        let inner = self.inner.clone();
+        let cri_id = lock(&inner.handles).get(id).and_then(|h| h.cri_id.clone());
+        Box::pin(async move {
+            let Some(cri_id) = cri_id else {
+                return Err(RuntimeError::Runtime("container is not running".into()));
+            };
+            let mut rt = inner.runtime.clone();
+            let exec = rt.exec_sync(cri::ExecSyncRequest {
+                container_id: cri_id,
+                cmd: command,
+                timeout: timeout.as_secs().max(1) as i64,
+            });
+            let r = bounded("ExecSync", timeout + Duration::from_secs(5), exec).await?;
+            Ok(ExecOutput {
+                stdout: r.stdout,
+                stderr: r.stderr,
+                exit_code: r.exit_code,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pull_policy_defaults_and_steps() {
+        assert_eq!(default_pull_policy("busybox"), "Always");
+        assert_eq!(default_pull_policy("localhost/busybox:latest"), "Always");
+        assert_eq!(
+            default_pull_policy("registry.k8s.io/busybox:1.27.2"),
+            "IfNotPresent"
+        );
+        assert_eq!(default_pull_policy("localhost:5000/busybox"), "Always");
+        assert_eq!(default_pull_policy("b@sha256:abc"), "IfNotPresent");
+        let table = [
+            ("Always", true, PullStep::Pull),
+            ("Always", false, PullStep::Pull),
+            ("IfNotPresent", true, PullStep::Use),
+            ("IfNotPresent", false, PullStep::Pull),
+            ("Never", true, PullStep::Use),
+            ("Never", false, PullStep::NeverPull),
+        ];
+        for (policy, present, want) in table {
+            assert_eq!(
+                pull_step(policy, present),
+                want,
+                "{policy} present={present}"
+            );
+        }
+    }
+
+    #[test]
+    fn sandbox_config_follows_host_network_and_ports() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]}]}});
+        let c = sandbox_config(&pod, "n1", Path::new("/logs/p"), 2);
+        let md = c.metadata.clone().unwrap_or_default();
+        assert_eq!(
+            (
+                md.name.as_str(),
+                md.namespace.as_str(),
+                md.uid.as_str(),
+                md.attempt
+            ),
+            ("p", "ns", "u1", 2)
+        );
+        assert_eq!(c.hostname, "p");
+        assert_eq!(c.log_directory, "/logs/p");
+        assert_eq!(c.labels.get(NODE_LABEL).map(String::as_str), Some("n1"));
+        assert_eq!(c.labels.get("app").map(String::as_str), Some("a"));
+        assert_eq!(c.port_mappings.len(), 1);
+        assert_eq!(
+            (
+                c.port_mappings[0].container_port,
+                c.port_mappings[0].host_port
+            ),
+            (80, 8080)
+        );
+        let ns = |c: &cri::PodSandboxConfig| {
+            c.linux
+                .clone()
+                .and_then(|l| l.security_context)
+                .and_then(|s| s.namespace_options)
+                .unwrap_or_default()
+                .network
+        };
+        assert_eq!(ns(&c), cri::NamespaceMode::Pod as i32);
+        let mut host = pod.clone();
+        host["spec"]["hostNetwork"] = json!(true);
+        assert_eq!(
+            ns(&sandbox_config(&host, "n1", Path::new("/l"), 0)),
+            cri::NamespaceMode::Node as i32
+        );
+    }
+
+    #[test]
+    fn resources_become_cgroup_limits() {
+        let c = json!({"resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "250m"}}});
+        let r = resources(&c).unwrap_or_default();
+        assert_eq!(
+            (r.cpu_period, r.cpu_quota, r.cpu_shares),
+            (100_000, 50_000, 256)
+        );
+        assert_eq!(r.memory_limit_in_bytes, 64 << 20);
+        assert_eq!(
+            resources(&json!({})).unwrap_or_default(),
+            cri::LinuxContainerResources::default()
+        );
+        assert!(
+            resources(&json!({"resources": {"limits": {"memory": "lots"}}}))
+                .is_err_and(|e| e.contains("limits.memory"))
+        );
+    }
+
+    #[test]
+    fn container_config_carries_command_env_and_log_path() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u1"}, "spec": {}});
+        let c = json!({"name": "c", "image": "localhost/busybox:latest"});
+        let spec = ContainerSpec {
+            pod_uid: "u1".into(),
+            namespace: "ns".into(),
+            pod: "p".into(),
+            container: "c".into(),
+            command: vec!["sh".into()],
+            args: vec!["-c".into(), "echo hi".into()],
+            env: vec![("A".into(), "1".into())],
+            working_dir: None,
+            log_path: PathBuf::from("/d/pods/ns_p_u1/c/3.log"),
+        };
+        let (dir, rel, attempt) = split_log_path(&spec.log_path).unwrap_or_default();
+        assert_eq!(
+            (dir, rel.as_str(), attempt),
+            (PathBuf::from("/d/pods/ns_p_u1"), "c/3.log", 3)
+        );
+        let cfg = container_config(&pod, &c, &spec, attempt, &rel).unwrap_or_default();
+        assert_eq!(
+            cfg.image.unwrap_or_default().image,
+            "localhost/busybox:latest"
+        );
+        assert_eq!(cfg.command, vec!["sh"]);
+        assert_eq!(cfg.args, vec!["-c", "echo hi"]);
+        assert_eq!(
+            cfg.envs,
+            vec![cri::KeyValue {
+                key: "A".into(),
+                value: "1".into()
+            }]
+        );
+        assert_eq!(cfg.log_path, "c/3.log");
+        assert_eq!(cfg.metadata.unwrap_or_default().attempt, 3);
+    }
+}

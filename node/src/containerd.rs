@@ -1,0 +1,217 @@
+//! The private containerd `kubus up --runtime cri` runs: its root, state,
+//! socket and CNI config under `<data>/containerd`, started as a child and
+//! stopped by its pid after the node agent removed its pods through CRI.
+//! The configuration templates are deploy/containerd/*.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tracing::{info, warn};
+
+const CONFIG_TEMPLATE: &str = include_str!("../../deploy/containerd/config.toml");
+const CNI_TEMPLATE: &str = include_str!("../../deploy/containerd/10-kubus-bridge.conflist");
+/// How long containerd may take to open its socket.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long containerd may take to stop after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Restarts allowed before the mesh node gives up on its containerd.
+pub const RESTARTS_MAX: u32 = 5;
+
+/// What the private containerd is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dir: PathBuf,
+    /// The sandbox ("pause") image; it must already be imported.
+    pub sandbox_image: String,
+    /// The pod network (a private range: addresses live only in network
+    /// namespaces this containerd creates).
+    pub pod_cidr: String,
+    /// The Linux bridge the pods attach to.
+    pub bridge: String,
+}
+
+pub struct Containerd {
+    child: Child,
+    settings: Settings,
+    pub socket: PathBuf,
+    pub restarts: u32,
+}
+
+/// Fill the templates' placeholders.
+fn render(template: &str, vars: &[(&str, String)]) -> String {
+    vars.iter()
+        .fold(template.to_string(), |t, (k, v)| t.replace(k, v))
+}
+
+impl Containerd {
+    /// The socket a containerd under `dir` listens on.
+    pub fn socket_in(dir: &Path) -> PathBuf {
+        dir.join("containerd.sock")
+    }
+
+    pub fn start(s: &Settings) -> anyhow::Result<Containerd> {
+        let (child, socket) = Containerd::spawn(s)?;
+        Ok(Containerd {
+            child,
+            settings: s.clone(),
+            socket,
+            restarts: 0,
+        })
+    }
+
+    fn spawn(s: &Settings) -> anyhow::Result<(Child, PathBuf)> {
+        let cni_dir = s.dir.join("cni").join("net.d");
+        std::fs::create_dir_all(&cni_dir)
+            .with_context(|| format!("creating {}", cni_dir.display()))?;
+        let socket = Containerd::socket_in(&s.dir);
+        let _ = std::fs::remove_file(&socket);
+        let config = render(
+            CONFIG_TEMPLATE,
+            &[
+                ("@ROOT@", s.dir.join("root").display().to_string()),
+                ("@STATE@", s.dir.join("state").display().to_string()),
+                ("@ADDRESS@", socket.display().to_string()),
+                ("@SANDBOX_IMAGE@", s.sandbox_image.clone()),
+                ("@CNI_CONF_DIR@", cni_dir.display().to_string()),
+            ],
+        );
+        let config_path = s.dir.join("config.toml");
+        std::fs::write(&config_path, config)?;
+        let cni = render(
+            CNI_TEMPLATE,
+            &[
+                ("@BRIDGE@", s.bridge.clone()),
+                (
+                    "@IPAM_DIR@",
+                    s.dir.join("cni").join("ipam").display().to_string(),
+                ),
+                ("@SUBNET@", s.pod_cidr.clone()),
+            ],
+        );
+        std::fs::write(cni_dir.join("10-kubus-bridge.conflist"), cni)?;
+        let log_path = s.dir.join("containerd.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let mut child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd (install it with deploy/install-deps.sh, or pass --cri-socket)")?;
+        std::fs::write(s.dir.join("containerd.pid"), child.id().to_string())?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "containerd exited at start ({status}); see {}",
+                    log_path.display()
+                );
+            }
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "containerd did not open {} within {READY_TIMEOUT:?}",
+                    socket.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        info!(pid = child.id(), socket = %socket.display(), "containerd started");
+        Ok((child, socket))
+    }
+
+    /// Restart containerd if it died (its containers' shims live on), a
+    /// bounded number of times; an error once that is exhausted.
+    pub fn supervise(&mut self) -> anyhow::Result<()> {
+        let Some(status) = self.child.try_wait()? else {
+            return Ok(());
+        };
+        if self.restarts >= RESTARTS_MAX {
+            bail!("containerd exited ({status}) and was restarted {RESTARTS_MAX} times already");
+        }
+        self.restarts += 1;
+        warn!(%status, restarts = self.restarts, "containerd exited; restarting it");
+        let (child, socket) = Containerd::spawn(&self.settings)?;
+        self.child = child;
+        self.socket = socket;
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after a bound; always by its own pid.
+    pub fn stop(mut self) {
+        let pid = self.child.id();
+        if let Ok(pid) = i32::try_from(pid) {
+            // our own child, not yet reaped: the pid cannot have been reused
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                info!(pid, "containerd stopped");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        warn!(pid, "containerd did not stop after SIGTERM; killing it");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Containerd {
+    /// A containerd never outlives the mesh node that started it (an error
+    /// path that did not call `stop`).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            warn!(pid = self.child.id(), "killing containerd");
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_have_no_placeholder_left() {
+        let vars = [
+            ("@ROOT@", "/r".to_string()),
+            ("@STATE@", "/s".to_string()),
+            ("@ADDRESS@", "/a.sock".to_string()),
+            ("@SANDBOX_IMAGE@", "localhost/pause:kubus".to_string()),
+            ("@CNI_CONF_DIR@", "/c".to_string()),
+        ];
+        let config = render(CONFIG_TEMPLATE, &vars);
+        assert!(!config.contains('@'), "{config}");
+        assert!(config.contains("restrict_oom_score_adj = true"));
+        let cni = render(
+            CNI_TEMPLATE,
+            &[
+                ("@BRIDGE@", "kubus0".to_string()),
+                ("@IPAM_DIR@", "/i".to_string()),
+                ("@SUBNET@", "10.88.0.0/16".to_string()),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&cni).unwrap_or_default();
+        assert_eq!(
+            v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.88.0.0/16"
+        );
+    }
+}
