@@ -29,7 +29,14 @@ impl CriCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = std::fs::File::create(dir.path().join("kubus.log")).expect("log");
         let child = Command::new(kubus_bin())
-            .args(["up", "--runtime", "cri", "--node-name", "node-1", "--data-dir"])
+            .args([
+                "up",
+                "--runtime",
+                "cri",
+                "--node-name",
+                "node-1",
+                "--data-dir",
+            ])
             .arg(dir.path().join("data"))
             .env("KUBUS_HOME", dir.path().join("home"))
             .env("RUST_LOG", "info")
@@ -141,7 +148,9 @@ impl CriCluster {
             let _ = child.wait();
         }
         if let Some(pid) = self.containerd_pid().filter(|p| alive(*p)) {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
 }
