@@ -7,9 +7,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use kubus_api::{lifecycle, meta, Kind};
 use kubus_bus::Client;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tracing::debug;
 
 /// How long the store keeps an Event after it last happened.
@@ -91,13 +93,67 @@ pub fn expired(event: &Value, now: jiff::Timestamp, ttl: Duration) -> bool {
     last.is_some_and(|t| now.as_second() - t.as_second() > ttl.as_secs() as i64)
 }
 
+/// Per object and reason, at most this many Events in a burst…
+pub const SPAM_BURST: u32 = 25;
+/// …then one more per this interval (Kubernetes' event spam filter).
+pub const SPAM_REFILL: Duration = Duration::from_secs(300);
+/// Events waiting to be written; when full, new ones are dropped (and
+/// counted): Events are best effort, and never slow the recording actor.
+pub const RECORDER_QUEUE: usize = 1024;
+/// Event writes one recorder has in flight at once.
+pub const RECORDER_WRITES_IN_FLIGHT: usize = 8;
+
+/// A token bucket: whether one more Event about the same object and reason
+/// may go out now (pure: the clock is an argument).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpamBucket {
+    tokens: u32,
+    refilled_at: Instant,
+}
+
+impl SpamBucket {
+    pub fn new(now: Instant) -> SpamBucket {
+        SpamBucket {
+            tokens: SPAM_BURST,
+            refilled_at: now,
+        }
+    }
+
+    /// Takes a token if there is one (after refilling for the time passed).
+    pub fn take(&mut self, now: Instant) -> bool {
+        let earned =
+            now.saturating_duration_since(self.refilled_at).as_secs() / SPAM_REFILL.as_secs();
+        if earned > 0 {
+            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
+            self.tokens = self.tokens.saturating_add(earned).min(SPAM_BURST);
+            self.refilled_at = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+/// An Event write: a new Event, or a bumped count on one already written.
+#[derive(Debug)]
+struct EventWrite {
+    event: Value,
+    update: bool,
+}
+
 /// Records Events for one component; repeats within the window are counted
-/// on the Event already written.
+/// on the Event already written, a flood about one object is cut by the
+/// spam filter, and writes go through a bounded queue.
 #[derive(Debug)]
 pub struct Recorder {
     client: Client,
     component: String,
     seen: HashMap<(String, String, String), (Value, Instant)>,
+    spam: HashMap<(String, String), SpamBucket>,
+    queue: Option<mpsc::Sender<EventWrite>>,
+    dropped: u64,
 }
 
 impl Recorder {
@@ -106,28 +162,43 @@ impl Recorder {
             client,
             component: component.to_string(),
             seen: HashMap::new(),
+            spam: HashMap::new(),
+            queue: None,
+            dropped: 0,
         }
     }
 
     /// Record an Event; fire and forget (a lost Event is logged, never
     /// retried: Events are best effort, as in Kubernetes).
     pub fn record(&mut self, involved: &Value, event_type: EventType, reason: &str, message: &str) {
-        let now = lifecycle::format_time(jiff::Timestamp::now());
-        let key = (
-            meta::uid(involved).unwrap_or_default().to_string(),
-            reason.to_string(),
-            message.to_string(),
-        );
-        let client = self.client.clone();
+        let now = Instant::now();
+        let uid = meta::uid(involved).unwrap_or_default().to_string();
+        if self.spam.len() >= RECORDER_CACHE_MAX {
+            self.spam.retain(|_, b| b.tokens < SPAM_BURST);
+            if self.spam.len() >= RECORDER_CACHE_MAX {
+                self.spam.clear();
+            }
+        }
+        let allowed = self
+            .spam
+            .entry((uid.clone(), reason.to_string()))
+            .or_insert_with(|| SpamBucket::new(now))
+            .take(now);
+        if !allowed {
+            debug!(object = %uid, reason, "event dropped by the spam filter");
+            return;
+        }
+        let stamp = lifecycle::format_time(jiff::Timestamp::now());
+        let key = (uid, reason.to_string(), message.to_string());
         let write = match self.seen.get_mut(&key) {
             Some((event, at)) if at.elapsed() < AGGREGATE_WINDOW => {
                 let count = event.get("count").and_then(Value::as_i64).unwrap_or(1) + 1;
                 event["count"] = json!(count);
-                event["lastTimestamp"] = json!(now);
+                event["lastTimestamp"] = json!(stamp);
                 if let Some(m) = event.get_mut("metadata").and_then(Value::as_object_mut) {
                     m.remove("resourceVersion");
                 }
-                *at = Instant::now();
+                *at = now;
                 Some(event.clone())
             }
             _ => None,
@@ -136,13 +207,10 @@ impl Recorder {
             Some(e) => e,
             None => {
                 if self.seen.len() >= RECORDER_CACHE_MAX {
-                    let oldest = self
-                        .seen
-                        .iter()
-                        .min_by_key(|(_, (_, at))| *at)
-                        .map(|(k, _)| k.clone());
-                    if let Some(k) = oldest {
-                        self.seen.remove(&k);
+                    self.seen
+                        .retain(|_, (_, at)| at.elapsed() < AGGREGATE_WINDOW);
+                    if self.seen.len() >= RECORDER_CACHE_MAX {
+                        self.seen.clear();
                     }
                 }
                 let suffix = format!("{:016x}", uuid::Uuid::new_v4().as_u128() as u64);
@@ -152,25 +220,45 @@ impl Recorder {
                     reason,
                     message,
                     &self.component,
-                    &now,
+                    &stamp,
                     &suffix,
                 );
-                self.seen.insert(key, (e.clone(), Instant::now()));
+                self.seen.insert(key, (e.clone(), now));
                 e
             }
         };
         let update = event.get("count").and_then(Value::as_i64).unwrap_or(1) > 1;
-        tokio::spawn(async move {
-            let res = if update {
-                client.update(event).await
-            } else {
-                client.create(event).await
-            };
-            if let Err(e) = res {
-                debug!(error = %e, "event not recorded");
-            }
-        });
+        let queue = self
+            .queue
+            .get_or_insert_with(|| start_writer(self.client.clone()));
+        if queue.try_send(EventWrite { event, update }).is_err() {
+            self.dropped += 1;
+            debug!(dropped = self.dropped, "event queue full; event dropped");
+        }
     }
+}
+
+/// The task that writes one recorder's Events, a few at a time.
+fn start_writer(client: Client) -> mpsc::Sender<EventWrite> {
+    let (tx, mut rx) = mpsc::channel::<EventWrite>(RECORDER_QUEUE);
+    tokio::spawn(async move {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+            .for_each_concurrent(RECORDER_WRITES_IN_FLIGHT, |w| {
+                let client = client.clone();
+                async move {
+                    let res = if w.update {
+                        client.update(w.event).await
+                    } else {
+                        client.create(w.event).await
+                    };
+                    if let Err(e) = res {
+                        debug!(error = %e, "event not recorded");
+                    }
+                }
+            })
+            .await;
+    });
+    tx
 }
 
 #[cfg(test)]
@@ -201,5 +289,22 @@ mod tests {
         assert!(expired(&e, later, EVENT_TTL));
         let soon: jiff::Timestamp = "2026-01-01T00:30:00Z".parse().expect("ts");
         assert!(!expired(&e, soon, EVENT_TTL));
+    }
+
+    #[test]
+    fn spam_filter_allows_a_burst_then_one_per_interval() {
+        let t0 = Instant::now();
+        let mut b = SpamBucket::new(t0);
+        let allowed = (0..100).filter(|_| b.take(t0)).count();
+        assert_eq!(allowed, SPAM_BURST as usize);
+        assert!(!b.take(t0 + SPAM_REFILL / 2));
+        assert!(b.take(t0 + SPAM_REFILL));
+        assert!(!b.take(t0 + SPAM_REFILL));
+        // a long quiet spell refills the burst, no more
+        let later = t0 + SPAM_REFILL * 1000;
+        assert_eq!(
+            (0..100).filter(|_| b.take(later)).count(),
+            SPAM_BURST as usize
+        );
     }
 }

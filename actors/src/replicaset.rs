@@ -20,7 +20,7 @@ use crate::watching::{controller_ref, watched, Watched};
 use crate::write::{perform, Write};
 
 /// Most pod writes one ReplicaSet issues per sync (a slow start, bounded).
-pub const WRITES_PER_SYNC_MAX: usize = 500;
+pub const WRITES_PER_SYNC_MAX: usize = 128;
 const BATCH_DELAY: Duration = Duration::from_millis(10);
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 

@@ -7,8 +7,9 @@
 //! watcher saw proves a gap. The watcher then resumes: it asks the store for
 //! the changes after its last revision (from the history) and relists only
 //! when that range was compacted. Bookmarks (the stream's latest revision,
-//! published every second) expose a lost *last* event within a second. A
-//! periodic resync bounds the damage of anything else.
+//! published every second) expose a lost *last* event within a second, so
+//! a stream with `prev` needs no periodic relist. A stream without it may
+//! ask for one (`resync`) to bound the damage of a lost event.
 
 use std::time::Duration;
 
@@ -43,8 +44,10 @@ pub struct WatchSpec {
     pub field_selector: Option<String>,
     /// Whether events on `subject` carry a `prev` that detects gaps.
     pub check_prev: bool,
-    /// Relist this often even without a gap.
-    pub resync: Duration,
+    /// Relist this often even without a gap: for streams without `prev`
+    /// only (with it, gaps are detected, and a thousand node agents
+    /// relisting in step would only load the store).
+    pub resync: Option<Duration>,
     /// Start after this revision, from the store's history, instead of a
     /// list (a resumed watch). Relists if that history was compacted.
     pub since: Option<u64>,
@@ -58,7 +61,7 @@ impl WatchSpec {
             subject: client.subjects().obj_all(kind),
             field_selector: None,
             check_prev: true,
-            resync: Duration::from_secs(300),
+            resync: None,
             since: None,
         }
     }
@@ -70,7 +73,7 @@ impl WatchSpec {
             subject: client.subjects().node_pods(node),
             field_selector: Some(format!("spec.nodeName={node}")),
             check_prev: true,
-            resync: Duration::from_secs(60),
+            resync: None,
             since: None,
         }
     }
@@ -136,7 +139,10 @@ async fn run(client: Client, spec: WatchSpec, tx: mpsc::Sender<WatchItem>) {
                 position = None;
                 backoff = RETRY_MIN;
             }
-            Ended::Resync => backoff = RETRY_MIN,
+            Ended::Resync => {
+                position = None;
+                backoff = RETRY_MIN;
+            }
             Ended::Error(e) => {
                 warn!(kind = %spec.kind, error = %e, "watch failed; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
@@ -150,7 +156,7 @@ enum Ended {
     Receiver,
     /// Start again from a fresh list.
     Relist,
-    /// The periodic relist is due.
+    /// The periodic relist (`resync`) is due.
     Resync,
     /// Try again from where the watch was.
     Error(String),
@@ -236,7 +242,12 @@ async fn watch_once(
         }
     };
     *position = Some(last);
-    let resync = tokio::time::sleep(spec.resync);
+    let resync = async {
+        match spec.resync {
+            Some(every) => tokio::time::sleep(every).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::pin!(resync);
     loop {
         tokio::select! {

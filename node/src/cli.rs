@@ -55,6 +55,25 @@ pub enum Command {
 pub enum BenchCommand {
     /// Commit → watcher latency and API request latency, beside raw NATS.
     Watch(BenchWatchArgs),
+    /// Pod startup latency on hollow nodes: manifest published → pod
+    /// Running seen by a watcher.
+    Pods(BenchPodsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchPodsArgs {
+    /// Replicas of the Deployment on the hollow nodes.
+    #[arg(long, default_value_t = 30_000)]
+    pub pods: usize,
+    /// Hollow nodes (all in one `kubus up` child process).
+    #[arg(long, default_value_t = 1_000)]
+    pub hollow_nodes: usize,
+    /// A hollow container's simulated start-up time.
+    #[arg(long, default_value_t = 100)]
+    pub hollow_delay_ms: u64,
+    /// Give up waiting for the pods after this long.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Args)]

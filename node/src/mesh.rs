@@ -178,15 +178,20 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
     });
     system.block_on(async move {
         let client = connect(&mesh.nats_url, &mesh.cluster).await?;
+        // Each role has its own connection, as it would in its own process:
+        // one busy reader (a thousand hollow agents) cannot delay another's
+        // messages (the store's requests).
         let store = if mesh.roles.store {
-            Some(start_store(&mesh.data_dir.join("store"), &client, &mesh.cluster).await?)
+            let own = connect(&mesh.nats_url, &mesh.cluster).await?;
+            Some(start_store(&mesh.data_dir.join("store"), &own, &mesh.cluster).await?)
         } else {
             None
         };
         if mesh.roles.control {
-            Scheduler::new(client.clone()).start();
-            ReplicaSetController::new(client.clone()).start();
-            DeploymentController::new(client.clone()).start();
+            let own = connect(&mesh.nats_url, &mesh.cluster).await?;
+            Scheduler::new(own.clone()).start();
+            ReplicaSetController::new(own.clone()).start();
+            DeploymentController::new(own).start();
             info!("control role: scheduler and controllers started");
         }
         let mut worker = Worker::default();
@@ -195,7 +200,7 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
             info!(node = %mesh.node_name, runtime = %mesh.runtime.runtime, "worker role: node agent started");
         }
         let containerd = worker.containerd.take().map(|c| Arc::new(Mutex::new(c)));
-        let hollow = start_hollow_nodes(&client, &mesh).await?;
+        let hollow = start_hollow_nodes(&mesh).await?;
         println!("kubus: ready (node {:?}); stop with Ctrl-C", mesh.node_name);
         let supervised = async {
             let Some(server) = nats else {
@@ -255,13 +260,22 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
         }
         drop(hollow);
         if let Some(store) = store {
-            store.shutdown();
+            // Bounded: a store stuck behind a full change queue must not
+            // keep Ctrl-C from working. Leaving without the join is safe:
+            // every acknowledged write is already on disk.
+            let stopping = tokio::task::spawn_blocking(move || store.shutdown());
+            if tokio::time::timeout(STORE_STOP_MAX, stopping).await.is_err() {
+                error!("the store did not stop within {STORE_STOP_MAX:?}; leaving anyway (acknowledged writes are on disk)");
+            }
         }
-        let _ = client.nats().flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.nats().flush()).await;
         System::current().stop();
         outcome
     })
 }
+
+/// Longest wait for the store's Raft thread at shutdown.
+const STORE_STOP_MAX: Duration = Duration::from_secs(10);
 
 /// The worker role: its node agent (of either runtime) and what the cri
 /// runtime needs stopped after it.
@@ -332,15 +346,24 @@ async fn start_worker(client: &Client, mesh: &MeshNode) -> anyhow::Result<Worker
     Ok(worker)
 }
 
-/// Start the hollow node agents this mesh node hosts (all sharing one
-/// connection and one runtime).
+/// Hollow node agents that share one NATS connection.
+const HOLLOW_NODES_PER_CONNECTION: usize = 100;
+
+/// Start the hollow node agents this mesh node hosts (one runtime; one
+/// connection per [`HOLLOW_NODES_PER_CONNECTION`] agents).
 async fn start_hollow_nodes(
-    client: &Client,
     mesh: &MeshNode,
 ) -> anyhow::Result<Vec<Addr<NodeAgent<HollowRuntime>>>> {
     let runtime = HollowRuntime::new(Duration::from_millis(mesh.hollow_delay_ms));
     let mut agents = Vec::with_capacity(mesh.hollow_nodes);
+    let mut client = None;
     for i in 0..mesh.hollow_nodes {
+        if i % HOLLOW_NODES_PER_CONNECTION == 0 {
+            client = Some(connect(&mesh.nats_url, &mesh.cluster).await?);
+        }
+        let Some(client) = &client else {
+            bail!("hollow node {i}: no connection");
+        };
         let name = format!("hollow-{i:04}");
         let mut cfg = NodeConfig::from_host(&name, mesh.data_dir.join("hollow").join(&name));
         cfg.cpu = "4".into();

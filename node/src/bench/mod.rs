@@ -2,13 +2,14 @@
 //! baseline measured in the same invocation on the same machine, as ratios;
 //! none is a test and none asserts a time.
 
+pub mod pods;
 pub mod watch;
 
 use hdrhistogram::Histogram;
 
-/// A latency histogram in microseconds, 1 µs to 60 s, 3 significant digits.
+/// A latency histogram in microseconds, 1 µs to 1 h, 3 significant digits.
 pub fn histogram() -> anyhow::Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+    Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)
 }
 
 /// "p50 0.42 ms  p99 1.93 ms  (n=20000)".

@@ -1,0 +1,292 @@
+//! `kubus bench pods`: pod startup latency on hollow nodes, measured the way
+//! Kubernetes states its SLO: from the pod's creation to its `Running` as a
+//! watcher sees it.
+//!
+//! It starts a nats-server and a `kubus up --hollow-nodes N` child (every
+//! role, all hollow agents in that one process) in a temporary directory,
+//! waits for the nodes, then:
+//! 1. baseline: a Deployment of one pod on the idle cluster;
+//! 2. load: a Deployment of `--pods` replicas published as one manifest.
+//!
+//! For each it prints, per pod, created → Running seen and manifest
+//! published → Running seen (p50, p99), and the time until all run.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use kubus_api::{meta, Kind};
+use kubus_bus::watch::{watch, WatchItem, WatchSpec};
+use kubus_bus::Client;
+use serde_json::Value;
+
+use super::{histogram, summary};
+use crate::cli::BenchPodsArgs;
+use crate::nats_server::NatsServer;
+
+/// The cluster name the benchmark's subjects use.
+const CLUSTER: &str = "bench";
+/// Longest wait for the hollow nodes to register.
+const NODES_WAIT_MAX: Duration = Duration::from_secs(300);
+
+pub fn run(args: BenchPodsArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"))?;
+    let url = nats.url();
+    let result = start_cluster(dir.path(), &url, &args).and_then(|mut cluster| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("tokio runtime")?;
+        let out = runtime.block_on(measure(&url, &args, cluster.pid()));
+        cluster.stop();
+        out
+    });
+    nats.stop();
+    result
+}
+
+/// The `kubus up` child, stopped (by its PID) when dropped.
+struct Cluster {
+    child: Child,
+}
+
+impl Cluster {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGINT (a clean stop), up to 15 s, then SIGKILL.
+    fn stop(&mut self) {
+        crate::child::stop(
+            &mut self.child,
+            nix::sys::signal::Signal::SIGINT,
+            Duration::from_secs(15),
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn start_cluster(dir: &Path, url: &str, args: &BenchPodsArgs) -> anyhow::Result<Cluster> {
+    let exe = std::env::current_exe().context("finding the kubus binary")?;
+    let log = std::fs::File::create(dir.join("kubus-up.log")).context("creating the log")?;
+    let child = Command::new(exe)
+        .args(["up", "--nats", url, "--cluster", CLUSTER, "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--node-name", "bench-worker"])
+        .args(["--hollow-nodes", &args.hollow_nodes.to_string()])
+        .args(["--hollow-delay-ms", &args.hollow_delay_ms.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("log")?)
+        .stderr(log)
+        .spawn()
+        .context("starting kubus up")?;
+    Ok(Cluster { child })
+}
+
+async fn measure(url: &str, args: &BenchPodsArgs, pid: u32) -> anyhow::Result<()> {
+    let client = Client::connect(url, CLUSTER).await?;
+    println!(
+        "kubus bench pods: {} pods on {} hollow nodes (start-up {} ms each), one `kubus up` process",
+        args.pods, args.hollow_nodes, args.hollow_delay_ms
+    );
+    println!(
+        "(build: {}; fsync on; one store peer; client, cluster and nats-server share this machine)\n",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
+    let started = Instant::now();
+    wait_for_nodes(&client, args.hollow_nodes).await?;
+    println!(
+        "{} hollow nodes Ready after {:.1} s; kubus up RSS {}",
+        args.hollow_nodes,
+        started.elapsed().as_secs_f64(),
+        rss(pid)
+    );
+    let timeout = Duration::from_secs(args.timeout_s.max(1));
+    let baseline = deploy(&client, "bench-baseline", 1, timeout).await?;
+    baseline.print("baseline: 1 pod on the idle cluster");
+    let load = deploy(&client, "bench-load", args.pods.max(1), timeout).await?;
+    load.print(&format!("{} pods in one Deployment", args.pods.max(1)));
+    println!("kubus up RSS after: {}", rss(pid));
+    let p99 = load.startup.value_at_quantile(0.99) as f64 / 1e6;
+    println!(
+        "\ngoal (hollow nodes): startup p99 ≤ 0.5 s — {:.3} s; 30,000 pods Running in ≤ 60 s{}",
+        p99,
+        match load.all_running {
+            Some(t) => format!(" — {} in {:.1} s", load.running, t.as_secs_f64()),
+            None => format!(" — only {} Running before the timeout", load.running),
+        }
+    );
+    Ok(())
+}
+
+async fn wait_for_nodes(client: &Client, want: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + NODES_WAIT_MAX;
+    while Instant::now() < deadline {
+        if let Ok((nodes, _)) = client.list(Kind::Node, None, None, None).await {
+            if nodes.iter().filter(|n| is_hollow_node(n)).count() >= want {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("the hollow nodes did not register within {NODES_WAIT_MAX:?}")
+}
+
+fn is_hollow_node(node: &Value) -> bool {
+    node.pointer("/metadata/labels/kubus.io~1hollow")
+        .and_then(Value::as_str)
+        == Some("true")
+}
+
+/// What one Deployment's pods did.
+struct Outcome {
+    /// Created (first seen) → Running seen, per pod.
+    startup: Histogram<u64>,
+    /// Manifest published → Running seen, per pod.
+    from_manifest: Histogram<u64>,
+    running: usize,
+    all_running: Option<Duration>,
+}
+
+impl Outcome {
+    fn print(&self, title: &str) {
+        println!("\n{title}");
+        println!(
+            "  pod created → Running seen        {}",
+            summary(&self.startup)
+        );
+        println!(
+            "  manifest published → Running seen {}",
+            summary(&self.from_manifest)
+        );
+        match self.all_running {
+            Some(t) => println!(
+                "  all {} Running after {:.2} s ({:.0} pods/s)",
+                self.running,
+                t.as_secs_f64(),
+                self.running as f64 / t.as_secs_f64().max(1e-9)
+            ),
+            None => println!("  only {} Running before the timeout", self.running),
+        }
+    }
+}
+
+/// A pod's first sighting and, once seen, when it was Running.
+#[derive(Default)]
+struct Seen {
+    created: Option<Instant>,
+    running: Option<Instant>,
+}
+
+/// Apply a Deployment of `replicas` hollow pods labelled `app=name` and
+/// watch its pods until all run (or `timeout`).
+async fn deploy(
+    client: &Client,
+    name: &str,
+    replicas: usize,
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
+    let mut items = watch(client.clone(), WatchSpec::all(client, Kind::Pod));
+    // the watch lists first: wait for that, so no pod is seen late
+    match tokio::time::timeout(Duration::from_secs(30), items.recv()).await {
+        Ok(Some(WatchItem::Relisted { .. })) => {}
+        _ => bail!("the pod watch did not start"),
+    }
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      nodeSelector: {{kubus.io/hollow: \"true\"}}\n      containers:\n      - {{name: main, image: busybox, command: [sleep, \"3600\"], resources: {{requests: {{cpu: 10m, memory: 16Mi}}}}}}\n"
+    );
+    let published = Instant::now();
+    let reply = client.apply_manifests(&manifest).await?;
+    if let Some(e) = &reply.error {
+        bail!("the benchmark's manifest was refused: {e}");
+    }
+    if let Some(Err(e)) = reply
+        .documents
+        .iter()
+        .map(|d| &d.result)
+        .find(|r| r.is_err())
+    {
+        bail!("the benchmark's manifest was refused: {e}");
+    }
+    let deadline = published + timeout;
+    let mut pods: HashMap<String, Seen> = HashMap::new();
+    let mut running = 0usize;
+    let mut all_running = None;
+    while running < replicas {
+        let item = match tokio::time::timeout_at(deadline.into(), items.recv()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => bail!("the pod watch ended"),
+            Err(_) => break,
+        };
+        let now = Instant::now();
+        let objects = match item {
+            WatchItem::Event(e) => vec![e.object],
+            WatchItem::Relisted { items, .. } => items,
+            WatchItem::Bookmark(_) => continue,
+        };
+        for pod in objects {
+            if pod.pointer("/metadata/labels/app").and_then(Value::as_str) != Some(name) {
+                continue;
+            }
+            let Some(key) = meta::object_ref(&pod).map(|r| r.to_string()) else {
+                continue;
+            };
+            let seen = pods.entry(key).or_default();
+            seen.created.get_or_insert(now);
+            if seen.running.is_none()
+                && pod.pointer("/status/phase").and_then(Value::as_str) == Some("Running")
+            {
+                seen.running = Some(now);
+                running += 1;
+                if running == replicas {
+                    all_running = Some(now - published);
+                }
+            }
+        }
+    }
+    let mut startup = histogram()?;
+    let mut from_manifest = histogram()?;
+    for seen in pods.values() {
+        if let (Some(c), Some(r)) = (seen.created, seen.running) {
+            startup.record(micros(r - c))?;
+            from_manifest.record(micros(r - published))?;
+        }
+    }
+    Ok(Outcome {
+        startup,
+        from_manifest,
+        running,
+        all_running,
+    })
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The resident memory of process `pid`, as /proc says it.
+fn rss(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.trim_start_matches("VmRSS:").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
