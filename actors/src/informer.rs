@@ -3,7 +3,7 @@
 //!
 //! Pure: the actor feeds [`WatchItem`]s in and gets changed objects out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kubus_api::meta;
 use kubus_bus::protocol::EventType;
@@ -134,6 +134,45 @@ impl Cache {
     }
 }
 
+/// Which objects each controller (by uid) owns, kept as changes arrive, so
+/// a controller finds its objects without scanning every object.
+#[derive(Debug, Default, Clone)]
+pub struct OwnerIndex {
+    by_owner: HashMap<String, BTreeSet<String>>,
+    owner_of: HashMap<String, String>,
+}
+
+impl OwnerIndex {
+    /// Object `key` changed (`None`: deleted): index it under its
+    /// controller's uid.
+    pub fn update(&mut self, key: &str, object: Option<&Value>) {
+        let owner = object.and_then(meta::controller_uid);
+        if self.owner_of.get(key).map(String::as_str) == owner {
+            return;
+        }
+        if let Some(old) = self.owner_of.remove(key) {
+            if let Some(keys) = self.by_owner.get_mut(&old) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_owner.remove(&old);
+                }
+            }
+        }
+        if let Some(owner) = owner {
+            self.by_owner
+                .entry(owner.to_string())
+                .or_default()
+                .insert(key.to_string());
+            self.owner_of.insert(key.to_string(), owner.to_string());
+        }
+    }
+
+    /// The keys of what `owner` (a uid) controls.
+    pub fn owned_by(&self, owner: &str) -> impl Iterator<Item = &String> {
+        self.by_owner.get(owner).into_iter().flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +222,27 @@ mod tests {
             object: pod("a", "7"),
         }));
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn owner_index_follows_changes() {
+        let owned = |name: &str, owner: &str| {
+            json!({"metadata": {"name": name, "namespace": "d",
+                "ownerReferences": [{"uid": owner, "controller": true, "kind": "ReplicaSet"}]}})
+        };
+        let mut ix = OwnerIndex::default();
+        ix.update("d/a", Some(&owned("a", "rs1")));
+        ix.update("d/b", Some(&owned("b", "rs1")));
+        ix.update("d/c", Some(&owned("c", "rs2")));
+        assert_eq!(ix.owned_by("rs1").count(), 2);
+        ix.update("d/b", Some(&owned("b", "rs2")));
+        ix.update("d/a", None);
+        assert_eq!(ix.owned_by("rs1").count(), 0);
+        assert_eq!(
+            ix.owned_by("rs2").cloned().collect::<Vec<_>>(),
+            vec!["d/b".to_string(), "d/c".to_string()]
+        );
+        ix.update("d/c", Some(&pod("c", "9")));
+        assert_eq!(ix.owned_by("rs2").count(), 1);
     }
 }

@@ -5,7 +5,7 @@
 //! [`reconcile`] decides; the actor watches, queues keys and writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use kubus_api::{meta, Kind, ObjectRef, Reason};
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use crate::events::{EventType, Recorder};
-use crate::informer::{key_of, Cache};
+use crate::informer::{key_of, Cache, OwnerIndex};
 use crate::watching::{controller_ref, watched, Watched};
 use crate::write::{perform, Write};
 
@@ -136,8 +136,15 @@ pub struct ReplicaSetController {
     pods: Cache,
     /// ReplicaSet uid → key, to find a pod's owner.
     by_uid: HashMap<String, String>,
+    /// Pods by the uid of their controller.
+    owners: OwnerIndex,
+    /// Pods whose controlling ReplicaSet was not known when last seen.
+    maybe_orphans: BTreeSet<String>,
     queue: BTreeSet<String>,
     sync_scheduled: bool,
+    /// How long the last sync took: the next waits a few times that, so
+    /// syncing a huge ReplicaSet cannot take all of the actors' thread.
+    last_sync: Duration,
     /// Writes under way per ReplicaSet key; a key with writes under way is
     /// not reconciled again until they land (no double creates).
     in_flight: BTreeMap<String, usize>,
@@ -151,8 +158,11 @@ impl ReplicaSetController {
             sets: Cache::default(),
             pods: Cache::default(),
             by_uid: HashMap::new(),
+            owners: OwnerIndex::default(),
+            maybe_orphans: BTreeSet::new(),
             queue: BTreeSet::new(),
             sync_scheduled: false,
+            last_sync: Duration::ZERO,
             in_flight: BTreeMap::new(),
         }
     }
@@ -161,7 +171,7 @@ impl ReplicaSetController {
         self.queue.insert(key);
         if !self.sync_scheduled {
             self.sync_scheduled = true;
-            ctx.run_later(BATCH_DELAY, |act, ctx| act.sync(ctx));
+            ctx.run_later(batch_delay(self.last_sync), |act, ctx| act.sync(ctx));
         }
     }
 
@@ -170,24 +180,16 @@ impl ReplicaSetController {
         if !(self.sets.synced && self.pods.synced) {
             return;
         }
+        let started = Instant::now();
         let queue = std::mem::take(&mut self.queue);
-        let mut owned: HashMap<String, Vec<&Value>> = HashMap::new();
-        let mut orphans = Vec::new();
-        for pod in self.pods.values() {
-            let Some(uid) = meta::controller_uid(pod) else {
+        let mut planned: Vec<(String, Write)> = Vec::new();
+        for key in std::mem::take(&mut self.maybe_orphans) {
+            let Some(pod) = self.pods.get(&key) else {
                 continue;
             };
-            if !is_replicaset_owned(pod) {
-                continue;
-            }
-            match self.by_uid.get(uid) {
-                Some(k) => owned.entry(k.clone()).or_default().push(pod),
-                None => orphans.push(pod),
-            }
-        }
-        let mut planned: Vec<(String, Write)> = Vec::new();
-        for pod in orphans {
-            if let Some(r) = meta::object_ref(pod) {
+            let orphaned = is_replicaset_owned(pod)
+                && meta::controller_uid(pod).is_some_and(|u| !self.by_uid.contains_key(u));
+            if let (true, Some(r)) = (orphaned, meta::object_ref(pod)) {
                 debug!(pod = %r, "pod's ReplicaSet is gone; deleting");
                 planned.push((String::new(), Write::Delete(r, None)));
             }
@@ -199,9 +201,16 @@ impl ReplicaSetController {
             let Some(rs) = self.sets.get(&key) else {
                 continue;
             };
-            let pods = owned.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-            planned.extend(reconcile(rs, pods).into_iter().map(|w| (key.clone(), w)));
+            let uid = meta::uid(rs).unwrap_or_default();
+            let pods: Vec<&Value> = self
+                .owners
+                .owned_by(uid)
+                .filter_map(|k| self.pods.get(k))
+                .filter(|p| is_replicaset_owned(p))
+                .collect();
+            planned.extend(reconcile(rs, &pods).into_iter().map(|w| (key.clone(), w)));
         }
+        self.last_sync = started.elapsed();
         for (key, write) in planned {
             if !key.is_empty() {
                 *self.in_flight.entry(key.clone()).or_default() += 1;
@@ -240,8 +249,15 @@ impl ReplicaSetController {
                                 .record(&rs, EventType::Normal, reason, &message);
                         }
                         match (&deleted_key, meta::kind_of(&obj)) {
-                            (Some(k), _) => act.pods.forget(k),
-                            (None, Some(Kind::Pod)) => act.pods.assume(obj),
+                            (Some(k), _) => {
+                                act.pods.forget(k);
+                                act.owners.update(k, None);
+                            }
+                            (None, Some(Kind::Pod)) => {
+                                let k = key_of(&obj);
+                                act.pods.assume(obj);
+                                act.owners.update(&k, act.pods.get(&k));
+                            }
                             (None, Some(Kind::ReplicaSet)) => act.sets.assume(obj),
                             _ => {}
                         }
@@ -260,6 +276,13 @@ impl ReplicaSetController {
             }));
         }
     }
+}
+
+/// The wait before a sync: the batch delay, or four times what the last
+/// sync took (at most a second), so syncing takes at most a fifth of the
+/// thread the actors share.
+fn batch_delay(last_sync: Duration) -> Duration {
+    (last_sync * 4).clamp(BATCH_DELAY, Duration::from_secs(1))
 }
 
 fn is_replicaset_owned(pod: &Value) -> bool {
@@ -297,6 +320,8 @@ impl StreamHandler<Watched> for ReplicaSetController {
                     if let Some(uid) = meta::uid(&d.object) {
                         if d.deleted {
                             self.by_uid.remove(uid);
+                            let pods = self.owners.owned_by(uid).cloned();
+                            self.maybe_orphans.extend(pods);
                         } else {
                             self.by_uid.insert(uid.to_string(), key.clone());
                         }
@@ -306,6 +331,9 @@ impl StreamHandler<Watched> for ReplicaSetController {
             }
             Kind::Pod => {
                 for d in self.pods.apply(w.item) {
+                    let pod_key = key_of(&d.object);
+                    self.owners
+                        .update(&pod_key, (!d.deleted).then_some(&d.object));
                     let owner = meta::controller_uid(&d.object)
                         .and_then(|u| self.by_uid.get(u))
                         .cloned();
@@ -313,6 +341,7 @@ impl StreamHandler<Watched> for ReplicaSetController {
                         Some(key) => self.enqueue(key, ctx),
                         // an orphan: a sync collects it
                         None if is_replicaset_owned(&d.object) && !d.deleted => {
+                            self.maybe_orphans.insert(pod_key);
                             self.enqueue(String::new(), ctx)
                         }
                         None => {}

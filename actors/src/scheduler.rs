@@ -6,7 +6,7 @@
 //! `spec.nodeName`, and writes a `PodScheduled=False` condition saying why
 //! when no node fits.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -118,8 +118,32 @@ pub fn unschedulable_message(total: usize, reasons: &BTreeMap<&'static str, usiz
     format!("0/{total} nodes are available: {}.", parts.join(", "))
 }
 
+/// How many feasible nodes to find before choosing among them, as
+/// kube-scheduler's adaptive `percentageOfNodesToScore` (50 % less one per
+/// 125 nodes, at least 5 %, at least 100 nodes): on a big cluster a pod
+/// looks at a rotating part of it, not all of it.
+pub fn feasible_to_find(nodes: usize) -> usize {
+    if nodes < 100 {
+        return nodes;
+    }
+    let percent = 50usize.saturating_sub(nodes / 125).max(5);
+    (nodes * percent / 100).max(100)
+}
+
 /// Pick a node for a pod: filter, then the least allocated wins (ties by name).
 pub fn schedule(pod: &Value, nodes: &[NodeInfo]) -> Result<String, String> {
+    schedule_from(pod, nodes, 0).0
+}
+
+/// [`schedule`] over the nodes from index `start` on, cyclically, until
+/// [`feasible_to_find`] nodes fit; also returns how many nodes it looked at
+/// (the next pod starts there). Reasons name every node only when none fits,
+/// and then every node was looked at.
+pub fn schedule_from(
+    pod: &Value,
+    nodes: &[NodeInfo],
+    start: usize,
+) -> (Result<String, String>, usize) {
     let want = pod_requests(pod);
     let selector: BTreeMap<String, String> = pod
         .pointer("/spec/nodeSelector")
@@ -130,9 +154,21 @@ pub fn schedule(pod: &Value, nodes: &[NodeInfo]) -> Result<String, String> {
                 .collect()
         })
         .unwrap_or_default();
+    let enough = feasible_to_find(nodes.len());
+    let mut feasible = 0;
+    let mut examined = 0;
     let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut best: Option<(i64, &str)> = None;
-    for n in nodes {
+    let start = if nodes.is_empty() {
+        0
+    } else {
+        start % nodes.len()
+    };
+    for n in nodes[start..].iter().chain(&nodes[..start]) {
+        if feasible >= enough {
+            break;
+        }
+        examined += 1;
         let reason = if !n.ready {
             Some("node(s) were not ready")
         } else if n.unschedulable {
@@ -152,6 +188,7 @@ pub fn schedule(pod: &Value, nodes: &[NodeInfo]) -> Result<String, String> {
             *reasons.entry(r).or_default() += 1;
             continue;
         }
+        feasible += 1;
         // least allocated: the mean used fraction of cpu and memory, per mille
         let frac = |used: i64, cap: i64| if cap > 0 { used * 1000 / cap } else { 1000 };
         let score = (frac(n.cpu_requested + want.cpu_millis, n.cpu_millis)
@@ -162,14 +199,113 @@ pub fn schedule(pod: &Value, nodes: &[NodeInfo]) -> Result<String, String> {
             best = Some((score, &n.name));
         }
     }
-    match best {
+    let outcome = match best {
         Some((_, name)) => Ok(name.to_string()),
         None => Err(unschedulable_message(nodes.len(), &reasons)),
-    }
+    };
+    (outcome, examined)
 }
 
-fn is_pending(pod: &Value) -> bool {
-    pod.pointer("/spec/nodeName").is_none() && is_active(pod)
+/// What every node has promised, kept pod by pod as changes arrive, and
+/// which pods wait for a node (pure; no rescans of every pod per decision).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    nodes: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
+    /// Every bound, active pod counted on its node: what it was counted as.
+    placed: HashMap<String, (String, Requests)>,
+    /// Pods without a node, in key order.
+    pending: BTreeSet<String>,
+    /// Where the next pod's search starts (see [`schedule_from`]).
+    next_start: usize,
+}
+
+impl Ledger {
+    /// A node appeared or changed; what its pods requested is kept.
+    pub fn node_changed(&mut self, node: &Value) {
+        let mut info = node_info(node);
+        match self.index.get(&info.name) {
+            Some(&i) => {
+                let old = &self.nodes[i];
+                info.cpu_requested = old.cpu_requested;
+                info.memory_requested = old.memory_requested;
+                info.pods = old.pods;
+                self.nodes[i] = info;
+            }
+            None => {
+                // pods counted before their node was seen
+                for (node, r) in self.placed.values() {
+                    if *node == info.name {
+                        info.cpu_requested += r.cpu_millis;
+                        info.memory_requested += r.memory_bytes;
+                        info.pods += 1;
+                    }
+                }
+                self.index.insert(info.name.clone(), self.nodes.len());
+                self.nodes.push(info);
+            }
+        }
+    }
+
+    pub fn node_deleted(&mut self, name: &str) {
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        self.nodes.swap_remove(i);
+        if let Some(moved) = self.nodes.get(i) {
+            self.index.insert(moved.name.clone(), i);
+        }
+    }
+
+    /// Pod `key` is now `pod` (`None`: deleted).
+    pub fn pod_changed(&mut self, key: &str, pod: Option<&Value>) {
+        if let Some((node, r)) = self.placed.remove(key) {
+            self.count(&node, r, -1);
+        }
+        self.pending.remove(key);
+        let Some(pod) = pod.filter(|p| is_active(p)) else {
+            return;
+        };
+        match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+            Some(node) => {
+                let r = pod_requests(pod);
+                self.count(node, r, 1);
+                self.placed.insert(key.to_string(), (node.to_string(), r));
+            }
+            None => {
+                self.pending.insert(key.to_string());
+            }
+        }
+    }
+
+    fn count(&mut self, node: &str, r: Requests, sign: i64) {
+        if let Some(&i) = self.index.get(node) {
+            let n = &mut self.nodes[i];
+            n.cpu_requested += sign * r.cpu_millis;
+            n.memory_requested += sign * r.memory_bytes;
+            n.pods += sign;
+        }
+    }
+
+    /// Pods waiting for a node.
+    pub fn pending(&self) -> impl Iterator<Item = &String> {
+        self.pending.iter()
+    }
+
+    /// Choose a node for `pod` (see [`schedule_from`]); on success the
+    /// pod is counted there at once, so the next choice sees it.
+    pub fn choose(&mut self, key: &str, pod: &Value) -> Result<String, String> {
+        let (outcome, examined) = schedule_from(pod, &self.nodes, self.next_start);
+        self.next_start = (self.next_start + examined) % self.nodes.len().max(1);
+        if let Ok(node) = &outcome {
+            let mut bound = pod.clone();
+            if let Some(spec) = bound.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("nodeName".into(), json!(node));
+            }
+            self.pod_changed(key, Some(&bound));
+        }
+        outcome
+    }
 }
 
 pub struct Scheduler {
@@ -177,6 +313,7 @@ pub struct Scheduler {
     recorder: Recorder,
     pods: Cache,
     nodes: Cache,
+    ledger: Ledger,
     sync_scheduled: bool,
     /// Pods with a binding under way.
     binding: HashSet<String>,
@@ -191,6 +328,7 @@ impl Scheduler {
             client,
             pods: Cache::default(),
             nodes: Cache::default(),
+            ledger: Ledger::default(),
             sync_scheduled: false,
             binding: HashSet::new(),
             reported: HashMap::new(),
@@ -209,42 +347,18 @@ impl Scheduler {
         if !(self.pods.synced && self.nodes.synced) {
             return;
         }
-        let mut infos: Vec<NodeInfo> = self.nodes.values().map(node_info).collect();
-        let index: HashMap<String, usize> = infos
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
-        for pod in self.pods.values().filter(|p| is_active(p)) {
-            let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
-                continue;
-            };
-            if let Some(&i) = index.get(node) {
-                let r = pod_requests(pod);
-                infos[i].cpu_requested += r.cpu_millis;
-                infos[i].memory_requested += r.memory_bytes;
-                infos[i].pods += 1;
-            }
-        }
         let pending: Vec<Value> = self
-            .pods
-            .values()
-            .filter(|p| is_pending(p) && !self.binding.contains(&key_of(p)))
+            .ledger
+            .pending()
+            .filter(|k| !self.binding.contains(*k))
+            .filter_map(|k| self.pods.get(k))
             .take(BINDINGS_IN_FLIGHT_MAX.saturating_sub(self.binding.len()))
             .cloned()
             .collect();
         for pod in pending {
             let key = key_of(&pod);
-            match schedule(&pod, &infos) {
-                Ok(node) => {
-                    if let Some(&i) = index.get(&node) {
-                        let r = pod_requests(&pod);
-                        infos[i].cpu_requested += r.cpu_millis;
-                        infos[i].memory_requested += r.memory_bytes;
-                        infos[i].pods += 1;
-                    }
-                    self.bind(key, pod, node, ctx);
-                }
+            match self.ledger.choose(&key, &pod) {
+                Ok(node) => self.bind(key, pod, node, ctx),
                 Err(message) => {
                     if self.reported.get(&key) != Some(&message) {
                         debug!(pod = %key, %message, "unschedulable");
@@ -279,8 +393,11 @@ impl Scheduler {
                         .record(&bound, EventType::Normal, "Scheduled", &message);
                     act.reported.remove(&key);
                     act.pods.assume(bound);
+                    act.ledger.pod_changed(&key, act.pods.get(&key));
                 }
                 Err(e) => {
+                    // uncount the choice: the pod waits again as cached
+                    act.ledger.pod_changed(&key, act.pods.get(&key));
                     warn!(pod = %key, error = %e, "binding failed; retrying");
                     ctx.run_later(RETRY_DELAY, |act, ctx| act.kick(ctx));
                 }
@@ -367,8 +484,20 @@ impl StreamHandler<Watched> for Scheduler {
             _ => return,
         };
         for d in &deltas {
-            if d.deleted && w.kind == Kind::Pod {
-                self.reported.remove(&key_of(&d.object));
+            let key = key_of(&d.object);
+            match (w.kind, d.deleted) {
+                (Kind::Pod, true) => {
+                    self.reported.remove(&key);
+                    self.ledger.pod_changed(&key, None);
+                }
+                // a pod being bound stays counted where it was chosen until
+                // its binding answers
+                (Kind::Pod, false) if !self.binding.contains(&key) => {
+                    self.ledger.pod_changed(&key, Some(&d.object));
+                }
+                (Kind::Node, true) => self.ledger.node_deleted(&key),
+                (Kind::Node, false) => self.ledger.node_changed(&d.object),
+                _ => {}
             }
         }
         if !deltas.is_empty() {
@@ -438,6 +567,74 @@ mod tests {
         assert_eq!(
             schedule(&pod("1", "1", json!({})), &[not_ready]),
             Err("0/1 nodes are available: 1 node(s) were not ready.".to_string())
+        );
+    }
+
+    fn node_object(name: &str) -> Value {
+        json!({"metadata": {"name": name},
+            "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True"}]}})
+    }
+
+    fn bound(name: &str, node: Option<&str>) -> Value {
+        let mut p = pod("100m", "64Mi", json!({}));
+        p["metadata"] = json!({"name": name, "namespace": "d"});
+        if let Some(n) = node {
+            p["spec"]["nodeName"] = json!(n);
+        }
+        p
+    }
+
+    #[test]
+    fn ledger_counts_pods_as_they_change() {
+        let mut l = Ledger::default();
+        // a pod seen before its node is counted when the node appears
+        l.pod_changed("d/a", Some(&bound("a", Some("n1"))));
+        l.node_changed(&node_object("n1"));
+        l.node_changed(&node_object("n2"));
+        l.pod_changed("d/b", Some(&bound("b", None)));
+        assert_eq!(l.nodes[l.index["n1"]].cpu_requested, 100);
+        assert_eq!(l.pending().collect::<Vec<_>>(), vec!["d/b"]);
+        // choosing counts at once and leaves the pending set
+        let node = l.choose("d/b", &bound("b", None)).expect("fits");
+        assert_eq!(node, "n2", "least allocated");
+        assert_eq!(l.pending().count(), 0);
+        assert_eq!(l.nodes[l.index["n2"]].pods, 1);
+        // a node update keeps what its pods requested
+        l.node_changed(&node_object("n2"));
+        assert_eq!(l.nodes[l.index["n2"]].memory_requested, 64 << 20);
+        // deleted or finished pods are uncounted
+        l.pod_changed("d/a", None);
+        let mut done = bound("b", Some("n2"));
+        done["status"] = json!({"phase": "Succeeded"});
+        l.pod_changed("d/b", Some(&done));
+        assert_eq!(l.nodes.iter().map(|n| n.pods).sum::<i64>(), 0);
+        l.node_deleted("n1");
+        assert_eq!(l.nodes.len(), 1);
+        assert_eq!(l.index["n2"], 0);
+    }
+
+    #[test]
+    fn big_clusters_look_at_part_of_the_nodes() {
+        assert_eq!(feasible_to_find(3), 3);
+        assert_eq!(feasible_to_find(100), 100);
+        assert_eq!(feasible_to_find(1000), 420);
+        assert_eq!(feasible_to_find(5000), 500);
+        assert_eq!(feasible_to_find(100_000), 5000);
+        let nodes: Vec<NodeInfo> = (0..1000)
+            .map(|i| node(&format!("n{i:04}"), 4000, 8 << 30, &[]))
+            .collect();
+        let p = pod("100m", "64Mi", json!({}));
+        let (first, looked) = schedule_from(&p, &nodes, 0);
+        assert_eq!(looked, 420);
+        let (second, _) = schedule_from(&p, &nodes, looked);
+        assert_ne!(first, second, "the next pod searches elsewhere");
+        // none fits: every node is looked at and counted in the message
+        let (none, looked) = schedule_from(&pod("5", "1", json!({})), &nodes, 7);
+        assert_eq!(looked, 1000);
+        assert_eq!(
+            none,
+            Err("0/1000 nodes are available: 1000 Insufficient cpu.".to_string())
         );
     }
 

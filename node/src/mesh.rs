@@ -357,6 +357,9 @@ async fn start_hollow_nodes(
     let runtime = HollowRuntime::new(Duration::from_millis(mesh.hollow_delay_ms));
     let mut agents = Vec::with_capacity(mesh.hollow_nodes);
     let mut client = None;
+    // The hollow agents get a thread of their own (an actix Arbiter), so
+    // they and the control plane's actors use both cores.
+    let arbiter = actix::Arbiter::new();
     for i in 0..mesh.hollow_nodes {
         if i % HOLLOW_NODES_PER_CONNECTION == 0 {
             client = Some(connect(&mesh.nats_url, &mesh.cluster).await?);
@@ -372,7 +375,9 @@ async fn start_hollow_nodes(
         let agent = NodeAgent::new(client.clone(), cfg, runtime.clone())
             .await
             .with_context(|| format!("hollow node {name}"))?;
-        agents.push(agent.start());
+        agents.push(NodeAgent::start_in_arbiter(&arbiter.handle(), move |_| {
+            agent
+        }));
     }
     if mesh.hollow_nodes > 0 {
         info!(nodes = mesh.hollow_nodes, "hollow node agents started");
