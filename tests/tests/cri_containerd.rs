@@ -7,17 +7,26 @@
 //! Needs root and containerd (deploy/install-deps.sh); CI has both. Without
 //! root the test says so and passes without running.
 //!
-//! One test function: containerd's bridge and pod range are per machine, so
-//! two of these clusters must not run at once.
+//! containerd's bridge and pod range are per machine, so two of these
+//! clusters must not run at once: every test holds [`serial`] while it runs.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use kubus_tests::{alive, kubus_bin, wait_for};
+use kubus_tests::{alive, k8s_examples, kubus_bin, wait_for};
 use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Held by each test for its whole run (a failed test poisons nothing that
+/// matters: the lock only orders the tests).
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 struct CriCluster {
     dir: tempfile::TempDir,
@@ -126,6 +135,18 @@ impl CriCluster {
             .ok()
             .and_then(|v| v["items"].as_array().cloned())
             .unwrap_or_default()
+    }
+
+    /// The Events about one pod: (reason, message) pairs.
+    fn events_of(&self, pod: &str) -> Vec<(String, String)> {
+        self.items("events")
+            .into_iter()
+            .filter(|e| e["involvedObject"]["name"] == pod)
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("reason"), s("message"))
+            })
+            .collect()
     }
 
     fn pod(&self, name: &str) -> Option<Value> {
@@ -240,6 +261,7 @@ spec:
 
 #[test]
 fn cri_pods_run_serve_log_and_crash_loop() {
+    let _serial = serial();
     if !is_root() {
         eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
         return;
@@ -335,4 +357,80 @@ fn cri_pods_run_serve_log_and_crash_loop() {
         );
     }
     assert!(log.contains("containerd stopped"), "log:\n{log}");
+}
+
+/// Issue 5: the unmodified exec-liveness example (its image imported under
+/// the name it asks for by deploy/build-test-image.sh): Running, then the
+/// probe fails once /tmp/healthy is gone (after 30 s) and the container is
+/// killed and restarted, with Unhealthy and Killing Events.
+#[test]
+fn cri_exec_liveness_example_restarts_the_container() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    let manifest = k8s_examples().join("exec-liveness.yaml");
+    let out = c.kubus(&["apply", "-f", &manifest.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "apply {}: {}",
+        manifest.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = |p: &Value| p["status"]["containerStatuses"][0].clone();
+    wait_for(Duration::from_secs(60), || {
+        let p = c.pod("liveness-exec")?;
+        (p["status"]["phase"] == "Running" && status(&p)["ready"] == true).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "liveness-exec not Running: {:#}\nlog:\n{}",
+            c.pod("liveness-exec").unwrap_or_default(),
+            c.log()
+        )
+    });
+    let running_at = Instant::now();
+    // healthy for 30 s, then 3 failed probes 5 s apart, then a stop with the
+    // default 30 s grace (sh as PID 1 ignores SIGTERM): about 80 s in all
+    let restarted = wait_for(Duration::from_secs(180), || {
+        let p = c.pod("liveness-exec")?;
+        (status(&p)["restartCount"].as_u64().unwrap_or(0) >= 1).then_some(p)
+    });
+    let p = restarted.unwrap_or_else(|| {
+        panic!(
+            "liveness-exec never restarted: {:#}\nevents: {:?}\nlog:\n{}",
+            c.pod("liveness-exec").unwrap_or_default(),
+            c.events_of("liveness-exec"),
+            c.log()
+        )
+    });
+    let after = running_at.elapsed();
+    assert!(
+        after >= Duration::from_secs(25),
+        "restarted after {after:?}, before the probe could fail: {p:#}"
+    );
+    let events = c.events_of("liveness-exec");
+    assert!(
+        events.iter().any(|(r, m)| r == "Unhealthy"
+            && m.starts_with("Liveness probe failed:")
+            && m.contains("/tmp/healthy")),
+        "no Unhealthy event: {events:?}"
+    );
+    assert!(
+        events.iter().any(|(r, m)| r == "Killing"
+            && m == "Container liveness failed liveness probe, will be restarted"),
+        "no Killing event: {events:?}"
+    );
+    // and it runs again
+    let again = wait_for(Duration::from_secs(30), || {
+        let p = c.pod("liveness-exec")?;
+        (status(&p)["state"]["running"].is_object()).then_some(())
+    });
+    assert!(
+        again.is_some(),
+        "not running after its restart: {:#}",
+        c.pod("liveness-exec").unwrap_or_default()
+    );
 }

@@ -78,6 +78,10 @@ impl Runtime for HollowRuntime {
     fn clean_up_leftovers(&self) -> usize {
         0
     }
+
+    fn runs_probes(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

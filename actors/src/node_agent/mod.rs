@@ -9,6 +9,8 @@ pub mod cri;
 pub mod hollow;
 pub mod logs;
 pub mod pod;
+pub mod probe;
+pub mod prober;
 pub mod process;
 pub mod runtime;
 
@@ -34,6 +36,7 @@ use crate::events::{EventType, Recorder};
 use crate::informer::Cache;
 use crate::watching::{watched, Watched};
 use pod::{ContainerState, Step};
+use probe::{Decision, Probe, ProbeKind};
 use runtime::{ContainerSpec, Exited, Runtime, RuntimeError, RuntimeEvent};
 
 /// Longest grace period the agent waits for a container to stop.
@@ -325,7 +328,7 @@ impl<R: Runtime> NodeAgent<R> {
             match step {
                 Step::Start { container, init } => {
                     if let Some((t, reason, message)) =
-                        self.start_container(uid, &pod, &dir, &container, init, now)
+                        self.start_container(uid, &pod, &dir, &container, init, now, ctx)
                     {
                         self.recorder.record(&pod, t, reason, &message);
                     }
@@ -366,6 +369,7 @@ impl<R: Runtime> NodeAgent<R> {
     }
 
     /// Start one container; returns the Event to record.
+    #[allow(clippy::too_many_arguments)]
     fn start_container(
         &mut self,
         uid: &str,
@@ -374,20 +378,35 @@ impl<R: Runtime> NodeAgent<R> {
         name: &str,
         init: bool,
         now: u64,
+        ctx: &mut Context<Self>,
     ) -> Option<(EventType, &'static str, String)> {
         let field = if init { "initContainers" } else { "containers" };
-        let container = pod
+        let (index, container) = pod
             .pointer(&format!("/spec/{field}"))
             .and_then(Value::as_array)
             .and_then(|cs| {
                 cs.iter()
-                    .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+                    .enumerate()
+                    .find(|(_, c)| c.get("name").and_then(Value::as_str) == Some(name))
             })
-            .cloned()
-            .unwrap_or(Value::Null);
+            .map(|(i, c)| (i, c.clone()))
+            .unwrap_or((0, Value::Null));
+        let probes = if init || !self.runtime.runs_probes() {
+            Ok(Vec::new())
+        } else {
+            probe::parse_all(&container, &format!("spec.{field}[{index}]"))
+        };
         let entry = self.pods.get_mut(uid)?;
         let state = entry.states.entry(name.to_string()).or_default();
         let restarts = state.restarts + u32::from(state.last_exit.is_some());
+        let probes = match probes {
+            Ok(p) => p,
+            Err(e) => {
+                let message = format!("container {name:?}: {e}");
+                state.waiting = Some(("CreateContainerConfigError".into(), message.clone()));
+                return Some((EventType::Warning, "Failed", format!("Error: {message}")));
+            }
+        };
         let env = match container_env(pod, &container, &self.cfg.host_ip) {
             Ok(env) => env,
             Err(message) => {
@@ -413,10 +432,15 @@ impl<R: Runtime> NodeAgent<R> {
             Ok(id) => {
                 debug!(pod = %spec.pod, container = name, %id, "container started");
                 state.restarts = restarts;
-                state.running = Some(id);
-                let delay = self.runtime.ready_delay().as_millis() as u64;
-                state.started_at_ms = Some(now + delay);
+                state.running = Some(id.clone());
+                let delay = self.runtime.ready_delay();
+                state.started_at_ms = Some(now + delay.as_millis() as u64);
                 state.waiting = None;
+                state.arm_probes(&probes);
+                for p in probes {
+                    let after = delay + p.initial_delay;
+                    self.schedule_probe(uid, name, &id, p, after, ctx);
+                }
                 Some((
                     EventType::Normal,
                     "Started",
@@ -435,6 +459,132 @@ impl<R: Runtime> NodeAgent<R> {
                 Some((EventType::Warning, "Failed", format!("Error: {e}")))
             }
         }
+    }
+
+    fn schedule_probe(
+        &mut self,
+        uid: &str,
+        name: &str,
+        id: &str,
+        p: Probe,
+        after: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let (uid, name, id) = (uid.to_string(), name.to_string(), id.to_string());
+        ctx.run_later(after, move |act, ctx| act.run_probe(uid, name, id, p, ctx));
+    }
+
+    /// The container's state, if `id` is still its running container and
+    /// the probe of `kind` is still armed (a probe loop ends when not).
+    fn probed(
+        &mut self,
+        uid: &str,
+        name: &str,
+        id: &str,
+        kind: ProbeKind,
+    ) -> Option<&mut PodEntry> {
+        let entry = self.pods.get_mut(uid).filter(|e| !e.terminating)?;
+        let state = entry.states.get(name)?;
+        (state.running.as_deref() == Some(id) && state.probes.contains_key(&kind)).then_some(entry)
+    }
+
+    fn run_probe(
+        &mut self,
+        uid: String,
+        name: String,
+        id: String,
+        p: Probe,
+        ctx: &mut Context<Self>,
+    ) {
+        let host_ip = self.cfg.host_ip.clone();
+        let Some(entry) = self.probed(&uid, &name, &id, p.kind) else {
+            return;
+        };
+        let ip = entry.pod_ip.clone().unwrap_or(host_ip);
+        let runs = entry
+            .states
+            .get(&name)
+            .is_some_and(|s| pod::is_up(s, now_ms()) && probe::runs(p.kind, s.startup));
+        if !runs {
+            let period = p.period;
+            self.schedule_probe(&uid, &name, &id, p, period, ctx);
+            return;
+        }
+        let run = prober::run(&self.runtime, &id, &ip, &p);
+        ctx.spawn(
+            run.into_actor(self)
+                .map(move |outcome, act, ctx| act.on_probe(uid, name, id, p, outcome, ctx)),
+        );
+    }
+
+    fn on_probe(
+        &mut self,
+        uid: String,
+        name: String,
+        id: String,
+        p: Probe,
+        outcome: prober::Outcome,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(entry) = self.probed(&uid, &name, &id, p.kind) else {
+            return;
+        };
+        let pod = entry.pod.clone();
+        let Some(state) = entry.states.get_mut(&name) else {
+            return;
+        };
+        let Some(tracker) = state.probes.get_mut(&p.kind) else {
+            return;
+        };
+        let reported = probe::record(&p, tracker, outcome.is_ok());
+        let decision = probe::decide(p.kind, reported);
+        let changed = match decision {
+            Decision::Keep => false,
+            Decision::Ready(r) => state.readiness.replace(r) != Some(r),
+            Decision::Started => {
+                state.startup = Some(true);
+                state.probes.remove(&ProbeKind::Startup);
+                true
+            }
+            Decision::Restart => {
+                // no more probes for this container; it restarts when its
+                // exit is seen, as the restartPolicy says
+                state.probes.clear();
+                state.readiness = state.readiness.map(|_| false);
+                true
+            }
+        };
+        if let Err(message) = &outcome {
+            debug!(pod = %meta::name(&pod).unwrap_or_default(), container = %name, kind = ?p.kind, %message, "probe failed");
+            self.recorder.record(
+                &pod,
+                EventType::Warning,
+                "Unhealthy",
+                &format!("{} probe failed: {message}", p.kind.title()),
+            );
+        }
+        if decision == Decision::Restart {
+            info!(pod = %meta::name(&pod).unwrap_or_default(), container = %name, kind = ?p.kind, "probe failed: killing the container");
+            self.recorder.record(
+                &pod,
+                EventType::Normal,
+                "Killing",
+                &format!(
+                    "Container {name} failed {} probe, will be restarted",
+                    p.kind.title().to_lowercase()
+                ),
+            );
+            let stop = self.runtime.stop(&id, grace_period(&pod));
+            ctx.spawn(stop.into_actor(self));
+        }
+        if changed {
+            self.report_status(&uid, ctx);
+        }
+        if matches!(decision, Decision::Restart | Decision::Started) {
+            return;
+        }
+        let period = p.period;
+        self.schedule_probe(&uid, &name, &id, p, period, ctx);
     }
 
     fn report_status(&mut self, uid: &str, ctx: &mut Context<Self>) {
@@ -509,12 +659,7 @@ impl<R: Runtime> NodeAgent<R> {
             return;
         }
         entry.terminating = true;
-        let grace = entry
-            .pod
-            .pointer("/spec/terminationGracePeriodSeconds")
-            .and_then(Value::as_u64)
-            .map_or(GRACE_MAX, Duration::from_secs)
-            .min(GRACE_MAX);
+        let grace = grace_period(&entry.pod);
         info!(pod = %crate::informer::key_of(&entry.pod), "stopping pod");
         let pod = entry.pod.clone();
         let running: Vec<String> = entry
@@ -683,6 +828,16 @@ impl<R: Runtime> NodeAgent<R> {
         logs::read_tail(&path, req.limit_bytes.unwrap_or(logs::REPLY_MAX_BYTES))
             .map_err(|e| ApiError::internal(format!("cannot read log {}: {e}", path.display())))
     }
+}
+
+/// How long a container of this pod may take to stop after SIGTERM: its
+/// `terminationGracePeriodSeconds` (Kubernetes' default 30 s), at most
+/// [`GRACE_MAX`].
+fn grace_period(pod: &Value) -> Duration {
+    pod.pointer("/spec/terminationGracePeriodSeconds")
+        .and_then(Value::as_u64)
+        .map_or(GRACE_MAX, Duration::from_secs)
+        .min(GRACE_MAX)
 }
 
 fn strings_of_names(pod: &Value, field: &str) -> Vec<String> {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::probe::{ProbeKind, Tracker};
+
 /// First restart delay after the immediate one; doubles up to the cap.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -27,6 +29,31 @@ pub struct ContainerState {
     /// The next start may not happen before this.
     pub not_before_ms: u64,
     pub backoff: Duration,
+    /// The readiness probe's reported result; None: no readiness probe.
+    pub readiness: Option<bool>,
+    /// Whether the startup probe has passed; None: no startup probe.
+    pub startup: Option<bool>,
+    /// The probes running for the current container and their runs of
+    /// results; emptied when the container stops or is being killed.
+    pub probes: BTreeMap<ProbeKind, Tracker>,
+}
+
+impl ContainerState {
+    /// Up, and its startup and readiness probes (if any) passed.
+    pub fn ready(&self, now_ms: u64) -> bool {
+        is_up(self, now_ms) && self.readiness.unwrap_or(true) && self.startup.unwrap_or(true)
+    }
+
+    /// Set up the probe results for a container that just started.
+    pub fn arm_probes(&mut self, probes: &[super::probe::Probe]) {
+        let has = |k: ProbeKind| probes.iter().any(|p| p.kind == k);
+        self.readiness = has(ProbeKind::Readiness).then_some(false);
+        self.startup = has(ProbeKind::Startup).then_some(false);
+        self.probes = probes
+            .iter()
+            .map(|p| (p.kind, Tracker::default()))
+            .collect();
+    }
 }
 
 /// How a container ended.
@@ -82,6 +109,9 @@ pub fn record_exit(state: &mut ContainerState, code: i32, reason: &str, now_ms: 
         state.backoff = Duration::ZERO;
     }
     state.running = None;
+    state.probes.clear();
+    state.readiness = state.readiness.map(|_| false);
+    state.startup = state.startup.map(|_| false);
     state.last_exit = Some(Exit {
         code,
         reason: reason.to_string(),
@@ -213,7 +243,7 @@ fn container_status(name: &str, image: &str, s: Option<&ContainerState>, now_ms:
         json!({"waiting": {"reason": "ContainerCreating"}})
     };
     let mut status = json!({"name": name, "image": image, "imageID": "", "containerID": s.running.clone().unwrap_or_default(),
-        "ready": up, "started": up, "restartCount": s.restarts, "state": state});
+        "ready": s.ready(now_ms), "started": up && s.startup.unwrap_or(true), "restartCount": s.restarts, "state": state});
     if let (Some(e), true) = (
         &s.last_exit,
         s.running.is_some() || s.not_before_ms > now_ms,
@@ -267,10 +297,10 @@ pub fn status(
         });
     let app_states: Vec<Option<&ContainerState>> =
         apps.iter().map(|(n, _)| states.get(n)).collect();
-    let all_running = !apps.is_empty()
+    let all_ready = !apps.is_empty()
         && app_states
             .iter()
-            .all(|s| s.is_some_and(|s| is_up(s, now_ms)));
+            .all(|s| s.is_some_and(|s| s.ready(now_ms)));
     let any_started = app_states
         .iter()
         .any(|s| s.is_some_and(|s| is_up(s, now_ms) || s.last_exit.is_some()));
@@ -305,8 +335,8 @@ pub fn status(
         "conditions": [
             condition("PodScheduled", true, &since),
             condition("Initialized", initialized, &since),
-            condition("ContainersReady", all_running, &since),
-            condition("Ready", all_running, &since),
+            condition("ContainersReady", all_ready, &since),
+            condition("Ready", all_ready, &since),
         ],
         "containerStatuses": apps.iter().map(|(n, i)| container_status(n, i, states.get(n), now_ms)).collect::<Vec<_>>(),
     });
@@ -426,5 +456,36 @@ mod tests {
             st["containerStatuses"][0]["state"]["waiting"]["reason"],
             "CrashLoopBackOff"
         );
+    }
+
+    #[test]
+    fn probes_gate_readiness_and_started() {
+        let p = pod("Always", &[], &["a"]);
+        let mut s = BTreeMap::new();
+        let mut a = running("1");
+        a.readiness = Some(false);
+        a.startup = Some(false);
+        s.insert("a".into(), a.clone());
+        let st = status(&p, &s, "127.0.0.1", 0, 0);
+        assert_eq!(st["phase"], "Running");
+        assert_eq!(st["containerStatuses"][0]["ready"], false);
+        assert_eq!(st["containerStatuses"][0]["started"], false);
+        assert_eq!(st["conditions"][2]["status"], "False", "ContainersReady");
+        assert_eq!(st["conditions"][3]["status"], "False", "Ready");
+        a.startup = Some(true);
+        s.insert("a".into(), a.clone());
+        let st = status(&p, &s, "127.0.0.1", 0, 0);
+        assert_eq!(st["containerStatuses"][0]["started"], true);
+        assert_eq!(st["containerStatuses"][0]["ready"], false);
+        a.readiness = Some(true);
+        s.insert("a".into(), a.clone());
+        let st = status(&p, &s, "127.0.0.1", 0, 0);
+        assert_eq!(st["containerStatuses"][0]["ready"], true);
+        assert_eq!(st["conditions"][3]["status"], "True");
+        // an exit disarms the probes and the next container starts unready
+        a.probes.insert(ProbeKind::Readiness, Tracker::default());
+        record_exit(&mut a, 137, "Error", 1000);
+        assert!(a.probes.is_empty());
+        assert_eq!((a.readiness, a.startup), (Some(false), Some(false)));
     }
 }

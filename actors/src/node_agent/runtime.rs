@@ -108,6 +108,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn stop_pod(&self, _pod_uid: &str) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }
+    /// Whether the agent runs the containers' probes (a hollow runtime has
+    /// nothing to probe: its containers count as healthy).
+    fn runs_probes(&self) -> bool {
+        true
+    }
     /// Events besides exits; taken once by the agent when it starts.
     fn events(&self) -> Option<mpsc::Receiver<RuntimeEvent>> {
         None
