@@ -434,3 +434,138 @@ fn cri_exec_liveness_example_restarts_the_container() {
         c.pod("liveness-exec").unwrap_or_default()
     );
 }
+
+const CONFIGURED: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config}
+data:
+  GREETING: hello-from-configmap
+  app.conf: "mode=test"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: app-secret}
+stringData: {password: hunter2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: configured}
+spec:
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    envFrom: [{configMapRef: {name: app-config}}]
+    env:
+    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: app-secret, key: password}}}
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    command: ["sh", "-c"]
+    args:
+    - |
+      echo "GREETING=$GREETING PASSWORD=$PASSWORD POD=$POD_NAME IP=$POD_IP"
+      echo "FILE=$(cat /etc/app/app.conf) SECRET_FILE=$(cat /etc/secret/pw)"
+      echo "MODE=$(stat -c %a /etc/secret/pw)"
+      echo hi > /scratch/x && echo "SCRATCH=$(cat /scratch/x)"
+      echo nope > /etc/app/new 2>/dev/null || echo "CONFIG_READ_ONLY"
+      sleep 3600
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/app}
+    - {name: sec, mountPath: /etc/secret}
+    - {name: scratch, mountPath: /scratch}
+  volumes:
+  - {name: cfg, configMap: {name: app-config}}
+  - {name: sec, secret: {secretName: app-secret, defaultMode: 256, items: [{key: password, path: pw}]}}
+  - {name: scratch, emptyDir: {}}
+"#;
+
+const WAITS_FOR_CONFIG: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: waits}
+spec:
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    env: [{name: LATE, valueFrom: {configMapKeyRef: {name: late-config, key: value}}}]
+    command: ["sh", "-c", "echo LATE=$LATE; sleep 3600"]
+"#;
+
+const LATE_CONFIG: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: late-config}
+data: {value: arrived}
+"#;
+
+/// Issue 5: ConfigMap and Secret values visible inside the container as env
+/// and as files (secret items and defaultMode honoured, configMap volumes
+/// read-only, emptyDir writable); a missing ConfigMap holds the container
+/// in CreateContainerConfigError until it exists.
+#[test]
+fn cri_config_maps_and_secrets_as_env_and_files() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    c.apply(CONFIGURED);
+    c.apply(WAITS_FOR_CONFIG);
+    let logs = wait_for(Duration::from_secs(60), || {
+        let text = String::from_utf8_lossy(&c.kubus(&["logs", "configured"]).stdout).to_string();
+        text.contains("CONFIG_READ_ONLY").then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no output from configured: {:#}\nlog:\n{}",
+            c.pod("configured").unwrap_or_default(),
+            c.log()
+        )
+    });
+    let ip = c
+        .pod("configured")
+        .and_then(|p| p["status"]["podIP"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(ip.starts_with("10.88."), "pod IP {ip:?}");
+    let want = [
+        format!("GREETING=hello-from-configmap PASSWORD=hunter2 POD=configured IP={ip}"),
+        "FILE=mode=test SECRET_FILE=hunter2".to_string(),
+        "MODE=400".to_string(),
+        "SCRATCH=hi".to_string(),
+    ];
+    for line in want {
+        assert!(logs.lines().any(|l| l == line), "no {line:?} in:\n{logs}");
+    }
+
+    // the pod whose ConfigMap is missing waits, saying which
+    let waiting = wait_for(Duration::from_secs(30), || {
+        let p = c.pod("waits")?;
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "CreateContainerConfigError").then_some(w)
+    })
+    .unwrap_or_else(|| panic!("waits: {:#}", c.pod("waits").unwrap_or_default()));
+    let message = waiting["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("spec.containers[0].env[0].valueFrom.configMapKeyRef")
+            && message.contains("configmap \"late-config\" not found"),
+        "message: {message}"
+    );
+    assert_eq!(
+        c.pod("waits").unwrap_or_default()["status"]["phase"],
+        "Pending"
+    );
+    // once it exists, the container starts with it
+    c.apply(LATE_CONFIG);
+    let late = wait_for(Duration::from_secs(40), || {
+        let text = String::from_utf8_lossy(&c.kubus(&["logs", "waits"]).stdout).to_string();
+        text.contains("LATE=arrived").then_some(())
+    });
+    assert!(
+        late.is_some(),
+        "waits never started with its ConfigMap: {:#}",
+        c.pod("waits").unwrap_or_default()
+    );
+}

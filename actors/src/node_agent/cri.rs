@@ -311,6 +311,16 @@ pub fn container_config(
             .collect(),
         labels,
         log_path: log_path.to_string(),
+        mounts: spec
+            .mounts
+            .iter()
+            .map(|m| cri::Mount {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.display().to_string(),
+                readonly: m.read_only,
+                ..Default::default()
+            })
+            .collect(),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(resources(container)?),
             security_context: Some(cri::LinuxContainerSecurityContext {
@@ -327,6 +337,8 @@ pub fn container_config(
 struct Sandbox {
     id: String,
     config: cri::PodSandboxConfig,
+    /// Its address on the pod network (None: the node's network).
+    ip: Option<String>,
 }
 
 #[derive(Debug)]
@@ -529,7 +541,7 @@ impl Inner {
             .map(|n| n.ip)
             .filter(|ip| !ip.is_empty());
         debug!(pod_uid, sandbox = %id, ?ip, "sandbox running");
-        if let Some(ip) = ip {
+        if let Some(ip) = ip.clone() {
             let _ = self
                 .events_tx
                 .send(RuntimeEvent::PodNetwork {
@@ -538,7 +550,7 @@ impl Inner {
                 })
                 .await;
         }
-        let sb = Sandbox { id, config };
+        let sb = Sandbox { id, config, ip };
         *slot = Some(sb.clone());
         Ok(sb)
     }
@@ -841,6 +853,23 @@ impl Runtime for CriRuntime {
         }
     }
 
+    fn prepare_pod(
+        &self,
+        pod_uid: &str,
+        pod_dir: &Path,
+    ) -> BoxFuture<'static, Result<Option<String>>> {
+        let inner = self.inner.clone();
+        let (uid, dir) = (pod_uid.to_string(), pod_dir.to_path_buf());
+        Box::pin(async move {
+            std::fs::create_dir_all(&dir)?;
+            let sb = inner
+                .ensure_sandbox(&uid, &dir)
+                .await
+                .map_err(|f| RuntimeError::Runtime(format!("{}: {}", f.reason, f.message)))?;
+            Ok(sb.ip)
+        })
+    }
+
     fn stop_pod(&self, pod_uid: &str) -> BoxFuture<'static, ()> {
         let inner = self.inner.clone();
         let info = lock(&inner.pods).remove(pod_uid);
@@ -998,6 +1027,7 @@ mod tests {
             env: vec![("A".into(), "1".into())],
             working_dir: None,
             log_path: PathBuf::from("/d/pods/ns_p_u1/c/3.log"),
+            mounts: vec![],
         };
         let (dir, rel, attempt) = split_log_path(&spec.log_path).unwrap_or_default();
         assert_eq!(

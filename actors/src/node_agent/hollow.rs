@@ -102,6 +102,7 @@ mod tests {
             env: vec![],
             working_dir: None,
             log_path: "/nonexistent/hollow.log".into(),
+            mounts: vec![],
         };
         let a = rt.start(&spec, tx.clone()).expect("start");
         let b = rt.start(&spec, tx).expect("start");

@@ -5,6 +5,7 @@
 //!
 //! Decisions are in [`pod`]; this actor carries them out.
 
+pub mod config;
 pub mod cri;
 pub mod hollow;
 pub mod logs;
@@ -13,6 +14,7 @@ pub mod probe;
 pub mod prober;
 pub mod process;
 pub mod runtime;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -45,6 +47,9 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 const EXIT_QUEUE: usize = 1024;
 const STATUS_RETRY: Duration = Duration::from_millis(200);
 const REGISTER_RETRY: Duration = Duration::from_secs(1);
+/// How soon a pod whose ConfigMaps and Secrets could not be read is tried
+/// again.
+const PREPARE_RETRY: Duration = Duration::from_secs(1);
 
 /// How a node agent describes its node.
 #[derive(Debug, Clone)]
@@ -132,67 +137,13 @@ struct PodEntry {
     last_reported: Option<Value>,
     /// The pod's address on the pod network, once the runtime reports it.
     pod_ip: Option<String>,
-}
-
-/// Resolve a container's environment: literal values and fieldRef.
-pub fn container_env(
-    pod: &Value,
-    container: &Value,
-    host_ip: &str,
-) -> Result<Vec<(String, String)>, String> {
-    let mut env = Vec::new();
-    for e in container
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = e
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if let Some(v) = e.get("value").and_then(Value::as_str) {
-            env.push((name, v.to_string()));
-            continue;
-        }
-        let Some(from) = e.get("valueFrom") else {
-            env.push((name, String::new()));
-            continue;
-        };
-        if let Some(path) = from.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
-            let v = match path {
-                "metadata.name" => meta::name(pod).unwrap_or_default().to_string(),
-                "metadata.namespace" => meta::namespace(pod).unwrap_or_default().to_string(),
-                "metadata.uid" => meta::uid(pod).unwrap_or_default().to_string(),
-                "spec.nodeName" => pod
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                "spec.serviceAccountName" => pod
-                    .pointer("/spec/serviceAccountName")
-                    .and_then(Value::as_str)
-                    .unwrap_or("default")
-                    .to_string(),
-                "status.podIP" | "status.hostIP" => host_ip.to_string(),
-                other => return Err(format!("env {name}: fieldRef {other:?} is not supported")),
-            };
-            env.push((name, v));
-        } else {
-            return Err(format!(
-                "env {name}: valueFrom other than fieldRef (configMapKeyRef, secretKeyRef, resourceFieldRef) is not supported by this node agent yet"
-            ));
-        }
-    }
-    if container
-        .get("envFrom")
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty())
-    {
-        return Err("envFrom is not supported by this node agent yet".into());
-    }
-    Ok(env)
+    /// The ConfigMaps and Secrets the pod refers to, as last fetched.
+    sources: config::Sources,
+    /// The pod's volumes as last written (or why they could not be).
+    volumes: Result<Vec<config::PlannedVolume>, String>,
+    /// When sources, volumes and sandbox were last made ready.
+    prepared_ms: Option<u64>,
+    preparing: bool,
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -307,6 +258,10 @@ impl<R: Runtime> NodeAgent<R> {
                         status_dirty: false,
                         last_reported: None,
                         pod_ip: None,
+                        sources: config::Sources::default(),
+                        volumes: Ok(Vec::new()),
+                        prepared_ms: None,
+                        preparing: false,
                     },
                 );
             }
@@ -324,7 +279,15 @@ impl<R: Runtime> NodeAgent<R> {
         }
         let pod = entry.pod.clone();
         let dir = self.pod_dir(&pod);
-        for step in pod::steps(&pod, &entry.states, now) {
+        let mut steps = pod::steps(&pod, &entry.states, now);
+        let starts = steps.iter().any(|s| matches!(s, Step::Start { .. }));
+        if starts && (entry.preparing || !pod::prepared(entry.prepared_ms, now)) {
+            // ConfigMaps, Secrets, volumes and sandbox first; this pod is
+            // synced again when they are ready
+            self.prepare(uid, ctx);
+            steps.retain(|s| matches!(s, Step::WakeAt(_)));
+        }
+        for step in steps {
             match step {
                 Step::Start { container, init } => {
                     if let Some((t, reason, message)) =
@@ -396,21 +359,31 @@ impl<R: Runtime> NodeAgent<R> {
         } else {
             probe::parse_all(&container, &format!("spec.{field}[{index}]"))
         };
+        let at = format!("spec.{field}[{index}]");
         let entry = self.pods.get_mut(uid)?;
+        let facts = config::PodFacts {
+            host_ip: &self.cfg.host_ip,
+            pod_ip: entry.pod_ip.as_deref().unwrap_or(&self.cfg.host_ip),
+        };
+        let env = config::container_env(pod, &container, &at, facts, &entry.sources);
+        let mounts = entry
+            .volumes
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|v| config::mounts(&container, &at, v));
         let state = entry.states.entry(name.to_string()).or_default();
         let restarts = state.restarts + u32::from(state.last_exit.is_some());
-        let probes = match probes {
-            Ok(p) => p,
+        let setup = probes
+            .map_err(|e| e.to_string())
+            .and_then(|p| Ok((p, env?, mounts?)));
+        let (probes, env, mounts) = match setup {
+            Ok(s) => s,
             Err(e) => {
+                // tried again (with ConfigMaps and Secrets fetched anew)
+                // after a pause
                 let message = format!("container {name:?}: {e}");
-                state.waiting = Some(("CreateContainerConfigError".into(), message.clone()));
-                return Some((EventType::Warning, "Failed", format!("Error: {message}")));
-            }
-        };
-        let env = match container_env(pod, &container, &self.cfg.host_ip) {
-            Ok(env) => env,
-            Err(message) => {
-                state.waiting = Some(("CreateContainerConfigError".into(), message.clone()));
+                state.waiting = Some((pod::CONFIG_ERROR.into(), message.clone()));
+                state.not_before_ms = now + pod::CONFIG_RETRY.as_millis() as u64;
                 return Some((EventType::Warning, "Failed", format!("Error: {message}")));
             }
         };
@@ -427,6 +400,7 @@ impl<R: Runtime> NodeAgent<R> {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             log_path: dir.join(name).join(format!("{restarts}.log")),
+            mounts,
         };
         match self.runtime.start(&spec, self.exits_tx.clone()) {
             Ok(id) => {
@@ -459,6 +433,72 @@ impl<R: Runtime> NodeAgent<R> {
                 Some((EventType::Warning, "Failed", format!("Error: {e}")))
             }
         }
+    }
+
+    /// Fetch the pod's ConfigMaps and Secrets, write its volumes and get
+    /// its sandbox ready, then sync it again.
+    fn prepare(&mut self, uid: &str, ctx: &mut Context<Self>) {
+        let Some(entry) = self.pods.get_mut(uid) else {
+            return;
+        };
+        if entry.preparing {
+            return;
+        }
+        entry.preparing = true;
+        let pod = entry.pod.clone();
+        let dir = self.pod_dir(&pod);
+        let client = self.client.clone();
+        let sandbox = self.runtime.prepare_pod(uid, &dir);
+        let work = async move {
+            let namespace = meta::namespace(&pod).unwrap_or("default").to_string();
+            let sources = fetch_sources(&client, &namespace, config::references(&pod)).await;
+            let volumes = match &sources {
+                Ok(s) => match config::plan_volumes(&pod, s, &dir) {
+                    Ok(plan) => {
+                        let written = plan.clone();
+                        tokio::task::spawn_blocking(move || volumes::write(&written))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("volume writer failed: {e}")))
+                            .map(|()| plan)
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(_) => Ok(Vec::new()),
+            };
+            (sources, volumes, sandbox.await)
+        };
+        let uid = uid.to_string();
+        ctx.spawn(work.into_actor(self).map(move |(sources, volumes, ip), act, ctx| {
+            let Some(entry) = act.pods.get_mut(&uid) else {
+                return;
+            };
+            entry.preparing = false;
+            match ip {
+                Ok(Some(ip)) => entry.pod_ip = Some(ip),
+                Ok(None) => {}
+                // the container start tries again and reports it
+                Err(e) => warn!(pod = %crate::informer::key_of(&entry.pod), error = %e, "pod sandbox not ready"),
+            }
+            match sources {
+                Ok(s) => {
+                    if let Err(e) = &volumes {
+                        let pod = entry.pod.clone();
+                        act.recorder.record(&pod, EventType::Warning, "FailedMount", e);
+                    }
+                    let Some(entry) = act.pods.get_mut(&uid) else {
+                        return;
+                    };
+                    entry.sources = s;
+                    entry.volumes = volumes;
+                    entry.prepared_ms = Some(now_ms());
+                    act.sync_pod(&uid, ctx);
+                }
+                Err(e) => {
+                    debug!(error = %e, "cannot fetch the pod's ConfigMaps and Secrets; retrying");
+                    ctx.run_later(PREPARE_RETRY, move |act, ctx| act.sync_pod(&uid, ctx));
+                }
+            }
+        }));
     }
 
     fn schedule_probe(
@@ -830,6 +870,38 @@ impl<R: Runtime> NodeAgent<R> {
     }
 }
 
+/// The ConfigMaps and Secrets named in `refs`, from the pod's namespace:
+/// absent ones as None; an error when the store cannot be asked.
+async fn fetch_sources(
+    client: &Client,
+    namespace: &str,
+    refs: std::collections::BTreeSet<(config::SourceKind, String)>,
+) -> Result<config::Sources, String> {
+    let gets = refs.into_iter().map(|(kind, name)| async move {
+        let k = match kind {
+            config::SourceKind::ConfigMap => Kind::ConfigMap,
+            config::SourceKind::Secret => Kind::Secret,
+        };
+        let got = client.get(k, Some(namespace), &name).await;
+        (kind, name, got)
+    });
+    let mut sources = config::Sources::default();
+    for (kind, name, got) in join_all(gets).await {
+        let obj = match got {
+            Ok(v) => Some(v),
+            Err(e) if e.reason() == Some(Reason::NotFound) => None,
+            Err(e) => {
+                return Err(format!(
+                    "cannot read {} {namespace}/{name}: {e}",
+                    kind.lower()
+                ))
+            }
+        };
+        sources.objects.insert((kind, name), obj);
+    }
+    Ok(sources)
+}
+
 /// How long a container of this pod may take to stop after SIGTERM: its
 /// `terminationGracePeriodSeconds` (Kubernetes' default 30 s), at most
 /// [`GRACE_MAX`].
@@ -970,26 +1042,6 @@ impl<R: Runtime> Handler<Shutdown> for NodeAgent<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_resolves_values_and_field_refs() {
-        let pod = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u"}, "spec": {"nodeName": "n1"}});
-        let c = json!({"env": [
-            {"name": "A", "value": "1"},
-            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-        ]});
-        assert_eq!(
-            container_env(&pod, &c, "127.0.0.1"),
-            Ok(vec![
-                ("A".into(), "1".into()),
-                ("POD".into(), "p".into()),
-                ("NODE".into(), "n1".into())
-            ])
-        );
-        let unsupported = json!({"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]});
-        assert!(container_env(&pod, &unsupported, "h").is_err_and(|e| e.contains("not supported")));
-    }
 
     #[test]
     fn node_object_carries_capacity() {

@@ -14,6 +14,20 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A container that ran this long resets its backoff.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+/// The waiting reason of a container whose env, volumes or probes cannot
+/// be set up (a missing ConfigMap, a bad field); it is tried again.
+pub const CONFIG_ERROR: &str = "CreateContainerConfigError";
+/// How long such a container waits before it is tried again.
+pub const CONFIG_RETRY: Duration = Duration::from_secs(10);
+/// ConfigMaps, Secrets and volumes made ready this recently serve a
+/// container start; older ones are fetched and written again first.
+pub const PREPARED_FRESH: Duration = Duration::from_secs(2);
+
+/// Whether what was prepared at `prepared_ms` is fresh enough to start a
+/// container now.
+pub fn prepared(prepared_ms: Option<u64>, now_ms: u64) -> bool {
+    prepared_ms.is_some_and(|at| now_ms.saturating_sub(at) < PREPARED_FRESH.as_millis() as u64)
+}
 
 /// One container of a pod, as the agent knows it. Times are milliseconds
 /// since the Unix epoch.
@@ -143,6 +157,26 @@ pub fn set_pod_ip(status: &mut Value, ip: &str) {
     status["podIPs"] = json!([{ "ip": ip }]);
 }
 
+/// Start the container now if `not_before_ms` has passed, else wake up
+/// then (the earliest of the pod's wake-ups).
+fn start_or_wake(
+    name: &str,
+    init: bool,
+    not_before_ms: u64,
+    now_ms: u64,
+    out: &mut Vec<Step>,
+    wake: &mut Option<u64>,
+) {
+    if now_ms >= not_before_ms {
+        out.push(Step::Start {
+            container: name.to_string(),
+            init,
+        });
+    } else {
+        *wake = Some(wake.map_or(not_before_ms, |w| w.min(not_before_ms)));
+    }
+}
+
 /// The steps for one pod now: init containers one at a time, in order, each
 /// to success; then every app container, restarted as the policy says.
 pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64) -> Vec<Step> {
@@ -172,6 +206,11 @@ pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64
                     .is_some_and(|(r, _)| r != "CrashLoopBackOff")
                     && s.last_exit.is_none() =>
             {
+                // a config error is tried again; other reasons wait for a
+                // change (a new pod spec)
+                if s.waiting.as_ref().is_some_and(|(r, _)| r == CONFIG_ERROR) {
+                    start_or_wake(name, init, s.not_before_ms, now_ms, out, &mut wake);
+                }
                 false
             }
             Some(s) => {
@@ -185,14 +224,7 @@ pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64
                 if !restart {
                     return init && code == 0;
                 }
-                if now_ms >= s.not_before_ms {
-                    out.push(Step::Start {
-                        container: name.to_string(),
-                        init,
-                    });
-                } else {
-                    wake = Some(wake.map_or(s.not_before_ms, |w| w.min(s.not_before_ms)));
-                }
+                start_or_wake(name, init, s.not_before_ms, now_ms, out, &mut wake);
                 false
             }
         }
@@ -487,5 +519,42 @@ mod tests {
         record_exit(&mut a, 137, "Error", 1000);
         assert!(a.probes.is_empty());
         assert_eq!((a.readiness, a.startup), (Some(false), Some(false)));
+    }
+
+    #[test]
+    fn config_errors_are_tried_again_after_a_pause() {
+        let p = pod("Always", &[], &["a"]);
+        let mut s = BTreeMap::new();
+        s.insert(
+            "a".into(),
+            ContainerState {
+                waiting: Some((CONFIG_ERROR.into(), "configmap \"x\" not found".into())),
+                not_before_ms: 10_000,
+                ..ContainerState::default()
+            },
+        );
+        assert_eq!(steps(&p, &s, 5_000), vec![Step::WakeAt(10_000)]);
+        assert_eq!(steps(&p, &s, 10_000), vec![start("a", false)]);
+        let st = status(&p, &s, "127.0.0.1", 0, 5_000);
+        assert_eq!(st["phase"], "Pending");
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["reason"],
+            CONFIG_ERROR
+        );
+        // other waiting reasons wait for a new spec
+        s.insert(
+            "a".into(),
+            ContainerState {
+                waiting: Some(("CommandRequired".into(), "no command".into())),
+                ..ContainerState::default()
+            },
+        );
+        assert_eq!(steps(&p, &s, 50_000), vec![]);
+        assert!(prepared(Some(1_000), 2_000));
+        assert!(!prepared(
+            Some(1_000),
+            1_000 + PREPARED_FRESH.as_millis() as u64
+        ));
+        assert!(!prepared(None, 0));
     }
 }

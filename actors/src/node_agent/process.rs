@@ -130,6 +130,15 @@ impl Runtime for ProcessRuntime {
                 ),
             });
         };
+        if let Some(m) = spec.mounts.first() {
+            return Err(RuntimeError::Invalid {
+                reason: "VolumeMountsUnsupported",
+                message: format!(
+                    "container {:?} mounts a volume at {}: the process runtime runs host processes and cannot mount volumes (use the cri runtime)",
+                    spec.container, m.container_path
+                ),
+            });
+        }
         if let Some(dir) = spec.log_path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -388,6 +397,7 @@ mod tests {
             env: vec![("GREETING".into(), "world".into())],
             working_dir: None,
             log_path: dir.path().join("logs/c/0.log"),
+            mounts: vec![],
         };
         let id = rt.start(&spec, tx.clone()).expect("starts");
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -4,12 +4,14 @@
 //! and runtime events have no-op defaults, so a runtime without pods (the
 //! process runtime) ignores them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::mpsc;
+
+pub use super::config::Mount;
 
 /// What the runtime needs to start one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub struct ContainerSpec {
     pub working_dir: Option<String>,
     /// Where the container's output goes, in the CRI log format.
     pub log_path: PathBuf,
+    /// Node paths bound into the container (its volumeMounts).
+    pub mounts: Vec<Mount>,
 }
 
 /// A container stopped running.
@@ -103,6 +107,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// The pod as last seen, before its containers start and whenever it
     /// changes (a CRI runtime builds its sandbox and images from it).
     fn pod_updated(&self, _pod: &Value) {}
+    /// Get the pod ready for its containers before they start (a CRI
+    /// runtime runs its sandbox, with `pod_dir` as its log directory) and
+    /// return the pod's own address, if it has one apart from the node's.
+    fn prepare_pod(
+        &self,
+        _pod_uid: &str,
+        _pod_dir: &Path,
+    ) -> BoxFuture<'static, Result<Option<String>, RuntimeError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Every container of the pod has stopped and the pod goes: release
     /// what the pod held (a CRI sandbox, its network).
     fn stop_pod(&self, _pod_uid: &str) -> BoxFuture<'static, ()> {
