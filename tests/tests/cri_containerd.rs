@@ -569,3 +569,155 @@ fn cri_config_maps_and_secrets_as_env_and_files() {
         c.pod("waits").unwrap_or_default()
     );
 }
+
+const SHELL: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: shell}
+spec:
+  containers:
+  - name: shell
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    env: [{name: GREETING, value: hi}]
+    command: ["sleep", "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: talker}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: talker
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo start; for i in 1 2 3 4 5; do echo tick $i; sleep 1; done; echo done"]
+"#;
+
+/// Issue 5: `kubus exec` runs a command inside a container (output, exit
+/// code, clear errors); `kubus logs -f` follows a container until it ends;
+/// `kubus logs --previous` reads the run before a restart.
+#[test]
+fn cri_exec_and_logs_follow_and_previous() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    c.apply(SHELL);
+    c.apply(CRASH);
+    let running = |name: &str| {
+        c.pod(name)
+            .is_some_and(|p| p["status"]["containerStatuses"][0]["state"]["running"].is_object())
+    };
+    wait_for(Duration::from_secs(60), || {
+        (running("shell") && running("talker")).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "pods not running: {:#}\nlog:\n{}",
+            Value::Array(c.items("pods")),
+            c.log()
+        )
+    });
+
+    // logs -f, started while the talker talks, ends by itself when it does
+    let mut follow = Command::new(kubus_bin())
+        .args(["logs", "-f", "talker"])
+        .env("KUBUS_HOME", c.dir.path().join("home"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubus logs -f");
+    let ended = wait_for(Duration::from_secs(30), || follow.try_wait().ok().flatten());
+    if ended.is_none() {
+        let _ = follow.kill();
+    }
+    let out = follow.wait_with_output().expect("logs -f output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        ended.is_some_and(|s| s.success()),
+        "logs -f did not end by itself: {text:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        vec!["start", "tick 1", "tick 2", "tick 3", "tick 4", "tick 5", "done"],
+        "every line once, in order"
+    );
+
+    // exec: output, stderr, exit code
+    let out = c.kubus(&[
+        "exec",
+        "shell",
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING from $(hostname); echo oops >&2; exit 3",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi from shell\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    assert_eq!(out.status.code(), Some(3));
+    let out = c.kubus(&[
+        "exec",
+        "shell",
+        "-c",
+        "shell",
+        "--",
+        "cat",
+        "/proc/1/cmdline",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("sleep"),
+        "runs in the container's PID namespace"
+    );
+    for (args, want) in [
+        (vec!["exec", "nope", "--", "true"], "not found"),
+        (
+            vec!["exec", "shell", "-c", "wrong", "--", "true"],
+            "container \"wrong\" is not valid for pod shell",
+        ),
+        (vec!["exec", "talker", "--", "true"], "is not running"),
+    ] {
+        let out = c.kubus(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+
+    // --previous: the run before the restart; none before the first
+    let out = c.kubus(&["logs", "--previous", "talker"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("previous terminated container \"talker\" in pod talker not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(40), || {
+        let p = c.pod("crash")?;
+        (p["status"]["containerStatuses"][0]["restartCount"].as_u64()? >= 1).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "crash never restarted: {:#}",
+            c.pod("crash").unwrap_or_default()
+        )
+    });
+    let out = c.kubus(&["logs", "--previous", "crash"]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("about to fail"),
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,7 +1,8 @@
 //! `NodeAgent` (the kubelet): registers its Node, receives only the pods
 //! bound to it on `kubus.<c>.node.<node>.pods`, runs their containers through
-//! a [`Runtime`], restarts them as their restartPolicy says, writes their
-//! status back, and serves their logs on `kubus.<c>.agent.<node>.logs`.
+//! a [`Runtime`], probes and restarts them as their spec says, writes their
+//! status back, and serves their logs and execs on
+//! `kubus.<c>.agent.<node>.logs` and `….exec`.
 //!
 //! Decisions are in [`pod`]; this actor carries them out.
 
@@ -24,13 +25,18 @@ use std::time::Duration;
 use actix::prelude::*;
 use async_nats::Message as NatsMessage;
 use futures::future::join_all;
+use futures::future::BoxFuture;
 use kubus_api::{meta, ApiError, Kind, Reason};
 use kubus_bus::codec::Codec;
-use kubus_bus::protocol::{LogsReply, LogsRequest};
+use kubus_bus::protocol::{
+    ExecReply, ExecRequest, ExecResult, LogChunk, LogsReply, LogsRequest,
+    EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
+};
 use kubus_bus::subject::AgentOp;
 use kubus_bus::watch::WatchSpec;
 use kubus_bus::Client;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -47,6 +53,11 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 const EXIT_QUEUE: usize = 1024;
 const STATUS_RETRY: Duration = Duration::from_millis(200);
 const REGISTER_RETRY: Duration = Duration::from_secs(1);
+/// Execs one agent runs at once.
+pub const EXEC_IN_FLIGHT_MAX: usize = 8;
+/// Most bytes of each output stream an exec reply carries (two of them fit
+/// under NATS' default 1 MiB payload).
+pub const EXEC_OUTPUT_MAX_BYTES: usize = 256 * 1024;
 /// How soon a pod whose ConfigMaps and Secrets could not be read is tried
 /// again.
 const PREPARE_RETRY: Duration = Duration::from_secs(1);
@@ -171,6 +182,9 @@ pub struct NodeAgent<R: Runtime> {
     exits_tx: mpsc::Sender<Exited>,
     exits_rx: Option<mpsc::Receiver<Exited>>,
     logs_sub: Option<async_nats::Subscriber>,
+    exec_sub: Option<async_nats::Subscriber>,
+    exec_subject: String,
+    execs_in_flight: Arc<AtomicUsize>,
 }
 
 impl<R: Runtime> NodeAgent<R> {
@@ -184,6 +198,8 @@ impl<R: Runtime> NodeAgent<R> {
             .nats()
             .subscribe(client.subjects().agent(&cfg.name, AgentOp::Logs))
             .await?;
+        let exec_subject = client.subjects().agent(&cfg.name, AgentOp::Exec);
+        let exec_sub = client.nats().subscribe(exec_subject.clone()).await?;
         let (exits_tx, exits_rx) = mpsc::channel(EXIT_QUEUE);
         let stopped = runtime.clean_up_leftovers();
         if stopped > 0 {
@@ -199,6 +215,9 @@ impl<R: Runtime> NodeAgent<R> {
             exits_tx,
             exits_rx: Some(exits_rx),
             logs_sub: Some(logs_sub),
+            exec_sub: Some(exec_sub),
+            exec_subject,
+            execs_in_flight: Arc::default(),
         })
     }
 
@@ -804,42 +823,61 @@ impl<R: Runtime> NodeAgent<R> {
         }
     }
 
-    fn serve_logs(&self, msg: NatsMessage) {
+    /// Answer a request on one of the agent's subjects (logs, exec).
+    fn serve(&self, msg: NatsMessage) {
         let Some(reply_to) = msg.reply.clone() else {
             return;
         };
         let codec = Codec::from_headers(msg.headers.as_ref());
+        let nats = self.client.nats().clone();
+        if msg.subject.as_str() == self.exec_subject {
+            let reply = match codec.decode::<ExecRequest>(&msg.payload) {
+                Err(e) => Err(ApiError::bad_request(format!("exec request: {e}"))),
+                Ok(req) => self.exec(req),
+            };
+            tokio::spawn(async move {
+                let reply: ExecReply = match reply {
+                    Ok(run) => run.await,
+                    Err(e) => Err(e),
+                };
+                send_reply(nats, reply_to, codec, &reply).await;
+            });
+            return;
+        }
         let reply: LogsReply = match codec.decode::<LogsRequest>(&msg.payload) {
             Err(e) => Err(ApiError::bad_request(format!("logs request: {e}"))),
             Ok(req) => self.read_logs(&req),
         };
-        let nats = self.client.nats().clone();
-        tokio::spawn(async move {
-            if let Ok(body) = codec.encode(&reply) {
-                let _ = nats.publish(reply_to, body).await;
-            }
-        });
+        tokio::spawn(async move { send_reply(nats, reply_to, codec, &reply).await });
     }
 
-    fn read_logs(&self, req: &LogsRequest) -> LogsReply {
+    /// The pod and the name of its container a logs or exec request means
+    /// (the only app container when it names none, as kubectl does).
+    fn find_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+    ) -> Result<(&PodEntry, String), ApiError> {
         let entry = self.pods.values().find(|e| {
-            meta::namespace(&e.pod) == Some(req.namespace.as_str())
-                && meta::name(&e.pod) == Some(req.pod.as_str())
+            meta::namespace(&e.pod) == Some(namespace) && meta::name(&e.pod) == Some(pod)
         });
-        let pod_ref = kubus_api::ObjectRef::new(Kind::Pod, Some(&req.namespace), &req.pod);
         let Some(entry) = entry else {
-            return Err(ApiError::not_found(pod_ref));
+            return Err(ApiError::not_found(kubus_api::ObjectRef::new(
+                Kind::Pod,
+                Some(namespace),
+                pod,
+            )));
         };
         let names: Vec<String> = ["initContainers", "containers"]
             .iter()
             .flat_map(|f| strings_of_names(&entry.pod, f))
             .collect();
-        let container = match &req.container {
-            Some(c) if names.contains(c) => c.clone(),
+        let container = match container {
+            Some(c) if names.iter().any(|n| n == c) => c.to_string(),
             Some(c) => {
                 return Err(ApiError::bad_request(format!(
-                    "container {c:?} is not valid for pod {}; choose one of: {}",
-                    req.pod,
+                    "container {c:?} is not valid for pod {pod}; choose one of: {}",
                     names.join(" ")
                 )))
             }
@@ -847,26 +885,125 @@ impl<R: Runtime> NodeAgent<R> {
                 let apps = strings_of_names(&entry.pod, "containers");
                 if apps.len() != 1 {
                     return Err(ApiError::bad_request(format!(
-                        "a container name must be specified for pod {}, choose one of: {}",
-                        req.pod,
+                        "a container name must be specified for pod {pod}, choose one of: {}",
                         apps.join(" ")
                     )));
                 }
                 apps[0].clone()
             }
         };
+        Ok((entry, container))
+    }
+
+    fn read_logs(&self, req: &LogsRequest) -> LogsReply {
+        let (entry, container) =
+            self.find_container(&req.namespace, &req.pod, req.container.as_deref())?;
         let Some(state) = entry.states.get(&container) else {
             return Err(ApiError::bad_request(format!(
                 "container {container:?} in pod {} has not started",
                 req.pod
             )));
         };
+        let run = if req.previous {
+            state.restarts.checked_sub(1).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "previous terminated container {container:?} in pod {} not found",
+                    req.pod
+                ))
+            })?
+        } else {
+            state.restarts
+        };
+        // before reading: a run seen ended has written all it will
+        let finished = req.previous || state.running.is_none();
         let path = self
             .pod_dir(&entry.pod)
             .join(&container)
-            .join(format!("{}.log", state.restarts));
-        logs::read_tail(&path, req.limit_bytes.unwrap_or(logs::REPLY_MAX_BYTES))
-            .map_err(|e| ApiError::internal(format!("cannot read log {}: {e}", path.display())))
+            .join(format!("{run}.log"));
+        let read = match req.from_offset {
+            Some(offset) => logs::read_from(&path, offset, logs::REPLY_MAX_BYTES),
+            None => logs::read_tail_at(&path, req.limit_bytes.unwrap_or(logs::REPLY_MAX_BYTES)),
+        };
+        let (text, offset) = read
+            .map_err(|e| ApiError::internal(format!("cannot read log {}: {e}", path.display())))?;
+        Ok(LogChunk {
+            text,
+            offset,
+            restart: run,
+            finished,
+        })
+    }
+
+    /// Check an exec request and start it; the future gives the reply.
+    fn exec(&self, req: ExecRequest) -> Result<BoxFuture<'static, ExecReply>, ApiError> {
+        let (entry, container) =
+            self.find_container(&req.namespace, &req.pod, req.container.as_deref())?;
+        if req.command.is_empty() {
+            return Err(ApiError::bad_request(
+                "exec: a command is required (kubus exec POD -- COMMAND [ARG...])",
+            ));
+        }
+        let Some(id) = entry.states.get(&container).and_then(|s| s.running.clone()) else {
+            return Err(ApiError::bad_request(format!(
+                "container {container:?} in pod {} is not running",
+                req.pod
+            )));
+        };
+        let in_flight = self.execs_in_flight.clone();
+        if in_flight.fetch_add(1, Ordering::SeqCst) >= EXEC_IN_FLIGHT_MAX {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::unavailable(
+                format!(
+                    "node {} runs {EXEC_IN_FLIGHT_MAX} execs already",
+                    self.cfg.name
+                ),
+                1_000,
+            ));
+        }
+        let timeout = Duration::from_secs(
+            req.timeout_secs
+                .unwrap_or(EXEC_TIMEOUT_DEFAULT_SECS)
+                .clamp(1, EXEC_TIMEOUT_MAX_SECS),
+        );
+        let run = self.runtime.exec(&id, req.command, timeout);
+        Ok(Box::pin(async move {
+            let out = run.await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            match out {
+                Ok(out) => Ok(exec_result(out)),
+                Err(RuntimeError::Unsupported(what)) => Err(ApiError::bad_request(format!(
+                    "{what} is not supported by this node's runtime"
+                ))),
+                Err(e) => Err(ApiError::internal(format!("exec in {container:?}: {e}"))),
+            }
+        }))
+    }
+}
+
+/// Send a reply, encoded as its request was.
+async fn send_reply<T: serde::Serialize>(
+    nats: async_nats::Client,
+    to: async_nats::Subject,
+    codec: Codec,
+    reply: &T,
+) {
+    if let Ok(body) = codec.encode(reply) {
+        let _ = nats.publish(to, body).await;
+    }
+}
+
+/// An exec's output for the reply: each stream cut at
+/// [`EXEC_OUTPUT_MAX_BYTES`].
+pub fn exec_result(out: runtime::ExecOutput) -> ExecResult {
+    let cut = |b: &[u8]| {
+        let n = b.len().min(EXEC_OUTPUT_MAX_BYTES);
+        String::from_utf8_lossy(&b[..n]).into_owned()
+    };
+    ExecResult {
+        stdout: cut(&out.stdout),
+        stderr: cut(&out.stderr),
+        exit_code: out.exit_code,
+        truncated: out.stdout.len().max(out.stderr.len()) > EXEC_OUTPUT_MAX_BYTES,
     }
 }
 
@@ -946,6 +1083,9 @@ impl<R: Runtime> Actor for NodeAgent<R> {
         if let Some(sub) = self.logs_sub.take() {
             ctx.add_stream(sub);
         }
+        if let Some(sub) = self.exec_sub.take() {
+            ctx.add_stream(sub);
+        }
         if let Some(rx) = self.runtime.events() {
             ctx.add_stream(futures::stream::unfold(rx, |mut rx| async move {
                 let e = rx.recv().await?;
@@ -1003,7 +1143,7 @@ impl<R: Runtime> StreamHandler<ExitSeen> for NodeAgent<R> {
 
 impl<R: Runtime> StreamHandler<NatsMessage> for NodeAgent<R> {
     fn handle(&mut self, msg: NatsMessage, _ctx: &mut Context<Self>) {
-        self.serve_logs(msg);
+        self.serve(msg);
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
@@ -1042,6 +1182,19 @@ impl<R: Runtime> Handler<Shutdown> for NodeAgent<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_output_is_cut_at_the_bound() {
+        let r = exec_result(runtime::ExecOutput {
+            stdout: b"out".to_vec(),
+            stderr: vec![b'e'; EXEC_OUTPUT_MAX_BYTES + 10],
+            exit_code: 3,
+        });
+        assert_eq!((r.stdout.as_str(), r.exit_code), ("out", 3));
+        assert_eq!(r.stderr.len(), EXEC_OUTPUT_MAX_BYTES);
+        assert!(r.truncated);
+        assert!(!exec_result(runtime::ExecOutput::default()).truncated);
+    }
 
     #[test]
     fn node_object_carries_capacity() {
