@@ -17,7 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kubus_tests::{alive, k8s_examples, kubus_bin, wait_for};
+use kubus_tests::{alive, events_about, has_event, k8s_examples, kubus_bin, wait_for};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -139,14 +139,7 @@ impl CriCluster {
 
     /// The Events about one pod: (reason, message) pairs.
     fn events_of(&self, pod: &str) -> Vec<(String, String)> {
-        self.items("events")
-            .into_iter()
-            .filter(|e| e["involvedObject"]["name"] == pod)
-            .map(|e| {
-                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-                (s("reason"), s("message"))
-            })
-            .collect()
+        events_about(&self.items("events"), pod)
     }
 
     fn pod(&self, name: &str) -> Option<Value> {
@@ -412,15 +405,14 @@ fn cri_exec_liveness_example_restarts_the_container() {
         "restarted after {after:?}, before the probe could fail: {p:#}"
     );
     let events = c.events_of("liveness-exec");
+    let unhealthy = |m: &str| m.starts_with("Liveness probe failed:") && m.contains("/tmp/healthy");
     assert!(
-        events.iter().any(|(r, m)| r == "Unhealthy"
-            && m.starts_with("Liveness probe failed:")
-            && m.contains("/tmp/healthy")),
+        has_event(&events, "Unhealthy", unhealthy),
         "no Unhealthy event: {events:?}"
     );
+    let killing = "Container liveness failed liveness probe, will be restarted";
     assert!(
-        events.iter().any(|(r, m)| r == "Killing"
-            && m == "Container liveness failed liveness probe, will be restarted"),
+        has_event(&events, "Killing", |m| m == killing),
         "no Killing event: {events:?}"
     );
     // and it runs again
@@ -720,4 +712,124 @@ fn cri_exec_and_logs_follow_and_previous() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+const STAGED: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: staged}
+spec:
+  terminationGracePeriodSeconds: 10
+  initContainers:
+  - name: first
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "sleep 1; echo one >> /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: second
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "test -f /work/order && echo two >> /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    resources: {limits: {memory: 48Mi, cpu: 250m}}
+    command: ["sh", "-c"]
+    args: ["cat /work/order; trap 'echo TERM > /out/term; exit 0' TERM; while true; do sleep 1; done"]
+    volumeMounts: [{name: work, mountPath: /work}, {name: out, mountPath: /out}]
+  volumes:
+  - {name: work, emptyDir: {}}
+  - {name: out, hostPath: {path: "@OUT@", type: DirectoryOrCreate}}
+"#;
+
+/// Issue 5: init containers run one at a time, in order, before the app
+/// container; Pulled, Created and Started Events for each; resource limits
+/// reach the container's cgroup; a deleted pod's container gets SIGTERM
+/// (and time to handle it) before it goes.
+#[test]
+fn cri_init_containers_events_limits_and_graceful_stop() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    let out_dir = c.dir.path().join("out");
+    c.apply(&STAGED.replace("@OUT@", &out_dir.display().to_string()));
+    let p = wait_for(Duration::from_secs(60), || {
+        let p = c.pod("staged")?;
+        (p["status"]["containerStatuses"][0]["state"]["running"].is_object()).then_some(p)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "staged not running: {:#}\nlog:\n{}",
+            c.pod("staged").unwrap_or_default(),
+            c.log()
+        )
+    });
+    for (i, name) in ["first", "second"].iter().enumerate() {
+        let s = &p["status"]["initContainerStatuses"][i];
+        assert_eq!(s["name"], *name);
+        assert_eq!(s["state"]["terminated"]["exitCode"], 0, "{s:#}");
+    }
+    let initialized = p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Initialized")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(initialized["status"], "True");
+    let logs = wait_for(Duration::from_secs(10), || {
+        let text = String::from_utf8_lossy(&c.kubus(&["logs", "staged"]).stdout).to_string();
+        text.contains("two").then_some(text)
+    });
+    assert_eq!(
+        logs.as_deref(),
+        Some("one\ntwo\n"),
+        "init containers in order"
+    );
+
+    let events = c.events_of("staged");
+    for name in ["first", "second", "main"] {
+        for want in [
+            (
+                "Pulled",
+                "Container image \"localhost/busybox:latest\" already present on machine"
+                    .to_string(),
+            ),
+            ("Created", format!("Created container {name}")),
+            ("Started", format!("Started container {name}")),
+        ] {
+            assert!(
+                has_event(&events, want.0, |m| m == want.1),
+                "no {want:?} in {events:?}"
+            );
+        }
+    }
+
+    // limits reach the container's cgroup (v1 here: memory and cpu)
+    let cat = |path: &str| {
+        let out = c.kubus(&["exec", "staged", "--", "cat", path]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        cat("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+        (48u64 << 20).to_string()
+    );
+    assert_eq!(cat("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), "25000");
+
+    // deleting the pod stops its container with SIGTERM first
+    let out = c.kubus(&["delete", "pod", "staged"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let term = wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(out_dir.join("term")).ok()
+    });
+    assert_eq!(term.as_deref(), Some("TERM\n"), "the container saw SIGTERM");
 }

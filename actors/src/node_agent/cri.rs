@@ -555,7 +555,25 @@ impl Inner {
         Ok(sb)
     }
 
-    async fn ensure_image(&self, image: &str, policy: &str) -> Result<(), StartFailure> {
+    /// Tell the agent about a step of a container's start (for its Events).
+    async fn progress(&self, spec: &ContainerSpec, reason: &'static str, message: String) {
+        let _ = self
+            .events_tx
+            .send(RuntimeEvent::Progress {
+                pod_uid: spec.pod_uid.clone(),
+                container: spec.container.clone(),
+                reason,
+                message,
+            })
+            .await;
+    }
+
+    async fn ensure_image(
+        &self,
+        spec_of: &ContainerSpec,
+        image: &str,
+        policy: &str,
+    ) -> Result<(), StartFailure> {
         let spec = cri::ImageSpec {
             image: image.to_string(),
             ..Default::default()
@@ -572,26 +590,36 @@ impl Inner {
         .await
         .map_err(|e| StartFailure::new("ErrImagePull", e.to_string()))?;
         match pull_step(policy, status.image.is_some()) {
-            PullStep::Use => Ok(()),
+            PullStep::Use => {
+                let message = format!("Container image {image:?} already present on machine");
+                self.progress(spec_of, "Pulled", message).await;
+                Ok(())
+            }
             PullStep::NeverPull => Err(StartFailure::new(
                 "ErrImageNeverPull",
                 format!("Container image {image:?} is not present with pull policy of Never"),
             )),
             PullStep::Pull => {
                 info!(image, "pulling image");
+                self.progress(spec_of, "Pulling", format!("Pulling image {image:?}"))
+                    .await;
+                let started = std::time::Instant::now();
                 let pull = images.pull_image(cri::PullImageRequest {
                     image: Some(spec),
                     ..Default::default()
                 });
                 bounded("PullImage", PULL_TIMEOUT, pull)
                     .await
-                    .map(|_| ())
                     .map_err(|e| {
                         StartFailure::new(
                             "ErrImagePull",
                             format!("failed to pull image {image:?}: {e}"),
                         )
-                    })
+                    })?;
+                let took = started.elapsed().as_secs_f64();
+                let message = format!("Successfully pulled image {image:?} in {took:.3}s");
+                self.progress(spec_of, "Pulled", message).await;
+                Ok(())
             }
         }
     }
@@ -656,7 +684,7 @@ impl Inner {
             .get("imagePullPolicy")
             .and_then(Value::as_str)
             .unwrap_or_else(|| default_pull_policy(image));
-        self.ensure_image(image, policy).await?;
+        self.ensure_image(spec, image, policy).await?;
         let sandbox = self.ensure_sandbox(&spec.pod_uid, &log_dir).await?;
         let config = container_config(&pod, &container, spec, attempt, &rel_log)
             .map_err(|m| StartFailure::new("CreateContainerConfigError", m))?;
@@ -670,6 +698,8 @@ impl Inner {
             .await
             .map_err(|e| StartFailure::new("CreateContainerError", e.to_string()))?
             .container_id;
+        let message = format!("Created container {}", spec.container);
+        self.progress(spec, "Created", message).await;
         let stop_requested = {
             let mut handles = lock(&self.handles);
             let h = handles.entry(handle.to_string()).or_default();
@@ -691,6 +721,8 @@ impl Inner {
             return Err(StartFailure::new("RunContainerError", e.to_string()));
         }
         debug!(pod = %spec.pod, container = %spec.container, %cri_id, "container started");
+        let message = format!("Started container {}", spec.container);
+        self.progress(spec, "Started", message).await;
         Ok(cri_id)
     }
 
@@ -888,6 +920,10 @@ impl Runtime for CriRuntime {
 
     fn events(&self) -> Option<mpsc::Receiver<RuntimeEvent>> {
         lock(&self.inner.events_rx).take()
+    }
+
+    fn reports_progress(&self) -> bool {
+        true
     }
 
     fn exec(

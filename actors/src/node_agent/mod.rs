@@ -434,11 +434,14 @@ impl<R: Runtime> NodeAgent<R> {
                     let after = delay + p.initial_delay;
                     self.schedule_probe(uid, name, &id, p, after, ctx);
                 }
-                Some((
-                    EventType::Normal,
-                    "Started",
-                    format!("Started container {name}"),
-                ))
+                // a runtime that reports its own steps says when it started
+                (!self.runtime.reports_progress()).then(|| {
+                    (
+                        EventType::Normal,
+                        "Started",
+                        format!("Started container {name}"),
+                    )
+                })
             }
             Err(RuntimeError::Invalid { reason, message }) => {
                 warn!(pod = %spec.pod, container = name, %message, "container cannot run");
@@ -783,6 +786,19 @@ impl<R: Runtime> NodeAgent<R> {
 
     fn on_runtime_event(&mut self, event: RuntimeEvent, ctx: &mut Context<Self>) {
         match event {
+            RuntimeEvent::Progress {
+                pod_uid,
+                container,
+                reason,
+                message,
+            } => {
+                if let Some(entry) = self.pods.get(&pod_uid).filter(|e| !e.terminating) {
+                    debug!(pod = %meta::name(&entry.pod).unwrap_or_default(), %container, reason, "container progress");
+                    let pod = entry.pod.clone();
+                    self.recorder
+                        .record(&pod, EventType::Normal, reason, &message);
+                }
+            }
             RuntimeEvent::PodNetwork { pod_uid, ip } => {
                 if let Some(entry) = self.pods.get_mut(&pod_uid) {
                     entry.pod_ip = Some(ip);

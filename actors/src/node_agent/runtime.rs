@@ -56,6 +56,14 @@ pub enum RuntimeEvent {
         reason: String,
         message: String,
     },
+    /// A step of a container's start worth an Event: `Pulling`, `Pulled`,
+    /// `Created`, `Started` (all Normal).
+    Progress {
+        pod_uid: String,
+        container: String,
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// What a command run in a container (`exec`) printed and returned.
@@ -121,6 +129,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// what the pod held (a CRI sandbox, its network).
     fn stop_pod(&self, _pod_uid: &str) -> BoxFuture<'static, ()> {
         Box::pin(async {})
+    }
+    /// Whether the runtime reports `Pulled`, `Created` and `Started` as
+    /// [`RuntimeEvent::Progress`] (else the agent records `Started` when
+    /// `start` returns).
+    fn reports_progress(&self) -> bool {
+        false
     }
     /// Whether the agent runs the containers' probes (a hollow runtime has
     /// nothing to probe: its containers count as healthy).
