@@ -453,12 +453,14 @@ spec:
     - {name: PASSWORD, valueFrom: {secretKeyRef: {name: app-secret, key: password}}}
     - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
     - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: WHO, value: "$(POD_NAME)@$(GREETING)"}
     command: ["sh", "-c"]
     args:
     - |
       echo "GREETING=$GREETING PASSWORD=$PASSWORD POD=$POD_NAME IP=$POD_IP"
       echo "FILE=$(cat /etc/app/app.conf) SECRET_FILE=$(cat /etc/secret/pw)"
       echo "MODE=$(stat -c %a /etc/secret/pw)"
+      echo "WHO=$WHO"
       echo hi > /scratch/x && echo "SCRATCH=$(cat /scratch/x)"
       echo nope > /etc/app/new 2>/dev/null || echo "CONFIG_READ_ONLY"
       sleep 3600
@@ -526,6 +528,7 @@ fn cri_config_maps_and_secrets_as_env_and_files() {
         format!("GREETING=hello-from-configmap PASSWORD=hunter2 POD=configured IP={ip}"),
         "FILE=mode=test SECRET_FILE=hunter2".to_string(),
         "MODE=400".to_string(),
+        "WHO=configured@hello-from-configmap".to_string(),
         "SCRATCH=hi".to_string(),
     ];
     for line in want {
@@ -548,6 +551,14 @@ fn cri_config_maps_and_secrets_as_env_and_files() {
     assert_eq!(
         c.pod("waits").unwrap_or_default()["status"]["phase"],
         "Pending"
+    );
+    let out = c.kubus(&["logs", "waits"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "container \"app\" in pod waits is waiting to start: CreateContainerConfigError"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // once it exists, the container starts with it
     c.apply(LATE_CONFIG);
@@ -711,6 +722,37 @@ fn cri_exec_and_logs_follow_and_previous() {
         "{} {}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // CrashLoopBackOff: restarts wait 10 s, then 20 s, with BackOff Events
+    let message = |p: &Value| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut seen = Vec::new();
+    wait_for(Duration::from_secs(60), || {
+        let m = message(&c.pod("crash")?);
+        if !m.is_empty() && seen.last() != Some(&m) {
+            seen.push(m);
+        }
+        seen.iter()
+            .any(|m| m.starts_with("back-off 20s"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no growing back-off: {seen:?}"));
+    let tens = seen.iter().position(|m| m.starts_with("back-off 10s"));
+    let twenties = seen.iter().position(|m| m.starts_with("back-off 20s"));
+    assert!(
+        tens < twenties && tens.is_some(),
+        "back-off 10s then 20s: {seen:?}"
+    );
+    let events = c.events_of("crash");
+    assert!(
+        has_event(&events, "BackOff", |m| m
+            == "Back-off restarting failed container crash in pod crash"),
+        "{events:?}"
     );
 }
 

@@ -45,7 +45,7 @@ spec:
     env:
     - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
     - {{name: MARK, value: "{mark}"}}
-    command: ["sh", "-c", "echo $GREETING from $POD_NAME; sleep 3600"]
+    command: ["sh", "-c", "echo $GREETING from $POD_NAME as $(POD_NAME); sleep 3600"]
     readinessProbe:
       exec: {{command: ["sh", "-c", "test -f $MARK"]}}
       periodSeconds: 1
@@ -112,7 +112,7 @@ spec:
     })
     .unwrap_or_else(|| panic!("gated never ready: {:#}", status("gated")));
     let logs = String::from_utf8_lossy(&c.kubus(&["logs", "gated"]).stdout).to_string();
-    assert!(logs.contains("hello-process from gated"), "{logs}");
+    assert!(logs.contains("hello-process from gated as gated"), "{logs}");
     let out = c.kubus(&["exec", "gated", "--", "sh", "-c", "echo $GREETING; exit 4"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello-process\n");
     assert_eq!(out.status.code(), Some(4));

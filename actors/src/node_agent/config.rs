@@ -167,6 +167,37 @@ fn env_name_ok(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_graphic() && c != '=')
 }
 
+/// Kubernetes' `$(VAR)` expansion of env values, command and args: a
+/// reference to a variable in `env` becomes its value, `$$` becomes `$`,
+/// and anything else (an unknown name, an unclosed `$(`) stays as written.
+pub fn expand(input: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some((name, tail)) = after.strip_prefix('(').and_then(|a| a.split_once(')')) {
+            match env.iter().rev().find(|(k, _)| k == name) {
+                Some((_, v)) => out.push_str(v),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The pod's own facts that `fieldRef` can name.
 #[derive(Debug, Clone, Copy)]
 pub struct PodFacts<'a> {
@@ -299,7 +330,9 @@ pub fn container_env(
         let name = str_at(e, "name").unwrap_or_default().to_string();
         let field = format!("{at}.env[{i}]");
         if let Some(v) = str_at(e, "value") {
-            set(&mut env, name, v.to_string());
+            // may refer to the variables defined before it
+            let v = expand(v, &env);
+            set(&mut env, name, v);
             continue;
         }
         let Some(from) = e.get("valueFrom") else {
@@ -657,6 +690,35 @@ mod tests {
             let e = container_env(&pod(), &c, at, FACTS, &sources()).expect_err("fails");
             assert!(e.starts_with(want), "{c}: {e}");
         }
+    }
+
+    #[test]
+    fn expands_references_like_kubernetes() {
+        let env = vec![
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "x y".to_string()),
+        ];
+        let table = [
+            ("$(A)", "1"),
+            ("a=$(A), b=$(B)", "a=1, b=x y"),
+            ("$$(A)", "$(A)"),
+            ("$$$(A)", "$1"),
+            ("$(C)", "$(C)"),
+            ("$(A", "$(A"),
+            ("cost $5", "cost $5"),
+            ("trailing $", "trailing $"),
+            ("", ""),
+        ];
+        for (input, want) in table {
+            assert_eq!(expand(input, &env), want, "{input:?}");
+        }
+        let c = json!({"env": [{"name": "A", "value": "1"}, {"name": "B", "value": "$(A)-$(LATER)"}, {"name": "LATER", "value": "z"}]});
+        let got = container_env(&pod(), &c, "c", FACTS, &sources()).expect("resolves");
+        assert_eq!(
+            got[1],
+            ("B".into(), "1-$(LATER)".into()),
+            "only earlier variables"
+        );
     }
 
     #[test]

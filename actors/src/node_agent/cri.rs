@@ -556,12 +556,19 @@ impl Inner {
     }
 
     /// Tell the agent about a step of a container's start (for its Events).
-    async fn progress(&self, spec: &ContainerSpec, reason: &'static str, message: String) {
+    async fn progress(
+        &self,
+        handle: &str,
+        spec: &ContainerSpec,
+        reason: &'static str,
+        message: String,
+    ) {
         let _ = self
             .events_tx
             .send(RuntimeEvent::Progress {
                 pod_uid: spec.pod_uid.clone(),
                 container: spec.container.clone(),
+                id: handle.to_string(),
                 reason,
                 message,
             })
@@ -570,6 +577,7 @@ impl Inner {
 
     async fn ensure_image(
         &self,
+        handle: &str,
         spec_of: &ContainerSpec,
         image: &str,
         policy: &str,
@@ -592,7 +600,7 @@ impl Inner {
         match pull_step(policy, status.image.is_some()) {
             PullStep::Use => {
                 let message = format!("Container image {image:?} already present on machine");
-                self.progress(spec_of, "Pulled", message).await;
+                self.progress(handle, spec_of, "Pulled", message).await;
                 Ok(())
             }
             PullStep::NeverPull => Err(StartFailure::new(
@@ -601,8 +609,13 @@ impl Inner {
             )),
             PullStep::Pull => {
                 info!(image, "pulling image");
-                self.progress(spec_of, "Pulling", format!("Pulling image {image:?}"))
-                    .await;
+                self.progress(
+                    handle,
+                    spec_of,
+                    "Pulling",
+                    format!("Pulling image {image:?}"),
+                )
+                .await;
                 let started = std::time::Instant::now();
                 let pull = images.pull_image(cri::PullImageRequest {
                     image: Some(spec),
@@ -618,7 +631,7 @@ impl Inner {
                     })?;
                 let took = started.elapsed().as_secs_f64();
                 let message = format!("Successfully pulled image {image:?} in {took:.3}s");
-                self.progress(spec_of, "Pulled", message).await;
+                self.progress(handle, spec_of, "Pulled", message).await;
                 Ok(())
             }
         }
@@ -684,7 +697,7 @@ impl Inner {
             .get("imagePullPolicy")
             .and_then(Value::as_str)
             .unwrap_or_else(|| default_pull_policy(image));
-        self.ensure_image(spec, image, policy).await?;
+        self.ensure_image(handle, spec, image, policy).await?;
         let sandbox = self.ensure_sandbox(&spec.pod_uid, &log_dir).await?;
         let config = container_config(&pod, &container, spec, attempt, &rel_log)
             .map_err(|m| StartFailure::new("CreateContainerConfigError", m))?;
@@ -699,7 +712,7 @@ impl Inner {
             .map_err(|e| StartFailure::new("CreateContainerError", e.to_string()))?
             .container_id;
         let message = format!("Created container {}", spec.container);
-        self.progress(spec, "Created", message).await;
+        self.progress(handle, spec, "Created", message).await;
         let stop_requested = {
             let mut handles = lock(&self.handles);
             let h = handles.entry(handle.to_string()).or_default();
@@ -722,7 +735,7 @@ impl Inner {
         }
         debug!(pod = %spec.pod, container = %spec.container, %cri_id, "container started");
         let message = format!("Started container {}", spec.container);
-        self.progress(spec, "Started", message).await;
+        self.progress(handle, spec, "Started", message).await;
         Ok(cri_id)
     }
 

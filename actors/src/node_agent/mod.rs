@@ -411,8 +411,14 @@ impl<R: Runtime> NodeAgent<R> {
             namespace: meta::namespace(pod).unwrap_or_default().to_string(),
             pod: meta::name(pod).unwrap_or_default().to_string(),
             container: name.to_string(),
-            command: strings(container.get("command")),
-            args: strings(container.get("args")),
+            command: strings(container.get("command"))
+                .iter()
+                .map(|a| config::expand(a, &env))
+                .collect(),
+            args: strings(container.get("args"))
+                .iter()
+                .map(|a| config::expand(a, &env))
+                .collect(),
             env,
             working_dir: container
                 .get("workingDir")
@@ -429,10 +435,11 @@ impl<R: Runtime> NodeAgent<R> {
                 let delay = self.runtime.ready_delay();
                 state.started_at_ms = Some(now + delay.as_millis() as u64);
                 state.waiting = None;
-                state.arm_probes(&probes);
-                for p in probes {
-                    let after = delay + p.initial_delay;
-                    self.schedule_probe(uid, name, &id, p, after, ctx);
+                state.arm_probes(probes);
+                // probed from when it runs: now, or when the runtime says
+                state.starting = self.runtime.reports_progress();
+                if !state.starting {
+                    self.start_probes(uid, name, &id, delay, ctx);
                 }
                 // a runtime that reports its own steps says when it started
                 (!self.runtime.reports_progress()).then(|| {
@@ -521,6 +528,27 @@ impl<R: Runtime> NodeAgent<R> {
                 }
             }
         }));
+    }
+
+    /// Begin the probe loops of a container that runs now (or after `delay`).
+    fn start_probes(
+        &mut self,
+        uid: &str,
+        name: &str,
+        id: &str,
+        delay: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let specs = self
+            .pods
+            .get(uid)
+            .and_then(|e| e.states.get(name))
+            .map(|s| s.probe_specs.clone())
+            .unwrap_or_default();
+        for p in specs {
+            let after = delay + p.initial_delay;
+            self.schedule_probe(uid, name, id, p, after, ctx);
+        }
     }
 
     fn schedule_probe(
@@ -636,7 +664,10 @@ impl<R: Runtime> NodeAgent<R> {
                     p.kind.title().to_lowercase()
                 ),
             );
-            let stop = self.runtime.stop(&id, grace_period(&pod));
+            let grace = p
+                .termination_grace
+                .map_or_else(|| grace_period(&pod), |g| g.min(GRACE_MAX));
+            let stop = self.runtime.stop(&id, grace);
             ctx.spawn(stop.into_actor(self));
         }
         if changed {
@@ -789,14 +820,29 @@ impl<R: Runtime> NodeAgent<R> {
             RuntimeEvent::Progress {
                 pod_uid,
                 container,
+                id,
                 reason,
                 message,
             } => {
-                if let Some(entry) = self.pods.get(&pod_uid).filter(|e| !e.terminating) {
-                    debug!(pod = %meta::name(&entry.pod).unwrap_or_default(), %container, reason, "container progress");
-                    let pod = entry.pod.clone();
-                    self.recorder
-                        .record(&pod, EventType::Normal, reason, &message);
+                let Some(entry) = self.pods.get_mut(&pod_uid).filter(|e| !e.terminating) else {
+                    return;
+                };
+                debug!(pod = %meta::name(&entry.pod).unwrap_or_default(), %container, reason, "container progress");
+                let pod = entry.pod.clone();
+                let now_running = reason == "Started"
+                    && entry.states.get_mut(&container).is_some_and(|s| {
+                        let this = s.running.as_deref() == Some(id.as_str()) && s.starting;
+                        if this {
+                            s.starting = false;
+                            s.started_at_ms = Some(now_ms());
+                        }
+                        this
+                    });
+                self.recorder
+                    .record(&pod, EventType::Normal, reason, &message);
+                if now_running {
+                    self.start_probes(&pod_uid, &container, &id, Duration::ZERO, ctx);
+                    self.report_status(&pod_uid, ctx);
                 }
             }
             RuntimeEvent::PodNetwork { pod_uid, ip } => {
@@ -920,6 +966,17 @@ impl<R: Runtime> NodeAgent<R> {
                 req.pod
             )));
         };
+        let waiting = match (&state.running, &state.last_exit, &state.waiting) {
+            (Some(_), _, _) if state.starting => Some("ContainerCreating"),
+            (None, None, Some((reason, _))) => Some(reason.as_str()),
+            _ => None,
+        };
+        if let (Some(reason), false) = (waiting, req.previous) {
+            return Err(ApiError::bad_request(format!(
+                "container {container:?} in pod {} is waiting to start: {reason}",
+                req.pod
+            )));
+        }
         let run = if req.previous {
             state.restarts.checked_sub(1).ok_or_else(|| {
                 ApiError::bad_request(format!(

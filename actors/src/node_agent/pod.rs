@@ -35,6 +35,9 @@ pub fn prepared(prepared_ms: Option<u64>, now_ms: u64) -> bool {
 pub struct ContainerState {
     /// The runtime's id while running.
     pub running: Option<String>,
+    /// Started, but the runtime has not yet said that it runs (a CRI
+    /// container being created).
+    pub starting: bool,
     pub started_at_ms: Option<u64>,
     pub restarts: u32,
     pub last_exit: Option<Exit>,
@@ -50,6 +53,8 @@ pub struct ContainerState {
     /// The probes running for the current container and their runs of
     /// results; emptied when the container stops or is being killed.
     pub probes: BTreeMap<ProbeKind, Tracker>,
+    /// The current container's probes, as its spec defines them.
+    pub probe_specs: Vec<super::probe::Probe>,
 }
 
 impl ContainerState {
@@ -59,7 +64,7 @@ impl ContainerState {
     }
 
     /// Set up the probe results for a container that just started.
-    pub fn arm_probes(&mut self, probes: &[super::probe::Probe]) {
+    pub fn arm_probes(&mut self, probes: Vec<super::probe::Probe>) {
         let has = |k: ProbeKind| probes.iter().any(|p| p.kind == k);
         self.readiness = has(ProbeKind::Readiness).then_some(false);
         self.startup = has(ProbeKind::Startup).then_some(false);
@@ -67,6 +72,7 @@ impl ContainerState {
             .iter()
             .map(|p| (p.kind, Tracker::default()))
             .collect();
+        self.probe_specs = probes;
     }
 }
 
@@ -123,6 +129,7 @@ pub fn record_exit(state: &mut ContainerState, code: i32, reason: &str, now_ms: 
         state.backoff = Duration::ZERO;
     }
     state.running = None;
+    state.starting = false;
     state.probes.clear();
     state.readiness = state.readiness.map(|_| false);
     state.startup = state.startup.map(|_| false);
@@ -147,7 +154,7 @@ fn init_done(state: Option<&ContainerState>) -> bool {
 /// Whether a container runs now: started, and past its runtime's start-up
 /// delay.
 pub fn is_up(s: &ContainerState, now_ms: u64) -> bool {
-    s.running.is_some() && s.started_at_ms.is_none_or(|at| at <= now_ms)
+    s.running.is_some() && !s.starting && s.started_at_ms.is_none_or(|at| at <= now_ms)
 }
 
 /// Put the pod's own address (from its sandbox) into a status that
@@ -514,6 +521,17 @@ mod tests {
         let st = status(&p, &s, "127.0.0.1", 0, 0);
         assert_eq!(st["containerStatuses"][0]["ready"], true);
         assert_eq!(st["conditions"][3]["status"], "True");
+        // a container the runtime has not yet said runs is not up
+        let mut creating = running("2");
+        creating.starting = true;
+        assert!(!is_up(&creating, 0));
+        s.insert("a".into(), creating);
+        let st = status(&p, &s, "127.0.0.1", 0, 0);
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ContainerCreating"
+        );
+        assert_eq!(st["phase"], "Pending");
         // an exit disarms the probes and the next container starts unready
         a.probes.insert(ProbeKind::Readiness, Tracker::default());
         record_exit(&mut a, 137, "Error", 1000);

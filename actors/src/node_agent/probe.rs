@@ -77,6 +77,9 @@ pub struct Probe {
     pub timeout: Duration,
     pub failure_threshold: u32,
     pub success_threshold: u32,
+    /// The probe's own `terminationGracePeriodSeconds`, for the stop of a
+    /// container it fails (instead of the pod's).
+    pub termination_grace: Option<Duration>,
 }
 
 /// A probe that cannot run as written: the field and the rule it breaks.
@@ -239,6 +242,16 @@ pub fn parse(container: &Value, kind: ProbeKind, at: &str) -> Result<Option<Prob
         timeout: Duration::from_secs(seconds_or_count(p, &at, "timeoutSeconds", 1, 1)?),
         failure_threshold: seconds_or_count(p, &at, "failureThreshold", 3, 1)? as u32,
         success_threshold: success_threshold as u32,
+        termination_grace: match p.get("terminationGracePeriodSeconds") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(Duration::from_secs(seconds_or_count(
+                p,
+                &at,
+                "terminationGracePeriodSeconds",
+                0,
+                1,
+            )?)),
+        },
     }))
 }
 
@@ -381,6 +394,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             failure_threshold: failure,
             success_threshold: success,
+            termination_grace: None,
         }
     }
 
@@ -406,7 +420,13 @@ mod tests {
             )
         );
         assert_eq!((p.failure_threshold, p.success_threshold), (3, 1));
+        assert_eq!(p.termination_grace, None);
         assert_eq!(parse(&c, ProbeKind::Readiness, "x"), Ok(None));
+        let c = json!({"livenessProbe": {"tcpSocket": {"port": 1}, "terminationGracePeriodSeconds": 3}});
+        let p = parse(&c, ProbeKind::Liveness, "x")
+            .expect("valid")
+            .expect("present");
+        assert_eq!(p.termination_grace, Some(Duration::from_secs(3)));
     }
 
     #[test]

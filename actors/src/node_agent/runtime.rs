@@ -58,9 +58,12 @@ pub enum RuntimeEvent {
     },
     /// A step of a container's start worth an Event: `Pulling`, `Pulled`,
     /// `Created`, `Started` (all Normal).
+    /// `Started` also tells the agent the container runs from now on.
     Progress {
         pod_uid: String,
         container: String,
+        /// The handle `start` returned.
+        id: String,
         reason: &'static str,
         message: String,
     },
@@ -131,8 +134,9 @@ pub trait Runtime: Send + Sync + 'static {
         Box::pin(async {})
     }
     /// Whether the runtime reports `Pulled`, `Created` and `Started` as
-    /// [`RuntimeEvent::Progress`] (else the agent records `Started` when
-    /// `start` returns).
+    /// [`RuntimeEvent::Progress`]: then a container counts as running (and
+    /// is probed) from its `Started`; else from when `start` returns, and
+    /// the agent records `Started` itself.
     fn reports_progress(&self) -> bool {
         false
     }
