@@ -219,6 +219,8 @@ spec:
         imagePullPolicy: IfNotPresent
         resources: {limits: {cpu: 200m, memory: 32Mi}}
         env: [{name: GREETING, value: hello}]
+        readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 3}
+        livenessProbe: {tcpSocket: {port: 8080}, periodSeconds: 5, initialDelaySeconds: 1}
         command: ["sh", "-c"]
         args:
         - |
@@ -291,6 +293,21 @@ fn cri_pods_run_serve_log_and_crash_loop() {
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 3, "distinct pod IPs: {ips:?}");
+    // ready once the httpGet readiness probe to the pod's address passes
+    let ready = wait_for(Duration::from_secs(30), || {
+        let n = c
+            .items("pods")
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "web")
+            .filter(|p| p["status"]["containerStatuses"][0]["ready"] == true)
+            .count();
+        (n == 3).then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "web pods not ready: {:#}",
+        Value::Array(c.items("pods"))
+    );
     for ip in &ips {
         let body = wait_for(Duration::from_secs(20), || {
             http_get(ip, 8080).filter(|b| b.contains("hello"))
