@@ -881,6 +881,16 @@ fn cri_init_containers_events_limits_and_graceful_stop() {
     assert_eq!(cat("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), "25000");
 
     // deleting the pod stops its container with SIGTERM first
+    let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
+    let volumes = c
+        .dir
+        .path()
+        .join(format!("data/agent/pods/default_staged_{uid}/volumes"));
+    assert!(
+        volumes.join("kubernetes.io~empty-dir/work/order").is_file(),
+        "{}",
+        volumes.display()
+    );
     let out = c.kubus(&["delete", "pod", "staged"]);
     assert!(
         out.status.success(),
@@ -891,4 +901,10 @@ fn cri_init_containers_events_limits_and_graceful_stop() {
         std::fs::read_to_string(out_dir.join("term")).ok()
     });
     assert_eq!(term.as_deref(), Some("TERM\n"), "the container saw SIGTERM");
+    // and its volumes (the emptyDir's data) go with it; the hostPath stays
+    let gone = wait_for(Duration::from_secs(20), || {
+        (!volumes.exists()).then_some(())
+    });
+    assert!(gone.is_some(), "{} still there", volumes.display());
+    assert!(out_dir.join("term").exists());
 }

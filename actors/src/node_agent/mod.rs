@@ -774,9 +774,21 @@ impl<R: Runtime> NodeAgent<R> {
         }
         let stop_pod = self.runtime.stop_pod(uid);
         let uid = uid.to_string();
+        // the pod's volumes go with it (emptyDir data, configMap and secret
+        // files; hostPath volumes live elsewhere and stay)
+        let volumes = self.pod_dir(&pod).join("volumes");
         let stopped = async move {
             join_all(stops).await;
             stop_pod.await;
+            let removed = tokio::task::spawn_blocking(move || {
+                match std::fs::remove_dir_all(&volumes) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        warn!(path = %volumes.display(), error = %e, "cannot remove the pod's volumes")
+                    }
+                    _ => {}
+                }
+            });
+            let _ = removed.await;
         };
         ctx.spawn(stopped.into_actor(self).map(move |_, act, _| {
             act.pods.remove(&uid);
@@ -1016,7 +1028,8 @@ impl<R: Runtime> NodeAgent<R> {
                 "exec: a command is required (kubus exec POD -- COMMAND [ARG...])",
             ));
         }
-        let Some(id) = entry.states.get(&container).and_then(|s| s.running.clone()) else {
+        let running = entry.states.get(&container).filter(|s| !s.starting);
+        let Some(id) = running.and_then(|s| s.running.clone()) else {
             return Err(ApiError::bad_request(format!(
                 "container {container:?} in pod {} is not running",
                 req.pod
