@@ -4,12 +4,13 @@
 //! with their modes. Blocking file I/O: the agent runs it off its thread.
 //!
 //! Files are rewritten in place before each container start, so a
-//! restarted container sees current values; a key removed from its
-//! ConfigMap leaves its old file behind until the pod goes.
+//! restarted container sees current values; files of keys no longer in
+//! the ConfigMap or Secret are removed.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::config::{PlannedVolume, VolumeKind};
 
@@ -45,9 +46,44 @@ fn write_one(v: &PlannedVolume) -> Result<(), String> {
                 fs::set_permissions(&file, fs::Permissions::from_mode(*mode))
                     .map_err(|e| format!("cannot set the mode of {}: {e}", file.display()))?;
             }
-            Ok(())
+            let keep: BTreeSet<PathBuf> = files.iter().map(|(rel, _, _)| path.join(rel)).collect();
+            let mut budget = ENTRIES_MAX;
+            prune(path, &keep, 0, &mut budget)
         }
     }
+}
+
+/// Most directory levels and entries [`prune`] walks in one volume.
+const DEPTH_MAX: usize = 16;
+const ENTRIES_MAX: usize = 10_000;
+
+/// Remove the files under `dir` that are not in `keep` (keys dropped from
+/// the ConfigMap or Secret since the last write), walking at most
+/// [`DEPTH_MAX`] levels and `budget` entries.
+fn prune(
+    dir: &Path,
+    keep: &BTreeSet<PathBuf>,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<(), String> {
+    if depth > DEPTH_MAX {
+        return Ok(());
+    }
+    let entries = fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        if *budget == 0 {
+            return Ok(());
+        }
+        *budget -= 1;
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => prune(&path, keep, depth + 1, budget)?,
+            Ok(_) if !keep.contains(&path) => fs::remove_file(&path)
+                .map_err(|e| format!("cannot remove {}: {e}", path.display()))?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// hostPath `type`s, as Kubernetes checks them.
@@ -120,8 +156,19 @@ mod tests {
             0o400
         );
         assert!(dir.path().join("v/tmp").is_dir() && dir.path().join("made").is_dir());
-        // rewritten in place (a read-only file too)
-        write(&[files]).expect("rewrites");
+        // rewritten in place (a read-only file too); dropped keys go
+        write(std::slice::from_ref(&files)).expect("rewrites");
+        let mut fewer = files.clone();
+        fewer.kind = VolumeKind::Files {
+            kind: SourceKind::Secret,
+            files: vec![("c.txt".into(), b"new".to_vec(), 0o644)],
+        };
+        write(&[fewer]).expect("rewrites");
+        assert!(!f.exists(), "a dropped key's file goes");
+        assert_eq!(
+            fs::read(dir.path().join("v/cfg/c.txt")).expect("new"),
+            b"new"
+        );
         let e = write(&[host("absent", "Directory")]).expect_err("absent");
         assert!(
             e.starts_with("volume \"h\": hostPath type check failed"),
