@@ -117,6 +117,15 @@ pub fn references(pod: &Value) -> BTreeSet<(SourceKind, String)> {
     out
 }
 
+/// Whether the pod has anything for the agent to fetch or write before
+/// its containers start (ConfigMaps, Secrets, volumes).
+pub fn has_sources_or_volumes(pod: &Value) -> bool {
+    pod.pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .is_some_and(|v| !v.is_empty())
+        || !references(pod).is_empty()
+}
+
 /// The key → bytes of a ConfigMap (`data` and base64 `binaryData`) or a
 /// Secret (base64 `data`; admission has merged `stringData` into it).
 pub fn data_of(kind: SourceKind, obj: &Value) -> Result<BTreeMap<String, Vec<u8>>, String> {
@@ -622,6 +631,10 @@ mod tests {
 
     #[test]
     fn references_cover_env_env_from_and_volumes() {
+        assert!(has_sources_or_volumes(&pod()));
+        assert!(!has_sources_or_volumes(
+            &json!({"spec": {"containers": [{"name": "c", "env": [{"name": "A", "value": "1"}]}]}})
+        ));
         let refs: Vec<(SourceKind, String)> = references(&pod()).into_iter().collect();
         assert_eq!(
             refs,

@@ -939,6 +939,10 @@ impl Runtime for CriRuntime {
         true
     }
 
+    fn prepares_pods(&self) -> bool {
+        true
+    }
+
     fn exec(
         &self,
         id: &str,

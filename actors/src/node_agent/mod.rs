@@ -300,6 +300,19 @@ impl<R: Runtime> NodeAgent<R> {
         let dir = self.pod_dir(&pod);
         let mut steps = pod::steps(&pod, &entry.states, now);
         let starts = steps.iter().any(|s| matches!(s, Step::Start { .. }));
+        if starts
+            && entry.prepared_ms.is_none()
+            && !self.runtime.prepares_pods()
+            && !config::has_sources_or_volumes(&pod)
+        {
+            // nothing to fetch, write or set up: no round trip
+            if let Some(e) = self.pods.get_mut(uid) {
+                e.prepared_ms = Some(u64::MAX);
+            }
+        }
+        let Some(entry) = self.pods.get(uid) else {
+            return;
+        };
         if starts && (entry.preparing || !pod::prepared(entry.prepared_ms, now)) {
             // ConfigMaps, Secrets, volumes and sandbox first; this pod is
             // synced again when they are ready

@@ -25,8 +25,11 @@ pub const PREPARED_FRESH: Duration = Duration::from_secs(2);
 
 /// Whether what was prepared at `prepared_ms` is fresh enough to start a
 /// container now.
+/// `u64::MAX` marks a pod that never needs preparing.
 pub fn prepared(prepared_ms: Option<u64>, now_ms: u64) -> bool {
-    prepared_ms.is_some_and(|at| now_ms.saturating_sub(at) < PREPARED_FRESH.as_millis() as u64)
+    prepared_ms.is_some_and(|at| {
+        at == u64::MAX || now_ms.saturating_sub(at) < PREPARED_FRESH.as_millis() as u64
+    })
 }
 
 /// One container of a pod, as the agent knows it. Times are milliseconds
@@ -574,5 +577,6 @@ mod tests {
             1_000 + PREPARED_FRESH.as_millis() as u64
         ));
         assert!(!prepared(None, 0));
+        assert!(prepared(Some(u64::MAX), 5_000_000), "never needs preparing");
     }
 }

@@ -118,6 +118,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// The pod as last seen, before its containers start and whenever it
     /// changes (a CRI runtime builds its sandbox and images from it).
     fn pod_updated(&self, _pod: &Value) {}
+    /// Whether [`Runtime::prepare_pod`] does anything (a CRI sandbox); when
+    /// not, and the pod has no ConfigMaps, Secrets or volumes, the agent
+    /// starts its containers without preparing it.
+    fn prepares_pods(&self) -> bool {
+        false
+    }
     /// Get the pod ready for its containers before they start (a CRI
     /// runtime runs its sandbox, with `pod_dir` as its log directory) and
     /// return the pod's own address, if it has one apart from the node's.
