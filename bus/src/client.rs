@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::codec::{self, CodecError};
 use crate::protocol::{
-    ApiReply, ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, LogsReply, LogsRequest,
-    ManifestReply,
+    ApiReply, ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, ExecReply, ExecRequest,
+    ExecResult, LogChunk, LogsReply, LogsRequest, ManifestReply, EXEC_TIMEOUT_DEFAULT_SECS,
+    EXEC_TIMEOUT_MAX_SECS,
 };
 use crate::subject::{AgentOp, Subjects, Verb, CLUSTER_SCOPED};
 
@@ -122,9 +123,20 @@ impl Client {
         body: Bytes,
         headers: Option<HeaderMap>,
     ) -> Result<Rep> {
+        self.request_within(subject, body, headers, REQUEST_TIMEOUT)
+            .await
+    }
+
+    async fn request_within<Rep: DeserializeOwned>(
+        &self,
+        subject: String,
+        body: Bytes,
+        headers: Option<HeaderMap>,
+        timeout: Duration,
+    ) -> Result<Rep> {
         let mut req = async_nats::Request::new()
             .payload(body)
-            .timeout(Some(REQUEST_TIMEOUT));
+            .timeout(Some(timeout));
         if let Some(h) = headers {
             req = req.headers(h);
         }
@@ -132,10 +144,7 @@ impl Client {
             Ok(msg) => Ok(codec::decode(&msg.payload)?),
             Err(e) => Err(match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => ClientError::NoResponders { subject },
-                async_nats::RequestErrorKind::TimedOut => ClientError::Timeout {
-                    subject,
-                    timeout: REQUEST_TIMEOUT,
-                },
+                async_nats::RequestErrorKind::TimedOut => ClientError::Timeout { subject, timeout },
                 _ => ClientError::Nats(format!("request on {subject}: {e}")),
             }),
         }
@@ -384,9 +393,27 @@ impl Client {
     }
 
     /// Ask a node agent for a container's log.
-    pub async fn logs(&self, node: &str, req: &LogsRequest) -> Result<String> {
+    pub async fn logs(&self, node: &str, req: &LogsRequest) -> Result<LogChunk> {
         let reply: LogsReply = self
             .request(self.subjects.agent(node, AgentOp::Logs), req)
+            .await?;
+        Ok(reply?)
+    }
+
+    /// Ask a node agent to run a command in a container; waits as long as
+    /// the command may run, and a little more.
+    pub async fn exec(&self, node: &str, req: &ExecRequest) -> Result<ExecResult> {
+        let secs = req
+            .timeout_secs
+            .unwrap_or(EXEC_TIMEOUT_DEFAULT_SECS)
+            .min(EXEC_TIMEOUT_MAX_SECS);
+        let reply: ExecReply = self
+            .request_within(
+                self.subjects.agent(node, AgentOp::Exec),
+                codec::encode(req)?,
+                None,
+                Duration::from_secs(secs) + REQUEST_TIMEOUT,
+            )
             .await?;
         Ok(reply?)
     }

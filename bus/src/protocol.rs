@@ -160,7 +160,7 @@ pub struct ChangeEvent {
 }
 
 /// Logs request to a node agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LogsRequest {
     pub namespace: String,
@@ -170,6 +170,62 @@ pub struct LogsRequest {
     /// Only the last this many bytes (bounded by the agent).
     #[serde(default)]
     pub limit_bytes: Option<u64>,
+    /// The log of the container's previous run instead of the current one.
+    #[serde(default)]
+    pub previous: bool,
+    /// Follow: the text written after this byte offset of the log (the
+    /// `offset` of the last chunk), instead of its tail.
+    #[serde(default)]
+    pub from_offset: Option<u64>,
 }
 
-pub type LogsReply = Result<String, ApiError>;
+/// A piece of a container's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LogChunk {
+    /// Plain text, both streams as they were written.
+    pub text: String,
+    /// Where this text ends in the log file: pass it as `fromOffset` to
+    /// follow.
+    pub offset: u64,
+    /// Which run of the container the log is of (its restart count then).
+    pub restart: u32,
+    /// That run has ended: nothing more will be written to this log.
+    pub finished: bool,
+}
+
+pub type LogsReply = Result<LogChunk, ApiError>;
+
+/// Run a command in a container, wait for it, and return its output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecRequest {
+    pub namespace: String,
+    pub pod: String,
+    #[serde(default)]
+    pub container: Option<String>,
+    pub command: Vec<String>,
+    /// How long the command may run (bounded by the agent).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// What a command run by `exec` printed (UTF-8, lossy; each stream cut at
+/// the agent's bound) and its exit code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecResult {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+    /// Output beyond the bound was dropped.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+pub type ExecReply = Result<ExecResult, ApiError>;
+
+/// Longest an exec may run when the request does not say.
+pub const EXEC_TIMEOUT_DEFAULT_SECS: u64 = 60;
+/// Longest an exec may run at all.
+pub const EXEC_TIMEOUT_MAX_SECS: u64 = 600;

@@ -205,13 +205,17 @@ impl Subjects {
 /// Operations a node agent serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentOp {
+    /// Read a container's log (`kubus logs`).
     Logs,
+    /// Run a command in a container (`kubus exec`).
+    Exec,
 }
 
 impl AgentOp {
     pub fn as_str(self) -> &'static str {
         match self {
             AgentOp::Logs => "logs",
+            AgentOp::Exec => "exec",
         }
     }
 }
@@ -250,6 +254,7 @@ mod tests {
         assert_eq!(s.raft(3), "kubus.dev.raft.3");
         assert_eq!(s.bookmark(Kind::Pod), "kubus.dev.obj.pods._bookmark");
         assert_eq!(s.agent("n1", AgentOp::Logs), "kubus.dev.agent.n1.logs");
+        assert_eq!(s.agent("n1", AgentOp::Exec), "kubus.dev.agent.n1.exec");
     }
 
     #[test]

@@ -30,6 +30,7 @@ fn built() -> BTreeSet<String> {
     out.insert(generic(s.heartbeat("nodex")));
     out.insert(generic(s.raft(77)));
     out.insert(generic(s.agent("nodex", AgentOp::Logs)));
+    out.insert(generic(s.agent("nodex", AgentOp::Exec)));
     out
 }
 

@@ -44,6 +44,8 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print a container's log.
     Logs(LogsArgs),
+    /// Run a command in a container: kubus exec POD [-c C] -- COMMAND [ARG...]
+    Exec(ExecArgs),
     /// Show Kubernetes Events (Scheduled, Started, BackOff, …).
     Events(EventsArgs),
     /// Benchmarks: each prints its figures beside a baseline from the same run.
@@ -229,4 +231,26 @@ pub struct LogsArgs {
     pub container: Option<String>,
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
+    /// Keep printing what the container writes, until it stops.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// The log of the container's previous run.
+    #[arg(short = 'p', long, conflicts_with = "follow")]
+    pub previous: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// A pod name, or pod/NAME.
+    pub pod: String,
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// How long the command may run, in seconds (at most 600).
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }

@@ -2,15 +2,16 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use kubus_api::{manifest, meta, Kind, ObjectRef};
-use kubus_bus::protocol::{EventType, LogsRequest};
+use kubus_bus::protocol::{EventType, ExecRequest, LogsRequest};
 use kubus_bus::watch::WatchItem;
 use kubus_bus::Client;
 use serde_json::Value;
 
-use crate::cli::{ApplyArgs, Command, DeleteArgs, EventsArgs, GetArgs, Global, LogsArgs};
+use crate::cli::{ApplyArgs, Command, DeleteArgs, EventsArgs, ExecArgs, GetArgs, Global, LogsArgs};
 use crate::config;
 use crate::print;
 
@@ -42,6 +43,7 @@ pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
         Command::Get(a) => get(&client, a).await,
         Command::Delete(a) => delete(&client, a).await,
         Command::Logs(a) => logs(&client, a).await,
+        Command::Exec(a) => exec(&client, a).await,
         Command::Events(a) => events(&client, a).await,
         Command::Up(_) | Command::Node(_) | Command::Bench(_) => bail!("not a client verb"),
     }
@@ -279,27 +281,97 @@ async fn pod_for_logs(client: &Client, namespace: &str, target: &str) -> anyhow:
         .with_context(|| format!("{target} has no pods"))
 }
 
+/// The node a pod runs on, or why it has none.
+fn node_of(pod: &Value, namespace: &str) -> anyhow::Result<String> {
+    pod.pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .with_context(|| {
+            format!(
+                "pod {namespace}/{} is not scheduled to a node yet",
+                meta::name(pod).unwrap_or_default()
+            )
+        })
+}
+
+/// How often `kubus logs -f` asks for more.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// Failed asks in a row after which `kubus logs -f` gives up.
+const FOLLOW_FAILURES_MAX: u32 = 20;
+
 async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
     let pod = pod_for_logs(client, &args.namespace, &args.pod).await?;
     let pod_name = meta::name(&pod).unwrap_or_default().to_string();
-    let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) else {
-        bail!(
-            "pod {}/{pod_name} is not scheduled to a node yet",
-            args.namespace
-        );
+    let node = node_of(&pod, &args.namespace)?;
+    let mut req = LogsRequest {
+        namespace: args.namespace.clone(),
+        pod: pod_name.clone(),
+        container: args.container.clone(),
+        previous: args.previous,
+        ..LogsRequest::default()
     };
-    let text = client
-        .logs(
-            node,
-            &LogsRequest {
+    let mut chunk = client.logs(&node, &req).await?;
+    emit(&chunk.text);
+    if !args.follow {
+        return Ok(());
+    }
+    // follow this run of the container until it ends; each ask is bounded
+    // by the request timeout and the reply size, failures in a row by count
+    let mut failures = 0;
+    while !chunk.finished {
+        tokio::time::sleep(FOLLOW_POLL).await;
+        req.from_offset = Some(chunk.offset);
+        match client.logs(&node, &req).await {
+            Ok(next) if next.restart != chunk.restart => {
+                // a new run began: this one has ended
+                break;
+            }
+            Ok(next) => {
+                failures = 0;
+                emit(&next.text);
+                chunk = next;
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= FOLLOW_FAILURES_MAX {
+                    return Err(e).context("following the log");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn exec(client: &Client, args: ExecArgs) -> anyhow::Result<()> {
+    let name = args.pod.strip_prefix("pod/").unwrap_or(&args.pod);
+    let pod = client.get(Kind::Pod, Some(&args.namespace), name).await?;
+    let node = node_of(&pod, &args.namespace)?;
+    let out = client
+        .exec(
+            &node,
+            &ExecRequest {
                 namespace: args.namespace.clone(),
-                pod: pod_name.clone(),
+                pod: name.to_string(),
                 container: args.container.clone(),
-                limit_bytes: None,
+                command: args.command.clone(),
+                timeout_secs: Some(args.timeout),
             },
         )
         .await?;
-    emit(&text);
+    emit(&out.stdout);
+    {
+        let mut err = std::io::stderr().lock();
+        let _ = err
+            .write_all(out.stderr.as_bytes())
+            .and_then(|()| err.flush());
+    }
+    if out.truncated {
+        eprintln!("kubus exec: output cut at the node agent's bound");
+    }
+    if out.exit_code != 0 {
+        // the command's own exit code, as kubectl exec passes it on
+        std::process::exit(out.exit_code.clamp(1, 255));
+    }
     Ok(())
 }
 

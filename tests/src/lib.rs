@@ -260,3 +260,25 @@ pub fn container_pids(pod: &Value) -> Vec<i32> {
         })
         .unwrap_or_default()
 }
+
+/// The Events (from `kubus get events -o json` items) about the object
+/// named `name`, as (reason, message) pairs.
+pub fn events_about(events: &[Value], name: &str) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == name)
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("reason"), s("message"))
+        })
+        .collect()
+}
+
+/// Whether one of `events` has this reason and a message `message` accepts.
+pub fn has_event(
+    events: &[(String, String)],
+    reason: &str,
+    message: impl Fn(&str) -> bool,
+) -> bool {
+    events.iter().any(|(r, m)| r == reason && message(m))
+}

@@ -7,17 +7,26 @@
 //! Needs root and containerd (deploy/install-deps.sh); CI has both. Without
 //! root the test says so and passes without running.
 //!
-//! One test function: containerd's bridge and pod range are per machine, so
-//! two of these clusters must not run at once.
+//! containerd's bridge and pod range are per machine, so two of these
+//! clusters must not run at once: every test holds [`serial`] while it runs.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use kubus_tests::{alive, kubus_bin, wait_for};
+use kubus_tests::{alive, events_about, has_event, k8s_examples, kubus_bin, wait_for};
 use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Held by each test for its whole run (a failed test poisons nothing that
+/// matters: the lock only orders the tests).
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 struct CriCluster {
     dir: tempfile::TempDir,
@@ -128,6 +137,11 @@ impl CriCluster {
             .unwrap_or_default()
     }
 
+    /// The Events about one pod: (reason, message) pairs.
+    fn events_of(&self, pod: &str) -> Vec<(String, String)> {
+        events_about(&self.items("events"), pod)
+    }
+
     fn pod(&self, name: &str) -> Option<Value> {
         self.items("pods")
             .into_iter()
@@ -205,6 +219,8 @@ spec:
         imagePullPolicy: IfNotPresent
         resources: {limits: {cpu: 200m, memory: 32Mi}}
         env: [{name: GREETING, value: hello}]
+        readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 3}
+        livenessProbe: {tcpSocket: {port: 8080}, periodSeconds: 5, initialDelaySeconds: 1}
         command: ["sh", "-c"]
         args:
         - |
@@ -240,6 +256,7 @@ spec:
 
 #[test]
 fn cri_pods_run_serve_log_and_crash_loop() {
+    let _serial = serial();
     if !is_root() {
         eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
         return;
@@ -276,6 +293,21 @@ fn cri_pods_run_serve_log_and_crash_loop() {
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 3, "distinct pod IPs: {ips:?}");
+    // ready once the httpGet readiness probe to the pod's address passes
+    let ready = wait_for(Duration::from_secs(30), || {
+        let n = c
+            .items("pods")
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "web")
+            .filter(|p| p["status"]["containerStatuses"][0]["ready"] == true)
+            .count();
+        (n == 3).then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "web pods not ready: {:#}",
+        Value::Array(c.items("pods"))
+    );
     for ip in &ips {
         let body = wait_for(Duration::from_secs(20), || {
             http_get(ip, 8080).filter(|b| b.contains("hello"))
@@ -335,4 +367,544 @@ fn cri_pods_run_serve_log_and_crash_loop() {
         );
     }
     assert!(log.contains("containerd stopped"), "log:\n{log}");
+}
+
+/// Issue 5: the unmodified exec-liveness example (its image imported under
+/// the name it asks for by deploy/build-test-image.sh): Running, then the
+/// probe fails once /tmp/healthy is gone (after 30 s) and the container is
+/// killed and restarted, with Unhealthy and Killing Events.
+#[test]
+fn cri_exec_liveness_example_restarts_the_container() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    let manifest = k8s_examples().join("exec-liveness.yaml");
+    let out = c.kubus(&["apply", "-f", &manifest.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "apply {}: {}",
+        manifest.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = |p: &Value| p["status"]["containerStatuses"][0].clone();
+    wait_for(Duration::from_secs(60), || {
+        let p = c.pod("liveness-exec")?;
+        (p["status"]["phase"] == "Running" && status(&p)["ready"] == true).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "liveness-exec not Running: {:#}\nlog:\n{}",
+            c.pod("liveness-exec").unwrap_or_default(),
+            c.log()
+        )
+    });
+    let running_at = Instant::now();
+    // healthy for 30 s, then 3 failed probes 5 s apart, then a stop with the
+    // default 30 s grace (sh as PID 1 ignores SIGTERM): about 80 s in all
+    let restarted = wait_for(Duration::from_secs(180), || {
+        let p = c.pod("liveness-exec")?;
+        (status(&p)["restartCount"].as_u64().unwrap_or(0) >= 1).then_some(p)
+    });
+    let p = restarted.unwrap_or_else(|| {
+        panic!(
+            "liveness-exec never restarted: {:#}\nevents: {:?}\nlog:\n{}",
+            c.pod("liveness-exec").unwrap_or_default(),
+            c.events_of("liveness-exec"),
+            c.log()
+        )
+    });
+    let after = running_at.elapsed();
+    assert!(
+        after >= Duration::from_secs(25),
+        "restarted after {after:?}, before the probe could fail: {p:#}"
+    );
+    let events = c.events_of("liveness-exec");
+    let unhealthy = |m: &str| m.starts_with("Liveness probe failed:") && m.contains("/tmp/healthy");
+    assert!(
+        has_event(&events, "Unhealthy", unhealthy),
+        "no Unhealthy event: {events:?}"
+    );
+    let killing = "Container liveness failed liveness probe, will be restarted";
+    assert!(
+        has_event(&events, "Killing", |m| m == killing),
+        "no Killing event: {events:?}"
+    );
+    // and it runs again
+    let again = wait_for(Duration::from_secs(30), || {
+        let p = c.pod("liveness-exec")?;
+        (status(&p)["state"]["running"].is_object()).then_some(())
+    });
+    assert!(
+        again.is_some(),
+        "not running after its restart: {:#}",
+        c.pod("liveness-exec").unwrap_or_default()
+    );
+}
+
+const CONFIGURED: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config}
+data:
+  GREETING: hello-from-configmap
+  app.conf: "mode=test"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: app-secret}
+stringData: {password: hunter2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: configured}
+spec:
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    envFrom: [{configMapRef: {name: app-config}}]
+    env:
+    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: app-secret, key: password}}}
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: WHO, value: "$(POD_NAME)@$(GREETING)"}
+    command: ["sh", "-c"]
+    args:
+    - |
+      echo "GREETING=$GREETING PASSWORD=$PASSWORD POD=$POD_NAME IP=$POD_IP"
+      echo "FILE=$(cat /etc/app/app.conf) SECRET_FILE=$(cat /etc/secret/pw)"
+      echo "MODE=$(stat -c %a /etc/secret/pw)"
+      echo "WHO=$WHO"
+      echo hi > /scratch/x && echo "SCRATCH=$(cat /scratch/x)"
+      echo nope > /etc/app/new 2>/dev/null || echo "CONFIG_READ_ONLY"
+      sleep 3600
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/app}
+    - {name: sec, mountPath: /etc/secret}
+    - {name: scratch, mountPath: /scratch}
+  volumes:
+  - {name: cfg, configMap: {name: app-config}}
+  - {name: sec, secret: {secretName: app-secret, defaultMode: 256, items: [{key: password, path: pw}]}}
+  - {name: scratch, emptyDir: {}}
+"#;
+
+const WAITS_FOR_CONFIG: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: waits}
+spec:
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    env: [{name: LATE, valueFrom: {configMapKeyRef: {name: late-config, key: value}}}]
+    command: ["sh", "-c", "echo LATE=$LATE; sleep 3600"]
+"#;
+
+const LATE_CONFIG: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: late-config}
+data: {value: arrived}
+"#;
+
+/// Issue 5: ConfigMap and Secret values visible inside the container as env
+/// and as files (secret items and defaultMode honoured, configMap volumes
+/// read-only, emptyDir writable); a missing ConfigMap holds the container
+/// in CreateContainerConfigError until it exists.
+#[test]
+fn cri_config_maps_and_secrets_as_env_and_files() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    c.apply(CONFIGURED);
+    c.apply(WAITS_FOR_CONFIG);
+    let logs = wait_for(Duration::from_secs(60), || {
+        let text = String::from_utf8_lossy(&c.kubus(&["logs", "configured"]).stdout).to_string();
+        text.contains("CONFIG_READ_ONLY").then_some(text)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no output from configured: {:#}\nlog:\n{}",
+            c.pod("configured").unwrap_or_default(),
+            c.log()
+        )
+    });
+    let ip = c
+        .pod("configured")
+        .and_then(|p| p["status"]["podIP"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    assert!(ip.starts_with("10.88."), "pod IP {ip:?}");
+    let want = [
+        format!("GREETING=hello-from-configmap PASSWORD=hunter2 POD=configured IP={ip}"),
+        "FILE=mode=test SECRET_FILE=hunter2".to_string(),
+        "MODE=400".to_string(),
+        "WHO=configured@hello-from-configmap".to_string(),
+        "SCRATCH=hi".to_string(),
+    ];
+    for line in want {
+        assert!(logs.lines().any(|l| l == line), "no {line:?} in:\n{logs}");
+    }
+
+    // the pod whose ConfigMap is missing waits, saying which
+    let waiting = wait_for(Duration::from_secs(30), || {
+        let p = c.pod("waits")?;
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "CreateContainerConfigError").then_some(w)
+    })
+    .unwrap_or_else(|| panic!("waits: {:#}", c.pod("waits").unwrap_or_default()));
+    let message = waiting["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("spec.containers[0].env[0].valueFrom.configMapKeyRef")
+            && message.contains("configmap \"late-config\" not found"),
+        "message: {message}"
+    );
+    assert_eq!(
+        c.pod("waits").unwrap_or_default()["status"]["phase"],
+        "Pending"
+    );
+    let out = c.kubus(&["logs", "waits"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "container \"app\" in pod waits is waiting to start: CreateContainerConfigError"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // once it exists, the container starts with it
+    c.apply(LATE_CONFIG);
+    let late = wait_for(Duration::from_secs(40), || {
+        let text = String::from_utf8_lossy(&c.kubus(&["logs", "waits"]).stdout).to_string();
+        text.contains("LATE=arrived").then_some(())
+    });
+    assert!(
+        late.is_some(),
+        "waits never started with its ConfigMap: {:#}",
+        c.pod("waits").unwrap_or_default()
+    );
+}
+
+const SHELL: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: shell}
+spec:
+  containers:
+  - name: shell
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    env: [{name: GREETING, value: hi}]
+    command: ["sleep", "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: talker}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: talker
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo start; for i in 1 2 3 4 5; do echo tick $i; sleep 1; done; echo done"]
+"#;
+
+/// Issue 5: `kubus exec` runs a command inside a container (output, exit
+/// code, clear errors); `kubus logs -f` follows a container until it ends;
+/// `kubus logs --previous` reads the run before a restart.
+#[test]
+fn cri_exec_and_logs_follow_and_previous() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    c.apply(SHELL);
+    c.apply(CRASH);
+    let running = |name: &str| {
+        c.pod(name)
+            .is_some_and(|p| p["status"]["containerStatuses"][0]["state"]["running"].is_object())
+    };
+    wait_for(Duration::from_secs(60), || {
+        (running("shell") && running("talker")).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "pods not running: {:#}\nlog:\n{}",
+            Value::Array(c.items("pods")),
+            c.log()
+        )
+    });
+
+    // logs -f, started while the talker talks, ends by itself when it does
+    let mut follow = Command::new(kubus_bin())
+        .args(["logs", "-f", "talker"])
+        .env("KUBUS_HOME", c.dir.path().join("home"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubus logs -f");
+    let ended = wait_for(Duration::from_secs(30), || follow.try_wait().ok().flatten());
+    if ended.is_none() {
+        let _ = follow.kill();
+    }
+    let out = follow.wait_with_output().expect("logs -f output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        ended.is_some_and(|s| s.success()),
+        "logs -f did not end by itself: {text:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        vec!["start", "tick 1", "tick 2", "tick 3", "tick 4", "tick 5", "done"],
+        "every line once, in order"
+    );
+
+    // exec: output, stderr, exit code
+    let out = c.kubus(&[
+        "exec",
+        "shell",
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING from $(hostname); echo oops >&2; exit 3",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi from shell\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    assert_eq!(out.status.code(), Some(3));
+    let out = c.kubus(&[
+        "exec",
+        "shell",
+        "-c",
+        "shell",
+        "--",
+        "cat",
+        "/proc/1/cmdline",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("sleep"),
+        "runs in the container's PID namespace"
+    );
+    for (args, want) in [
+        (vec!["exec", "nope", "--", "true"], "not found"),
+        (
+            vec!["exec", "shell", "-c", "wrong", "--", "true"],
+            "container \"wrong\" is not valid for pod shell",
+        ),
+        (vec!["exec", "talker", "--", "true"], "is not running"),
+    ] {
+        let out = c.kubus(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+
+    // --previous: the run before the restart; none before the first
+    let out = c.kubus(&["logs", "--previous", "talker"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("previous terminated container \"talker\" in pod talker not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(40), || {
+        let p = c.pod("crash")?;
+        (p["status"]["containerStatuses"][0]["restartCount"].as_u64()? >= 1).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "crash never restarted: {:#}",
+            c.pod("crash").unwrap_or_default()
+        )
+    });
+    let out = c.kubus(&["logs", "--previous", "crash"]);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("about to fail"),
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // CrashLoopBackOff: restarts wait 10 s, then 20 s, with BackOff Events
+    let message = |p: &Value| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut seen = Vec::new();
+    wait_for(Duration::from_secs(60), || {
+        let m = message(&c.pod("crash")?);
+        if !m.is_empty() && seen.last() != Some(&m) {
+            seen.push(m);
+        }
+        seen.iter()
+            .any(|m| m.starts_with("back-off 20s"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no growing back-off: {seen:?}"));
+    let tens = seen.iter().position(|m| m.starts_with("back-off 10s"));
+    let twenties = seen.iter().position(|m| m.starts_with("back-off 20s"));
+    assert!(
+        tens < twenties && tens.is_some(),
+        "back-off 10s then 20s: {seen:?}"
+    );
+    let events = c.events_of("crash");
+    assert!(
+        has_event(&events, "BackOff", |m| m
+            == "Back-off restarting failed container crash in pod crash"),
+        "{events:?}"
+    );
+}
+
+const STAGED: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: staged}
+spec:
+  terminationGracePeriodSeconds: 10
+  initContainers:
+  - name: first
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "sleep 1; echo one >> /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: second
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "test -f /work/order && echo two >> /work/order"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    resources: {limits: {memory: 48Mi, cpu: 250m}}
+    command: ["sh", "-c"]
+    args: ["cat /work/order; trap 'echo TERM > /out/term; exit 0' TERM; while true; do sleep 1; done"]
+    volumeMounts: [{name: work, mountPath: /work}, {name: out, mountPath: /out}]
+  volumes:
+  - {name: work, emptyDir: {}}
+  - {name: out, hostPath: {path: "@OUT@", type: DirectoryOrCreate}}
+"#;
+
+/// Issue 5: init containers run one at a time, in order, before the app
+/// container; Pulled, Created and Started Events for each; resource limits
+/// reach the container's cgroup; a deleted pod's container gets SIGTERM
+/// (and time to handle it) before it goes.
+#[test]
+fn cri_init_containers_events_limits_and_graceful_stop() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    let out_dir = c.dir.path().join("out");
+    c.apply(&STAGED.replace("@OUT@", &out_dir.display().to_string()));
+    let p = wait_for(Duration::from_secs(60), || {
+        let p = c.pod("staged")?;
+        (p["status"]["containerStatuses"][0]["state"]["running"].is_object()).then_some(p)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "staged not running: {:#}\nlog:\n{}",
+            c.pod("staged").unwrap_or_default(),
+            c.log()
+        )
+    });
+    for (i, name) in ["first", "second"].iter().enumerate() {
+        let s = &p["status"]["initContainerStatuses"][i];
+        assert_eq!(s["name"], *name);
+        assert_eq!(s["state"]["terminated"]["exitCode"], 0, "{s:#}");
+    }
+    let initialized = p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Initialized")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(initialized["status"], "True");
+    let logs = wait_for(Duration::from_secs(10), || {
+        let text = String::from_utf8_lossy(&c.kubus(&["logs", "staged"]).stdout).to_string();
+        text.contains("two").then_some(text)
+    });
+    assert_eq!(
+        logs.as_deref(),
+        Some("one\ntwo\n"),
+        "init containers in order"
+    );
+
+    let events = c.events_of("staged");
+    for name in ["first", "second", "main"] {
+        for want in [
+            (
+                "Pulled",
+                "Container image \"localhost/busybox:latest\" already present on machine"
+                    .to_string(),
+            ),
+            ("Created", format!("Created container {name}")),
+            ("Started", format!("Started container {name}")),
+        ] {
+            assert!(
+                has_event(&events, want.0, |m| m == want.1),
+                "no {want:?} in {events:?}"
+            );
+        }
+    }
+
+    // limits reach the container's cgroup (v1 here: memory and cpu)
+    let cat = |path: &str| {
+        let out = c.kubus(&["exec", "staged", "--", "cat", path]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        cat("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+        (48u64 << 20).to_string()
+    );
+    assert_eq!(cat("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), "25000");
+
+    // deleting the pod stops its container with SIGTERM first
+    let uid = p["metadata"]["uid"].as_str().unwrap_or_default();
+    let volumes = c
+        .dir
+        .path()
+        .join(format!("data/agent/pods/default_staged_{uid}/volumes"));
+    assert!(
+        volumes.join("kubernetes.io~empty-dir/work/order").is_file(),
+        "{}",
+        volumes.display()
+    );
+    let out = c.kubus(&["delete", "pod", "staged"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let term = wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(out_dir.join("term")).ok()
+    });
+    assert_eq!(term.as_deref(), Some("TERM\n"), "the container saw SIGTERM");
+    // and its volumes (the emptyDir's data) go with it; the hostPath stays
+    let gone = wait_for(Duration::from_secs(20), || {
+        (!volumes.exists()).then_some(())
+    });
+    assert!(gone.is_some(), "{} still there", volumes.display());
+    assert!(out_dir.join("term").exists());
 }

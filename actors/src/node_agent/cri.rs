@@ -311,6 +311,16 @@ pub fn container_config(
             .collect(),
         labels,
         log_path: log_path.to_string(),
+        mounts: spec
+            .mounts
+            .iter()
+            .map(|m| cri::Mount {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.display().to_string(),
+                readonly: m.read_only,
+                ..Default::default()
+            })
+            .collect(),
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(resources(container)?),
             security_context: Some(cri::LinuxContainerSecurityContext {
@@ -327,6 +337,8 @@ pub fn container_config(
 struct Sandbox {
     id: String,
     config: cri::PodSandboxConfig,
+    /// Its address on the pod network (None: the node's network).
+    ip: Option<String>,
 }
 
 #[derive(Debug)]
@@ -529,7 +541,7 @@ impl Inner {
             .map(|n| n.ip)
             .filter(|ip| !ip.is_empty());
         debug!(pod_uid, sandbox = %id, ?ip, "sandbox running");
-        if let Some(ip) = ip {
+        if let Some(ip) = ip.clone() {
             let _ = self
                 .events_tx
                 .send(RuntimeEvent::PodNetwork {
@@ -538,12 +550,38 @@ impl Inner {
                 })
                 .await;
         }
-        let sb = Sandbox { id, config };
+        let sb = Sandbox { id, config, ip };
         *slot = Some(sb.clone());
         Ok(sb)
     }
 
-    async fn ensure_image(&self, image: &str, policy: &str) -> Result<(), StartFailure> {
+    /// Tell the agent about a step of a container's start (for its Events).
+    async fn progress(
+        &self,
+        handle: &str,
+        spec: &ContainerSpec,
+        reason: &'static str,
+        message: String,
+    ) {
+        let _ = self
+            .events_tx
+            .send(RuntimeEvent::Progress {
+                pod_uid: spec.pod_uid.clone(),
+                container: spec.container.clone(),
+                id: handle.to_string(),
+                reason,
+                message,
+            })
+            .await;
+    }
+
+    async fn ensure_image(
+        &self,
+        handle: &str,
+        spec_of: &ContainerSpec,
+        image: &str,
+        policy: &str,
+    ) -> Result<(), StartFailure> {
         let spec = cri::ImageSpec {
             image: image.to_string(),
             ..Default::default()
@@ -560,26 +598,41 @@ impl Inner {
         .await
         .map_err(|e| StartFailure::new("ErrImagePull", e.to_string()))?;
         match pull_step(policy, status.image.is_some()) {
-            PullStep::Use => Ok(()),
+            PullStep::Use => {
+                let message = format!("Container image {image:?} already present on machine");
+                self.progress(handle, spec_of, "Pulled", message).await;
+                Ok(())
+            }
             PullStep::NeverPull => Err(StartFailure::new(
                 "ErrImageNeverPull",
                 format!("Container image {image:?} is not present with pull policy of Never"),
             )),
             PullStep::Pull => {
                 info!(image, "pulling image");
+                self.progress(
+                    handle,
+                    spec_of,
+                    "Pulling",
+                    format!("Pulling image {image:?}"),
+                )
+                .await;
+                let started = std::time::Instant::now();
                 let pull = images.pull_image(cri::PullImageRequest {
                     image: Some(spec),
                     ..Default::default()
                 });
                 bounded("PullImage", PULL_TIMEOUT, pull)
                     .await
-                    .map(|_| ())
                     .map_err(|e| {
                         StartFailure::new(
                             "ErrImagePull",
                             format!("failed to pull image {image:?}: {e}"),
                         )
-                    })
+                    })?;
+                let took = started.elapsed().as_secs_f64();
+                let message = format!("Successfully pulled image {image:?} in {took:.3}s");
+                self.progress(handle, spec_of, "Pulled", message).await;
+                Ok(())
             }
         }
     }
@@ -644,7 +697,7 @@ impl Inner {
             .get("imagePullPolicy")
             .and_then(Value::as_str)
             .unwrap_or_else(|| default_pull_policy(image));
-        self.ensure_image(image, policy).await?;
+        self.ensure_image(handle, spec, image, policy).await?;
         let sandbox = self.ensure_sandbox(&spec.pod_uid, &log_dir).await?;
         let config = container_config(&pod, &container, spec, attempt, &rel_log)
             .map_err(|m| StartFailure::new("CreateContainerConfigError", m))?;
@@ -658,6 +711,8 @@ impl Inner {
             .await
             .map_err(|e| StartFailure::new("CreateContainerError", e.to_string()))?
             .container_id;
+        let message = format!("Created container {}", spec.container);
+        self.progress(handle, spec, "Created", message).await;
         let stop_requested = {
             let mut handles = lock(&self.handles);
             let h = handles.entry(handle.to_string()).or_default();
@@ -679,6 +734,8 @@ impl Inner {
             return Err(StartFailure::new("RunContainerError", e.to_string()));
         }
         debug!(pod = %spec.pod, container = %spec.container, %cri_id, "container started");
+        let message = format!("Started container {}", spec.container);
+        self.progress(handle, spec, "Started", message).await;
         Ok(cri_id)
     }
 
@@ -841,6 +898,23 @@ impl Runtime for CriRuntime {
         }
     }
 
+    fn prepare_pod(
+        &self,
+        pod_uid: &str,
+        pod_dir: &Path,
+    ) -> BoxFuture<'static, Result<Option<String>>> {
+        let inner = self.inner.clone();
+        let (uid, dir) = (pod_uid.to_string(), pod_dir.to_path_buf());
+        Box::pin(async move {
+            std::fs::create_dir_all(&dir)?;
+            let sb = inner
+                .ensure_sandbox(&uid, &dir)
+                .await
+                .map_err(|f| RuntimeError::Runtime(format!("{}: {}", f.reason, f.message)))?;
+            Ok(sb.ip)
+        })
+    }
+
     fn stop_pod(&self, pod_uid: &str) -> BoxFuture<'static, ()> {
         let inner = self.inner.clone();
         let info = lock(&inner.pods).remove(pod_uid);
@@ -859,6 +933,14 @@ impl Runtime for CriRuntime {
 
     fn events(&self) -> Option<mpsc::Receiver<RuntimeEvent>> {
         lock(&self.inner.events_rx).take()
+    }
+
+    fn reports_progress(&self) -> bool {
+        true
+    }
+
+    fn prepares_pods(&self) -> bool {
+        true
     }
 
     fn exec(
@@ -998,6 +1080,7 @@ mod tests {
             env: vec![("A".into(), "1".into())],
             working_dir: None,
             log_path: PathBuf::from("/d/pods/ns_p_u1/c/3.log"),
+            mounts: vec![],
         };
         let (dir, rel, attempt) = split_log_path(&spec.log_path).unwrap_or_default();
         assert_eq!(

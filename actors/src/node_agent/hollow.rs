@@ -78,6 +78,10 @@ impl Runtime for HollowRuntime {
     fn clean_up_leftovers(&self) -> usize {
         0
     }
+
+    fn runs_probes(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +102,7 @@ mod tests {
             env: vec![],
             working_dir: None,
             log_path: "/nonexistent/hollow.log".into(),
+            mounts: vec![],
         };
         let a = rt.start(&spec, tx.clone()).expect("start");
         let b = rt.start(&spec, tx).expect("start");

@@ -54,13 +54,19 @@ pub fn to_text(log: &str) -> String {
 
 /// Read the last `limit` bytes of a log file as plain text.
 pub fn read_tail(path: &Path, limit: u64) -> std::io::Result<String> {
+    read_tail_at(path, limit).map(|(text, _)| text)
+}
+
+/// The last `limit` bytes of a log file as plain text, and the file's
+/// length (where a follower goes on from).
+pub fn read_tail_at(path: &Path, limit: u64) -> std::io::Result<(String, u64)> {
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
     let limit = limit.min(REPLY_MAX_BYTES);
     let start = len.saturating_sub(limit);
     f.seek(SeekFrom::Start(start))?;
     let mut buf = Vec::with_capacity((len - start) as usize);
-    f.read_to_end(&mut buf)?;
+    (&mut f).take(len - start).read_to_end(&mut buf)?;
     let mut text = String::from_utf8_lossy(&buf).into_owned();
     if start > 0 {
         // drop the record cut in half by the seek
@@ -69,7 +75,26 @@ pub fn read_tail(path: &Path, limit: u64) -> std::io::Result<String> {
             .map(|(_, rest)| rest.to_string())
             .unwrap_or_default();
     }
-    Ok(to_text(&text))
+    Ok((to_text(&text), start + buf.len() as u64))
+}
+
+/// The whole records written after byte `offset` (at most `limit` bytes of
+/// them) as plain text, and the offset they end at. A record still being
+/// written stays for the next read.
+pub fn read_from(path: &Path, offset: u64, limit: u64) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let offset = offset.min(len);
+    let want = (len - offset).min(limit.min(REPLY_MAX_BYTES));
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(want as usize);
+    (&mut f).take(want).read_to_end(&mut buf)?;
+    let whole = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    buf.truncate(whole);
+    Ok((
+        to_text(&String::from_utf8_lossy(&buf)),
+        offset + whole as u64,
+    ))
 }
 
 #[cfg(test)]
@@ -105,5 +130,34 @@ mod tests {
             parse_record("2026-01-01T00:00:00.1Z stderr P "),
             Some(("stderr", false, ""))
         );
+    }
+
+    #[test]
+    fn follows_whole_records_from_an_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.log");
+        let t = "2026-01-01T00:00:00.000000001Z";
+        let mut log = records(t, "stdout", b"one");
+        std::fs::write(&path, &log).expect("write");
+        let (text, end) = read_tail_at(&path, 1024).expect("tail");
+        assert_eq!((text.as_str(), end), ("one\n", log.len() as u64));
+        assert_eq!(
+            read_from(&path, end, 1024).expect("read"),
+            (String::new(), end)
+        );
+        log.extend(records(t, "stderr", b"two"));
+        // a record half written is left for the next read
+        log.extend_from_slice(b"2026-01-01T00:00:00.1Z stdout F thr");
+        std::fs::write(&path, &log).expect("write");
+        let (text, next) = read_from(&path, end, 1024).expect("read");
+        assert_eq!(text, "two\n");
+        assert!(next < log.len() as u64);
+        log.extend_from_slice(b"ee\n");
+        std::fs::write(&path, &log).expect("write");
+        let (text, last) = read_from(&path, next, 1024).expect("read");
+        assert_eq!((text.as_str(), last), ("three\n", log.len() as u64));
+        // a small limit gives whole records only
+        let (text, _) = read_from(&path, 0, 10).expect("read");
+        assert_eq!(text, "");
     }
 }

@@ -1,16 +1,21 @@
 //! `NodeAgent` (the kubelet): registers its Node, receives only the pods
 //! bound to it on `kubus.<c>.node.<node>.pods`, runs their containers through
-//! a [`Runtime`], restarts them as their restartPolicy says, writes their
-//! status back, and serves their logs on `kubus.<c>.agent.<node>.logs`.
+//! a [`Runtime`], probes and restarts them as their spec says, writes their
+//! status back, and serves their logs and execs on
+//! `kubus.<c>.agent.<node>.logs` and `….exec`.
 //!
 //! Decisions are in [`pod`]; this actor carries them out.
 
+pub mod config;
 pub mod cri;
 pub mod hollow;
 pub mod logs;
 pub mod pod;
+pub mod probe;
+pub mod prober;
 pub mod process;
 pub mod runtime;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -20,13 +25,18 @@ use std::time::Duration;
 use actix::prelude::*;
 use async_nats::Message as NatsMessage;
 use futures::future::join_all;
+use futures::future::BoxFuture;
 use kubus_api::{meta, ApiError, Kind, Reason};
 use kubus_bus::codec::Codec;
-use kubus_bus::protocol::{LogsReply, LogsRequest};
+use kubus_bus::protocol::{
+    ExecReply, ExecRequest, ExecResult, LogChunk, LogsReply, LogsRequest,
+    EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
+};
 use kubus_bus::subject::AgentOp;
 use kubus_bus::watch::WatchSpec;
 use kubus_bus::Client;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -34,6 +44,7 @@ use crate::events::{EventType, Recorder};
 use crate::informer::Cache;
 use crate::watching::{watched, Watched};
 use pod::{ContainerState, Step};
+use probe::{Decision, Probe, ProbeKind};
 use runtime::{ContainerSpec, Exited, Runtime, RuntimeError, RuntimeEvent};
 
 /// Longest grace period the agent waits for a container to stop.
@@ -42,6 +53,14 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 const EXIT_QUEUE: usize = 1024;
 const STATUS_RETRY: Duration = Duration::from_millis(200);
 const REGISTER_RETRY: Duration = Duration::from_secs(1);
+/// Execs one agent runs at once.
+pub const EXEC_IN_FLIGHT_MAX: usize = 8;
+/// Most bytes of each output stream an exec reply carries (two of them fit
+/// under NATS' default 1 MiB payload).
+pub const EXEC_OUTPUT_MAX_BYTES: usize = 256 * 1024;
+/// How soon a pod whose ConfigMaps and Secrets could not be read is tried
+/// again.
+const PREPARE_RETRY: Duration = Duration::from_secs(1);
 
 /// How a node agent describes its node.
 #[derive(Debug, Clone)]
@@ -129,67 +148,13 @@ struct PodEntry {
     last_reported: Option<Value>,
     /// The pod's address on the pod network, once the runtime reports it.
     pod_ip: Option<String>,
-}
-
-/// Resolve a container's environment: literal values and fieldRef.
-pub fn container_env(
-    pod: &Value,
-    container: &Value,
-    host_ip: &str,
-) -> Result<Vec<(String, String)>, String> {
-    let mut env = Vec::new();
-    for e in container
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let name = e
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if let Some(v) = e.get("value").and_then(Value::as_str) {
-            env.push((name, v.to_string()));
-            continue;
-        }
-        let Some(from) = e.get("valueFrom") else {
-            env.push((name, String::new()));
-            continue;
-        };
-        if let Some(path) = from.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
-            let v = match path {
-                "metadata.name" => meta::name(pod).unwrap_or_default().to_string(),
-                "metadata.namespace" => meta::namespace(pod).unwrap_or_default().to_string(),
-                "metadata.uid" => meta::uid(pod).unwrap_or_default().to_string(),
-                "spec.nodeName" => pod
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                "spec.serviceAccountName" => pod
-                    .pointer("/spec/serviceAccountName")
-                    .and_then(Value::as_str)
-                    .unwrap_or("default")
-                    .to_string(),
-                "status.podIP" | "status.hostIP" => host_ip.to_string(),
-                other => return Err(format!("env {name}: fieldRef {other:?} is not supported")),
-            };
-            env.push((name, v));
-        } else {
-            return Err(format!(
-                "env {name}: valueFrom other than fieldRef (configMapKeyRef, secretKeyRef, resourceFieldRef) is not supported by this node agent yet"
-            ));
-        }
-    }
-    if container
-        .get("envFrom")
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty())
-    {
-        return Err("envFrom is not supported by this node agent yet".into());
-    }
-    Ok(env)
+    /// The ConfigMaps and Secrets the pod refers to, as last fetched.
+    sources: config::Sources,
+    /// The pod's volumes as last written (or why they could not be).
+    volumes: Result<Vec<config::PlannedVolume>, String>,
+    /// When sources, volumes and sandbox were last made ready.
+    prepared_ms: Option<u64>,
+    preparing: bool,
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -217,6 +182,9 @@ pub struct NodeAgent<R: Runtime> {
     exits_tx: mpsc::Sender<Exited>,
     exits_rx: Option<mpsc::Receiver<Exited>>,
     logs_sub: Option<async_nats::Subscriber>,
+    exec_sub: Option<async_nats::Subscriber>,
+    exec_subject: String,
+    execs_in_flight: Arc<AtomicUsize>,
 }
 
 impl<R: Runtime> NodeAgent<R> {
@@ -230,6 +198,8 @@ impl<R: Runtime> NodeAgent<R> {
             .nats()
             .subscribe(client.subjects().agent(&cfg.name, AgentOp::Logs))
             .await?;
+        let exec_subject = client.subjects().agent(&cfg.name, AgentOp::Exec);
+        let exec_sub = client.nats().subscribe(exec_subject.clone()).await?;
         let (exits_tx, exits_rx) = mpsc::channel(EXIT_QUEUE);
         let stopped = runtime.clean_up_leftovers();
         if stopped > 0 {
@@ -245,6 +215,9 @@ impl<R: Runtime> NodeAgent<R> {
             exits_tx,
             exits_rx: Some(exits_rx),
             logs_sub: Some(logs_sub),
+            exec_sub: Some(exec_sub),
+            exec_subject,
+            execs_in_flight: Arc::default(),
         })
     }
 
@@ -304,6 +277,10 @@ impl<R: Runtime> NodeAgent<R> {
                         status_dirty: false,
                         last_reported: None,
                         pod_ip: None,
+                        sources: config::Sources::default(),
+                        volumes: Ok(Vec::new()),
+                        prepared_ms: None,
+                        preparing: false,
                     },
                 );
             }
@@ -321,11 +298,32 @@ impl<R: Runtime> NodeAgent<R> {
         }
         let pod = entry.pod.clone();
         let dir = self.pod_dir(&pod);
-        for step in pod::steps(&pod, &entry.states, now) {
+        let mut steps = pod::steps(&pod, &entry.states, now);
+        let starts = steps.iter().any(|s| matches!(s, Step::Start { .. }));
+        if starts
+            && entry.prepared_ms.is_none()
+            && !self.runtime.prepares_pods()
+            && !config::has_sources_or_volumes(&pod)
+        {
+            // nothing to fetch, write or set up: no round trip
+            if let Some(e) = self.pods.get_mut(uid) {
+                e.prepared_ms = Some(u64::MAX);
+            }
+        }
+        let Some(entry) = self.pods.get(uid) else {
+            return;
+        };
+        if starts && (entry.preparing || !pod::prepared(entry.prepared_ms, now)) {
+            // ConfigMaps, Secrets, volumes and sandbox first; this pod is
+            // synced again when they are ready
+            self.prepare(uid, ctx);
+            steps.retain(|s| matches!(s, Step::WakeAt(_)));
+        }
+        for step in steps {
             match step {
                 Step::Start { container, init } => {
                     if let Some((t, reason, message)) =
-                        self.start_container(uid, &pod, &dir, &container, init, now)
+                        self.start_container(uid, &pod, &dir, &container, init, now, ctx)
                     {
                         self.recorder.record(&pod, t, reason, &message);
                     }
@@ -366,6 +364,7 @@ impl<R: Runtime> NodeAgent<R> {
     }
 
     /// Start one container; returns the Event to record.
+    #[allow(clippy::too_many_arguments)]
     fn start_container(
         &mut self,
         uid: &str,
@@ -374,24 +373,49 @@ impl<R: Runtime> NodeAgent<R> {
         name: &str,
         init: bool,
         now: u64,
+        ctx: &mut Context<Self>,
     ) -> Option<(EventType, &'static str, String)> {
         let field = if init { "initContainers" } else { "containers" };
-        let container = pod
+        let (index, container) = pod
             .pointer(&format!("/spec/{field}"))
             .and_then(Value::as_array)
             .and_then(|cs| {
                 cs.iter()
-                    .find(|c| c.get("name").and_then(Value::as_str) == Some(name))
+                    .enumerate()
+                    .find(|(_, c)| c.get("name").and_then(Value::as_str) == Some(name))
             })
-            .cloned()
-            .unwrap_or(Value::Null);
+            .map(|(i, c)| (i, c.clone()))
+            .unwrap_or((0, Value::Null));
+        let probes = if init || !self.runtime.runs_probes() {
+            Ok(Vec::new())
+        } else {
+            probe::parse_all(&container, &format!("spec.{field}[{index}]"))
+        };
+        let at = format!("spec.{field}[{index}]");
         let entry = self.pods.get_mut(uid)?;
+        let facts = config::PodFacts {
+            host_ip: &self.cfg.host_ip,
+            pod_ip: entry.pod_ip.as_deref().unwrap_or(&self.cfg.host_ip),
+        };
+        let env = config::container_env(pod, &container, &at, facts, &entry.sources);
+        let mounts = entry
+            .volumes
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|v| config::mounts(&container, &at, v));
         let state = entry.states.entry(name.to_string()).or_default();
         let restarts = state.restarts + u32::from(state.last_exit.is_some());
-        let env = match container_env(pod, &container, &self.cfg.host_ip) {
-            Ok(env) => env,
-            Err(message) => {
-                state.waiting = Some(("CreateContainerConfigError".into(), message.clone()));
+        let setup = probes
+            .map_err(|e| e.to_string())
+            .and_then(|p| Ok((p, env?, mounts?)));
+        let (probes, env, mounts) = match setup {
+            Ok(s) => s,
+            Err(e) => {
+                // tried again (with ConfigMaps and Secrets fetched anew)
+                // after a pause
+                let message = format!("container {name:?}: {e}");
+                state.waiting = Some((pod::CONFIG_ERROR.into(), message.clone()));
+                state.not_before_ms = now + pod::CONFIG_RETRY.as_millis() as u64;
                 return Some((EventType::Warning, "Failed", format!("Error: {message}")));
             }
         };
@@ -400,28 +424,44 @@ impl<R: Runtime> NodeAgent<R> {
             namespace: meta::namespace(pod).unwrap_or_default().to_string(),
             pod: meta::name(pod).unwrap_or_default().to_string(),
             container: name.to_string(),
-            command: strings(container.get("command")),
-            args: strings(container.get("args")),
+            command: strings(container.get("command"))
+                .iter()
+                .map(|a| config::expand(a, &env))
+                .collect(),
+            args: strings(container.get("args"))
+                .iter()
+                .map(|a| config::expand(a, &env))
+                .collect(),
             env,
             working_dir: container
                 .get("workingDir")
                 .and_then(Value::as_str)
                 .map(str::to_string),
             log_path: dir.join(name).join(format!("{restarts}.log")),
+            mounts,
         };
         match self.runtime.start(&spec, self.exits_tx.clone()) {
             Ok(id) => {
                 debug!(pod = %spec.pod, container = name, %id, "container started");
                 state.restarts = restarts;
-                state.running = Some(id);
-                let delay = self.runtime.ready_delay().as_millis() as u64;
-                state.started_at_ms = Some(now + delay);
+                state.running = Some(id.clone());
+                let delay = self.runtime.ready_delay();
+                state.started_at_ms = Some(now + delay.as_millis() as u64);
                 state.waiting = None;
-                Some((
-                    EventType::Normal,
-                    "Started",
-                    format!("Started container {name}"),
-                ))
+                state.arm_probes(probes);
+                // probed from when it runs: now, or when the runtime says
+                state.starting = self.runtime.reports_progress();
+                if !state.starting {
+                    self.start_probes(uid, name, &id, delay, ctx);
+                }
+                // a runtime that reports its own steps says when it started
+                (!self.runtime.reports_progress()).then(|| {
+                    (
+                        EventType::Normal,
+                        "Started",
+                        format!("Started container {name}"),
+                    )
+                })
             }
             Err(RuntimeError::Invalid { reason, message }) => {
                 warn!(pod = %spec.pod, container = name, %message, "container cannot run");
@@ -435,6 +475,222 @@ impl<R: Runtime> NodeAgent<R> {
                 Some((EventType::Warning, "Failed", format!("Error: {e}")))
             }
         }
+    }
+
+    /// Fetch the pod's ConfigMaps and Secrets, write its volumes and get
+    /// its sandbox ready, then sync it again.
+    fn prepare(&mut self, uid: &str, ctx: &mut Context<Self>) {
+        let Some(entry) = self.pods.get_mut(uid) else {
+            return;
+        };
+        if entry.preparing {
+            return;
+        }
+        entry.preparing = true;
+        let pod = entry.pod.clone();
+        let dir = self.pod_dir(&pod);
+        let client = self.client.clone();
+        let sandbox = self.runtime.prepare_pod(uid, &dir);
+        let work = async move {
+            let namespace = meta::namespace(&pod).unwrap_or("default").to_string();
+            let sources = fetch_sources(&client, &namespace, config::references(&pod)).await;
+            let volumes = match &sources {
+                Ok(s) => match config::plan_volumes(&pod, s, &dir) {
+                    Ok(plan) => {
+                        let written = plan.clone();
+                        tokio::task::spawn_blocking(move || volumes::write(&written))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("volume writer failed: {e}")))
+                            .map(|()| plan)
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(_) => Ok(Vec::new()),
+            };
+            (sources, volumes, sandbox.await)
+        };
+        let uid = uid.to_string();
+        ctx.spawn(work.into_actor(self).map(move |(sources, volumes, ip), act, ctx| {
+            let Some(entry) = act.pods.get_mut(&uid) else {
+                return;
+            };
+            entry.preparing = false;
+            match ip {
+                Ok(Some(ip)) => entry.pod_ip = Some(ip),
+                Ok(None) => {}
+                // the container start tries again and reports it
+                Err(e) => warn!(pod = %crate::informer::key_of(&entry.pod), error = %e, "pod sandbox not ready"),
+            }
+            match sources {
+                Ok(s) => {
+                    if let Err(e) = &volumes {
+                        let pod = entry.pod.clone();
+                        act.recorder.record(&pod, EventType::Warning, "FailedMount", e);
+                    }
+                    let Some(entry) = act.pods.get_mut(&uid) else {
+                        return;
+                    };
+                    entry.sources = s;
+                    entry.volumes = volumes;
+                    entry.prepared_ms = Some(now_ms());
+                    act.sync_pod(&uid, ctx);
+                }
+                Err(e) => {
+                    debug!(error = %e, "cannot fetch the pod's ConfigMaps and Secrets; retrying");
+                    ctx.run_later(PREPARE_RETRY, move |act, ctx| act.sync_pod(&uid, ctx));
+                }
+            }
+        }));
+    }
+
+    /// Begin the probe loops of a container that runs now (or after `delay`).
+    fn start_probes(
+        &mut self,
+        uid: &str,
+        name: &str,
+        id: &str,
+        delay: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let specs = self
+            .pods
+            .get(uid)
+            .and_then(|e| e.states.get(name))
+            .map(|s| s.probe_specs.clone())
+            .unwrap_or_default();
+        for p in specs {
+            let after = delay + p.initial_delay;
+            self.schedule_probe(uid, name, id, p, after, ctx);
+        }
+    }
+
+    fn schedule_probe(
+        &mut self,
+        uid: &str,
+        name: &str,
+        id: &str,
+        p: Probe,
+        after: Duration,
+        ctx: &mut Context<Self>,
+    ) {
+        let (uid, name, id) = (uid.to_string(), name.to_string(), id.to_string());
+        ctx.run_later(after, move |act, ctx| act.run_probe(uid, name, id, p, ctx));
+    }
+
+    /// The container's state, if `id` is still its running container and
+    /// the probe of `kind` is still armed (a probe loop ends when not).
+    fn probed(
+        &mut self,
+        uid: &str,
+        name: &str,
+        id: &str,
+        kind: ProbeKind,
+    ) -> Option<&mut PodEntry> {
+        let entry = self.pods.get_mut(uid).filter(|e| !e.terminating)?;
+        let state = entry.states.get(name)?;
+        (state.running.as_deref() == Some(id) && state.probes.contains_key(&kind)).then_some(entry)
+    }
+
+    fn run_probe(
+        &mut self,
+        uid: String,
+        name: String,
+        id: String,
+        p: Probe,
+        ctx: &mut Context<Self>,
+    ) {
+        let host_ip = self.cfg.host_ip.clone();
+        let Some(entry) = self.probed(&uid, &name, &id, p.kind) else {
+            return;
+        };
+        let ip = entry.pod_ip.clone().unwrap_or(host_ip);
+        let runs = entry
+            .states
+            .get(&name)
+            .is_some_and(|s| pod::is_up(s, now_ms()) && probe::runs(p.kind, s.startup));
+        if !runs {
+            let period = p.period;
+            self.schedule_probe(&uid, &name, &id, p, period, ctx);
+            return;
+        }
+        let run = prober::run(&self.runtime, &id, &ip, &p);
+        ctx.spawn(
+            run.into_actor(self)
+                .map(move |outcome, act, ctx| act.on_probe(uid, name, id, p, outcome, ctx)),
+        );
+    }
+
+    fn on_probe(
+        &mut self,
+        uid: String,
+        name: String,
+        id: String,
+        p: Probe,
+        outcome: prober::Outcome,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(entry) = self.probed(&uid, &name, &id, p.kind) else {
+            return;
+        };
+        let pod = entry.pod.clone();
+        let Some(state) = entry.states.get_mut(&name) else {
+            return;
+        };
+        let Some(tracker) = state.probes.get_mut(&p.kind) else {
+            return;
+        };
+        let reported = probe::record(&p, tracker, outcome.is_ok());
+        let decision = probe::decide(p.kind, reported);
+        let changed = match decision {
+            Decision::Keep => false,
+            Decision::Ready(r) => state.readiness.replace(r) != Some(r),
+            Decision::Started => {
+                state.startup = Some(true);
+                state.probes.remove(&ProbeKind::Startup);
+                true
+            }
+            Decision::Restart => {
+                // no more probes for this container; it restarts when its
+                // exit is seen, as the restartPolicy says
+                state.probes.clear();
+                state.readiness = state.readiness.map(|_| false);
+                true
+            }
+        };
+        if let Err(message) = &outcome {
+            debug!(pod = %meta::name(&pod).unwrap_or_default(), container = %name, kind = ?p.kind, %message, "probe failed");
+            self.recorder.record(
+                &pod,
+                EventType::Warning,
+                "Unhealthy",
+                &format!("{} probe failed: {message}", p.kind.title()),
+            );
+        }
+        if decision == Decision::Restart {
+            info!(pod = %meta::name(&pod).unwrap_or_default(), container = %name, kind = ?p.kind, "probe failed: killing the container");
+            self.recorder.record(
+                &pod,
+                EventType::Normal,
+                "Killing",
+                &format!(
+                    "Container {name} failed {} probe, will be restarted",
+                    p.kind.title().to_lowercase()
+                ),
+            );
+            let grace = p
+                .termination_grace
+                .map_or_else(|| grace_period(&pod), |g| g.min(GRACE_MAX));
+            let stop = self.runtime.stop(&id, grace);
+            ctx.spawn(stop.into_actor(self));
+        }
+        if changed {
+            self.report_status(&uid, ctx);
+        }
+        if matches!(decision, Decision::Restart | Decision::Started) {
+            return;
+        }
+        let period = p.period;
+        self.schedule_probe(&uid, &name, &id, p, period, ctx);
     }
 
     fn report_status(&mut self, uid: &str, ctx: &mut Context<Self>) {
@@ -509,12 +765,7 @@ impl<R: Runtime> NodeAgent<R> {
             return;
         }
         entry.terminating = true;
-        let grace = entry
-            .pod
-            .pointer("/spec/terminationGracePeriodSeconds")
-            .and_then(Value::as_u64)
-            .map_or(GRACE_MAX, Duration::from_secs)
-            .min(GRACE_MAX);
+        let grace = grace_period(&entry.pod);
         info!(pod = %crate::informer::key_of(&entry.pod), "stopping pod");
         let pod = entry.pod.clone();
         let running: Vec<String> = entry
@@ -536,9 +787,21 @@ impl<R: Runtime> NodeAgent<R> {
         }
         let stop_pod = self.runtime.stop_pod(uid);
         let uid = uid.to_string();
+        // the pod's volumes go with it (emptyDir data, configMap and secret
+        // files; hostPath volumes live elsewhere and stay)
+        let volumes = self.pod_dir(&pod).join("volumes");
         let stopped = async move {
             join_all(stops).await;
             stop_pod.await;
+            let removed = tokio::task::spawn_blocking(move || {
+                match std::fs::remove_dir_all(&volumes) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        warn!(path = %volumes.display(), error = %e, "cannot remove the pod's volumes")
+                    }
+                    _ => {}
+                }
+            });
+            let _ = removed.await;
         };
         ctx.spawn(stopped.into_actor(self).map(move |_, act, _| {
             act.pods.remove(&uid);
@@ -579,6 +842,34 @@ impl<R: Runtime> NodeAgent<R> {
 
     fn on_runtime_event(&mut self, event: RuntimeEvent, ctx: &mut Context<Self>) {
         match event {
+            RuntimeEvent::Progress {
+                pod_uid,
+                container,
+                id,
+                reason,
+                message,
+            } => {
+                let Some(entry) = self.pods.get_mut(&pod_uid).filter(|e| !e.terminating) else {
+                    return;
+                };
+                debug!(pod = %meta::name(&entry.pod).unwrap_or_default(), %container, reason, "container progress");
+                let pod = entry.pod.clone();
+                let now_running = reason == "Started"
+                    && entry.states.get_mut(&container).is_some_and(|s| {
+                        let this = s.running.as_deref() == Some(id.as_str()) && s.starting;
+                        if this {
+                            s.starting = false;
+                            s.started_at_ms = Some(now_ms());
+                        }
+                        this
+                    });
+                self.recorder
+                    .record(&pod, EventType::Normal, reason, &message);
+                if now_running {
+                    self.start_probes(&pod_uid, &container, &id, Duration::ZERO, ctx);
+                    self.report_status(&pod_uid, ctx);
+                }
+            }
             RuntimeEvent::PodNetwork { pod_uid, ip } => {
                 if let Some(entry) = self.pods.get_mut(&pod_uid) {
                     entry.pod_ip = Some(ip);
@@ -619,42 +910,61 @@ impl<R: Runtime> NodeAgent<R> {
         }
     }
 
-    fn serve_logs(&self, msg: NatsMessage) {
+    /// Answer a request on one of the agent's subjects (logs, exec).
+    fn serve(&self, msg: NatsMessage) {
         let Some(reply_to) = msg.reply.clone() else {
             return;
         };
         let codec = Codec::from_headers(msg.headers.as_ref());
+        let nats = self.client.nats().clone();
+        if msg.subject.as_str() == self.exec_subject {
+            let reply = match codec.decode::<ExecRequest>(&msg.payload) {
+                Err(e) => Err(ApiError::bad_request(format!("exec request: {e}"))),
+                Ok(req) => self.exec(req),
+            };
+            tokio::spawn(async move {
+                let reply: ExecReply = match reply {
+                    Ok(run) => run.await,
+                    Err(e) => Err(e),
+                };
+                send_reply(nats, reply_to, codec, &reply).await;
+            });
+            return;
+        }
         let reply: LogsReply = match codec.decode::<LogsRequest>(&msg.payload) {
             Err(e) => Err(ApiError::bad_request(format!("logs request: {e}"))),
             Ok(req) => self.read_logs(&req),
         };
-        let nats = self.client.nats().clone();
-        tokio::spawn(async move {
-            if let Ok(body) = codec.encode(&reply) {
-                let _ = nats.publish(reply_to, body).await;
-            }
-        });
+        tokio::spawn(async move { send_reply(nats, reply_to, codec, &reply).await });
     }
 
-    fn read_logs(&self, req: &LogsRequest) -> LogsReply {
+    /// The pod and the name of its container a logs or exec request means
+    /// (the only app container when it names none, as kubectl does).
+    fn find_container(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+    ) -> Result<(&PodEntry, String), ApiError> {
         let entry = self.pods.values().find(|e| {
-            meta::namespace(&e.pod) == Some(req.namespace.as_str())
-                && meta::name(&e.pod) == Some(req.pod.as_str())
+            meta::namespace(&e.pod) == Some(namespace) && meta::name(&e.pod) == Some(pod)
         });
-        let pod_ref = kubus_api::ObjectRef::new(Kind::Pod, Some(&req.namespace), &req.pod);
         let Some(entry) = entry else {
-            return Err(ApiError::not_found(pod_ref));
+            return Err(ApiError::not_found(kubus_api::ObjectRef::new(
+                Kind::Pod,
+                Some(namespace),
+                pod,
+            )));
         };
         let names: Vec<String> = ["initContainers", "containers"]
             .iter()
             .flat_map(|f| strings_of_names(&entry.pod, f))
             .collect();
-        let container = match &req.container {
-            Some(c) if names.contains(c) => c.clone(),
+        let container = match container {
+            Some(c) if names.iter().any(|n| n == c) => c.to_string(),
             Some(c) => {
                 return Err(ApiError::bad_request(format!(
-                    "container {c:?} is not valid for pod {}; choose one of: {}",
-                    req.pod,
+                    "container {c:?} is not valid for pod {pod}; choose one of: {}",
                     names.join(" ")
                 )))
             }
@@ -662,27 +972,180 @@ impl<R: Runtime> NodeAgent<R> {
                 let apps = strings_of_names(&entry.pod, "containers");
                 if apps.len() != 1 {
                     return Err(ApiError::bad_request(format!(
-                        "a container name must be specified for pod {}, choose one of: {}",
-                        req.pod,
+                        "a container name must be specified for pod {pod}, choose one of: {}",
                         apps.join(" ")
                     )));
                 }
                 apps[0].clone()
             }
         };
+        Ok((entry, container))
+    }
+
+    fn read_logs(&self, req: &LogsRequest) -> LogsReply {
+        let (entry, container) =
+            self.find_container(&req.namespace, &req.pod, req.container.as_deref())?;
         let Some(state) = entry.states.get(&container) else {
             return Err(ApiError::bad_request(format!(
                 "container {container:?} in pod {} has not started",
                 req.pod
             )));
         };
+        let waiting = match (&state.running, &state.last_exit, &state.waiting) {
+            (Some(_), _, _) if state.starting => Some("ContainerCreating"),
+            (None, None, Some((reason, _))) => Some(reason.as_str()),
+            _ => None,
+        };
+        if let (Some(reason), false) = (waiting, req.previous) {
+            return Err(ApiError::bad_request(format!(
+                "container {container:?} in pod {} is waiting to start: {reason}",
+                req.pod
+            )));
+        }
+        let run = if req.previous {
+            state.restarts.checked_sub(1).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "previous terminated container {container:?} in pod {} not found",
+                    req.pod
+                ))
+            })?
+        } else {
+            state.restarts
+        };
+        // before reading: a run seen ended has written all it will
+        let finished = req.previous || state.running.is_none();
         let path = self
             .pod_dir(&entry.pod)
             .join(&container)
-            .join(format!("{}.log", state.restarts));
-        logs::read_tail(&path, req.limit_bytes.unwrap_or(logs::REPLY_MAX_BYTES))
-            .map_err(|e| ApiError::internal(format!("cannot read log {}: {e}", path.display())))
+            .join(format!("{run}.log"));
+        let read = match req.from_offset {
+            Some(offset) => logs::read_from(&path, offset, logs::REPLY_MAX_BYTES),
+            None => logs::read_tail_at(&path, req.limit_bytes.unwrap_or(logs::REPLY_MAX_BYTES)),
+        };
+        let (text, offset) = read
+            .map_err(|e| ApiError::internal(format!("cannot read log {}: {e}", path.display())))?;
+        Ok(LogChunk {
+            text,
+            offset,
+            restart: run,
+            finished,
+        })
     }
+
+    /// Check an exec request and start it; the future gives the reply.
+    fn exec(&self, req: ExecRequest) -> Result<BoxFuture<'static, ExecReply>, ApiError> {
+        let (entry, container) =
+            self.find_container(&req.namespace, &req.pod, req.container.as_deref())?;
+        if req.command.is_empty() {
+            return Err(ApiError::bad_request(
+                "exec: a command is required (kubus exec POD -- COMMAND [ARG...])",
+            ));
+        }
+        let running = entry.states.get(&container).filter(|s| !s.starting);
+        let Some(id) = running.and_then(|s| s.running.clone()) else {
+            return Err(ApiError::bad_request(format!(
+                "container {container:?} in pod {} is not running",
+                req.pod
+            )));
+        };
+        let in_flight = self.execs_in_flight.clone();
+        if in_flight.fetch_add(1, Ordering::SeqCst) >= EXEC_IN_FLIGHT_MAX {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::unavailable(
+                format!(
+                    "node {} runs {EXEC_IN_FLIGHT_MAX} execs already",
+                    self.cfg.name
+                ),
+                1_000,
+            ));
+        }
+        let timeout = Duration::from_secs(
+            req.timeout_secs
+                .unwrap_or(EXEC_TIMEOUT_DEFAULT_SECS)
+                .clamp(1, EXEC_TIMEOUT_MAX_SECS),
+        );
+        let run = self.runtime.exec(&id, req.command, timeout);
+        Ok(Box::pin(async move {
+            let out = run.await;
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            match out {
+                Ok(out) => Ok(exec_result(out)),
+                Err(RuntimeError::Unsupported(what)) => Err(ApiError::bad_request(format!(
+                    "{what} is not supported by this node's runtime"
+                ))),
+                Err(e) => Err(ApiError::internal(format!("exec in {container:?}: {e}"))),
+            }
+        }))
+    }
+}
+
+/// Send a reply, encoded as its request was.
+async fn send_reply<T: serde::Serialize>(
+    nats: async_nats::Client,
+    to: async_nats::Subject,
+    codec: Codec,
+    reply: &T,
+) {
+    if let Ok(body) = codec.encode(reply) {
+        let _ = nats.publish(to, body).await;
+    }
+}
+
+/// An exec's output for the reply: each stream cut at
+/// [`EXEC_OUTPUT_MAX_BYTES`].
+pub fn exec_result(out: runtime::ExecOutput) -> ExecResult {
+    let cut = |b: &[u8]| {
+        let n = b.len().min(EXEC_OUTPUT_MAX_BYTES);
+        String::from_utf8_lossy(&b[..n]).into_owned()
+    };
+    ExecResult {
+        stdout: cut(&out.stdout),
+        stderr: cut(&out.stderr),
+        exit_code: out.exit_code,
+        truncated: out.stdout.len().max(out.stderr.len()) > EXEC_OUTPUT_MAX_BYTES,
+    }
+}
+
+/// The ConfigMaps and Secrets named in `refs`, from the pod's namespace:
+/// absent ones as None; an error when the store cannot be asked.
+async fn fetch_sources(
+    client: &Client,
+    namespace: &str,
+    refs: std::collections::BTreeSet<(config::SourceKind, String)>,
+) -> Result<config::Sources, String> {
+    let gets = refs.into_iter().map(|(kind, name)| async move {
+        let k = match kind {
+            config::SourceKind::ConfigMap => Kind::ConfigMap,
+            config::SourceKind::Secret => Kind::Secret,
+        };
+        let got = client.get(k, Some(namespace), &name).await;
+        (kind, name, got)
+    });
+    let mut sources = config::Sources::default();
+    for (kind, name, got) in join_all(gets).await {
+        let obj = match got {
+            Ok(v) => Some(v),
+            Err(e) if e.reason() == Some(Reason::NotFound) => None,
+            Err(e) => {
+                return Err(format!(
+                    "cannot read {} {namespace}/{name}: {e}",
+                    kind.lower()
+                ))
+            }
+        };
+        sources.objects.insert((kind, name), obj);
+    }
+    Ok(sources)
+}
+
+/// How long a container of this pod may take to stop after SIGTERM: its
+/// `terminationGracePeriodSeconds` (Kubernetes' default 30 s), at most
+/// [`GRACE_MAX`].
+fn grace_period(pod: &Value) -> Duration {
+    pod.pointer("/spec/terminationGracePeriodSeconds")
+        .and_then(Value::as_u64)
+        .map_or(GRACE_MAX, Duration::from_secs)
+        .min(GRACE_MAX)
 }
 
 fn strings_of_names(pod: &Value, field: &str) -> Vec<String> {
@@ -717,6 +1180,9 @@ impl<R: Runtime> Actor for NodeAgent<R> {
             }));
         }
         if let Some(sub) = self.logs_sub.take() {
+            ctx.add_stream(sub);
+        }
+        if let Some(sub) = self.exec_sub.take() {
             ctx.add_stream(sub);
         }
         if let Some(rx) = self.runtime.events() {
@@ -776,7 +1242,7 @@ impl<R: Runtime> StreamHandler<ExitSeen> for NodeAgent<R> {
 
 impl<R: Runtime> StreamHandler<NatsMessage> for NodeAgent<R> {
     fn handle(&mut self, msg: NatsMessage, _ctx: &mut Context<Self>) {
-        self.serve_logs(msg);
+        self.serve(msg);
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
@@ -817,23 +1283,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn env_resolves_values_and_field_refs() {
-        let pod = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u"}, "spec": {"nodeName": "n1"}});
-        let c = json!({"env": [
-            {"name": "A", "value": "1"},
-            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-        ]});
-        assert_eq!(
-            container_env(&pod, &c, "127.0.0.1"),
-            Ok(vec![
-                ("A".into(), "1".into()),
-                ("POD".into(), "p".into()),
-                ("NODE".into(), "n1".into())
-            ])
-        );
-        let unsupported = json!({"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]});
-        assert!(container_env(&pod, &unsupported, "h").is_err_and(|e| e.contains("not supported")));
+    fn exec_output_is_cut_at_the_bound() {
+        let r = exec_result(runtime::ExecOutput {
+            stdout: b"out".to_vec(),
+            stderr: vec![b'e'; EXEC_OUTPUT_MAX_BYTES + 10],
+            exit_code: 3,
+        });
+        assert_eq!((r.stdout.as_str(), r.exit_code), ("out", 3));
+        assert_eq!(r.stderr.len(), EXEC_OUTPUT_MAX_BYTES);
+        assert!(r.truncated);
+        assert!(!exec_result(runtime::ExecOutput::default()).truncated);
     }
 
     #[test]

@@ -7,11 +7,30 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::probe::{ProbeKind, Tracker};
+
 /// First restart delay after the immediate one; doubles up to the cap.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A container that ran this long resets its backoff.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+/// The waiting reason of a container whose env, volumes or probes cannot
+/// be set up (a missing ConfigMap, a bad field); it is tried again.
+pub const CONFIG_ERROR: &str = "CreateContainerConfigError";
+/// How long such a container waits before it is tried again.
+pub const CONFIG_RETRY: Duration = Duration::from_secs(10);
+/// ConfigMaps, Secrets and volumes made ready this recently serve a
+/// container start; older ones are fetched and written again first.
+pub const PREPARED_FRESH: Duration = Duration::from_secs(2);
+
+/// Whether what was prepared at `prepared_ms` is fresh enough to start a
+/// container now.
+/// `u64::MAX` marks a pod that never needs preparing.
+pub fn prepared(prepared_ms: Option<u64>, now_ms: u64) -> bool {
+    prepared_ms.is_some_and(|at| {
+        at == u64::MAX || now_ms.saturating_sub(at) < PREPARED_FRESH.as_millis() as u64
+    })
+}
 
 /// One container of a pod, as the agent knows it. Times are milliseconds
 /// since the Unix epoch.
@@ -19,6 +38,9 @@ pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 pub struct ContainerState {
     /// The runtime's id while running.
     pub running: Option<String>,
+    /// Started, but the runtime has not yet said that it runs (a CRI
+    /// container being created).
+    pub starting: bool,
     pub started_at_ms: Option<u64>,
     pub restarts: u32,
     pub last_exit: Option<Exit>,
@@ -27,6 +49,34 @@ pub struct ContainerState {
     /// The next start may not happen before this.
     pub not_before_ms: u64,
     pub backoff: Duration,
+    /// The readiness probe's reported result; None: no readiness probe.
+    pub readiness: Option<bool>,
+    /// Whether the startup probe has passed; None: no startup probe.
+    pub startup: Option<bool>,
+    /// The probes running for the current container and their runs of
+    /// results; emptied when the container stops or is being killed.
+    pub probes: BTreeMap<ProbeKind, Tracker>,
+    /// The current container's probes, as its spec defines them.
+    pub probe_specs: Vec<super::probe::Probe>,
+}
+
+impl ContainerState {
+    /// Up, and its startup and readiness probes (if any) passed.
+    pub fn ready(&self, now_ms: u64) -> bool {
+        is_up(self, now_ms) && self.readiness.unwrap_or(true) && self.startup.unwrap_or(true)
+    }
+
+    /// Set up the probe results for a container that just started.
+    pub fn arm_probes(&mut self, probes: Vec<super::probe::Probe>) {
+        let has = |k: ProbeKind| probes.iter().any(|p| p.kind == k);
+        self.readiness = has(ProbeKind::Readiness).then_some(false);
+        self.startup = has(ProbeKind::Startup).then_some(false);
+        self.probes = probes
+            .iter()
+            .map(|p| (p.kind, Tracker::default()))
+            .collect();
+        self.probe_specs = probes;
+    }
 }
 
 /// How a container ended.
@@ -82,6 +132,10 @@ pub fn record_exit(state: &mut ContainerState, code: i32, reason: &str, now_ms: 
         state.backoff = Duration::ZERO;
     }
     state.running = None;
+    state.starting = false;
+    state.probes.clear();
+    state.readiness = state.readiness.map(|_| false);
+    state.startup = state.startup.map(|_| false);
     state.last_exit = Some(Exit {
         code,
         reason: reason.to_string(),
@@ -103,7 +157,7 @@ fn init_done(state: Option<&ContainerState>) -> bool {
 /// Whether a container runs now: started, and past its runtime's start-up
 /// delay.
 pub fn is_up(s: &ContainerState, now_ms: u64) -> bool {
-    s.running.is_some() && s.started_at_ms.is_none_or(|at| at <= now_ms)
+    s.running.is_some() && !s.starting && s.started_at_ms.is_none_or(|at| at <= now_ms)
 }
 
 /// Put the pod's own address (from its sandbox) into a status that
@@ -111,6 +165,26 @@ pub fn is_up(s: &ContainerState, now_ms: u64) -> bool {
 pub fn set_pod_ip(status: &mut Value, ip: &str) {
     status["podIP"] = json!(ip);
     status["podIPs"] = json!([{ "ip": ip }]);
+}
+
+/// Start the container now if `not_before_ms` has passed, else wake up
+/// then (the earliest of the pod's wake-ups).
+fn start_or_wake(
+    name: &str,
+    init: bool,
+    not_before_ms: u64,
+    now_ms: u64,
+    out: &mut Vec<Step>,
+    wake: &mut Option<u64>,
+) {
+    if now_ms >= not_before_ms {
+        out.push(Step::Start {
+            container: name.to_string(),
+            init,
+        });
+    } else {
+        *wake = Some(wake.map_or(not_before_ms, |w| w.min(not_before_ms)));
+    }
 }
 
 /// The steps for one pod now: init containers one at a time, in order, each
@@ -142,6 +216,11 @@ pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64
                     .is_some_and(|(r, _)| r != "CrashLoopBackOff")
                     && s.last_exit.is_none() =>
             {
+                // a config error is tried again; other reasons wait for a
+                // change (a new pod spec)
+                if s.waiting.as_ref().is_some_and(|(r, _)| r == CONFIG_ERROR) {
+                    start_or_wake(name, init, s.not_before_ms, now_ms, out, &mut wake);
+                }
                 false
             }
             Some(s) => {
@@ -155,14 +234,7 @@ pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64
                 if !restart {
                     return init && code == 0;
                 }
-                if now_ms >= s.not_before_ms {
-                    out.push(Step::Start {
-                        container: name.to_string(),
-                        init,
-                    });
-                } else {
-                    wake = Some(wake.map_or(s.not_before_ms, |w| w.min(s.not_before_ms)));
-                }
+                start_or_wake(name, init, s.not_before_ms, now_ms, out, &mut wake);
                 false
             }
         }
@@ -213,7 +285,7 @@ fn container_status(name: &str, image: &str, s: Option<&ContainerState>, now_ms:
         json!({"waiting": {"reason": "ContainerCreating"}})
     };
     let mut status = json!({"name": name, "image": image, "imageID": "", "containerID": s.running.clone().unwrap_or_default(),
-        "ready": up, "started": up, "restartCount": s.restarts, "state": state});
+        "ready": s.ready(now_ms), "started": up && s.startup.unwrap_or(true), "restartCount": s.restarts, "state": state});
     if let (Some(e), true) = (
         &s.last_exit,
         s.running.is_some() || s.not_before_ms > now_ms,
@@ -267,10 +339,10 @@ pub fn status(
         });
     let app_states: Vec<Option<&ContainerState>> =
         apps.iter().map(|(n, _)| states.get(n)).collect();
-    let all_running = !apps.is_empty()
+    let all_ready = !apps.is_empty()
         && app_states
             .iter()
-            .all(|s| s.is_some_and(|s| is_up(s, now_ms)));
+            .all(|s| s.is_some_and(|s| s.ready(now_ms)));
     let any_started = app_states
         .iter()
         .any(|s| s.is_some_and(|s| is_up(s, now_ms) || s.last_exit.is_some()));
@@ -305,8 +377,8 @@ pub fn status(
         "conditions": [
             condition("PodScheduled", true, &since),
             condition("Initialized", initialized, &since),
-            condition("ContainersReady", all_running, &since),
-            condition("Ready", all_running, &since),
+            condition("ContainersReady", all_ready, &since),
+            condition("Ready", all_ready, &since),
         ],
         "containerStatuses": apps.iter().map(|(n, i)| container_status(n, i, states.get(n), now_ms)).collect::<Vec<_>>(),
     });
@@ -426,5 +498,85 @@ mod tests {
             st["containerStatuses"][0]["state"]["waiting"]["reason"],
             "CrashLoopBackOff"
         );
+    }
+
+    #[test]
+    fn probes_gate_readiness_and_started() {
+        let p = pod("Always", &[], &["a"]);
+        let mut s = BTreeMap::new();
+        let mut a = running("1");
+        a.readiness = Some(false);
+        a.startup = Some(false);
+        s.insert("a".into(), a.clone());
+        let st = status(&p, &s, "127.0.0.1", 0, 0);
+        assert_eq!(st["phase"], "Running");
+        assert_eq!(st["containerStatuses"][0]["ready"], false);
+        assert_eq!(st["containerStatuses"][0]["started"], false);
+        assert_eq!(st["conditions"][2]["status"], "False", "ContainersReady");
+        assert_eq!(st["conditions"][3]["status"], "False", "Ready");
+        a.startup = Some(true);
+        s.insert("a".into(), a.clone());
+        let st = status(&p, &s, "127.0.0.1", 0, 0);
+        assert_eq!(st["containerStatuses"][0]["started"], true);
+        assert_eq!(st["containerStatuses"][0]["ready"], false);
+        a.readiness = Some(true);
+        s.insert("a".into(), a.clone());
+        let st = status(&p, &s, "127.0.0.1", 0, 0);
+        assert_eq!(st["containerStatuses"][0]["ready"], true);
+        assert_eq!(st["conditions"][3]["status"], "True");
+        // a container the runtime has not yet said runs is not up
+        let mut creating = running("2");
+        creating.starting = true;
+        assert!(!is_up(&creating, 0));
+        s.insert("a".into(), creating);
+        let st = status(&p, &s, "127.0.0.1", 0, 0);
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ContainerCreating"
+        );
+        assert_eq!(st["phase"], "Pending");
+        // an exit disarms the probes and the next container starts unready
+        a.probes.insert(ProbeKind::Readiness, Tracker::default());
+        record_exit(&mut a, 137, "Error", 1000);
+        assert!(a.probes.is_empty());
+        assert_eq!((a.readiness, a.startup), (Some(false), Some(false)));
+    }
+
+    #[test]
+    fn config_errors_are_tried_again_after_a_pause() {
+        let p = pod("Always", &[], &["a"]);
+        let mut s = BTreeMap::new();
+        s.insert(
+            "a".into(),
+            ContainerState {
+                waiting: Some((CONFIG_ERROR.into(), "configmap \"x\" not found".into())),
+                not_before_ms: 10_000,
+                ..ContainerState::default()
+            },
+        );
+        assert_eq!(steps(&p, &s, 5_000), vec![Step::WakeAt(10_000)]);
+        assert_eq!(steps(&p, &s, 10_000), vec![start("a", false)]);
+        let st = status(&p, &s, "127.0.0.1", 0, 5_000);
+        assert_eq!(st["phase"], "Pending");
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["waiting"]["reason"],
+            CONFIG_ERROR
+        );
+        // other waiting reasons wait for a new spec
+        s.insert(
+            "a".into(),
+            ContainerState {
+                waiting: Some(("CommandRequired".into(), "no command".into())),
+                ..ContainerState::default()
+            },
+        );
+        assert_eq!(steps(&p, &s, 50_000), vec![]);
+        assert!(prepared(Some(1_000), 2_000));
+        assert!(!prepared(
+            Some(1_000),
+            1_000 + PREPARED_FRESH.as_millis() as u64
+        ));
+        assert!(!prepared(None, 0));
+        assert!(prepared(Some(u64::MAX), 5_000_000), "never needs preparing");
     }
 }

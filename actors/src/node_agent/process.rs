@@ -6,8 +6,10 @@
 //! start time of its leader, so a later agent run can stop exactly what an
 //! earlier one left behind (never a recycled pid).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -18,7 +20,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::logs;
-use super::runtime::{ContainerSpec, Exited, Runtime, RuntimeError};
+use super::runtime::{ContainerSpec, ExecOutput, Exited, Runtime, RuntimeError};
 
 /// How often `stop` looks whether the group is gone.
 const STOP_POLL: Duration = Duration::from_millis(50);
@@ -27,15 +29,55 @@ const LOG_QUEUE: usize = 256;
 /// Longest line read before it is cut (the log splits records further).
 const LINE_MAX_BYTES: usize = 64 * 1024;
 
+/// Most bytes of each output stream an exec keeps.
+const EXEC_OUTPUT_MAX_BYTES: u64 = 64 * 1024;
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What an exec "in" a running container gets: its env and directory.
+#[derive(Debug, Clone)]
+struct ExecContext {
+    env: Vec<(String, String)>,
+    hostname: String,
+    working_dir: Option<String>,
+}
+
+impl ExecContext {
+    /// A command with only this env (and PATH, HOSTNAME), in this
+    /// directory, with stdout and stderr piped.
+    fn command<I, S>(&self, program: &str, args: I) -> tokio::process::Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", PATH)
+            .env("HOSTNAME", &self.hostname)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(dir) = &self.working_dir {
+            cmd.current_dir(dir);
+        }
+        cmd
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProcessRuntime {
     root: PathBuf,
+    running: Arc<Mutex<HashMap<String, ExecContext>>>,
 }
 
 impl ProcessRuntime {
     pub fn new(root: PathBuf) -> Result<ProcessRuntime, RuntimeError> {
         std::fs::create_dir_all(&root)?;
-        Ok(ProcessRuntime { root })
+        Ok(ProcessRuntime {
+            root,
+            running: Arc::default(),
+        })
     }
 
     fn pid_file(&self, pgid: u32) -> PathBuf {
@@ -88,26 +130,25 @@ impl Runtime for ProcessRuntime {
                 ),
             });
         };
+        if let Some(m) = spec.mounts.first() {
+            return Err(RuntimeError::Invalid {
+                reason: "VolumeMountsUnsupported",
+                message: format!(
+                    "container {:?} mounts a volume at {}: the process runtime runs host processes and cannot mount volumes (use the cri runtime)",
+                    spec.container, m.container_path
+                ),
+            });
+        }
         if let Some(dir) = spec.log_path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(argv)
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("HOSTNAME", &spec.pod)
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(false);
-        if let Some(dir) = &spec.working_dir {
-            cmd.current_dir(dir);
-        }
+        let exec_ctx = ExecContext {
+            env: spec.env.clone(),
+            hostname: spec.pod.clone(),
+            working_dir: spec.working_dir.clone(),
+        };
+        let mut cmd = exec_ctx.command(program, argv);
+        cmd.process_group(0).kill_on_drop(false);
         let mut child = cmd.spawn().map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
                 RuntimeError::Invalid {
@@ -143,8 +184,15 @@ impl Runtime for ProcessRuntime {
             reason: String::new(),
         };
         let pid_file = self.pid_file(pid);
+        let running = self.running.clone();
+        if let Ok(mut r) = running.lock() {
+            r.insert(id.clone(), exec_ctx);
+        }
         tokio::spawn(async move {
             let status = child.wait().await;
+            if let Ok(mut r) = running.lock() {
+                r.remove(&exited.id);
+            }
             // stragglers of the group (a shell's children) go with it
             signal_group(pid as i32, Signal::SIGKILL);
             let _ = std::fs::remove_file(pid_file);
@@ -184,6 +232,60 @@ impl Runtime for ProcessRuntime {
                 tokio::time::sleep(STOP_POLL).await;
             }
             signal_group(pgid, Signal::SIGKILL);
+        })
+    }
+
+    /// Runs the command on the host with the container's env and working
+    /// directory (there is no container to enter), killed at `timeout`.
+    fn exec(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<ExecOutput, RuntimeError>> {
+        let ctx = self.running.lock().ok().and_then(|r| r.get(id).cloned());
+        Box::pin(async move {
+            let Some(ctx) = ctx else {
+                return Err(RuntimeError::Runtime("container is not running".into()));
+            };
+            let Some((program, args)) = command.split_first() else {
+                return Err(RuntimeError::Invalid {
+                    reason: "ExecError",
+                    message: "no command to run".into(),
+                });
+            };
+            let mut cmd = ctx.command(program, args);
+            cmd.kill_on_drop(true);
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| RuntimeError::Runtime(format!("cannot run {program:?}: {e}")))?;
+            let (out, err) = (child.stdout.take(), child.stderr.take());
+            let run = async move {
+                let read = |r: Option<_>| async move {
+                    let mut buf = Vec::new();
+                    if let Some(r) = r {
+                        let r: Box<dyn AsyncRead + Unpin + Send> = r;
+                        let _ = r.take(EXEC_OUTPUT_MAX_BYTES).read_to_end(&mut buf).await;
+                    }
+                    buf
+                };
+                let (stdout, stderr) = tokio::join!(
+                    read(out.map(|o| Box::new(o) as Box<dyn AsyncRead + Unpin + Send>)),
+                    read(err.map(|e| Box::new(e) as Box<dyn AsyncRead + Unpin + Send>))
+                );
+                let status = child.wait().await?;
+                Ok::<_, std::io::Error>(ExecOutput {
+                    stdout,
+                    stderr,
+                    exit_code: status.code().unwrap_or(137),
+                })
+            };
+            match tokio::time::timeout(timeout, run).await {
+                Err(_) => Err(RuntimeError::Runtime(format!(
+                    "command timed out after {timeout:?}"
+                ))),
+                Ok(r) => Ok(r?),
+            }
         })
     }
 
@@ -295,9 +397,20 @@ mod tests {
             env: vec![("GREETING".into(), "world".into())],
             working_dir: None,
             log_path: dir.path().join("logs/c/0.log"),
+            mounts: vec![],
         };
         let id = rt.start(&spec, tx.clone()).expect("starts");
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let cmd = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
+        let out = rt
+            .exec(&id, cmd("echo $GREETING; exit 3"), Duration::from_secs(5))
+            .await
+            .expect("exec runs");
+        assert_eq!((out.stdout.as_slice(), out.exit_code), (&b"world\n"[..], 3));
+        let slow = rt
+            .exec(&id, cmd("sleep 10"), Duration::from_millis(200))
+            .await;
+        assert!(slow.is_err_and(|e| e.to_string().contains("timed out")));
         rt.stop(&id, Duration::from_secs(2)).await;
         let exit = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await

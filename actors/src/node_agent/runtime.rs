@@ -4,12 +4,14 @@
 //! and runtime events have no-op defaults, so a runtime without pods (the
 //! process runtime) ignores them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::mpsc;
+
+pub use super::config::Mount;
 
 /// What the runtime needs to start one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub struct ContainerSpec {
     pub working_dir: Option<String>,
     /// Where the container's output goes, in the CRI log format.
     pub log_path: PathBuf,
+    /// Node paths bound into the container (its volumeMounts).
+    pub mounts: Vec<Mount>,
 }
 
 /// A container stopped running.
@@ -50,6 +54,17 @@ pub enum RuntimeEvent {
         container: String,
         id: String,
         reason: String,
+        message: String,
+    },
+    /// A step of a container's start worth an Event: `Pulling`, `Pulled`,
+    /// `Created`, `Started` (all Normal).
+    /// `Started` also tells the agent the container runs from now on.
+    Progress {
+        pod_uid: String,
+        container: String,
+        /// The handle `start` returned.
+        id: String,
+        reason: &'static str,
         message: String,
     },
 }
@@ -103,10 +118,38 @@ pub trait Runtime: Send + Sync + 'static {
     /// The pod as last seen, before its containers start and whenever it
     /// changes (a CRI runtime builds its sandbox and images from it).
     fn pod_updated(&self, _pod: &Value) {}
+    /// Whether [`Runtime::prepare_pod`] does anything (a CRI sandbox); when
+    /// not, and the pod has no ConfigMaps, Secrets or volumes, the agent
+    /// starts its containers without preparing it.
+    fn prepares_pods(&self) -> bool {
+        false
+    }
+    /// Get the pod ready for its containers before they start (a CRI
+    /// runtime runs its sandbox, with `pod_dir` as its log directory) and
+    /// return the pod's own address, if it has one apart from the node's.
+    fn prepare_pod(
+        &self,
+        _pod_uid: &str,
+        _pod_dir: &Path,
+    ) -> BoxFuture<'static, Result<Option<String>, RuntimeError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Every container of the pod has stopped and the pod goes: release
     /// what the pod held (a CRI sandbox, its network).
     fn stop_pod(&self, _pod_uid: &str) -> BoxFuture<'static, ()> {
         Box::pin(async {})
+    }
+    /// Whether the runtime reports `Pulled`, `Created` and `Started` as
+    /// [`RuntimeEvent::Progress`]: then a container counts as running (and
+    /// is probed) from its `Started`; else from when `start` returns, and
+    /// the agent records `Started` itself.
+    fn reports_progress(&self) -> bool {
+        false
+    }
+    /// Whether the agent runs the containers' probes (a hollow runtime has
+    /// nothing to probe: its containers count as healthy).
+    fn runs_probes(&self) -> bool {
+        true
     }
     /// Events besides exits; taken once by the agent when it starts.
     fn events(&self) -> Option<mpsc::Receiver<RuntimeEvent>> {
