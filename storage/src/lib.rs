@@ -122,6 +122,7 @@ pub mod machine;
 pub mod model;
 mod peer;
 pub mod raft_storage;
+pub mod snapshot;
 pub mod store;
 pub mod transport;
 
@@ -130,6 +131,7 @@ pub use error::{CodecError, StoreError};
 pub use model::{
     stream_of, Change, ChangeOp, KeyValue, Op, Precondition, RangeResult, Txn, TxnOutcome,
 };
+pub use peer::PeerProgress;
 pub use raft_storage::RocksStorage;
 pub use store::{ChangeReceiver, Store, StoreStatus, CHANGES_MAX, RANGE_ITEMS_MAX};
 pub use transport::{NoPeers, Transport};
