@@ -81,6 +81,8 @@ const PHASE: Duration = Duration::from_millis(250);
 /// The longest a simulated client waits for one answer; past it the
 /// operation's outcome is unknown.
 const CLIENT_WAIT: Duration = Duration::from_secs(5);
+/// A chunk size small enough that a test's snapshot needs many.
+const SMALL_CHUNK: usize = 16 * 1024;
 
 /// One seeded run: faults change every phase while clients write and read
 /// through random peers; then the network heals and invariants are checked.
@@ -460,7 +462,9 @@ fn new_leader_within_three_election_timeouts() {
 
 #[test]
 fn lagging_and_new_peers_catch_up_by_snapshot_and_membership_changes() {
-    let mut cluster = Cluster::start(21, &[1, 2, 3], defaults);
+    // Small chunks: the snapshot (300 values of 2 KiB) crosses in dozens.
+    let mut cluster =
+        Cluster::start_on(sim::Net::with_chunks(21, SMALL_CHUNK), &[1, 2, 3], defaults);
     let rt = runtime();
     let leader = cluster.wait_leader(Duration::from_secs(10));
     // A peer that misses more than the retained log needs a snapshot.
@@ -469,7 +473,20 @@ fn lagging_and_new_peers_catch_up_by_snapshot_and_membership_changes() {
         .find(|&p| p != leader)
         .expect("follower");
     cluster.stop(lagging);
-    put_many(&rt, cluster.store(leader), "/snap", 300);
+    rt.block_on(async {
+        for i in 0..300u64 {
+            let txn = Txn {
+                ops: vec![Op::Put {
+                    key: format!("/snap/{i:03}"),
+                    value: vec![b's'; 2048],
+                    expect: Precondition::Absent,
+                }],
+            };
+            let put =
+                tokio::time::timeout(Duration::from_secs(10), cluster.store(leader).propose(txn));
+            put.await.expect("write in time").expect("write");
+        }
+    });
     let st = cluster.store(leader).status();
     assert!(st.first_log_index > 200, "log compacted: {st:?}");
     cluster.open(lagging, vec![1, 2, 3]);
@@ -479,6 +496,17 @@ fn lagging_and_new_peers_catch_up_by_snapshot_and_membership_changes() {
         cluster.store(lagging).status().history_compacted_to > 0,
         "the lagging peer was caught up by a snapshot"
     );
+    let chunked = cluster
+        .net
+        .chunked_delivered
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let largest = cluster
+        .net
+        .packet_bytes_largest
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("snapshot: {chunked} chunked messages delivered; largest packet {largest} bytes");
+    assert!(chunked >= 1, "the snapshot crossed in chunks");
+    assert!(largest <= SMALL_CHUNK, "a packet of {largest} bytes");
 
     // Replace a dead peer with a fresh one: remove 3 (wiped), add 4.
     let victim = [1, 2, 3]
@@ -519,4 +547,99 @@ fn lagging_and_new_peers_catch_up_by_snapshot_and_membership_changes() {
     }
     cluster.wait_leader(Duration::from_secs(10));
     assert_eq!(cluster.wait_converged(Duration::from_secs(10)), before);
+}
+
+#[test]
+fn heavy_drop_and_delay_then_heal_converges() {
+    let cluster = Cluster::start(31, &[1, 2, 3, 4, 5], defaults);
+    cluster.wait_leader(Duration::from_secs(10));
+    let rt = runtime();
+    cluster.net.set(Faults {
+        drop: 0.5,
+        delay_max: Duration::from_millis(30),
+        ..Faults::default()
+    });
+    // Writes by 8 clients through every peer for 3 s while half the
+    // messages are lost; some fail or time out, none may be lost once
+    // acknowledged.
+    let until = Instant::now() + Duration::from_secs(3);
+    let tasks: Vec<_> = (0..CLIENTS as u64)
+        .map(|c| {
+            let store = cluster.store(1 + c % 5).clone();
+            rt.spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..10_000u64 {
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    let key = format!("/heal/{c}/{i}");
+                    let put = store.propose(put_txn(&key, i));
+                    if let Ok(Ok(TxnOutcome::Committed { .. })) =
+                        tokio::time::timeout(CLIENT_WAIT, put).await
+                    {
+                        acked.push((key, i));
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(rt.block_on(t).expect("client"));
+    }
+    cluster.net.set(Faults::default());
+    let revision = cluster.wait_converged(Duration::from_secs(20));
+    let hashes: Vec<_> = (1..=5).map(|p| cluster.state_hash(p)).collect();
+    eprintln!(
+        "50% drop, up to 30 ms delay for 3 s: {} writes acknowledged; converged at revision {revision}",
+        acked.len()
+    );
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+    assert!(!acked.is_empty(), "nothing committed under 50% drop");
+    for (key, value) in &acked {
+        let kv = cluster
+            .store(1)
+            .get(key)
+            .expect("get")
+            .expect("acknowledged write kept");
+        assert_eq!(value_of(&kv), *value);
+    }
+}
+
+#[test]
+fn wiped_peer_rejoins_under_its_id_by_snapshot() {
+    let mut cluster = Cluster::start(41, &[1, 2, 3], defaults);
+    let rt = runtime();
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    put_many(&rt, cluster.store(leader), "/before", 200);
+    let victim = [1, 2, 3]
+        .into_iter()
+        .find(|&p| p != leader)
+        .expect("follower");
+    cluster.wipe(victim);
+    let voters = rt
+        .block_on(cluster.store(leader).remove_peer(victim))
+        .expect("remove");
+    assert!(!voters.contains(&victim), "{voters:?}");
+    put_many(&rt, cluster.store(leader), "/between", 100);
+    // The same id, an empty disk: it joins and is sent a snapshot.
+    cluster.open(victim, Vec::new());
+    let voters = rt
+        .block_on(cluster.store(leader).add_peer(victim))
+        .expect("add");
+    assert!(voters.contains(&victim), "{voters:?}");
+    put_many(&rt, cluster.store(leader), "/after", 10);
+    cluster.wait_converged(Duration::from_secs(20));
+    assert_eq!(cluster.state_hash(victim), cluster.state_hash(leader));
+    let st = cluster.store(victim).status();
+    assert!(st.history_compacted_to > 0, "caught up by snapshot: {st:?}");
+    assert_eq!(
+        cluster
+            .store(victim)
+            .get("/before/000")
+            .expect("get")
+            .map(|kv| value_of(&kv)),
+        Some(0)
+    );
 }

@@ -3,6 +3,11 @@
 //! their Raft messages go through one router thread that drops, delays and
 //! partitions them by a seeded random schedule.
 //!
+//! Like a NATS transport, the simulated one encodes every message
+//! (protobuf) and splits one larger than [`Net::chunk_bytes_max`] (a
+//! snapshot) into chunks; each chunk is dropped, delayed and partitioned
+//! on its own, and the receiving side puts them back together.
+//!
 //! The seed fixes the fault schedule and the clients' choices; thread
 //! timing is the operating system's, so a replayed seed reproduces the
 //! faults, not every interleaving.
@@ -11,8 +16,9 @@
 
 pub mod linearizability;
 
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -26,6 +32,82 @@ use rand::{Rng, SeedableRng};
 /// Messages queued in the router; past this the network drops (as a full
 /// NATS subscriber would).
 const ROUTER_QUEUE_MAX: usize = 65_536;
+/// Partly received messages kept per receiving peer; the oldest goes first.
+const PARTIALS_MAX: usize = 16;
+
+/// One chunk of one encoded message on its way.
+pub struct Packet {
+    from: u64,
+    to: u64,
+    /// Unique in the whole network (the sender may restart).
+    message: u64,
+    chunk: u32,
+    chunks: u32,
+    bytes: Vec<u8>,
+}
+
+/// Splits an encoded message into packets of at most `chunk_bytes_max`.
+fn packets(m: &Message, message: u64, chunk_bytes_max: usize) -> Vec<Packet> {
+    use protobuf::Message as _;
+    let Ok(bytes) = m.write_to_bytes() else {
+        return Vec::new();
+    };
+    let parts: Vec<&[u8]> = if bytes.is_empty() {
+        vec![&[]]
+    } else {
+        bytes.chunks(chunk_bytes_max.max(1)).collect()
+    };
+    let chunks = parts.len() as u32;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| Packet {
+            from: m.from,
+            to: m.to,
+            message,
+            chunk: i as u32,
+            chunks,
+            bytes: b.to_vec(),
+        })
+        .collect()
+}
+
+/// Puts one receiver's packets back together, in any order.
+#[derive(Default)]
+struct Reassembler {
+    partial: BTreeMap<(u64, u64), Vec<Option<Vec<u8>>>>,
+}
+
+impl Reassembler {
+    /// The whole message once its last missing chunk arrives.
+    fn add(&mut self, p: Packet) -> Option<Message> {
+        use protobuf::Message as _;
+        let bytes = if p.chunks <= 1 {
+            p.bytes
+        } else {
+            let key = (p.message, p.from);
+            if !self.partial.contains_key(&key) && self.partial.len() >= PARTIALS_MAX {
+                let oldest = *self.partial.keys().next()?;
+                self.partial.remove(&oldest);
+            }
+            let parts = self
+                .partial
+                .entry(key)
+                .or_insert_with(|| vec![None; p.chunks as usize]);
+            *parts.get_mut(p.chunk as usize)? = Some(p.bytes);
+            if parts.iter().any(Option::is_none) {
+                return None;
+            }
+            self.partial
+                .remove(&key)?
+                .into_iter()
+                .flatten()
+                .flatten()
+                .collect()
+        };
+        Message::parse_from_bytes(&bytes).ok()
+    }
+}
 
 /// What the network does to messages right now.
 #[derive(Clone, Debug, Default)]
@@ -47,7 +129,7 @@ impl Faults {
 struct Delayed {
     at: Instant,
     seq: u64,
-    msg: Message,
+    packet: Packet,
 }
 
 impl PartialEq for Delayed {
@@ -70,55 +152,88 @@ impl Ord for Delayed {
 
 /// The router: one thread, one queue.
 pub struct Net {
-    tx: SyncSender<Message>,
+    tx: SyncSender<Packet>,
+    /// The largest chunk the transport sends.
+    pub chunk_bytes_max: usize,
+    next_message: Arc<AtomicU64>,
     pub faults: Arc<Mutex<Faults>>,
     peers: Arc<Mutex<HashMap<u64, Store>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    pub delivered: Arc<std::sync::atomic::AtomicU64>,
+    /// Messages handed to a peer.
+    pub delivered: Arc<AtomicU64>,
+    /// Messages that crossed in more than one chunk, handed to a peer.
+    pub chunked_delivered: Arc<AtomicU64>,
+    /// The largest packet seen, in bytes.
+    pub packet_bytes_largest: Arc<AtomicUsize>,
 }
 
 /// A peer's end of the network.
-pub struct SimTransport(SyncSender<Message>);
+pub struct SimTransport {
+    tx: SyncSender<Packet>,
+    chunk_bytes_max: usize,
+    next_message: Arc<AtomicU64>,
+}
 
 impl Transport for SimTransport {
     fn send(&mut self, messages: Vec<Message>) {
         for m in messages {
-            match self.0.try_send(m) {
-                Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+            let message = self
+                .next_message
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for p in packets(&m, message, self.chunk_bytes_max) {
+                match self.tx.try_send(p) {
+                    Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+                }
             }
         }
     }
 }
 
+/// The default chunk size: under half of NATS' 1 MiB payload limit.
+pub const CHUNK_BYTES_DEFAULT: usize = 512 * 1024;
+
 impl Net {
     pub fn new(seed: u64) -> Net {
+        Net::with_chunks(seed, CHUNK_BYTES_DEFAULT)
+    }
+
+    /// A network that splits messages into chunks of `chunk_bytes_max`.
+    pub fn with_chunks(seed: u64, chunk_bytes_max: usize) -> Net {
         let (tx, rx) = sync_channel(ROUTER_QUEUE_MAX);
         let faults = Arc::new(Mutex::new(Faults::default()));
         let peers = Arc::new(Mutex::new(HashMap::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counters = Counters::default();
         let thread = {
-            let (faults, peers, stop, delivered) = (
+            let (faults, peers, stop, counters) = (
                 Arc::clone(&faults),
                 Arc::clone(&peers),
                 Arc::clone(&stop),
-                Arc::clone(&delivered),
+                counters.clone(),
             );
-            std::thread::spawn(move || route(rx, seed, faults, peers, stop, delivered))
+            std::thread::spawn(move || route(rx, seed, faults, peers, stop, counters))
         };
         Net {
             tx,
+            chunk_bytes_max,
+            next_message: Arc::new(AtomicU64::new(1)),
             faults,
             peers,
             stop,
             thread: Some(thread),
-            delivered,
+            delivered: counters.delivered,
+            chunked_delivered: counters.chunked_delivered,
+            packet_bytes_largest: counters.packet_bytes_largest,
         }
     }
 
     pub fn transport(&self) -> Box<dyn Transport> {
-        Box::new(SimTransport(self.tx.clone()))
+        Box::new(SimTransport {
+            tx: self.tx.clone(),
+            chunk_bytes_max: self.chunk_bytes_max,
+            next_message: Arc::clone(&self.next_message),
+        })
     }
 
     pub fn attach(&self, id: u64, store: Store) {
@@ -147,14 +262,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What the router counts.
+#[derive(Clone, Default)]
+struct Counters {
+    delivered: Arc<AtomicU64>,
+    chunked_delivered: Arc<AtomicU64>,
+    packet_bytes_largest: Arc<AtomicUsize>,
+}
+
 fn route(
-    rx: Receiver<Message>,
+    rx: Receiver<Packet>,
     seed: u64,
     faults: Arc<Mutex<Faults>>,
     peers: Arc<Mutex<HashMap<u64, Store>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    delivered: Arc<std::sync::atomic::AtomicU64>,
+    counters: Counters,
 ) {
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    let mut reassemblers: HashMap<u64, Reassembler> = HashMap::new();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x0005_eed0_f4e7);
     let mut heap = BinaryHeap::new();
     let mut seq = 0u64;
@@ -165,9 +290,12 @@ fn route(
             .unwrap_or(Duration::from_millis(5))
             .min(Duration::from_millis(5));
         match rx.recv_timeout(wait) {
-            Ok(msg) => {
+            Ok(packet) => {
+                counters
+                    .packet_bytes_largest
+                    .fetch_max(packet.bytes.len(), relaxed);
                 let f = lock(&faults).clone();
-                if f.blocks(msg.from, msg.to) || rng.gen_bool(f.drop.clamp(0.0, 1.0)) {
+                if f.blocks(packet.from, packet.to) || rng.gen_bool(f.drop.clamp(0.0, 1.0)) {
                     continue;
                 }
                 let delay = if f.delay_max.is_zero() {
@@ -179,7 +307,7 @@ fn route(
                 heap.push(Delayed {
                     at: Instant::now() + delay,
                     seq,
-                    msg,
+                    packet,
                 });
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -190,13 +318,20 @@ fn route(
             let Some(d) = heap.pop() else { break };
             // A partition that started while the message was in flight
             // cuts it too.
-            if lock(&faults).blocks(d.msg.from, d.msg.to) {
+            let (from, to, chunked) = (d.packet.from, d.packet.to, d.packet.chunks > 1);
+            if lock(&faults).blocks(from, to) {
                 continue;
             }
-            let store = lock(&peers).get(&d.msg.to).cloned();
+            let Some(msg) = reassemblers.entry(to).or_default().add(d.packet) else {
+                continue;
+            };
+            let store = lock(&peers).get(&to).cloned();
             if let Some(store) = store {
-                let _ = store.step(d.msg);
-                delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = store.step(msg);
+                counters.delivered.fetch_add(1, relaxed);
+                if chunked {
+                    counters.chunked_delivered.fetch_add(1, relaxed);
+                }
             }
         }
     }
@@ -227,8 +362,13 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(seed: u64, ids: &[u64], configure: fn(&mut StoreConfig)) -> Cluster {
+        Cluster::start_on(Net::new(seed), ids, configure)
+    }
+
+    /// Peers `ids`, bootstrapped together, on `net`.
+    pub fn start_on(net: Net, ids: &[u64], configure: fn(&mut StoreConfig)) -> Cluster {
         let mut c = Cluster {
-            net: Net::new(seed),
+            net,
             dirs: HashMap::new(),
             stores: HashMap::new(),
             configure,
