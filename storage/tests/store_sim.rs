@@ -60,6 +60,24 @@ fn put_one(rt: &tokio::runtime::Runtime, store: &Store, key: &str, value: u64) {
     );
 }
 
+/// Wipes a follower of `leader` (stops it, deletes its disk) and removes
+/// it from the voters; returns its id.
+fn wipe_a_follower(cluster: &mut Cluster, rt: &tokio::runtime::Runtime, leader: u64) -> u64 {
+    let victim = cluster
+        .stores
+        .keys()
+        .copied()
+        .filter(|&p| p != leader)
+        .min()
+        .expect("a follower");
+    cluster.wipe(victim);
+    let voters = rt
+        .block_on(cluster.store(leader).remove_peer(victim))
+        .expect("remove");
+    assert!(!voters.contains(&victim), "{voters:?}");
+    victim
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -508,16 +526,8 @@ fn lagging_and_new_peers_catch_up_by_snapshot_and_membership_changes() {
     assert!(chunked >= 1, "the snapshot crossed in chunks");
     assert!(largest <= SMALL_CHUNK, "a packet of {largest} bytes");
 
-    // Replace a dead peer with a fresh one: remove 3 (wiped), add 4.
-    let victim = [1, 2, 3]
-        .into_iter()
-        .find(|&p| p != leader)
-        .expect("follower");
-    cluster.wipe(victim);
-    let voters = rt
-        .block_on(cluster.store(leader).remove_peer(victim))
-        .expect("remove");
-    assert!(!voters.contains(&victim));
+    // Replace a dead peer with a fresh one: remove a wiped follower, add 4.
+    wipe_a_follower(&mut cluster, &rt, leader);
     cluster.open(4, Vec::new());
     let voters = rt.block_on(cluster.store(leader).add_peer(4)).expect("add");
     assert!(voters.contains(&4), "{voters:?}");
@@ -613,15 +623,7 @@ fn wiped_peer_rejoins_under_its_id_by_snapshot() {
     let rt = runtime();
     let leader = cluster.wait_leader(Duration::from_secs(10));
     put_many(&rt, cluster.store(leader), "/before", 200);
-    let victim = [1, 2, 3]
-        .into_iter()
-        .find(|&p| p != leader)
-        .expect("follower");
-    cluster.wipe(victim);
-    let voters = rt
-        .block_on(cluster.store(leader).remove_peer(victim))
-        .expect("remove");
-    assert!(!voters.contains(&victim), "{voters:?}");
+    let victim = wipe_a_follower(&mut cluster, &rt, leader);
     put_many(&rt, cluster.store(leader), "/between", 100);
     // The same id, an empty disk: it joins and is sent a snapshot.
     cluster.open(victim, Vec::new());
