@@ -28,7 +28,9 @@ pub struct StoreConfig {
     pub max_batch_entries: usize,
     /// fsync the Raft log before acknowledging. A test-only switch: `true`
     /// in production, where turning it off loses acknowledged writes on
-    /// power loss.
+    /// power loss. Off, unsynced writes stay in RocksDB's buffer until a
+    /// flush (see [`crate::layout::open_db_for`]), so that a killed process
+    /// loses them too and crash tests can see the loss.
     pub fsync: bool,
     /// Proposals queued or in Raft, not yet answered; past this `propose`
     /// answers [`StoreError::Busy`].

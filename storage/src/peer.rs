@@ -678,7 +678,11 @@ impl Peer {
 
         // 4. New entries and HardState: one write, fsynced when Raft needs
         //    it (new entries, term or vote), before anything depends on it.
-        if !ready.entries().is_empty() || ready.hs().is_some() {
+        let (appends, hard_state) = (!ready.entries().is_empty(), ready.hs().is_some());
+        if appends || hard_state {
+            if appends {
+                failpoint!(crate::failpoints::BEFORE_LOG_APPEND);
+            }
             let mut wb = WriteBatch::default();
             let storage = self.raw.mut_store();
             storage.stage_entries(&mut wb, ready.entries())?;
@@ -688,6 +692,12 @@ impl Peer {
             self.shared
                 .db
                 .write_opt(wb, &sync_write(self.cfg.fsync && ready.must_sync()))?;
+            if appends {
+                failpoint!(crate::failpoints::AFTER_LOG_APPEND);
+            }
+            if hard_state {
+                failpoint!(crate::failpoints::AFTER_HARD_STATE);
+            }
         }
 
         // 5. A follower's messages (votes, append acks) promise what was
@@ -752,7 +762,9 @@ impl Peer {
         snapshot::stage_install(&db, &mut wb, &data)?;
         wb.put_cf(cf(&db, CF_META)?, KEY_APPLIED_INDEX, be(meta.index));
         self.raw.mut_store().stage_snapshot(&mut wb, meta)?;
+        failpoint!(crate::failpoints::SNAPSHOT_APPLY);
         db.write_opt(wb, &sync_write(self.cfg.fsync))?;
+        failpoint!(crate::failpoints::AFTER_SNAPSHOT_APPLY);
         tracing::info!(
             peer = self.cfg.peer_id,
             index = meta.index,
@@ -822,6 +834,7 @@ impl Peer {
             }
         }
         self.applied_index = last_index;
+        failpoint!(crate::failpoints::APPLY_BATCH);
 
         let db = &self.shared.db;
         let meta = cf(db, CF_META)?;
@@ -849,8 +862,10 @@ impl Peer {
         let compact_to = last_index.saturating_sub(self.cfg.log_entries_kept);
         if compact_to >= storage.first_log_index() + self.cfg.log_compaction_step_entries {
             storage.stage_compaction(&mut batch.wb, compact_to)?;
+            failpoint!(crate::failpoints::LOG_COMPACTION);
         }
         self.shared.db.write_opt(batch.wb, &self.apply_write)?;
+        failpoint!(crate::failpoints::AFTER_APPLY);
         self.publish_status();
 
         // Changes first: a proposer that hears back finds its change

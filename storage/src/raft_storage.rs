@@ -444,6 +444,7 @@ impl raft::Storage for RocksStorage {
         meta.term = term;
         meta.set_conf_state(self.conf_state.clone());
         let data = crate::snapshot::build(&self.db).map_err(raft_err)?;
+        failpoint!(crate::failpoints::SNAPSHOT_SAVE);
         snap.data = data.into();
         tracing::info!(
             index = self.applied_index,

@@ -105,7 +105,7 @@ impl Store {
         transport: Box<dyn Transport>,
     ) -> Result<(Store, ChangeReceiver), StoreError> {
         cfg.validate()?;
-        let db = Arc::new(layout::open_db(&cfg.data_dir)?);
+        let db = Arc::new(layout::open_db_for(&cfg.data_dir, cfg.fsync)?);
         let incarnation = layout::meta_u64(&db, KEY_INCARNATION, "incarnation")? + 1;
         let mut wb = WriteBatch::default();
         wb.put_cf(cf(&db, CF_META)?, KEY_INCARNATION, be(incarnation));

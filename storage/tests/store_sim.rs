@@ -18,7 +18,7 @@ use kubus_storage::{Op, Precondition, Store, StoreConfig, StoreError, Txn, TxnOu
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sim::linearizability::{self, Event, Kind};
-use sim::{Cluster, Faults};
+use sim::{runtime, Cluster, Faults};
 
 fn defaults(_: &mut StoreConfig) {}
 
@@ -76,14 +76,6 @@ fn wipe_a_follower(cluster: &mut Cluster, rt: &tokio::runtime::Runtime, leader: 
         .expect("remove");
     assert!(!voters.contains(&victim), "{voters:?}");
     victim
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// What one seeded run recorded.

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kubus_storage::{Store, StoreConfig, Transport};
+use kubus_storage::{Store, StoreConfig, StoreError, Transport};
 use raft::eraftpb::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -337,6 +337,15 @@ fn route(
     }
 }
 
+/// The runtime simulated clients run on: two workers, like the machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Fast timers for simulation: 10 ms ticks, elections after 100–200 ms.
 pub fn sim_config(dir: PathBuf, id: u64, initial: Vec<u64>) -> StoreConfig {
     let mut cfg = StoreConfig::peer(dir, id, initial);
@@ -356,6 +365,9 @@ pub fn sim_config(dir: PathBuf, id: u64, initial: Vec<u64>) -> StoreConfig {
 pub struct Cluster {
     pub net: Net,
     pub dirs: HashMap<u64, tempfile::TempDir>,
+    /// When set, peer `id` lives in `<base>/<id>` (kept after the cluster
+    /// is dropped) instead of a temporary directory of its own.
+    pub base: Option<PathBuf>,
     pub stores: HashMap<u64, Store>,
     pub configure: fn(&mut StoreConfig),
 }
@@ -367,31 +379,57 @@ impl Cluster {
 
     /// Peers `ids`, bootstrapped together, on `net`.
     pub fn start_on(net: Net, ids: &[u64], configure: fn(&mut StoreConfig)) -> Cluster {
-        let mut c = Cluster {
-            net,
-            dirs: HashMap::new(),
-            stores: HashMap::new(),
-            configure,
-        };
+        Cluster::start_in(net, None, ids, configure)
+    }
+
+    /// Peers `ids` in `<base>/<id>` (see [`Cluster::base`]), bootstrapped
+    /// together or reopened.
+    pub fn start_in(
+        net: Net,
+        base: Option<PathBuf>,
+        ids: &[u64],
+        configure: fn(&mut StoreConfig),
+    ) -> Cluster {
+        let mut c = Cluster::empty(net, base, configure);
         for &id in ids {
             c.open(id, ids.to_vec());
         }
         c
     }
 
+    /// A cluster with no peer open yet.
+    pub fn empty(net: Net, base: Option<PathBuf>, configure: fn(&mut StoreConfig)) -> Cluster {
+        Cluster {
+            net,
+            base,
+            dirs: HashMap::new(),
+            stores: HashMap::new(),
+            configure,
+        }
+    }
+
     /// Opens (or reopens) peer `id`; `initial` empty to join.
     pub fn open(&mut self, id: u64, initial: Vec<u64>) {
-        let dir = self
-            .dirs
-            .entry(id)
-            .or_insert_with(|| tempfile::tempdir().expect("tempdir"))
-            .path()
-            .to_path_buf();
+        self.try_open(id, initial).expect("open peer");
+    }
+
+    /// [`Cluster::open`] that reports a peer that cannot open.
+    pub fn try_open(&mut self, id: u64, initial: Vec<u64>) -> Result<(), StoreError> {
+        let dir = match &self.base {
+            Some(base) => base.join(id.to_string()),
+            None => self
+                .dirs
+                .entry(id)
+                .or_insert_with(|| tempfile::tempdir().expect("tempdir"))
+                .path()
+                .to_path_buf(),
+        };
         let mut cfg = sim_config(dir, id, initial);
         (self.configure)(&mut cfg);
-        let (store, _changes) = Store::open(cfg, self.net.transport()).expect("open peer");
+        let (store, _changes) = Store::open(cfg, self.net.transport())?;
         self.net.attach(id, store.clone());
         self.stores.insert(id, store);
+        Ok(())
     }
 
     /// Stops peer `id` (its directory stays).
@@ -427,12 +465,19 @@ impl Cluster {
 
     /// Waits (bounded) until one leader is known.
     pub fn wait_leader(&self, within: Duration) -> u64 {
+        self.try_leader(within).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Cluster::wait_leader`] that reports failure.
+    pub fn try_leader(&self, within: Duration) -> Result<u64, String> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(l) = self.leader() {
-                return l;
+                return Ok(l);
             }
-            assert!(Instant::now() < deadline, "no leader within {within:?}");
+            if Instant::now() >= deadline {
+                return Err(format!("no leader within {within:?}"));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -440,6 +485,11 @@ impl Cluster {
     /// Waits (bounded) until every running peer has applied the same index
     /// and revision; returns the revision.
     pub fn wait_converged(&self, within: Duration) -> u64 {
+        self.try_converged(within).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Cluster::wait_converged`] that reports failure.
+    pub fn try_converged(&self, within: Duration) -> Result<u64, String> {
         let deadline = Instant::now() + within;
         loop {
             let st: Vec<_> = self.stores.values().map(|s| s.status()).collect();
@@ -447,12 +497,11 @@ impl Cluster {
                 (w[0].applied_index, w[0].revision) == (w[1].applied_index, w[1].revision)
             });
             if same && st.iter().any(|s| s.is_leader) {
-                return st[0].revision;
+                return Ok(st[0].revision);
             }
-            assert!(
-                Instant::now() < deadline,
-                "peers did not converge within {within:?}: {st:#?}"
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("peers did not converge within {within:?}: {st:#?}"));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
