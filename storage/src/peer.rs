@@ -448,6 +448,12 @@ impl Peer {
         match cmd {
             Command::Propose(p) => self.propose(p),
             Command::Step(m) => {
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    if let Err(e) = snapshot::check(&m.get_snapshot().data) {
+                        tracing::warn!(from = m.from, error = %e, "damaged snapshot dropped");
+                        return false;
+                    }
+                }
                 if let Err(e) = self.raw.step(m) {
                     tracing::debug!(error = %e, "raft message not stepped");
                 }

@@ -190,12 +190,9 @@ impl Transport for SimTransport {
     }
 }
 
-/// The default chunk size: under half of NATS' 1 MiB payload limit.
-pub const CHUNK_BYTES_DEFAULT: usize = 512 * 1024;
-
 impl Net {
     pub fn new(seed: u64) -> Net {
-        Net::with_chunks(seed, CHUNK_BYTES_DEFAULT)
+        Net::with_chunks(seed, kubus_storage::CHUNK_BYTES_DEFAULT)
     }
 
     /// A network that splits messages into chunks of `chunk_bytes_max`.
