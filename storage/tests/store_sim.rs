@@ -115,6 +115,19 @@ enum Schedule {
     KillLeader { kills: usize, ops_min: u64 },
 }
 
+/// Stops peer `id` (out of the clients' reach), then opens it again from
+/// its disk.
+fn restart(cluster: &mut Cluster, stores: &Mutex<HashMap<u64, Store>>, id: u64, peers: &[u64]) {
+    stores.lock().expect("stores").remove(&id);
+    cluster.stop(id);
+    std::thread::sleep(Duration::from_millis(50));
+    cluster.open(id, peers.to_vec());
+    stores
+        .lock()
+        .expect("stores")
+        .insert(id, cluster.store(id).clone());
+}
+
 /// Most phases of a [`Schedule::KillLeader`] run, whatever its goals.
 const KILL_PHASES_MAX: usize = 400;
 
@@ -256,14 +269,7 @@ fn simulate_with(seed: u64, peers: &[u64], schedule: Schedule) {
                     std::thread::sleep(PHASE);
                     continue;
                 };
-                stores.lock().expect("stores").remove(&id);
-                cluster.stop(id);
-                std::thread::sleep(Duration::from_millis(50));
-                cluster.open(id, peers.clone());
-                stores
-                    .lock()
-                    .expect("stores")
-                    .insert(id, cluster.store(id).clone());
+                restart(&mut cluster, &stores, id, &peers);
                 killed += 1;
                 std::thread::sleep(PHASE);
             }
@@ -297,14 +303,7 @@ fn simulate_with(seed: u64, peers: &[u64], schedule: Schedule) {
             _ => {
                 // Restart one peer (clean stop; its disk stays).
                 let id = peers[rng.gen_range(0..peers.len())];
-                stores.lock().expect("stores").remove(&id);
-                cluster.stop(id);
-                std::thread::sleep(Duration::from_millis(50));
-                cluster.open(id, peers.clone());
-                stores
-                    .lock()
-                    .expect("stores")
-                    .insert(id, cluster.store(id).clone());
+                restart(&mut cluster, &stores, id, &peers);
             }
         }
         cluster.net.set(f);
