@@ -79,7 +79,7 @@ pub(crate) struct Shared {
 /// each peer's log matches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
-    /// Voting peers.
+    /// Voting peers, in order.
     pub voters: Vec<u64>,
     /// Non-voting peers.
     pub learners: Vec<u64>,
@@ -203,7 +203,7 @@ struct ReadBatch {
     retry_at: Instant,
 }
 
-/// Answers a membership change with the voters after it.
+/// Answers a membership change with the voters after it, in order.
 pub(crate) type MembershipReply = oneshot::Sender<Result<Vec<u64>, StoreError>>;
 
 /// A membership change in the log, waiting to be applied.
@@ -297,7 +297,12 @@ impl Peer {
     ) -> Result<Peer, StoreError> {
         let db = Arc::clone(&shared.db);
         let mut storage = RocksStorage::load(Arc::clone(&db))?;
-        if !storage.is_initialized() {
+        // A joining peer (no initial peers) writes nothing: its log stays
+        // empty at index 0, below the start of every bootstrapped log, so
+        // the leader must send it a snapshot (which carries the
+        // configuration). Replaying the log instead would start from an
+        // empty configuration and leave it believing it is alone.
+        if !storage.is_initialized() && !cfg.initial_peers.is_empty() {
             let mut wb = WriteBatch::default();
             storage.stage_bootstrap(&mut wb, cfg.initial_peers.clone())?;
             db.write_opt(wb, &sync_write(cfg.fsync))?;
@@ -950,7 +955,7 @@ impl Peer {
         match result {
             Ok(cs) => {
                 tracing::info!(index = e.index, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
-                let voters = cs.voters.clone();
+                let voters = sorted(&cs.voters);
                 self.raw.mut_store().stage_conf_state(wb, cs)?;
                 self.publish_membership();
                 if let Some(w) = waiter {
@@ -979,8 +984,8 @@ impl Peer {
             .membership
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        m.voters = cs.voters.clone();
-        m.learners = cs.learners.clone();
+        m.voters = sorted(&cs.voters);
+        m.learners = sorted(&cs.learners);
     }
 
     /// Publishes every peer's progress (leader only; cleared elsewhere).
@@ -1064,6 +1069,12 @@ impl Peer {
         s.last_log_index
             .store(storage.last_log_index(), Ordering::Release);
     }
+}
+
+fn sorted(ids: &[u64]) -> Vec<u64> {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v
 }
 
 fn sync_write(sync: bool) -> WriteOptions {

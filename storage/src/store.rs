@@ -80,7 +80,7 @@ pub struct StoreStatus {
     pub proposals_in_flight: usize,
     /// The Raft thread has stopped.
     pub stopped: bool,
-    /// Voting peers.
+    /// Voting peers, in order.
     pub voters: Vec<u64>,
     /// Non-voting peers.
     pub learners: Vec<u64>,

@@ -713,3 +713,37 @@ fn wiped_peer_rejoins_under_its_id_by_snapshot() {
         Some(0)
     );
 }
+
+/// A peer that joins a young cluster, whose log was never compacted, must
+/// still start from a snapshot: the log lacks the bootstrap configuration,
+/// so replaying it would leave the new peer believing it is alone.
+#[test]
+fn peer_joining_a_young_cluster_starts_from_a_snapshot() {
+    let mut cluster = Cluster::start(51, &[1, 2, 3], defaults);
+    let rt = runtime();
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    put_many(&rt, cluster.store(leader), "/young", 5);
+    assert_eq!(
+        cluster.store(leader).status().first_log_index,
+        6,
+        "not compacted"
+    );
+    cluster.open(4, Vec::new());
+    let voters = rt.block_on(cluster.store(leader).add_peer(4)).expect("add");
+    assert_eq!(voters, vec![1, 2, 3, 4]);
+    put_many(&rt, cluster.store(leader), "/young/after", 5);
+    cluster.wait_converged(Duration::from_secs(20));
+    let st = cluster.store(4).status();
+    assert_eq!(st.voters, vec![1, 2, 3, 4], "{st:?}");
+    assert!(!st.is_leader, "{st:?}");
+    assert!(
+        st.history_compacted_to > 0,
+        "started from a snapshot: {st:?}"
+    );
+    assert_eq!(cluster.state_hash(4), cluster.state_hash(leader));
+    // And it keeps what it has across a restart.
+    cluster.stop(4);
+    cluster.open(4, Vec::new());
+    cluster.wait_converged(Duration::from_secs(20));
+    assert_eq!(cluster.store(4).status().voters, vec![1, 2, 3, 4]);
+}
