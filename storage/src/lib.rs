@@ -60,7 +60,8 @@
 //!   [`Store::remove_peer`] (on the leader; they answer with the voters
 //!   once the change is applied), [`Store::transfer_leader`] (any peer).
 //! - [`Store::status`] ([`StoreStatus`]: role, term, indexes, voters, the
-//!   leader's view of each peer's progress), [`Store::is_leader`],
+//!   leader's view of each peer's progress), [`Store::persist_stats`]
+//!   (log writes, syncs and entries: group commit), [`Store::is_leader`],
 //!   [`Store::revision`], [`Store::shutdown`].
 //!
 //! # The Ready loop, step by step
@@ -203,7 +204,7 @@ pub use error::{CodecError, StoreError};
 pub use model::{
     stream_of, Change, ChangeOp, KeyValue, Op, Precondition, RangeResult, Txn, TxnOutcome,
 };
-pub use peer::PeerProgress;
+pub use peer::{PeerProgress, PersistStats};
 pub use raft_storage::RocksStorage;
 pub use store::{ChangeReceiver, Store, StoreStatus, CHANGES_MAX, RANGE_ITEMS_MAX};
 pub use transport::{NoPeers, Transport, CHUNK_BYTES_DEFAULT};

@@ -73,6 +73,24 @@ pub(crate) struct Shared {
     pub in_flight: AtomicUsize,
     /// The configuration and, on the leader, each peer's progress.
     pub membership: Mutex<Membership>,
+    /// Writes of new log entries (one per Ready that had some).
+    pub log_writes: AtomicU64,
+    /// Of those, the ones synced.
+    pub log_syncs: AtomicU64,
+    /// Log entries written, all writes together.
+    pub log_entries: AtomicU64,
+}
+
+/// How the Raft log has been written since the store opened: group commit
+/// shows as `log_entries` well above `log_writes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistStats {
+    /// Writes of new log entries (one per Ready that had some).
+    pub log_writes: u64,
+    /// Of those, the ones fsynced (all of them with fsync on).
+    pub log_syncs: u64,
+    /// Log entries written, all writes together.
+    pub log_entries: u64,
 }
 
 /// The Raft configuration as this peer knows it, and (leader only) how far
@@ -113,6 +131,9 @@ impl Shared {
             stop_requested: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            log_writes: AtomicU64::new(0),
+            log_syncs: AtomicU64::new(0),
+            log_entries: AtomicU64::new(0),
             membership: Mutex::new(Membership::default()),
         }
     }
@@ -510,8 +531,10 @@ impl Peer {
     /// Timers: give up on requests past their deadline, ask again for read
     /// indexes not answered yet, re-send lost snapshots, publish progress.
     fn on_tick(&mut self, now: Instant) {
+        // Oldest first; answered ones go too, so the queue holds little
+        // more than the proposals in flight.
         while let Some(&(deadline, id)) = self.forwarded.front() {
-            if deadline > now {
+            if deadline > now && self.pending.contains_key(&id) {
                 break;
             }
             self.forwarded.pop_front();
@@ -700,10 +723,14 @@ impl Peer {
             if let Some(hs) = ready.hs() {
                 storage.stage_hard_state(&mut wb, hs)?;
             }
-            self.shared
-                .db
-                .write_opt(wb, &sync_write(self.cfg.fsync && ready.must_sync()))?;
+            let sync = self.cfg.fsync && ready.must_sync();
+            self.shared.db.write_opt(wb, &sync_write(sync))?;
             if appends {
+                let s = &self.shared;
+                s.log_writes.fetch_add(1, Ordering::Relaxed);
+                s.log_syncs.fetch_add(u64::from(sync), Ordering::Relaxed);
+                s.log_entries
+                    .fetch_add(ready.entries().len() as u64, Ordering::Relaxed);
                 failpoint!(crate::failpoints::AFTER_LOG_APPEND);
             }
             if hard_state {

@@ -19,8 +19,8 @@ use crate::layout::{
 };
 use crate::model::{Change, KeyValue, RangeResult, Txn, TxnOutcome};
 use crate::peer::{
-    Command, EntryDataRef, InFlightSlot, Peer, PeerProgress, Proposal, ProposalId, ReadRequest,
-    Shared,
+    Command, EntryDataRef, InFlightSlot, Peer, PeerProgress, PersistStats, Proposal, ProposalId,
+    ReadRequest, Shared,
 };
 use crate::transport::Transport;
 
@@ -416,6 +416,17 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// How this peer's Raft log has been written since it opened (group
+    /// commit: entries per write).
+    pub fn persist_stats(&self) -> PersistStats {
+        let s = &self.inner.shared;
+        PersistStats {
+            log_writes: s.log_writes.load(Ordering::Relaxed),
+            log_syncs: s.log_syncs.load(Ordering::Relaxed),
+            log_entries: s.log_entries.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether this peer is the Raft leader (the only one that accepts

@@ -747,3 +747,57 @@ fn peer_joining_a_young_cluster_starts_from_a_snapshot() {
     cluster.wait_converged(Duration::from_secs(20));
     assert_eq!(cluster.store(4).status().voters, vec![1, 2, 3, 4]);
 }
+
+fn fsync_on(cfg: &mut StoreConfig) {
+    cfg.fsync = true;
+}
+
+/// Group commit: with 64 proposals in flight and fsync on, the leader and
+/// the followers each write (and fsync) many entries at a time.
+#[test]
+fn group_commit_writes_many_entries_per_fsync() {
+    const IN_FLIGHT: u64 = 64;
+    const PER_WRITER: u64 = 40;
+    let cluster = Cluster::start(61, &[1, 2, 3], fsync_on);
+    let rt = runtime();
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let before: Vec<_> = [1, 2, 3]
+        .iter()
+        .map(|&p| cluster.store(p).persist_stats())
+        .collect();
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|w| {
+            let store = cluster.store(leader).clone();
+            rt.spawn(async move {
+                for i in 0..PER_WRITER {
+                    let put = store.propose(put_txn(&format!("/gc/{w}/{i}"), i));
+                    tokio::time::timeout(CLIENT_WAIT, put)
+                        .await
+                        .expect("write in time")
+                        .expect("write");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        rt.block_on(t).expect("writer");
+    }
+    cluster.wait_converged(Duration::from_secs(20));
+    for (p, before) in [1, 2, 3].into_iter().zip(before) {
+        let after = cluster.store(p).persist_stats();
+        let writes = after.log_writes - before.log_writes;
+        let syncs = after.log_syncs - before.log_syncs;
+        let entries = after.log_entries - before.log_entries;
+        eprintln!(
+            "peer {p}{}: {entries} entries in {writes} log writes ({syncs} fsynced): {:.1} entries per fsync",
+            if p == leader { " (leader)" } else { "" },
+            entries as f64 / syncs.max(1) as f64
+        );
+        assert_eq!(syncs, writes, "fsync on: every log write is synced");
+        assert!(entries >= IN_FLIGHT * PER_WRITER, "peer {p}: {entries}");
+        assert!(
+            entries > 2 * syncs,
+            "peer {p}: {entries} entries in {syncs} fsyncs is no group commit"
+        );
+    }
+}
