@@ -15,8 +15,10 @@
 //! "KSNAP1" | revision u64 | heads u32 | (len u32, name, head u64)* | (klen u32, key, vlen u32, value)*
 //! ```
 //!
-//! It is built in memory (raft-rs hands a snapshot around as one `Bytes`)
-//! and sent by the transport in chunks under the NATS payload limit.
+//! It is built in memory (raft-rs hands a snapshot around as one `Bytes`),
+//! on a thread of its own from a RocksDB snapshot taken between two apply
+//! batches (see `RocksStorage`'s `raft::Storage::snapshot`), and sent by the
+//! transport in chunks under the NATS payload limit.
 
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch, DB};
 
@@ -42,7 +44,11 @@ pub struct SnapshotData {
 /// Scans the applied state of `db` into snapshot bytes (one consistent
 /// RocksDB snapshot).
 pub fn build(db: &DB) -> Result<Vec<u8>, StoreError> {
-    let snap = db.snapshot();
+    build_from(db, &db.snapshot())
+}
+
+/// Scans the RocksDB snapshot `snap` of `db` into snapshot bytes.
+pub fn build_from(db: &DB, snap: &rocksdb::Snapshot<'_>) -> Result<Vec<u8>, StoreError> {
     let meta = cf(db, CF_META)?;
     let revision = match snap.get_cf(meta, KEY_REVISION)? {
         Some(v) => read_u64("revision", &v)?,
