@@ -462,6 +462,46 @@ fn followers_forward_writes_and_serve_linearizable_reads() {
     });
 }
 
+/// 5 peers; the leader and one follower are cut off together: 40 writes
+/// sent to that minority, concurrently, get zero acknowledgements, and none
+/// of them is in the state the majority goes on with.
+#[test]
+fn a_minority_with_the_leader_acknowledges_nothing() {
+    let cluster = Cluster::start(13, &[1, 2, 3, 4, 5], defaults);
+    let rt = runtime();
+    let old = cluster.wait_leader(Duration::from_secs(10));
+    let buddy = (1..=5).find(|&p| p != old).expect("a follower");
+    cluster.net.set(Faults {
+        isolated: [old, buddy].into_iter().collect(),
+        ..Faults::default()
+    });
+    let tasks: Vec<_> = (0..40u64)
+        .map(|i| {
+            let store = cluster.store(if i % 2 == 0 { old } else { buddy }).clone();
+            rt.spawn(async move {
+                let put = store.propose(put_txn(&format!("/minority/{i}"), i));
+                tokio::time::timeout(Duration::from_secs(2), put).await
+            })
+        })
+        .collect();
+    let mut acked = 0;
+    for t in tasks {
+        if let Ok(Ok(TxnOutcome::Committed { .. })) = rt.block_on(t).expect("client") {
+            acked += 1;
+        }
+    }
+    assert_eq!(acked, 0, "a minority acknowledged {acked} writes");
+    let majority = (1..=5).find(|p| ![old, buddy].contains(p)).expect("peer");
+    put_one(&rt, cluster.store(majority), "/majority", 1);
+    cluster.net.set(Faults::default());
+    cluster.wait_converged(Duration::from_secs(20));
+    for p in 1..=5 {
+        let r = cluster.store(p).range("/minority/", 0).expect("range");
+        assert!(r.items.is_empty(), "peer {p} kept minority writes: {r:?}");
+        assert!(cluster.store(p).get("/majority").expect("get").is_some());
+    }
+}
+
 #[test]
 fn isolated_leader_cannot_commit_and_a_new_leader_is_elected() {
     let cluster = Cluster::start(11, &[1, 2, 3], defaults);
