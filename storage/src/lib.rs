@@ -44,7 +44,8 @@
 //!   the leader; the entry carries the proposal's id, so the proposing peer
 //!   answers when it applies it). Answers after fsync, commit and apply.
 //!   Errors: [`StoreError::NotLeader`] (never in the log: retry elsewhere),
-//!   [`StoreError::Timeout`] (forwarded, outcome unknown),
+//!   [`StoreError::Timeout`] (not applied within
+//!   [`StoreConfig::request_timeout_ms`]: outcome unknown),
 //!   [`StoreError::Busy`], [`StoreError::Stopped`].
 //! - Reads: [`Store::get`], [`Store::range`], [`Store::range_from`],
 //!   [`Store::changes_since`], [`Store::stream_head`] read this peer's

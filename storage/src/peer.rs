@@ -231,6 +231,9 @@ pub(crate) type MembershipReply = oneshot::Sender<Result<Vec<u64>, StoreError>>;
 struct ConfWaiter {
     ctx: Vec<u8>,
     reply: MembershipReply,
+    /// Past it the proposer hears [`StoreError::Timeout`] (the change may
+    /// still be applied).
+    deadline: Instant,
 }
 
 /// What a handle asks of the Raft thread.
@@ -283,9 +286,10 @@ pub(crate) struct Peer {
     /// Log index of each pending proposal: when an index is applied, any
     /// proposal still waiting there lost its entry to a new leader.
     pending_by_index: BTreeMap<u64, ProposalId>,
-    /// Proposals forwarded to the leader, oldest first, with the time they
-    /// give up (the forward or the leader may be lost).
-    forwarded: VecDeque<(Instant, ProposalId)>,
+    /// Pending proposals, oldest first, with the time they give up: a
+    /// forward or the leader may be lost, or a leader cut off from the
+    /// others may never learn what became of its entry.
+    deadlines: VecDeque<(Instant, ProposalId)>,
     /// Reads that arrived during this turn of the loop; they share one
     /// ReadIndex request.
     reads_new: Vec<ReadRequest>,
@@ -393,7 +397,7 @@ impl Peer {
             catching_up: true,
             pending: HashMap::new(),
             pending_by_index: BTreeMap::new(),
-            forwarded: VecDeque::new(),
+            deadlines: VecDeque::new(),
             reads_new: Vec::new(),
             reads: HashMap::new(),
             next_read_ctx: 1,
@@ -533,13 +537,24 @@ impl Peer {
     fn on_tick(&mut self, now: Instant) {
         // Oldest first; answered ones go too, so the queue holds little
         // more than the proposals in flight.
-        while let Some(&(deadline, id)) = self.forwarded.front() {
+        while let Some(&(deadline, id)) = self.deadlines.front() {
             if deadline > now && self.pending.contains_key(&id) {
                 break;
             }
-            self.forwarded.pop_front();
+            self.deadlines.pop_front();
             if let Some(p) = self.pending.remove(&id) {
                 p.answer(Err(StoreError::Timeout));
+            }
+        }
+        let late: Vec<u64> = self
+            .conf_waiters
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(index, _)| *index)
+            .collect();
+        for index in late {
+            if let Some(w) = self.conf_waiters.remove(&index) {
+                let _ = w.reply.send(Err(StoreError::Timeout));
             }
         }
         let retry = self.read_retry();
@@ -601,7 +616,15 @@ impl Peer {
         match self.raw.propose_conf_change(ctx.clone(), cc) {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
-                self.conf_waiters.insert(index, ConfWaiter { ctx, reply });
+                let deadline = Instant::now() + self.request_timeout;
+                self.conf_waiters.insert(
+                    index,
+                    ConfWaiter {
+                        ctx,
+                        reply,
+                        deadline,
+                    },
+                );
             }
             Err(e) => {
                 let _ = reply.send(Err(StoreError::MembershipRefused(e.to_string())));
@@ -653,15 +676,15 @@ impl Peer {
             return;
         }
         match self.raw.propose(Vec::new(), data) {
-            Ok(()) if leading => {
-                let index = self.raw.raft.raft_log.last_index();
-                self.pending_by_index.insert(index, id);
-                self.pending.insert(id, Pending { reply, slot });
-            }
             Ok(()) => {
-                // Forwarded: answered when the entry is applied here, or
-                // with Timeout if it never is.
-                self.forwarded
+                if leading {
+                    let index = self.raw.raft.raft_log.last_index();
+                    self.pending_by_index.insert(index, id);
+                }
+                // Answered when the entry is applied here (a forwarded one
+                // is recognised by its id), or with Timeout if it is not
+                // in time.
+                self.deadlines
                     .push_back((Instant::now() + self.request_timeout, id));
                 self.pending.insert(id, Pending { reply, slot });
             }

@@ -141,7 +141,7 @@ impl Store {
     /// Proposes `txn`. Resolves only after its entry is fsynced, committed
     /// and applied, with what it did; or with [`StoreError::NotLeader`]
     /// (no leader known, or a leader change dropped the entry),
-    /// [`StoreError::Timeout`] (forwarded and not applied in time: outcome
+    /// [`StoreError::Timeout`] (not applied within `request_timeout_ms`: outcome
     /// unknown), [`StoreError::Busy`] (too many in flight),
     /// [`StoreError::InvalidTxn`] or [`StoreError::Stopped`].
     ///
