@@ -49,7 +49,8 @@
 //!   [`StoreError::Busy`], [`StoreError::Stopped`].
 //! - Reads: [`Store::get`], [`Store::range`], [`Store::range_from`],
 //!   [`Store::changes_since`], [`Store::stream_head`] read this peer's
-//!   applied state (on the leader: every acknowledged write);
+//!   applied state (every write this peer acknowledged, but possibly not
+//!   the latest: a follower lags, a deposed leader may not know it yet);
 //!   [`Store::read_index`], [`Store::get_linearizable`] and
 //!   [`Store::range_linearizable`] are linearizable on any peer (Raft
 //!   ReadIndex, batched: all reads that arrive in one turn of the loop share
@@ -63,7 +64,9 @@
 //! - [`Store::status`] ([`StoreStatus`]: role, term, indexes, voters, the
 //!   leader's view of each peer's progress), [`Store::persist_stats`]
 //!   (log writes, syncs and entries: group commit), [`Store::is_leader`],
-//!   [`Store::revision`], [`Store::shutdown`].
+//!   [`Store::revision`], [`Store::shutdown`] (stops the Raft thread; the
+//!   database closes when the last clone of the handle is dropped, so a
+//!   peer reopened in the same process must drop its old handles first).
 //!
 //! # The Ready loop, step by step
 //!
