@@ -534,13 +534,15 @@ fn build_snapshot(
     slot: &Mutex<SnapshotSlot>,
     taken: &std::sync::mpsc::SyncSender<()>,
 ) {
+    // However this thread ends (a panic included), the next request may
+    // start another one.
+    let _done = BuildingDone(slot);
     let db_snap = db.snapshot();
     let _ = taken.send(());
     let built = crate::snapshot::build_from(db, &db_snap);
     drop(db_snap);
     failpoint!(crate::failpoints::SNAPSHOT_SAVE);
     let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    slot.building = false;
     match built {
         Ok(data) => {
             snap.data = data.into();
@@ -552,6 +554,18 @@ fn build_snapshot(
             slot.ready = Some(snap);
         }
         Err(e) => tracing::error!(error = %e, "cannot build a snapshot"),
+    }
+}
+
+/// Clears [`SnapshotSlot::building`] when dropped.
+struct BuildingDone<'a>(&'a Mutex<SnapshotSlot>);
+
+impl Drop for BuildingDone<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .building = false;
     }
 }
 

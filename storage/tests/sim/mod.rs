@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod linearizability;
+pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::path::PathBuf;
