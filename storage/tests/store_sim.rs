@@ -42,9 +42,14 @@ fn value_of(kv: &kubus_storage::KeyValue) -> u64 {
 /// log, or unknown) and is sent again, at most [`FORWARD_ATTEMPTS`] times,
 /// each bounded by [`CLIENT_WAIT`] (puts of one value are idempotent).
 async fn put_retrying(store: &Store, key: &str, value: u64) {
+    propose_retrying(store, || put_txn(key, value)).await;
+}
+
+/// [`put_retrying`] for any idempotent transaction `txn` makes.
+async fn propose_retrying(store: &Store, txn: impl Fn() -> Txn) {
     let mut outcome = Err(StoreError::Timeout);
     for _ in 0..FORWARD_ATTEMPTS {
-        outcome = tokio::time::timeout(CLIENT_WAIT, store.propose(put_txn(key, value)))
+        outcome = tokio::time::timeout(CLIENT_WAIT, store.propose(txn()))
             .await
             .unwrap_or(Err(StoreError::Timeout));
         match &outcome {
@@ -56,7 +61,7 @@ async fn put_retrying(store: &Store, key: &str, value: u64) {
     }
     match outcome {
         Ok(TxnOutcome::Committed { .. }) => {}
-        other => panic!("{key}: {other:?} after {FORWARD_ATTEMPTS} attempts"),
+        other => panic!("{other:?} after {FORWARD_ATTEMPTS} attempts"),
     }
 }
 
@@ -619,16 +624,14 @@ fn lagging_and_new_peers_catch_up_by_snapshot_and_membership_changes() {
     cluster.stop(lagging);
     rt.block_on(async {
         for i in 0..300u64 {
-            let txn = Txn {
+            let txn = || Txn {
                 ops: vec![Op::Put {
                     key: format!("/snap/{i:03}"),
                     value: vec![b's'; 2048],
-                    expect: Precondition::Absent,
+                    expect: Precondition::None,
                 }],
             };
-            let put =
-                tokio::time::timeout(Duration::from_secs(10), cluster.store(leader).propose(txn));
-            put.await.expect("write in time").expect("write");
+            propose_retrying(cluster.store(leader), txn).await;
         }
     });
     let st = cluster.store(leader).status();
