@@ -9,7 +9,7 @@
 //! the disk. The in-memory state is updated as a batch is staged: a failed
 //! write stops the peer, so a state ahead of the disk is never used.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
@@ -20,6 +20,16 @@ use crate::error::{CodecError, StoreError};
 use crate::layout::{
     be, cf, read_u64, CF_RAFT_LOG, CF_RAFT_STATE, KEY_CONF_STATE, KEY_HARD_STATE, KEY_LOG_TRUNCATED,
 };
+
+/// Index (and term) a fresh store's log starts after. Bootstrapped voters
+/// hold their configuration as if a snapshot at this index had been
+/// installed, so the log proper begins at `RAFT_INIT_INDEX + 1` and a peer
+/// that joins later (empty log) can only be brought up by a real snapshot,
+/// never by replaying a log that lacks the bootstrap configuration. (TiKV
+/// does the same with its `RAFT_INIT_LOG_INDEX`.)
+pub const RAFT_INIT_INDEX: u64 = 5;
+/// The term of the bootstrap point.
+pub const RAFT_INIT_TERM: u64 = 5;
 
 /// The Raft log and Raft state of one peer, in RocksDB.
 pub struct RocksStorage {
@@ -34,6 +44,39 @@ pub struct RocksStorage {
     last_term: u64,
     /// Set by the driver after each apply; bounds snapshots.
     applied_index: u64,
+    /// The snapshot built (or being built) for lagging peers.
+    snapshots: Arc<Mutex<SnapshotSlot>>,
+}
+
+/// At most one snapshot is built at a time, on its own thread, so that a
+/// large scan never stalls the Raft thread's heartbeats; the last one built
+/// is kept and sent to every peer that needs one until the log moves past
+/// it.
+#[derive(Default)]
+struct SnapshotSlot {
+    building: bool,
+    ready: Option<Snapshot>,
+    /// The thread building one, joined when the storage is dropped (it
+    /// holds the database open).
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RocksStorage {
+    /// Waits for a snapshot being built: the peer's database must be
+    /// closed when the peer is gone (a reopen would find it locked).
+    fn drop(&mut self) {
+        let thread = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .thread
+            .take();
+        if let Some(t) = thread {
+            if t.join().is_err() {
+                tracing::error!("the snapshot thread panicked");
+            }
+        }
+    }
 }
 
 fn raft_err(e: StoreError) -> raft::Error {
@@ -86,6 +129,7 @@ impl RocksStorage {
             last_index: truncated_index,
             last_term: truncated_term,
             applied_index: 0,
+            snapshots: Arc::default(),
         };
         let last = {
             let log = cf(&storage.db, CF_RAFT_LOG)?;
@@ -134,6 +178,12 @@ impl RocksStorage {
     /// The index of the first entry still in the log.
     pub fn first_log_index(&self) -> u64 {
         self.truncated_index + 1
+    }
+
+    /// The index of the last entry removed by compaction (or covered by an
+    /// installed snapshot).
+    pub fn truncated_index(&self) -> u64 {
+        self.truncated_index
     }
 
     /// The index of the last entry in the log.
@@ -246,16 +296,11 @@ impl RocksStorage {
         let term = self.entry_term(index)?;
         let log = cf(&self.db, CF_RAFT_LOG)?;
         wb.delete_range_cf(log, be(self.truncated_index + 1), be(index + 1));
-        let mut point = Vec::with_capacity(16);
-        point.extend_from_slice(&be(index));
-        point.extend_from_slice(&be(term));
-        wb.put_cf(cf(&self.db, CF_RAFT_STATE)?, KEY_LOG_TRUNCATED, point);
-        self.truncated_index = index;
-        self.truncated_term = term;
-        Ok(())
+        self.stage_truncation(wb, index, term)
     }
 
-    /// Writes the bootstrap state of a fresh store: `voters`, an empty log.
+    /// Writes the bootstrap state of a fresh store: `voters`, an empty log
+    /// that starts after [`RAFT_INIT_INDEX`], committed up to there.
     pub fn stage_bootstrap(
         &mut self,
         wb: &mut WriteBatch,
@@ -266,8 +311,50 @@ impl RocksStorage {
             ..Default::default()
         };
         self.stage_conf_state(wb, cs)?;
-        let hs = HardState::default();
+        self.stage_truncation(wb, RAFT_INIT_INDEX, RAFT_INIT_TERM)?;
+        self.last_index = RAFT_INIT_INDEX;
+        self.last_term = RAFT_INIT_TERM;
+        let hs = HardState {
+            term: RAFT_INIT_TERM,
+            commit: RAFT_INIT_INDEX,
+            ..Default::default()
+        };
         self.stage_hard_state(wb, &hs)
+    }
+
+    /// Stages the installation of a snapshot's Raft half: the whole log is
+    /// replaced by the snapshot's point, its ConfState is adopted, and the
+    /// commit index moves up to it. (The state machine half is
+    /// `snapshot::stage_install`, in the same batch.)
+    pub fn stage_snapshot(
+        &mut self,
+        wb: &mut WriteBatch,
+        meta: &raft::prelude::SnapshotMetadata,
+    ) -> Result<(), StoreError> {
+        let log = cf(&self.db, CF_RAFT_LOG)?;
+        wb.delete_range_cf(log, be(0), be(u64::MAX));
+        self.stage_truncation(wb, meta.index, meta.term)?;
+        self.last_index = meta.index;
+        self.last_term = meta.term;
+        self.stage_conf_state(wb, meta.get_conf_state().clone())?;
+        self.stage_commit(wb, meta.index)?;
+        self.applied_index = meta.index;
+        Ok(())
+    }
+
+    fn stage_truncation(
+        &mut self,
+        wb: &mut WriteBatch,
+        index: u64,
+        term: u64,
+    ) -> Result<(), StoreError> {
+        let mut point = Vec::with_capacity(16);
+        point.extend_from_slice(&be(index));
+        point.extend_from_slice(&be(term));
+        wb.put_cf(cf(&self.db, CF_RAFT_STATE)?, KEY_LOG_TRUNCATED, point);
+        self.truncated_index = index;
+        self.truncated_term = term;
+        Ok(())
     }
 
     fn read_entry(&self, index: u64) -> Result<Entry, StoreError> {
@@ -374,15 +461,36 @@ impl raft::Storage for RocksStorage {
         Ok(self.last_index)
     }
 
-    /// A snapshot of the metadata only (index, term, ConfState at the
-    /// applied index): objects are not transferred yet. The peer refuses to
-    /// install such a snapshot (see `peer.rs`), so a follower that needs one
-    /// stops instead of silently diverging.
+    /// A snapshot at (or after) `request_index`: the metadata (index,
+    /// term, ConfState) and the state machine scanned by
+    /// `snapshot::build_from`. The last one built is handed out while it is
+    /// still usable (not older than the start of the log). Otherwise a new
+    /// one is started on its own thread from a RocksDB snapshot taken here,
+    /// between apply batches (so it holds exactly the state at
+    /// `applied_index`), and raft-rs is told "temporarily unavailable": it
+    /// asks again at the peer's next heartbeat response.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
         if self.applied_index < request_index {
-            return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            ));
+            return Err(unavailable());
+        }
+        let mut slot = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(snap) = &slot.ready {
+            let index = snap.get_metadata().index;
+            // Usable while the log still continues it and the
+            // configuration has not changed (a joining peer must find
+            // itself in the snapshot's).
+            let conf_same = snap.get_metadata().get_conf_state() == &self.conf_state;
+            if index >= request_index && index >= self.truncated_index && conf_same {
+                return Ok(snap.clone());
+            }
+            slot.ready = None;
+        }
+        if slot.building {
+            return Err(unavailable());
         }
         let term = self.entry_term(self.applied_index).map_err(raft_err)?;
         let mut snap = Snapshot::default();
@@ -390,7 +498,74 @@ impl raft::Storage for RocksStorage {
         meta.index = self.applied_index;
         meta.term = term;
         meta.set_conf_state(self.conf_state.clone());
-        Ok(snap)
+        let (taken_tx, taken_rx) = std::sync::mpsc::sync_channel(1);
+        let (db, slot_shared) = (Arc::clone(&self.db), Arc::clone(&self.snapshots));
+        let spawned = std::thread::Builder::new()
+            .name("kubus-snapshot".into())
+            .spawn(move || build_snapshot(&db, snap, &slot_shared, &taken_tx));
+        match spawned {
+            Ok(thread) => {
+                // The previous thread is done with the slot (`building` was
+                // false) and about to end: join it, so that none outlives
+                // the storage.
+                if let Some(done) = slot.thread.replace(thread) {
+                    let _ = done.join();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a snapshot thread");
+                return Err(unavailable());
+            }
+        }
+        slot.building = true;
+        drop(slot);
+        // Wait until the thread holds its RocksDB snapshot (microseconds):
+        // only then may the Raft thread apply more.
+        let _ = taken_rx.recv();
+        Err(unavailable())
+    }
+}
+
+/// The snapshot thread: takes a RocksDB snapshot, says so, scans it, and
+/// leaves the result in `slot`.
+fn build_snapshot(
+    db: &DB,
+    mut snap: Snapshot,
+    slot: &Mutex<SnapshotSlot>,
+    taken: &std::sync::mpsc::SyncSender<()>,
+) {
+    // However this thread ends (a panic included), the next request may
+    // start another one.
+    let _done = BuildingDone(slot);
+    let db_snap = db.snapshot();
+    let _ = taken.send(());
+    let built = crate::snapshot::build_from(db, &db_snap);
+    drop(db_snap);
+    failpoint!(crate::failpoints::SNAPSHOT_SAVE);
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    match built {
+        Ok(data) => {
+            snap.data = data.into();
+            tracing::info!(
+                index = snap.get_metadata().index,
+                bytes = snap.data.len(),
+                "built a snapshot"
+            );
+            slot.ready = Some(snap);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot build a snapshot"),
+    }
+}
+
+/// Clears [`SnapshotSlot::building`] when dropped.
+struct BuildingDone<'a>(&'a Mutex<SnapshotSlot>);
+
+impl Drop for BuildingDone<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .building = false;
     }
 }
 
@@ -443,7 +618,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = open(dir.path());
         write(&mut s, |s, wb| {
-            s.stage_bootstrap(wb, vec![1]).expect("bootstrap");
+            let cs = ConfState {
+                voters: vec![1],
+                ..Default::default()
+            };
+            s.stage_conf_state(wb, cs).expect("conf state");
             s.stage_entries(wb, &(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>())
                 .expect("append");
         });
@@ -489,7 +668,21 @@ mod tests {
             s.entries(4, 6, None, ctx()),
             Err(raft::Error::Store(StorageError::Compacted))
         ));
-        let snap = s.snapshot(5, 2).expect("snapshot");
+        // Built on its own thread: unavailable until it is done.
+        let mut snap = None;
+        for _ in 0..500 {
+            match s.snapshot(5, 2) {
+                Ok(built) => {
+                    snap = Some(built);
+                    break;
+                }
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("snapshot: {e}"),
+            }
+        }
+        let snap = snap.expect("a snapshot within 5 s");
         assert_eq!(
             (snap.get_metadata().index, snap.get_metadata().term),
             (5, 1)
@@ -512,6 +705,22 @@ mod tests {
         let st = s.initial_state().expect("state");
         assert_eq!(st.hard_state, hs);
         assert_eq!(st.conf_state.voters, vec![1]);
+    }
+
+    #[test]
+    fn bootstrap_starts_the_log_after_the_init_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        write(&mut s, |s, wb| {
+            s.stage_bootstrap(wb, vec![1, 2, 3]).expect("bootstrap")
+        });
+        assert_eq!(s.first_index().expect("first"), RAFT_INIT_INDEX + 1);
+        assert_eq!(s.last_index().expect("last"), RAFT_INIT_INDEX);
+        assert_eq!(s.term(RAFT_INIT_INDEX).expect("term"), RAFT_INIT_TERM);
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(s.last_index().expect("last"), RAFT_INIT_INDEX);
+        assert_eq!(s.hard_state().commit, RAFT_INIT_INDEX);
     }
 
     #[test]
