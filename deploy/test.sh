@@ -12,3 +12,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kubus/target}"
 cargo build --locked --bin kubus
 # Integration tests start whole clusters; two at a time suit 2 cores.
 cargo test --workspace --locked -- --test-threads=2
+# The store's crash tests: a peer aborted at each persist step (failpoints
+# are compiled in only with this feature).
+cargo test --locked -p kubus-storage --features failpoints --test crash --test crash_one_peer

@@ -293,20 +293,31 @@ fn every_failpoint_has_a_crash_test() {
 }
 
 /// The same crash with fsync off must lose acknowledged writes, or the
-/// tests above prove nothing.
+/// tests above prove nothing. Whether the unsynced tail is still buffered at
+/// the crash depends on timing (a memtable flush writes it out), so a few
+/// attempts are allowed; one loss shows the test can see it.
 #[test]
 fn with_fsync_off_the_crash_test_sees_loss() {
-    let base = tempfile::tempdir().expect("tempdir");
-    let c = crash(base.path(), fp::AFTER_APPLY, "150*off->panic", false);
-    assert_fired(&c, fp::AFTER_APPLY);
-    assert!(
-        !c.acked.is_empty(),
-        "nothing was acknowledged before the crash"
-    );
-    match recover(base.path(), &c.acked) {
-        Ok(report) => panic!(
-            "fsync off, yet the crash test saw no loss ({report}): it cannot tell fsync on from off"
-        ),
-        Err(loss) => eprintln!("fsync off: {loss} — the crash test sees it"),
+    const ATTEMPTS: usize = 5;
+    let mut reports = Vec::new();
+    for attempt in 0..ATTEMPTS {
+        let base = tempfile::tempdir().expect("tempdir");
+        let c = crash(base.path(), fp::AFTER_APPLY, "150*off->panic", false);
+        assert_fired(&c, fp::AFTER_APPLY);
+        assert!(
+            !c.acked.is_empty(),
+            "nothing was acknowledged before the crash"
+        );
+        match recover(base.path(), &c.acked) {
+            Ok(report) => reports.push(format!("attempt {attempt}: {report}")),
+            Err(loss) => {
+                eprintln!("fsync off: {loss} — the crash test sees it");
+                return;
+            }
+        }
     }
+    panic!(
+        "fsync off, yet the crash test saw no loss in {ATTEMPTS} attempts ({}): it cannot tell fsync on from off",
+        reports.join("; ")
+    );
 }

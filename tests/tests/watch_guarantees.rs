@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kubus_api::Kind;
@@ -325,10 +327,27 @@ fn watches_keep_etcds_six_guarantees_through_faults() {
     // (b) a watcher freezes under load until the server cuts it off
     let frozen = watchers[4].0 .0.id();
     signal(frozen, "-STOP");
-    let cut_off = wait_for(Duration::from_secs(15), || {
+    // more load while it is frozen, however far the main load got, until the
+    // server gives up on it (bounded by the wait below and by count)
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood = {
+        let (url, flooding) = (url.clone(), flooding.clone());
+        rt.spawn(async move {
+            let mut acked = 0;
+            for _ in 0..40 {
+                if !flooding.load(Ordering::Relaxed) {
+                    break;
+                }
+                acked += load(url.clone(), 3, 25).await;
+            }
+            acked
+        })
+    };
+    let cut_off = wait_for(Duration::from_secs(20), || {
         let log = std::fs::read_to_string(dir.path().join("nats.log")).unwrap_or_default();
         log.contains("Slow Consumer").then_some(())
     });
+    flooding.store(false, Ordering::Relaxed);
     signal(frozen, "-CONT");
     assert!(
         cut_off.is_some(),
@@ -338,7 +357,7 @@ fn watches_keep_etcds_six_guarantees_through_faults() {
     stop(&mut store_child.0);
     store_child = Guard(store(&url, &data, &store_log));
     let acked: usize = rt.block_on(async {
-        let mut n = 0;
+        let mut n = flood.await.unwrap_or(0);
         for l in loads {
             n += l.await.unwrap_or(0);
         }
