@@ -55,6 +55,40 @@ pub enum Command {
 pub enum BenchCommand {
     /// Commit → watcher latency and API request latency, beside raw NATS.
     Watch(BenchWatchArgs),
+    /// Store puts/s, p50 and p99 beside etcd 3.4 (started by the benchmark).
+    Store(BenchStoreArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchStoreArgs {
+    /// Value sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "256,2048")]
+    pub values: Vec<usize>,
+    /// Puts under way at once (each case).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub in_flight: Vec<usize>,
+    /// Longest time one case measures.
+    #[arg(long, default_value_t = 10_000)]
+    pub duration_ms: u64,
+    /// Most puts one case measures.
+    #[arg(long, default_value_t = 200_000)]
+    pub ops: u64,
+    /// Puts before each case's measurement starts.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    /// kubus paths: store (Store API in process), api (ConfigMap create
+    /// over NATS through the store server), or both.
+    #[arg(long, value_delimiter = ',', default_value = "store,api")]
+    pub paths: Vec<String>,
+    /// Store peers (1; 3 once multi-peer stores exist).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub peers: Vec<usize>,
+    /// The etcd 3.4 binary.
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    pub etcd: PathBuf,
+    /// Measure kubus only.
+    #[arg(long)]
+    pub no_etcd: bool,
 }
 
 #[derive(Debug, Clone, Args)]

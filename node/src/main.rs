@@ -7,6 +7,7 @@
 //! lives here and nowhere else.
 
 mod bench;
+mod child;
 mod cli;
 mod commands;
 mod config;
@@ -41,6 +42,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Up(args) => mesh::up(args),
         cli::Command::Bench(cli::BenchCommand::Watch(args)) => bench::watch::run(args),
+        cli::Command::Bench(cli::BenchCommand::Store(args)) => bench::store::run(args),
         cli::Command::Node(args) => mesh::node(args),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -166,16 +166,21 @@ async fn wait_for_stop() {
     }
 }
 
-fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<()> {
-    // Actors run on the System's thread; tasks they spawn (the store's
-    // request handlers, the publisher, watch tasks) use both cores.
-    let system = actix::System::with_tokio_rt(|| {
+/// An actix System whose spawned tasks use a two-thread tokio pool: actors
+/// run on the System's thread; tasks they spawn (the store's request
+/// handlers, the publisher, watch tasks) use both cores.
+pub fn two_core_system() -> actix::SystemRunner {
+    actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a tokio runtime (only fails when the OS refuses threads)")
-    });
+    })
+}
+
+fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<()> {
+    let system = two_core_system();
     system.block_on(async move {
         let client = connect(&mesh.nats_url, &mesh.cluster).await?;
         let store = if mesh.roles.store {

@@ -106,18 +106,9 @@ impl NatsServer {
         Ok(())
     }
 
-    /// Stop the server (SIGTERM, then SIGKILL) and reap it.
+    /// Stop the server (SIGTERM, then SIGKILL after a second) and reap it.
     pub fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::child::stop(&mut self.child, Duration::from_secs(1));
     }
 }
 

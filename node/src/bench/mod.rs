@@ -2,6 +2,8 @@
 //! baseline measured in the same invocation on the same machine, as ratios;
 //! none is a test and none asserts a time.
 
+mod etcd;
+pub mod store;
 pub mod watch;
 
 use hdrhistogram::Histogram;
