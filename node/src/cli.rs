@@ -187,6 +187,15 @@ pub struct NodeArgs {
     /// How long a hollow node's container takes to start.
     #[arg(long, default_value_t = 100)]
     pub hollow_delay_ms: u64,
+    /// The store role's Raft peer id (never 0). Without it (and without
+    /// --initial-peers) the store is peer 1, alone.
+    #[arg(long)]
+    pub peer_id: Option<u64>,
+    /// Comma-separated peer ids a fresh store is bootstrapped with (ignored
+    /// once the store exists). Leave it out with --peer-id to join a
+    /// running cluster: `kubus store add-peer N` there.
+    #[arg(long, value_delimiter = ',')]
+    pub initial_peers: Option<Vec<u64>>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

@@ -15,6 +15,7 @@ mod containerd;
 mod mesh;
 mod nats_server;
 mod print;
+mod raft_transport;
 
 use clap::Parser;
 
