@@ -46,9 +46,22 @@ pub enum Command {
     Logs(LogsArgs),
     /// Show Kubernetes Events (Scheduled, Started, BackOff, …).
     Events(EventsArgs),
+    /// Store administration: peers, leader, membership.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Benchmarks: each prints its figures beside a baseline from the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum StoreCommand {
+    /// Each store peer's role, term, revision and log.
+    Status,
+    /// Add a voter (start it first: `kubus node --roles store --peer-id N`).
+    AddPeer { peer_id: u64 },
+    /// Remove a voter.
+    RemovePeer { peer_id: u64 },
 }
 
 #[derive(Debug, Subcommand)]

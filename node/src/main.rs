@@ -16,6 +16,7 @@ mod mesh;
 mod nats_server;
 mod print;
 mod raft_transport;
+mod store_admin;
 
 use clap::Parser;
 

@@ -425,6 +425,10 @@ async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> 
     .await
     .context("subscribing to raft messages")?;
     tokio::spawn(inbound);
+    let admin = kubus_actors::store::admin::serve(store.clone(), client.nats().clone(), subjects)
+        .await
+        .context("subscribing to store administration")?;
+    tokio::spawn(admin);
     StoreServer::start(store.clone(), changes, client.nats().clone(), &mesh.cluster)
         .await
         .context("store server")?;

@@ -4,6 +4,7 @@
 //!
 //! The actor only routes messages; every decision is in [`service`].
 
+pub mod admin;
 pub mod service;
 
 use std::collections::HashMap;
