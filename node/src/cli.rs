@@ -93,8 +93,9 @@ pub struct BenchStoreArgs {
     /// over NATS through the store server), or both.
     #[arg(long, value_delimiter = ',', default_value = "store,api")]
     pub paths: Vec<String>,
-    /// Store peers (1; 3 once multi-peer stores exist).
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    /// Store peers: 1 and/or 3 (three in-process peers over NATS; store
+    /// path only).
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
     pub peers: Vec<usize>,
     /// The etcd 3.4 binary.
     #[arg(long, default_value = "/usr/bin/etcd")]

@@ -44,6 +44,7 @@ use super::etcd::Etcd;
 use super::histogram;
 use crate::cli::BenchStoreArgs;
 use crate::nats_server::NatsServer;
+use crate::raft_transport::{self, step_into, NatsTransport};
 
 /// Most puts in flight a case may ask for.
 pub const IN_FLIGHT_MAX: usize = 1024;
@@ -61,6 +62,10 @@ pub enum System {
     KubusStore,
     /// `create` through NATS and the store server.
     KubusApi,
+    /// `Store::propose` on the leader of three in-process peers that talk
+    /// Raft over NATS (the production transport), each on its own
+    /// connection.
+    KubusStore3,
     /// etcd 3.4 through gRPC.
     Etcd,
 }
@@ -68,8 +73,9 @@ pub enum System {
 impl System {
     fn label(self) -> &'static str {
         match self {
-            System::KubusStore => "kubus store API, in process",
-            System::KubusApi => "kubus API over NATS",
+            System::KubusStore => "kubus store, 1 peer",
+            System::KubusApi => "kubus API over NATS, 1 peer",
+            System::KubusStore3 => "kubus store, 3 peers (NATS)",
             System::Etcd => "etcd 3.4 over gRPC",
         }
     }
@@ -323,6 +329,33 @@ impl Bench {
                 tokio::task::spawn_blocking(move || store.shutdown()).await?;
                 m
             }
+            System::KubusStore3 => {
+                let dir = self.case_dir("kubus-store-3")?;
+                let url = self.nats.as_ref().context("no nats-server")?.url();
+                let subjects = kubus_bus::Subjects::new(&format!("bench-{}", self.seq));
+                let mut stores = Vec::with_capacity(3);
+                for id in 1..=3u64 {
+                    let nats = async_nats::connect(&url).await?;
+                    let cfg = StoreConfig {
+                        peer_id: id,
+                        initial_peers: vec![1, 2, 3],
+                        ..StoreConfig::single(dir.join(format!("peer-{id}")))
+                    };
+                    let transport = NatsTransport::start(nats.clone(), subjects.clone(), id);
+                    let (store, changes) = Store::open(cfg, Box::new(transport))?;
+                    drop(changes);
+                    let inbound =
+                        raft_transport::receive(&nats, &subjects, id, step_into(store.clone()))
+                            .await?;
+                    tokio::spawn(inbound);
+                    stores.push(store);
+                }
+                let leader = wait_one_leader(&stores).await?;
+                let m = measure(Target::Store(leader), case, args).await;
+                tokio::task::spawn_blocking(move || stores.iter().for_each(Store::shutdown))
+                    .await?;
+                m
+            }
             System::KubusApi => {
                 let dir = self.case_dir("kubus-api")?;
                 let cluster = format!("bench-{}", self.seq);
@@ -363,6 +396,18 @@ async fn wait_leader(store: &Store) -> anyhow::Result<()> {
     bail!("the store elected no leader within 2 s")
 }
 
+/// The leader of `stores` once there is exactly one (bounded wait).
+async fn wait_one_leader(stores: &[Store]) -> anyhow::Result<Store> {
+    for _ in 0..300 {
+        let leaders: Vec<&Store> = stores.iter().filter(|s| s.is_leader()).collect();
+        if let [one] = leaders.as_slice() {
+            return Ok((*one).clone());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the {} peers elected no leader within 15 s", stores.len())
+}
+
 async fn wait_api(client: &Client) -> anyhow::Result<()> {
     let deadline = Instant::now() + API_READY_TIMEOUT;
     while Instant::now() < deadline {
@@ -376,24 +421,29 @@ async fn wait_api(client: &Client) -> anyhow::Result<()> {
 }
 
 /// Which systems an invocation measures, etcd first in each case (the
-/// ratios need it).
-pub fn systems(paths: &[String], etcd: bool) -> anyhow::Result<Vec<System>> {
+/// ratios need it). Three peers are measured on the store path only.
+pub fn systems(paths: &[String], peers: &[usize], etcd: bool) -> anyhow::Result<Vec<System>> {
     let mut out = Vec::new();
     if etcd {
         out.push(System::Etcd);
     }
-    for p in paths {
-        let s = match p.trim() {
-            "store" => System::KubusStore,
-            "api" => System::KubusApi,
-            other => bail!("unknown --paths entry {other:?}: use store, api or both"),
-        };
-        if !out.contains(&s) {
-            out.push(s);
+    for &n in peers {
+        for p in paths {
+            let s = match (n, p.trim()) {
+                (1, "store") => System::KubusStore,
+                (1, "api") => System::KubusApi,
+                (3, "store") => System::KubusStore3,
+                (3, "api") => continue,
+                (1 | 3, other) => bail!("unknown --paths entry {other:?}: use store, api or both"),
+                (n, _) => bail!("--peers {n}: 1 or 3 peers can be measured"),
+            };
+            if !out.contains(&s) {
+                out.push(s);
+            }
         }
     }
     if !out.iter().any(|s| *s != System::Etcd) {
-        bail!("--paths names no kubus path: give store, api or both");
+        bail!("--paths and --peers name no kubus system: give store or api, 1 or 3 peers");
     }
     Ok(out)
 }
@@ -405,15 +455,10 @@ pub fn run(args: BenchStoreArgs) -> anyhow::Result<()> {
     if args.ops == 0 || args.ops.saturating_add(args.warmup) > OPS_MAX {
         bail!("--ops plus --warmup must be 1 to {OPS_MAX} (keys are 8 digits)");
     }
-    if let Some(p) = args.peers.iter().find(|&&p| p != 1) {
-        bail!(
-            "--peers {p}: only a one-peer store can be measured on this branch (multi-peer is the storage-peers work)"
-        );
-    }
-    let systems = systems(&args.paths, !args.no_etcd)?;
+    let systems = systems(&args.paths, &args.peers, !args.no_etcd)?;
     let cases = cases(&args.values, &args.in_flight);
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let nats = if systems.contains(&System::KubusApi) {
+    let nats = if systems.contains(&System::KubusApi) || systems.contains(&System::KubusStore3) {
         Some(NatsServer::start(&dir.path().join("nats-server.log"))?)
     } else {
         None
@@ -430,7 +475,7 @@ pub fn run(args: BenchStoreArgs) -> anyhow::Result<()> {
         args.duration_ms, args.ops, args.warmup
     );
     println!(
-        "(build: {}; one kubus peer; client, servers and disk share this machine)\n",
+        "(build: {}; client, servers and disk share this machine; 3 kubus peers share its disk too)\n",
         if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -562,11 +607,22 @@ mod tests {
     fn systems_put_etcd_first_and_need_a_kubus_path() {
         let both = vec!["api".to_string(), "store".to_string()];
         assert_eq!(
-            systems(&both, true).ok(),
-            Some(vec![System::Etcd, System::KubusApi, System::KubusStore])
+            systems(&both, &[1, 3], true).ok(),
+            Some(vec![
+                System::Etcd,
+                System::KubusApi,
+                System::KubusStore,
+                System::KubusStore3
+            ])
         );
-        assert!(systems(&[], true).is_err());
-        assert!(systems(&["disk".to_string()], false).is_err());
+        assert_eq!(
+            systems(&["api".to_string()], &[3], false).ok(),
+            None,
+            "three peers are measured on the store path only"
+        );
+        assert!(systems(&[], &[1], true).is_err());
+        assert!(systems(&["disk".to_string()], &[1], false).is_err());
+        assert!(systems(&both, &[5], false).is_err());
     }
 
     #[test]
