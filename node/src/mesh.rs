@@ -407,11 +407,7 @@ async fn start_hollow_nodes(
 /// messages addressed to it, and serves the API from it.
 async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> {
     let dir = mesh.data_dir.join("store");
-    let cfg = StoreConfig {
-        peer_id: mesh.peer_id,
-        initial_peers: mesh.initial_peers.clone(),
-        ..StoreConfig::single(dir.clone())
-    };
+    let cfg = StoreConfig::peer(dir.clone(), mesh.peer_id, mesh.initial_peers.clone());
     let subjects = client.subjects().clone();
     let transport = NatsTransport::start(client.nats().clone(), subjects.clone(), mesh.peer_id);
     let (store, changes) = Store::open(cfg, Box::new(transport))

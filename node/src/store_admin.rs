@@ -34,7 +34,8 @@ pub async fn run(client: &Client, cmd: StoreCommand) -> anyhow::Result<()> {
             peers.len()
         );
     };
-    let voters = client.change_membership(op, leader, peer_id).await?;
+    let mut voters = client.change_membership(op, leader, peer_id).await?;
+    voters.sort_unstable();
     println!("voters: {voters:?}");
     Ok(())
 }
@@ -52,12 +53,15 @@ pub fn leader_of(peers: &[PeerStatus]) -> Option<u64> {
 /// One line per peer under a header.
 pub fn status_table(peers: &[PeerStatus]) -> String {
     let mut out = format!(
-        "{:<6} {:<9} {:<7} {:>6} {:>10} {:>10} {:>21} {:>10}\n",
-        "PEER", "ROLE", "LEADER", "TERM", "REVISION", "APPLIED", "LOG", "IN-FLIGHT"
+        "{:<6} {:<9} {:<7} {:>6} {:>10} {:>10} {:>21} {:>10}  {}\n",
+        "PEER", "ROLE", "LEADER", "TERM", "REVISION", "APPLIED", "LOG", "IN-FLIGHT", "VOTERS"
     );
     for p in peers {
+        let mut voters = p.voters.clone();
+        voters.sort_unstable();
+        let voters: Vec<String> = voters.iter().map(u64::to_string).collect();
         out.push_str(&format!(
-            "{:<6} {:<9} {:<7} {:>6} {:>10} {:>10} {:>21} {:>10}\n",
+            "{:<6} {:<9} {:<7} {:>6} {:>10} {:>10} {:>21} {:>10}  {}\n",
             p.peer_id,
             if p.is_leader { "leader" } else { "follower" },
             p.leader
@@ -67,7 +71,8 @@ pub fn status_table(peers: &[PeerStatus]) -> String {
             p.revision,
             p.applied_index,
             format!("{}..{}", p.first_log_index, p.last_log_index),
-            p.proposals_in_flight
+            p.proposals_in_flight,
+            voters.join(",")
         ));
     }
     out
@@ -88,7 +93,7 @@ mod tests {
             first_log_index: 1,
             last_log_index: 7,
             proposals_in_flight: 0,
-            voters: vec![],
+            voters: vec![3, 1, 2],
         }
     }
 
@@ -108,5 +113,6 @@ mod tests {
         assert!(lines[1].starts_with("1      leader"));
         assert!(lines[2].contains("follower"));
         assert!(lines[2].contains("1..7"));
+        assert!(lines[2].ends_with("1,2,3"));
     }
 }

@@ -13,7 +13,9 @@ pub struct StoreConfig {
     /// This peer's Raft id; never 0.
     pub peer_id: u64,
     /// The voters written when a fresh store is bootstrapped; must contain
-    /// `peer_id`. Ignored when the store already exists.
+    /// `peer_id`. Ignored when the store already exists. Empty: this peer
+    /// joins a running cluster (`add-peer` it there) and starts from the
+    /// snapshot the leader sends.
     pub initial_peers: Vec<u64>,
     /// Length of one Raft tick.
     pub tick_interval_ms: u64,
@@ -26,7 +28,9 @@ pub struct StoreConfig {
     pub max_batch_entries: usize,
     /// fsync the Raft log before acknowledging. A test-only switch: `true`
     /// in production, where turning it off loses acknowledged writes on
-    /// power loss.
+    /// power loss. Off, unsynced writes stay in RocksDB's buffer until a
+    /// flush (see [`crate::layout::open_db_for`]), so that a killed process
+    /// loses them too and crash tests can see the loss.
     pub fsync: bool,
     /// Proposals queued or in Raft, not yet answered; past this `propose`
     /// answers [`StoreError::Busy`].
@@ -39,8 +43,19 @@ pub struct StoreConfig {
     /// Applied Raft log entries kept behind the applied index (for slow
     /// followers); older ones are compacted away.
     pub log_entries_kept: u64,
+    /// The log is compacted once at least this many entries can go at once
+    /// (fewer, larger deletions).
+    pub log_compaction_step_entries: u64,
     /// Largest encoded proposal (one Raft entry).
     pub entry_bytes_max: usize,
+    /// How long a request that depends on other peers may wait: a proposal
+    /// forwarded to the leader, a ReadIndex, a configuration change. Past
+    /// it the caller gets [`StoreError::Timeout`] (a write's outcome is then
+    /// unknown: it may still be applied).
+    pub request_timeout_ms: u64,
+    /// A snapshot sent to a peer that has not caught up after this long is
+    /// reported lost to Raft, which then sends a fresh one.
+    pub snapshot_resend_ms: u64,
     /// Capacity of the [`crate::ChangeReceiver`], in batches of changes.
     /// When it is full the Raft thread waits (backpressure).
     pub changes_channel_capacity: usize,
@@ -62,9 +77,22 @@ impl StoreConfig {
             messages_max_queued: 4096,
             history_retention_revisions: 100_000,
             log_entries_kept: 10_000,
+            log_compaction_step_entries: 256,
             // etcd's default --max-request-bytes.
             entry_bytes_max: 1536 * 1024,
             changes_channel_capacity: 1024,
+            request_timeout_ms: 5_000,
+            snapshot_resend_ms: 10_000,
+        }
+    }
+
+    /// Peer `peer_id` of a cluster bootstrapped with `initial_peers` (empty
+    /// to join a running one), with production defaults.
+    pub fn peer(data_dir: PathBuf, peer_id: u64, initial_peers: Vec<u64>) -> StoreConfig {
+        StoreConfig {
+            peer_id,
+            initial_peers,
+            ..StoreConfig::single(data_dir)
         }
     }
 
@@ -77,10 +105,11 @@ impl StoreConfig {
         if self.initial_peers.contains(&0) {
             return bad("initial_peers must not contain 0");
         }
-        if !self.initial_peers.contains(&self.peer_id) {
-            // Joining an existing cluster needs snapshot transfer, which is
-            // not implemented yet.
-            return bad("initial_peers must contain peer_id");
+        if !self.initial_peers.is_empty() && !self.initial_peers.contains(&self.peer_id) {
+            // Empty means "join"; a list that leaves this peer out is a typo.
+            return bad(
+                "initial_peers must contain peer_id (or be empty to join a running cluster)",
+            );
         }
         if self.tick_interval_ms == 0 {
             return bad("tick_interval_ms must be at least 1");
@@ -101,6 +130,9 @@ impl StoreConfig {
                 )));
             }
         }
+        if self.request_timeout_ms == 0 || self.snapshot_resend_ms == 0 {
+            return bad("request_timeout_ms and snapshot_resend_ms must be at least 1");
+        }
         if self.history_retention_revisions == 0 {
             return bad("history_retention_revisions must be at least 1");
         }
@@ -117,6 +149,12 @@ mod tests {
         assert!(StoreConfig::single(PathBuf::from("/tmp/x"))
             .validate()
             .is_ok());
+    }
+
+    #[test]
+    fn joining_peer_is_valid() {
+        let cfg = StoreConfig::peer(PathBuf::from("/tmp/x"), 4, Vec::new());
+        assert!(cfg.validate().is_ok());
     }
 
     #[test]
@@ -143,6 +181,7 @@ mod tests {
                 Box::new(|c| c.history_retention_revisions = 0),
             ),
             ("zero tick", Box::new(|c| c.tick_interval_ms = 0)),
+            ("zero timeout", Box::new(|c| c.request_timeout_ms = 0)),
         ];
         for (name, change) in cases {
             let mut cfg = base.clone();

@@ -36,6 +36,14 @@ pub enum StoreError {
         /// The last pruned revision; `changes_since(compacted_to, …)` works.
         compacted_to: u64,
     },
+    /// A request that needed other peers got no answer in time. For a
+    /// write the outcome is unknown: it may yet be applied.
+    #[error("the request timed out waiting for the raft leader (a write may still be applied)")]
+    Timeout,
+    /// A configuration change was refused (another one is pending, or it
+    /// would remove the last voter).
+    #[error("membership change refused: {0}")]
+    MembershipRefused(String),
     /// Too many proposals or inbound messages are queued; retry later.
     #[error("the store is busy (too many requests in flight)")]
     Busy,

@@ -53,9 +53,24 @@ pub const STREAM_HEAD_PREFIX: &str = "stream/";
 /// The memtable budget of the whole database.
 const DB_WRITE_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 
-/// Opens (creating if needed) the database with every column family.
+/// Opens (creating if needed) the database with every column family, for
+/// a store with fsync on.
 pub fn open_db(dir: &Path) -> Result<DB, StoreError> {
+    open_db_for(dir, true)
+}
+
+/// Opens the database for a store with `fsync` on or off.
+///
+/// With fsync off (a test-only switch) RocksDB keeps unsynced write-ahead
+/// log writes in its own buffer (`manual_wal_flush`) until a synced write,
+/// an explicit flush or a full buffer: a killed process then loses exactly
+/// what a power cut would lose — everything not yet synced — which is what
+/// the crash tests must be able to see. (Without it, unsynced writes sit in
+/// the kernel's page cache and survive any process crash, so no test on
+/// one machine could tell fsync on from off.)
+pub fn open_db_for(dir: &Path, fsync: bool) -> Result<DB, StoreError> {
     let mut opts = Options::default();
+    opts.set_manual_wal_flush(!fsync);
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);

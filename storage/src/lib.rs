@@ -95,13 +95,25 @@
 //!   returns (so reads after `open` see every acknowledged write); their
 //!   replies go nowhere.
 //! - `fsync = false` is a test-only switch. It loses acknowledged writes
-//!   only on power loss or an OS crash: a killed process (even SIGKILL)
-//!   loses nothing the kernel already has in its page cache.
+//!   on power loss or an OS crash — and, because the store then keeps
+//!   unsynced writes in RocksDB's own buffer (`manual_wal_flush`), on a
+//!   killed process too, so that the crash tests can show they see loss.
 //!
 //! Every queue and batch has a bound: proposals in flight
 //! ([`StoreError::Busy`] past it), inbound messages, commands per Ready,
 //! bytes per entry and per Ready, the change channel (backpressure),
 //! history and log retention.
+//!
+//! # Failpoints
+//!
+//! Built with the `failpoints` cargo feature (tests only), the store has a
+//! [`fail`](https://docs.rs/fail) failpoint at every persist step, named in
+//! [`failpoints`]: before and after the log append, after the HardState,
+//! inside the apply batch (staged, not written) and after it, before a write
+//! that compacts the log, after a snapshot is built for a peer, and before and
+//! after a received snapshot is installed. `storage/tests/crash.rs` crashes a
+//! 3-peer cluster (a child process that aborts) at each and checks, after a
+//! restart, that no acknowledged write was lost.
 //!
 //! # Layout
 //! - [`store`]: [`Store`], the handle: open, propose, step, reads.
@@ -112,16 +124,42 @@
 //! - [`layout`]: column families and keys on disk.
 //! - [`transport`]: the [`Transport`] seam and [`NoPeers`].
 //! - [`config`]: [`StoreConfig`]. [`error`]: [`StoreError`].
+//! - [`failpoints`]: the names of the failpoints.
 //! - `logger`: raft-rs's `slog` records into `tracing`.
+
+/// A failpoint at a persist step (see "Failpoints" above); compiled to
+/// nothing without the `failpoints` feature.
+macro_rules! failpoint {
+    ($name:expr) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name);
+    };
+}
+
+/// Every failpoint of the store, in the order of the persist steps.
+#[cfg(feature = "failpoints")]
+pub const FAILPOINTS: &[&str] = &[
+    failpoints::BEFORE_LOG_APPEND,
+    failpoints::AFTER_LOG_APPEND,
+    failpoints::AFTER_HARD_STATE,
+    failpoints::APPLY_BATCH,
+    failpoints::AFTER_APPLY,
+    failpoints::LOG_COMPACTION,
+    failpoints::SNAPSHOT_SAVE,
+    failpoints::SNAPSHOT_APPLY,
+    failpoints::AFTER_SNAPSHOT_APPLY,
+];
 
 pub mod config;
 pub mod error;
+pub mod failpoints;
 pub mod layout;
 mod logger;
 pub mod machine;
 pub mod model;
 mod peer;
 pub mod raft_storage;
+pub mod snapshot;
 pub mod store;
 pub mod transport;
 
@@ -130,6 +168,7 @@ pub use error::{CodecError, StoreError};
 pub use model::{
     stream_of, Change, ChangeOp, KeyValue, Op, Precondition, RangeResult, Txn, TxnOutcome,
 };
+pub use peer::PeerProgress;
 pub use raft_storage::RocksStorage;
 pub use store::{ChangeReceiver, Store, StoreStatus, CHANGES_MAX, RANGE_ITEMS_MAX};
 pub use transport::{NoPeers, Transport};

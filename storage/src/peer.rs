@@ -9,14 +9,16 @@
 //! [`Transport`] trait and applied changes through a bounded tokio mpsc
 //! channel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use raft::prelude::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
-use raft::{RawNode, StateRole, INVALID_ID};
+use raft::prelude::{
+    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole, INVALID_ID};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -31,12 +33,14 @@ use crate::logger::raft_logger;
 use crate::machine::{self, Commit, Decision, StateView};
 use crate::model::{Change, KeyValue, Txn, TxnOutcome};
 use crate::raft_storage::RocksStorage;
+use crate::snapshot;
 use crate::transport::Transport;
 
 /// Most history revisions pruned by one apply batch.
 const HISTORY_PRUNE_CHUNK: u64 = 4096;
-/// The Raft log is compacted once this many entries can go at once.
-const LOG_COMPACT_STEP: u64 = 256;
+/// A ReadIndex request unanswered this many heartbeats is asked again (the
+/// request or its answer may have been lost, or there was no leader).
+const READ_INDEX_RETRY_HEARTBEATS: u64 = 2;
 /// Largest append message to a follower (NATS' default payload limit).
 const RAFT_MSG_BYTES_MAX: u64 = 1024 * 1024;
 /// Append messages in flight to one follower.
@@ -65,8 +69,33 @@ pub(crate) struct Shared {
     pub stop_requested: AtomicBool,
     /// The thread has stopped (or is about to).
     pub stopped: AtomicBool,
-    /// Proposals accepted by `propose` and not yet answered.
+    /// Proposals and reads accepted and not yet answered.
     pub in_flight: AtomicUsize,
+    /// The configuration and, on the leader, each peer's progress.
+    pub membership: Mutex<Membership>,
+}
+
+/// The Raft configuration as this peer knows it, and (leader only) how far
+/// each peer's log matches.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// Voting peers.
+    pub voters: Vec<u64>,
+    /// Non-voting peers.
+    pub learners: Vec<u64>,
+    /// On the leader: every peer's replication progress; empty elsewhere.
+    pub progress: Vec<PeerProgress>,
+}
+
+/// How far one peer's log matches the leader's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The peer.
+    pub peer_id: u64,
+    /// The highest log index known to match the leader's.
+    pub matched: u64,
+    /// `probe`, `replicate` or `snapshot` (being sent a snapshot).
+    pub state: &'static str,
 }
 
 impl Shared {
@@ -84,6 +113,7 @@ impl Shared {
             stop_requested: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            membership: Mutex::new(Membership::default()),
         }
     }
 
@@ -153,12 +183,49 @@ pub(crate) struct Proposal {
     pub slot: InFlightSlot,
 }
 
+/// Answers a ReadIndex request with the index the read may be served at,
+/// once this peer has applied it.
+pub(crate) struct ReadRequest {
+    pub reply: oneshot::Sender<Result<u64, StoreError>>,
+    /// Held until the read is answered (the in-flight budget).
+    pub slot: InFlightSlot,
+}
+
+/// A waiting read and when it gives up.
+struct WaitingRead {
+    req: ReadRequest,
+    deadline: Instant,
+}
+
+/// Reads that asked Raft for a read index together (one context).
+struct ReadBatch {
+    reads: Vec<WaitingRead>,
+    retry_at: Instant,
+}
+
+/// Answers a membership change with the voters after it.
+pub(crate) type MembershipReply = oneshot::Sender<Result<Vec<u64>, StoreError>>;
+
+/// A membership change in the log, waiting to be applied.
+struct ConfWaiter {
+    ctx: Vec<u8>,
+    reply: MembershipReply,
+}
+
 /// What a handle asks of the Raft thread.
 pub(crate) enum Command {
-    /// Propose a transaction (only the leader accepts).
+    /// Propose a transaction. The leader appends it; a follower that knows
+    /// the leader forwards it there (raft-rs `MsgPropose`) and answers its
+    /// proposer when it applies the entry, recognised by its id.
     Propose(Proposal),
     /// Step a message from another peer.
     Step(Message),
+    /// Ask for a linearizable read index.
+    ReadIndex(ReadRequest),
+    /// Hand leadership to a peer (a follower forwards the request).
+    TransferLeader(u64),
+    /// Propose a membership change (leader only).
+    ChangeMembership(ConfChange, MembershipReply),
     /// Stop the thread.
     Shutdown,
 }
@@ -166,7 +233,16 @@ pub(crate) enum Command {
 /// A proposal in the Raft log, waiting to be applied.
 struct Pending {
     reply: Reply,
-    _slot: InFlightSlot,
+    slot: InFlightSlot,
+}
+
+impl Pending {
+    /// Gives the in-flight place back, then answers: a proposer that hears
+    /// back sees its place free again.
+    fn answer(self, result: Result<TxnOutcome, StoreError>) {
+        drop(self.slot);
+        let _ = self.reply.send(result);
+    }
 }
 
 /// The Raft thread's state.
@@ -186,6 +262,22 @@ pub(crate) struct Peer {
     /// Log index of each pending proposal: when an index is applied, any
     /// proposal still waiting there lost its entry to a new leader.
     pending_by_index: BTreeMap<u64, ProposalId>,
+    /// Proposals forwarded to the leader, oldest first, with the time they
+    /// give up (the forward or the leader may be lost).
+    forwarded: VecDeque<(Instant, ProposalId)>,
+    /// Reads that arrived during this turn of the loop; they share one
+    /// ReadIndex request.
+    reads_new: Vec<ReadRequest>,
+    /// ReadIndex requests in Raft, by context.
+    reads: HashMap<u64, ReadBatch>,
+    next_read_ctx: u64,
+    /// Reads with a read index, waiting until it is applied.
+    read_waiters: BTreeMap<u64, Vec<WaitingRead>>,
+    /// Membership changes in the log, by index.
+    conf_waiters: BTreeMap<u64, ConfWaiter>,
+    /// Peers sent a snapshot, and when.
+    snapshots_sent: HashMap<u64, Instant>,
+    request_timeout: Duration,
     applied_index: u64,
     revision: u64,
     history_compacted_to: u64,
@@ -211,7 +303,11 @@ impl Peer {
             db.write_opt(wb, &sync_write(cfg.fsync))?;
             tracing::info!(peer = cfg.peer_id, voters = ?cfg.initial_peers, "bootstrapped a fresh store");
         }
-        let applied_index = meta_u64(&db, KEY_APPLIED_INDEX, "applied index")?;
+        // The truncation point is never past the persisted applied index
+        // (compaction and snapshots write both in one batch), except right
+        // after bootstrap, where the log starts after RAFT_INIT_INDEX.
+        let applied_index =
+            meta_u64(&db, KEY_APPLIED_INDEX, "applied index")?.max(storage.truncated_index());
         let revision = meta_u64(&db, KEY_REVISION, "revision")?;
         let history_compacted_to =
             meta_u64(&db, KEY_HISTORY_COMPACTED_TO, "history compaction point")?;
@@ -259,6 +355,7 @@ impl Peer {
         let mut apply_write = WriteOptions::default();
         // The apply batch need not be synced itself: see the crate doc.
         apply_write.set_sync(false);
+        let request_timeout = Duration::from_millis(cfg.request_timeout_ms);
         let mut peer = Peer {
             cfg,
             raw,
@@ -270,6 +367,14 @@ impl Peer {
             catching_up: true,
             pending: HashMap::new(),
             pending_by_index: BTreeMap::new(),
+            forwarded: VecDeque::new(),
+            reads_new: Vec::new(),
+            reads: HashMap::new(),
+            next_read_ctx: 1,
+            read_waiters: BTreeMap::new(),
+            conf_waiters: BTreeMap::new(),
+            snapshots_sent: HashMap::new(),
+            request_timeout,
             applied_index,
             revision,
             history_compacted_to,
@@ -283,6 +388,7 @@ impl Peer {
         }
         peer.catching_up = false;
         peer.publish_status();
+        peer.publish_membership();
         Ok(peer)
     }
 
@@ -312,9 +418,11 @@ impl Peer {
             if stop || self.shared.stop_requested.load(Ordering::Acquire) {
                 break;
             }
+            self.issue_reads();
             if Instant::now() >= next_tick {
                 self.raw.tick();
                 next_tick = Instant::now() + tick;
+                self.on_tick(Instant::now());
             }
             if let Err(e) = self.on_ready() {
                 tracing::error!(peer = self.cfg.peer_id, error = %e, "raft peer stopped after an error");
@@ -326,6 +434,9 @@ impl Peer {
         // stopped; entries already in the log are applied on restart.
         self.pending.clear();
         self.pending_by_index.clear();
+        self.reads.clear();
+        self.read_waiters.clear();
+        self.conf_waiters.clear();
         if let Err(e) = self.shared.db.flush_wal(true) {
             tracing::warn!(error = %e, "cannot flush the write-ahead log at shutdown");
         }
@@ -341,9 +452,144 @@ impl Peer {
                     tracing::debug!(error = %e, "raft message not stepped");
                 }
             }
+            Command::ReadIndex(r) => self.reads_new.push(r),
+            Command::TransferLeader(to) => {
+                tracing::info!(peer = self.cfg.peer_id, to, "leader transfer requested");
+                self.raw.transfer_leader(to);
+            }
+            Command::ChangeMembership(cc, reply) => self.propose_membership(cc, reply),
             Command::Shutdown => return true,
         }
         false
+    }
+
+    /// Asks Raft for one read index on behalf of every read that arrived
+    /// in this turn of the loop.
+    fn issue_reads(&mut self) {
+        if self.reads_new.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        let deadline = now + self.request_timeout;
+        let reads = self
+            .reads_new
+            .drain(..)
+            .map(|req| WaitingRead { req, deadline })
+            .collect();
+        self.raw.read_index(ctx.to_be_bytes().to_vec());
+        self.reads.insert(
+            ctx,
+            ReadBatch {
+                reads,
+                retry_at: now + self.read_retry(),
+            },
+        );
+    }
+
+    fn read_retry(&self) -> Duration {
+        Duration::from_millis(
+            self.cfg.tick_interval_ms
+                * self.cfg.heartbeat_ticks as u64
+                * READ_INDEX_RETRY_HEARTBEATS,
+        )
+    }
+
+    /// Timers: give up on requests past their deadline, ask again for read
+    /// indexes not answered yet, re-send lost snapshots, publish progress.
+    fn on_tick(&mut self, now: Instant) {
+        while let Some(&(deadline, id)) = self.forwarded.front() {
+            if deadline > now {
+                break;
+            }
+            self.forwarded.pop_front();
+            if let Some(p) = self.pending.remove(&id) {
+                p.answer(Err(StoreError::Timeout));
+            }
+        }
+        let retry = self.read_retry();
+        let mut again = Vec::new();
+        self.reads.retain(|ctx, batch| {
+            batch
+                .reads
+                .retain(|r| r.deadline > now && !r.req.reply.is_closed());
+            if batch.reads.is_empty() {
+                return false;
+            }
+            if batch.retry_at <= now {
+                batch.retry_at = now + retry;
+                again.push(*ctx);
+            }
+            true
+        });
+        for ctx in again {
+            self.raw.read_index(ctx.to_be_bytes().to_vec());
+        }
+        for reads in self.read_waiters.values_mut() {
+            reads.retain(|r| r.deadline > now && !r.req.reply.is_closed());
+        }
+        self.read_waiters.retain(|_, reads| !reads.is_empty());
+        // Timed-out reads dropped above answer their caller with Timeout
+        // through the closed channel (see `Store::read_index`).
+
+        let resend = Duration::from_millis(self.cfg.snapshot_resend_ms);
+        let mut lost = Vec::new();
+        self.snapshots_sent.retain(|to, sent| {
+            if now.duration_since(*sent) < resend {
+                return true;
+            }
+            lost.push(*to);
+            false
+        });
+        for to in lost {
+            let stuck = self
+                .raw
+                .raft
+                .prs()
+                .get(to)
+                .is_some_and(|p| p.state == ProgressState::Snapshot);
+            if stuck {
+                tracing::warn!(to, "snapshot not acknowledged in time; sending a new one");
+                self.raw.report_snapshot(to, SnapshotStatus::Failure);
+            }
+        }
+        self.publish_progress();
+    }
+
+    fn propose_membership(&mut self, cc: ConfChange, reply: MembershipReply) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        let ctx = self.next_read_ctx.to_be_bytes().to_vec();
+        self.next_read_ctx += 1;
+        match self.raw.propose_conf_change(ctx.clone(), cc) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                self.conf_waiters.insert(index, ConfWaiter { ctx, reply });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(StoreError::MembershipRefused(e.to_string())));
+            }
+        }
+    }
+
+    /// Sends messages, noting snapshots (a lost one must be re-sent).
+    fn send(&mut self, messages: Vec<Message>) {
+        let now = Instant::now();
+        for m in &messages {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                tracing::info!(
+                    to = m.to,
+                    index = m.get_snapshot().get_metadata().index,
+                    bytes = m.get_snapshot().data.len(),
+                    "sending a snapshot"
+                );
+                self.snapshots_sent.insert(m.to, now);
+            }
+        }
+        self.transport.send(messages);
     }
 
     fn not_leader(&self) -> StoreError {
@@ -366,27 +612,38 @@ impl Peer {
             // The proposer gave up before we got to it.
             return;
         }
-        if self.raw.raft.state != StateRole::Leader {
+        let leading = self.raw.raft.state == StateRole::Leader;
+        if !leading && self.raw.raft.leader_id == INVALID_ID {
+            drop(slot);
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
         match self.raw.propose(Vec::new(), data) {
-            Ok(()) => {
+            Ok(()) if leading => {
                 let index = self.raw.raft.raft_log.last_index();
                 self.pending_by_index.insert(index, id);
-                self.pending.insert(id, Pending { reply, _slot: slot });
+                self.pending.insert(id, Pending { reply, slot });
+            }
+            Ok(()) => {
+                // Forwarded: answered when the entry is applied here, or
+                // with Timeout if it never is.
+                self.forwarded
+                    .push_back((Instant::now() + self.request_timeout, id));
+                self.pending.insert(id, Pending { reply, slot });
             }
             Err(raft::Error::ProposalDropped) => {
                 // A leader drops proposals while it transfers leadership or
                 // when too much is uncommitted.
-                let e = if self.raw.raft.lead_transferee.is_some() {
+                let e = if self.raw.raft.lead_transferee.is_some() || !leading {
                     self.not_leader()
                 } else {
                     StoreError::Busy
                 };
+                drop(slot);
                 let _ = reply.send(Err(e));
             }
             Err(e) => {
+                drop(slot);
                 let _ = reply.send(Err(e.into()));
             }
         }
@@ -402,24 +659,30 @@ impl Peer {
         // 1. A leader may send before persisting (Raft thesis 10.2.1):
         //    followers acknowledge only what they persisted themselves.
         if !ready.messages().is_empty() {
-            self.transport.send(ready.take_messages());
+            self.send(ready.take_messages());
         }
 
-        // 2. Snapshots carry no objects yet: installing one would make this
-        //    peer diverge, so stop instead.
+        // 2. A snapshot from the leader replaces the state machine and the
+        //    log (one synced batch) before anything after it is applied.
         if !ready.snapshot().is_empty() {
-            return Err(StoreError::Corrupt(format!(
-                "received a raft snapshot at index {}; installing snapshots is not implemented",
-                ready.snapshot().get_metadata().index
-            )));
+            let snap = ready.snapshot().clone();
+            self.install_snapshot(&snap)?;
         }
 
-        // 3. Entries committed and persisted by earlier Readys.
+        // 3. Entries committed and persisted by earlier Readys, then the
+        //    read indexes Raft confirmed.
         self.apply(ready.take_committed_entries())?;
+        for rs in ready.take_read_states() {
+            self.read_state(rs.index, &rs.request_ctx);
+        }
 
         // 4. New entries and HardState: one write, fsynced when Raft needs
         //    it (new entries, term or vote), before anything depends on it.
-        if !ready.entries().is_empty() || ready.hs().is_some() {
+        let (appends, hard_state) = (!ready.entries().is_empty(), ready.hs().is_some());
+        if appends || hard_state {
+            if appends {
+                failpoint!(crate::failpoints::BEFORE_LOG_APPEND);
+            }
             let mut wb = WriteBatch::default();
             let storage = self.raw.mut_store();
             storage.stage_entries(&mut wb, ready.entries())?;
@@ -429,22 +692,101 @@ impl Peer {
             self.shared
                 .db
                 .write_opt(wb, &sync_write(self.cfg.fsync && ready.must_sync()))?;
+            if appends {
+                failpoint!(crate::failpoints::AFTER_LOG_APPEND);
+            }
+            if hard_state {
+                failpoint!(crate::failpoints::AFTER_HARD_STATE);
+            }
         }
 
         // 5. A follower's messages (votes, append acks) promise what was
         //    just persisted: only now may they leave.
         if !ready.persisted_messages().is_empty() {
-            self.transport.send(ready.take_persisted_messages());
+            self.send(ready.take_persisted_messages());
         }
 
         // 6. Tell raft-rs the Ready is persisted. What that commits (for a
         //    single peer: the entries just written) comes back at once.
         let mut light = self.raw.advance(ready);
         if !light.messages().is_empty() {
-            self.transport.send(light.take_messages());
+            self.send(light.take_messages());
         }
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        Ok(())
+    }
+
+    /// A read index came back: its reads may be served once it is applied.
+    fn read_state(&mut self, index: u64, ctx: &[u8]) {
+        let Ok(ctx) = <[u8; 8]>::try_from(ctx) else {
+            return;
+        };
+        let Some(batch) = self.reads.remove(&u64::from_be_bytes(ctx)) else {
+            return; // answered by an earlier retry
+        };
+        self.read_waiters
+            .entry(index)
+            .or_default()
+            .extend(batch.reads);
+        self.release_reads();
+    }
+
+    /// Answers every read whose index is applied.
+    fn release_reads(&mut self) {
+        if self
+            .read_waiters
+            .first_key_value()
+            .is_none_or(|(i, _)| *i > self.applied_index)
+        {
+            return;
+        }
+        let later = self.read_waiters.split_off(&(self.applied_index + 1));
+        let ready = std::mem::replace(&mut self.read_waiters, later);
+        for (index, reads) in ready {
+            for r in reads {
+                let ReadRequest { reply, slot } = r.req;
+                drop(slot);
+                let _ = reply.send(Ok(index));
+            }
+        }
+    }
+
+    /// Replaces the state machine and the log with a snapshot from the
+    /// leader, in one synced write.
+    fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), StoreError> {
+        let meta = snap.get_metadata();
+        let data = snapshot::parse(&snap.data)?;
+        let db = Arc::clone(&self.shared.db);
+        let mut wb = WriteBatch::default();
+        snapshot::stage_install(&db, &mut wb, &data)?;
+        wb.put_cf(cf(&db, CF_META)?, KEY_APPLIED_INDEX, be(meta.index));
+        self.raw.mut_store().stage_snapshot(&mut wb, meta)?;
+        failpoint!(crate::failpoints::SNAPSHOT_APPLY);
+        db.write_opt(wb, &sync_write(self.cfg.fsync))?;
+        failpoint!(crate::failpoints::AFTER_SNAPSHOT_APPLY);
+        tracing::info!(
+            peer = self.cfg.peer_id,
+            index = meta.index,
+            revision = data.revision,
+            objects = data.objects.len(),
+            "installed a snapshot"
+        );
+        self.applied_index = meta.index;
+        self.revision = data.revision;
+        self.history_compacted_to = data.revision;
+        // Proposals whose entries the snapshot covers: applied or not, this
+        // peer cannot tell.
+        let later = self.pending_by_index.split_off(&(meta.index + 1));
+        let covered = std::mem::replace(&mut self.pending_by_index, later);
+        for (_, id) in covered {
+            if let Some(p) = self.pending.remove(&id) {
+                p.answer(Err(StoreError::Timeout));
+            }
+        }
+        self.publish_membership();
+        self.publish_status();
+        self.release_reads();
         Ok(())
     }
 
@@ -482,16 +824,17 @@ impl Peer {
                 EntryType::EntryConfChange => {
                     let cc: ConfChange = parse_conf_change(&e.data)?;
                     let result = self.raw.apply_conf_change(&cc);
-                    self.conf_changed(&mut batch.wb, result, e.index)?;
+                    self.conf_changed(&mut batch.wb, result, &e)?;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc: ConfChangeV2 = parse_conf_change(&e.data)?;
                     let result = self.raw.apply_conf_change(&cc);
-                    self.conf_changed(&mut batch.wb, result, e.index)?;
+                    self.conf_changed(&mut batch.wb, result, &e)?;
                 }
             }
         }
         self.applied_index = last_index;
+        failpoint!(crate::failpoints::APPLY_BATCH);
 
         let db = &self.shared.db;
         let meta = cf(db, CF_META)?;
@@ -517,10 +860,12 @@ impl Peer {
         storage.stage_commit(&mut batch.wb, last_index)?;
         storage.set_applied_index(last_index);
         let compact_to = last_index.saturating_sub(self.cfg.log_entries_kept);
-        if compact_to >= storage.first_log_index() + LOG_COMPACT_STEP {
+        if compact_to >= storage.first_log_index() + self.cfg.log_compaction_step_entries {
             storage.stage_compaction(&mut batch.wb, compact_to)?;
+            failpoint!(crate::failpoints::LOG_COMPACTION);
         }
         self.shared.db.write_opt(batch.wb, &self.apply_write)?;
+        failpoint!(crate::failpoints::AFTER_APPLY);
         self.publish_status();
 
         // Changes first: a proposer that hears back finds its change
@@ -529,7 +874,7 @@ impl Peer {
             self.publish_changes(changes);
         }
         for (p, result) in replies {
-            let _ = p.reply.send(result);
+            p.answer(result);
         }
         // Proposals at applied indexes that were not answered above had
         // their entries replaced by another leader's.
@@ -537,9 +882,19 @@ impl Peer {
         let done = std::mem::replace(&mut self.pending_by_index, later);
         for (_, id) in done {
             if let Some(p) = self.pending.remove(&id) {
-                let _ = p.reply.send(Err(self.not_leader()));
+                p.answer(Err(self.not_leader()));
             }
         }
+        // Membership changes whose index went by without them: raft-rs
+        // turned them into empty entries (another change was pending) or a
+        // new leader replaced them.
+        let later = self.conf_waiters.split_off(&(last_index + 1));
+        for (_, w) in std::mem::replace(&mut self.conf_waiters, later) {
+            let _ = w.reply.send(Err(StoreError::MembershipRefused(
+                "the change was dropped (another membership change was pending, or leadership changed); retry".into(),
+            )));
+        }
+        self.release_reads();
         Ok(())
     }
 
@@ -570,21 +925,87 @@ impl Peer {
         })
     }
 
-    /// Persists the configuration a conf change entry produced.
+    /// Persists the configuration a conf change entry produced and answers
+    /// the peer that proposed it.
     fn conf_changed(
         &mut self,
         wb: &mut WriteBatch,
         result: raft::Result<ConfState>,
-        index: u64,
+        e: &Entry,
     ) -> Result<(), StoreError> {
+        let waiter = match self.conf_waiters.remove(&e.index) {
+            Some(w) if w.ctx == e.context.as_ref() => Some(w),
+            Some(w) => {
+                self.conf_waiters.insert(e.index, w);
+                None
+            }
+            None => None,
+        };
         match result {
-            Ok(cs) => self.raw.mut_store().stage_conf_state(wb, cs),
-            Err(e) => {
+            Ok(cs) => {
+                tracing::info!(index = e.index, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
+                let voters = cs.voters.clone();
+                self.raw.mut_store().stage_conf_state(wb, cs)?;
+                self.publish_membership();
+                if let Some(w) = waiter {
+                    let _ = w.reply.send(Ok(voters));
+                }
+                Ok(())
+            }
+            Err(err) => {
                 // Rejected the same way on every peer.
-                tracing::warn!(index, error = %e, "configuration change rejected");
+                tracing::warn!(index = e.index, error = %err, "configuration change rejected");
+                if let Some(w) = waiter {
+                    let _ = w
+                        .reply
+                        .send(Err(StoreError::MembershipRefused(err.to_string())));
+                }
                 Ok(())
             }
         }
+    }
+
+    /// Publishes the configuration to the handles.
+    fn publish_membership(&self) {
+        let cs = self.raw.store().conf_state();
+        let mut m = self
+            .shared
+            .membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        m.voters = cs.voters.clone();
+        m.learners = cs.learners.clone();
+    }
+
+    /// Publishes every peer's progress (leader only; cleared elsewhere).
+    fn publish_progress(&self) {
+        let progress = if self.raw.raft.state == StateRole::Leader {
+            let mut v: Vec<PeerProgress> = self
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .map(|(id, p)| PeerProgress {
+                    peer_id: *id,
+                    matched: p.matched,
+                    state: match p.state {
+                        ProgressState::Probe => "probe",
+                        ProgressState::Replicate => "replicate",
+                        ProgressState::Snapshot => "snapshot",
+                    },
+                })
+                .collect();
+            v.sort_by_key(|p| p.peer_id);
+            v
+        } else {
+            Vec::new()
+        };
+        let mut m = self
+            .shared
+            .membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        m.progress = progress;
     }
 
     /// Hands changes to the change channel, waiting while it is full

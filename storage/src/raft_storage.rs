@@ -21,6 +21,16 @@ use crate::layout::{
     be, cf, read_u64, CF_RAFT_LOG, CF_RAFT_STATE, KEY_CONF_STATE, KEY_HARD_STATE, KEY_LOG_TRUNCATED,
 };
 
+/// Index (and term) a fresh store's log starts after. Bootstrapped voters
+/// hold their configuration as if a snapshot at this index had been
+/// installed, so the log proper begins at `RAFT_INIT_INDEX + 1` and a peer
+/// that joins later (empty log) can only be brought up by a real snapshot,
+/// never by replaying a log that lacks the bootstrap configuration. (TiKV
+/// does the same with its `RAFT_INIT_LOG_INDEX`.)
+pub const RAFT_INIT_INDEX: u64 = 5;
+/// The term of the bootstrap point.
+pub const RAFT_INIT_TERM: u64 = 5;
+
 /// The Raft log and Raft state of one peer, in RocksDB.
 pub struct RocksStorage {
     db: Arc<DB>,
@@ -136,6 +146,12 @@ impl RocksStorage {
         self.truncated_index + 1
     }
 
+    /// The index of the last entry removed by compaction (or covered by an
+    /// installed snapshot).
+    pub fn truncated_index(&self) -> u64 {
+        self.truncated_index
+    }
+
     /// The index of the last entry in the log.
     pub fn last_log_index(&self) -> u64 {
         self.last_index
@@ -246,16 +262,11 @@ impl RocksStorage {
         let term = self.entry_term(index)?;
         let log = cf(&self.db, CF_RAFT_LOG)?;
         wb.delete_range_cf(log, be(self.truncated_index + 1), be(index + 1));
-        let mut point = Vec::with_capacity(16);
-        point.extend_from_slice(&be(index));
-        point.extend_from_slice(&be(term));
-        wb.put_cf(cf(&self.db, CF_RAFT_STATE)?, KEY_LOG_TRUNCATED, point);
-        self.truncated_index = index;
-        self.truncated_term = term;
-        Ok(())
+        self.stage_truncation(wb, index, term)
     }
 
-    /// Writes the bootstrap state of a fresh store: `voters`, an empty log.
+    /// Writes the bootstrap state of a fresh store: `voters`, an empty log
+    /// that starts after [`RAFT_INIT_INDEX`], committed up to there.
     pub fn stage_bootstrap(
         &mut self,
         wb: &mut WriteBatch,
@@ -266,8 +277,50 @@ impl RocksStorage {
             ..Default::default()
         };
         self.stage_conf_state(wb, cs)?;
-        let hs = HardState::default();
+        self.stage_truncation(wb, RAFT_INIT_INDEX, RAFT_INIT_TERM)?;
+        self.last_index = RAFT_INIT_INDEX;
+        self.last_term = RAFT_INIT_TERM;
+        let hs = HardState {
+            term: RAFT_INIT_TERM,
+            commit: RAFT_INIT_INDEX,
+            ..Default::default()
+        };
         self.stage_hard_state(wb, &hs)
+    }
+
+    /// Stages the installation of a snapshot's Raft half: the whole log is
+    /// replaced by the snapshot's point, its ConfState is adopted, and the
+    /// commit index moves up to it. (The state machine half is
+    /// `snapshot::stage_install`, in the same batch.)
+    pub fn stage_snapshot(
+        &mut self,
+        wb: &mut WriteBatch,
+        meta: &raft::prelude::SnapshotMetadata,
+    ) -> Result<(), StoreError> {
+        let log = cf(&self.db, CF_RAFT_LOG)?;
+        wb.delete_range_cf(log, be(0), be(u64::MAX));
+        self.stage_truncation(wb, meta.index, meta.term)?;
+        self.last_index = meta.index;
+        self.last_term = meta.term;
+        self.stage_conf_state(wb, meta.get_conf_state().clone())?;
+        self.stage_commit(wb, meta.index)?;
+        self.applied_index = meta.index;
+        Ok(())
+    }
+
+    fn stage_truncation(
+        &mut self,
+        wb: &mut WriteBatch,
+        index: u64,
+        term: u64,
+    ) -> Result<(), StoreError> {
+        let mut point = Vec::with_capacity(16);
+        point.extend_from_slice(&be(index));
+        point.extend_from_slice(&be(term));
+        wb.put_cf(cf(&self.db, CF_RAFT_STATE)?, KEY_LOG_TRUNCATED, point);
+        self.truncated_index = index;
+        self.truncated_term = term;
+        Ok(())
     }
 
     fn read_entry(&self, index: u64) -> Result<Entry, StoreError> {
@@ -374,10 +427,10 @@ impl raft::Storage for RocksStorage {
         Ok(self.last_index)
     }
 
-    /// A snapshot of the metadata only (index, term, ConfState at the
-    /// applied index): objects are not transferred yet. The peer refuses to
-    /// install such a snapshot (see `peer.rs`), so a follower that needs one
-    /// stops instead of silently diverging.
+    /// A snapshot at the applied index: the metadata (index, term,
+    /// ConfState) and the state machine scanned by `snapshot::build`. raft-rs
+    /// calls this on the Raft thread, between apply batches, so the database
+    /// holds exactly the state at `applied_index`.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         if self.applied_index < request_index {
             return Err(raft::Error::Store(
@@ -390,6 +443,14 @@ impl raft::Storage for RocksStorage {
         meta.index = self.applied_index;
         meta.term = term;
         meta.set_conf_state(self.conf_state.clone());
+        let data = crate::snapshot::build(&self.db).map_err(raft_err)?;
+        failpoint!(crate::failpoints::SNAPSHOT_SAVE);
+        snap.data = data.into();
+        tracing::info!(
+            index = self.applied_index,
+            bytes = snap.data.len(),
+            "built a snapshot"
+        );
         Ok(snap)
     }
 }
@@ -443,7 +504,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = open(dir.path());
         write(&mut s, |s, wb| {
-            s.stage_bootstrap(wb, vec![1]).expect("bootstrap");
+            let cs = ConfState {
+                voters: vec![1],
+                ..Default::default()
+            };
+            s.stage_conf_state(wb, cs).expect("conf state");
             s.stage_entries(wb, &(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>())
                 .expect("append");
         });
@@ -512,6 +577,22 @@ mod tests {
         let st = s.initial_state().expect("state");
         assert_eq!(st.hard_state, hs);
         assert_eq!(st.conf_state.voters, vec![1]);
+    }
+
+    #[test]
+    fn bootstrap_starts_the_log_after_the_init_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        write(&mut s, |s, wb| {
+            s.stage_bootstrap(wb, vec![1, 2, 3]).expect("bootstrap")
+        });
+        assert_eq!(s.first_index().expect("first"), RAFT_INIT_INDEX + 1);
+        assert_eq!(s.last_index().expect("last"), RAFT_INIT_INDEX);
+        assert_eq!(s.term(RAFT_INIT_INDEX).expect("term"), RAFT_INIT_TERM);
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(s.last_index().expect("last"), RAFT_INIT_INDEX);
+        assert_eq!(s.hard_state().commit, RAFT_INIT_INDEX);
     }
 
     #[test]

@@ -18,7 +18,10 @@ use crate::layout::{
     KEY_INCARNATION, KEY_REVISION,
 };
 use crate::model::{Change, KeyValue, RangeResult, Txn, TxnOutcome};
-use crate::peer::{Command, EntryDataRef, InFlightSlot, Peer, Proposal, ProposalId, Shared};
+use crate::peer::{
+    Command, EntryDataRef, InFlightSlot, Peer, PeerProgress, Proposal, ProposalId, ReadRequest,
+    Shared,
+};
 use crate::transport::Transport;
 
 /// Most items one [`Store::range`] returns.
@@ -77,6 +80,12 @@ pub struct StoreStatus {
     pub proposals_in_flight: usize,
     /// The Raft thread has stopped.
     pub stopped: bool,
+    /// Voting peers.
+    pub voters: Vec<u64>,
+    /// Non-voting peers.
+    pub learners: Vec<u64>,
+    /// On the leader, every peer's replication progress; empty elsewhere.
+    pub progress: Vec<PeerProgress>,
 }
 
 impl fmt::Debug for Store {
@@ -96,7 +105,7 @@ impl Store {
         transport: Box<dyn Transport>,
     ) -> Result<(Store, ChangeReceiver), StoreError> {
         cfg.validate()?;
-        let db = Arc::new(layout::open_db(&cfg.data_dir)?);
+        let db = Arc::new(layout::open_db_for(&cfg.data_dir, cfg.fsync)?);
         let incarnation = layout::meta_u64(&db, KEY_INCARNATION, "incarnation")? + 1;
         let mut wb = WriteBatch::default();
         wb.put_cf(cf(&db, CF_META)?, KEY_INCARNATION, be(incarnation));
@@ -131,9 +140,13 @@ impl Store {
 
     /// Proposes `txn`. Resolves only after its entry is fsynced, committed
     /// and applied, with what it did; or with [`StoreError::NotLeader`]
-    /// (also when a leader change dropped the entry), [`StoreError::Busy`]
-    /// (too many in flight), [`StoreError::InvalidTxn`] or
-    /// [`StoreError::Stopped`].
+    /// (no leader known, or a leader change dropped the entry),
+    /// [`StoreError::Timeout`] (forwarded and not applied in time: outcome
+    /// unknown), [`StoreError::Busy`] (too many in flight),
+    /// [`StoreError::InvalidTxn`] or [`StoreError::Stopped`].
+    ///
+    /// On a follower the proposal is forwarded to the leader; the entry
+    /// carries its id, so this peer answers when it applies it.
     ///
     /// Dropping the future does not withdraw a proposal already handed to
     /// Raft: it may still be applied.
@@ -144,10 +157,8 @@ impl Store {
         if shared.stop_requested.load(Ordering::Acquire) || shared.stopped.load(Ordering::Acquire) {
             return Err(StoreError::Stopped);
         }
-        if !shared.is_leader.load(Ordering::Acquire) {
-            return Err(StoreError::NotLeader {
-                leader: shared.leader(),
-            });
+        if !shared.is_leader.load(Ordering::Acquire) && shared.leader().is_none() {
+            return Err(StoreError::NotLeader { leader: None });
         }
         let slot =
             InFlightSlot::acquire(shared, inner.proposals_max_in_flight).ok_or(StoreError::Busy)?;
@@ -188,9 +199,105 @@ impl Store {
         }
     }
 
-    /// The object at `key` in the applied state. With one peer this is
-    /// linearizable: a write is applied before its proposer hears of it.
-    /// (With more peers a follower's answer may lag; ReadIndex is to come.)
+    /// Waits until this peer has applied everything committed when it was
+    /// called, confirmed by the leader with a quorum (Raft's ReadIndex);
+    /// returns that index. Reads made after it returns are linearizable.
+    /// Fails with [`StoreError::Timeout`] when no leader answers in
+    /// `request_timeout_ms`.
+    pub async fn read_index(&self) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let shared = &inner.shared;
+        if shared.stop_requested.load(Ordering::Acquire) || shared.stopped.load(Ordering::Acquire) {
+            return Err(StoreError::Stopped);
+        }
+        let slot =
+            InFlightSlot::acquire(shared, inner.proposals_max_in_flight).ok_or(StoreError::Busy)?;
+        let (reply, answer) = oneshot::channel();
+        match inner
+            .tx
+            .try_send(Command::ReadIndex(ReadRequest { reply, slot }))
+        {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(StoreError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Stopped),
+        }
+        match answer.await {
+            Ok(r) => r,
+            // The thread drops a read past its deadline, or when it stops.
+            Err(_) if shared.stopped.load(Ordering::Acquire) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// [`Store::get`] after [`Store::read_index`]: linearizable on any peer.
+    pub async fn get_linearizable(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.read_index().await?;
+        self.get(key)
+    }
+
+    /// [`Store::range`] after [`Store::read_index`]: linearizable on any
+    /// peer.
+    pub async fn range_linearizable(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<RangeResult, StoreError> {
+        self.read_index().await?;
+        self.range(prefix, limit)
+    }
+
+    /// Asks the leader to hand leadership to `to` (it catches `to` up, then
+    /// tells it to campaign at once). Returns when the request is queued;
+    /// watch [`Store::status`] for the outcome.
+    pub fn transfer_leader(&self, to: u64) -> Result<(), StoreError> {
+        match self.inner.tx.try_send(Command::TransferLeader(to)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(StoreError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Stopped),
+        }
+    }
+
+    /// Adds `peer_id` as a voter (on the leader). Resolves with the voters
+    /// once the change is applied here. The new peer starts empty (`kubus
+    /// node --peer-id N` without `--initial-peers`) and catches up from a
+    /// snapshot.
+    pub async fn add_peer(&self, peer_id: u64) -> Result<Vec<u64>, StoreError> {
+        self.change_membership(peer_id, raft::prelude::ConfChangeType::AddNode)
+            .await
+    }
+
+    /// Removes `peer_id` from the voters (on the leader). Resolves with the
+    /// voters once the change is applied here.
+    pub async fn remove_peer(&self, peer_id: u64) -> Result<Vec<u64>, StoreError> {
+        self.change_membership(peer_id, raft::prelude::ConfChangeType::RemoveNode)
+            .await
+    }
+
+    async fn change_membership(
+        &self,
+        peer_id: u64,
+        change_type: raft::prelude::ConfChangeType,
+    ) -> Result<Vec<u64>, StoreError> {
+        if peer_id == 0 {
+            return Err(StoreError::MembershipRefused(
+                "peer id 0 is not allowed".into(),
+            ));
+        }
+        let mut cc = raft::prelude::ConfChange::default();
+        cc.set_change_type(change_type);
+        cc.node_id = peer_id;
+        let (reply, answer) = oneshot::channel();
+        match self.inner.tx.try_send(Command::ChangeMembership(cc, reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(StoreError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Stopped),
+        }
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// The object at `key` in this peer's applied state: on the leader, or
+    /// with one peer, every acknowledged write is there; a follower may lag
+    /// (use [`Store::get_linearizable`]).
     pub fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let db = &self.inner.shared.db;
         match db.get_pinned_cf(cf(db, CF_OBJECTS)?, key.as_bytes())? {
@@ -320,6 +427,11 @@ impl Store {
     /// Figures about this peer.
     pub fn status(&self) -> StoreStatus {
         let s = &self.inner.shared;
+        let membership = s
+            .membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         StoreStatus {
             peer_id: self.inner.peer_id,
             is_leader: s.is_leader.load(Ordering::Acquire),
@@ -332,6 +444,9 @@ impl Store {
             history_compacted_to: s.history_compacted_to.load(Ordering::Acquire),
             proposals_in_flight: s.in_flight.load(Ordering::Acquire),
             stopped: s.stopped.load(Ordering::Acquire),
+            voters: membership.voters,
+            learners: membership.learners,
+            progress: membership.progress,
         }
     }
 

@@ -3,10 +3,12 @@
 //! history, bounds, throughput with many proposals in flight, and
 //! acknowledged writes surviving SIGKILL.
 
+mod child;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -707,17 +709,9 @@ fn take(line: String, acked: &mut Vec<String>) {
 
 #[test]
 fn acknowledged_writes_survive_sigkill() {
-    let exe = std::env::current_exe().expect("test binary path");
     for (round, kill_after) in [200usize, 900, 2500].into_iter().enumerate() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = child::test_in_child("crash_child")
             .env(CRASH_DIR_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -20,7 +20,7 @@ use serde_json::json;
 const PEERS: [u64; 3] = [1, 2, 3];
 const WRITERS: usize = 8;
 /// Writes each writer attempts, at most.
-const WRITES_PER_WRITER: usize = 60;
+const WRITES_PER_WRITER: usize = 150;
 
 fn peer(url: &str, id: u64, dir: &Path) -> Proc {
     Proc::spawn(

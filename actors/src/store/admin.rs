@@ -3,15 +3,18 @@
 //! (this peer) — `status` with its [`PeerStatus`]; `add-peer` and
 //! `remove-peer` on the leader.
 //!
-//! Decisions are pure ([`peer_status`], [`membership_refusal`]); [`serve`]
-//! only routes requests and replies.
+//! Decisions are pure ([`peer_status`], [`membership_refusal`],
+//! [`membership_error`]); [`serve`] only routes requests and replies.
+//! A membership request waits for the change to be applied on the leader
+//! (bounded by the store's `request_timeout_ms`), so the serving loop
+//! handles one request at a time: administration is rare.
 
 use futures::StreamExt;
 use kubus_api::ApiError;
 use kubus_bus::codec::Codec;
 use kubus_bus::protocol::{MembershipReply, MembershipRequest, PeerStatus, PeerStatusReply};
 use kubus_bus::subject::{StoreOp, Subjects};
-use kubus_storage::{Store, StoreStatus};
+use kubus_storage::{Store, StoreError, StoreStatus};
 use tracing::debug;
 
 /// What a peer says of itself.
@@ -26,8 +29,35 @@ pub fn peer_status(s: &StoreStatus) -> PeerStatus {
         first_log_index: s.first_log_index,
         last_log_index: s.last_log_index,
         proposals_in_flight: s.proposals_in_flight as u64,
-        voters: Vec::new(),
+        voters: s.voters.clone(),
     }
+}
+
+/// How a failed membership change is reported.
+pub fn membership_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::MembershipRefused(why) => {
+            ApiError::bad_request(format!("membership change refused: {why}"))
+        }
+        StoreError::NotLeader { .. }
+        | StoreError::Busy
+        | StoreError::Stopped
+        | StoreError::Timeout => ApiError::unavailable(format!("store: {e}"), 500),
+        other => ApiError::internal(format!("store: {other}")),
+    }
+}
+
+/// Carries out `op` on this peer (the leader), unless it must refuse.
+async fn change_membership(store: &Store, op: StoreOp, req: &MembershipRequest) -> MembershipReply {
+    if let Some(refusal) = membership_refusal(&store.status(), req) {
+        return Err(refusal);
+    }
+    let result = match op {
+        StoreOp::AddPeer => store.add_peer(req.peer_id).await,
+        StoreOp::RemovePeer => store.remove_peer(req.peer_id).await,
+        StoreOp::Status => return Err(ApiError::bad_request("status is not a membership change")),
+    };
+    result.map_err(membership_error)
 }
 
 /// Why this peer will not carry out a membership change, if it will not:
@@ -68,17 +98,10 @@ pub async fn serve(
                     let r: PeerStatusReply = Ok(peer_status(&store.status()));
                     codec.encode(&r)
                 }
-                Some(StoreOp::AddPeer | StoreOp::RemovePeer) => {
-                    let r: MembershipReply = match codec.decode::<MembershipRequest>(&msg.payload)
-                    {
+                Some(op @ (StoreOp::AddPeer | StoreOp::RemovePeer)) => {
+                    let r: MembershipReply = match codec.decode::<MembershipRequest>(&msg.payload) {
                         Err(e) => Err(ApiError::bad_request(format!("membership request: {e}"))),
-                        Ok(req) => Err(membership_refusal(&store.status(), &req).unwrap_or_else(
-                            || {
-                                ApiError::bad_request(
-                                    "this store cannot change its membership yet (multi-peer storage is not merged)",
-                                )
-                            },
-                        )),
+                        Ok(req) => change_membership(&store, op, &req).await,
                     };
                     codec.encode(&r)
                 }
@@ -113,6 +136,9 @@ mod tests {
             history_compacted_to: 0,
             proposals_in_flight: 3,
             stopped: false,
+            voters: vec![1, 2, 3],
+            learners: vec![],
+            progress: vec![],
         }
     }
 
@@ -124,6 +150,24 @@ mod tests {
             (2, false, Some(1), 4, 12)
         );
         assert_eq!(p.proposals_in_flight, 3);
+        assert_eq!(p.voters, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn membership_errors_say_whether_to_retry() {
+        use kubus_api::Reason;
+        let cases = [
+            (
+                StoreError::MembershipRefused("pending".into()),
+                Reason::BadRequest,
+            ),
+            (StoreError::Timeout, Reason::Unavailable),
+            (StoreError::NotLeader { leader: None }, Reason::Unavailable),
+            (StoreError::Corrupt("x".into()), Reason::Internal),
+        ];
+        for (e, want) in cases {
+            assert_eq!(membership_error(e).reason, want);
+        }
     }
 
     #[test]

@@ -336,11 +336,7 @@ impl Bench {
                 let mut stores = Vec::with_capacity(3);
                 for id in 1..=3u64 {
                     let nats = async_nats::connect(&url).await?;
-                    let cfg = StoreConfig {
-                        peer_id: id,
-                        initial_peers: vec![1, 2, 3],
-                        ..StoreConfig::single(dir.join(format!("peer-{id}")))
-                    };
+                    let cfg = StoreConfig::peer(dir.join(format!("peer-{id}")), id, vec![1, 2, 3]);
                     let transport = NatsTransport::start(nats.clone(), subjects.clone(), id);
                     let (store, changes) = Store::open(cfg, Box::new(transport))?;
                     drop(changes);

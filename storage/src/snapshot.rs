@@ -1,0 +1,210 @@
+//! Snapshots of the state machine: what a lagging or new peer receives
+//! instead of log entries that were compacted away.
+//!
+//! A snapshot is a scan of one RocksDB snapshot: the store's revision, every
+//! stream head, and every object (the `objects` column family's bytes as
+//! they are, so nothing is decoded and re-encoded). The history is not sent:
+//! the receiving peer records its history as compacted up to the
+//! snapshot's revision, so a watcher asking it for older changes relists
+//! (exactly as after history retention). The Raft metadata (index, term,
+//! ConfState) travels beside the data in raft-rs's `SnapshotMetadata`.
+//!
+//! The format is length-prefixed and versioned:
+//!
+//! ```text
+//! "KSNAP1" | revision u64 | heads u32 | (len u32, name, head u64)* | (klen u32, key, vlen u32, value)*
+//! ```
+//!
+//! It is built in memory (raft-rs hands a snapshot around as one `Bytes`)
+//! and sent by the transport in chunks under the NATS payload limit.
+
+use rocksdb::{IteratorMode, ReadOptions, WriteBatch, DB};
+
+use crate::error::{CodecError, StoreError};
+use crate::layout::{
+    be, cf, prefix_end, read_u64, CF_HISTORY, CF_META, CF_OBJECTS, KEY_HISTORY_COMPACTED_TO,
+    KEY_REVISION, STREAM_HEAD_PREFIX,
+};
+
+const MAGIC: &[u8] = b"KSNAP1";
+
+/// What a snapshot carries besides the Raft metadata.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SnapshotData {
+    /// The store's revision at the snapshot's index.
+    pub revision: u64,
+    /// `(stream, head revision)`.
+    pub stream_heads: Vec<(String, u64)>,
+    /// `(key, encoded KeyValue)` from the `objects` column family.
+    pub objects: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Scans the applied state of `db` into snapshot bytes (one consistent
+/// RocksDB snapshot).
+pub fn build(db: &DB) -> Result<Vec<u8>, StoreError> {
+    let snap = db.snapshot();
+    let meta = cf(db, CF_META)?;
+    let revision = match snap.get_cf(meta, KEY_REVISION)? {
+        Some(v) => read_u64("revision", &v)?,
+        None => 0,
+    };
+    let mut heads = Vec::new();
+    let mut opts = ReadOptions::default();
+    if let Some(end) = prefix_end(STREAM_HEAD_PREFIX.as_bytes()) {
+        opts.set_iterate_upper_bound(end);
+    }
+    let iter = snap.iterator_cf_opt(
+        meta,
+        opts,
+        IteratorMode::From(STREAM_HEAD_PREFIX.as_bytes(), rocksdb::Direction::Forward),
+    );
+    for item in iter {
+        let (k, v) = item?;
+        let name = &k[STREAM_HEAD_PREFIX.len()..];
+        heads.push((name.to_vec(), read_u64("stream head", &v)?));
+    }
+    let mut out = Vec::with_capacity(64 * 1024);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&be(revision));
+    out.extend_from_slice(&(heads.len() as u32).to_be_bytes());
+    for (name, head) in &heads {
+        put_bytes(&mut out, name)?;
+        out.extend_from_slice(&be(*head));
+    }
+    for item in snap.iterator_cf(cf(db, CF_OBJECTS)?, IteratorMode::Start) {
+        let (k, v) = item?;
+        put_bytes(&mut out, &k)?;
+        put_bytes(&mut out, &v)?;
+    }
+    Ok(out)
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), StoreError> {
+    let len = u32::try_from(b.len()).map_err(|_| {
+        StoreError::Corrupt(format!("a {}-byte value cannot be snapshotted", b.len()))
+    })?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(b);
+    Ok(())
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, what: &'static str, n: usize) -> Result<&'a [u8], CodecError> {
+        if self.b.len() < n {
+            return Err(CodecError::Length {
+                what,
+                expected: n,
+                found: self.b.len(),
+            });
+        }
+        let (head, rest) = self.b.split_at(n);
+        self.b = rest;
+        Ok(head)
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, CodecError> {
+        read_u64(what, self.take(what, 8)?)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, CodecError> {
+        let b = self.take(what, 4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], CodecError> {
+        let n = self.u32(what)? as usize;
+        self.take(what, n)
+    }
+}
+
+/// Parses snapshot bytes made by [`build`].
+pub fn parse(bytes: &[u8]) -> Result<SnapshotData, StoreError> {
+    let mut r = Reader { b: bytes };
+    if r.take("snapshot magic", MAGIC.len())? != MAGIC {
+        return Err(StoreError::Corrupt("snapshot has an unknown format".into()));
+    }
+    let revision = r.u64("snapshot revision")?;
+    let n = r.u32("snapshot stream count")?;
+    let mut stream_heads = Vec::with_capacity(n.min(65_536) as usize);
+    for _ in 0..n {
+        let name = r.bytes("snapshot stream name")?;
+        let name = String::from_utf8(name.to_vec())
+            .map_err(|_| StoreError::Corrupt("snapshot stream name is not UTF-8".into()))?;
+        stream_heads.push((name, r.u64("snapshot stream head")?));
+    }
+    let mut objects = Vec::new();
+    while !r.b.is_empty() {
+        let k = r.bytes("snapshot key")?.to_vec();
+        let v = r.bytes("snapshot value")?.to_vec();
+        objects.push((k, v));
+    }
+    Ok(SnapshotData {
+        revision,
+        stream_heads,
+        objects,
+    })
+}
+
+/// Stages the replacement of the whole state machine by `data`: objects,
+/// stream heads, revision, and a history that starts after the snapshot's
+/// revision. (The applied index and the Raft state are staged by the
+/// caller in the same batch.)
+pub fn stage_install(db: &DB, wb: &mut WriteBatch, data: &SnapshotData) -> Result<(), StoreError> {
+    let objects = cf(db, CF_OBJECTS)?;
+    // Keys are UTF-8 strings: no key holds the byte 0xff.
+    wb.delete_range_cf(objects, b"".as_slice(), b"\xff".as_slice());
+    wb.delete_range_cf(cf(db, CF_HISTORY)?, be(0), be(u64::MAX));
+    let meta = cf(db, CF_META)?;
+    if let Some(end) = prefix_end(STREAM_HEAD_PREFIX.as_bytes()) {
+        wb.delete_range_cf(meta, STREAM_HEAD_PREFIX.as_bytes(), end.as_slice());
+    }
+    for (k, v) in &data.objects {
+        wb.put_cf(objects, k, v);
+    }
+    for (stream, head) in &data.stream_heads {
+        wb.put_cf(meta, crate::layout::stream_head_key(stream), be(*head));
+    }
+    wb.put_cf(meta, KEY_REVISION, be(data.revision));
+    wb.put_cf(meta, KEY_HISTORY_COMPACTED_TO, be(data.revision));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::open_db;
+
+    #[test]
+    fn build_parse_install_round_trip() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let db = open_db(a.path()).expect("db");
+        let mut wb = WriteBatch::default();
+        let meta = cf(&db, CF_META).expect("meta");
+        wb.put_cf(meta, KEY_REVISION, be(42));
+        wb.put_cf(meta, crate::layout::stream_head_key("pods"), be(40));
+        let objects = cf(&db, CF_OBJECTS).expect("objects");
+        wb.put_cf(objects, b"/pods/a/b", b"v1");
+        wb.put_cf(objects, b"/svc/a/b", vec![0xffu8; 3000]);
+        db.write(wb).expect("write");
+        let bytes = build(&db).expect("build");
+        let data = parse(&bytes).expect("parse");
+        assert_eq!(data.revision, 42);
+        assert_eq!(data.stream_heads, vec![("pods".to_string(), 40)]);
+        assert_eq!(data.objects.len(), 2);
+        assert!(parse(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+
+        let b = tempfile::tempdir().expect("tempdir");
+        let db2 = open_db(b.path()).expect("db");
+        let mut wb = WriteBatch::default();
+        wb.put_cf(cf(&db2, CF_OBJECTS).expect("objects"), b"/old/x/y", b"gone");
+        db2.write(wb).expect("write");
+        let mut wb = WriteBatch::default();
+        stage_install(&db2, &mut wb, &data).expect("install");
+        db2.write(wb).expect("write");
+        assert_eq!(parse(&build(&db2).expect("build")).expect("parse"), data);
+    }
+}
