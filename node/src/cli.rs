@@ -210,6 +210,10 @@ pub struct NodeArgs {
     /// running cluster: `kubus store add-peer N` there.
     #[arg(long, value_delimiter = ',')]
     pub initial_peers: Option<Vec<u64>>,
+    /// Applied Raft log entries the store keeps for slow followers; a peer
+    /// further behind (or a new one) catches up by snapshot.
+    #[arg(long, default_value_t = 10_000)]
+    pub log_entries_kept: u64,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

@@ -65,6 +65,8 @@ pub struct MeshNode {
     pub peer_id: u64,
     /// The voters a fresh store starts with; empty: join a running cluster.
     pub initial_peers: Vec<u64>,
+    /// Applied log entries kept behind the applied index.
+    pub log_entries_kept: u64,
     pub runtime: RuntimeArgs,
 }
 
@@ -146,6 +148,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         hollow_delay_ms: args.hollow_delay_ms,
         peer_id: 1,
         initial_peers: vec![1],
+        log_entries_kept: StoreConfig::single(PathBuf::new()).log_entries_kept,
         runtime: args.runtime,
     };
     let result = run(mesh, nats.clone());
@@ -170,6 +173,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         hollow_delay_ms: args.hollow_delay_ms,
         peer_id,
         initial_peers,
+        log_entries_kept: args.log_entries_kept,
         runtime: args.runtime,
     };
     std::fs::create_dir_all(&mesh.data_dir)
@@ -407,7 +411,10 @@ async fn start_hollow_nodes(
 /// messages addressed to it, and serves the API from it.
 async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> {
     let dir = mesh.data_dir.join("store");
-    let cfg = StoreConfig::peer(dir.clone(), mesh.peer_id, mesh.initial_peers.clone());
+    let cfg = StoreConfig {
+        log_entries_kept: mesh.log_entries_kept,
+        ..StoreConfig::peer(dir.clone(), mesh.peer_id, mesh.initial_peers.clone())
+    };
     let subjects = client.subjects().clone();
     let transport = NatsTransport::start(client.nats().clone(), subjects.clone(), mesh.peer_id);
     let (store, changes) = Store::open(cfg, Box::new(transport))
