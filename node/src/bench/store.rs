@@ -23,7 +23,9 @@
 //!   so it is the harsh side of the comparison; the store figure is the
 //!   kind one.
 //!
-//! Every case runs `--warmup` puts first, then until `--duration-ms` has
+//! Before each system is measured the benchmark runs `sync` and pauses
+//! briefly, so no system pays for the previous one's writeback. Every case
+//! runs `--warmup` puts first, then until `--duration-ms` has
 //! passed or `--ops` puts are done, whichever comes first, with exactly
 //! `in flight` puts under way (a closed loop: each worker issues its next
 //! put when the previous one is acknowledged).
@@ -52,6 +54,8 @@ pub const IN_FLIGHT_MAX: usize = 1024;
 pub const OPS_MAX: u64 = 99_999_999;
 /// A case stops after this many failed puts (the rest would fail too).
 const ERRORS_MAX: u64 = 100;
+/// The pause before each measurement (after `sync`).
+const SETTLE: Duration = Duration::from_millis(500);
 /// How long the API path may take to come up.
 const API_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -392,6 +396,17 @@ async fn wait_leader(store: &Store) -> anyhow::Result<()> {
     bail!("the store elected no leader within 2 s")
 }
 
+/// Lets the previous system's writes leave the page cache before the next
+/// one is measured, so that neither pays for the other's writeback:
+/// `sync`, then a short pause.
+async fn settle() {
+    let synced = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status()).await;
+    if !matches!(synced, Ok(Ok(s)) if s.success()) {
+        tracing::warn!("sync failed; cases may pay for each other's writeback");
+    }
+    tokio::time::sleep(SETTLE).await;
+}
+
 /// The leader of `stores` once there is exactly one (bounded wait).
 async fn wait_one_leader(stores: &[Store]) -> anyhow::Result<Store> {
     for _ in 0..300 {
@@ -486,6 +501,7 @@ pub fn run(args: BenchStoreArgs) -> anyhow::Result<()> {
         for case in &cases {
             let mut etcd_m: Option<(f64, f64)> = None;
             for &s in &systems {
+                settle().await;
                 let m = bench.run_case(s, *case, &args).await?;
                 let line = row(s, *case, &m, etcd_m);
                 println!("{line}");
