@@ -337,3 +337,13 @@ pub fn nats_server(dir: &Path) -> (Proc, String) {
     .expect("nats-server up");
     (proc, format!("nats://127.0.0.1:{port}"))
 }
+
+/// The ends of the logs of `procs`, each under its file name: what a
+/// failed multi-process test prints.
+pub fn logs_of<'a>(procs: impl IntoIterator<Item = &'a Proc>) -> String {
+    procs
+        .into_iter()
+        .map(|p| format!("== {}\n{}", p.log.display(), p.log_tail()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -17,7 +17,7 @@ use kubus_api::Kind;
 use kubus_bus::protocol::PeerStatus;
 use kubus_bus::subject::StoreOp;
 use kubus_bus::Client;
-use kubus_tests::{kubus_bin, nats_server, Proc};
+use kubus_tests::{kubus_bin, logs_of, nats_server, Proc};
 use serde_json::json;
 
 const PEERS: [u64; 3] = [1, 2, 3];
@@ -86,13 +86,7 @@ fn a_killed_leader_loses_no_acknowledged_write() {
         .iter()
         .map(|&id| peer(&url, id, dir.path(), false))
         .collect();
-    let logs = |peers: &[Proc]| {
-        peers
-            .iter()
-            .map(|p| format!("== {}\n{}", p.log.display(), p.log_tail()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let logs = |peers: &[Proc]| logs_of(peers);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
