@@ -349,8 +349,15 @@ async fn publish(
         tokio::select! {
             batch = changes.recv() => {
                 let Some(batch) = batch else { break };
+                // Every peer applies every change, but only the leader
+                // publishes it (one event per change on the bus). Followers
+                // still keep the stream heads and node chains, so that the
+                // prev of what they publish once they lead is right; a
+                // change nobody published (applied by a follower, the
+                // leader gone) is a gap that watchers fill from history.
+                let leading = store.is_leader();
                 for change in &batch {
-                    publish_change(&nats, &subjects, &mut published, change, rebuilt_through).await;
+                    publish_change(&nats, &subjects, &mut published, change, rebuilt_through, leading).await;
                 }
             }
             _ = tick.tick() => {
@@ -369,6 +376,7 @@ async fn publish_change(
     published: &mut Published,
     change: &Change,
     rebuilt_through: u64,
+    leading: bool,
 ) {
     let (kind, event) = match change_event(change) {
         Ok(e) => e,
@@ -377,8 +385,10 @@ async fn publish_change(
             return;
         }
     };
-    for subject in change_subjects(subjects, kind, &event.object) {
-        publish_json(nats, subject, &event).await;
+    if leading {
+        for subject in change_subjects(subjects, kind, &event.object) {
+            publish_json(nats, subject, &event).await;
+        }
     }
     let head = published.resources.entry(kind).or_insert(0);
     *head = (*head).max(change.revision);
@@ -390,8 +400,10 @@ async fn publish_change(
         } else {
             0
         };
-        let node_event = ChangeEvent { prev, ..event };
-        publish_json(nats, subjects.node_pods(&node), &node_event).await;
+        if leading {
+            let node_event = ChangeEvent { prev, ..event };
+            publish_json(nats, subjects.node_pods(&node), &node_event).await;
+        }
     }
 }
 
