@@ -24,6 +24,11 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+/// Attempts to create a default namespace while the store has no leader.
+const NAMESPACE_ATTEMPTS: u32 = 60;
+/// The wait between those attempts.
+const NAMESPACE_RETRY: Duration = Duration::from_millis(500);
+
 /// Requests served at once; past this, callers get Unavailable.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 512;
 
@@ -85,13 +90,25 @@ impl Actor for StoreServer {
         let store = self.store.clone();
         actix::spawn(async move {
             for ns in ["default", "kube-system"] {
-                let object = kubus_api::lifecycle::empty(Kind::Namespace, None, ns);
-                let req = ApiRequest::Create { object };
-                let verb = Verb::Create;
-                match service::handle(&store, verb, Kind::Namespace, "_", req).await {
-                    Ok(_) => info!(namespace = ns, "created namespace"),
-                    Err(e) if e.reason == kubus_api::Reason::AlreadyExists => {}
-                    Err(e) => warn!(namespace = ns, error = %e, "cannot create namespace"),
+                // With several peers there may be no leader yet: try again
+                // (a follower forwards the write once one is known).
+                for attempt in 1..=NAMESPACE_ATTEMPTS {
+                    let object = kubus_api::lifecycle::empty(Kind::Namespace, None, ns);
+                    let req = ApiRequest::Create { object };
+                    let verb = Verb::Create;
+                    match service::handle(&store, verb, Kind::Namespace, "_", req).await {
+                        Ok(_) => info!(namespace = ns, "created namespace"),
+                        Err(e) if e.reason == kubus_api::Reason::AlreadyExists => {}
+                        Err(e)
+                            if e.reason == kubus_api::Reason::Unavailable
+                                && attempt < NAMESPACE_ATTEMPTS =>
+                        {
+                            tokio::time::sleep(NAMESPACE_RETRY).await;
+                            continue;
+                        }
+                        Err(e) => warn!(namespace = ns, error = %e, "cannot create namespace"),
+                    }
+                    break;
                 }
             }
         });
