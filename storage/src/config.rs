@@ -48,8 +48,8 @@ pub struct StoreConfig {
     pub log_compaction_step_entries: u64,
     /// Largest encoded proposal (one Raft entry).
     pub entry_bytes_max: usize,
-    /// How long a request that depends on other peers may wait: a proposal
-    /// forwarded to the leader, a ReadIndex, a configuration change. Past
+    /// How long a request that depends on other peers may wait: a
+    /// proposal (applied or not), a ReadIndex, a configuration change. Past
     /// it the caller gets [`StoreError::Timeout`] (a write's outcome is then
     /// unknown: it may still be applied).
     pub request_timeout_ms: u64,

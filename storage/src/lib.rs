@@ -3,8 +3,8 @@
 //! One store **peer**: a raft-rs [`RawNode`](raft::RawNode) driven on its own
 //! thread, its log and state in RocksDB ([`RocksStorage`]), and a key/value
 //! state machine with etcd-style revisions, a change history and per-stream
-//! change chains. One peer works today; the shapes (a [`Transport`] trait,
-//! [`Store::step`], ids that are unique across peers) are there for 3 or 5.
+//! change chains. A store is 1, 3 or 5 such peers: Raft messages leave
+//! through a [`Transport`] and come in through [`Store::step`].
 //!
 //! **Architecture invariant: storage knows nothing of actix or NATS.** It
 //! uses `tokio` only for `tokio::sync` channels (replies and the change
@@ -30,6 +30,44 @@
 //! # tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(demo()).expect("demo");
 //! ```
 //!
+//! # The Store API
+//!
+//! What the `node` crate (the store server, the NATS transport, the
+//! benchmark) uses; kept stable.
+//!
+//! - [`Store::open`]`(cfg, transport)` → `(Store, ChangeReceiver)`. A fresh
+//!   directory is bootstrapped with [`StoreConfig::initial_peers`]; empty
+//!   `initial_peers` means "join": the peer waits to be added and is sent a
+//!   snapshot. [`StoreConfig::single`] and [`StoreConfig::peer`] give
+//!   production defaults.
+//! - Writes: [`Store::propose`]`(Txn)` on any peer (a follower forwards to
+//!   the leader; the entry carries the proposal's id, so the proposing peer
+//!   answers when it applies it). Answers after fsync, commit and apply.
+//!   Errors: [`StoreError::NotLeader`] (never in the log: retry elsewhere),
+//!   [`StoreError::Timeout`] (not applied within
+//!   [`StoreConfig::request_timeout_ms`]: outcome unknown),
+//!   [`StoreError::Busy`], [`StoreError::Stopped`].
+//! - Reads: [`Store::get`], [`Store::range`], [`Store::range_from`],
+//!   [`Store::changes_since`], [`Store::stream_head`] read this peer's
+//!   applied state (every write this peer acknowledged, but possibly not
+//!   the latest: a follower lags, a deposed leader may not know it yet);
+//!   [`Store::read_index`], [`Store::get_linearizable`] and
+//!   [`Store::range_linearizable`] are linearizable on any peer (Raft
+//!   ReadIndex, batched: all reads that arrive in one turn of the loop share
+//!   one request).
+//! - Raft traffic: [`Store::step`]`(Message)` for every message the
+//!   transport receives (whole, after reassembly of chunks; never blocks,
+//!   [`StoreError::Busy`] when the inbound queue is full).
+//! - Membership and leadership: [`Store::add_peer`],
+//!   [`Store::remove_peer`] (on the leader; they answer with the voters
+//!   once the change is applied), [`Store::transfer_leader`] (any peer).
+//! - [`Store::status`] ([`StoreStatus`]: role, term, indexes, voters, the
+//!   leader's view of each peer's progress), [`Store::persist_stats`]
+//!   (log writes, syncs and entries: group commit), [`Store::is_leader`],
+//!   [`Store::revision`], [`Store::shutdown`] (stops the Raft thread; the
+//!   database closes when the last clone of the handle is dropped, so a
+//!   peer reopened in the same process must drop its old handles first).
+//!
 //! # The Ready loop, step by step
 //!
 //! The Raft thread (`peer.rs`) loops:
@@ -46,8 +84,10 @@
 //!    1. **send** `ready.messages()` — only a leader has these; it may send
 //!       appends before persisting them (Raft thesis §10.2.1) because a
 //!       follower acknowledges only what *it* persisted;
-//!    2. **refuse** a snapshot (snapshots carry no objects yet; installing
-//!       one would diverge, so the peer stops with an error);
+//!    2. **install** a snapshot from the leader, if there is one: objects,
+//!       stream heads, revision, applied index and the Raft log's new start
+//!       replace the old state in one synced write batch (see
+//!       [`snapshot`]);
 //!    3. **apply** `ready.committed_entries()` — entries committed and
 //!       persisted by earlier Readys;
 //!    4. **persist** `ready.entries()` and `ready.hs()` in one RocksDB write
@@ -113,7 +153,10 @@
 //! that compacts the log, after a snapshot is built for a peer, and before and
 //! after a received snapshot is installed. `storage/tests/crash.rs` crashes a
 //! 3-peer cluster (a child process that aborts) at each and checks, after a
-//! restart, that no acknowledged write was lost.
+//! restart, that no acknowledged write was lost; the same test with fsync
+//! off sees the loss. `storage/tests/crash_one_peer.rs` kills one peer at
+//! each while the other two go on, and checks that it comes back and
+//! catches up.
 //!
 //! # Layout
 //! - [`store`]: [`Store`], the handle: open, propose, step, reads.
@@ -168,7 +211,7 @@ pub use error::{CodecError, StoreError};
 pub use model::{
     stream_of, Change, ChangeOp, KeyValue, Op, Precondition, RangeResult, Txn, TxnOutcome,
 };
-pub use peer::PeerProgress;
+pub use peer::{PeerProgress, PersistStats};
 pub use raft_storage::RocksStorage;
 pub use store::{ChangeReceiver, Store, StoreStatus, CHANGES_MAX, RANGE_ITEMS_MAX};
-pub use transport::{NoPeers, Transport};
+pub use transport::{NoPeers, Transport, CHUNK_BYTES_DEFAULT};

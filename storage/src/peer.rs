@@ -73,13 +73,31 @@ pub(crate) struct Shared {
     pub in_flight: AtomicUsize,
     /// The configuration and, on the leader, each peer's progress.
     pub membership: Mutex<Membership>,
+    /// Writes of new log entries (one per Ready that had some).
+    pub log_writes: AtomicU64,
+    /// Of those, the ones synced.
+    pub log_syncs: AtomicU64,
+    /// Log entries written, all writes together.
+    pub log_entries: AtomicU64,
+}
+
+/// How the Raft log has been written since the store opened: group commit
+/// shows as `log_entries` well above `log_writes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistStats {
+    /// Writes of new log entries (one per Ready that had some).
+    pub log_writes: u64,
+    /// Of those, the ones fsynced (all of them with fsync on).
+    pub log_syncs: u64,
+    /// Log entries written, all writes together.
+    pub log_entries: u64,
 }
 
 /// The Raft configuration as this peer knows it, and (leader only) how far
 /// each peer's log matches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
-    /// Voting peers.
+    /// Voting peers, in order.
     pub voters: Vec<u64>,
     /// Non-voting peers.
     pub learners: Vec<u64>,
@@ -113,6 +131,9 @@ impl Shared {
             stop_requested: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            log_writes: AtomicU64::new(0),
+            log_syncs: AtomicU64::new(0),
+            log_entries: AtomicU64::new(0),
             membership: Mutex::new(Membership::default()),
         }
     }
@@ -203,13 +224,16 @@ struct ReadBatch {
     retry_at: Instant,
 }
 
-/// Answers a membership change with the voters after it.
+/// Answers a membership change with the voters after it, in order.
 pub(crate) type MembershipReply = oneshot::Sender<Result<Vec<u64>, StoreError>>;
 
 /// A membership change in the log, waiting to be applied.
 struct ConfWaiter {
     ctx: Vec<u8>,
     reply: MembershipReply,
+    /// Past it the proposer hears [`StoreError::Timeout`] (the change may
+    /// still be applied).
+    deadline: Instant,
 }
 
 /// What a handle asks of the Raft thread.
@@ -262,9 +286,10 @@ pub(crate) struct Peer {
     /// Log index of each pending proposal: when an index is applied, any
     /// proposal still waiting there lost its entry to a new leader.
     pending_by_index: BTreeMap<u64, ProposalId>,
-    /// Proposals forwarded to the leader, oldest first, with the time they
-    /// give up (the forward or the leader may be lost).
-    forwarded: VecDeque<(Instant, ProposalId)>,
+    /// Pending proposals, oldest first, with the time they give up: a
+    /// forward or the leader may be lost, or a leader cut off from the
+    /// others may never learn what became of its entry.
+    deadlines: VecDeque<(Instant, ProposalId)>,
     /// Reads that arrived during this turn of the loop; they share one
     /// ReadIndex request.
     reads_new: Vec<ReadRequest>,
@@ -297,7 +322,12 @@ impl Peer {
     ) -> Result<Peer, StoreError> {
         let db = Arc::clone(&shared.db);
         let mut storage = RocksStorage::load(Arc::clone(&db))?;
-        if !storage.is_initialized() {
+        // A joining peer (no initial peers) writes nothing: its log stays
+        // empty at index 0, below the start of every bootstrapped log, so
+        // the leader must send it a snapshot (which carries the
+        // configuration). Replaying the log instead would start from an
+        // empty configuration and leave it believing it is alone.
+        if !storage.is_initialized() && !cfg.initial_peers.is_empty() {
             let mut wb = WriteBatch::default();
             storage.stage_bootstrap(&mut wb, cfg.initial_peers.clone())?;
             db.write_opt(wb, &sync_write(cfg.fsync))?;
@@ -367,7 +397,7 @@ impl Peer {
             catching_up: true,
             pending: HashMap::new(),
             pending_by_index: BTreeMap::new(),
-            forwarded: VecDeque::new(),
+            deadlines: VecDeque::new(),
             reads_new: Vec::new(),
             reads: HashMap::new(),
             next_read_ctx: 1,
@@ -448,6 +478,12 @@ impl Peer {
         match cmd {
             Command::Propose(p) => self.propose(p),
             Command::Step(m) => {
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    if let Err(e) = snapshot::check(&m.get_snapshot().data) {
+                        tracing::warn!(from = m.from, error = %e, "damaged snapshot dropped");
+                        return false;
+                    }
+                }
                 if let Err(e) = self.raw.step(m) {
                     tracing::debug!(error = %e, "raft message not stepped");
                 }
@@ -499,13 +535,26 @@ impl Peer {
     /// Timers: give up on requests past their deadline, ask again for read
     /// indexes not answered yet, re-send lost snapshots, publish progress.
     fn on_tick(&mut self, now: Instant) {
-        while let Some(&(deadline, id)) = self.forwarded.front() {
-            if deadline > now {
+        // Oldest first; answered ones go too, so the queue holds little
+        // more than the proposals in flight.
+        while let Some(&(deadline, id)) = self.deadlines.front() {
+            if deadline > now && self.pending.contains_key(&id) {
                 break;
             }
-            self.forwarded.pop_front();
+            self.deadlines.pop_front();
             if let Some(p) = self.pending.remove(&id) {
                 p.answer(Err(StoreError::Timeout));
+            }
+        }
+        let late: Vec<u64> = self
+            .conf_waiters
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(index, _)| *index)
+            .collect();
+        for index in late {
+            if let Some(w) = self.conf_waiters.remove(&index) {
+                let _ = w.reply.send(Err(StoreError::Timeout));
             }
         }
         let retry = self.read_retry();
@@ -567,7 +616,15 @@ impl Peer {
         match self.raw.propose_conf_change(ctx.clone(), cc) {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
-                self.conf_waiters.insert(index, ConfWaiter { ctx, reply });
+                let deadline = Instant::now() + self.request_timeout;
+                self.conf_waiters.insert(
+                    index,
+                    ConfWaiter {
+                        ctx,
+                        reply,
+                        deadline,
+                    },
+                );
             }
             Err(e) => {
                 let _ = reply.send(Err(StoreError::MembershipRefused(e.to_string())));
@@ -619,15 +676,15 @@ impl Peer {
             return;
         }
         match self.raw.propose(Vec::new(), data) {
-            Ok(()) if leading => {
-                let index = self.raw.raft.raft_log.last_index();
-                self.pending_by_index.insert(index, id);
-                self.pending.insert(id, Pending { reply, slot });
-            }
             Ok(()) => {
-                // Forwarded: answered when the entry is applied here, or
-                // with Timeout if it never is.
-                self.forwarded
+                if leading {
+                    let index = self.raw.raft.raft_log.last_index();
+                    self.pending_by_index.insert(index, id);
+                }
+                // Answered when the entry is applied here (a forwarded one
+                // is recognised by its id), or with Timeout if it is not
+                // in time.
+                self.deadlines
                     .push_back((Instant::now() + self.request_timeout, id));
                 self.pending.insert(id, Pending { reply, slot });
             }
@@ -689,10 +746,14 @@ impl Peer {
             if let Some(hs) = ready.hs() {
                 storage.stage_hard_state(&mut wb, hs)?;
             }
-            self.shared
-                .db
-                .write_opt(wb, &sync_write(self.cfg.fsync && ready.must_sync()))?;
+            let sync = self.cfg.fsync && ready.must_sync();
+            self.shared.db.write_opt(wb, &sync_write(sync))?;
             if appends {
+                let s = &self.shared;
+                s.log_writes.fetch_add(1, Ordering::Relaxed);
+                s.log_syncs.fetch_add(u64::from(sync), Ordering::Relaxed);
+                s.log_entries
+                    .fetch_add(ready.entries().len() as u64, Ordering::Relaxed);
                 failpoint!(crate::failpoints::AFTER_LOG_APPEND);
             }
             if hard_state {
@@ -944,7 +1005,7 @@ impl Peer {
         match result {
             Ok(cs) => {
                 tracing::info!(index = e.index, voters = ?cs.voters, learners = ?cs.learners, "membership changed");
-                let voters = cs.voters.clone();
+                let voters = sorted(&cs.voters);
                 self.raw.mut_store().stage_conf_state(wb, cs)?;
                 self.publish_membership();
                 if let Some(w) = waiter {
@@ -973,8 +1034,8 @@ impl Peer {
             .membership
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        m.voters = cs.voters.clone();
-        m.learners = cs.learners.clone();
+        m.voters = sorted(&cs.voters);
+        m.learners = sorted(&cs.learners);
     }
 
     /// Publishes every peer's progress (leader only; cleared elsewhere).
@@ -1058,6 +1119,12 @@ impl Peer {
         s.last_log_index
             .store(storage.last_log_index(), Ordering::Release);
     }
+}
+
+fn sorted(ids: &[u64]) -> Vec<u64> {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v
 }
 
 fn sync_write(sync: bool) -> WriteOptions {

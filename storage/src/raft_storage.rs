@@ -9,7 +9,7 @@
 //! the disk. The in-memory state is updated as a batch is staged: a failed
 //! write stops the peer, so a state ahead of the disk is never used.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
@@ -44,6 +44,39 @@ pub struct RocksStorage {
     last_term: u64,
     /// Set by the driver after each apply; bounds snapshots.
     applied_index: u64,
+    /// The snapshot built (or being built) for lagging peers.
+    snapshots: Arc<Mutex<SnapshotSlot>>,
+}
+
+/// At most one snapshot is built at a time, on its own thread, so that a
+/// large scan never stalls the Raft thread's heartbeats; the last one built
+/// is kept and sent to every peer that needs one until the log moves past
+/// it.
+#[derive(Default)]
+struct SnapshotSlot {
+    building: bool,
+    ready: Option<Snapshot>,
+    /// The thread building one, joined when the storage is dropped (it
+    /// holds the database open).
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RocksStorage {
+    /// Waits for a snapshot being built: the peer's database must be
+    /// closed when the peer is gone (a reopen would find it locked).
+    fn drop(&mut self) {
+        let thread = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .thread
+            .take();
+        if let Some(t) = thread {
+            if t.join().is_err() {
+                tracing::error!("the snapshot thread panicked");
+            }
+        }
+    }
 }
 
 fn raft_err(e: StoreError) -> raft::Error {
@@ -96,6 +129,7 @@ impl RocksStorage {
             last_index: truncated_index,
             last_term: truncated_term,
             applied_index: 0,
+            snapshots: Arc::default(),
         };
         let last = {
             let log = cf(&storage.db, CF_RAFT_LOG)?;
@@ -427,15 +461,36 @@ impl raft::Storage for RocksStorage {
         Ok(self.last_index)
     }
 
-    /// A snapshot at the applied index: the metadata (index, term,
-    /// ConfState) and the state machine scanned by `snapshot::build`. raft-rs
-    /// calls this on the Raft thread, between apply batches, so the database
-    /// holds exactly the state at `applied_index`.
+    /// A snapshot at (or after) `request_index`: the metadata (index,
+    /// term, ConfState) and the state machine scanned by
+    /// `snapshot::build_from`. The last one built is handed out while it is
+    /// still usable (not older than the start of the log). Otherwise a new
+    /// one is started on its own thread from a RocksDB snapshot taken here,
+    /// between apply batches (so it holds exactly the state at
+    /// `applied_index`), and raft-rs is told "temporarily unavailable": it
+    /// asks again at the peer's next heartbeat response.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
         if self.applied_index < request_index {
-            return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            ));
+            return Err(unavailable());
+        }
+        let mut slot = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(snap) = &slot.ready {
+            let index = snap.get_metadata().index;
+            // Usable while the log still continues it and the
+            // configuration has not changed (a joining peer must find
+            // itself in the snapshot's).
+            let conf_same = snap.get_metadata().get_conf_state() == &self.conf_state;
+            if index >= request_index && index >= self.truncated_index && conf_same {
+                return Ok(snap.clone());
+            }
+            slot.ready = None;
+        }
+        if slot.building {
+            return Err(unavailable());
         }
         let term = self.entry_term(self.applied_index).map_err(raft_err)?;
         let mut snap = Snapshot::default();
@@ -443,15 +498,74 @@ impl raft::Storage for RocksStorage {
         meta.index = self.applied_index;
         meta.term = term;
         meta.set_conf_state(self.conf_state.clone());
-        let data = crate::snapshot::build(&self.db).map_err(raft_err)?;
-        failpoint!(crate::failpoints::SNAPSHOT_SAVE);
-        snap.data = data.into();
-        tracing::info!(
-            index = self.applied_index,
-            bytes = snap.data.len(),
-            "built a snapshot"
-        );
-        Ok(snap)
+        let (taken_tx, taken_rx) = std::sync::mpsc::sync_channel(1);
+        let (db, slot_shared) = (Arc::clone(&self.db), Arc::clone(&self.snapshots));
+        let spawned = std::thread::Builder::new()
+            .name("kubus-snapshot".into())
+            .spawn(move || build_snapshot(&db, snap, &slot_shared, &taken_tx));
+        match spawned {
+            Ok(thread) => {
+                // The previous thread is done with the slot (`building` was
+                // false) and about to end: join it, so that none outlives
+                // the storage.
+                if let Some(done) = slot.thread.replace(thread) {
+                    let _ = done.join();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a snapshot thread");
+                return Err(unavailable());
+            }
+        }
+        slot.building = true;
+        drop(slot);
+        // Wait until the thread holds its RocksDB snapshot (microseconds):
+        // only then may the Raft thread apply more.
+        let _ = taken_rx.recv();
+        Err(unavailable())
+    }
+}
+
+/// The snapshot thread: takes a RocksDB snapshot, says so, scans it, and
+/// leaves the result in `slot`.
+fn build_snapshot(
+    db: &DB,
+    mut snap: Snapshot,
+    slot: &Mutex<SnapshotSlot>,
+    taken: &std::sync::mpsc::SyncSender<()>,
+) {
+    // However this thread ends (a panic included), the next request may
+    // start another one.
+    let _done = BuildingDone(slot);
+    let db_snap = db.snapshot();
+    let _ = taken.send(());
+    let built = crate::snapshot::build_from(db, &db_snap);
+    drop(db_snap);
+    failpoint!(crate::failpoints::SNAPSHOT_SAVE);
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    match built {
+        Ok(data) => {
+            snap.data = data.into();
+            tracing::info!(
+                index = snap.get_metadata().index,
+                bytes = snap.data.len(),
+                "built a snapshot"
+            );
+            slot.ready = Some(snap);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot build a snapshot"),
+    }
+}
+
+/// Clears [`SnapshotSlot::building`] when dropped.
+struct BuildingDone<'a>(&'a Mutex<SnapshotSlot>);
+
+impl Drop for BuildingDone<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .building = false;
     }
 }
 
@@ -554,7 +668,21 @@ mod tests {
             s.entries(4, 6, None, ctx()),
             Err(raft::Error::Store(StorageError::Compacted))
         ));
-        let snap = s.snapshot(5, 2).expect("snapshot");
+        // Built on its own thread: unavailable until it is done.
+        let mut snap = None;
+        for _ in 0..500 {
+            match s.snapshot(5, 2) {
+                Ok(built) => {
+                    snap = Some(built);
+                    break;
+                }
+                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("snapshot: {e}"),
+            }
+        }
+        let snap = snap.expect("a snapshot within 5 s");
         assert_eq!(
             (snap.get_metadata().index, snap.get_metadata().term),
             (5, 1)

@@ -15,8 +15,10 @@
 //! "KSNAP1" | revision u64 | heads u32 | (len u32, name, head u64)* | (klen u32, key, vlen u32, value)*
 //! ```
 //!
-//! It is built in memory (raft-rs hands a snapshot around as one `Bytes`)
-//! and sent by the transport in chunks under the NATS payload limit.
+//! It is built in memory (raft-rs hands a snapshot around as one `Bytes`),
+//! on a thread of its own from a RocksDB snapshot taken between two apply
+//! batches (see `RocksStorage`'s `raft::Storage::snapshot`), and sent by the
+//! transport in chunks under the NATS payload limit.
 
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch, DB};
 
@@ -42,7 +44,11 @@ pub struct SnapshotData {
 /// Scans the applied state of `db` into snapshot bytes (one consistent
 /// RocksDB snapshot).
 pub fn build(db: &DB) -> Result<Vec<u8>, StoreError> {
-    let snap = db.snapshot();
+    build_from(db, &db.snapshot())
+}
+
+/// Scans the RocksDB snapshot `snap` of `db` into snapshot bytes.
+pub fn build_from(db: &DB, snap: &rocksdb::Snapshot<'_>) -> Result<Vec<u8>, StoreError> {
     let meta = cf(db, CF_META)?;
     let revision = match snap.get_cf(meta, KEY_REVISION)? {
         Some(v) => read_u64("revision", &v)?,
@@ -123,30 +129,51 @@ impl<'a> Reader<'a> {
 
 /// Parses snapshot bytes made by [`build`].
 pub fn parse(bytes: &[u8]) -> Result<SnapshotData, StoreError> {
+    let mut stream_heads = Vec::new();
+    let mut objects = Vec::new();
+    let revision = walk(
+        bytes,
+        |name, head| stream_heads.push((name.to_string(), head)),
+        |k, v| objects.push((k.to_vec(), v.to_vec())),
+    )?;
+    Ok(SnapshotData {
+        revision,
+        stream_heads,
+        objects,
+    })
+}
+
+/// Checks that `bytes` parse, without keeping anything: a snapshot from
+/// the network is checked before Raft sees it, so that a damaged one is
+/// dropped (and sent again) instead of stopping the peer at install.
+pub fn check(bytes: &[u8]) -> Result<(), StoreError> {
+    walk(bytes, |_, _| {}, |_, _| {}).map(|_| ())
+}
+
+/// Reads snapshot bytes, handing each stream head and object to the
+/// callbacks; returns the revision.
+fn walk(
+    bytes: &[u8],
+    mut on_head: impl FnMut(&str, u64),
+    mut on_object: impl FnMut(&[u8], &[u8]),
+) -> Result<u64, StoreError> {
     let mut r = Reader { b: bytes };
     if r.take("snapshot magic", MAGIC.len())? != MAGIC {
         return Err(StoreError::Corrupt("snapshot has an unknown format".into()));
     }
     let revision = r.u64("snapshot revision")?;
     let n = r.u32("snapshot stream count")?;
-    let mut stream_heads = Vec::with_capacity(n.min(65_536) as usize);
     for _ in 0..n {
-        let name = r.bytes("snapshot stream name")?;
-        let name = String::from_utf8(name.to_vec())
+        let name = std::str::from_utf8(r.bytes("snapshot stream name")?)
             .map_err(|_| StoreError::Corrupt("snapshot stream name is not UTF-8".into()))?;
-        stream_heads.push((name, r.u64("snapshot stream head")?));
+        on_head(name, r.u64("snapshot stream head")?);
     }
-    let mut objects = Vec::new();
     while !r.b.is_empty() {
-        let k = r.bytes("snapshot key")?.to_vec();
-        let v = r.bytes("snapshot value")?.to_vec();
-        objects.push((k, v));
+        let k = r.bytes("snapshot key")?;
+        let v = r.bytes("snapshot value")?;
+        on_object(k, v);
     }
-    Ok(SnapshotData {
-        revision,
-        stream_heads,
-        objects,
-    })
+    Ok(revision)
 }
 
 /// Stages the replacement of the whole state machine by `data`: objects,
@@ -196,6 +223,9 @@ mod tests {
         assert_eq!(data.stream_heads, vec![("pods".to_string(), 40)]);
         assert_eq!(data.objects.len(), 2);
         assert!(parse(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+        assert!(check(&bytes).is_ok());
+        assert!(check(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+        assert!(check(b"KSNAP0").is_err(), "magic");
 
         let b = tempfile::tempdir().expect("tempdir");
         let db2 = open_db(b.path()).expect("db");

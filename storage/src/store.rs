@@ -19,8 +19,8 @@ use crate::layout::{
 };
 use crate::model::{Change, KeyValue, RangeResult, Txn, TxnOutcome};
 use crate::peer::{
-    Command, EntryDataRef, InFlightSlot, Peer, PeerProgress, Proposal, ProposalId, ReadRequest,
-    Shared,
+    Command, EntryDataRef, InFlightSlot, Peer, PeerProgress, PersistStats, Proposal, ProposalId,
+    ReadRequest, Shared,
 };
 use crate::transport::Transport;
 
@@ -80,7 +80,7 @@ pub struct StoreStatus {
     pub proposals_in_flight: usize,
     /// The Raft thread has stopped.
     pub stopped: bool,
-    /// Voting peers.
+    /// Voting peers, in order.
     pub voters: Vec<u64>,
     /// Non-voting peers.
     pub learners: Vec<u64>,
@@ -141,7 +141,7 @@ impl Store {
     /// Proposes `txn`. Resolves only after its entry is fsynced, committed
     /// and applied, with what it did; or with [`StoreError::NotLeader`]
     /// (no leader known, or a leader change dropped the entry),
-    /// [`StoreError::Timeout`] (forwarded and not applied in time: outcome
+    /// [`StoreError::Timeout`] (not applied within `request_timeout_ms`: outcome
     /// unknown), [`StoreError::Busy`] (too many in flight),
     /// [`StoreError::InvalidTxn`] or [`StoreError::Stopped`].
     ///
@@ -416,6 +416,17 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// How this peer's Raft log has been written since it opened (group
+    /// commit: entries per write).
+    pub fn persist_stats(&self) -> PersistStats {
+        let s = &self.inner.shared;
+        PersistStats {
+            log_writes: s.log_writes.load(Ordering::Relaxed),
+            log_syncs: s.log_syncs.load(Ordering::Relaxed),
+            log_entries: s.log_entries.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether this peer is the Raft leader (the only one that accepts

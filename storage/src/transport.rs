@@ -6,9 +6,27 @@
 
 use raft::eraftpb::Message;
 
+/// The chunk size a transport should split large messages into: under
+/// half of NATS' default 1 MiB payload limit, so that a chunk and its
+/// header always fit, and one chunk never holds the connection for long.
+pub const CHUNK_BYTES_DEFAULT: usize = 512 * 1024;
+
 /// Sends Raft messages to other peers. Called on the Raft thread, so it
 /// must not block for long: hand the messages to a queue (bounded, dropping
 /// when full — Raft retransmits) and return.
+///
+/// A message can be larger than a transport's payload limit: a snapshot
+/// (`MsgSnapshot`) carries the whole state machine, and one append carries
+/// up to 1 MiB of entries plus one entry of up to
+/// [`crate::StoreConfig::entry_bytes_max`]. The transport encodes each
+/// message (raft-rs protobuf), splits what is larger than its chunk size
+/// (by default [`CHUNK_BYTES_DEFAULT`]) into chunks, and the receiving side
+/// puts them back together and hands the whole message to
+/// [`crate::Store::step`]. A chunk lost on the way loses the message; Raft
+/// sends it again (a snapshot after
+/// [`crate::StoreConfig::snapshot_resend_ms`]). `Store::step` checks a
+/// snapshot's data before Raft sees it, so a damaged one is dropped, not
+/// installed.
 pub trait Transport: Send + 'static {
     /// Sends `messages`, each to its `to` peer. Never called with an empty
     /// vector.

@@ -19,11 +19,12 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use kubus_storage::failpoints as fp;
-use kubus_storage::{Op, Precondition, StoreConfig, StoreError, Txn, TxnOutcome};
+use kubus_storage::{StoreConfig, StoreError};
+use sim::workload::{key, write_range, write_with_a_lagging_follower, OnAck, WRITE_WAIT};
 use sim::{runtime, Cluster, Net};
 
 /// The child's data directory; its presence makes `crash_child` run.
@@ -40,10 +41,6 @@ const ARMED: &str = "ARMED";
 const DONE: &str = "DONE";
 /// The longest a child may run.
 const CHILD_DEADLINE: Duration = Duration::from_secs(120);
-/// Concurrent writers in the child.
-const WRITERS: u64 = 4;
-/// The longest one write may take in the child.
-const WRITE_WAIT: Duration = Duration::from_secs(5);
 const PEERS: [u64; 3] = [1, 2, 3];
 const SEED: u64 = 77;
 /// The signal `std::process::abort` raises (6 on Linux).
@@ -55,43 +52,6 @@ fn fsync_on(cfg: &mut StoreConfig) {
 
 fn fsync_off(cfg: &mut StoreConfig) {
     cfg.fsync = false;
-}
-
-fn key(i: u64) -> String {
-    format!("/crash/{i:05}")
-}
-
-/// The child's workload: writes `range` through every peer, `WRITERS` at a
-/// time, printing each acknowledged one.
-fn write_range(rt: &tokio::runtime::Runtime, cluster: &Cluster, range: std::ops::Range<u64>) {
-    let tasks: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let stores: Vec<_> = cluster.stores.values().cloned().collect();
-            let range = range.clone();
-            rt.spawn(async move {
-                for i in range.filter(|i| i % WRITERS == w) {
-                    let txn = Txn {
-                        ops: vec![Op::Put {
-                            key: key(i),
-                            value: i.to_be_bytes().to_vec(),
-                            expect: Precondition::None,
-                        }],
-                    };
-                    let store = &stores[i as usize % stores.len()];
-                    if let Ok(Ok(TxnOutcome::Committed { .. })) =
-                        tokio::time::timeout(WRITE_WAIT, store.propose(txn)).await
-                    {
-                        // Stdout is line-buffered: the line is out before
-                        // the next write starts.
-                        println!("{ACK}{i}");
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        rt.block_on(t).expect("writer");
-    }
 }
 
 /// Runs in the child process only (the parent starts it with the
@@ -118,17 +78,12 @@ fn crash_child() {
     cluster.wait_leader(Duration::from_secs(10));
     fail::cfg(failpoint, &actions).expect("failpoint actions");
     println!("{ARMED}");
-    write_range(&rt, &cluster, 0..160);
+    // Stdout is line-buffered: the line is out before the next write
+    // starts.
+    let ack: OnAck = Arc::new(|i| println!("{ACK}{i}"));
+    write_range(&rt, &cluster, 0..160, &ack);
     // A follower misses more than the kept log: it will need a snapshot.
-    let leader = cluster.wait_leader(Duration::from_secs(10));
-    let follower = PEERS
-        .into_iter()
-        .find(|&p| p != leader)
-        .expect("a follower");
-    cluster.stop(follower);
-    write_range(&rt, &cluster, 160..400);
-    cluster.open(follower, PEERS.to_vec());
-    write_range(&rt, &cluster, 400..480);
+    write_with_a_lagging_follower(&rt, &mut cluster, &PEERS, &ack);
     cluster.wait_converged(Duration::from_secs(20));
     println!("{DONE}");
 }

@@ -1,7 +1,8 @@
 //! Three store peers (separate `kubus node --roles store` processes on a
 //! real nats-server). Eight clients read and write 128 keys through the
 //! API while the leader is killed with SIGKILL ten times (and restarted on
-//! its data directory each time). Afterwards: the history every client
+//! its data directory each time); then all three are killed at once and
+//! restarted from disk. Afterwards: the history every client
 //! recorded — at least 10,000 operations — is linearizable (a final read of
 //! every key is part of it, so an acknowledged write that was lost fails
 //! the check), and every peer ends at the same applied index and revision.
@@ -227,6 +228,21 @@ fn ten_leader_kills_keep_the_history_linearizable() {
         logs(&peers)
     );
 
+    // The whole cluster dies at once (SIGKILL) and restarts from disk.
+    for p in peers.values_mut() {
+        p.kill9();
+    }
+    for &id in &PEERS {
+        peers.insert(id, peer(&url, id, dir.path()));
+    }
+    rt.block_on(leader_of(&client, &PEERS, Duration::from_secs(30)))
+        .unwrap_or_else(|| {
+            panic!(
+                "no leader after the whole cluster restarted\n{}",
+                logs(&peers)
+            )
+        });
+
     // A last linearizable read of every key closes the history.
     rt.block_on(async {
         for key in 0..KEYS {
@@ -288,7 +304,7 @@ fn ten_leader_kills_keep_the_history_linearizable() {
         equal.unwrap_or_else(|| panic!("the peers did not converge\n{}", logs(&peers)));
     let slowest = takeovers.iter().max().copied().unwrap_or_default();
     eprintln!(
-        "{KILLS} leader kills (slowest takeover {slowest:?}); {total} operations, {} recorded, linearizable; all peers at index {applied}, revision {revision}",
+        "{KILLS} leader kills (slowest takeover {slowest:?}) and a whole-cluster kill; {total} operations, {} recorded, linearizable; all peers at index {applied}, revision {revision}",
         events.len()
     );
 }

@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod linearizability;
+pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::path::PathBuf;
@@ -32,6 +33,9 @@ use rand::{Rng, SeedableRng};
 /// Messages queued in the router; past this the network drops (as a full
 /// NATS subscriber would).
 const ROUTER_QUEUE_MAX: usize = 65_536;
+/// How long a reopened peer waits for its database to be let go by
+/// handles of its previous run.
+const REOPEN_WAIT: Duration = Duration::from_secs(10);
 /// Partly received messages kept per receiving peer; the oldest goes first.
 const PARTIALS_MAX: usize = 16;
 
@@ -190,12 +194,9 @@ impl Transport for SimTransport {
     }
 }
 
-/// The default chunk size: under half of NATS' 1 MiB payload limit.
-pub const CHUNK_BYTES_DEFAULT: usize = 512 * 1024;
-
 impl Net {
     pub fn new(seed: u64) -> Net {
-        Net::with_chunks(seed, CHUNK_BYTES_DEFAULT)
+        Net::with_chunks(seed, kubus_storage::CHUNK_BYTES_DEFAULT)
     }
 
     /// A network that splits messages into chunks of `chunk_bytes_max`.
@@ -426,7 +427,19 @@ impl Cluster {
         };
         let mut cfg = sim_config(dir, id, initial);
         (self.configure)(&mut cfg);
-        let (store, _changes) = Store::open(cfg, self.net.transport())?;
+        // A client may still hold a handle of the peer's previous run (its
+        // request fails soon): the database stays locked until it lets go.
+        let deadline = Instant::now() + REOPEN_WAIT;
+        let (store, _changes) = loop {
+            match Store::open(cfg.clone(), self.net.transport()) {
+                Err(StoreError::Rocks(e))
+                    if e.kind() == rocksdb::ErrorKind::IOError && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         self.net.attach(id, store.clone());
         self.stores.insert(id, store);
         Ok(())
