@@ -239,16 +239,24 @@ pub enum StoreOp {
     AddPeer,
     /// Remove a voter (leader only).
     RemovePeer,
+    /// Hand leadership to a voter (asked of the leader).
+    TransferLeader,
 }
 
 impl StoreOp {
-    pub const ALL: [StoreOp; 3] = [StoreOp::Status, StoreOp::AddPeer, StoreOp::RemovePeer];
+    pub const ALL: [StoreOp; 4] = [
+        StoreOp::Status,
+        StoreOp::AddPeer,
+        StoreOp::RemovePeer,
+        StoreOp::TransferLeader,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             StoreOp::Status => "status",
             StoreOp::AddPeer => "add-peer",
             StoreOp::RemovePeer => "remove-peer",
+            StoreOp::TransferLeader => "transfer-leader",
         }
     }
 }

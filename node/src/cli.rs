@@ -62,6 +62,8 @@ pub enum StoreCommand {
     AddPeer { peer_id: u64 },
     /// Remove a voter.
     RemovePeer { peer_id: u64 },
+    /// Hand leadership to a voter (then watch `kubus store status`).
+    TransferLeader { peer_id: u64 },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
-//! `kubus store status | add-peer N | remove-peer N`: store administration
-//! over the bus (`kubus.<c>.store.…`), answered by the store peers.
+//! `kubus store status | add-peer N | remove-peer N | transfer-leader N`:
+//! store administration over the bus (`kubus.<c>.store.…`), answered by
+//! the store peers.
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ pub async fn run(client: &Client, cmd: StoreCommand) -> anyhow::Result<()> {
         }
         StoreCommand::AddPeer { peer_id } => (StoreOp::AddPeer, peer_id),
         StoreCommand::RemovePeer { peer_id } => (StoreOp::RemovePeer, peer_id),
+        StoreCommand::TransferLeader { peer_id } => (StoreOp::TransferLeader, peer_id),
     };
     let Some(leader) = leader_of(&peers) else {
         bail!(

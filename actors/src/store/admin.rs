@@ -1,7 +1,7 @@
 //! Store administration on the bus: each store peer answers
 //! `kubus.<c>.store.<op>` (every peer) and `kubus.<c>.store.<op>.<peer-id>`
-//! (this peer) — `status` with its [`PeerStatus`]; `add-peer` and
-//! `remove-peer` on the leader.
+//! (this peer) — `status` with its [`PeerStatus`]; `add-peer`,
+//! `remove-peer` and `transfer-leader` on the leader.
 //!
 //! Decisions are pure ([`peer_status`], [`membership_refusal`],
 //! [`membership_error`]); [`serve`] only routes requests and replies.
@@ -55,6 +55,16 @@ async fn change_membership(store: &Store, op: StoreOp, req: &MembershipRequest) 
     let result = match op {
         StoreOp::AddPeer => store.add_peer(req.peer_id).await,
         StoreOp::RemovePeer => store.remove_peer(req.peer_id).await,
+        StoreOp::TransferLeader => {
+            let voters = store.status().voters;
+            if !voters.contains(&req.peer_id) {
+                return Err(ApiError::bad_request(format!(
+                    "peer {} is not a voter ({voters:?})",
+                    req.peer_id
+                )));
+            }
+            store.transfer_leader(req.peer_id).map(|()| voters)
+        }
         StoreOp::Status => return Err(ApiError::bad_request("status is not a membership change")),
     };
     result.map_err(membership_error)
@@ -98,7 +108,7 @@ pub async fn serve(
                     let r: PeerStatusReply = Ok(peer_status(&store.status()));
                     codec.encode(&r)
                 }
-                Some(op @ (StoreOp::AddPeer | StoreOp::RemovePeer)) => {
+                Some(op @ (StoreOp::AddPeer | StoreOp::RemovePeer | StoreOp::TransferLeader)) => {
                     let r: MembershipReply = match codec.decode::<MembershipRequest>(&msg.payload) {
                         Err(e) => Err(ApiError::bad_request(format!("membership request: {e}"))),
                         Ok(req) => change_membership(&store, op, &req).await,
