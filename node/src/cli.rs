@@ -82,15 +82,19 @@ pub struct BenchStoreArgs {
     /// Puts under way at once (each case).
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     pub in_flight: Vec<usize>,
-    /// Longest time one case measures.
+    /// Time each system is measured per case (in all rounds).
     #[arg(long, default_value_t = 10_000)]
     pub duration_ms: u64,
-    /// Most puts one case measures.
+    /// Most puts each system makes per case (in all rounds).
     #[arg(long, default_value_t = 200_000)]
     pub ops: u64,
     /// Puts before each case's measurement starts.
     #[arg(long, default_value_t = 100)]
     pub warmup: u64,
+    /// Slices each case is measured in, the systems taking turns (so all
+    /// see the same disk); at most 100.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u64,
     /// kubus paths: store (Store API in process), api (ConfigMap create
     /// over NATS through the store server), or both.
     #[arg(long, value_delimiter = ',', default_value = "store,api")]

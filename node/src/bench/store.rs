@@ -23,12 +23,15 @@
 //!   so it is the harsh side of the comparison; the store figure is the
 //!   kind one.
 //!
-//! Before each system is measured the benchmark runs `sync` and pauses
-//! briefly, so no system pays for the previous one's writeback. Every case
-//! runs `--warmup` puts first, then until `--duration-ms` has
-//! passed or `--ops` puts are done, whichever comes first, with exactly
-//! `in flight` puts under way (a closed loop: each worker issues its next
-//! put when the previous one is acknowledged).
+//! All systems of a case run side by side and are measured in `--rounds`
+//! interleaved slices (each round starts with a different system; `sync`
+//! and a short pause before each round), because fsync latency on a shared
+//! machine's disk drifts by an order of magnitude within seconds: only
+//! slices taken side by side see the same disk. Every system first puts
+//! `--warmup` keys; then each gets `--duration-ms` or `--ops` puts in all,
+//! whichever comes first, with exactly `in flight` puts under way (a closed
+//! loop: each worker issues its next put when the previous one is
+//! acknowledged).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,7 +57,9 @@ pub const IN_FLIGHT_MAX: usize = 1024;
 pub const OPS_MAX: u64 = 99_999_999;
 /// A case stops after this many failed puts (the rest would fail too).
 const ERRORS_MAX: u64 = 100;
-/// The pause before each measurement (after `sync`).
+/// Most rounds a case is split into.
+pub const ROUNDS_MAX: u64 = 100;
+/// The pause before each round (after `sync`).
 const SETTLE: Duration = Duration::from_millis(500);
 /// How long the API path may take to come up.
 const API_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -261,30 +266,124 @@ async fn drive(
     })
 }
 
-/// Warms up, then measures one case against `target`.
-async fn measure(target: Target, case: Case, args: &BenchStoreArgs) -> anyhow::Result<Measured> {
+/// Puts `args.warmup` keys (numbers `0..warmup`) before measuring.
+async fn warm_up(target: &Target, case: Case, args: &BenchStoreArgs) -> anyhow::Result<()> {
+    if args.warmup == 0 {
+        return Ok(());
+    }
+    let warm = Limits {
+        duration: Duration::from_secs(60),
+        ops: args.warmup,
+        in_flight: case.in_flight,
+    };
+    let m = drive(target.clone(), value_of(case.value_bytes), 0, warm).await?;
+    if m.puts == 0 {
+        bail!(
+            "every warm-up put failed: {}",
+            m.first_error.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+impl Measured {
+    fn empty() -> anyhow::Result<Measured> {
+        Ok(Measured {
+            puts: 0,
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::ZERO,
+            latency_us: histogram()?,
+        })
+    }
+
+    /// Adds another slice of the same system's measurement.
+    fn merge(&mut self, other: Measured) -> anyhow::Result<()> {
+        self.puts += other.puts;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.elapsed += other.elapsed;
+        self.latency_us.add(&other.latency_us)?;
+        Ok(())
+    }
+}
+
+/// A system set up for one case, and what stops it.
+struct Running {
+    system: System,
+    target: Target,
+    stop: Stop,
+    measured: Measured,
+    /// The next key number to put.
+    next_key: u64,
+}
+
+/// What must be stopped after a case.
+enum Stop {
+    Etcd(Box<Etcd>),
+    Stores(Vec<Store>),
+}
+
+impl Stop {
+    async fn run(self) -> anyhow::Result<()> {
+        match self {
+            Stop::Etcd(mut etcd) => tokio::task::spawn_blocking(move || etcd.stop()).await?,
+            Stop::Stores(stores) => {
+                tokio::task::spawn_blocking(move || stores.iter().for_each(Store::shutdown)).await?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Measures every system of one case in `args.rounds` interleaved slices
+/// (round r starts with the r-th system, so none is always first or last):
+/// the disk's fsync latency on a shared machine drifts by an order of
+/// magnitude within seconds, and only slices taken side by side see the
+/// same disk. Each system gets `duration_ms` and `ops` in all.
+async fn measure_case(
+    bench: &mut Bench,
+    systems: &[System],
+    case: Case,
+    args: &BenchStoreArgs,
+) -> anyhow::Result<Vec<(System, Measured)>> {
+    let mut running = Vec::with_capacity(systems.len());
+    for &system in systems {
+        let (target, stop) = bench.set_up(system).await?;
+        warm_up(&target, case, args).await?;
+        running.push(Running {
+            system,
+            target,
+            stop,
+            measured: Measured::empty()?,
+            next_key: args.warmup,
+        });
+    }
+    let rounds = args.rounds.clamp(1, ROUNDS_MAX);
+    let slice = Limits {
+        duration: Duration::from_millis(args.duration_ms / rounds),
+        ops: (args.ops / rounds).max(1),
+        in_flight: case.in_flight,
+    };
     let value = value_of(case.value_bytes);
-    let in_flight = case.in_flight;
-    if args.warmup > 0 {
-        let warm = Limits {
-            duration: Duration::from_secs(60),
-            ops: args.warmup,
-            in_flight,
-        };
-        let m = drive(target.clone(), Arc::clone(&value), 0, warm).await?;
-        if m.puts == 0 {
-            bail!(
-                "every warm-up put failed: {}",
-                m.first_error.unwrap_or_default()
-            );
+    for round in 0..rounds as usize {
+        settle().await;
+        for k in 0..running.len() {
+            let n = running.len();
+            let r = &mut running[(round + k) % n];
+            let m = drive(r.target.clone(), Arc::clone(&value), r.next_key, slice).await?;
+            r.next_key += m.puts + m.errors;
+            r.measured.merge(m)?;
         }
     }
-    let limits = Limits {
-        duration: Duration::from_millis(args.duration_ms),
-        ops: args.ops,
-        in_flight,
-    };
-    drive(target, value, args.warmup, limits).await
+    let mut out = Vec::with_capacity(running.len());
+    for r in running {
+        r.stop.run().await?;
+        out.push((r.system, r.measured));
+    }
+    Ok(out)
 }
 
 /// Shared resources of one invocation.
@@ -305,23 +404,16 @@ impl Bench {
         Ok(d)
     }
 
-    async fn run_case(
-        &mut self,
-        system: System,
-        case: Case,
-        args: &BenchStoreArgs,
-    ) -> anyhow::Result<Measured> {
+    /// Starts `system` fresh for one case: its target and what stops it.
+    async fn set_up(&mut self, system: System) -> anyhow::Result<(Target, Stop)> {
         match system {
             System::Etcd => {
                 let dir = self.case_dir("etcd")?;
-                let mut etcd = Etcd::start(&self.etcd_binary, &dir).await?;
+                let etcd = Etcd::start(&self.etcd_binary, &dir).await?;
                 let client = etcd_client::Client::connect([etcd.client_url()], None)
                     .await
                     .context("connecting to etcd")?;
-                let m = measure(Target::Etcd(client.kv_client()), case, args).await;
-                drop(client);
-                tokio::task::spawn_blocking(move || etcd.stop()).await?;
-                m
+                Ok((Target::Etcd(client.kv_client()), Stop::Etcd(Box::new(etcd))))
             }
             System::KubusStore => {
                 let dir = self.case_dir("kubus-store")?;
@@ -329,9 +421,7 @@ impl Bench {
                 // Nobody publishes: the benchmark measures the store alone.
                 drop(changes);
                 wait_leader(&store).await?;
-                let m = measure(Target::Store(store.clone()), case, args).await;
-                tokio::task::spawn_blocking(move || store.shutdown()).await?;
-                m
+                Ok((Target::Store(store.clone()), Stop::Stores(vec![store])))
             }
             System::KubusStore3 => {
                 let dir = self.case_dir("kubus-store-3")?;
@@ -351,10 +441,7 @@ impl Bench {
                     stores.push(store);
                 }
                 let leader = wait_one_leader(&stores).await?;
-                let m = measure(Target::Store(leader), case, args).await;
-                tokio::task::spawn_blocking(move || stores.iter().for_each(Store::shutdown))
-                    .await?;
-                m
+                Ok((Target::Store(leader), Stop::Stores(stores)))
             }
             System::KubusApi => {
                 let dir = self.case_dir("kubus-api")?;
@@ -378,9 +465,7 @@ impl Bench {
                 )
                 .await?;
                 wait_api(&client).await?;
-                let m = measure(Target::Api(client), case, args).await;
-                tokio::task::spawn_blocking(move || store.shutdown()).await?;
-                m
+                Ok((Target::Api(client), Stop::Stores(vec![store])))
             }
         }
     }
@@ -500,11 +585,8 @@ pub fn run(args: BenchStoreArgs) -> anyhow::Result<()> {
         let mut rows = Vec::new();
         for case in &cases {
             let mut etcd_m: Option<(f64, f64)> = None;
-            for &s in &systems {
-                settle().await;
-                let m = bench.run_case(s, *case, &args).await?;
-                let line = row(s, *case, &m, etcd_m);
-                println!("{line}");
+            for (s, m) in measure_case(&mut bench, &systems, *case, &args).await? {
+                println!("{}", row(s, *case, &m, etcd_m));
                 if s == System::Etcd {
                     etcd_m = Some((m.puts_per_s(), m.p_ms(0.99)));
                 }
