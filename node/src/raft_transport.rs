@@ -10,7 +10,7 @@
 //!   message is dropped and counted (Raft retransmits appends, heartbeats
 //!   and votes, and re-sends a snapshot that was not acknowledged). A tokio
 //!   task drains the queue: it encodes each message (raft-rs protobuf),
-//!   splits it into frames under the server's payload limit
+//!   splits it into frames of at most 512 KiB (`CHUNK_BYTES_DEFAULT`; less if the server's payload limit is smaller)
 //!   ([`kubus_bus::frame`]; only snapshots need more than one) and
 //!   publishes them on `kubus.<c>.raft.<to>`.
 //! - **Receiving**: [`receive`] subscribes to this peer's subject, puts
@@ -34,9 +34,11 @@ use tracing::{debug, warn};
 
 /// Raft messages queued for the sending task; past this they are dropped.
 pub const QUEUE_MESSAGES_MAX: usize = 4096;
-/// Largest frame published: NATS' default payload limit; a server that
-/// allows less is obeyed.
-pub const FRAME_BYTES_MAX: usize = 1024 * 1024;
+/// Largest frame published: a chunk of the size storage's transport
+/// contract asks for ([`kubus_storage::CHUNK_BYTES_DEFAULT`], half of NATS'
+/// default payload limit, so one frame never holds the connection for long)
+/// and its header; a server that allows less is obeyed.
+pub const FRAME_BYTES_MAX: usize = kubus_storage::CHUNK_BYTES_DEFAULT + frame::HEADER_BYTES;
 /// Largest message put back together (a snapshot of the whole store).
 pub const MESSAGE_BYTES_MAX: usize = 1 << 30;
 /// Messages partly received at once (snapshots from different peers).
@@ -247,8 +249,8 @@ mod tests {
         assert_eq!(t.dropped().load(Ordering::Relaxed), 7);
     }
 
-    /// Peer 1 sends peer 2 a heartbeat and a 3 MiB snapshot (more than
-    /// one frame) through a real nats-server on loopback; peer 2 gets both
+    /// Peer 1 sends peer 2 a heartbeat and a 3 MiB snapshot (seven
+    /// frames) through a real nats-server on loopback; peer 2 gets both
     /// whole, and nothing meant for peer 3.
     #[test]
     fn messages_and_chunked_snapshots_cross_a_real_server() {
