@@ -10,9 +10,10 @@
 //!   message is dropped and counted (Raft retransmits appends, heartbeats
 //!   and votes, and re-sends a snapshot that was not acknowledged). A tokio
 //!   task drains the queue: it encodes each message (raft-rs protobuf),
-//!   splits it into frames of at most 512 KiB (`CHUNK_BYTES_DEFAULT`; less if the server's payload limit is smaller)
-//!   ([`kubus_bus::frame`]; only snapshots need more than one) and
-//!   publishes them on `kubus.<c>.raft.<to>`.
+//!   splits it into frames ([`kubus_bus::frame`]) carrying at most 512 KiB
+//!   each (`CHUNK_BYTES_DEFAULT`; less if the server's payload limit is
+//!   smaller; only snapshots and very large appends need more than one)
+//!   and publishes them on `kubus.<c>.raft.<to>`.
 //! - **Receiving**: [`receive`] subscribes to this peer's subject, puts
 //!   frames back together (bounded in messages, bytes and time), decodes
 //!   each message and hands it to a [`Delivery`] function — for a store
