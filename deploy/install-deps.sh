@@ -14,7 +14,9 @@ packages=(
   runc
   containernetworking-plugins # bridge, host-local, portmap in /usr/lib/cni
   iptables                    # the bridge plugin adds NAT rules
-  protobuf-compiler           # protoc for the k8s-cri crate's build script
+  protobuf-compiler           # protoc for the k8s-cri and etcd-client build scripts
+  libprotobuf-dev             # google/protobuf/*.proto, which etcd-client's protos import
+  etcd-server                 # etcd 3.4, the baseline `kubus bench store` starts beside kubus
   busybox-static              # the local test image (deploy/build-test-image.sh)
 )
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
+use futures::StreamExt;
 use kubus_api::{ApiError, Kind, ObjectRef, Reason};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -11,10 +12,11 @@ use serde_json::Value;
 use crate::codec::{self, CodecError};
 use crate::protocol::{
     ApiReply, ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, ExecReply, ExecRequest,
-    ExecResult, LogChunk, LogsReply, LogsRequest, ManifestReply, EXEC_TIMEOUT_DEFAULT_SECS,
+    ExecResult, LogChunk, LogsReply, LogsRequest, ManifestReply, MembershipReply,
+    MembershipRequest, PeerStatus, PeerStatusReply, EXEC_TIMEOUT_DEFAULT_SECS,
     EXEC_TIMEOUT_MAX_SECS,
 };
-use crate::subject::{AgentOp, Subjects, Verb, CLUSTER_SCOPED};
+use crate::subject::{AgentOp, StoreOp, Subjects, Verb, CLUSTER_SCOPED};
 
 /// Items per page when `list` reads every page.
 pub const LIST_PAGE: usize = 5_000;
@@ -390,6 +392,49 @@ impl Client {
         });
         self.request_raw(self.subjects.manifests(), body, headers)
             .await
+    }
+
+    /// Every store peer's status: asks on `store.status` and gathers the
+    /// replies that come within `window`, at most `peers_max`, by peer id.
+    pub async fn store_status(
+        &self,
+        window: Duration,
+        peers_max: usize,
+    ) -> Result<Vec<PeerStatus>> {
+        let inbox = self.nats.new_inbox();
+        let mut sub = self
+            .nats
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| ClientError::Nats(format!("subscribe: {e}")))?;
+        let subject = self.subjects.store(StoreOp::Status);
+        self.nats
+            .publish_with_reply(subject.clone(), inbox, Bytes::new())
+            .await
+            .map_err(|e| ClientError::Nats(format!("publish on {subject}: {e}")))?;
+        let deadline = tokio::time::Instant::now() + window;
+        let mut out: Vec<PeerStatus> = Vec::new();
+        while out.len() < peers_max {
+            let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await else {
+                break;
+            };
+            let reply: PeerStatusReply = codec::decode(&msg.payload)?;
+            out.push(reply?);
+        }
+        out.sort_by_key(|p| p.peer_id);
+        Ok(out)
+    }
+
+    /// Asks store peer `to` (the leader) to add or remove voter `peer_id`;
+    /// returns the voters after the change.
+    pub async fn change_membership(&self, op: StoreOp, to: u64, peer_id: u64) -> Result<Vec<u64>> {
+        let reply: MembershipReply = self
+            .request(
+                self.subjects.store_peer(op, to),
+                &MembershipRequest { peer_id },
+            )
+            .await?;
+        Ok(reply?)
     }
 
     /// Ask a node agent for a container's log.

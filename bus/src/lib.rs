@@ -7,12 +7,15 @@
 //! # Layout
 //! - [`subject`]: the only module that builds subjects and header names.
 //! - [`codec`]: MessagePack (named) bodies, JSON on request.
+//! - [`frame`]: messages over the payload limit (Raft snapshots) as
+//!   several publishes, and put back together.
 //! - [`protocol`]: request, reply and event bodies.
 //! - [`client`]: typed API calls over request/reply.
 //! - [`watch`]: list-then-watch with gap detection.
 
 pub mod client;
 pub mod codec;
+pub mod frame;
 pub mod protocol;
 pub mod subject;
 pub mod watch;

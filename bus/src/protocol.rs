@@ -229,3 +229,35 @@ pub type ExecReply = Result<ExecResult, ApiError>;
 pub const EXEC_TIMEOUT_DEFAULT_SECS: u64 = 60;
 /// Longest an exec may run at all.
 pub const EXEC_TIMEOUT_MAX_SECS: u64 = 600;
+
+/// One store peer's answer on `kubus.<c>.store.status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerStatus {
+    pub peer_id: u64,
+    pub is_leader: bool,
+    /// The leader this peer knows of.
+    #[serde(default)]
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub revision: u64,
+    pub applied_index: u64,
+    pub first_log_index: u64,
+    pub last_log_index: u64,
+    pub proposals_in_flight: u64,
+    /// The voters this peer knows of (empty where the store does not say).
+    #[serde(default)]
+    pub voters: Vec<u64>,
+}
+
+pub type PeerStatusReply = Result<PeerStatus, ApiError>;
+
+/// Body of `store.add-peer` and `store.remove-peer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MembershipRequest {
+    pub peer_id: u64,
+}
+
+/// The voters after a membership change.
+pub type MembershipReply = Result<Vec<u64>, ApiError>;

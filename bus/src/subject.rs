@@ -196,9 +196,68 @@ impl Subjects {
         format!("{}.raft.{}", self.root, peer_id)
     }
 
+    /// `kubus.<c>.store.<op>`: a store administration request every store
+    /// peer answers (`status` gathers one reply per peer).
+    pub fn store(&self, op: StoreOp) -> String {
+        format!("{}.store.{}", self.root, op.as_str())
+    }
+
+    /// `kubus.<c>.store.<op>.<peer-id>`: a store administration request to
+    /// one peer (membership changes go to the leader).
+    pub fn store_peer(&self, op: StoreOp, peer_id: u64) -> String {
+        format!("{}.store.{}.{}", self.root, op.as_str(), peer_id)
+    }
+
+    /// What one store peer subscribes to for administration: the requests
+    /// to every peer and those to it.
+    pub fn store_served(&self, peer_id: u64) -> [String; 2] {
+        [
+            format!("{}.store.*", self.root),
+            format!("{}.store.*.{}", self.root, peer_id),
+        ]
+    }
+
+    /// The operation of a `store` subject.
+    pub fn parse_store(&self, subject: &str) -> Option<StoreOp> {
+        let rest = subject.strip_prefix(&self.root)?.strip_prefix(".store.")?;
+        let op = rest.split('.').next()?;
+        StoreOp::ALL.into_iter().find(|o| o.as_str() == op)
+    }
+
     /// `kubus.<c>.agent.<node>.<op>`: requests served by one node agent.
     pub fn agent(&self, node: &str, op: AgentOp) -> String {
         format!("{}.agent.{}.{}", self.root, token(node), op.as_str())
+    }
+}
+
+/// Store administration operations, the fourth token of a `store` subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Each peer's Raft and store figures.
+    Status,
+    /// Add a voter (leader only).
+    AddPeer,
+    /// Remove a voter (leader only).
+    RemovePeer,
+    /// Hand leadership to a voter (asked of the leader).
+    TransferLeader,
+}
+
+impl StoreOp {
+    pub const ALL: [StoreOp; 4] = [
+        StoreOp::Status,
+        StoreOp::AddPeer,
+        StoreOp::RemovePeer,
+        StoreOp::TransferLeader,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreOp::Status => "status",
+            StoreOp::AddPeer => "add-peer",
+            StoreOp::RemovePeer => "remove-peer",
+            StoreOp::TransferLeader => "transfer-leader",
+        }
     }
 }
 
@@ -252,6 +311,11 @@ mod tests {
         );
         assert_eq!(s.heartbeat("n1"), "kubus.dev.heartbeat.n1");
         assert_eq!(s.raft(3), "kubus.dev.raft.3");
+        assert_eq!(s.store(StoreOp::Status), "kubus.dev.store.status");
+        assert_eq!(
+            s.store_peer(StoreOp::AddPeer, 2),
+            "kubus.dev.store.add-peer.2"
+        );
         assert_eq!(s.bookmark(Kind::Pod), "kubus.dev.obj.pods._bookmark");
         assert_eq!(s.agent("n1", AgentOp::Logs), "kubus.dev.agent.n1.logs");
         assert_eq!(s.agent("n1", AgentOp::Exec), "kubus.dev.agent.n1.exec");
@@ -270,6 +334,17 @@ mod tests {
         assert_eq!(s.parse_api("kubus.dev.api.get.pods"), None);
         assert_eq!(s.parse_api("kubus.other.api.get.pods.x"), None);
         assert_eq!(s.parse_api("kubus.dev.api.frob.pods.x"), None);
+    }
+
+    #[test]
+    fn store_subjects_parse_back() {
+        let s = Subjects::new("dev");
+        for op in StoreOp::ALL {
+            assert_eq!(s.parse_store(&s.store(op)), Some(op));
+            assert_eq!(s.parse_store(&s.store_peer(op, 7)), Some(op));
+        }
+        assert_eq!(s.parse_store("kubus.dev.store.frob"), None);
+        assert_eq!(s.parse_store("kubus.other.store.status"), None);
     }
 
     #[test]

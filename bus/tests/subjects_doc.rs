@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use kubus_api::Kind;
-use kubus_bus::subject::{AgentOp, Subjects, Verb};
+use kubus_bus::subject::{AgentOp, StoreOp, Subjects, Verb};
 
 /// Every subject shape the code builds, with placeholders as the doc writes
 /// them.
@@ -19,6 +19,7 @@ fn built() -> BTreeSet<String> {
             .replace("namex", "<name>")
             .replace("nodex", "<node>")
             .replace(".77", ".<peer-id>")
+            .replace("store.status", "store.<op>")
     };
     let mut out = BTreeSet::new();
     out.insert(generic(s.manifests()));
@@ -29,6 +30,8 @@ fn built() -> BTreeSet<String> {
     out.insert(generic(s.events("nsx", Kind::ConfigMap, "namex")));
     out.insert(generic(s.heartbeat("nodex")));
     out.insert(generic(s.raft(77)));
+    out.insert(generic(s.store(StoreOp::Status)));
+    out.insert(generic(s.store_peer(StoreOp::Status, 77)));
     out.insert(generic(s.agent("nodex", AgentOp::Logs)));
     out.insert(generic(s.agent("nodex", AgentOp::Exec)));
     out

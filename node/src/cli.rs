@@ -48,9 +48,24 @@ pub enum Command {
     Exec(ExecArgs),
     /// Show Kubernetes Events (Scheduled, Started, BackOff, …).
     Events(EventsArgs),
+    /// Store administration: peers, leader, membership.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Benchmarks: each prints its figures beside a baseline from the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum StoreCommand {
+    /// Each store peer's role, term, revision and log.
+    Status,
+    /// Add a voter (start it first: `kubus node --roles store --peer-id N`).
+    AddPeer { peer_id: u64 },
+    /// Remove a voter.
+    RemovePeer { peer_id: u64 },
+    /// Hand leadership to a voter (then watch `kubus store status`).
+    TransferLeader { peer_id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +75,8 @@ pub enum BenchCommand {
     /// Pod startup latency on hollow nodes: manifest published → pod
     /// Running seen by a watcher.
     Pods(BenchPodsArgs),
+    /// Store puts/s, p50 and p99 beside etcd 3.4 (started by the benchmark).
+    Store(BenchStoreArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -76,6 +93,43 @@ pub struct BenchPodsArgs {
     /// Give up waiting for the pods after this long.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchStoreArgs {
+    /// Value sizes in bytes.
+    #[arg(long, value_delimiter = ',', default_value = "256,2048")]
+    pub values: Vec<usize>,
+    /// Puts under way at once (each case).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub in_flight: Vec<usize>,
+    /// Time each system is measured per case (in all rounds).
+    #[arg(long, default_value_t = 10_000)]
+    pub duration_ms: u64,
+    /// Most puts each system makes per case (in all rounds).
+    #[arg(long, default_value_t = 200_000)]
+    pub ops: u64,
+    /// Puts before each case's measurement starts.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    /// Slices each case is measured in, the systems taking turns (so all
+    /// see the same disk); at most 100.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u64,
+    /// kubus paths: store (Store API in process), api (ConfigMap create
+    /// over NATS through the store server), or both.
+    #[arg(long, value_delimiter = ',', default_value = "store,api")]
+    pub paths: Vec<String>,
+    /// Store peers: 1 and/or 3 (three in-process peers over NATS; store
+    /// path only).
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    pub peers: Vec<usize>,
+    /// The etcd 3.4 binary.
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    pub etcd: PathBuf,
+    /// Measure kubus only.
+    #[arg(long)]
+    pub no_etcd: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -174,6 +228,19 @@ pub struct NodeArgs {
     /// How long a hollow node's container takes to start.
     #[arg(long, default_value_t = 100)]
     pub hollow_delay_ms: u64,
+    /// The store role's Raft peer id (never 0). Without it (and without
+    /// --initial-peers) the store is peer 1, alone.
+    #[arg(long)]
+    pub peer_id: Option<u64>,
+    /// Comma-separated peer ids a fresh store is bootstrapped with (ignored
+    /// once the store exists). Leave it out with --peer-id to join a
+    /// running cluster: `kubus store add-peer N` there.
+    #[arg(long, value_delimiter = ',')]
+    pub initial_peers: Option<Vec<u64>>,
+    /// Applied Raft log entries the store keeps for slow followers; a peer
+    /// further behind (or a new one) catches up by snapshot.
+    #[arg(long, default_value_t = 10_000)]
+    pub log_entries_kept: u64,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

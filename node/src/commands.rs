@@ -45,6 +45,7 @@ pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
         Command::Logs(a) => logs(&client, a).await,
         Command::Exec(a) => exec(&client, a).await,
         Command::Events(a) => events(&client, a).await,
+        Command::Store(c) => crate::store_admin::run(&client, c).await,
         Command::Up(_) | Command::Node(_) | Command::Bench(_) => bail!("not a client verb"),
     }
 }

@@ -15,6 +15,8 @@ mod containerd;
 mod mesh;
 mod nats_server;
 mod print;
+mod raft_transport;
+mod store_admin;
 
 use clap::Parser;
 
@@ -43,6 +45,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Up(args) => mesh::up(args),
         cli::Command::Bench(cli::BenchCommand::Watch(args)) => bench::watch::run(args),
         cli::Command::Bench(cli::BenchCommand::Pods(args)) => bench::pods::run(args),
+        cli::Command::Bench(cli::BenchCommand::Store(args)) => bench::store::run(args),
         cli::Command::Node(args) => mesh::node(args),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()

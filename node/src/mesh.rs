@@ -2,7 +2,7 @@
 //! directory, and a clean stop on Ctrl-C or SIGTERM (containers and the
 //! nats-server child stopped, the store flushed).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,13 +17,14 @@ use kubus_actors::replicaset::ReplicaSetController;
 use kubus_actors::scheduler::Scheduler;
 use kubus_actors::store::StoreServer;
 use kubus_bus::Client;
-use kubus_storage::{NoPeers, Store, StoreConfig};
+use kubus_storage::{Store, StoreConfig};
 use tracing::{error, info};
 
 use crate::cli::{NodeArgs, RuntimeArgs, UpArgs};
 use crate::config::{self, Current};
 use crate::containerd::{self, Containerd};
 use crate::nats_server::NatsServer;
+use crate::raft_transport::{self, NatsTransport};
 
 /// The roles a mesh node can host.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,7 +61,44 @@ pub struct MeshNode {
     pub node_name: String,
     pub hollow_nodes: usize,
     pub hollow_delay_ms: u64,
+    /// The store role's Raft peer id.
+    pub peer_id: u64,
+    /// The voters a fresh store starts with; empty: join a running cluster.
+    pub initial_peers: Vec<u64>,
+    /// Applied log entries kept behind the applied index.
+    pub log_entries_kept: u64,
     pub runtime: RuntimeArgs,
+}
+
+/// The store's peer id and initial voters from `--peer-id` and
+/// `--initial-peers`: neither → peer 1 alone; an id alone → join a running
+/// cluster (no initial voters); a list → bootstrap with it, which must
+/// name the id (peer 1 when no id is given).
+pub fn store_peers(
+    peer_id: Option<u64>,
+    initial_peers: Option<Vec<u64>>,
+) -> anyhow::Result<(u64, Vec<u64>)> {
+    let id = peer_id.unwrap_or(1);
+    if id == 0 {
+        bail!("--peer-id must not be 0");
+    }
+    let peers = match (peer_id, initial_peers) {
+        (None, None) => vec![1],
+        (Some(_), None) => Vec::new(),
+        (_, Some(list)) => {
+            let mut list = list;
+            list.sort_unstable();
+            list.dedup();
+            if list.contains(&0) {
+                bail!("--initial-peers must not contain 0");
+            }
+            if !list.contains(&id) {
+                bail!("--initial-peers {list:?} does not contain this peer's id {id}");
+            }
+            list
+        }
+    };
+    Ok((id, peers))
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -108,6 +146,9 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         node_name: args.node_name.unwrap_or_else(config::host_name),
         hollow_nodes: args.hollow_nodes,
         hollow_delay_ms: args.hollow_delay_ms,
+        peer_id: 1,
+        initial_peers: vec![1],
+        log_entries_kept: StoreConfig::single(PathBuf::new()).log_entries_kept,
         runtime: args.runtime,
     };
     let result = run(mesh, nats.clone());
@@ -121,6 +162,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 pub fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let (peer_id, initial_peers) = store_peers(args.peer_id, args.initial_peers)?;
     let mesh = MeshNode {
         roles: Roles::parse(&args.roles)?,
         nats_url: args.nats,
@@ -129,6 +171,9 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         node_name: args.node_name.unwrap_or_else(config::host_name),
         hollow_nodes: args.hollow_nodes,
         hollow_delay_ms: args.hollow_delay_ms,
+        peer_id,
+        initial_peers,
+        log_entries_kept: args.log_entries_kept,
         runtime: args.runtime,
     };
     std::fs::create_dir_all(&mesh.data_dir)
@@ -166,16 +211,21 @@ async fn wait_for_stop() {
     }
 }
 
-fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<()> {
-    // Actors run on the System's thread; tasks they spawn (the store's
-    // request handlers, the publisher, watch tasks) use both cores.
-    let system = actix::System::with_tokio_rt(|| {
+/// An actix System whose spawned tasks use a two-thread tokio pool: actors
+/// run on the System's thread; tasks they spawn (the store's request
+/// handlers, the publisher, watch tasks) use both cores.
+pub fn two_core_system() -> actix::SystemRunner {
+    actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a tokio runtime (only fails when the OS refuses threads)")
-    });
+    })
+}
+
+fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<()> {
+    let system = two_core_system();
     system.block_on(async move {
         let client = connect(&mesh.nats_url, &mesh.cluster).await?;
         // Each role has its own connection, as it would in its own process:
@@ -183,7 +233,7 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
         // messages (the store's requests).
         let store = if mesh.roles.store {
             let own = connect(&mesh.nats_url, &mesh.cluster).await?;
-            Some(start_store(&mesh.data_dir.join("store"), &own, &mesh.cluster).await?)
+            Some(start_store(&mesh, &own).await?)
         } else {
             None
         };
@@ -385,13 +435,58 @@ async fn start_hollow_nodes(
     Ok(agents)
 }
 
-async fn start_store(dir: &Path, client: &Client, cluster: &str) -> anyhow::Result<Store> {
-    let cfg = StoreConfig::single(dir.to_path_buf());
-    let (store, changes) = Store::open(cfg, Box::new(NoPeers))
+/// Opens the store peer with the NATS raft transport, feeds it the Raft
+/// messages addressed to it, and serves the API from it.
+async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> {
+    let dir = mesh.data_dir.join("store");
+    let cfg = StoreConfig {
+        log_entries_kept: mesh.log_entries_kept,
+        ..StoreConfig::peer(dir.clone(), mesh.peer_id, mesh.initial_peers.clone())
+    };
+    let subjects = client.subjects().clone();
+    let transport = NatsTransport::start(client.nats().clone(), subjects.clone(), mesh.peer_id);
+    let (store, changes) = Store::open(cfg, Box::new(transport))
         .with_context(|| format!("opening store in {}", dir.display()))?;
-    StoreServer::start(store.clone(), changes, client.nats().clone(), cluster)
+    let inbound = raft_transport::receive(
+        client.nats(),
+        &subjects,
+        mesh.peer_id,
+        raft_transport::step_into(store.clone()),
+    )
+    .await
+    .context("subscribing to raft messages")?;
+    tokio::spawn(inbound);
+    let admin = kubus_actors::store::admin::serve(store.clone(), client.nats().clone(), subjects)
+        .await
+        .context("subscribing to store administration")?;
+    tokio::spawn(admin);
+    StoreServer::start(store.clone(), changes, client.nats().clone(), &mesh.cluster)
         .await
         .context("store server")?;
-    info!(dir = %dir.display(), revision = store.revision(), "store role: store server started");
+    info!(dir = %dir.display(), peer = mesh.peer_id, revision = store.revision(), "store role: store server started");
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_peers_from_flags() {
+        type Case = (Option<u64>, Option<Vec<u64>>, Option<(u64, Vec<u64>)>);
+        let cases: Vec<Case> = vec![
+            (None, None, Some((1, vec![1]))),
+            (Some(2), None, Some((2, vec![]))),
+            (Some(2), Some(vec![3, 1, 2, 2]), Some((2, vec![1, 2, 3]))),
+            (None, Some(vec![1, 2, 3]), Some((1, vec![1, 2, 3]))),
+            (Some(4), Some(vec![1, 2, 3]), None),
+            (None, Some(vec![2, 3]), None),
+            (Some(0), None, None),
+            (Some(1), Some(vec![0, 1]), None),
+        ];
+        for (id, list, want) in cases {
+            let got = store_peers(id, list.clone()).ok();
+            assert_eq!(got, want, "--peer-id {id:?} --initial-peers {list:?}");
+        }
+    }
 }

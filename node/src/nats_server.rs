@@ -106,7 +106,7 @@ impl NatsServer {
         Ok(())
     }
 
-    /// Stop the server (SIGTERM, then SIGKILL) and reap it.
+    /// Stop the server (SIGTERM, then SIGKILL after a second) and reap it.
     pub fn stop(&mut self) {
         crate::child::stop(
             &mut self.child,

@@ -282,3 +282,90 @@ pub fn has_event(
 ) -> bool {
     events.iter().any(|(r, m)| r == reason && message(m))
 }
+
+/// A child process this test started, stopped by its PID when dropped
+/// (SIGTERM, then SIGKILL after 20 s), also when the test panics.
+pub struct Proc {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(cmd: &mut Command, log: &Path) -> Proc {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn");
+        Proc {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL by PID, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The end of the log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(4000);
+        text.get(start..).unwrap_or(&text).to_string()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), "-TERM");
+            if wait_for(Duration::from_secs(20), || c.try_wait().ok().flatten()).is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// A plain nats-server on a free loopback port; returns it and its URL.
+pub fn nats_server(dir: &Path) -> (Proc, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let proc = Proc::spawn(
+        Command::new("nats-server").args(["-a", "127.0.0.1", "-p", &port.to_string()]),
+        &dir.join("nats-server.log"),
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+    })
+    .expect("nats-server up");
+    (proc, format!("nats://127.0.0.1:{port}"))
+}
+
+/// The ends of the logs of `procs`, each under its file name: what a
+/// failed multi-process test prints.
+pub fn logs_of<'a>(procs: impl IntoIterator<Item = &'a Proc>) -> String {
+    procs
+        .into_iter()
+        .map(|p| format!("== {}\n{}", p.log.display(), p.log_tail()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

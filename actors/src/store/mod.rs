@@ -4,6 +4,7 @@
 //!
 //! The actor only routes messages; every decision is in [`service`].
 
+pub mod admin;
 pub mod service;
 
 use std::collections::HashMap;
@@ -22,6 +23,11 @@ use kubus_storage::{Change, ChangeOp, ChangeReceiver, Store};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
+
+/// Attempts to create a default namespace while the store has no leader.
+const NAMESPACE_ATTEMPTS: u32 = 60;
+/// The wait between those attempts.
+const NAMESPACE_RETRY: Duration = Duration::from_millis(500);
 
 /// Requests served at once; past this, callers get Unavailable.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 512;
@@ -84,13 +90,25 @@ impl Actor for StoreServer {
         let store = self.store.clone();
         actix::spawn(async move {
             for ns in ["default", "kube-system"] {
-                let object = kubus_api::lifecycle::empty(Kind::Namespace, None, ns);
-                let req = ApiRequest::Create { object };
-                let verb = Verb::Create;
-                match service::handle(&store, verb, Kind::Namespace, "_", req).await {
-                    Ok(_) => info!(namespace = ns, "created namespace"),
-                    Err(e) if e.reason == kubus_api::Reason::AlreadyExists => {}
-                    Err(e) => warn!(namespace = ns, error = %e, "cannot create namespace"),
+                // With several peers there may be no leader yet: try again
+                // (a follower forwards the write once one is known).
+                for attempt in 1..=NAMESPACE_ATTEMPTS {
+                    let object = kubus_api::lifecycle::empty(Kind::Namespace, None, ns);
+                    let req = ApiRequest::Create { object };
+                    let verb = Verb::Create;
+                    match service::handle(&store, verb, Kind::Namespace, "_", req).await {
+                        Ok(_) => info!(namespace = ns, "created namespace"),
+                        Err(e) if e.reason == kubus_api::Reason::AlreadyExists => {}
+                        Err(e)
+                            if e.reason == kubus_api::Reason::Unavailable
+                                && attempt < NAMESPACE_ATTEMPTS =>
+                        {
+                            tokio::time::sleep(NAMESPACE_RETRY).await;
+                            continue;
+                        }
+                        Err(e) => warn!(namespace = ns, error = %e, "cannot create namespace"),
+                    }
+                    break;
                 }
             }
         });
@@ -348,8 +366,15 @@ async fn publish(
         tokio::select! {
             batch = changes.recv() => {
                 let Some(batch) = batch else { break };
+                // Every peer applies every change, but only the leader
+                // publishes it (one event per change on the bus). Followers
+                // still keep the stream heads and node chains, so that the
+                // prev of what they publish once they lead is right; a
+                // change nobody published (applied by a follower, the
+                // leader gone) is a gap that watchers fill from history.
+                let leading = store.is_leader();
                 for change in &batch {
-                    publish_change(&nats, &subjects, &mut published, change, rebuilt_through).await;
+                    publish_change(&nats, &subjects, &mut published, change, rebuilt_through, leading).await;
                 }
             }
             _ = tick.tick() => {
@@ -368,6 +393,7 @@ async fn publish_change(
     published: &mut Published,
     change: &Change,
     rebuilt_through: u64,
+    leading: bool,
 ) {
     let (kind, event) = match change_event(change) {
         Ok(e) => e,
@@ -376,8 +402,10 @@ async fn publish_change(
             return;
         }
     };
-    for subject in change_subjects(subjects, kind, &event.object) {
-        publish_json(nats, subject, &event).await;
+    if leading {
+        for subject in change_subjects(subjects, kind, &event.object) {
+            publish_json(nats, subject, &event).await;
+        }
     }
     let head = published.resources.entry(kind).or_insert(0);
     *head = (*head).max(change.revision);
@@ -389,8 +417,10 @@ async fn publish_change(
         } else {
             0
         };
-        let node_event = ChangeEvent { prev, ..event };
-        publish_json(nats, subjects.node_pods(&node), &node_event).await;
+        if leading {
+            let node_event = ChangeEvent { prev, ..event };
+            publish_json(nats, subjects.node_pods(&node), &node_event).await;
+        }
     }
 }
 

@@ -36,6 +36,7 @@ pub async fn handle(
     match (verb, req) {
         (Verb::Get, ApiRequest::Get { name }) => {
             let r = ObjectRef::new(kind, namespace.as_deref(), &name);
+            linearize(store).await?;
             match read(store, &r.key())? {
                 Some(obj) => Ok(ApiResponse::Object(obj)),
                 None => Err(ApiError::not_found(r)),
@@ -49,17 +50,19 @@ pub async fn handle(
                 limit,
                 continue_token,
             },
-        ) => list(
-            store,
-            kind,
-            namespace.as_deref(),
-            ListQuery {
-                label_selector,
-                field_selector,
-                limit,
-                continue_token,
-            },
-        ),
+        ) => linearize(store).await.and_then(|()| {
+            list(
+                store,
+                kind,
+                namespace.as_deref(),
+                ListQuery {
+                    label_selector,
+                    field_selector,
+                    limit,
+                    continue_token,
+                },
+            )
+        }),
         (
             Verb::Watch,
             ApiRequest::Watch {
@@ -165,6 +168,20 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
 fn encode(obj: &Value) -> Result<Vec<u8>, ApiError> {
     rmp_serde::to_vec_named(obj)
         .map_err(|e| ApiError::internal(format!("cannot encode object: {e}")))
+}
+
+/// Makes the reads that follow linearizable: waits until this peer has
+/// applied everything committed when the request arrived, as confirmed by
+/// the leader (Raft ReadIndex). A follower's plain reads may lag behind
+/// writes already acknowledged elsewhere; Kubernetes' GET and LIST without
+/// a resourceVersion are quorum reads, and so are these. A read that could
+/// not be confirmed is safe to retry: `Unavailable`.
+async fn linearize(store: &Store) -> Result<(), ApiError> {
+    match store.read_index().await {
+        Ok(_) => Ok(()),
+        Err(e @ StoreError::Timeout) => Err(ApiError::unavailable(format!("store: {e}"), 200)),
+        Err(e) => Err(store_error(e)),
+    }
 }
 
 fn read_kv(store: &Store, key: &str) -> Result<Option<KeyValue>, ApiError> {

@@ -2,7 +2,9 @@
 //! baseline measured in the same invocation on the same machine, as ratios;
 //! none is a test and none asserts a time.
 
+mod etcd;
 pub mod pods;
+pub mod store;
 pub mod watch;
 
 use hdrhistogram::Histogram;
