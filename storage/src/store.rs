@@ -210,6 +210,12 @@ impl Store {
         if shared.stop_requested.load(Ordering::Acquire) || shared.stopped.load(Ordering::Acquire) {
             return Err(StoreError::Stopped);
         }
+        if shared.is_leader.load(Ordering::Acquire) && self.sole_voter() {
+            // The only voter: every acknowledged write was applied before
+            // it was acknowledged, so the applied state already includes
+            // it; no round trip through the Raft thread is needed.
+            return Ok(shared.applied_index.load(Ordering::Acquire));
+        }
         let slot =
             InFlightSlot::acquire(shared, inner.proposals_max_in_flight).ok_or(StoreError::Busy)?;
         let (reply, answer) = oneshot::channel();
@@ -227,6 +233,17 @@ impl Store {
             Err(_) if shared.stopped.load(Ordering::Acquire) => Err(StoreError::Stopped),
             Err(_) => Err(StoreError::Timeout),
         }
+    }
+
+    /// Whether this peer is the cluster's only voter.
+    fn sole_voter(&self) -> bool {
+        let membership = self
+            .inner
+            .shared
+            .membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        membership.voters == [self.inner.peer_id]
     }
 
     /// [`Store::get`] after [`Store::read_index`]: linearizable on any peer.
