@@ -66,7 +66,7 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
-fn signal(pid: u32, sig: &str) {
+pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([sig, &pid.to_string()])
         .stdout(Stdio::null())
