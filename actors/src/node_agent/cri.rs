@@ -124,28 +124,23 @@ fn is_host_network(pod: &Value) -> bool {
         .unwrap_or(false)
 }
 
+/// The labels that tie a sandbox or container to its pod, as the kubelet
+/// sets them.
+fn identity_labels(pod: &Value) -> [(String, String); 3] {
+    let s = |v: Option<&str>| v.unwrap_or_default().to_string();
+    [
+        ("io.kubernetes.pod.name".into(), s(meta::name(pod))),
+        (
+            "io.kubernetes.pod.namespace".into(),
+            s(meta::namespace(pod)),
+        ),
+        ("io.kubernetes.pod.uid".into(), s(meta::uid(pod))),
+    ]
+}
+
 fn pod_labels(pod: &Value, node: &str) -> HashMap<String, String> {
-    let mut labels: HashMap<String, String> = pod
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    labels.insert(
-        "io.kubernetes.pod.name".into(),
-        meta::name(pod).unwrap_or_default().into(),
-    );
-    labels.insert(
-        "io.kubernetes.pod.namespace".into(),
-        meta::namespace(pod).unwrap_or_default().into(),
-    );
-    labels.insert(
-        "io.kubernetes.pod.uid".into(),
-        meta::uid(pod).unwrap_or_default().into(),
-    );
+    let mut labels: HashMap<String, String> = meta::labels(pod).into_iter().collect();
+    labels.extend(identity_labels(pod));
     labels.insert(NODE_LABEL.into(), node.into());
     labels
 }
@@ -272,22 +267,10 @@ pub fn container_config(
         .get("image")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let mut labels = HashMap::new();
+    let mut labels: HashMap<String, String> = identity_labels(pod).into_iter().collect();
     labels.insert(
         "io.kubernetes.container.name".into(),
         spec.container.clone(),
-    );
-    labels.insert(
-        "io.kubernetes.pod.name".into(),
-        meta::name(pod).unwrap_or_default().into(),
-    );
-    labels.insert(
-        "io.kubernetes.pod.namespace".into(),
-        meta::namespace(pod).unwrap_or_default().into(),
-    );
-    labels.insert(
-        "io.kubernetes.pod.uid".into(),
-        meta::uid(pod).unwrap_or_default().into(),
     );
     Ok(cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {

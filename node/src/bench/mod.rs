@@ -9,6 +9,15 @@ pub mod watch;
 
 use hdrhistogram::Histogram;
 
+/// Which build is measuring: "debug" or "release".
+pub fn build() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
 /// A latency histogram in microseconds, 1 µs to 1 h, 3 significant digits.
 pub fn histogram() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)

@@ -102,11 +102,7 @@ async fn measure(url: &str, args: &BenchPodsArgs, pid: u32) -> anyhow::Result<()
     );
     println!(
         "(build: {}; fsync on; one store peer; client, cluster and nats-server share this machine)\n",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        super::build()
     );
     let started = Instant::now();
     wait_for_nodes(&client, args.hollow_nodes).await?;

@@ -572,11 +572,7 @@ pub fn run(args: BenchStoreArgs) -> anyhow::Result<()> {
     );
     println!(
         "(build: {}; client, servers and disk share this machine; 3 kubus peers share its disk too)\n",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        super::build()
     );
     // The workers, the etcd client and the store server's request tasks
     // share a two-thread pool, as in a mesh node.

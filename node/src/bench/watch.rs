@@ -76,11 +76,7 @@ async fn measure(
     );
     println!(
         "(build: {}; fsync on; one store peer; client, store and nats-server share this machine)\n",
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        super::build()
     );
 
     let raw_pubsub = raw_publish_subscribe(client, count, rate).await?;
