@@ -134,42 +134,91 @@ impl Cache {
     }
 }
 
-/// Which objects each controller (by uid) owns, kept as changes arrive, so
-/// a controller finds its objects without scanning every object.
-#[derive(Debug, Default, Clone)]
+/// Counts over the objects one owner controls, kept as they change, so a
+/// controller of thousands of pods need not scan them on every sync.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub active: usize,
+    pub ready: usize,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.active += other.active;
+        self.ready += other.ready;
+    }
+
+    fn sub(&mut self, other: Tally) {
+        self.active = self.active.saturating_sub(other.active);
+        self.ready = self.ready.saturating_sub(other.ready);
+    }
+}
+
+/// Which objects each controller (by uid) owns, and their [`Tally`] as
+/// `classify` counts each object, kept as changes arrive, so a controller
+/// finds its objects and their counts without scanning every object.
+#[derive(Debug, Clone)]
 pub struct OwnerIndex {
-    by_owner: HashMap<String, BTreeSet<String>>,
-    owner_of: HashMap<String, String>,
+    by_owner: HashMap<String, (BTreeSet<String>, Tally)>,
+    /// An object's owner and what it adds to the owner's tally.
+    owner_of: HashMap<String, (String, Tally)>,
+    classify: fn(&Value) -> Tally,
+}
+
+impl Default for OwnerIndex {
+    /// An index that counts nothing.
+    fn default() -> OwnerIndex {
+        OwnerIndex::new(|_| Tally::default())
+    }
 }
 
 impl OwnerIndex {
+    pub fn new(classify: fn(&Value) -> Tally) -> OwnerIndex {
+        OwnerIndex {
+            by_owner: HashMap::new(),
+            owner_of: HashMap::new(),
+            classify,
+        }
+    }
+
     /// Object `key` changed (`None`: deleted): index it under its
     /// controller's uid.
     pub fn update(&mut self, key: &str, object: Option<&Value>) {
-        let owner = object.and_then(meta::controller_uid);
-        if self.owner_of.get(key).map(String::as_str) == owner {
+        let now =
+            object.and_then(|o| meta::controller_uid(o).map(|owner| (owner, (self.classify)(o))));
+        let before = self.owner_of.get(key).map(|(o, t)| (o.as_str(), *t));
+        if before == now {
             return;
         }
-        if let Some(old) = self.owner_of.remove(key) {
-            if let Some(keys) = self.by_owner.get_mut(&old) {
+        if let Some((old, tally)) = self.owner_of.remove(key) {
+            if let Some((keys, total)) = self.by_owner.get_mut(&old) {
                 keys.remove(key);
+                total.sub(tally);
                 if keys.is_empty() {
                     self.by_owner.remove(&old);
                 }
             }
         }
-        if let Some(owner) = owner {
-            self.by_owner
-                .entry(owner.to_string())
-                .or_default()
-                .insert(key.to_string());
-            self.owner_of.insert(key.to_string(), owner.to_string());
+        if let Some((owner, tally)) = now {
+            let (keys, total) = self.by_owner.entry(owner.to_string()).or_default();
+            keys.insert(key.to_string());
+            total.add(tally);
+            self.owner_of
+                .insert(key.to_string(), (owner.to_string(), tally));
         }
     }
 
     /// The keys of what `owner` (a uid) controls.
     pub fn owned_by(&self, owner: &str) -> impl Iterator<Item = &String> {
-        self.by_owner.get(owner).into_iter().flatten()
+        self.by_owner.get(owner).into_iter().flat_map(|(k, _)| k)
+    }
+
+    /// What `owner`'s objects add up to.
+    pub fn tally(&self, owner: &str) -> Tally {
+        self.by_owner
+            .get(owner)
+            .map(|(_, t)| *t)
+            .unwrap_or_default()
     }
 }
 
@@ -244,5 +293,56 @@ mod tests {
         );
         ix.update("d/c", Some(&pod("c", "9")));
         assert_eq!(ix.owned_by("rs2").count(), 1);
+    }
+
+    #[test]
+    fn owner_index_keeps_tallies() {
+        let owned = |name: &str, owner: &str, ready: bool| {
+            json!({"metadata": {"name": name, "namespace": "d",
+                "ownerReferences": [{"uid": owner, "controller": true, "kind": "ReplicaSet"}]},
+                "ready": ready})
+        };
+        let mut ix = OwnerIndex::new(|o| Tally {
+            active: 1,
+            ready: usize::from(o["ready"] == true),
+        });
+        ix.update("d/a", Some(&owned("a", "rs1", false)));
+        ix.update("d/b", Some(&owned("b", "rs1", true)));
+        ix.update("d/c", Some(&owned("c", "rs2", true)));
+        assert_eq!(
+            ix.tally("rs1"),
+            Tally {
+                active: 2,
+                ready: 1
+            }
+        );
+        // a change of class, not of owner
+        ix.update("d/a", Some(&owned("a", "rs1", true)));
+        assert_eq!(
+            ix.tally("rs1"),
+            Tally {
+                active: 2,
+                ready: 2
+            }
+        );
+        // a move to another owner, then a delete
+        ix.update("d/b", Some(&owned("b", "rs2", true)));
+        ix.update("d/a", None);
+        assert_eq!(ix.tally("rs1"), Tally::default());
+        assert_eq!(
+            ix.tally("rs2"),
+            Tally {
+                active: 2,
+                ready: 2
+            }
+        );
+        ix.update("d/c", Some(&pod("c", "9")));
+        assert_eq!(
+            ix.tally("rs2"),
+            Tally {
+                active: 1,
+                ready: 1
+            }
+        );
     }
 }

@@ -15,12 +15,19 @@ use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use crate::events::{EventType, Recorder};
-use crate::informer::{key_of, Cache, OwnerIndex};
+use crate::informer::{key_of, Cache, OwnerIndex, Tally};
 use crate::watching::{controller_ref, watched, Watched};
 use crate::write::{perform, Write};
 
 /// Most pod writes one ReplicaSet issues per sync (a slow start, bounded).
-pub const WRITES_PER_SYNC_MAX: usize = 128;
+pub const WRITES_PER_SYNC_MAX: usize = 64;
+/// Most pod creates one ReplicaSet has under way at once: creates are
+/// pipelined (a sync does not wait for the previous sync's creates to
+/// land), and kept below the scheduler's bindings in flight
+/// ([`crate::scheduler::BINDINGS_IN_FLIGHT_MAX`]) so that, when the store's
+/// writes are the bottleneck, new pods cannot crowd out the bindings and
+/// queue up unscheduled.
+pub const CREATES_IN_FLIGHT_MAX: usize = 128;
 const BATCH_DELAY: Duration = Duration::from_millis(10);
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -88,45 +95,120 @@ pub fn pod_from_template(rs: &Value) -> Value {
     })
 }
 
-/// Decide the writes that bring one ReplicaSet's pods and status in line.
-pub fn reconcile(rs: &Value, owned: &[&Value]) -> Vec<Write> {
+/// One ReplicaSet's writes still under way (sent, not yet answered).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    pub creates: usize,
+    pub deletes: usize,
+    /// A status update: a second would only conflict with it.
+    pub status: bool,
+}
+
+impl Pending {
+    /// The one write `w` on its own.
+    fn of(w: &Write) -> Pending {
+        match w {
+            Write::Create(_) => Pending {
+                creates: 1,
+                ..Pending::default()
+            },
+            Write::Delete(..) => Pending {
+                deletes: 1,
+                ..Pending::default()
+            },
+            Write::Update(_) => Pending {
+                status: true,
+                ..Pending::default()
+            },
+        }
+    }
+
+    fn start(&mut self, w: &Write) {
+        let one = Pending::of(w);
+        self.creates += one.creates;
+        self.deletes += one.deletes;
+        self.status |= one.status;
+    }
+
+    fn land(&mut self, one: Pending) {
+        self.creates = self.creates.saturating_sub(one.creates);
+        self.deletes = self.deletes.saturating_sub(one.deletes);
+        self.status &= !one.status;
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Pending::default()
+    }
+}
+
+/// How a pod counts toward its owner's [`Tally`]: only pods a ReplicaSet
+/// controls, active ones, and of those the Ready ones.
+pub fn classify(pod: &Value) -> Tally {
+    let active = is_replicaset_owned(pod) && is_active(pod);
+    Tally {
+        active: usize::from(active),
+        ready: usize::from(active && is_ready(pod)),
+    }
+}
+
+/// What one sync of a ReplicaSet does.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    pub creates: usize,
+    /// How many surplus pods to delete ([`surplus`] picks them).
+    pub deletes: usize,
+    /// The ReplicaSet with its new status, when that changed.
+    pub status: Option<Value>,
+}
+
+/// Decide what brings one ReplicaSet's pods and status in line, from its
+/// pods' tally and the writes still under way: pods being created count as
+/// present (so creates pipeline without ever overshooting), nothing is
+/// created or deleted while deletes are under way, and nothing is deleted
+/// while creates are.
+pub fn reconcile(rs: &Value, tally: Tally, pending: Pending) -> Plan {
     let desired = rs
         .pointer("/spec/replicas")
         .and_then(Value::as_i64)
         .unwrap_or(1)
         .max(0) as usize;
-    let mut active: Vec<&Value> = owned.iter().copied().filter(|p| is_active(p)).collect();
-    let mut writes = Vec::new();
-    if active.len() < desired {
-        let n = (desired - active.len()).min(WRITES_PER_SYNC_MAX);
-        writes.extend((0..n).map(|_| Write::Create(pod_from_template(rs))));
-    } else if active.len() > desired {
-        active.sort_by_key(|p| deletion_rank(p));
-        for pod in active
-            .iter()
-            .take((active.len() - desired).min(WRITES_PER_SYNC_MAX))
-        {
-            if let Some(r) = meta::object_ref(pod) {
-                writes.push(Write::Delete(r, None));
-            }
-        }
+    let mut plan = Plan::default();
+    let present = tally.active + pending.creates;
+    if pending.deletes > 0 {
+        // wait for the deletes to land before counting again
+    } else if present < desired {
+        plan.creates = (desired - present)
+            .min(WRITES_PER_SYNC_MAX)
+            .min(CREATES_IN_FLIGHT_MAX.saturating_sub(pending.creates));
+    } else if pending.creates == 0 && tally.active > desired {
+        plan.deletes = (tally.active - desired).min(WRITES_PER_SYNC_MAX);
     }
-    let ready = owned.iter().filter(|p| is_active(p) && is_ready(p)).count();
     let status = json!({
-        "replicas": owned.iter().filter(|p| is_active(p)).count(),
-        "fullyLabeledReplicas": owned.iter().filter(|p| is_active(p)).count(),
-        "readyReplicas": ready,
-        "availableReplicas": ready,
+        "replicas": tally.active,
+        "fullyLabeledReplicas": tally.active,
+        "readyReplicas": tally.ready,
+        "availableReplicas": tally.ready,
         "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
     });
-    if rs.get("status") != Some(&status) {
+    if !pending.status && rs.get("status") != Some(&status) {
         let mut updated = rs.clone();
         if let Some(root) = updated.as_object_mut() {
             root.insert("status".into(), status);
         }
-        writes.push(Write::Update(updated));
+        plan.status = Some(updated);
     }
-    writes
+    plan
+}
+
+/// The `n` active pods to delete first, of those a ReplicaSet owns.
+pub fn surplus<'a>(owned: impl Iterator<Item = &'a Value>, n: usize) -> Vec<ObjectRef> {
+    let mut active: Vec<&Value> = owned.filter(|p| classify(p).active > 0).collect();
+    active.sort_by_cached_key(|p| deletion_rank(p));
+    active
+        .iter()
+        .take(n)
+        .filter_map(|p| meta::object_ref(p))
+        .collect()
 }
 
 pub struct ReplicaSetController {
@@ -145,9 +227,9 @@ pub struct ReplicaSetController {
     /// How long the last sync took: the next waits a few times that, so
     /// syncing a huge ReplicaSet cannot take all of the actors' thread.
     last_sync: Duration,
-    /// Writes under way per ReplicaSet key; a key with writes under way is
-    /// not reconciled again until they land (no double creates).
-    in_flight: BTreeMap<String, usize>,
+    /// Writes under way per ReplicaSet key, which [`reconcile`] counts
+    /// (no double creates, no conflicting status updates).
+    in_flight: BTreeMap<String, Pending>,
 }
 
 impl ReplicaSetController {
@@ -158,7 +240,7 @@ impl ReplicaSetController {
             sets: Cache::default(),
             pods: Cache::default(),
             by_uid: HashMap::new(),
-            owners: OwnerIndex::default(),
+            owners: OwnerIndex::new(classify),
             maybe_orphans: BTreeSet::new(),
             queue: BTreeSet::new(),
             sync_scheduled: false,
@@ -195,27 +277,34 @@ impl ReplicaSetController {
             }
         }
         for key in queue {
-            if self.in_flight.contains_key(&key) {
-                continue;
-            }
             let Some(rs) = self.sets.get(&key) else {
                 continue;
             };
             let uid = meta::uid(rs).unwrap_or_default();
-            let pods: Vec<&Value> = self
-                .owners
-                .owned_by(uid)
-                .filter_map(|k| self.pods.get(k))
-                .filter(|p| is_replicaset_owned(p))
-                .collect();
-            planned.extend(reconcile(rs, &pods).into_iter().map(|w| (key.clone(), w)));
+            let pending = self.in_flight.get(&key).copied().unwrap_or_default();
+            let plan = reconcile(rs, self.owners.tally(uid), pending);
+            let creates = (0..plan.creates).map(|_| Write::Create(pod_from_template(rs)));
+            planned.extend(creates.map(|w| (key.clone(), w)));
+            if plan.deletes > 0 {
+                let owned = self.owners.owned_by(uid).filter_map(|k| self.pods.get(k));
+                let doomed = surplus(owned, plan.deletes);
+                planned.extend(
+                    doomed
+                        .into_iter()
+                        .map(|r| (key.clone(), Write::Delete(r, None))),
+                );
+            }
+            if let Some(updated) = plan.status {
+                planned.push((key.clone(), Write::Update(updated)));
+            }
         }
         self.last_sync = started.elapsed();
         for (key, write) in planned {
             if !key.is_empty() {
-                *self.in_flight.entry(key.clone()).or_default() += 1;
+                self.in_flight.entry(key.clone()).or_default().start(&write);
             }
             let what = write.describe();
+            let landing = Pending::of(&write);
             let deleted_key = match &write {
                 Write::Delete(r, _) => Some(format!(
                     "{}/{}",
@@ -226,12 +315,10 @@ impl ReplicaSetController {
             };
             let fut = perform(self.client.clone(), write);
             ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-                if !key.is_empty() {
-                    if let Some(n) = act.in_flight.get_mut(&key) {
-                        *n -= 1;
-                        if *n == 0 {
-                            act.in_flight.remove(&key);
-                        }
+                if let Some(p) = act.in_flight.get_mut(&key) {
+                    p.land(landing);
+                    if p.is_empty() {
+                        act.in_flight.remove(&key);
                     }
                 }
                 match res {
@@ -376,21 +463,28 @@ mod tests {
 
     fn pod(name: &str, phase: &str, ready: bool, created: &str) -> Value {
         json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": created,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web-abc", "uid": "rs-uid", "controller": true}]},
             "spec": {"nodeName": "n1"},
             "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}})
     }
 
-    fn creates(w: &[Write]) -> usize {
-        w.iter().filter(|w| matches!(w, Write::Create(_))).count()
+    /// A sync's plan over `owned`, the way the actor tallies them.
+    fn plan(rs: &Value, owned: &[&Value], pending: Pending) -> Plan {
+        let mut tally = Tally::default();
+        for p in owned {
+            let t = classify(p);
+            tally.active += t.active;
+            tally.ready += t.ready;
+        }
+        reconcile(rs, tally, pending)
     }
 
-    fn deletes(w: &[Write]) -> Vec<String> {
-        w.iter()
-            .filter_map(|w| match w {
-                Write::Delete(r, _) => Some(r.name.clone()),
-                _ => None,
-            })
+    fn deletes(owned: &[&Value], plan: &Plan) -> Vec<String> {
+        surplus(owned.iter().copied(), plan.deletes)
+            .into_iter()
+            .map(|r| r.name)
             .collect()
     }
 
@@ -410,9 +504,9 @@ mod tests {
             (2, vec![&a, &b], 0, vec![]),
         ];
         for (desired, pods, want_creates, want_deletes) in cases {
-            let w = reconcile(&rs(desired), &pods);
-            assert_eq!(creates(&w), want_creates, "desired {desired}");
-            assert_eq!(deletes(&w), want_deletes, "desired {desired}");
+            let p = plan(&rs(desired), &pods, Pending::default());
+            assert_eq!(p.creates, want_creates, "desired {desired}");
+            assert_eq!(deletes(&pods, &p), want_deletes, "desired {desired}");
         }
     }
 
@@ -428,12 +522,100 @@ mod tests {
     #[test]
     fn status_is_written_only_when_it_changes() {
         let a = pod("a", "Running", true, "t");
-        let w = reconcile(&rs(1), &[&a]);
-        let Some(Write::Update(updated)) = w.last() else {
-            panic!("expected a status update, got {w:?}")
+        let p = plan(&rs(1), &[&a], Pending::default());
+        let Some(updated) = &p.status else {
+            panic!("expected a status update, got {p:?}")
         };
         assert_eq!(updated["status"]["readyReplicas"], 1);
         assert_eq!(updated["status"]["observedGeneration"], 2);
-        assert!(reconcile(updated, &[&a]).is_empty());
+        assert_eq!(plan(updated, &[&a], Pending::default()), Plan::default());
+    }
+
+    #[test]
+    fn writes_under_way_are_counted() {
+        let a = pod("a", "Running", true, "t");
+        let b = pod("b", "Running", true, "t");
+        let both = [&a, &b];
+        let cases = [
+            // (desired, pending, creates, deletes, status update)
+            (
+                10,
+                Pending {
+                    creates: 3,
+                    ..Pending::default()
+                },
+                5,
+                0,
+                true,
+            ),
+            (
+                10,
+                Pending {
+                    creates: 8,
+                    ..Pending::default()
+                },
+                0,
+                0,
+                true,
+            ),
+            (
+                1,
+                Pending {
+                    creates: 1,
+                    ..Pending::default()
+                },
+                0,
+                0,
+                true,
+            ),
+            (
+                0,
+                Pending {
+                    deletes: 1,
+                    ..Pending::default()
+                },
+                0,
+                0,
+                true,
+            ),
+            (
+                5,
+                Pending {
+                    deletes: 1,
+                    ..Pending::default()
+                },
+                0,
+                0,
+                true,
+            ),
+            (
+                1,
+                Pending {
+                    status: true,
+                    ..Pending::default()
+                },
+                0,
+                1,
+                false,
+            ),
+            (
+                5000,
+                Pending {
+                    creates: CREATES_IN_FLIGHT_MAX - 7,
+                    ..Pending::default()
+                },
+                7,
+                0,
+                true,
+            ),
+            (5000, Pending::default(), WRITES_PER_SYNC_MAX, 0, true),
+        ];
+        for (desired, pending, want_creates, want_deletes, want_status) in cases {
+            let p = plan(&rs(desired), &both, pending);
+            let case = format!("desired {desired}, {pending:?}");
+            assert_eq!(p.creates, want_creates, "{case}");
+            assert_eq!(p.deletes, want_deletes, "{case}");
+            assert_eq!(p.status.is_some(), want_status, "{case}");
+        }
     }
 }

@@ -157,6 +157,10 @@ struct Outcome {
     from_manifest: Histogram<u64>,
     running: usize,
     all_running: Option<Duration>,
+    /// Store revisions between the manifest and the last pod Running: every
+    /// write the cluster made for these pods (creates, bindings, status,
+    /// Events, ReplicaSet status).
+    writes: u64,
 }
 
 impl Outcome {
@@ -179,6 +183,13 @@ impl Outcome {
             ),
             None => println!("  only {} Running before the timeout", self.running),
         }
+        let secs = self.all_running.map_or(0.0, |t| t.as_secs_f64());
+        println!(
+            "  store writes meanwhile: {} ({:.1} per pod, {:.0}/s)",
+            self.writes,
+            self.writes as f64 / self.running.max(1) as f64,
+            self.writes as f64 / secs.max(1e-9)
+        );
     }
 }
 
@@ -206,6 +217,7 @@ async fn deploy(
     let manifest = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      nodeSelector: {{kubus.io/hollow: \"true\"}}\n      containers:\n      - {{name: main, image: busybox, command: [sleep, \"3600\"], resources: {{requests: {{cpu: 10m, memory: 16Mi}}}}}}\n"
     );
+    let revision_before = store_revision(client).await?;
     let published = Instant::now();
     let reply = client.apply_manifests(&manifest).await?;
     if let Some(e) = &reply.error {
@@ -255,6 +267,9 @@ async fn deploy(
             }
         }
     }
+    let writes = store_revision(client)
+        .await?
+        .saturating_sub(revision_before);
     let mut startup = histogram()?;
     let mut from_manifest = histogram()?;
     for seen in pods.values() {
@@ -268,7 +283,16 @@ async fn deploy(
         from_manifest,
         running,
         all_running,
+        writes,
     })
+}
+
+/// The store's revision now (a one-item list's read revision).
+async fn store_revision(client: &Client) -> anyhow::Result<u64> {
+    let page = client
+        .list_page(Kind::Namespace, None, None, None, Some(1), None)
+        .await?;
+    Ok(page.revision)
 }
 
 fn micros(d: Duration) -> u64 {
