@@ -193,9 +193,11 @@ pub const FAILPOINTS: &[&str] = &[
     failpoints::AFTER_SNAPSHOT_APPLY,
 ];
 
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod failpoints;
+pub mod history;
 pub mod layout;
 mod logger;
 pub mod machine;
@@ -206,6 +208,7 @@ pub mod snapshot;
 pub mod store;
 pub mod transport;
 
+pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::StoreConfig;
 pub use error::{CodecError, StoreError};
 pub use model::{
