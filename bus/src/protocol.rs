@@ -23,9 +23,21 @@ pub enum ApiRequest {
         /// At most this many items (0 or absent: all, up to the store's cap).
         #[serde(default)]
         limit: Option<usize>,
-        /// The `continue` token of the previous page.
+        /// The `continue` token of the previous page. It names the
+        /// revision the list is read at, so every page of one list is
+        /// consistent (an `Expired` error once that revision is compacted).
         #[serde(default, rename = "continue")]
         continue_token: Option<String>,
+        /// Kubernetes' `resourceVersion` of a list, a store revision; how
+        /// it is matched is `resource_version_match`. Not with `continue`.
+        #[serde(default)]
+        resource_version: Option<u64>,
+        /// `Exact`: the objects as they were at `resource_version` (from
+        /// the history; `Expired` when it was compacted, naming the oldest
+        /// revision kept). `NotOlderThan` (the default): the latest, which
+        /// must be at least `resource_version`.
+        #[serde(default)]
+        resource_version_match: Option<ResourceVersionMatch>,
     },
     Create {
         object: Value,
@@ -58,6 +70,15 @@ pub enum ApiRequest {
         #[serde(default)]
         field_selector: Option<String>,
     },
+}
+
+/// How a list's `resourceVersion` is matched, as in Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResourceVersionMatch {
+    /// At exactly that revision.
+    Exact,
+    /// At the latest revision, which must not be older.
+    NotOlderThan,
 }
 
 /// A successful API reply.

@@ -91,7 +91,9 @@ pub fn prune_to(
 pub enum HistoryError {
     /// A change was recorded before the history kept previous objects, so
     /// it cannot be undone; states from `revision` on can be rebuilt.
-    #[error("the change of {key} at revision {revision} was recorded without the object before it")]
+    #[error(
+        "the change of {key} at revision {revision} was recorded without the object before it"
+    )]
     PreviousUnknown {
         /// The key changed.
         key: String,
@@ -233,10 +235,28 @@ mod tests {
         );
         let cases: Vec<Case> = vec![
             ("nothing yet", 0, 0, R, Some(10_000), vec![], 10, 0),
-            ("within both", 0, 50, R, Some(10_000), (1..=50).map(young).collect(), 4096, 0),
+            (
+                "within both",
+                0,
+                50,
+                R,
+                Some(10_000),
+                (1..=50).map(young).collect(),
+                4096,
+                0,
+            ),
             ("by count", 0, 150, R, None, vec![], 4096, 50),
             ("count, chunked", 0, 150, R, None, vec![], 10, 10),
-            ("count, from compacted_to", 45, 150, R, None, vec![], 4096, 50),
+            (
+                "count, from compacted_to",
+                45,
+                150,
+                R,
+                None,
+                vec![],
+                4096,
+                50,
+            ),
             ("never backwards", 60, 150, R, None, vec![], 4096, 60),
             (
                 "by age: the old prefix",
@@ -439,7 +459,11 @@ mod tests {
         // Bookkeeping as it was: /p/a at 2 is version 2, written at 2.
         let (items, _) = m.at(2, "/p/", "/p/", 100);
         assert_eq!(
-            (items[0].create_revision, items[0].mod_revision, items[0].version),
+            (
+                items[0].create_revision,
+                items[0].mod_revision,
+                items[0].version
+            ),
             (1, 2, 2)
         );
         // A page from a start key, and `more`.
@@ -464,7 +488,11 @@ mod tests {
             let mut ops = Vec::new();
             let mut used = Vec::new();
             for _ in 0..n {
-                let key = format!("/{}/k{}", ["p", "q"][rng.gen_range(0..2)], rng.gen_range(0..8));
+                let key = format!(
+                    "/{}/k{}",
+                    ["p", "q"][rng.gen_range(0..2)],
+                    rng.gen_range(0..8)
+                );
                 if used.contains(&key) {
                     continue;
                 }

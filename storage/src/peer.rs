@@ -27,8 +27,8 @@ use crate::config::StoreConfig;
 use crate::error::{self, CodecError, StoreError};
 use crate::history::{self, Retention};
 use crate::layout::{
-    be, cf, meta_u64, read_u64, stream_head_key, CF_HISTORY, CF_HISTORY_TIME, CF_META,
-    CF_OBJECTS, KEY_APPLIED_INDEX, KEY_HISTORY_COMPACTED_TO, KEY_REVISION,
+    be, cf, meta_u64, read_u64, stream_head_key, CF_HISTORY, CF_HISTORY_TIME, CF_META, CF_OBJECTS,
+    KEY_APPLIED_INDEX, KEY_HISTORY_COMPACTED_TO, KEY_REVISION,
 };
 use crate::logger::raft_logger;
 use crate::machine::{self, Commit, Decision, StateView};

@@ -386,8 +386,12 @@ impl Store {
         let revision = snapshot_u64(db, &snap, KEY_REVISION, "revision")?;
         let before = match at {
             Some(at) if at != revision => {
-                let compacted_to =
-                    snapshot_u64(db, &snap, KEY_HISTORY_COMPACTED_TO, "history compaction point")?;
+                let compacted_to = snapshot_u64(
+                    db,
+                    &snap,
+                    KEY_HISTORY_COMPACTED_TO,
+                    "history compaction point",
+                )?;
                 if at > revision {
                     return Err(StoreError::FutureRevision {
                         revision: at,
@@ -490,8 +494,12 @@ impl Store {
         let limit = clamp_limit(limit, CHANGES_MAX);
         let db = &self.inner.shared.db;
         let snap = db.snapshot();
-        let compacted_to =
-            snapshot_u64(db, &snap, KEY_HISTORY_COMPACTED_TO, "history compaction point")?;
+        let compacted_to = snapshot_u64(
+            db,
+            &snap,
+            KEY_HISTORY_COMPACTED_TO,
+            "history compaction point",
+        )?;
         if after_revision < compacted_to {
             return Err(StoreError::Compacted { compacted_to });
         }
