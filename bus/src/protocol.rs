@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One API request; the subject carries verb, resource and namespace, the
-/// body carries the rest.
+/// body carries the rest. Variants and their fields are camelCase on the
+/// wire, as docs/subjects.md names them (`labelSelector`, not
+/// `label_selector`; a test there keeps the two in step).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ApiRequest {
     Get {
         name: String,
@@ -83,7 +85,7 @@ pub enum ResourceVersionMatch {
 
 /// A successful API reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ApiResponse {
     Object(Value),
     List {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
 
+/// The default of [`StoreConfig::history_retention_revisions`].
+pub const HISTORY_RETENTION_REVISIONS_DEFAULT: u64 = 100_000;
 /// The default of [`StoreConfig::history_retention_age`]: five minutes, what
 /// kube-apiserver's compactor guarantees at the least (it compacts etcd
 /// every `--etcd-compaction-interval`, 5 min by default, up to the revision
@@ -102,7 +104,7 @@ impl StoreConfig {
             fsync: true,
             proposals_max_in_flight: 4096,
             messages_max_queued: 4096,
-            history_retention_revisions: 100_000,
+            history_retention_revisions: HISTORY_RETENTION_REVISIONS_DEFAULT,
             history_retention_age: HISTORY_RETENTION_AGE_DEFAULT,
             history_read_bytes_max: 64 * 1024 * 1024,
             log_entries_kept: 10_000,
