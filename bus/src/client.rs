@@ -44,6 +44,17 @@ pub struct ListOptions {
     pub revision: Option<u64>,
 }
 
+impl ListOptions {
+    /// A first page with these selectors, at the latest revision.
+    pub fn selected(label_selector: Option<&str>, field_selector: Option<&str>) -> ListOptions {
+        ListOptions {
+            label_selector: label_selector.map(str::to_string),
+            field_selector: field_selector.map(str::to_string),
+            ..ListOptions::default()
+        }
+    }
+}
+
 /// Retries of a request the store answered `Unavailable`.
 pub const UNAVAILABLE_RETRIES: usize = 5;
 
@@ -222,11 +233,7 @@ impl Client {
         label_selector: Option<&str>,
         field_selector: Option<&str>,
     ) -> Result<(Vec<Value>, u64)> {
-        let opts = ListOptions {
-            label_selector: label_selector.map(str::to_string),
-            field_selector: field_selector.map(str::to_string),
-            ..ListOptions::default()
-        };
+        let opts = ListOptions::selected(label_selector, field_selector);
         self.list_all(kind, namespace, opts).await
     }
 
@@ -244,10 +251,8 @@ impl Client {
         revision: u64,
     ) -> Result<(Vec<Value>, u64)> {
         let opts = ListOptions {
-            label_selector: label_selector.map(str::to_string),
-            field_selector: field_selector.map(str::to_string),
             revision: Some(revision),
-            ..ListOptions::default()
+            ..ListOptions::selected(label_selector, field_selector)
         };
         self.list_all(kind, namespace, opts).await
     }
@@ -292,11 +297,9 @@ impl Client {
         continue_token: Option<String>,
     ) -> Result<ListPage> {
         let opts = ListOptions {
-            label_selector: label_selector.map(str::to_string),
-            field_selector: field_selector.map(str::to_string),
             limit,
             continue_token,
-            revision: None,
+            ..ListOptions::selected(label_selector, field_selector)
         };
         self.list_with(kind, namespace, opts).await
     }

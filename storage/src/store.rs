@@ -386,12 +386,7 @@ impl Store {
         let revision = snapshot_u64(db, &snap, KEY_REVISION, "revision")?;
         let before = match at {
             Some(at) if at != revision => {
-                let compacted_to = snapshot_u64(
-                    db,
-                    &snap,
-                    KEY_HISTORY_COMPACTED_TO,
-                    "history compaction point",
-                )?;
+                let compacted_to = snapshot_compacted_to(db, &snap)?;
                 if at > revision {
                     return Err(StoreError::FutureRevision {
                         revision: at,
@@ -494,12 +489,7 @@ impl Store {
         let limit = clamp_limit(limit, CHANGES_MAX);
         let db = &self.inner.shared.db;
         let snap = db.snapshot();
-        let compacted_to = snapshot_u64(
-            db,
-            &snap,
-            KEY_HISTORY_COMPACTED_TO,
-            "history compaction point",
-        )?;
+        let compacted_to = snapshot_compacted_to(db, &snap)?;
         if after_revision < compacted_to {
             return Err(StoreError::Compacted { compacted_to });
         }
@@ -601,6 +591,16 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The history's compaction point in the RocksDB snapshot `snap`.
+fn snapshot_compacted_to(db: &DB, snap: &Snapshot<'_>) -> Result<u64, StoreError> {
+    snapshot_u64(
+        db,
+        snap,
+        KEY_HISTORY_COMPACTED_TO,
+        "history compaction point",
+    )
 }
 
 /// A `meta` counter as the RocksDB snapshot `snap` holds it (0: absent).
