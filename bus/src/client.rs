@@ -13,8 +13,8 @@ use crate::codec::{self, CodecError};
 use crate::protocol::{
     ApiReply, ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, ExecReply, ExecRequest,
     ExecResult, LogChunk, LogsReply, LogsRequest, ManifestReply, MembershipReply,
-    MembershipRequest, PeerStatus, PeerStatusReply, EXEC_TIMEOUT_DEFAULT_SECS,
-    EXEC_TIMEOUT_MAX_SECS,
+    MembershipRequest, PeerStatus, PeerStatusReply, ResourceVersionMatch,
+    EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
 };
 use crate::subject::{AgentOp, StoreOp, Subjects, Verb, CLUSTER_SCOPED};
 
@@ -29,6 +29,30 @@ pub struct ListPage {
     pub items: Vec<Value>,
     pub revision: u64,
     pub continue_token: Option<String>,
+}
+
+/// What one list page asks for besides kind and namespace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListOptions {
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+    /// At most this many items (None: the store's cap).
+    pub limit: Option<usize>,
+    /// The previous page's token; it carries the list's revision.
+    pub continue_token: Option<String>,
+    /// List exactly at this revision; only on a first page (no token).
+    pub revision: Option<u64>,
+}
+
+impl ListOptions {
+    /// A first page with these selectors, at the latest revision.
+    pub fn selected(label_selector: Option<&str>, field_selector: Option<&str>) -> ListOptions {
+        ListOptions {
+            label_selector: label_selector.map(str::to_string),
+            field_selector: field_selector.map(str::to_string),
+            ..ListOptions::default()
+        }
+    }
 }
 
 /// Retries of a request the store answered `Unavailable`.
@@ -199,8 +223,9 @@ impl Client {
 
     /// List objects of a kind in one namespace (None: all), with optional
     /// label and field selectors, every page. Returns the items and the
-    /// revision of the first page's read (pages after it may be newer: a
-    /// watch from that revision sees every change since).
+    /// revision they were read at: every page is read at the first page's
+    /// revision (its continue token names it), so a watch from that
+    /// revision sees every change since.
     pub async fn list(
         &self,
         kind: Kind,
@@ -208,25 +233,51 @@ impl Client {
         label_selector: Option<&str>,
         field_selector: Option<&str>,
     ) -> Result<(Vec<Value>, u64)> {
+        let opts = ListOptions::selected(label_selector, field_selector);
+        self.list_all(kind, namespace, opts).await
+    }
+
+    /// Like [`Client::list`], as the objects were at `revision` (Kubernetes'
+    /// `resourceVersion` with `resourceVersionMatch=Exact`). `Expired` when
+    /// the store's history no longer reaches back to `revision` (the
+    /// message names the oldest revision kept); `BadRequest` for a revision
+    /// not yet made.
+    pub async fn list_at(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+        field_selector: Option<&str>,
+        revision: u64,
+    ) -> Result<(Vec<Value>, u64)> {
+        let opts = ListOptions {
+            revision: Some(revision),
+            ..ListOptions::selected(label_selector, field_selector)
+        };
+        self.list_all(kind, namespace, opts).await
+    }
+
+    /// Every page of a list, [`LIST_PAGE`] items at a time.
+    async fn list_all(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        mut opts: ListOptions,
+    ) -> Result<(Vec<Value>, u64)> {
         let mut all = Vec::new();
         let mut first_revision = None;
-        let mut token = None;
+        opts.limit = Some(LIST_PAGE);
         for _ in 0..LIST_PAGES_MAX {
-            let page = self
-                .list_page(
-                    kind,
-                    namespace,
-                    label_selector,
-                    field_selector,
-                    Some(LIST_PAGE),
-                    token,
-                )
-                .await?;
+            let page = self.list_with(kind, namespace, opts.clone()).await?;
             all.extend(page.items);
             first_revision.get_or_insert(page.revision);
-            token = page.continue_token;
-            if token.is_none() {
-                return Ok((all, first_revision.unwrap_or(0)));
+            match page.continue_token {
+                Some(token) => {
+                    // The token carries the revision from here on.
+                    opts.continue_token = Some(token);
+                    opts.revision = None;
+                }
+                None => return Ok((all, first_revision.unwrap_or(0))),
             }
         }
         Err(ClientError::UnexpectedReply {
@@ -245,11 +296,28 @@ impl Client {
         limit: Option<usize>,
         continue_token: Option<String>,
     ) -> Result<ListPage> {
-        let req = ApiRequest::List {
-            label_selector: label_selector.map(str::to_string),
-            field_selector: field_selector.map(str::to_string),
+        let opts = ListOptions {
             limit,
             continue_token,
+            ..ListOptions::selected(label_selector, field_selector)
+        };
+        self.list_with(kind, namespace, opts).await
+    }
+
+    /// One page of a list, with every option.
+    pub async fn list_with(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        opts: ListOptions,
+    ) -> Result<ListPage> {
+        let req = ApiRequest::List {
+            label_selector: opts.label_selector,
+            field_selector: opts.field_selector,
+            limit: opts.limit,
+            continue_token: opts.continue_token,
+            resource_version: opts.revision,
+            resource_version_match: opts.revision.map(|_| ResourceVersionMatch::Exact),
         };
         match self.api(Verb::List, kind, namespace, req).await? {
             ApiResponse::List {

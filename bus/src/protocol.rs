@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One API request; the subject carries verb, resource and namespace, the
-/// body carries the rest.
+/// body carries the rest. Variants and their fields are camelCase on the
+/// wire, as docs/subjects.md names them (`labelSelector`, not
+/// `label_selector`; a test there keeps the two in step).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ApiRequest {
     Get {
         name: String,
@@ -23,9 +25,21 @@ pub enum ApiRequest {
         /// At most this many items (0 or absent: all, up to the store's cap).
         #[serde(default)]
         limit: Option<usize>,
-        /// The `continue` token of the previous page.
+        /// The `continue` token of the previous page. It names the
+        /// revision the list is read at, so every page of one list is
+        /// consistent (an `Expired` error once that revision is compacted).
         #[serde(default, rename = "continue")]
         continue_token: Option<String>,
+        /// Kubernetes' `resourceVersion` of a list, a store revision; how
+        /// it is matched is `resource_version_match`. Not with `continue`.
+        #[serde(default)]
+        resource_version: Option<u64>,
+        /// `Exact`: the objects as they were at `resource_version` (from
+        /// the history; `Expired` when it was compacted, naming the oldest
+        /// revision kept). `NotOlderThan` (the default): the latest, which
+        /// must be at least `resource_version`.
+        #[serde(default)]
+        resource_version_match: Option<ResourceVersionMatch>,
     },
     Create {
         object: Value,
@@ -60,9 +74,18 @@ pub enum ApiRequest {
     },
 }
 
+/// How a list's `resourceVersion` is matched, as in Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResourceVersionMatch {
+    /// At exactly that revision.
+    Exact,
+    /// At the latest revision, which must not be older.
+    NotOlderThan,
+}
+
 /// A successful API reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum ApiResponse {
     Object(Value),
     List {

@@ -73,3 +73,40 @@ fn every_verb_is_documented() {
         "verbs {verbs:?}"
     );
 }
+
+/// Every field a list request takes, as it goes on the wire, is named in
+/// the doc (issue 3 added `resourceVersion` and `resourceVersionMatch`).
+#[test]
+fn every_list_field_is_documented() {
+    use kubus_bus::protocol::{ApiRequest, ResourceVersionMatch};
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/subjects.md"))
+        .expect("docs/subjects.md");
+    let list = ApiRequest::List {
+        label_selector: Some(String::new()),
+        field_selector: Some(String::new()),
+        limit: Some(1),
+        continue_token: Some(String::new()),
+        resource_version: Some(1),
+        resource_version_match: Some(ResourceVersionMatch::NotOlderThan),
+    };
+    let wire = serde_json::to_value(&list).expect("json");
+    let fields = wire["list"].as_object().expect("list fields");
+    assert_eq!(fields.len(), 6, "{wire}");
+    for name in fields.keys() {
+        assert!(
+            text.contains(&format!("`{name}`")),
+            "list field {name:?} undocumented"
+        );
+    }
+    for m in [
+        ResourceVersionMatch::Exact,
+        ResourceVersionMatch::NotOlderThan,
+    ] {
+        let name = serde_json::to_value(m).expect("json");
+        let name = name.as_str().expect("a string");
+        assert!(
+            text.contains(&format!("`{name}`")),
+            "match {name:?} undocumented"
+        );
+    }
+}

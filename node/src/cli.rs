@@ -184,7 +184,24 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 100)]
     pub hollow_delay_ms: u64,
     #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// How much change history the store role keeps (for watchers that resume
+/// and for lists at a past revision); a revision outside either bound is
+/// compacted.
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Most revisions kept.
+    #[arg(long, default_value_t = kubus_storage::config::HISTORY_RETENTION_REVISIONS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_retention_revisions: u64,
+    /// Longest a revision is kept after it was made, in seconds.
+    #[arg(long, default_value_t = kubus_storage::config::HISTORY_RETENTION_AGE_DEFAULT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_retention_age_secs: u64,
 }
 
 /// The worker role's container runtime.
@@ -242,6 +259,8 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 10_000)]
     pub log_entries_kept: u64,
     #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
@@ -278,6 +297,10 @@ pub struct GetArgs {
     /// store's history.
     #[arg(long, requires = "watch")]
     pub since: Option<u64>,
+    /// Show the objects as they were at this revision (from the store's
+    /// history; refused once that history is compacted).
+    #[arg(long, conflicts_with = "watch")]
+    pub revision: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -144,13 +144,38 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
     if args.since.is_some() {
         return watch_rows(client, kind, &args).await;
     }
-    let items = match &args.name {
-        Some(name) => vec![client.get(kind, Some(&args.namespace), name).await?],
-        None => {
+    let items = match (&args.name, args.revision) {
+        (Some(name), None) => vec![client.get(kind, Some(&args.namespace), name).await?],
+        (None, None) => {
             client
                 .list(kind, namespace, args.selector.as_deref(), None)
                 .await?
                 .0
+        }
+        (name, Some(revision)) => {
+            // One object at a revision: the list at it, by name.
+            let by_name = name.as_ref().map(|n| format!("metadata.name={n}"));
+            let namespace = if name.is_some() {
+                Some(args.namespace.as_str())
+            } else {
+                namespace
+            };
+            let (items, _) = client
+                .list_at(
+                    kind,
+                    namespace,
+                    args.selector.as_deref(),
+                    by_name.as_deref(),
+                    revision,
+                )
+                .await?;
+            if let (Some(n), true) = (name, items.is_empty()) {
+                bail!(
+                    "{} {n:?} did not exist at revision {revision}",
+                    kind.resource()
+                );
+            }
+            items
         }
     };
     let mut items = items;

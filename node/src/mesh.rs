@@ -20,7 +20,7 @@ use kubus_bus::Client;
 use kubus_storage::{Store, StoreConfig};
 use tracing::{error, info};
 
-use crate::cli::{NodeArgs, RuntimeArgs, UpArgs};
+use crate::cli::{HistoryArgs, NodeArgs, RuntimeArgs, UpArgs};
 use crate::config::{self, Current};
 use crate::containerd::{self, Containerd};
 use crate::nats_server::NatsServer;
@@ -67,6 +67,8 @@ pub struct MeshNode {
     pub initial_peers: Vec<u64>,
     /// Applied log entries kept behind the applied index.
     pub log_entries_kept: u64,
+    /// The store's history retention.
+    pub history: HistoryArgs,
     pub runtime: RuntimeArgs,
 }
 
@@ -149,6 +151,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         peer_id: 1,
         initial_peers: vec![1],
         log_entries_kept: StoreConfig::single(PathBuf::new()).log_entries_kept,
+        history: args.history,
         runtime: args.runtime,
     };
     let result = run(mesh, nats.clone());
@@ -174,6 +177,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         peer_id,
         initial_peers,
         log_entries_kept: args.log_entries_kept,
+        history: args.history,
         runtime: args.runtime,
     };
     std::fs::create_dir_all(&mesh.data_dir)
@@ -441,6 +445,8 @@ async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> 
     let dir = mesh.data_dir.join("store");
     let cfg = StoreConfig {
         log_entries_kept: mesh.log_entries_kept,
+        history_retention_revisions: mesh.history.history_retention_revisions,
+        history_retention_age: Duration::from_secs(mesh.history.history_retention_age_secs),
         ..StoreConfig::peer(dir.clone(), mesh.peer_id, mesh.initial_peers.clone())
     };
     let subjects = client.subjects().clone();

@@ -2,8 +2,24 @@
 //! on every queue, batch and retention window it keeps.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::clock::{Clock, SystemClock};
 use crate::error::StoreError;
+
+/// The default of [`StoreConfig::history_retention_revisions`].
+pub const HISTORY_RETENTION_REVISIONS_DEFAULT: u64 = 100_000;
+/// The default of [`StoreConfig::history_retention_age`]: five minutes, what
+/// kube-apiserver's compactor guarantees at the least (it compacts etcd
+/// every `--etcd-compaction-interval`, 5 min by default, up to the revision
+/// it saw one interval earlier, so history lives 5 to 10 minutes). A
+/// watcher cut off for less than that resumes from the history instead of
+/// relisting.
+pub const HISTORY_RETENTION_AGE_DEFAULT: Duration = Duration::from_secs(5 * 60);
+/// The shortest [`StoreConfig::history_retention_age`] allowed: below a
+/// second a watcher that merely reconnects would already have to relist.
+pub const HISTORY_RETENTION_AGE_MIN: Duration = Duration::from_secs(1);
 
 /// How one store peer is set up. Every queue and window has a bound here.
 #[derive(Clone, Debug)]
@@ -38,8 +54,18 @@ pub struct StoreConfig {
     /// Inbound Raft messages queued for the Raft thread; past this `step`
     /// answers [`StoreError::Busy`] (Raft retries lost messages).
     pub messages_max_queued: usize,
-    /// Revisions kept in the history column family.
+    /// Most revisions kept in the history: older ones are pruned.
     pub history_retention_revisions: u64,
+    /// Longest time a revision is kept in the history after it was made
+    /// (by the stamp its leader put on its entry); older ones are pruned.
+    /// Both bounds are caps: a revision outside either goes (at most
+    /// `HISTORY_PRUNE_CHUNK` revisions per apply batch or timer tick), but
+    /// the current revision always stays.
+    pub history_retention_age: Duration,
+    /// Most bytes of history one read at a past revision
+    /// ([`crate::Store::range_at`]) may go through; past it the read fails
+    /// with [`StoreError::HistoryReadLimit`].
+    pub history_read_bytes_max: usize,
     /// Applied Raft log entries kept behind the applied index (for slow
     /// followers); older ones are compacted away.
     pub log_entries_kept: u64,
@@ -59,6 +85,9 @@ pub struct StoreConfig {
     /// Capacity of the [`crate::ChangeReceiver`], in batches of changes.
     /// When it is full the Raft thread waits (backpressure).
     pub changes_channel_capacity: usize,
+    /// Wall-clock time, for the stamps on entries and the history's
+    /// retention by age ([`SystemClock`] in production).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl StoreConfig {
@@ -75,7 +104,9 @@ impl StoreConfig {
             fsync: true,
             proposals_max_in_flight: 4096,
             messages_max_queued: 4096,
-            history_retention_revisions: 100_000,
+            history_retention_revisions: HISTORY_RETENTION_REVISIONS_DEFAULT,
+            history_retention_age: HISTORY_RETENTION_AGE_DEFAULT,
+            history_read_bytes_max: 64 * 1024 * 1024,
             log_entries_kept: 10_000,
             log_compaction_step_entries: 256,
             // etcd's default --max-request-bytes.
@@ -83,6 +114,7 @@ impl StoreConfig {
             changes_channel_capacity: 1024,
             request_timeout_ms: 5_000,
             snapshot_resend_ms: 10_000,
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -123,6 +155,7 @@ impl StoreConfig {
             ("messages_max_queued", self.messages_max_queued),
             ("entry_bytes_max", self.entry_bytes_max),
             ("changes_channel_capacity", self.changes_channel_capacity),
+            ("history_read_bytes_max", self.history_read_bytes_max),
         ] {
             if value == 0 {
                 return Err(StoreError::InvalidConfig(format!(
@@ -135,6 +168,12 @@ impl StoreConfig {
         }
         if self.history_retention_revisions == 0 {
             return bad("history_retention_revisions must be at least 1");
+        }
+        if self.history_retention_age < HISTORY_RETENTION_AGE_MIN {
+            return bad("history_retention_age must be at least 1 s");
+        }
+        if u64::try_from(self.history_retention_age.as_millis()).is_err() {
+            return bad("history_retention_age must fit in u64 milliseconds");
         }
         Ok(())
     }
@@ -179,6 +218,14 @@ mod tests {
             (
                 "zero retention",
                 Box::new(|c| c.history_retention_revisions = 0),
+            ),
+            (
+                "retention age under a second",
+                Box::new(|c| c.history_retention_age = Duration::from_millis(999)),
+            ),
+            (
+                "retention age past u64 ms",
+                Box::new(|c| c.history_retention_age = Duration::MAX),
             ),
             ("zero tick", Box::new(|c| c.tick_interval_ms = 0)),
             ("zero timeout", Box::new(|c| c.request_timeout_ms = 0)),

@@ -36,6 +36,25 @@ pub enum StoreError {
         /// The last pruned revision; `changes_since(compacted_to, …)` works.
         compacted_to: u64,
     },
+    /// A read named a revision this peer has not reached; after a
+    /// linearizable read it is a revision no write has made yet.
+    #[error("revision {revision} is newer than the store's revision {current}")]
+    FutureRevision {
+        /// The revision asked for.
+        revision: u64,
+        /// The store's revision.
+        current: u64,
+    },
+    /// Reading the state at `revision` would read more than `bytes_max`
+    /// bytes of history ([`crate::StoreConfig::history_read_bytes_max`]);
+    /// read at a newer revision.
+    #[error("reading at revision {revision} would read more than {bytes_max} bytes of history")]
+    HistoryReadLimit {
+        /// The revision asked for.
+        revision: u64,
+        /// The bound.
+        bytes_max: usize,
+    },
     /// A request that needed other peers got no answer in time. For a
     /// write the outcome is unknown: it may yet be applied.
     #[error("the request timed out waiting for the raft leader (a write may still be applied)")]

@@ -3,16 +3,28 @@
 //!
 //! | column family | key | value |
 //! | --- | --- | --- |
-//! | `raft_log` | entry index, big-endian u64 | `eraftpb::Entry` protobuf |
+//! | `raft_log` | entry index, big-endian u64 | `eraftpb::Entry` protobuf; a normal entry's `context` is its leader's stamp (ms since the Unix epoch, BE u64) |
 //! | `raft_state` | `hard_state`, `conf_state` | protobuf |
 //! | `raft_state` | `log_truncated` | index and term of the last compacted entry, 2 × BE u64 |
 //! | `objects` | the object's key | [`crate::KeyValue`], MessagePack (named) |
 //! | `history` | revision, BE u64 | `Vec<`[`crate::Change`]`>`, MessagePack (named) |
+//! | `history_time` | revision, BE u64 | the stamp of the entry that made the revision: ms since the Unix epoch, BE u64 |
 //! | `meta` | `applied_index`, `revision`, `history_compacted_to`, `incarnation` | BE u64 |
 //! | `meta` | `stream/<name>` | revision of the stream's last change, BE u64 |
 //!
 //! Big-endian integers sort numerically under RocksDB's bytewise order, so
 //! log and history scans are range scans.
+//!
+//! Changes to this layout, each readable by the code after it:
+//!
+//! - `history_time` was added with retention by age. A store written
+//!   before it opens with the column family empty (RocksDB creates it):
+//!   revisions without a time are kept by count alone, until a later,
+//!   stamped revision is pruned by age (pruning always takes a prefix).
+//! - [`crate::Change::prev`] was added with lists at a past revision;
+//!   records written before it decode with `prev: None`, and a list that
+//!   would need the previous object of such an update or delete answers
+//!   [`crate::StoreError::Compacted`] at that revision.
 
 use std::path::Path;
 
@@ -28,10 +40,19 @@ pub const CF_RAFT_STATE: &str = "raft_state";
 pub const CF_OBJECTS: &str = "objects";
 /// Changes by revision.
 pub const CF_HISTORY: &str = "history";
+/// The time each revision was made, by revision (retention by age).
+pub const CF_HISTORY_TIME: &str = "history_time";
 /// Applied index, revision, stream heads and other counters.
 pub const CF_META: &str = "meta";
 
-const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_STATE, CF_OBJECTS, CF_HISTORY, CF_META];
+const ALL_CFS: [&str; 6] = [
+    CF_RAFT_LOG,
+    CF_RAFT_STATE,
+    CF_OBJECTS,
+    CF_HISTORY,
+    CF_HISTORY_TIME,
+    CF_META,
+];
 
 /// `raft_state`: the persisted HardState.
 pub const KEY_HARD_STATE: &[u8] = b"hard_state";

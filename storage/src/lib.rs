@@ -55,6 +55,11 @@
 //!   [`Store::range_linearizable`] are linearizable on any peer (Raft
 //!   ReadIndex, batched: all reads that arrive in one turn of the loop share
 //!   one request).
+//! - Reads at a past revision: [`Store::range_at`] lists keys as they were
+//!   at a revision still in the history (the current objects with the
+//!   later changes undone, see [`history`]); [`StoreError::Compacted`]
+//!   names the oldest revision still listable,
+//!   [`StoreError::FutureRevision`] a revision not yet made.
 //! - Raft traffic: [`Store::step`]`(Message)` for every message the
 //!   transport receives (whole, after reassembly of chunks; never blocks,
 //!   [`StoreError::Busy`] when the inbound queue is full).
@@ -107,8 +112,12 @@
 //! record, the stream heads and one new revision (or nothing, if a
 //! precondition failed); the batch also carries the applied index, the
 //! revision, the commit index (never below the applied index), history
-//! pruning (at most 4096 revisions per batch, keeping
-//! [`StoreConfig::history_retention_revisions`]) and Raft log compaction (up
+//! pruning (at most 4096 revisions per batch, of those outside
+//! [`StoreConfig::history_retention_revisions`] or older than
+//! [`StoreConfig::history_retention_age`] by the stamp of the last entry
+//! applied: the leader puts its [`Clock`]'s time in every entry's context,
+//! so every peer prunes alike; a timer prunes by the peer's own clock when
+//! no writes come) and Raft log compaction (up
 //! to the applied index minus [`StoreConfig::log_entries_kept`]). After the
 //! batch is written its changes go to the [`ChangeReceiver`] (one `Vec` per
 //! batch, in revision order), and only then do the waiting proposers get
@@ -193,9 +202,11 @@ pub const FAILPOINTS: &[&str] = &[
     failpoints::AFTER_SNAPSHOT_APPLY,
 ];
 
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod failpoints;
+pub mod history;
 pub mod layout;
 mod logger;
 pub mod machine;
@@ -206,6 +217,7 @@ pub mod snapshot;
 pub mod store;
 pub mod transport;
 
+pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::StoreConfig;
 pub use error::{CodecError, StoreError};
 pub use model::{

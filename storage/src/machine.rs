@@ -120,14 +120,17 @@ pub fn decide(txn: &Txn, revision: u64, view: &impl StateView) -> Result<Decisio
                 } else {
                     ChangeOp::Created
                 };
-                changes.push((key.clone(), change_op, kv.clone()));
+                changes.push((key.clone(), change_op, kv.clone(), cur));
                 writes.push((key.clone(), Some(kv.clone())));
                 kvs.push(Some(kv));
             }
             Op::Delete { key, .. } => {
-                if let Some(mut last) = cur {
-                    last.mod_revision = next;
-                    changes.push((key.clone(), ChangeOp::Deleted, last));
+                if let Some(prev) = cur {
+                    let last = KeyValue {
+                        mod_revision: next,
+                        ..prev.clone()
+                    };
+                    changes.push((key.clone(), ChangeOp::Deleted, last, Some(prev)));
                     writes.push((key.clone(), None));
                 }
                 kvs.push(None);
@@ -148,9 +151,9 @@ pub fn decide(txn: &Txn, revision: u64, view: &impl StateView) -> Result<Decisio
     let mut heads: HashMap<String, u64> = HashMap::new();
     let mut stream_heads = Vec::new();
     let mut out = Vec::with_capacity(changes.len());
-    for (key, op, kv) in changes {
+    for (key, op, kv, prev) in changes {
         let stream = stream_of(&key).to_string();
-        let prev = match heads.get(&stream) {
+        let stream_prev = match heads.get(&stream) {
             Some(head) => *head,
             None => {
                 stream_heads.push((stream.clone(), next));
@@ -163,8 +166,9 @@ pub fn decide(txn: &Txn, revision: u64, view: &impl StateView) -> Result<Decisio
             key,
             op,
             kv,
+            prev,
             stream,
-            stream_prev: prev,
+            stream_prev,
         });
     }
     Ok(Decision::Commit(Commit {
@@ -391,6 +395,8 @@ mod tests {
         let a = c.kvs[0].clone().expect("written");
         assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 1, 1));
         assert_eq!(c.changes[0].op, ChangeOp::Created);
+        assert_eq!(c.changes[0].prev, None);
+        let first = a;
 
         // Another key moves the revision; /pods/a is untouched.
         mem.apply(Txn {
@@ -404,6 +410,7 @@ mod tests {
         let a = c.kvs[0].clone().expect("written");
         assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 3, 2));
         assert_eq!(c.changes[0].op, ChangeOp::Updated);
+        assert_eq!(c.changes[0].prev, Some(first), "the object it replaced");
 
         let Decision::Commit(c) = mem.apply(Txn {
             ops: vec![del("/pods/a", Precondition::Present)],
@@ -422,6 +429,7 @@ mod tests {
             ),
             (1, 4, 2)
         );
+        assert_eq!(gone.prev, Some(a), "the object it removed, as it was");
 
         // Re-created: a new life, version starts again.
         let Decision::Commit(c) = mem.apply(Txn {

@@ -148,6 +148,11 @@ pub struct Change {
     /// The new object; for `Deleted` the last object with `mod_revision`
     /// set to the deleting revision.
     pub kv: KeyValue,
+    /// The object just before the change: `None` for `Created`. (Records
+    /// written before kubus kept it decode with `None` for every change.)
+    /// With it the history can undo changes: see [`crate::history`].
+    #[serde(default)]
+    pub prev: Option<KeyValue>,
     /// The first path segment of the key ([`stream_of`]).
     pub stream: String,
     /// The revision of the previous change in the same stream (0 if none).
@@ -321,6 +326,40 @@ mod tests {
         for (name, txn, ok) in cases {
             assert_eq!(txn.validate().is_ok(), ok, "{name}");
         }
+    }
+
+    /// A history record written before `Change::prev` existed still
+    /// decodes, with `prev: None`.
+    #[test]
+    fn changes_without_prev_decode() {
+        #[derive(Serialize)]
+        struct OldChange {
+            revision: u64,
+            key: String,
+            op: ChangeOp,
+            kv: KeyValue,
+            stream: String,
+            stream_prev: u64,
+        }
+        let kv = KeyValue {
+            key: "/a/b".into(),
+            value: vec![1],
+            create_revision: 1,
+            mod_revision: 2,
+            version: 2,
+        };
+        let old = OldChange {
+            revision: 2,
+            key: "/a/b".into(),
+            op: ChangeOp::Updated,
+            kv: kv.clone(),
+            stream: "a".into(),
+            stream_prev: 1,
+        };
+        let bytes = encode("old change", &vec![old]).expect("encode");
+        let back: Vec<Change> = decode("change", &bytes).expect("decode");
+        assert_eq!(back[0].kv, kv);
+        assert_eq!(back[0].prev, None);
     }
 
     #[test]

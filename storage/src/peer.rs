@@ -25,8 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::StoreConfig;
 use crate::error::{self, CodecError, StoreError};
+use crate::history::{self, Retention};
 use crate::layout::{
-    be, cf, meta_u64, read_u64, stream_head_key, CF_HISTORY, CF_META, CF_OBJECTS,
+    be, cf, meta_u64, read_u64, stream_head_key, CF_HISTORY, CF_HISTORY_TIME, CF_META, CF_OBJECTS,
     KEY_APPLIED_INDEX, KEY_HISTORY_COMPACTED_TO, KEY_REVISION,
 };
 use crate::logger::raft_logger;
@@ -36,7 +37,7 @@ use crate::raft_storage::RocksStorage;
 use crate::snapshot;
 use crate::transport::Transport;
 
-/// Most history revisions pruned by one apply batch.
+/// Most history revisions pruned by one apply batch or one timer tick.
 const HISTORY_PRUNE_CHUNK: u64 = 4096;
 /// A ReadIndex request unanswered this many heartbeats is asked again (the
 /// request or its answer may have been lost, or there was no leader).
@@ -306,6 +307,11 @@ pub(crate) struct Peer {
     applied_index: u64,
     revision: u64,
     history_compacted_to: u64,
+    /// `(revision, made_ms)` of every retained revision that has a time
+    /// (see [`CF_HISTORY_TIME`]), oldest first: the mirror of that column
+    /// family, so that deciding whether age pruning is due reads no disk.
+    /// One pair per retained revision: bounded by the history's retention.
+    history_times: VecDeque<(u64, u64)>,
     apply_write: WriteOptions,
 }
 
@@ -341,6 +347,7 @@ impl Peer {
         let revision = meta_u64(&db, KEY_REVISION, "revision")?;
         let history_compacted_to =
             meta_u64(&db, KEY_HISTORY_COMPACTED_TO, "history compaction point")?;
+        let history_times = load_history_times(&db, history_compacted_to)?;
         if applied_index > storage.last_log_index() {
             return Err(StoreError::Corrupt(format!(
                 "applied index {applied_index} is past the last log entry {}",
@@ -408,6 +415,7 @@ impl Peer {
             applied_index,
             revision,
             history_compacted_to,
+            history_times,
             apply_write,
         };
         // Apply what the log says is committed before the store is handed
@@ -453,6 +461,10 @@ impl Peer {
                 self.raw.tick();
                 next_tick = Instant::now() + tick;
                 self.on_tick(Instant::now());
+                if let Err(e) = self.prune_history_by_clock() {
+                    tracing::error!(peer = self.cfg.peer_id, error = %e, "raft peer stopped after an error");
+                    break;
+                }
             }
             if let Err(e) = self.on_ready() {
                 tracing::error!(peer = self.cfg.peer_id, error = %e, "raft peer stopped after an error");
@@ -477,7 +489,25 @@ impl Peer {
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
             Command::Propose(p) => self.propose(p),
-            Command::Step(m) => {
+            Command::Step(mut m) => {
+                if m.get_msg_type() == MessageType::MsgPropose {
+                    if m.entries.is_empty() {
+                        // raft-rs treats this as a fatal bug; from the
+                        // network it is only a bad message.
+                        tracing::warn!(from = m.from, "empty proposal message dropped");
+                        return false;
+                    }
+                    if self.raw.raft.state == StateRole::Leader {
+                        // A proposal forwarded by a follower: the leader's
+                        // clock stamps it, as it does its own.
+                        let stamp = self.cfg.clock.now_ms();
+                        for e in m.mut_entries().iter_mut() {
+                            if e.get_entry_type() == EntryType::EntryNormal {
+                                e.context = stamp_bytes(stamp).into();
+                            }
+                        }
+                    }
+                }
                 if m.get_msg_type() == MessageType::MsgSnapshot {
                     if let Err(e) = snapshot::check(&m.get_snapshot().data) {
                         tracing::warn!(from = m.from, error = %e, "damaged snapshot dropped");
@@ -675,7 +705,10 @@ impl Peer {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
-        match self.raw.propose(Vec::new(), data) {
+        // The leader's stamp is final; a follower's is replaced by the
+        // leader it forwards the proposal to (see `handle`).
+        let stamp = stamp_bytes(self.cfg.clock.now_ms());
+        match self.raw.propose(stamp, data) {
             Ok(()) => {
                 if leading {
                     let index = self.raw.raft.raft_log.last_index();
@@ -836,6 +869,7 @@ impl Peer {
         self.applied_index = meta.index;
         self.revision = data.revision;
         self.history_compacted_to = data.revision;
+        self.history_times.clear();
         // Proposals whose entries the snapshot covers: applied or not, this
         // peer cannot tell.
         let later = self.pending_by_index.split_off(&(meta.index + 1));
@@ -860,6 +894,9 @@ impl Peer {
         let mut batch = ApplyBatch::new(Arc::clone(&self.shared.db));
         let mut replies = Vec::new();
         let mut changes = Vec::new();
+        // "Now" for retention by age: the last stamp applied, the same on
+        // every peer (applying never reads the clock).
+        let mut now_ms = None;
         for e in entries {
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
@@ -867,10 +904,15 @@ impl Peer {
                         // The empty entry a new leader appends.
                         continue;
                     }
+                    let stamp = entry_stamp(&e);
+                    if stamp.is_some() {
+                        now_ms = stamp;
+                    }
                     let (id, result) = match error::decode::<EntryData>("proposal", &e.data) {
-                        Ok(EntryData { id, txn }) => {
-                            (Some(id), self.apply_txn(&txn, &mut batch, &mut changes)?)
-                        }
+                        Ok(EntryData { id, txn }) => (
+                            Some(id),
+                            self.apply_txn(&txn, stamp, &mut batch, &mut changes)?,
+                        ),
                         Err(err) => {
                             // Deterministic on every peer: skip the entry.
                             tracing::error!(index = e.index, error = %err, "undecodable proposal skipped");
@@ -897,24 +939,9 @@ impl Peer {
         self.applied_index = last_index;
         failpoint!(crate::failpoints::APPLY_BATCH);
 
+        let pruned = self.stage_prune(&mut batch.wb, now_ms)?;
         let db = &self.shared.db;
         let meta = cf(db, CF_META)?;
-        let retention = self.cfg.history_retention_revisions;
-        if self.revision > retention {
-            let prune_to =
-                (self.revision - retention).min(self.history_compacted_to + HISTORY_PRUNE_CHUNK);
-            if prune_to > self.history_compacted_to {
-                batch.wb.delete_range_cf(
-                    cf(db, CF_HISTORY)?,
-                    be(self.history_compacted_to + 1),
-                    be(prune_to + 1),
-                );
-                batch
-                    .wb
-                    .put_cf(meta, KEY_HISTORY_COMPACTED_TO, be(prune_to));
-                self.history_compacted_to = prune_to;
-            }
-        }
         batch.wb.put_cf(meta, KEY_APPLIED_INDEX, be(last_index));
         batch.wb.put_cf(meta, KEY_REVISION, be(self.revision));
         let storage = self.raw.mut_store();
@@ -927,6 +954,7 @@ impl Peer {
         }
         self.shared.db.write_opt(batch.wb, &self.apply_write)?;
         failpoint!(crate::failpoints::AFTER_APPLY);
+        self.pruned(pruned);
         self.publish_status();
 
         // Changes first: a proposer that hears back finds its change
@@ -959,10 +987,12 @@ impl Peer {
         Ok(())
     }
 
-    /// Decides one transaction and stages its writes.
+    /// Decides one transaction (whose entry carries `stamp`) and stages
+    /// its writes.
     fn apply_txn(
         &mut self,
         txn: &Txn,
+        stamp: Option<u64>,
         batch: &mut ApplyBatch,
         changes: &mut Vec<Change>,
     ) -> Result<Result<TxnOutcome, StoreError>, StoreError> {
@@ -971,8 +1001,11 @@ impl Peer {
             Decision::Failed { op_index, current } => Ok(TxnOutcome::Failed { op_index, current }),
             Decision::Commit(c) => {
                 if !c.changes.is_empty() {
-                    batch.stage(&c)?;
+                    batch.stage(&c, stamp)?;
                     self.revision = c.revision;
+                    if let Some(made) = stamp {
+                        self.history_times.push_back((c.revision, made));
+                    }
                 }
                 let Commit {
                     revision,
@@ -984,6 +1017,58 @@ impl Peer {
                 Ok(TxnOutcome::Committed { revision, kvs })
             }
         })
+    }
+
+    /// Stages the pruning of the history that retention allows (by count,
+    /// and by age when `now_ms` is given), at most [`HISTORY_PRUNE_CHUNK`]
+    /// revisions; returns the new compaction point, to hand to
+    /// [`Peer::pruned`] once the batch is written.
+    fn stage_prune(&self, wb: &mut WriteBatch, now_ms: Option<u64>) -> Result<u64, StoreError> {
+        let retention = Retention {
+            revisions: self.cfg.history_retention_revisions,
+            age_ms: u64::try_from(self.cfg.history_retention_age.as_millis()).unwrap_or(u64::MAX),
+        };
+        let from = self.history_compacted_to;
+        let to = history::prune_to(
+            from,
+            self.revision,
+            retention,
+            now_ms,
+            self.history_times.iter().copied(),
+            HISTORY_PRUNE_CHUNK,
+        );
+        if to > from {
+            let db = &self.shared.db;
+            for name in [CF_HISTORY, CF_HISTORY_TIME] {
+                wb.delete_range_cf(cf(db, name)?, be(from + 1), be(to + 1));
+            }
+            wb.put_cf(cf(db, CF_META)?, KEY_HISTORY_COMPACTED_TO, be(to));
+        }
+        Ok(to)
+    }
+
+    /// Records a compaction point [`Peer::stage_prune`] staged, now written.
+    fn pruned(&mut self, to: u64) {
+        self.history_compacted_to = to;
+        while self.history_times.front().is_some_and(|(r, _)| *r <= to) {
+            self.history_times.pop_front();
+        }
+    }
+
+    /// Prunes, by this peer's own clock, history that has outgrown the
+    /// retention age while no writes came to prune it (a local decision:
+    /// see [`crate::history`]). Written without sync: a lost prune is
+    /// made again.
+    fn prune_history_by_clock(&mut self) -> Result<(), StoreError> {
+        let now = self.cfg.clock.now_ms();
+        let mut wb = WriteBatch::default();
+        let to = self.stage_prune(&mut wb, Some(now))?;
+        if to > self.history_compacted_to {
+            self.shared.db.write_opt(wb, &self.apply_write)?;
+            self.pruned(to);
+            self.publish_status();
+        }
+        Ok(())
     }
 
     /// Persists the configuration a conf change entry produced and answers
@@ -1121,6 +1206,34 @@ impl Peer {
     }
 }
 
+/// An entry's context as the leader stamps it: its clock, BE u64 ms.
+fn stamp_bytes(now_ms: u64) -> Vec<u8> {
+    be(now_ms).to_vec()
+}
+
+/// The stamp of a normal entry; `None` for one written before entries were
+/// stamped (or not by kubus).
+fn entry_stamp(e: &Entry) -> Option<u64> {
+    read_u64("entry stamp", &e.context).ok()
+}
+
+/// The `(revision, made_ms)` pairs of the retained history, oldest first.
+fn load_history_times(db: &DB, compacted_to: u64) -> Result<VecDeque<(u64, u64)>, StoreError> {
+    let iter = db.iterator_cf(
+        cf(db, CF_HISTORY_TIME)?,
+        rocksdb::IteratorMode::From(&be(compacted_to + 1), rocksdb::Direction::Forward),
+    );
+    let mut times = VecDeque::new();
+    for item in iter {
+        let (k, v) = item?;
+        times.push_back((
+            read_u64("history time key", &k)?,
+            read_u64("history time", &v)?,
+        ));
+    }
+    Ok(times)
+}
+
 fn sorted(ids: &[u64]) -> Vec<u64> {
     let mut v = ids.to_vec();
     v.sort_unstable();
@@ -1173,7 +1286,7 @@ impl ApplyBatch {
         }
     }
 
-    fn stage(&mut self, c: &Commit) -> Result<(), StoreError> {
+    fn stage(&mut self, c: &Commit, made_ms: Option<u64>) -> Result<(), StoreError> {
         let objects = cf(&self.db, CF_OBJECTS)?;
         for (key, kv) in &c.writes {
             match kv {
@@ -1189,6 +1302,10 @@ impl ApplyBatch {
             be(c.revision),
             error::encode("history record", &c.changes)?,
         );
+        if let Some(made) = made_ms {
+            self.wb
+                .put_cf(cf(&self.db, CF_HISTORY_TIME)?, be(c.revision), be(made));
+        }
         let meta = cf(&self.db, CF_META)?;
         for (stream, head) in &c.stream_heads {
             self.wb.put_cf(meta, stream_head_key(stream), be(*head));

@@ -2,17 +2,19 @@
 //! Raft thread (`peer.rs`), sends it proposals and inbound messages
 //! through a bounded channel, and serves reads straight from RocksDB.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{Direction, IteratorMode, ReadOptions, Snapshot, WriteBatch, WriteOptions, DB};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::StoreConfig;
 use crate::error::{self, StoreError};
+use crate::history::{self, HistoryError};
 use crate::layout::{
     self, be, cf, prefix_end, read_u64, CF_HISTORY, CF_META, CF_OBJECTS, KEY_HISTORY_COMPACTED_TO,
     KEY_INCARNATION, KEY_REVISION,
@@ -53,6 +55,7 @@ struct Inner {
     next_seq: AtomicU64,
     proposals_max_in_flight: usize,
     entry_bytes_max: usize,
+    history_read_bytes_max: usize,
 }
 
 /// A point-in-time view of a peer, for metrics and tests.
@@ -119,6 +122,7 @@ impl Store {
         let peer_id = cfg.peer_id;
         let proposals_max_in_flight = cfg.proposals_max_in_flight;
         let entry_bytes_max = cfg.entry_bytes_max;
+        let history_read_bytes_max = cfg.history_read_bytes_max;
         let peer = Peer::new(cfg, transport, Arc::clone(&shared), changes_tx, rx)?;
         let thread = std::thread::Builder::new()
             .name(format!("kubus-raft-{peer_id}"))
@@ -133,6 +137,7 @@ impl Store {
                 next_seq: AtomicU64::new(1),
                 proposals_max_in_flight,
                 entry_bytes_max,
+                history_read_bytes_max,
             }),
         };
         Ok((store, changes_rx))
@@ -340,41 +345,120 @@ impl Store {
         start: &str,
         limit: usize,
     ) -> Result<RangeResult, StoreError> {
+        self.read_range(prefix, start, limit, None)
+    }
+
+    /// Like [`Store::range_from`], as the objects were at `revision` (etcd's
+    /// range at a revision, Kubernetes' list at an exact
+    /// `resourceVersion`): the answer's `revision` is `revision`, and each
+    /// object carries its bookkeeping of then. Pages at one revision are
+    /// consistent with each other.
+    ///
+    /// The current objects are read with the history after `revision`
+    /// undone ([`history`]), all from one RocksDB snapshot. Errors:
+    /// [`StoreError::Compacted`] when that history was pruned (or recorded
+    /// before it kept previous objects), [`StoreError::FutureRevision`]
+    /// when this peer has not reached `revision` (read at
+    /// [`Store::read_index`] first for a linearizable answer),
+    /// [`StoreError::HistoryReadLimit`] when undoing would read more than
+    /// [`crate::StoreConfig::history_read_bytes_max`] of history.
+    pub fn range_at(
+        &self,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+        revision: u64,
+    ) -> Result<RangeResult, StoreError> {
+        self.read_range(prefix, start, limit, Some(revision))
+    }
+
+    /// [`Store::range_from`] (`at` = `None`) and [`Store::range_at`].
+    fn read_range(
+        &self,
+        prefix: &str,
+        start: &str,
+        limit: usize,
+        at: Option<u64>,
+    ) -> Result<RangeResult, StoreError> {
         let limit = clamp_limit(limit, RANGE_ITEMS_MAX);
         let db = &self.inner.shared.db;
         let snap = db.snapshot();
-        let revision = match snap.get_cf(cf(db, CF_META)?, KEY_REVISION)? {
-            Some(v) => read_u64("revision", &v)?,
-            None => 0,
+        let revision = snapshot_u64(db, &snap, KEY_REVISION, "revision")?;
+        let before = match at {
+            Some(at) if at != revision => {
+                let compacted_to = snapshot_compacted_to(db, &snap)?;
+                if at > revision {
+                    return Err(StoreError::FutureRevision {
+                        revision: at,
+                        current: revision,
+                    });
+                }
+                if at < compacted_to {
+                    return Err(StoreError::Compacted { compacted_to });
+                }
+                let changes = self.history_after(db, &snap, at, prefix)?;
+                history::objects_before(&changes, at, prefix).map_err(
+                    |HistoryError::PreviousUnknown { revision, .. }| StoreError::Compacted {
+                        compacted_to: revision,
+                    },
+                )?
+            }
+            _ => BTreeMap::new(),
         };
         let mut opts = ReadOptions::default();
         if let Some(end) = prefix_end(prefix.as_bytes()) {
             opts.set_iterate_upper_bound(end);
         }
         let from = if start > prefix { start } else { prefix };
-        let iter = snap.iterator_cf_opt(
-            cf(db, CF_OBJECTS)?,
-            opts,
-            IteratorMode::From(from.as_bytes(), Direction::Forward),
-        );
-        let mut items = Vec::new();
-        let mut more = false;
-        for item in iter {
-            let (k, v) = item?;
-            if !k.starts_with(prefix.as_bytes()) {
-                break;
-            }
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            items.push(error::decode::<KeyValue>("object", &v)?);
-        }
+        let current = snap
+            .iterator_cf_opt(
+                cf(db, CF_OBJECTS)?,
+                opts,
+                IteratorMode::From(from.as_bytes(), Direction::Forward),
+            )
+            .map(|item| -> Result<KeyValue, StoreError> {
+                let (_, v) = item?;
+                Ok(error::decode("object", &v)?)
+            });
+        let (items, more) = history::merge_at(current, &before, from, limit)?;
         Ok(RangeResult {
             items,
-            revision,
+            revision: at.unwrap_or(revision),
             more,
         })
+    }
+
+    /// The changes to keys under `prefix` after revision `at`, in order,
+    /// from the snapshot `snap`; at most `history_read_bytes_max` bytes of
+    /// history records are read.
+    fn history_after(
+        &self,
+        db: &DB,
+        snap: &Snapshot<'_>,
+        at: u64,
+        prefix: &str,
+    ) -> Result<Vec<Change>, StoreError> {
+        let bytes_max = self.inner.history_read_bytes_max;
+        let iter = snap.iterator_cf_opt(
+            cf(db, CF_HISTORY)?,
+            ReadOptions::default(),
+            IteratorMode::From(&be(at.saturating_add(1)), Direction::Forward),
+        );
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for item in iter {
+            let (_, v) = item?;
+            bytes += v.len();
+            if bytes > bytes_max {
+                return Err(StoreError::HistoryReadLimit {
+                    revision: at,
+                    bytes_max,
+                });
+            }
+            let changes: Vec<Change> = error::decode("history record", &v)?;
+            out.extend(changes.into_iter().filter(|c| c.key.starts_with(prefix)));
+        }
+        Ok(out)
     }
 
     /// The store's revision: that of the last applied change.
@@ -405,10 +489,7 @@ impl Store {
         let limit = clamp_limit(limit, CHANGES_MAX);
         let db = &self.inner.shared.db;
         let snap = db.snapshot();
-        let compacted_to = match snap.get_cf(cf(db, CF_META)?, KEY_HISTORY_COMPACTED_TO)? {
-            Some(v) => read_u64("history compaction point", &v)?,
-            None => 0,
-        };
+        let compacted_to = snapshot_compacted_to(db, &snap)?;
         if after_revision < compacted_to {
             return Err(StoreError::Compacted { compacted_to });
         }
@@ -509,6 +590,29 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The history's compaction point in the RocksDB snapshot `snap`.
+fn snapshot_compacted_to(db: &DB, snap: &Snapshot<'_>) -> Result<u64, StoreError> {
+    snapshot_u64(
+        db,
+        snap,
+        KEY_HISTORY_COMPACTED_TO,
+        "history compaction point",
+    )
+}
+
+/// A `meta` counter as the RocksDB snapshot `snap` holds it (0: absent).
+fn snapshot_u64(
+    db: &DB,
+    snap: &Snapshot<'_>,
+    key: &[u8],
+    what: &'static str,
+) -> Result<u64, StoreError> {
+    match snap.get_cf(cf(db, CF_META)?, key)? {
+        Some(v) => Ok(read_u64(what, &v)?),
+        None => Ok(0),
     }
 }
 

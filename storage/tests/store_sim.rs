@@ -11,10 +11,10 @@
 mod sim;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use kubus_storage::{Op, Precondition, Store, StoreConfig, StoreError, Txn, TxnOutcome};
+use kubus_storage::{FakeClock, Op, Precondition, Store, StoreConfig, StoreError, Txn, TxnOutcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sim::linearizability::{self, Event, Kind};
@@ -773,6 +773,91 @@ fn wiped_peer_rejoins_under_its_id_by_snapshot() {
             .map(|kv| value_of(&kv)),
         Some(0)
     );
+    // Issue 3: the snapshot carries no history, so the restored peer lists
+    // at its snapshot's revision and later exactly as the leader does, and
+    // answers `Compacted` (at that revision) for anything older.
+    let from = st.history_compacted_to;
+    let head = cluster.store(leader).revision();
+    for at in (0..from).step_by(37).chain([from - 1]) {
+        match cluster.store(victim).range_at("", "", 0, at) {
+            Err(StoreError::Compacted { compacted_to }) => assert_eq!(compacted_to, from),
+            other => panic!("at {at} before the snapshot's {from}: {other:?}"),
+        }
+        assert!(cluster.store(leader).range_at("", "", 0, at).is_ok());
+    }
+    for at in from..=head {
+        assert_eq!(
+            cluster
+                .store(victim)
+                .range_at("", "", 0, at)
+                .expect("restored"),
+            cluster
+                .store(leader)
+                .range_at("", "", 0, at)
+                .expect("leader"),
+            "at {at}"
+        );
+    }
+}
+
+/// Each peer's own fake clock, by peer id (a `fn` configuration cannot
+/// capture one).
+static CLOCKS: LazyLock<[FakeClock; 4]> = LazyLock::new(Default::default);
+
+fn own_clocks(cfg: &mut StoreConfig) {
+    let id = usize::try_from(cfg.peer_id).expect("small id");
+    cfg.clock = Arc::new(CLOCKS[id].clone());
+    cfg.history_retention_age = Duration::from_secs(10);
+}
+
+/// Issue 3, retention by age is deterministic: the leader stamps every
+/// entry (a follower's forwarded proposals too) with its clock, and every
+/// peer prunes by those stamps as it applies. The followers' clocks stand
+/// at 0 here, so they could prune nothing by their own time: when they
+/// prune, it is by the leader's stamps.
+#[test]
+fn every_peer_prunes_history_by_the_leaders_stamps() {
+    const T0: u64 = 1_700_000_000_000;
+    let rt = runtime();
+    // A leader change mid-test would stamp with a stopped clock: try again
+    // on a fresh cluster (bounded).
+    for attempt in 0..3 {
+        for c in CLOCKS.iter() {
+            c.set(0);
+        }
+        let cluster = Cluster::start(61 + attempt, &[1, 2, 3], own_clocks);
+        let leader = cluster.wait_leader(Duration::from_secs(10));
+        let follower = (1..=3).find(|&p| p != leader).expect("a follower");
+        CLOCKS[usize::try_from(leader).expect("id")].set(T0);
+        put_one(&rt, cluster.store(follower), "/s/1", 1);
+        put_one(&rt, cluster.store(follower), "/s/2", 2);
+        CLOCKS[usize::try_from(leader).expect("id")].set(T0 + 10_001);
+        put_one(&rt, cluster.store(follower), "/s/3", 3);
+        let head = cluster.wait_converged(Duration::from_secs(20));
+        if cluster.leader() != Some(leader) || head != 3 {
+            eprintln!("attempt {attempt}: leadership moved; again");
+            continue;
+        }
+        for id in 1..=3 {
+            let st = cluster.store(id).status();
+            assert_eq!(st.history_compacted_to, 2, "peer {id}: {st:?}");
+            assert!(matches!(
+                cluster.store(id).range_at("/s/", "/s/", 0, 1),
+                Err(StoreError::Compacted { compacted_to: 2 })
+            ));
+            assert_eq!(
+                cluster
+                    .store(id)
+                    .range_at("/s/", "/s/", 0, 2)
+                    .expect("kept")
+                    .items
+                    .len(),
+                2
+            );
+        }
+        return;
+    }
+    panic!("the leader changed in every attempt");
 }
 
 /// A peer that joins a young cluster, whose log was never compacted, must

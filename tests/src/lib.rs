@@ -80,17 +80,25 @@ pub struct Cluster {
     child: Option<Child>,
     pub nats_url: String,
     pub nats_pid: Option<u32>,
+    /// More `kubus up` arguments, on every launch.
+    up_args: Vec<String>,
 }
 
 impl Cluster {
     /// Start `kubus up` in a fresh directory and wait until it serves.
     pub fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// [`Cluster::start`] with more `kubus up` arguments.
+    pub fn start_with(up_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = Cluster {
             dir,
             child: None,
             nats_url: String::new(),
             nats_pid: None,
+            up_args: up_args.iter().map(|a| a.to_string()).collect(),
         };
         c.launch();
         c
@@ -116,6 +124,7 @@ impl Cluster {
         let child = Command::new(kubus_bin())
             .args(["up", "--node-name", "node-1", "--data-dir"])
             .arg(self.data_dir())
+            .args(&self.up_args)
             .env("KUBUS_HOME", self.home())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -1,6 +1,7 @@
 //! The bus API as a client sees it: typed errors, compare-and-swap, merge
 //! patch, pagination, dry runs, size limits, manifests published without a
-//! reply, and Kubernetes Events. See issue 4.
+//! reply, and Kubernetes Events (issue 4); lists at a past revision and
+//! their expiry (issue 3).
 
 use std::time::Duration;
 
@@ -143,6 +144,134 @@ fn typed_errors_cas_patch_and_pages() {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 13, "no item twice across pages");
+    });
+}
+
+fn names(items: &[Value]) -> Vec<&str> {
+    items
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap_or_default())
+        .collect()
+}
+
+fn revision_of(obj: &Value) -> u64 {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no resourceVersion: {obj}"))
+}
+
+/// Issue 3: `list` at a past revision, with a label selector, through the
+/// bus API and `kubus get --revision`; then, once the store's history has
+/// outgrown `--history-retention-age-secs` (compacted by age, with no
+/// writes of ours to trigger it), `Expired` naming the oldest revision
+/// kept, which can still be listed.
+#[test]
+fn list_at_a_past_revision_then_expired_after_compaction() {
+    const AGE_SECS: u64 = 5;
+    let c = Cluster::start_with(&["--history-retention-age-secs", &AGE_SECS.to_string()]);
+    rt().block_on(async {
+        let client = Client::connect(&c.nats_url, "kubus")
+            .await
+            .expect("connect");
+        client.create(cm("h1", "web")).await.expect("create h1");
+        let at = revision_of(&client.create(cm("h2", "web")).await.expect("create h2"));
+        let h1 = ObjectRef::new(Kind::ConfigMap, Some("default"), "h1");
+        let h2 = ObjectRef::new(Kind::ConfigMap, Some("default"), "h2");
+        client
+            .patch(&h1, json!({"metadata": {"labels": {"tier": "db"}}}))
+            .await
+            .expect("relabel h1");
+        client.delete(&h2, None).await.expect("delete h2");
+        let started = std::time::Instant::now();
+
+        let (now, _) = client
+            .list(Kind::ConfigMap, Some("default"), Some("tier=web"), None)
+            .await
+            .expect("list now");
+        assert!(now.is_empty(), "{now:?}");
+        let (then, revision) = client
+            .list_at(Kind::ConfigMap, Some("default"), Some("tier=web"), None, at)
+            .await
+            .expect("list at a past revision");
+        assert_eq!((names(&then), revision), (vec!["h1", "h2"], at));
+        assert_eq!(
+            then[1]["metadata"]["resourceVersion"],
+            json!(at.to_string())
+        );
+
+        let out = c.kubus(&[
+            "get",
+            "configmaps",
+            "-l",
+            "tier=web",
+            "--revision",
+            &at.to_string(),
+            "-o",
+            "json",
+        ]);
+        let list: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(
+            names(list["items"].as_array().expect("items")),
+            ["h1", "h2"]
+        );
+        let out = c.kubus(&[
+            "get",
+            "configmap",
+            "h2",
+            "--revision",
+            &(at - 1).to_string(),
+        ]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("did not exist at revision"));
+        assert!(
+            started.elapsed() < Duration::from_secs(AGE_SECS),
+            "the checks at {at} took longer than the retention window: raise AGE_SECS"
+        );
+
+        // A revision not made yet is refused, not waited for.
+        let future = client
+            .list_at(Kind::ConfigMap, None, None, None, u64::MAX)
+            .await
+            .expect_err("future");
+        assert_eq!(future.reason(), Some(Reason::BadRequest), "{future}");
+
+        // Compaction by age: the history after `at` goes within a few
+        // seconds of the window.
+        let deadline = std::time::Instant::now() + Duration::from_secs(AGE_SECS + 20);
+        let expired = loop {
+            match client
+                .list_at(Kind::ConfigMap, Some("default"), None, None, at)
+                .await
+            {
+                Err(e) if e.reason() == Some(Reason::Expired) => break e,
+                _ if std::time::Instant::now() > deadline => {
+                    panic!("never Expired; log:\n{}", c.log())
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let message = expired.to_string();
+        let oldest: u64 = message
+            .split("oldest revision kept (")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no oldest revision in {message:?}"));
+        assert!(oldest > at, "{message}");
+        let (_, revision) = client
+            .list_at(Kind::ConfigMap, Some("default"), None, None, oldest)
+            .await
+            .expect("the oldest revision kept lists");
+        assert_eq!(revision, oldest);
+        let out = c.kubus(&["get", "configmaps", "--revision", &at.to_string()]);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("older than the oldest revision kept"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
 }
 

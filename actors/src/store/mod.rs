@@ -456,6 +456,8 @@ async fn collect_events(store: Store) {
             field_selector: None,
             limit: None,
             continue_token: None,
+            resource_version: None,
+            resource_version_match: None,
         };
         let items =
             match service::handle(&store, Verb::List, Kind::Event, ALL_NAMESPACES, req).await {

@@ -13,6 +13,7 @@ use kubus_api::selector::Selector;
 use kubus_api::{lifecycle, meta, ApiError, FieldCause, Kind, ObjectRef};
 use kubus_bus::protocol::{
     ApiReply, ApiRequest, ApiResponse, ApplyOutcome, DocumentResult, ManifestReply,
+    ResourceVersionMatch,
 };
 use kubus_bus::subject::{Verb, ALL_NAMESPACES, CLUSTER_SCOPED};
 use kubus_storage::{KeyValue, Op, Precondition, Store, StoreError, Txn, TxnOutcome};
@@ -49,6 +50,8 @@ pub async fn handle(
                 field_selector,
                 limit,
                 continue_token,
+                resource_version,
+                resource_version_match,
             },
         ) => linearize(store).await.and_then(|()| {
             list(
@@ -60,6 +63,8 @@ pub async fn handle(
                     field_selector,
                     limit,
                     continue_token,
+                    resource_version,
+                    resource_version_match,
                 },
             )
         }),
@@ -237,6 +242,98 @@ struct ListQuery {
     field_selector: Option<String>,
     limit: Option<usize>,
     continue_token: Option<String>,
+    resource_version: Option<u64>,
+    resource_version_match: Option<ResourceVersionMatch>,
+}
+
+/// Where a list page starts: the revision it is read at (`None`: the
+/// latest, which the first read then pins) and the first key.
+#[derive(Debug, PartialEq, Eq)]
+struct ListStart {
+    at: Option<u64>,
+    cursor: String,
+}
+
+/// The start of a list under `prefix` from its query: a continue token
+/// pins the revision of the list it continues; `resourceVersion` with
+/// `Exact` pins the first page; with `NotOlderThan` (or no match) the
+/// latest revision must be at least it (`current`: the store's revision
+/// after a linearizable read, so a higher one was never made).
+fn list_start(prefix: &str, q: &ListQuery, current: u64) -> Result<ListStart, ApiError> {
+    match (
+        &q.continue_token,
+        q.resource_version,
+        q.resource_version_match,
+    ) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(ApiError::bad_request(
+            "resourceVersion and resourceVersionMatch cannot be given with continue: \
+             the token names the revision of the list it continues",
+        )),
+        (Some(t), None, None) => {
+            let token = ContinueToken::parse(t)?;
+            if !token.key.starts_with(prefix) {
+                return Err(ApiError::bad_request(format!(
+                    "continue token {t:?} does not belong to this list"
+                )));
+            }
+            Ok(ListStart {
+                at: Some(token.revision),
+                cursor: format!("{}\0", token.key),
+            })
+        }
+        (None, None, Some(_)) => Err(ApiError::bad_request(
+            "resourceVersionMatch needs a resourceVersion",
+        )),
+        (None, Some(r), Some(ResourceVersionMatch::Exact)) => Ok(ListStart {
+            at: Some(r),
+            cursor: prefix.to_string(),
+        }),
+        (None, Some(r), None | Some(ResourceVersionMatch::NotOlderThan)) if r > current => {
+            Err(future_revision(r, current))
+        }
+        (None, _, _) => Ok(ListStart {
+            at: None,
+            cursor: prefix.to_string(),
+        }),
+    }
+}
+
+fn future_revision(revision: u64, current: u64) -> ApiError {
+    ApiError::bad_request(format!(
+        "resourceVersion {revision} is newer than the store's revision {current}: no write has made it"
+    ))
+}
+
+/// What a `continue` token holds: the revision the list is read at and
+/// the last key of the page before. Written `<revision>:<key>`; clients
+/// treat it as opaque.
+#[derive(Debug, PartialEq, Eq)]
+struct ContinueToken {
+    revision: u64,
+    key: String,
+}
+
+impl ContinueToken {
+    fn encode(&self) -> String {
+        format!("{}:{}", self.revision, self.key)
+    }
+
+    fn parse(token: &str) -> Result<ContinueToken, ApiError> {
+        let bad = || {
+            ApiError::bad_request(format!(
+                "continue token {token:?} is not one this store issued"
+            ))
+        };
+        let (revision, key) = token.split_once(':').ok_or_else(bad)?;
+        let revision = revision.parse().map_err(|_| bad())?;
+        if key.is_empty() {
+            return Err(bad());
+        }
+        Ok(ContinueToken {
+            revision,
+            key: key.to_string(),
+        })
+    }
 }
 
 fn list(store: &Store, kind: Kind, namespace: Option<&str>, q: ListQuery) -> ApiReply {
@@ -248,29 +345,22 @@ fn list(store: &Store, kind: Kind, namespace: Option<&str>, q: ListQuery) -> Api
     let fields = field_terms(q.field_selector.as_deref().unwrap_or(""))?;
     let limit = q.limit.filter(|l| *l > 0).unwrap_or(LIST_MAX).min(LIST_MAX);
     let prefix = prefix(kind, namespace);
-    // The continue token is the last key of the previous page; the next
-    // page starts right after it.
-    let mut cursor = match &q.continue_token {
-        Some(t) if t.starts_with(&prefix) => format!("{t}\0"),
-        Some(t) => {
-            return Err(ApiError::bad_request(format!(
-                "continue token {t:?} does not belong to this list"
-            )))
-        }
-        None => prefix.clone(),
-    };
+    let ListStart { mut at, mut cursor } = list_start(&prefix, &q, store.revision())?;
+    let from_token = q.continue_token.is_some();
     // Selectors filter after the read: read pages until `limit` items
-    // match or the range ends (a bounded number of reads).
+    // match or the range ends (a bounded number of reads), all at the
+    // revision of the first.
     let mut items = Vec::new();
-    let mut revision = None;
     let mut last_key: Option<String> = None;
     let mut more = false;
     let mut bytes = 0;
     for _ in 0..LIST_READS_MAX {
-        let page = store
-            .range_from(&prefix, &cursor, limit)
-            .map_err(store_error)?;
-        revision.get_or_insert(page.revision);
+        let page = match at {
+            Some(r) => store.range_at(&prefix, &cursor, limit, r),
+            None => store.range_from(&prefix, &cursor, limit),
+        }
+        .map_err(|e| list_error(e, at, from_token))?;
+        at = Some(page.revision);
         for kv in &page.items {
             if items.len() == limit || bytes >= REPLY_BUDGET_BYTES {
                 more = true;
@@ -297,11 +387,33 @@ fn list(store: &Store, kind: Kind, namespace: Option<&str>, q: ListQuery) -> Api
             None => break,
         }
     }
+    let revision = at.unwrap_or(0);
     Ok(ApiResponse::List {
         items,
-        revision: revision.unwrap_or(0),
-        continue_token: if more { last_key } else { None },
+        revision,
+        continue_token: match last_key {
+            Some(key) if more => Some(ContinueToken { revision, key }.encode()),
+            _ => None,
+        },
     })
+}
+
+/// A store error of a list read at `at` as the client should see it.
+fn list_error(e: StoreError, at: Option<u64>, from_token: bool) -> ApiError {
+    let at = at.map_or_else(|| "the latest".to_string(), |r| r.to_string());
+    match e {
+        StoreError::Compacted { compacted_to } if from_token => ApiError::expired(format!(
+            "the continue token's revision {at} is older than the oldest revision kept \
+             ({compacted_to}): start the list again without continue"
+        )),
+        StoreError::Compacted { compacted_to } => ApiError::expired(format!(
+            "resourceVersion {at} is older than the oldest revision kept ({compacted_to}): \
+             list at {compacted_to} or later, or at the latest"
+        )),
+        StoreError::FutureRevision { revision, current } => future_revision(revision, current),
+        e @ StoreError::HistoryReadLimit { .. } => ApiError::too_large(format!("store: {e}")),
+        e => store_error(e),
+    }
 }
 
 /// Replies stay under NATS' 1 MiB payload: a list page or a batch of
@@ -739,6 +851,266 @@ pub async fn apply_manifest(store: &Store, text: &[u8], dry_run: bool) -> Manife
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn query(token: Option<&str>, rv: Option<u64>, m: Option<ResourceVersionMatch>) -> ListQuery {
+        ListQuery {
+            label_selector: None,
+            field_selector: None,
+            limit: None,
+            continue_token: token.map(str::to_string),
+            resource_version: rv,
+            resource_version_match: m,
+        }
+    }
+
+    /// (case, token, resourceVersion, match, store revision, want: Ok((at, cursor)) or Err(reason))
+    #[test]
+    fn list_start_table() {
+        use kubus_api::Reason;
+        use ResourceVersionMatch::{Exact, NotOlderThan};
+        let p = "/configmaps/default/";
+        type Case = (
+            &'static str,
+            Option<&'static str>,
+            Option<u64>,
+            Option<ResourceVersionMatch>,
+            Result<(Option<u64>, &'static str), Reason>,
+        );
+        let cases: Vec<Case> = vec![
+            ("latest", None, None, None, Ok((None, p))),
+            ("exact", None, Some(7), Some(Exact), Ok((Some(7), p))),
+            (
+                "exact, in the future",
+                None,
+                Some(50),
+                Some(Exact),
+                Ok((Some(50), p)),
+            ),
+            (
+                "not older than",
+                None,
+                Some(7),
+                Some(NotOlderThan),
+                Ok((None, p)),
+            ),
+            (
+                "no match is not-older-than",
+                None,
+                Some(10),
+                None,
+                Ok((None, p)),
+            ),
+            (
+                "not older than the future",
+                None,
+                Some(11),
+                None,
+                Err(Reason::BadRequest),
+            ),
+            (
+                "match without a version",
+                None,
+                None,
+                Some(Exact),
+                Err(Reason::BadRequest),
+            ),
+            (
+                "a token pins its revision",
+                Some("5:/configmaps/default/b"),
+                None,
+                None,
+                Ok((Some(5), "/configmaps/default/b\0")),
+            ),
+            (
+                "token and version",
+                Some("5:/configmaps/default/b"),
+                Some(5),
+                None,
+                Err(Reason::BadRequest),
+            ),
+            (
+                "token and match",
+                Some("5:/configmaps/default/b"),
+                None,
+                Some(Exact),
+                Err(Reason::BadRequest),
+            ),
+            (
+                "token of another list",
+                Some("5:/pods/default/b"),
+                None,
+                None,
+                Err(Reason::BadRequest),
+            ),
+            (
+                "a bare key (no revision)",
+                Some("/configmaps/default/b"),
+                None,
+                None,
+                Err(Reason::BadRequest),
+            ),
+            (
+                "a bad revision",
+                Some("x:/configmaps/default/b"),
+                None,
+                None,
+                Err(Reason::BadRequest),
+            ),
+            ("no key", Some("5:"), None, None, Err(Reason::BadRequest)),
+        ];
+        for (name, token, rv, m, want) in cases {
+            let got = list_start(p, &query(token, rv, m), 10)
+                .map(|s| (s.at, s.cursor))
+                .map_err(|e| e.reason);
+            let want = want.map(|(at, cursor)| (at, cursor.to_string()));
+            assert_eq!(got, want, "{name}");
+        }
+        let t = ContinueToken {
+            revision: 42,
+            key: "/a/b:c".into(),
+        };
+        assert_eq!(ContinueToken::parse(&t.encode()), Ok(t));
+    }
+
+    async fn put(store: &Store, key: &str, labels: Value) -> u64 {
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": key, "namespace": "default", "labels": labels}});
+        let txn = Txn {
+            ops: vec![Op::Put {
+                key: format!("/configmaps/default/{key}"),
+                value: encode(&obj).expect("encode"),
+                expect: Precondition::None,
+            }],
+        };
+        match store.propose(txn).await.expect("propose") {
+            TxnOutcome::Committed { revision, .. } => revision,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn list_req(
+        store: &Store,
+        selector: Option<&str>,
+        limit: usize,
+        token: Option<String>,
+        exact: Option<u64>,
+    ) -> ApiReply {
+        let req = ApiRequest::List {
+            label_selector: selector.map(str::to_string),
+            field_selector: None,
+            limit: Some(limit),
+            continue_token: token,
+            resource_version: exact,
+            resource_version_match: exact.map(|_| ResourceVersionMatch::Exact),
+        };
+        handle(store, Verb::List, Kind::ConfigMap, "default", req).await
+    }
+
+    fn names(items: &[Value]) -> Vec<String> {
+        items
+            .iter()
+            .map(|o| meta::name(o).unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// Issue 3 through the API service on a real store: a list at a past
+    /// revision with a label selector, its pages pinned by their tokens
+    /// while writes go on, unpinned lists pinned from their first page,
+    /// and `Expired` (naming the oldest revision kept) once compacted.
+    #[tokio::test]
+    async fn lists_at_a_revision_are_pinned_and_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = kubus_storage::StoreConfig::single(dir.path().to_path_buf());
+        cfg.fsync = false;
+        cfg.history_retention_revisions = 20;
+        let (store, _changes) = Store::open(cfg, Box::new(kubus_storage::NoPeers)).expect("open");
+        for name in ["a", "b", "c", "d", "e"] {
+            put(&store, name, serde_json::json!({"tier": "web"})).await;
+        }
+        let at = put(&store, "f", serde_json::json!({"tier": "db"})).await; // 6
+                                                                            // Later: a and c leave tier=web, g joins it.
+        put(&store, "a", serde_json::json!({"tier": "db"})).await;
+        put(&store, "c", serde_json::json!({})).await;
+        put(&store, "g", serde_json::json!({"tier": "web"})).await;
+
+        let mut got = Vec::new();
+        let mut token = None;
+        let mut exact = Some(at);
+        for page in 0..10 {
+            let Ok(ApiResponse::List {
+                items,
+                revision,
+                continue_token,
+            }) = list_req(&store, Some("tier=web"), 2, token.clone(), exact).await
+            else {
+                panic!("page {page}");
+            };
+            assert_eq!(revision, at);
+            got.extend(items);
+            if page == 0 {
+                put(&store, "b", serde_json::json!({"tier": "gone"})).await;
+                put(&store, "h", serde_json::json!({"tier": "web"})).await;
+            }
+            exact = None;
+            token = continue_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(names(&got), ["a", "b", "c", "d", "e"]);
+        assert_eq!(got[0]["metadata"]["resourceVersion"], "1", "as it was then");
+
+        // Without a revision the first page pins the rest.
+        let Ok(ApiResponse::List {
+            items,
+            revision: now,
+            continue_token: Some(t),
+        }) = list_req(&store, Some("tier=web"), 1, None, None).await
+        else {
+            panic!("first page");
+        };
+        assert_eq!(names(&items), ["d"]);
+        put(&store, "e", serde_json::json!({})).await;
+        let Ok(ApiResponse::List {
+            items, revision, ..
+        }) = list_req(&store, Some("tier=web"), 10, Some(t), None).await
+        else {
+            panic!("second page");
+        };
+        assert_eq!(
+            (names(&items), revision),
+            (vec!["e".into(), "g".into(), "h".into()], now)
+        );
+
+        // A future revision is refused; past the count bound, Expired.
+        let err = list_req(&store, None, 10, None, Some(store.revision() + 1))
+            .await
+            .expect_err("future");
+        assert_eq!(err.reason, kubus_api::Reason::BadRequest, "{}", err.message);
+        for i in 0..20 {
+            put(&store, &format!("z{i}"), serde_json::json!({})).await;
+        }
+        let oldest = store.status().history_compacted_to;
+        assert!(oldest > at);
+        let err = list_req(&store, None, 10, None, Some(at))
+            .await
+            .expect_err("expired");
+        assert_eq!(err.reason, kubus_api::Reason::Expired);
+        assert!(
+            err.message.contains(&format!("({oldest})")),
+            "{}",
+            err.message
+        );
+        let stale = ContinueToken {
+            revision: at,
+            key: "/configmaps/default/a".into(),
+        };
+        let err = list_req(&store, None, 10, Some(stale.encode()), None)
+            .await
+            .expect_err("expired token");
+        assert_eq!(err.reason, kubus_api::Reason::Expired, "{}", err.message);
+        assert!(list_req(&store, None, 10, None, Some(oldest)).await.is_ok());
+    }
 
     #[test]
     fn namespace_tokens() {
