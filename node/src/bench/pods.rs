@@ -161,6 +161,8 @@ struct Outcome {
     /// write the cluster made for these pods (creates, bindings, status,
     /// Events, ReplicaSet status).
     writes: u64,
+    /// Of those, the changes to the pods themselves the watcher saw.
+    pod_writes: u64,
 }
 
 impl Outcome {
@@ -185,9 +187,10 @@ impl Outcome {
         }
         let secs = self.all_running.map_or(0.0, |t| t.as_secs_f64());
         println!(
-            "  store writes meanwhile: {} ({:.1} per pod, {:.0}/s)",
+            "  store writes meanwhile: {} ({:.1} per pod, {:.1} of them to the pod itself; {:.0}/s)",
             self.writes,
             self.writes as f64 / self.running.max(1) as f64,
+            self.pod_writes as f64 / self.running.max(1) as f64,
             self.writes as f64 / secs.max(1e-9)
         );
     }
@@ -235,6 +238,7 @@ async fn deploy(
     let mut pods: HashMap<String, Seen> = HashMap::new();
     let mut running = 0usize;
     let mut all_running = None;
+    let mut pod_writes = 0u64;
     while running < replicas {
         let item = match tokio::time::timeout_at(deadline.into(), items.recv()).await {
             Ok(Some(item)) => item,
@@ -242,6 +246,7 @@ async fn deploy(
             Err(_) => break,
         };
         let now = Instant::now();
+        let is_change = matches!(item, WatchItem::Event(_));
         let objects = match item {
             WatchItem::Event(e) => vec![e.object],
             WatchItem::Relisted { items, .. } => items,
@@ -254,6 +259,7 @@ async fn deploy(
             let Some(key) = meta::object_ref(&pod).map(|r| r.to_string()) else {
                 continue;
             };
+            pod_writes += u64::from(is_change);
             let seen = pods.entry(key).or_default();
             seen.created.get_or_insert(now);
             if seen.running.is_none()
@@ -284,6 +290,7 @@ async fn deploy(
         running,
         all_running,
         writes,
+        pod_writes,
     })
 }
 
