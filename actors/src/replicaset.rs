@@ -26,8 +26,11 @@ pub const WRITES_PER_SYNC_MAX: usize = 64;
 /// land), and kept below the scheduler's bindings in flight
 /// ([`crate::scheduler::BINDINGS_IN_FLIGHT_MAX`]) so that, when the store's
 /// writes are the bottleneck, new pods cannot crowd out the bindings and
-/// queue up unscheduled.
-pub const CREATES_IN_FLIGHT_MAX: usize = 128;
+/// queue up unscheduled. Fewer writes in flight also keep each write's
+/// wait short: `kubus bench pods` (release) went from created → Running
+/// p99 2.4 s at 128 creates / 256 bindings to 0.48 s at 64 / 128, with
+/// more pods per second, not fewer.
+pub const CREATES_IN_FLIGHT_MAX: usize = 64;
 const BATCH_DELAY: Duration = Duration::from_millis(10);
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 

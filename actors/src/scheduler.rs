@@ -25,7 +25,7 @@ use crate::write::{perform, Write};
 const BATCH_DELAY: Duration = Duration::from_millis(5);
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Bindings under way at once.
-pub const BINDINGS_IN_FLIGHT_MAX: usize = 256;
+pub const BINDINGS_IN_FLIGHT_MAX: usize = 128;
 
 /// What the scheduler knows of one node.
 #[derive(Debug, Clone, PartialEq, Default)]
