@@ -908,3 +908,367 @@ fn cri_init_containers_events_limits_and_graceful_stop() {
     assert!(gone.is_some(), "{} still there", volumes.display());
     assert!(out_dir.join("term").exists());
 }
+
+/// Two pods of a Deployment pinned to node-2 and one bare pod there. Each
+/// container marks itself ready with a file (its readiness probe looks),
+/// and exits 3 once /tmp/stop exists.
+const ADOPTED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: steady}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: steady}}
+  template:
+    metadata: {labels: {app: steady}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: node-2}
+      containers:
+      - name: main
+        image: localhost/busybox:latest
+        imagePullPolicy: Never
+        readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1}
+        command: ["sh", "-c"]
+        args:
+        - |
+          touch /tmp/ready
+          echo "up"
+          while [ ! -f /tmp/stop ]; do sleep 0.2; done
+          rm /tmp/stop
+          exit 3
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: doomed}
+spec:
+  nodeSelector: {kubernetes.io/hostname: node-2}
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "100000"]
+"#;
+
+/// A CRI container as containerd's `ctr` shows it: its labels and, if its
+/// task runs, the task's pid.
+#[derive(Debug, Clone)]
+struct CtrContainer {
+    id: String,
+    labels: Value,
+    running_pid: Option<u32>,
+}
+
+impl CriCluster {
+    /// The bus `kubus up` runs (for a second node's agent).
+    fn nats_url(&self) -> String {
+        let current = std::fs::read(self.dir.path().join("home").join("current.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .unwrap_or_default();
+        current["nats"].as_str().unwrap_or_default().to_string()
+    }
+
+    fn ctr(&self, args: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(self.containerd_dir().join("containerd.sock"))
+            .args(["-n", "k8s.io"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Every container in containerd's CRI namespace (sandboxes' pause
+    /// containers too), with its labels and running task's pid.
+    fn ctr_containers(&self) -> Vec<CtrContainer> {
+        // TASK PID STATUS
+        let running: Vec<(String, u32)> = self
+            .ctr(&["tasks", "ls"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"RUNNING"))
+                    .then(|| Some((f.first()?.to_string(), f.get(1)?.parse().ok()?)))
+                    .flatten()
+            })
+            .collect();
+        self.ctr(&["containers", "ls", "-q"])
+            .lines()
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(|id| {
+                let info = serde_json::from_str::<Value>(&self.ctr(&["containers", "info", id]))
+                    .unwrap_or_default();
+                CtrContainer {
+                    id: id.to_string(),
+                    labels: info["Labels"].clone(),
+                    running_pid: running.iter().find(|(t, _)| t == id).map(|(_, p)| *p),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A `kubus node --roles worker --runtime cri` on the cluster's containerd
+/// as node-2: the node agent alone in its process, killable by its pid.
+/// `run` names its log file.
+fn start_node_2(c: &CriCluster, nats: &str, run: &str) -> kubus_tests::Proc {
+    let dir = c.dir.path().join("node-2");
+    std::fs::create_dir_all(&dir).expect("node-2 dir");
+    kubus_tests::Proc::spawn(
+        Command::new(kubus_bin())
+            .args([
+                "node",
+                "--roles",
+                "worker",
+                "--runtime",
+                "cri",
+                "--node-name",
+                "node-2",
+            ])
+            .arg("--nats")
+            .arg(nats)
+            .arg("--cri-socket")
+            .arg(c.containerd_dir().join("containerd.sock"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "info"),
+        &dir.join(format!("{run}.log")),
+    )
+}
+
+fn ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// (pod name, containerID, restartCount) of the steady pods, sorted.
+fn steady(c: &CriCluster) -> Vec<(String, String, u64)> {
+    let mut v: Vec<_> = c
+        .items("pods")
+        .iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == "steady")
+        .map(|p| {
+            let s = &p["status"]["containerStatuses"][0];
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                s["containerID"].as_str().unwrap_or_default().to_string(),
+                s["restartCount"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 5: "Node agent killed and restarted: its running containers are
+/// not restarted." node-2's agent runs as a process of its own; it is
+/// SIGKILLed, a pod of it is deleted meanwhile, and it is started again.
+/// The running containers are re-adopted (same CRI containers, same
+/// processes, same restart counts, still Ready), their probes, restart
+/// policy and logs go on, and the deleted pod's sandbox and container are
+/// removed.
+#[test]
+fn cri_agent_restart_re_adopts_running_containers() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    let nats = c.nats_url();
+    assert!(nats.starts_with("nats://"), "no bus recorded: {nats:?}");
+    // dropped before the cluster (declared after it): SIGTERM by pid
+    let mut agent = start_node_2(&c, &nats, "first");
+    wait_for(Duration::from_secs(30), || {
+        (c.items("nodes").len() == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("node-2 did not register; log:\n{}", agent.log_tail()));
+    c.apply(ADOPTED);
+    let all_ready = |c: &CriCluster| {
+        let pods = c.items("pods");
+        let ok = pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["spec"]["nodeName"] == "node-2" && ready(p));
+        ok.then_some(pods)
+    };
+    wait_for(Duration::from_secs(60), || all_ready(&c)).unwrap_or_else(|| {
+        panic!(
+            "pods not ready on node-2: {:#}\nlog:\n{}",
+            Value::Array(c.items("pods")),
+            agent.log_tail()
+        )
+    });
+    // one restart before the agent goes, so there is a count to keep
+    let first = steady(&c);
+    assert_eq!(first.len(), 2, "{first:?}");
+    let out = c.kubus(&["exec", &first[0].0, "--", "touch", "/tmp/stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = wait_for(Duration::from_secs(30), || {
+        let s = steady(&c);
+        (s.first().is_some_and(|p| p.2 == 1) && all_ready(&c).is_some()).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("no restart: {:?}\nlog:\n{}", steady(&c), agent.log_tail()));
+    let doomed_uid = c
+        .pod("doomed")
+        .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let containers_before = c.ctr_containers();
+    // the CRI container behind each steady pod, and its process
+    let cri_of = |containers: &[CtrContainer], handle: &str| {
+        containers
+            .iter()
+            .find(|x| x.labels["kubus.io/handle"] == handle)
+            .map(|x| (x.id.clone(), x.running_pid))
+    };
+    let cri_before: Vec<_> = before
+        .iter()
+        .map(|(_, handle, _)| cri_of(&containers_before, handle))
+        .collect();
+    assert!(
+        cri_before
+            .iter()
+            .all(|x| x.as_ref().is_some_and(|(_, pid)| pid.is_some())),
+        "steady containers not found running in containerd: {cri_before:?} {containers_before:#?}"
+    );
+    let of_doomed = |containers: &[CtrContainer]| {
+        containers
+            .iter()
+            .filter(|x| x.labels["io.kubernetes.pod.uid"] == doomed_uid.as_str())
+            .count()
+    };
+    assert_eq!(
+        of_doomed(&containers_before),
+        2,
+        "doomed's sandbox and container"
+    );
+
+    // SIGKILL the agent; delete a pod while it is away
+    agent.kill9();
+    let out = c.kubus(&["delete", "pod", "doomed"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(c.pod("doomed").is_none());
+    assert_eq!(
+        of_doomed(&c.ctr_containers()),
+        2,
+        "nothing removes doomed's containers while the agent is away"
+    );
+    drop(agent);
+    let agent = start_node_2(&c, &nats, "second");
+
+    // what no pod owns goes
+    let removed = wait_for(Duration::from_secs(30), || {
+        (of_doomed(&c.ctr_containers()) == 0).then_some(())
+    });
+    assert!(
+        removed.is_some(),
+        "doomed's sandbox or container left: {:#?}\nlog:\n{}",
+        c.ctr_containers(),
+        agent.log_tail()
+    );
+    // the rest runs on: same CRI containers, same processes, same counts,
+    // still ready
+    wait_for(Duration::from_secs(30), || {
+        agent
+            .log_tail()
+            .contains("took over what an earlier run")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no re-adoption logged:\n{}", agent.log_tail()));
+    let after = steady(&c);
+    assert_eq!(after, before, "same containers and restart counts");
+    let containers_after = c.ctr_containers();
+    let cri_after: Vec<_> = after
+        .iter()
+        .map(|(_, handle, _)| cri_of(&containers_after, handle))
+        .collect();
+    assert_eq!(cri_after, cri_before, "same CRI containers, same processes");
+    let pods = c.items("pods");
+    assert_eq!(pods.len(), 2, "{pods:#?}");
+    assert!(
+        pods.iter()
+            .all(|p| p["status"]["phase"] == "Running" && ready(p)),
+        "{pods:#?}"
+    );
+    let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
+    assert_eq!(
+        log.matches("re-adopted the pod's containers").count(),
+        2,
+        "both steady pods re-adopted:\n{log}"
+    );
+
+    // logs: what an adopted container writes now is served
+    let (a, b) = (&after[0].0, &after[1].0);
+    let out = c.kubus(&[
+        "exec",
+        b,
+        "--",
+        "sh",
+        "-c",
+        "echo written-after > /proc/1/fd/1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = wait_for(Duration::from_secs(10), || {
+        let text = String::from_utf8_lossy(&c.kubus(&["logs", b]).stdout).to_string();
+        text.contains("written-after").then_some(text)
+    });
+    assert!(
+        logs.is_some(),
+        "kubus logs {b}: nothing written after the restart"
+    );
+    // probes: readiness follows the adopted container
+    let out = c.kubus(&["exec", b, "--", "rm", "/tmp/ready"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unready = wait_for(Duration::from_secs(15), || {
+        c.pod(b).filter(|p| !ready(p)).map(|_| ())
+    });
+    assert!(unready.is_some(), "{b} still Ready without /tmp/ready");
+    // restart policy: an adopted container's exit is seen and it restarts,
+    // its count going on from where it was
+    let out = c.kubus(&["exec", a, "--", "touch", "/tmp/stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restarted = wait_for(Duration::from_secs(30), || {
+        let p = c.pod(a)?;
+        let s = &p["status"]["containerStatuses"][0];
+        (s["restartCount"] == 2
+            && s["lastState"]["terminated"]["exitCode"] == 3
+            && s["state"]["running"].is_object())
+        .then_some(())
+    });
+    assert!(
+        restarted.is_some(),
+        "{a} not restarted after its adopted container exited: {:#}\nlog:\n{}",
+        c.pod(a).unwrap_or_default(),
+        agent.log_tail()
+    );
+}
