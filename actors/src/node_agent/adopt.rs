@@ -13,8 +13,10 @@
 //!   - exited → its exit is **restored** (restart count, exit code, the
 //!     CrashLoopBackOff it was in) and the restart policy goes on from
 //!     there; the container stays as the name's last exited one;
-//!   - running but changed, or cut off from its sandbox → **stopped**, and
-//!     that counts as an exit (137), as the kubelet counts it.
+//!   - running but changed, or cut off from its sandbox → **replaced**: it
+//!     is stopped, that counts as an exit (137), and it starts again at
+//!     once whatever the restart policy, as the kubelet does for a changed
+//!     spec.
 //! - Containers created but never started, or in an unknown state, go as
 //!   if never created. The container before an adopted one, if exited, is
 //!   its `lastState` and stays; every other container of the name goes, and
@@ -256,6 +258,11 @@ pub fn plan(leftovers: &Leftovers, pods: &[Value], node: &str, now_ms: u64) -> P
                     finished_at_ms: now_ms,
                 };
                 restore_exit(&mut r.state, newest.restarts, &exit);
+                // its replacement starts now, whatever the restart policy
+                // (the kubelet's rule for a changed spec; a container cut
+                // off from its sandbox is replaced the same way)
+                r.state.replace = true;
+                r.state.not_before_ms = now_ms;
             }
             _ => {
                 // the status reported this very exit if it counted the same
@@ -655,6 +662,28 @@ mod tests {
             st["containerStatuses"][0]["state"]["waiting"]["reason"],
             "CrashLoopBackOff"
         );
+
+        // a changed spec under restartPolicy Never: replaced at once all
+        // the same, as the kubelet does
+        let never = pod("u1", NODE, "Never", &["a"]);
+        let left = Leftovers {
+            pods: vec![sandbox("u1", "sb-u1", 0, true)],
+            containers: vec![FoundContainer {
+                spec_hash: Some("0000000000000000".into()),
+                ..container("u1", "a", "c1", 2, running(NOW - 1000))
+            }],
+        };
+        let p = plan(&left, std::slice::from_ref(&never), NODE, NOW);
+        let states =
+            BTreeMap::from([("a".to_string(), p.pods["u1"].containers["a"].state.clone())]);
+        assert_eq!(
+            pod::steps(&never, &states, NOW),
+            vec![Step::Start {
+                container: "a".into(),
+                init: false
+            }]
+        );
+        assert_eq!(p.remove_containers.len(), 1);
 
         // the same exit under restartPolicy Never: finished, never rerun
         let never = pod("u1", NODE, "Never", &["a"]);

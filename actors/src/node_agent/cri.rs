@@ -75,6 +75,8 @@ pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
 /// Most sandboxes a restarted agent looks at (far above a node's pods).
 const LEFTOVER_SANDBOXES_MAX: usize = 1024;
+/// Leftover containers (or sandboxes) a restarted agent removes at once.
+const LEFTOVER_REMOVALS_MAX: usize = 16;
 /// CFS period for CPU limits, as the kubelet uses.
 const CPU_PERIOD_US: i64 = 100_000;
 
@@ -954,23 +956,33 @@ impl Inner {
         pods: Vec<FoundPod>,
         containers: Vec<FoundContainer>,
     ) -> usize {
-        let mut rt = self.runtime.clone();
-        for c in &containers {
-            if matches!(c.state, FoundState::Running { .. } | FoundState::Unknown) {
-                let stop = rt.stop_container(cri::StopContainerRequest {
-                    container_id: c.runtime_id.clone(),
-                    timeout: ORPHAN_GRACE.as_secs() as i64,
-                });
-                if let Err(e) = bounded("StopContainer", ORPHAN_GRACE + CALL_TIMEOUT, stop).await {
-                    warn!(cri_id = %c.runtime_id, error = %e, "cannot stop container");
+        use futures::StreamExt;
+        let count = containers.len() + pods.len();
+        // several at once: each may take its grace period to stop
+        futures::stream::iter(containers)
+            .for_each_concurrent(LEFTOVER_REMOVALS_MAX, |c| async move {
+                if matches!(c.state, FoundState::Running { .. } | FoundState::Unknown) {
+                    let mut rt = self.runtime.clone();
+                    let stop = rt.stop_container(cri::StopContainerRequest {
+                        container_id: c.runtime_id.clone(),
+                        timeout: ORPHAN_GRACE.as_secs() as i64,
+                    });
+                    if let Err(e) =
+                        bounded("StopContainer", ORPHAN_GRACE + CALL_TIMEOUT, stop).await
+                    {
+                        warn!(cri_id = %c.runtime_id, error = %e, "cannot stop container");
+                    }
                 }
-            }
-            self.remove_container(&c.runtime_id).await;
-        }
-        for sb in &pods {
-            remove_sandbox(&mut rt, &sb.runtime_id).await;
-        }
-        containers.len() + pods.len()
+                self.remove_container(&c.runtime_id).await;
+            })
+            .await;
+        futures::stream::iter(pods)
+            .for_each_concurrent(LEFTOVER_REMOVALS_MAX, |sb| async move {
+                let mut rt = self.runtime.clone();
+                remove_sandbox(&mut rt, &sb.runtime_id).await;
+            })
+            .await;
+        count
     }
 
     async fn remove_container(&self, cri_id: &str) {

@@ -25,7 +25,7 @@ pub mod process;
 pub mod runtime;
 pub mod volumes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,6 +187,10 @@ enum Adopting {
         leftovers: Option<Leftovers>,
         listed: bool,
     },
+    /// Adopted; removing what no pod owns (and what is replaced) before
+    /// anything starts, so a new sandbox or container never meets an old
+    /// one of the same name.
+    Removing,
     Done,
 }
 
@@ -364,17 +368,37 @@ impl<R: Runtime> NodeAgent<R> {
             adopted,
             removing, "took over what an earlier run of this agent left"
         );
-        if removing > 0 {
-            let remove = self
-                .runtime
-                .remove_leftovers(plan.remove_pods, plan.remove_containers);
-            ctx.spawn(
-                async move {
-                    let removed = remove.await;
-                    info!(removed, "removed what no pod owns any more");
-                }
-                .into_actor(self),
-            );
+        if removing == 0 {
+            self.adopted(ctx);
+            return;
+        }
+        self.adopting = Adopting::Removing;
+        let remove = self
+            .runtime
+            .remove_leftovers(plan.remove_pods, plan.remove_containers);
+        ctx.spawn(remove.into_actor(self).map(|removed, act, ctx| {
+            info!(removed, "removed what no pod owns any more");
+            act.adopted(ctx);
+        }));
+    }
+
+    /// Adoption is over: sync every pod the cache holds now, and stop the
+    /// adopted ones deleted meanwhile.
+    fn adopted(&mut self, ctx: &mut Context<Self>) {
+        self.adopting = Adopting::Done;
+        let pods: Vec<Value> = self.cache.values().cloned().collect();
+        let current: HashSet<String> = pods
+            .iter()
+            .filter_map(|p| meta::uid(p).map(str::to_string))
+            .collect();
+        let gone: Vec<String> = self
+            .pods
+            .keys()
+            .filter(|uid| !current.contains(*uid))
+            .cloned()
+            .collect();
+        for uid in gone {
+            self.terminate(&uid, ctx);
         }
         for pod in pods {
             self.on_pod(pod, false, ctx);
@@ -627,6 +651,7 @@ impl<R: Runtime> NodeAgent<R> {
             Ok(id) => {
                 debug!(pod = %spec.pod, container = name, %id, "container started");
                 state.restarts = restarts;
+                state.replace = false;
                 state.running = Some(id.clone());
                 let delay = self.runtime.ready_delay();
                 state.started_at_ms = Some(now + delay.as_millis() as u64);
@@ -1405,11 +1430,15 @@ impl<R: Runtime> StreamHandler<Watched> for NodeAgent<R> {
         }
         let relisted = matches!(w.item, WatchItem::Relisted { .. });
         let deltas = self.cache.apply(w.item);
-        if let Adopting::Waiting { listed, .. } = &mut self.adopting {
-            // the cache holds them; every pod is synced once adopted
-            *listed |= relisted;
-            self.adopt_when_ready(ctx);
-            return;
+        match &mut self.adopting {
+            Adopting::Waiting { listed, .. } => {
+                // the cache holds them; every pod is synced once adopted
+                *listed |= relisted;
+                self.adopt_when_ready(ctx);
+                return;
+            }
+            Adopting::Removing => return,
+            Adopting::Done => {}
         }
         for d in deltas {
             self.on_pod(d.object, d.deleted, ctx);

@@ -58,6 +58,9 @@ pub struct ContainerState {
     pub probes: BTreeMap<ProbeKind, Tracker>,
     /// The current container's probes, as its spec defines them.
     pub probe_specs: Vec<super::probe::Probe>,
+    /// Stopped because its spec changed: it starts again whatever the
+    /// restart policy says, as the kubelet does (cleared by the start).
+    pub replace: bool,
 }
 
 impl ContainerState {
@@ -238,11 +241,12 @@ pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64
             Some(s) => {
                 let code = s.last_exit.as_ref().map_or(1, |e| e.code);
                 // init containers under Always retry like OnFailure
-                let restart = if init {
-                    code != 0 && policy != "Never"
-                } else {
-                    should_restart(policy, code)
-                };
+                let restart = s.replace
+                    || if init {
+                        code != 0 && policy != "Never"
+                    } else {
+                        should_restart(policy, code)
+                    };
                 if !restart {
                     return init && code == 0;
                 }
