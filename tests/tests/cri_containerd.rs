@@ -34,10 +34,15 @@ struct CriCluster {
 }
 
 impl CriCluster {
-    fn start() -> CriCluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = std::fs::File::create(dir.path().join("kubus.log")).expect("log");
-        let child = Command::new(kubus_bin())
+    /// `kubus up --runtime cri` on the data directory under `dir`, its
+    /// output appended to `dir/kubus.log`.
+    fn spawn_up(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("kubus.log"))
+            .expect("log");
+        Command::new(kubus_bin())
             .args([
                 "up",
                 "--runtime",
@@ -46,14 +51,19 @@ impl CriCluster {
                 "node-1",
                 "--data-dir",
             ])
-            .arg(dir.path().join("data"))
-            .env("KUBUS_HOME", dir.path().join("home"))
+            .arg(dir.join("data"))
+            .env("KUBUS_HOME", dir.join("home"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("start kubus up");
+            .expect("start kubus up")
+    }
+
+    fn start() -> CriCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = CriCluster::spawn_up(dir.path());
         let c = CriCluster {
             dir,
             child: Some(child),
@@ -146,6 +156,50 @@ impl CriCluster {
         self.items("pods")
             .into_iter()
             .find(|p| p["metadata"]["name"] == name)
+    }
+
+    /// SIGKILL `kubus up` by its pid, and its nats-server by the pid it
+    /// recorded; its containerd (and the containers) run on.
+    fn kill9(&mut self) {
+        let nats_pid = std::fs::read(self.dir.path().join("home").join("current.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["nats_pid"].as_u64());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(pid) = nats_pid {
+            kubus_tests::signal(u32::try_from(pid).unwrap_or(0), "-KILL");
+        }
+    }
+
+    /// Start `kubus up` again on the same data directory; ready when the
+    /// API answers and the agent has looked at what its earlier run left.
+    fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let _ = std::fs::remove_file(self.dir.path().join("home").join("current.json"));
+        let from = self.log_len();
+        self.child = Some(CriCluster::spawn_up(self.dir.path()));
+        wait_for(Duration::from_secs(60), || {
+            (self.items("nodes").len() == 1
+                && self
+                    .log_since(from)
+                    .contains("took over what an earlier run"))
+            .then_some(())
+        })
+        .unwrap_or_else(|| panic!("kubus up did not come back; log:\n{}", self.log()));
+    }
+
+    fn log_len(&self) -> usize {
+        std::fs::metadata(self.dir.path().join("kubus.log"))
+            .map_or(0, |m| usize::try_from(m.len()).unwrap_or(0))
+    }
+
+    /// The log from byte `from` on (what a later run wrote).
+    fn log_since(&self, from: usize) -> String {
+        let text = std::fs::read(self.dir.path().join("kubus.log")).unwrap_or_default();
+        String::from_utf8_lossy(text.get(from..).unwrap_or_default()).to_string()
     }
 
     /// SIGTERM and wait (bounded); the mesh node removes its pods and stops
@@ -1271,4 +1325,106 @@ fn cri_agent_restart_re_adopts_running_containers() {
         c.pod(a).unwrap_or_default(),
         agent.log_tail()
     );
+}
+
+/// Issue 5, the default set-up: `kubus up --runtime cri` (store, control
+/// plane, agent and its private containerd in one process) SIGKILLed and
+/// started again. Its containerd outlives it and is adopted, not started a
+/// second time, and the agent re-adopts the running container: same CRI
+/// container, same process, same restart count, Ready.
+#[test]
+fn cri_kubus_up_killed_and_restarted_keeps_its_containers() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let mut c = CriCluster::start();
+    c.apply(&ADOPTED.replace("node-2", "node-1"));
+    let handles = |c: &CriCluster| {
+        let pods = c.items("pods");
+        let ok = pods.len() == 3 && pods.iter().all(ready);
+        let mut v: Vec<(String, String, u64)> = pods
+            .iter()
+            .map(|p| {
+                let s = &p["status"]["containerStatuses"][0];
+                (
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    s["containerID"].as_str().unwrap_or_default().to_string(),
+                    s["restartCount"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect();
+        v.sort();
+        ok.then_some(v)
+    };
+    let before = wait_for(Duration::from_secs(60), || handles(&c)).unwrap_or_else(|| {
+        panic!(
+            "pods not ready: {:#}\nlog:\n{}",
+            Value::Array(c.items("pods")),
+            c.log()
+        )
+    });
+    let pids = |c: &CriCluster, want: &[(String, String, u64)]| {
+        let containers = c.ctr_containers();
+        want.iter()
+            .map(|(_, handle, _)| {
+                containers
+                    .iter()
+                    .find(|x| x.labels["kubus.io/handle"] == handle.as_str())
+                    .and_then(|x| x.running_pid)
+            })
+            .collect::<Vec<_>>()
+    };
+    let pids_before = pids(&c, &before);
+    assert!(pids_before.iter().all(Option::is_some), "{pids_before:?}");
+    let containerd = c.containerd_pid().expect("containerd pid");
+
+    // should the restart start a second containerd after all, the first is
+    // killed by its pid when the test ends (its shims and containers stay)
+    let _orphan = KillOnDrop(containerd);
+    c.kill9();
+    assert!(
+        alive(containerd),
+        "containerd outlives a SIGKILLed kubus up"
+    );
+    let from = c.log_len();
+    c.relaunch();
+    let log = c.log_since(from);
+    assert!(
+        log.contains("adopted the containerd an earlier run left"),
+        "log:\n{log}"
+    );
+    assert_eq!(c.containerd_pid(), Some(containerd), "no second containerd");
+    let after = wait_for(Duration::from_secs(30), || handles(&c))
+        .unwrap_or_else(|| panic!("pods not ready: {:#}", Value::Array(c.items("pods"))));
+    assert_eq!(after, before, "same containers and restart counts");
+    assert_eq!(pids(&c, &after), pids_before, "same processes");
+    let log = c.log_since(from);
+    assert_eq!(
+        log.matches("re-adopted the pod's containers").count(),
+        3,
+        "every pod re-adopted; log:\n{log}"
+    );
+    // a clean stop after that still stops the adopted containerd (kubus
+    // itself, before the harness would kill it)
+    let from = c.log_len();
+    c.stop();
+    let log = c.log_since(from);
+    assert!(log.contains("containerd stopped"), "log:\n{log}");
+}
+
+/// SIGKILLs a process this test started, by its pid, if it still runs
+/// when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            kubus_tests::signal(u32::try_from(self.0).unwrap_or(0), "-KILL");
+        }
+    }
 }
