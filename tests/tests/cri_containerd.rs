@@ -1102,12 +1102,11 @@ fn ready(p: &Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
-/// (pod name, containerID, restartCount) of the steady pods, sorted.
-fn steady(c: &CriCluster) -> Vec<(String, String, u64)> {
-    let mut v: Vec<_> = c
-        .items("pods")
-        .iter()
-        .filter(|p| p["metadata"]["labels"]["app"] == "steady")
+/// (pod name, containerID, restartCount) of each pod's first container,
+/// sorted.
+fn handles_of<'a>(pods: impl IntoIterator<Item = &'a Value>) -> Vec<(String, String, u64)> {
+    let mut v: Vec<_> = pods
+        .into_iter()
         .map(|p| {
             let s = &p["status"]["containerStatuses"][0];
             (
@@ -1122,6 +1121,15 @@ fn steady(c: &CriCluster) -> Vec<(String, String, u64)> {
         .collect();
     v.sort();
     v
+}
+
+/// [`handles_of`] the steady pods.
+fn steady(c: &CriCluster) -> Vec<(String, String, u64)> {
+    handles_of(
+        c.items("pods")
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "steady"),
+    )
 }
 
 /// Issue 5: "Node agent killed and restarted: its running containers are
@@ -1343,23 +1351,7 @@ fn cri_kubus_up_killed_and_restarted_keeps_its_containers() {
     c.apply(&ADOPTED.replace("node-2", "node-1"));
     let handles = |c: &CriCluster| {
         let pods = c.items("pods");
-        let ok = pods.len() == 3 && pods.iter().all(ready);
-        let mut v: Vec<(String, String, u64)> = pods
-            .iter()
-            .map(|p| {
-                let s = &p["status"]["containerStatuses"][0];
-                (
-                    p["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    s["containerID"].as_str().unwrap_or_default().to_string(),
-                    s["restartCount"].as_u64().unwrap_or(0),
-                )
-            })
-            .collect();
-        v.sort();
-        ok.then_some(v)
+        (pods.len() == 3 && pods.iter().all(ready)).then(|| handles_of(&pods))
     };
     let before = wait_for(Duration::from_secs(60), || handles(&c)).unwrap_or_else(|| {
         panic!(

@@ -618,35 +618,42 @@ mod tests {
         }
     }
 
+    /// Pod u1's ready sandbox and `containers`.
+    fn in_sandbox(containers: Vec<FoundContainer>) -> Leftovers {
+        Leftovers {
+            pods: vec![sandbox("u1", "sb-u1", 0, true)],
+            containers,
+        }
+    }
+
+    /// The restored states of pod u1's containers.
+    fn states_of(p: &Plan) -> BTreeMap<String, ContainerState> {
+        p.pods["u1"]
+            .containers
+            .iter()
+            .map(|(n, r)| (n.clone(), r.state.clone()))
+            .collect()
+    }
+
     #[test]
     fn restored_states_lead_to_the_right_steps() {
         // adopted running: nothing to start
         let always = pod("u1", NODE, "Always", &["a"]);
-        let left = Leftovers {
-            pods: vec![sandbox("u1", "sb-u1", 0, true)],
-            containers: vec![container("u1", "a", "c1", 0, running(NOW - 1000))],
-        };
+        let left = in_sandbox(vec![container("u1", "a", "c1", 0, running(NOW - 1000))]);
         let p = plan(&left, std::slice::from_ref(&always), NODE, NOW);
-        let states: BTreeMap<String, ContainerState> = p.pods["u1"]
-            .containers
-            .iter()
-            .map(|(n, r)| (n.clone(), r.state.clone()))
-            .collect();
+        let states = states_of(&p);
         assert_eq!(pod::steps(&always, &states, NOW), vec![]);
         assert!(p.pods["u1"].containers["a"].running.is_some());
 
         // exited with code 1 after 3 restarts: CrashLoopBackOff where it
         // stood (40 s after its exit), then a start as the 4th restart
-        let left = Leftovers {
-            pods: vec![sandbox("u1", "sb-u1", 0, true)],
-            containers: vec![container(
-                "u1",
-                "a",
-                "c1",
-                3,
-                exited(1, NOW - 5000, NOW - 2000),
-            )],
-        };
+        let left = in_sandbox(vec![container(
+            "u1",
+            "a",
+            "c1",
+            3,
+            exited(1, NOW - 5000, NOW - 2000),
+        )]);
         let p = plan(&left, std::slice::from_ref(&always), NODE, NOW);
         let r = &p.pods["u1"].containers["a"];
         assert_eq!(r.state.not_before_ms, NOW - 2000 + 40_000);
@@ -666,16 +673,12 @@ mod tests {
         // a changed spec under restartPolicy Never: replaced at once all
         // the same, as the kubelet does
         let never = pod("u1", NODE, "Never", &["a"]);
-        let left = Leftovers {
-            pods: vec![sandbox("u1", "sb-u1", 0, true)],
-            containers: vec![FoundContainer {
-                spec_hash: Some("0000000000000000".into()),
-                ..container("u1", "a", "c1", 2, running(NOW - 1000))
-            }],
-        };
+        let left = in_sandbox(vec![FoundContainer {
+            spec_hash: Some("0000000000000000".into()),
+            ..container("u1", "a", "c1", 2, running(NOW - 1000))
+        }]);
         let p = plan(&left, std::slice::from_ref(&never), NODE, NOW);
-        let states =
-            BTreeMap::from([("a".to_string(), p.pods["u1"].containers["a"].state.clone())]);
+        let states = states_of(&p);
         assert_eq!(
             pod::steps(&never, &states, NOW),
             vec![Step::Start {
@@ -687,19 +690,15 @@ mod tests {
 
         // the same exit under restartPolicy Never: finished, never rerun
         let never = pod("u1", NODE, "Never", &["a"]);
-        let left = Leftovers {
-            pods: vec![sandbox("u1", "sb-u1", 0, true)],
-            containers: vec![container(
-                "u1",
-                "a",
-                "c1",
-                0,
-                exited(0, NOW - 5000, NOW - 2000),
-            )],
-        };
+        let left = in_sandbox(vec![container(
+            "u1",
+            "a",
+            "c1",
+            0,
+            exited(0, NOW - 5000, NOW - 2000),
+        )]);
         let p = plan(&left, std::slice::from_ref(&never), NODE, NOW);
-        let states =
-            BTreeMap::from([("a".to_string(), p.pods["u1"].containers["a"].state.clone())]);
+        let states = states_of(&p);
         assert_eq!(pod::steps(&never, &states, NOW), vec![]);
         assert_eq!(
             pod::status(&never, &states, "h", NOW, NOW)["phase"],
@@ -718,13 +717,10 @@ mod tests {
                 "lastState": {"terminated": {"exitCode": 7, "reason": "Error",
                     "startedAt": "2033-05-18T03:35:00Z", "finishedAt": "2033-05-18T03:36:00Z"}}}]
         });
-        let left = Leftovers {
-            pods: vec![sandbox("u1", "sb-u1", 0, true)],
-            containers: vec![
-                container("u1", "a", "c2", 2, running(NOW + 123)),
-                container("u1", "a", "c1", 1, exited(7, NOW, NOW)),
-            ],
-        };
+        let left = in_sandbox(vec![
+            container("u1", "a", "c2", 2, running(NOW + 123)),
+            container("u1", "a", "c1", 1, exited(7, NOW, NOW)),
+        ]);
         let plan_ = plan(&left, std::slice::from_ref(&p), NODE, NOW);
         let pp = &plan_.pods["u1"];
         assert_eq!(pp.started_ms, Some(2_000_000_000_000));
@@ -756,23 +752,13 @@ mod tests {
     fn init_containers_count_as_done_when_an_app_container_ran() {
         let mut p = pod("u1", NODE, "Always", &["a"]);
         p["spec"]["initContainers"] = json!([spec("init")]);
-        let left = Leftovers {
-            pods: vec![sandbox("u1", "sb-u1", 0, true)],
-            containers: vec![container("u1", "a", "c1", 0, running(NOW))],
-        };
+        let left = in_sandbox(vec![container("u1", "a", "c1", 0, running(NOW))]);
         let pp = plan(&left, std::slice::from_ref(&p), NODE, NOW);
-        let states: BTreeMap<String, ContainerState> = pp.pods["u1"]
-            .containers
-            .iter()
-            .map(|(n, r)| (n.clone(), r.state.clone()))
-            .collect();
+        let states = states_of(&pp);
         assert_eq!(states["init"].last_exit.as_ref().map(|e| e.code), Some(0));
         assert_eq!(pod::steps(&p, &states, NOW), vec![]);
         // only a sandbox left: nothing is inferred, the init container runs
-        let left = Leftovers {
-            pods: vec![sandbox("u1", "sb-u1", 0, true)],
-            containers: vec![],
-        };
+        let left = in_sandbox(vec![]);
         let pp = plan(&left, std::slice::from_ref(&p), NODE, NOW);
         assert!(pp.pods["u1"].containers.is_empty());
         assert!(pp.pods["u1"].sandbox.is_some());
