@@ -72,7 +72,8 @@ pub enum StoreCommand {
 pub enum BenchCommand {
     /// Commit → watcher latency and API request latency, beside raw NATS.
     Watch(BenchWatchArgs),
-    /// Pod startup latency on hollow nodes: manifest published → pod
+    /// Pod startup latency on hollow nodes (or real containers with
+    /// --runtime cri, beside raw CRI calls): manifest published → pod
     /// Running seen by a watcher.
     Pods(BenchPodsArgs),
     /// Store puts/s, p50 and p99 beside etcd 3.4 (started by the benchmark).
@@ -93,6 +94,15 @@ pub struct BenchPodsArgs {
     /// Give up waiting for the pods after this long.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
+    /// hollow (simulated containers on --hollow-nodes) or cri (real
+    /// containers: `kubus up --runtime cri` with its private containerd,
+    /// beside raw CRI calls on that containerd; needs root).
+    #[arg(long, default_value = "hollow", value_parser = ["hollow", "cri"])]
+    pub runtime: String,
+    /// With --runtime cri: the script that imports the test images into
+    /// the benchmark's containerd (called with --address SOCKET).
+    #[arg(long, default_value = "deploy/build-test-image.sh")]
+    pub images_script: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,7 +2,17 @@
 //! socket and CNI config under `<data>/containerd`, started as a child and
 //! stopped by its pid after the node agent removed its pods through CRI.
 //! The configuration templates are deploy/containerd/*.
+//!
+//! A mesh node killed without a chance to stop it (SIGKILL, a crash)
+//! leaves its containerd running, with the pods' containers. The next run
+//! on the same data directory adopts that containerd instead of starting a
+//! second one on the same root (which could not open its database), so the
+//! node agent can re-adopt the containers. The containerd is recognised by
+//! the pid in `containerd.pid` *and* its command line naming this
+//! directory's `config.toml` (never a recycled pid); an adopted containerd
+//! keeps the configuration it was started with.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,8 +42,17 @@ pub struct Settings {
     pub bridge: String,
 }
 
+/// The containerd process.
+enum Process {
+    /// Started by this run: our child.
+    Child(Child),
+    /// Left running by an earlier run (now another process's child): known
+    /// only by its pid, checked against its command line before a signal.
+    Adopted(i32),
+}
+
 pub struct Containerd {
-    child: Child,
+    process: Process,
     settings: Settings,
     pub socket: PathBuf,
     pub restarts: u32,
@@ -51,10 +70,31 @@ impl Containerd {
         dir.join("containerd.sock")
     }
 
+    /// Adopt the containerd an earlier run on `s.dir` left running, or
+    /// start one.
     pub fn start(s: &Settings) -> anyhow::Result<Containerd> {
+        let socket = Containerd::socket_in(&s.dir);
+        if let Some(pid) = running_in(&s.dir) {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                info!(pid, socket = %socket.display(), "adopted the containerd an earlier run left");
+                return Ok(Containerd {
+                    process: Process::Adopted(pid),
+                    settings: s.clone(),
+                    socket,
+                    restarts: 0,
+                });
+            }
+            // it runs but does not answer: it cannot be used, and a second
+            // one on its root could not open the database
+            warn!(
+                pid,
+                "the containerd an earlier run left does not answer; stopping it"
+            );
+            stop_adopted(pid, &s.dir);
+        }
         let (child, socket) = Containerd::spawn(s)?;
         Ok(Containerd {
-            child,
+            process: Process::Child(child),
             settings: s.clone(),
             socket,
             restarts: 0,
@@ -134,8 +174,13 @@ impl Containerd {
     /// Restart containerd if it died (its containers' shims live on), a
     /// bounded number of times; an error once that is exhausted.
     pub fn supervise(&mut self) -> anyhow::Result<()> {
-        let Some(status) = self.child.try_wait()? else {
-            return Ok(());
+        let status = match &mut self.process {
+            Process::Child(child) => match child.try_wait()? {
+                Some(status) => status.to_string(),
+                None => return Ok(()),
+            },
+            Process::Adopted(pid) if is_ours(*pid, &self.settings.dir) => return Ok(()),
+            Process::Adopted(_) => "gone".to_string(),
         };
         if self.restarts >= RESTARTS_MAX {
             bail!("containerd exited ({status}) and was restarted {RESTARTS_MAX} times already");
@@ -143,14 +188,21 @@ impl Containerd {
         self.restarts += 1;
         warn!(%status, restarts = self.restarts, "containerd exited; restarting it");
         let (child, socket) = Containerd::spawn(&self.settings)?;
-        self.child = child;
+        self.process = Process::Child(child);
         self.socket = socket;
         Ok(())
     }
 
     /// SIGTERM, then SIGKILL after a bound; always by its own pid.
     pub fn stop(mut self) {
-        let pid = self.child.id();
+        let child = match &mut self.process {
+            Process::Child(child) => child,
+            Process::Adopted(pid) => {
+                stop_adopted(*pid, &self.settings.dir);
+                return;
+            }
+        };
+        let pid = child.id();
         if let Ok(pid) = i32::try_from(pid) {
             // our own child, not yet reaped: the pid cannot have been reused
             let _ = nix::sys::signal::kill(
@@ -160,27 +212,103 @@ impl Containerd {
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = child.try_wait() {
                 info!(pid, "containerd stopped");
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         warn!(pid, "containerd did not stop after SIGTERM; killing it");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
 impl Drop for Containerd {
-    /// A containerd never outlives the mesh node that started it (an error
-    /// path that did not call `stop`).
+    /// A containerd never outlives the mesh node that started or adopted
+    /// it (an error path that did not call `stop`).
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            warn!(pid = self.child.id(), "killing containerd");
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        match &mut self.process {
+            Process::Child(child) => {
+                if let Ok(None) = child.try_wait() {
+                    warn!(pid = child.id(), "killing containerd");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            Process::Adopted(pid) => {
+                if is_ours(*pid, &self.settings.dir) {
+                    warn!(pid = *pid, "killing containerd");
+                    signal(*pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
         }
+    }
+}
+
+/// The containerd an earlier run on `dir` left running, by the pid it
+/// recorded.
+fn running_in(dir: &Path) -> Option<i32> {
+    let pid = std::fs::read_to_string(dir.join("containerd.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    is_ours(pid, dir).then_some(pid)
+}
+
+/// Whether `pid` is a live containerd started with `dir`'s config (not a
+/// zombie, not a recycled pid).
+fn is_ours(pid: i32, dir: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            let (_, rest) = st.rsplit_once(')')?;
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(true);
+    !zombie && is_containerd_of(&cmdline, &dir.join("config.toml"))
+}
+
+/// Whether a `/proc/<pid>/cmdline` is `containerd --config <config>`.
+fn is_containerd_of(cmdline: &[u8], config: &Path) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let program = args
+        .first()
+        .and_then(|a| Path::new(std::ffi::OsStr::from_bytes(a)).file_name())
+        .is_some_and(|n| n == "containerd");
+    program
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"--config" && w[1] == config.as_os_str().as_bytes())
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+/// Stop an adopted containerd: SIGTERM, then SIGKILL after a bound. Not
+/// our child, so it cannot be waited for: it is polled, and every signal
+/// goes only after its command line was checked again.
+fn stop_adopted(pid: i32, dir: &Path) {
+    if !is_ours(pid, dir) {
+        return;
+    }
+    signal(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if !is_ours(pid, dir) {
+            info!(pid, "containerd stopped");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if is_ours(pid, dir) {
+        warn!(pid, "containerd did not stop after SIGTERM; killing it");
+        signal(pid, nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -213,5 +341,22 @@ mod tests {
             v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
             "10.88.0.0/16"
         );
+    }
+
+    #[test]
+    fn recognises_only_its_own_containerd() {
+        let config = Path::new("/d/containerd/config.toml");
+        let ok = b"/usr/bin/containerd\0--config\0/d/containerd/config.toml\0";
+        assert!(is_containerd_of(ok, config));
+        let other_dir = b"containerd\0--config\0/e/containerd/config.toml\0";
+        assert!(!is_containerd_of(other_dir, config));
+        let other_program = b"/bin/sleep\0--config\0/d/containerd/config.toml\0";
+        assert!(!is_containerd_of(other_program, config));
+        assert!(!is_containerd_of(b"", config));
+        // this test's own process is no containerd of any directory
+        assert!(!is_ours(
+            std::process::id() as i32,
+            Path::new("/d/containerd")
+        ));
     }
 }

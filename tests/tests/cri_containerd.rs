@@ -34,10 +34,15 @@ struct CriCluster {
 }
 
 impl CriCluster {
-    fn start() -> CriCluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = std::fs::File::create(dir.path().join("kubus.log")).expect("log");
-        let child = Command::new(kubus_bin())
+    /// `kubus up --runtime cri` on the data directory under `dir`, its
+    /// output appended to `dir/kubus.log`.
+    fn spawn_up(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("kubus.log"))
+            .expect("log");
+        Command::new(kubus_bin())
             .args([
                 "up",
                 "--runtime",
@@ -46,14 +51,19 @@ impl CriCluster {
                 "node-1",
                 "--data-dir",
             ])
-            .arg(dir.path().join("data"))
-            .env("KUBUS_HOME", dir.path().join("home"))
+            .arg(dir.join("data"))
+            .env("KUBUS_HOME", dir.join("home"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("start kubus up");
+            .expect("start kubus up")
+    }
+
+    fn start() -> CriCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = CriCluster::spawn_up(dir.path());
         let c = CriCluster {
             dir,
             child: Some(child),
@@ -146,6 +156,50 @@ impl CriCluster {
         self.items("pods")
             .into_iter()
             .find(|p| p["metadata"]["name"] == name)
+    }
+
+    /// SIGKILL `kubus up` by its pid, and its nats-server by the pid it
+    /// recorded; its containerd (and the containers) run on.
+    fn kill9(&mut self) {
+        let nats_pid = std::fs::read(self.dir.path().join("home").join("current.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["nats_pid"].as_u64());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(pid) = nats_pid {
+            kubus_tests::signal(u32::try_from(pid).unwrap_or(0), "-KILL");
+        }
+    }
+
+    /// Start `kubus up` again on the same data directory; ready when the
+    /// API answers and the agent has looked at what its earlier run left.
+    fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let _ = std::fs::remove_file(self.dir.path().join("home").join("current.json"));
+        let from = self.log_len();
+        self.child = Some(CriCluster::spawn_up(self.dir.path()));
+        wait_for(Duration::from_secs(60), || {
+            (self.items("nodes").len() == 1
+                && self
+                    .log_since(from)
+                    .contains("took over what an earlier run"))
+            .then_some(())
+        })
+        .unwrap_or_else(|| panic!("kubus up did not come back; log:\n{}", self.log()));
+    }
+
+    fn log_len(&self) -> usize {
+        std::fs::metadata(self.dir.path().join("kubus.log"))
+            .map_or(0, |m| usize::try_from(m.len()).unwrap_or(0))
+    }
+
+    /// The log from byte `from` on (what a later run wrote).
+    fn log_since(&self, from: usize) -> String {
+        let text = std::fs::read(self.dir.path().join("kubus.log")).unwrap_or_default();
+        String::from_utf8_lossy(text.get(from..).unwrap_or_default()).to_string()
     }
 
     /// SIGTERM and wait (bounded); the mesh node removes its pods and stops
@@ -907,4 +961,462 @@ fn cri_init_containers_events_limits_and_graceful_stop() {
     });
     assert!(gone.is_some(), "{} still there", volumes.display());
     assert!(out_dir.join("term").exists());
+}
+
+/// Two pods of a Deployment pinned to node-2 and one bare pod there. Each
+/// container marks itself ready with a file (its readiness probe looks),
+/// and exits 3 once /tmp/stop exists.
+const ADOPTED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: steady}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: steady}}
+  template:
+    metadata: {labels: {app: steady}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: node-2}
+      containers:
+      - name: main
+        image: localhost/busybox:latest
+        imagePullPolicy: Never
+        readinessProbe: {exec: {command: [test, -f, /tmp/ready]}, periodSeconds: 1}
+        command: ["sh", "-c"]
+        args:
+        - |
+          touch /tmp/ready
+          echo "up"
+          while [ ! -f /tmp/stop ]; do sleep 0.2; done
+          rm /tmp/stop
+          exit 3
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: doomed}
+spec:
+  nodeSelector: {kubernetes.io/hostname: node-2}
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "100000"]
+"#;
+
+/// A CRI container as containerd's `ctr` shows it: its labels and, if its
+/// task runs, the task's pid.
+#[derive(Debug, Clone)]
+struct CtrContainer {
+    id: String,
+    labels: Value,
+    running_pid: Option<u32>,
+}
+
+impl CriCluster {
+    /// The bus `kubus up` runs (for a second node's agent).
+    fn nats_url(&self) -> String {
+        let current = std::fs::read(self.dir.path().join("home").join("current.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .unwrap_or_default();
+        current["nats"].as_str().unwrap_or_default().to_string()
+    }
+
+    fn ctr(&self, args: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(self.containerd_dir().join("containerd.sock"))
+            .args(["-n", "k8s.io"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Every container in containerd's CRI namespace (sandboxes' pause
+    /// containers too), with its labels and running task's pid.
+    fn ctr_containers(&self) -> Vec<CtrContainer> {
+        // TASK PID STATUS
+        let running: Vec<(String, u32)> = self
+            .ctr(&["tasks", "ls"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"RUNNING"))
+                    .then(|| Some((f.first()?.to_string(), f.get(1)?.parse().ok()?)))
+                    .flatten()
+            })
+            .collect();
+        self.ctr(&["containers", "ls", "-q"])
+            .lines()
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(|id| {
+                let info = serde_json::from_str::<Value>(&self.ctr(&["containers", "info", id]))
+                    .unwrap_or_default();
+                CtrContainer {
+                    id: id.to_string(),
+                    labels: info["Labels"].clone(),
+                    running_pid: running.iter().find(|(t, _)| t == id).map(|(_, p)| *p),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A `kubus node --roles worker --runtime cri` on the cluster's containerd
+/// as node-2: the node agent alone in its process, killable by its pid.
+/// `run` names its log file.
+fn start_node_2(c: &CriCluster, nats: &str, run: &str) -> kubus_tests::Proc {
+    let dir = c.dir.path().join("node-2");
+    std::fs::create_dir_all(&dir).expect("node-2 dir");
+    kubus_tests::Proc::spawn(
+        Command::new(kubus_bin())
+            .args([
+                "node",
+                "--roles",
+                "worker",
+                "--runtime",
+                "cri",
+                "--node-name",
+                "node-2",
+            ])
+            .arg("--nats")
+            .arg(nats)
+            .arg("--cri-socket")
+            .arg(c.containerd_dir().join("containerd.sock"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "info"),
+        &dir.join(format!("{run}.log")),
+    )
+}
+
+fn ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// (pod name, containerID, restartCount) of each pod's first container,
+/// sorted.
+fn handles_of<'a>(pods: impl IntoIterator<Item = &'a Value>) -> Vec<(String, String, u64)> {
+    let mut v: Vec<_> = pods
+        .into_iter()
+        .map(|p| {
+            let s = &p["status"]["containerStatuses"][0];
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                s["containerID"].as_str().unwrap_or_default().to_string(),
+                s["restartCount"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// [`handles_of`] the steady pods.
+fn steady(c: &CriCluster) -> Vec<(String, String, u64)> {
+    handles_of(
+        c.items("pods")
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "steady"),
+    )
+}
+
+/// Issue 5: "Node agent killed and restarted: its running containers are
+/// not restarted." node-2's agent runs as a process of its own; it is
+/// SIGKILLed, a pod of it is deleted meanwhile, and it is started again.
+/// The running containers are re-adopted (same CRI containers, same
+/// processes, same restart counts, still Ready), their probes, restart
+/// policy and logs go on, and the deleted pod's sandbox and container are
+/// removed.
+#[test]
+fn cri_agent_restart_re_adopts_running_containers() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    let nats = c.nats_url();
+    assert!(nats.starts_with("nats://"), "no bus recorded: {nats:?}");
+    // dropped before the cluster (declared after it): SIGTERM by pid
+    let mut agent = start_node_2(&c, &nats, "first");
+    wait_for(Duration::from_secs(30), || {
+        (c.items("nodes").len() == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("node-2 did not register; log:\n{}", agent.log_tail()));
+    c.apply(ADOPTED);
+    let all_ready = |c: &CriCluster| {
+        let pods = c.items("pods");
+        let ok = pods.len() == 3
+            && pods
+                .iter()
+                .all(|p| p["spec"]["nodeName"] == "node-2" && ready(p));
+        ok.then_some(pods)
+    };
+    wait_for(Duration::from_secs(60), || all_ready(&c)).unwrap_or_else(|| {
+        panic!(
+            "pods not ready on node-2: {:#}\nlog:\n{}",
+            Value::Array(c.items("pods")),
+            agent.log_tail()
+        )
+    });
+    // one restart before the agent goes, so there is a count to keep
+    let first = steady(&c);
+    assert_eq!(first.len(), 2, "{first:?}");
+    let out = c.kubus(&["exec", &first[0].0, "--", "touch", "/tmp/stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = wait_for(Duration::from_secs(30), || {
+        let s = steady(&c);
+        (s.first().is_some_and(|p| p.2 == 1) && all_ready(&c).is_some()).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("no restart: {:?}\nlog:\n{}", steady(&c), agent.log_tail()));
+    let doomed_uid = c
+        .pod("doomed")
+        .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let containers_before = c.ctr_containers();
+    // the CRI container behind each steady pod, and its process
+    let cri_of = |containers: &[CtrContainer], handle: &str| {
+        containers
+            .iter()
+            .find(|x| x.labels["kubus.io/handle"] == handle)
+            .map(|x| (x.id.clone(), x.running_pid))
+    };
+    let cri_before: Vec<_> = before
+        .iter()
+        .map(|(_, handle, _)| cri_of(&containers_before, handle))
+        .collect();
+    assert!(
+        cri_before
+            .iter()
+            .all(|x| x.as_ref().is_some_and(|(_, pid)| pid.is_some())),
+        "steady containers not found running in containerd: {cri_before:?} {containers_before:#?}"
+    );
+    let of_doomed = |containers: &[CtrContainer]| {
+        containers
+            .iter()
+            .filter(|x| x.labels["io.kubernetes.pod.uid"] == doomed_uid.as_str())
+            .count()
+    };
+    assert_eq!(
+        of_doomed(&containers_before),
+        2,
+        "doomed's sandbox and container"
+    );
+
+    // SIGKILL the agent; delete a pod while it is away
+    agent.kill9();
+    let out = c.kubus(&["delete", "pod", "doomed"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(c.pod("doomed").is_none());
+    assert_eq!(
+        of_doomed(&c.ctr_containers()),
+        2,
+        "nothing removes doomed's containers while the agent is away"
+    );
+    drop(agent);
+    let agent = start_node_2(&c, &nats, "second");
+
+    // what no pod owns goes
+    let removed = wait_for(Duration::from_secs(30), || {
+        (of_doomed(&c.ctr_containers()) == 0).then_some(())
+    });
+    assert!(
+        removed.is_some(),
+        "doomed's sandbox or container left: {:#?}\nlog:\n{}",
+        c.ctr_containers(),
+        agent.log_tail()
+    );
+    // the rest runs on: same CRI containers, same processes, same counts,
+    // still ready
+    wait_for(Duration::from_secs(30), || {
+        agent
+            .log_tail()
+            .contains("took over what an earlier run")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no re-adoption logged:\n{}", agent.log_tail()));
+    let after = steady(&c);
+    assert_eq!(after, before, "same containers and restart counts");
+    let containers_after = c.ctr_containers();
+    let cri_after: Vec<_> = after
+        .iter()
+        .map(|(_, handle, _)| cri_of(&containers_after, handle))
+        .collect();
+    assert_eq!(cri_after, cri_before, "same CRI containers, same processes");
+    let pods = c.items("pods");
+    assert_eq!(pods.len(), 2, "{pods:#?}");
+    assert!(
+        pods.iter()
+            .all(|p| p["status"]["phase"] == "Running" && ready(p)),
+        "{pods:#?}"
+    );
+    let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
+    assert_eq!(
+        log.matches("re-adopted the pod's containers").count(),
+        2,
+        "both steady pods re-adopted:\n{log}"
+    );
+
+    // logs: what an adopted container writes now is served
+    let (a, b) = (&after[0].0, &after[1].0);
+    let out = c.kubus(&[
+        "exec",
+        b,
+        "--",
+        "sh",
+        "-c",
+        "echo written-after > /proc/1/fd/1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = wait_for(Duration::from_secs(10), || {
+        let text = String::from_utf8_lossy(&c.kubus(&["logs", b]).stdout).to_string();
+        text.contains("written-after").then_some(text)
+    });
+    assert!(
+        logs.is_some(),
+        "kubus logs {b}: nothing written after the restart"
+    );
+    // probes: readiness follows the adopted container
+    let out = c.kubus(&["exec", b, "--", "rm", "/tmp/ready"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unready = wait_for(Duration::from_secs(15), || {
+        c.pod(b).filter(|p| !ready(p)).map(|_| ())
+    });
+    assert!(unready.is_some(), "{b} still Ready without /tmp/ready");
+    // restart policy: an adopted container's exit is seen and it restarts,
+    // its count going on from where it was
+    let out = c.kubus(&["exec", a, "--", "touch", "/tmp/stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restarted = wait_for(Duration::from_secs(30), || {
+        let p = c.pod(a)?;
+        let s = &p["status"]["containerStatuses"][0];
+        (s["restartCount"] == 2
+            && s["lastState"]["terminated"]["exitCode"] == 3
+            && s["state"]["running"].is_object())
+        .then_some(())
+    });
+    assert!(
+        restarted.is_some(),
+        "{a} not restarted after its adopted container exited: {:#}\nlog:\n{}",
+        c.pod(a).unwrap_or_default(),
+        agent.log_tail()
+    );
+}
+
+/// Issue 5, the default set-up: `kubus up --runtime cri` (store, control
+/// plane, agent and its private containerd in one process) SIGKILLed and
+/// started again. Its containerd outlives it and is adopted, not started a
+/// second time, and the agent re-adopts the running container: same CRI
+/// container, same process, same restart count, Ready.
+#[test]
+fn cri_kubus_up_killed_and_restarted_keeps_its_containers() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let mut c = CriCluster::start();
+    c.apply(&ADOPTED.replace("node-2", "node-1"));
+    let handles = |c: &CriCluster| {
+        let pods = c.items("pods");
+        (pods.len() == 3 && pods.iter().all(ready)).then(|| handles_of(&pods))
+    };
+    let before = wait_for(Duration::from_secs(60), || handles(&c)).unwrap_or_else(|| {
+        panic!(
+            "pods not ready: {:#}\nlog:\n{}",
+            Value::Array(c.items("pods")),
+            c.log()
+        )
+    });
+    let pids = |c: &CriCluster, want: &[(String, String, u64)]| {
+        let containers = c.ctr_containers();
+        want.iter()
+            .map(|(_, handle, _)| {
+                containers
+                    .iter()
+                    .find(|x| x.labels["kubus.io/handle"] == handle.as_str())
+                    .and_then(|x| x.running_pid)
+            })
+            .collect::<Vec<_>>()
+    };
+    let pids_before = pids(&c, &before);
+    assert!(pids_before.iter().all(Option::is_some), "{pids_before:?}");
+    let containerd = c.containerd_pid().expect("containerd pid");
+
+    // should the restart start a second containerd after all, the first is
+    // killed by its pid when the test ends (its shims and containers stay)
+    let _orphan = KillOnDrop(containerd);
+    c.kill9();
+    assert!(
+        alive(containerd),
+        "containerd outlives a SIGKILLed kubus up"
+    );
+    let from = c.log_len();
+    c.relaunch();
+    let log = c.log_since(from);
+    assert!(
+        log.contains("adopted the containerd an earlier run left"),
+        "log:\n{log}"
+    );
+    assert_eq!(c.containerd_pid(), Some(containerd), "no second containerd");
+    let after = wait_for(Duration::from_secs(30), || handles(&c))
+        .unwrap_or_else(|| panic!("pods not ready: {:#}", Value::Array(c.items("pods"))));
+    assert_eq!(after, before, "same containers and restart counts");
+    assert_eq!(pids(&c, &after), pids_before, "same processes");
+    let log = c.log_since(from);
+    assert_eq!(
+        log.matches("re-adopted the pod's containers").count(),
+        3,
+        "every pod re-adopted; log:\n{log}"
+    );
+    // a clean stop after that still stops the adopted containerd (kubus
+    // itself, before the harness would kill it)
+    let from = c.log_len();
+    c.stop();
+    let log = c.log_since(from);
+    assert!(log.contains("containerd stopped"), "log:\n{log}");
+}
+
+/// SIGKILLs a process this test started, by its pid, if it still runs
+/// when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            kubus_tests::signal(u32::try_from(self.0).unwrap_or(0), "-KILL");
+        }
+    }
 }

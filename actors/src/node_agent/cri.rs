@@ -9,6 +9,14 @@
 //! CRI calls (sandbox, image, create, start) run in a task, and what they
 //! end in comes back as an exit or a [`RuntimeEvent`]. Exits are seen by
 //! polling `ContainerStatus` (containerd 1.6 has no container event stream).
+//! Each name's last exited container is kept (as the kubelet keeps it) until
+//! that name exits again or its pod goes, so a restarted agent can read
+//! the exit.
+//!
+//! Re-adoption: every sandbox carries [`NODE_LABEL`]; every container
+//! carries its pod's identity labels, its name, the agent's handle
+//! ([`HANDLE_LABEL`]) and its spec's hash ([`HASH_LABEL`]), and its CRI
+//! `attempt` is its restart count. [`Runtime::leftovers`] reads them back.
 //!
 //! What goes into the CRI requests is decided in the pure functions
 //! [`sandbox_config`], [`container_config`] and [`pull_step`]; this module
@@ -33,7 +41,14 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tracing::{debug, info, warn};
 
-use super::runtime::{ContainerSpec, ExecOutput, Exited, Runtime, RuntimeError, RuntimeEvent};
+use super::runtime::{
+    spec_hash, Adoption, ContainerSpec, ExecOutput, Exited, FoundContainer, FoundPod, FoundState,
+    Leftovers, Runtime, RuntimeError, RuntimeEvent,
+};
+
+/// The CRI v1 messages and clients, for code that speaks CRI directly (the
+/// benchmark's baseline).
+pub use k8s_cri::v1;
 
 /// How often a running container's status is polled for its exit.
 const EXIT_POLL: Duration = Duration::from_millis(500);
@@ -47,6 +62,21 @@ const EVENT_QUEUE: usize = 1024;
 const SANDBOX_ATTEMPTS_MAX: u32 = 3;
 /// Label on every sandbox this runtime creates: the node it belongs to.
 pub const NODE_LABEL: &str = "kubus.io/node";
+/// Label on every container: the id the agent knows it by.
+pub const HANDLE_LABEL: &str = "kubus.io/handle";
+/// Label on every container: [`spec_hash`] of its spec in the pod.
+pub const HASH_LABEL: &str = "kubus.io/container-hash";
+/// Label on every container: its name in the pod spec (the kubelet's).
+pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+/// Label on every sandbox and container: its pod's uid (the kubelet's).
+pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+/// How long a container no pod owns any more gets to stop (the kubelet's
+/// minimum grace period, which it gives containers without a pod).
+const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+/// Most sandboxes a restarted agent looks at (far above a node's pods).
+const LEFTOVER_SANDBOXES_MAX: usize = 1024;
+/// Leftover containers (or sandboxes) a restarted agent removes at once.
+const LEFTOVER_REMOVALS_MAX: usize = 16;
 /// CFS period for CPU limits, as the kubelet uses.
 const CPU_PERIOD_US: i64 = 100_000;
 
@@ -134,7 +164,7 @@ fn identity_labels(pod: &Value) -> [(String, String); 3] {
             "io.kubernetes.pod.namespace".into(),
             s(meta::namespace(pod)),
         ),
-        ("io.kubernetes.pod.uid".into(), s(meta::uid(pod))),
+        (POD_UID_LABEL.into(), s(meta::uid(pod))),
     ]
 }
 
@@ -255,23 +285,23 @@ pub fn resources(container: &Value) -> Result<cri::LinuxContainerResources, Stri
 }
 
 /// The container's CRI configuration. `log_path` is relative to the
-/// sandbox's log directory.
+/// sandbox's log directory; `handle` is the agent's id for it.
 pub fn container_config(
     pod: &Value,
     container: &Value,
     spec: &ContainerSpec,
     attempt: u32,
     log_path: &str,
+    handle: &str,
 ) -> Result<cri::ContainerConfig, String> {
     let image = container
         .get("image")
         .and_then(Value::as_str)
         .unwrap_or_default();
     let mut labels: HashMap<String, String> = identity_labels(pod).into_iter().collect();
-    labels.insert(
-        "io.kubernetes.container.name".into(),
-        spec.container.clone(),
-    );
+    labels.insert(CONTAINER_NAME_LABEL.into(), spec.container.clone());
+    labels.insert(HANDLE_LABEL.into(), handle.to_string());
+    labels.insert(HASH_LABEL.into(), spec_hash(container));
     Ok(cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
             name: spec.container.clone(),
@@ -330,6 +360,20 @@ struct PodInfo {
     /// Held while the sandbox is being created, so a pod gets one.
     sandbox: Arc<tokio::sync::Mutex<Option<Sandbox>>>,
     attempts: u32,
+    /// Each container name's last exited container (CRI id), kept until
+    /// the name exits again or the pod goes.
+    exited: HashMap<String, String>,
+}
+
+impl PodInfo {
+    fn new(pod: &Value) -> PodInfo {
+        PodInfo {
+            pod: pod.clone(),
+            sandbox: Arc::new(tokio::sync::Mutex::new(None)),
+            attempts: 0,
+            exited: HashMap::new(),
+        }
+    }
 }
 
 /// A container as the agent knows it (by this runtime's handle).
@@ -348,7 +392,6 @@ struct Inner {
     handles: Mutex<HashMap<String, Handle>>,
     events_tx: mpsc::Sender<RuntimeEvent>,
     events_rx: Mutex<Option<mpsc::Receiver<RuntimeEvent>>>,
-    leftovers: usize,
 }
 
 /// The CRI runtime; cheap to clone.
@@ -373,8 +416,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl CriRuntime {
-    /// Connect to the runtime at `socket`, check it speaks CRI v1, and
-    /// remove the sandboxes an earlier run of node `node` left behind.
+    /// Connect to the runtime at `socket` and check it speaks CRI v1. What
+    /// an earlier run of node `node` left is the agent's to adopt or remove
+    /// ([`Runtime::leftovers`]).
     pub async fn connect(socket: &Path, node: &str) -> Result<CriRuntime> {
         let channel = connect_socket(socket).await?;
         let mut runtime = RuntimeServiceClient::new(channel.clone());
@@ -393,7 +437,6 @@ impl CriRuntime {
             )));
         }
         let version = format!("{}://{}", v.runtime_name, v.runtime_version);
-        let leftovers = remove_sandboxes(&mut runtime, node).await?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         info!(%version, socket = %socket.display(), "CRI runtime connected");
         Ok(CriRuntime {
@@ -406,23 +449,23 @@ impl CriRuntime {
                 handles: Mutex::new(HashMap::new()),
                 events_tx,
                 events_rx: Mutex::new(Some(events_rx)),
-                leftovers,
             }),
         })
     }
 
     /// Stop and remove every sandbox of this node (on shutdown, after the
-    /// agent stopped its pods; and at start for what a crash left).
+    /// agent stopped its pods).
     pub async fn remove_all(&self) -> Result<usize> {
         let mut runtime = self.inner.runtime.clone();
         remove_sandboxes(&mut runtime, &self.inner.node).await
     }
 }
 
-async fn remove_sandboxes(
+/// The sandboxes of node `node` (at most [`LEFTOVER_SANDBOXES_MAX`]).
+async fn node_sandboxes(
     runtime: &mut RuntimeServiceClient<Channel>,
     node: &str,
-) -> Result<usize> {
+) -> Result<Vec<cri::PodSandbox>> {
     let list = bounded(
         "ListPodSandbox",
         CALL_TIMEOUT,
@@ -434,10 +477,73 @@ async fn remove_sandboxes(
         }),
     )
     .await?;
-    for sb in &list.items {
+    if list.items.len() > LEFTOVER_SANDBOXES_MAX {
+        warn!(
+            sandboxes = list.items.len(),
+            "more sandboxes than a node runs; looking at the first {LEFTOVER_SANDBOXES_MAX}"
+        );
+    }
+    Ok(list
+        .items
+        .into_iter()
+        .take(LEFTOVER_SANDBOXES_MAX)
+        .collect())
+}
+
+async fn remove_sandboxes(
+    runtime: &mut RuntimeServiceClient<Channel>,
+    node: &str,
+) -> Result<usize> {
+    let sandboxes = node_sandboxes(runtime, node).await?;
+    for sb in &sandboxes {
         remove_sandbox(runtime, &sb.id).await;
     }
-    Ok(list.items.len())
+    Ok(sandboxes.len())
+}
+
+fn ns_to_ms(ns: i64) -> u64 {
+    u64::try_from(ns / 1_000_000).unwrap_or(0)
+}
+
+/// Kubernetes' terminated reason for an exited container's status.
+fn exit_reason(s: &cri::ContainerStatus) -> String {
+    if !s.reason.is_empty() {
+        s.reason.clone()
+    } else if s.exit_code == 0 {
+        "Completed".into()
+    } else {
+        "Error".into()
+    }
+}
+
+/// A container of one of this node's sandboxes as a [`FoundContainer`].
+fn found_container(c: &cri::Container, status: Option<&cri::ContainerStatus>) -> FoundContainer {
+    let label = |k: &str| c.labels.get(k).cloned();
+    let md = c.metadata.clone().unwrap_or_default();
+    let state = match status {
+        Some(s) if s.state == cri::ContainerState::ContainerRunning as i32 => FoundState::Running {
+            started_at_ms: ns_to_ms(s.started_at),
+        },
+        Some(s) if s.state == cri::ContainerState::ContainerExited as i32 => FoundState::Exited {
+            code: s.exit_code,
+            reason: exit_reason(s),
+            started_at_ms: ns_to_ms(s.started_at),
+            finished_at_ms: ns_to_ms(s.finished_at),
+        },
+        Some(s) if s.state == cri::ContainerState::ContainerCreated as i32 => FoundState::Created,
+        _ => FoundState::Unknown,
+    };
+    FoundContainer {
+        pod_uid: label(POD_UID_LABEL).unwrap_or_default(),
+        container: label(CONTAINER_NAME_LABEL).unwrap_or(md.name),
+        runtime_id: c.id.clone(),
+        pod_runtime_id: Some(c.pod_sandbox_id.clone()),
+        // a container started before handles were labelled: its CRI id
+        id: label(HANDLE_LABEL).unwrap_or_else(|| format!("cri-{}", c.id)),
+        restarts: md.attempt,
+        spec_hash: label(HASH_LABEL),
+        state,
+    }
 }
 
 async fn remove_sandbox(runtime: &mut RuntimeServiceClient<Channel>, id: &str) {
@@ -628,7 +734,10 @@ impl Inner {
         exits: mpsc::Sender<Exited>,
     ) {
         match self.create_and_start(&handle, &spec).await {
-            Ok(cri_id) => self.watch_exit(&handle, &spec, &cri_id, exits).await,
+            Ok(cri_id) => {
+                self.watch_exit(&handle, &spec.pod_uid, &spec.container, &cri_id, exits)
+                    .await
+            }
             Err(f) => {
                 lock(&self.handles).remove(&handle);
                 warn!(pod = %spec.pod, container = %spec.container, reason = f.reason, message = %f.message, "container did not start");
@@ -682,7 +791,7 @@ impl Inner {
             .unwrap_or_else(|| default_pull_policy(image));
         self.ensure_image(handle, spec, image, policy).await?;
         let sandbox = self.ensure_sandbox(&spec.pod_uid, &log_dir).await?;
-        let config = container_config(&pod, &container, spec, attempt, &rel_log)
+        let config = container_config(&pod, &container, spec, attempt, &rel_log, handle)
             .map_err(|m| StartFailure::new("CreateContainerConfigError", m))?;
         let mut rt = self.runtime.clone();
         let create = rt.create_container(cri::CreateContainerRequest {
@@ -722,10 +831,13 @@ impl Inner {
         Ok(cri_id)
     }
 
+    /// Poll the container until it exits; keep it as its name's last
+    /// exited container and report the exit.
     async fn watch_exit(
         &self,
         handle: &str,
-        spec: &ContainerSpec,
+        pod_uid: &str,
+        container: &str,
         cri_id: &str,
         exits: mpsc::Sender<Exited>,
     ) {
@@ -746,14 +858,7 @@ impl Inner {
             .await;
             match status.map(|s| s.status) {
                 Ok(Some(s)) if s.state == cri::ContainerState::ContainerExited as i32 => {
-                    let reason = if !s.reason.is_empty() {
-                        s.reason
-                    } else if s.exit_code == 0 {
-                        "Completed".into()
-                    } else {
-                        "Error".into()
-                    };
-                    break (s.exit_code, reason);
+                    break (s.exit_code, exit_reason(&s));
                 }
                 Ok(Some(_)) => failures = 0,
                 Ok(None) => break (137, "ContainerGone".into()),
@@ -766,17 +871,118 @@ impl Inner {
                 }
             }
         };
-        self.remove_container(cri_id).await;
+        let keep = reason != "ContainerGone" && reason != "Unknown";
+        let replaced = {
+            let mut pods = lock(&self.pods);
+            match pods.get_mut(pod_uid) {
+                Some(info) if keep => info
+                    .exited
+                    .insert(container.to_string(), cri_id.to_string()),
+                // its pod is going (the sandbox takes it along), or it is gone
+                _ => Some(cri_id.to_string()),
+            }
+        };
+        if let Some(old) = replaced {
+            self.remove_container(&old).await;
+        }
         let _ = exits
             .send(Exited {
-                pod_uid: spec.pod_uid.clone(),
-                container: spec.container.clone(),
+                pod_uid: pod_uid.to_string(),
+                container: container.to_string(),
                 id: handle.to_string(),
                 code,
                 reason,
             })
             .await;
         lock(&self.handles).remove(handle);
+    }
+
+    /// What an earlier run of this node's agent left: its sandboxes (with
+    /// their addresses) and their containers (with their states).
+    async fn leftovers(&self) -> Result<Leftovers> {
+        let mut rt = self.runtime.clone();
+        let mut out = Leftovers::default();
+        for sb in node_sandboxes(&mut rt, &self.node).await? {
+            let md = sb.metadata.clone().unwrap_or_default();
+            let ready = sb.state == cri::PodSandboxState::SandboxReady as i32;
+            let ip = if ready {
+                let status = rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+                    pod_sandbox_id: sb.id.clone(),
+                    verbose: false,
+                });
+                bounded("PodSandboxStatus", CALL_TIMEOUT, status)
+                    .await?
+                    .status
+                    .and_then(|s| s.network)
+                    .map(|n| n.ip)
+                    .filter(|ip| !ip.is_empty())
+            } else {
+                None
+            };
+            out.pods.push(FoundPod {
+                pod_uid: sb.labels.get(POD_UID_LABEL).cloned().unwrap_or(md.uid),
+                runtime_id: sb.id.clone(),
+                attempt: md.attempt,
+                ready,
+                ip,
+            });
+            let list = rt.list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter {
+                    pod_sandbox_id: sb.id.clone(),
+                    ..Default::default()
+                }),
+            });
+            for c in bounded("ListContainers", CALL_TIMEOUT, list)
+                .await?
+                .containers
+            {
+                let status = rt.container_status(cri::ContainerStatusRequest {
+                    container_id: c.id.clone(),
+                    verbose: false,
+                });
+                let status = bounded("ContainerStatus", CALL_TIMEOUT, status)
+                    .await?
+                    .status;
+                out.containers.push(found_container(&c, status.as_ref()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stop (with [`ORPHAN_GRACE`]) and remove containers, then stop and
+    /// remove sandboxes; how many went.
+    async fn remove_leftovers(
+        &self,
+        pods: Vec<FoundPod>,
+        containers: Vec<FoundContainer>,
+    ) -> usize {
+        use futures::StreamExt;
+        let count = containers.len() + pods.len();
+        // several at once: each may take its grace period to stop
+        futures::stream::iter(containers)
+            .for_each_concurrent(LEFTOVER_REMOVALS_MAX, |c| async move {
+                if matches!(c.state, FoundState::Running { .. } | FoundState::Unknown) {
+                    let mut rt = self.runtime.clone();
+                    let stop = rt.stop_container(cri::StopContainerRequest {
+                        container_id: c.runtime_id.clone(),
+                        timeout: ORPHAN_GRACE.as_secs() as i64,
+                    });
+                    if let Err(e) =
+                        bounded("StopContainer", ORPHAN_GRACE + CALL_TIMEOUT, stop).await
+                    {
+                        warn!(cri_id = %c.runtime_id, error = %e, "cannot stop container");
+                    }
+                }
+                self.remove_container(&c.runtime_id).await;
+            })
+            .await;
+        futures::stream::iter(pods)
+            .for_each_concurrent(LEFTOVER_REMOVALS_MAX, |sb| async move {
+                let mut rt = self.runtime.clone();
+                remove_sandbox(&mut rt, &sb.runtime_id).await;
+            })
+            .await;
+        count
     }
 
     async fn remove_container(&self, cri_id: &str) {
@@ -856,9 +1062,55 @@ impl Runtime for CriRuntime {
         })
     }
 
-    fn clean_up_leftovers(&self) -> usize {
-        // done in `connect`, which is async
-        self.inner.leftovers
+    fn leftovers(&self) -> BoxFuture<'static, Result<Leftovers>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.leftovers().await })
+    }
+
+    fn adopt(&self, a: &Adoption, exits: mpsc::Sender<Exited>) {
+        let Some(uid) = meta::uid(&a.pod) else {
+            return;
+        };
+        let mut info = PodInfo::new(&a.pod);
+        if let Some(sb) = &a.sandbox {
+            info.attempts = sb.attempt + 1;
+            info.sandbox = Arc::new(tokio::sync::Mutex::new(Some(Sandbox {
+                id: sb.runtime_id.clone(),
+                config: sandbox_config(&a.pod, &self.inner.node, &a.pod_dir, sb.attempt),
+                ip: sb.ip.clone(),
+            })));
+        }
+        info.exited = a
+            .exited
+            .iter()
+            .map(|c| (c.container.clone(), c.runtime_id.clone()))
+            .collect();
+        lock(&self.inner.pods).insert(uid.to_string(), info);
+        for c in &a.running {
+            lock(&self.inner.handles).insert(
+                c.id.clone(),
+                Handle {
+                    cri_id: Some(c.runtime_id.clone()),
+                    stop_requested: false,
+                },
+            );
+            let inner = self.inner.clone();
+            let (c, exits) = (c.clone(), exits.clone());
+            tokio::spawn(async move {
+                inner
+                    .watch_exit(&c.id, &c.pod_uid, &c.container, &c.runtime_id, exits)
+                    .await
+            });
+        }
+    }
+
+    fn remove_leftovers(
+        &self,
+        pods: Vec<FoundPod>,
+        containers: Vec<FoundContainer>,
+    ) -> BoxFuture<'static, usize> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.remove_leftovers(pods, containers).await })
     }
 
     fn pod_updated(&self, pod: &Value) {
@@ -869,14 +1121,7 @@ impl Runtime for CriRuntime {
         match pods.get_mut(uid) {
             Some(info) => info.pod = pod.clone(),
             None => {
-                pods.insert(
-                    uid.to_string(),
-                    PodInfo {
-                        pod: pod.clone(),
-                        sandbox: Arc::new(tokio::sync::Mutex::new(None)),
-                        attempts: 0,
-                    },
-                );
+                pods.insert(uid.to_string(), PodInfo::new(pod));
             }
         }
     }
@@ -1070,7 +1315,7 @@ mod tests {
             (dir, rel.as_str(), attempt),
             (PathBuf::from("/d/pods/ns_p_u1"), "c/3.log", 3)
         );
-        let cfg = container_config(&pod, &c, &spec, attempt, &rel).unwrap_or_default();
+        let cfg = container_config(&pod, &c, &spec, attempt, &rel, "cri-1").unwrap_or_default();
         assert_eq!(
             cfg.image.unwrap_or_default().image,
             "localhost/busybox:latest"
@@ -1085,6 +1330,46 @@ mod tests {
             }]
         );
         assert_eq!(cfg.log_path, "c/3.log");
-        assert_eq!(cfg.metadata.unwrap_or_default().attempt, 3);
+        assert_eq!(cfg.metadata.clone().unwrap_or_default().attempt, 3);
+        // what a restarted agent reads back
+        let label = |k: &str| cfg.labels.get(k).map(String::as_str);
+        assert_eq!(label(HANDLE_LABEL), Some("cri-1"));
+        assert_eq!(label(POD_UID_LABEL), Some("u1"));
+        assert_eq!(label(CONTAINER_NAME_LABEL), Some("c"));
+        assert_eq!(label(HASH_LABEL), Some(spec_hash(&c).as_str()));
+        let found = found_container(
+            &cri::Container {
+                id: "abc".into(),
+                pod_sandbox_id: "sb".into(),
+                metadata: cfg.metadata.clone(),
+                labels: cfg.labels.clone(),
+                ..Default::default()
+            },
+            Some(&cri::ContainerStatus {
+                state: cri::ContainerState::ContainerExited as i32,
+                exit_code: 2,
+                started_at: 5_000_000_000,
+                finished_at: 7_000_000_000,
+                ..Default::default()
+            }),
+        );
+        assert_eq!(
+            found,
+            FoundContainer {
+                pod_uid: "u1".into(),
+                container: "c".into(),
+                runtime_id: "abc".into(),
+                pod_runtime_id: Some("sb".into()),
+                id: "cri-1".into(),
+                restarts: 3,
+                spec_hash: Some(spec_hash(&c)),
+                state: FoundState::Exited {
+                    code: 2,
+                    reason: "Error".into(),
+                    started_at_ms: 5_000,
+                    finished_at_ms: 7_000
+                },
+            }
+        );
     }
 }

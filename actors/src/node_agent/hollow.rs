@@ -2,7 +2,8 @@
 //! moment it is started until it is stopped, so one `kubus` process can
 //! host many node agents for scale and performance tests (like kubemark's
 //! hollow nodes or kwok). The delay before a container counts as running is
-//! the node agent's `ready_delay`.
+//! the node agent's `ready_delay`. Nothing outlives the agent's process, so
+//! a restarted agent has nothing to adopt: its pods are simply run again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,10 +74,6 @@ impl Runtime for HollowRuntime {
                 let _ = exits.send(exited).await;
             }
         })
-    }
-
-    fn clean_up_leftovers(&self) -> usize {
-        0
     }
 
     fn runs_probes(&self) -> bool {

@@ -5,7 +5,15 @@
 //! `kubus.<c>.agent.<node>.logs` and `….exec`.
 //!
 //! Decisions are in [`pod`]; this actor carries them out.
+//!
+//! After a restart the agent re-adopts what its earlier run left in the
+//! runtime: it asks the runtime for its [`runtime::Leftovers`] and, once its
+//! pod watch has listed this node's pods, lets [`adopt::plan`] decide what
+//! runs on as it is (same container, restart count, start time and status),
+//! what exited meanwhile, and what no pod owns any more (removed). Until
+//! then pod changes only fill the informer cache.
 
+pub mod adopt;
 pub mod config;
 pub mod cri;
 pub mod hollow;
@@ -17,7 +25,7 @@ pub mod process;
 pub mod runtime;
 pub mod volumes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,19 +41,19 @@ use kubus_bus::protocol::{
     EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
 };
 use kubus_bus::subject::AgentOp;
-use kubus_bus::watch::WatchSpec;
+use kubus_bus::watch::{WatchItem, WatchSpec};
 use kubus_bus::Client;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::events::{EventType, Recorder};
 use crate::informer::Cache;
 use crate::watching::{watched, Watched};
 use pod::{ContainerState, Step};
 use probe::{Decision, Probe, ProbeKind};
-use runtime::{ContainerSpec, Exited, Runtime, RuntimeError, RuntimeEvent};
+use runtime::{Adoption, ContainerSpec, Exited, Leftovers, Runtime, RuntimeError, RuntimeEvent};
 
 /// Longest grace period the agent waits for a container to stop.
 pub const GRACE_MAX: Duration = Duration::from_secs(30);
@@ -61,6 +69,10 @@ pub const EXEC_OUTPUT_MAX_BYTES: usize = 256 * 1024;
 /// How soon a pod whose ConfigMaps and Secrets could not be read is tried
 /// again.
 const PREPARE_RETRY: Duration = Duration::from_secs(1);
+/// Times a restarted agent asks its runtime what an earlier run left, and
+/// the pause between: after that it goes on without adopting anything.
+const LEFTOVERS_ATTEMPTS: u32 = 10;
+const LEFTOVERS_RETRY: Duration = Duration::from_secs(1);
 
 /// How a node agent describes its node.
 #[derive(Debug, Clone)]
@@ -167,6 +179,21 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Where the agent is in taking over what its earlier run left.
+#[derive(Debug)]
+enum Adopting {
+    /// Waiting for the runtime's leftovers and the first list of pods.
+    Waiting {
+        leftovers: Option<Leftovers>,
+        listed: bool,
+    },
+    /// Adopted; removing what no pod owns (and what is replaced) before
+    /// anything starts, so a new sandbox or container never meets an old
+    /// one of the same name.
+    Removing,
+    Done,
+}
+
 /// Ask the node agent to stop every container, then answer.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -185,6 +212,7 @@ pub struct NodeAgent<R: Runtime> {
     exec_sub: Option<async_nats::Subscriber>,
     exec_subject: String,
     execs_in_flight: Arc<AtomicUsize>,
+    adopting: Adopting,
 }
 
 impl<R: Runtime> NodeAgent<R> {
@@ -201,10 +229,6 @@ impl<R: Runtime> NodeAgent<R> {
         let exec_subject = client.subjects().agent(&cfg.name, AgentOp::Exec);
         let exec_sub = client.nats().subscribe(exec_subject.clone()).await?;
         let (exits_tx, exits_rx) = mpsc::channel(EXIT_QUEUE);
-        let stopped = runtime.clean_up_leftovers();
-        if stopped > 0 {
-            info!(stopped, "stopped containers an earlier run left behind");
-        }
         Ok(NodeAgent {
             recorder: Recorder::new(client.clone(), "kubelet"),
             client,
@@ -218,6 +242,189 @@ impl<R: Runtime> NodeAgent<R> {
             exec_sub: Some(exec_sub),
             exec_subject,
             execs_in_flight: Arc::default(),
+            adopting: Adopting::Waiting {
+                leftovers: None,
+                listed: false,
+            },
+        })
+    }
+
+    /// Ask the runtime what an earlier run left (a bounded number of
+    /// times), then adopt once the pods are listed too.
+    fn find_leftovers(&mut self, attempt: u32, ctx: &mut Context<Self>) {
+        let find = self.runtime.leftovers();
+        ctx.spawn(find.into_actor(self).map(move |found, act, ctx| {
+            let leftovers = match found {
+                Ok(l) => l,
+                Err(e) if attempt + 1 < LEFTOVERS_ATTEMPTS => {
+                    warn!(error = %e, "cannot ask the runtime what an earlier run left; retrying");
+                    ctx.run_later(LEFTOVERS_RETRY, move |act, ctx| {
+                        act.find_leftovers(attempt + 1, ctx)
+                    });
+                    return;
+                }
+                Err(e) => {
+                    error!(error = %e, attempts = LEFTOVERS_ATTEMPTS, "cannot ask the runtime what an earlier run left; adopting nothing");
+                    Leftovers::default()
+                }
+            };
+            if let Adopting::Waiting { leftovers: l, .. } = &mut act.adopting {
+                *l = Some(leftovers);
+            }
+            act.adopt_when_ready(ctx);
+        }));
+    }
+
+    /// Once both the leftovers and the pods are known: adopt what the plan
+    /// keeps, remove the rest, then sync every pod as usual.
+    fn adopt_when_ready(&mut self, ctx: &mut Context<Self>) {
+        let Adopting::Waiting {
+            leftovers: Some(_),
+            listed: true,
+        } = &self.adopting
+        else {
+            return;
+        };
+        let Adopting::Waiting {
+            leftovers: Some(leftovers),
+            ..
+        } = std::mem::replace(&mut self.adopting, Adopting::Done)
+        else {
+            return;
+        };
+        let pods: Vec<Value> = self.cache.values().cloned().collect();
+        let now = now_ms();
+        let plan = adopt::plan(&leftovers, &pods, &self.cfg.name, now);
+        let by_uid: HashMap<&str, &Value> = pods
+            .iter()
+            .filter_map(|p| Some((meta::uid(p)?, p)))
+            .collect();
+        let mut adopted = 0usize;
+        for (uid, pp) in plan.pods {
+            let Some(pod) = by_uid.get(uid.as_str()).map(|p| (*p).clone()) else {
+                continue;
+            };
+            let adoption = Adoption {
+                pod_dir: self.pod_dir(&pod),
+                sandbox: pp.sandbox.clone(),
+                running: pp
+                    .containers
+                    .values()
+                    .filter_map(|r| r.running.clone())
+                    .collect(),
+                exited: pp
+                    .containers
+                    .values()
+                    .filter_map(|r| r.exited.clone())
+                    .collect(),
+                pod: pod.clone(),
+            };
+            self.runtime.adopt(&adoption, self.exits_tx.clone());
+            adopted += adoption.running.len();
+            let mut states = BTreeMap::new();
+            let mut probed = Vec::new();
+            for (name, r) in pp.containers {
+                let mut state = r.state;
+                if let Some(id) = state.running.clone() {
+                    state.arm_probes(self.app_probes(&pod, &name));
+                    if r.ready {
+                        state.readiness = state.readiness.map(|_| true);
+                    }
+                    if r.started && state.startup.is_some() {
+                        state.startup = Some(true);
+                        state.probes.remove(&ProbeKind::Startup);
+                    }
+                    let ran = now.saturating_sub(state.started_at_ms.unwrap_or(now));
+                    probed.push((name.clone(), id, Duration::from_millis(ran)));
+                }
+                states.insert(name, state);
+            }
+            info!(pod = %crate::informer::key_of(&pod), containers = states.len(), "re-adopted the pod's containers");
+            self.pods.insert(
+                uid.clone(),
+                PodEntry {
+                    states,
+                    started_ms: pp.started_ms.unwrap_or(now),
+                    terminating: false,
+                    wake_at: None,
+                    status_in_flight: false,
+                    status_dirty: false,
+                    // unchanged, it is not written again
+                    last_reported: pod.get("status").cloned(),
+                    pod_ip: pp.sandbox.and_then(|sb| sb.ip),
+                    sources: config::Sources::default(),
+                    volumes: Ok(Vec::new()),
+                    prepared_ms: None,
+                    preparing: false,
+                    pod,
+                },
+            );
+            for (name, id, ran) in probed {
+                self.start_probes(&uid, &name, &id, Duration::ZERO, ran, ctx);
+            }
+        }
+        let removing = plan.remove_pods.len() + plan.remove_containers.len();
+        info!(
+            adopted,
+            removing, "took over what an earlier run of this agent left"
+        );
+        if removing == 0 {
+            self.adopted(ctx);
+            return;
+        }
+        self.adopting = Adopting::Removing;
+        let remove = self
+            .runtime
+            .remove_leftovers(plan.remove_pods, plan.remove_containers);
+        ctx.spawn(remove.into_actor(self).map(|removed, act, ctx| {
+            info!(removed, "removed what no pod owns any more");
+            act.adopted(ctx);
+        }));
+    }
+
+    /// Adoption is over: sync every pod the cache holds now, and stop the
+    /// adopted ones deleted meanwhile.
+    fn adopted(&mut self, ctx: &mut Context<Self>) {
+        self.adopting = Adopting::Done;
+        let pods: Vec<Value> = self.cache.values().cloned().collect();
+        let current: HashSet<String> = pods
+            .iter()
+            .filter_map(|p| meta::uid(p).map(str::to_string))
+            .collect();
+        let gone: Vec<String> = self
+            .pods
+            .keys()
+            .filter(|uid| !current.contains(*uid))
+            .cloned()
+            .collect();
+        for uid in gone {
+            self.terminate(&uid, ctx);
+        }
+        for pod in pods {
+            self.on_pod(pod, false, ctx);
+        }
+    }
+
+    /// The probes of app container `name` as its spec defines them (none
+    /// when the runtime runs no probes or the spec's are invalid).
+    fn app_probes(&self, pod: &Value, name: &str) -> Vec<Probe> {
+        if !self.runtime.runs_probes() {
+            return Vec::new();
+        }
+        let found = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .and_then(|cs| {
+                cs.iter()
+                    .enumerate()
+                    .find(|(_, c)| c.get("name").and_then(Value::as_str) == Some(name))
+            });
+        let Some((index, container)) = found else {
+            return Vec::new();
+        };
+        probe::parse_all(container, &format!("spec.containers[{index}]")).unwrap_or_else(|e| {
+            warn!(container = name, error = %e, "probes not resumed");
+            Vec::new()
         })
     }
 
@@ -444,6 +651,7 @@ impl<R: Runtime> NodeAgent<R> {
             Ok(id) => {
                 debug!(pod = %spec.pod, container = name, %id, "container started");
                 state.restarts = restarts;
+                state.replace = false;
                 state.running = Some(id.clone());
                 let delay = self.runtime.ready_delay();
                 state.started_at_ms = Some(now + delay.as_millis() as u64);
@@ -452,7 +660,7 @@ impl<R: Runtime> NodeAgent<R> {
                 // probed from when it runs: now, or when the runtime says
                 state.starting = self.runtime.reports_progress();
                 if !state.starting {
-                    self.start_probes(uid, name, &id, delay, ctx);
+                    self.start_probes(uid, name, &id, delay, Duration::ZERO, ctx);
                 }
                 // a runtime that reports its own steps says when it started
                 (!self.runtime.reports_progress()).then(|| {
@@ -543,13 +751,16 @@ impl<R: Runtime> NodeAgent<R> {
         }));
     }
 
-    /// Begin the probe loops of a container that runs now (or after `delay`).
+    /// Begin the probe loops of a container that runs now (or after
+    /// `delay`), and has run for `ran` (an adopted one: its probes' initial
+    /// delays may be over).
     fn start_probes(
         &mut self,
         uid: &str,
         name: &str,
         id: &str,
         delay: Duration,
+        ran: Duration,
         ctx: &mut Context<Self>,
     ) {
         let specs = self
@@ -559,7 +770,7 @@ impl<R: Runtime> NodeAgent<R> {
             .map(|s| s.probe_specs.clone())
             .unwrap_or_default();
         for p in specs {
-            let after = delay + p.initial_delay;
+            let after = (delay + p.initial_delay).saturating_sub(ran);
             self.schedule_probe(uid, name, id, p, after, ctx);
         }
     }
@@ -866,7 +1077,14 @@ impl<R: Runtime> NodeAgent<R> {
                 self.recorder
                     .record(&pod, EventType::Normal, reason, &message);
                 if now_running {
-                    self.start_probes(&pod_uid, &container, &id, Duration::ZERO, ctx);
+                    self.start_probes(
+                        &pod_uid,
+                        &container,
+                        &id,
+                        Duration::ZERO,
+                        Duration::ZERO,
+                        ctx,
+                    );
                     self.report_status(&pod_uid, ctx);
                 }
             }
@@ -1169,6 +1387,7 @@ impl<R: Runtime> Actor for NodeAgent<R> {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.register(ctx);
+        self.find_leftovers(0, ctx);
         ctx.add_stream(watched(
             &self.client,
             WatchSpec::node_pods(&self.client, &self.cfg.name),
@@ -1209,7 +1428,19 @@ impl<R: Runtime> StreamHandler<Watched> for NodeAgent<R> {
         if w.kind != Kind::Pod {
             return;
         }
-        for d in self.cache.apply(w.item) {
+        let relisted = matches!(w.item, WatchItem::Relisted { .. });
+        let deltas = self.cache.apply(w.item);
+        match &mut self.adopting {
+            Adopting::Waiting { listed, .. } => {
+                // the cache holds them; every pod is synced once adopted
+                *listed |= relisted;
+                self.adopt_when_ready(ctx);
+                return;
+            }
+            Adopting::Removing => return,
+            Adopting::Done => {}
+        }
+        for d in deltas {
             self.on_pod(d.object, d.deleted, ctx);
         }
     }

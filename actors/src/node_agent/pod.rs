@@ -58,6 +58,9 @@ pub struct ContainerState {
     pub probes: BTreeMap<ProbeKind, Tracker>,
     /// The current container's probes, as its spec defines them.
     pub probe_specs: Vec<super::probe::Probe>,
+    /// Stopped because its spec changed: it starts again whatever the
+    /// restart policy says, as the kubelet does (cleared by the start).
+    pub replace: bool,
 }
 
 impl ContainerState {
@@ -150,6 +153,18 @@ pub fn record_exit(state: &mut ContainerState, code: i32, reason: &str, now_ms: 
     };
 }
 
+/// The backoff [`record_exit`] holds after `exits` exits in a row (none
+/// after a run long enough to reset it): what a restarted agent resumes a
+/// container's CrashLoopBackOff from.
+pub fn backoff_after(exits: u32) -> Duration {
+    if exits == 0 {
+        return Duration::ZERO;
+    }
+    // 2^9 * 10 s is past the cap already
+    let doublings = (exits - 1).min(9);
+    (BACKOFF_INITIAL * (1u32 << doublings)).min(BACKOFF_MAX)
+}
+
 fn init_done(state: Option<&ContainerState>) -> bool {
     state.is_some_and(|s| s.running.is_none() && s.last_exit.as_ref().is_some_and(|e| e.code == 0))
 }
@@ -226,11 +241,12 @@ pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64
             Some(s) => {
                 let code = s.last_exit.as_ref().map_or(1, |e| e.code);
                 // init containers under Always retry like OnFailure
-                let restart = if init {
-                    code != 0 && policy != "Never"
-                } else {
-                    should_restart(policy, code)
-                };
+                let restart = s.replace
+                    || if init {
+                        code != 0 && policy != "Never"
+                    } else {
+                        should_restart(policy, code)
+                    };
                 if !restart {
                     return init && code == 0;
                 }
@@ -261,6 +277,13 @@ pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64
 fn time(ms: u64) -> String {
     let ts = jiff::Timestamp::from_millisecond(ms as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     kubus_api::lifecycle::format_time(ts)
+}
+
+/// A status time (as [`status`] writes them) in milliseconds since the
+/// Unix epoch; None when absent or not a time.
+pub fn parse_time(v: Option<&Value>) -> Option<u64> {
+    let ts = v?.as_str()?.parse::<jiff::Timestamp>().ok()?;
+    u64::try_from(ts.as_millisecond()).ok()
 }
 
 fn container_status(name: &str, image: &str, s: Option<&ContainerState>, now_ms: u64) -> Value {
@@ -475,6 +498,31 @@ mod tests {
         s.started_at_ms = Some(0);
         record_exit(&mut s, 1, "Error", 700_000);
         assert_eq!(s.not_before_ms, 700_000, "a long run resets the backoff");
+    }
+
+    #[test]
+    fn backoff_after_matches_record_exit() {
+        let mut s = running("1");
+        for exits in 0..12u32 {
+            assert_eq!(backoff_after(exits), s.backoff, "after {exits} exits");
+            s.started_at_ms = Some(0);
+            record_exit(&mut s, 1, "Error", 1_000);
+        }
+        assert_eq!(backoff_after(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn status_times_round_trip() {
+        let st = status(
+            &pod("Always", &[], &["a"]),
+            &BTreeMap::new(),
+            "h",
+            1_700_000_000_000,
+            0,
+        );
+        assert_eq!(parse_time(st.get("startTime")), Some(1_700_000_000_000));
+        assert_eq!(parse_time(Some(&json!("not a time"))), None);
+        assert_eq!(parse_time(None), None);
     }
 
     #[test]

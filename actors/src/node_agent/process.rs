@@ -5,6 +5,12 @@
 //! Every started group is recorded as `<root>/<pgid>.pid` with the kernel's
 //! start time of its leader, so a later agent run can stop exactly what an
 //! earlier one left behind (never a recycled pid).
+//!
+//! A restarted agent does not adopt these groups: their stdout and stderr
+//! are pipes the agent itself read (and wrote to the log), which died with
+//! it, and the exit status of a process that is not our child cannot be
+//! read. So [`Runtime::leftovers`] reports them with no owner, and the
+//! agent's plan removes them; their pods start afresh.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +26,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::logs;
-use super::runtime::{ContainerSpec, ExecOutput, Exited, Runtime, RuntimeError};
+use super::runtime::{
+    ContainerSpec, ExecOutput, Exited, FoundContainer, FoundPod, FoundState, Leftovers, Runtime,
+    RuntimeError,
+};
 
 /// How often `stop` looks whether the group is gone.
 const STOP_POLL: Duration = Duration::from_millis(50);
@@ -289,22 +298,58 @@ impl Runtime for ProcessRuntime {
         })
     }
 
-    fn clean_up_leftovers(&self) -> usize {
-        let Ok(entries) = std::fs::read_dir(&self.root) else {
-            return 0;
-        };
-        let mut stopped = 0;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if let Some((pgid, recorded)) = leftover(&path) {
-                if start_time(pgid) == Some(recorded) {
-                    signal_group(pgid as i32, Signal::SIGKILL);
-                    stopped += 1;
+    /// The groups an earlier run left that still run, with no owner (they
+    /// cannot be adopted; see the module doc). Records of groups that are
+    /// gone are deleted.
+    fn leftovers(&self) -> BoxFuture<'static, Result<Leftovers, RuntimeError>> {
+        let root = self.root.clone();
+        Box::pin(async move {
+            let mut out = Leftovers::default();
+            for entry in std::fs::read_dir(&root)?.flatten() {
+                let path = entry.path();
+                match leftover(&path) {
+                    Some((pgid, recorded)) if start_time(pgid) == Some(recorded) => {
+                        out.containers.push(FoundContainer {
+                            pod_uid: String::new(),
+                            container: String::new(),
+                            runtime_id: pgid.to_string(),
+                            pod_runtime_id: None,
+                            id: pgid.to_string(),
+                            restarts: 0,
+                            spec_hash: None,
+                            state: FoundState::Running { started_at_ms: 0 },
+                        })
+                    }
+                    _ => {
+                        let _ = std::fs::remove_file(&path);
+                    }
                 }
             }
-            let _ = std::fs::remove_file(&path);
-        }
-        stopped
+            Ok(out)
+        })
+    }
+
+    /// SIGKILL each group whose leader is still the process recorded.
+    fn remove_leftovers(
+        &self,
+        _pods: Vec<FoundPod>,
+        containers: Vec<FoundContainer>,
+    ) -> BoxFuture<'static, usize> {
+        let root = self.root.clone();
+        Box::pin(async move {
+            let mut stopped = 0;
+            for c in containers {
+                let path = root.join(format!("{}.pid", c.runtime_id));
+                if let Some((pgid, recorded)) = leftover(&path) {
+                    if start_time(pgid) == Some(recorded) {
+                        signal_group(pgid as i32, Signal::SIGKILL);
+                        stopped += 1;
+                    }
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+            stopped
+        })
     }
 }
 
@@ -420,6 +465,28 @@ mod tests {
         let text = logs::read_tail(&spec.log_path, 4096).expect("log");
         assert!(text.contains("hello world\n"), "{text:?}");
         assert!(text.contains("oops\n"), "{text:?}");
+
+        // a later run (same root) finds what is still running, with no
+        // owner, and stops it; a record of a group that is gone is dropped
+        let left = rt.start(&spec, tx.clone()).expect("starts");
+        std::fs::write(dir.path().join("procs/999999999.pid"), "1").expect("stale record");
+        let later = ProcessRuntime::new(dir.path().join("procs")).expect("runtime");
+        let found = later.leftovers().await.expect("leftovers");
+        assert_eq!(found.containers.len(), 1, "{found:?}");
+        assert_eq!(
+            (
+                found.containers[0].id.as_str(),
+                found.containers[0].pod_uid.as_str()
+            ),
+            (left.as_str(), "")
+        );
+        assert!(!dir.path().join("procs/999999999.pid").exists());
+        assert_eq!(later.remove_leftovers(vec![], found.containers).await, 1);
+        let exit = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("exit reported")
+            .expect("exit");
+        assert_eq!((exit.id, exit.reason.as_str()), (left, "Signal 9"));
 
         let mut no_cmd = spec.clone();
         no_cmd.command.clear();

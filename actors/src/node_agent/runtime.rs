@@ -3,6 +3,11 @@
 //! at all), behind one trait. Pod-level hooks (`pod_updated`, `stop_pod`)
 //! and runtime events have no-op defaults, so a runtime without pods (the
 //! process runtime) ignores them.
+//!
+//! Re-adoption after an agent restart goes through three calls:
+//! [`Runtime::leftovers`] (what an earlier run left), then the agent's pure
+//! plan (`node_agent::adopt`), then [`Runtime::adopt`] for what pods still
+//! own and [`Runtime::remove_leftovers`] for the rest.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -69,6 +74,89 @@ pub enum RuntimeEvent {
     },
 }
 
+/// A pod-level object (a CRI sandbox) an earlier run of the agent left in
+/// the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundPod {
+    pub pod_uid: String,
+    /// The runtime's id for it.
+    pub runtime_id: String,
+    /// Its attempt number (a pod whose sandbox failed gets another).
+    pub attempt: u32,
+    /// Still usable: running, its network up.
+    pub ready: bool,
+    /// Its address on the pod network (None: the node's network).
+    pub ip: Option<String>,
+}
+
+/// How a container an earlier run left is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoundState {
+    /// Created but never started (the agent stopped in between).
+    Created,
+    Running {
+        started_at_ms: u64,
+    },
+    Exited {
+        code: i32,
+        reason: String,
+        started_at_ms: u64,
+        finished_at_ms: u64,
+    },
+    /// The runtime cannot say.
+    Unknown,
+}
+
+/// A container an earlier run of the agent left in the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundContainer {
+    /// Its pod's uid; empty when the runtime did not record it.
+    pub pod_uid: String,
+    /// Its name in the pod spec; empty when not recorded.
+    pub container: String,
+    /// The runtime's own id for it.
+    pub runtime_id: String,
+    /// The runtime id of the [`FoundPod`] it runs in, if the runtime has
+    /// pods.
+    pub pod_runtime_id: Option<String>,
+    /// The id the agent knew it by (what [`Runtime::start`] returned).
+    pub id: String,
+    /// The restart count it was started with.
+    pub restarts: u32,
+    /// [`spec_hash`] of the container spec it was started from; None: not
+    /// recorded.
+    pub spec_hash: Option<String>,
+    pub state: FoundState,
+}
+
+/// Everything an earlier run of the agent left in the runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    pub pods: Vec<FoundPod>,
+    pub containers: Vec<FoundContainer>,
+}
+
+/// What the runtime takes over for one pod that still runs on this node.
+#[derive(Debug, Clone)]
+pub struct Adoption {
+    pub pod: Value,
+    /// The pod's directory (a CRI sandbox's log directory).
+    pub pod_dir: PathBuf,
+    pub sandbox: Option<FoundPod>,
+    /// Containers that run on: their exits are reported from now on.
+    pub running: Vec<FoundContainer>,
+    /// The last exited container of a name, kept (as the runtime keeps
+    /// each name's last exited container) until that name exits again.
+    pub exited: Vec<FoundContainer>,
+}
+
+/// A short, stable digest of a container's spec (its JSON in the pod), as
+/// recorded on the container when it starts: a restarted agent adopts a
+/// running container only if its pod still has the same spec for it.
+pub fn spec_hash(container: &Value) -> String {
+    format!("{:016x}", crate::watching::stable_hash(container))
+}
+
 /// What a command run in a container (`exec`) printed and returned.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExecOutput {
@@ -113,8 +201,24 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<String, RuntimeError>;
     /// Stop a container: a polite signal, then after `grace` a forced one.
     fn stop(&self, id: &str, grace: Duration) -> BoxFuture<'static, ()>;
-    /// Stop whatever an earlier run of this agent left behind under `root`.
-    fn clean_up_leftovers(&self) -> usize;
+    /// What an earlier run of this agent left in the runtime. A runtime that
+    /// cannot adopt containers (hollow) has nothing to report.
+    fn leftovers(&self) -> BoxFuture<'static, Result<Leftovers, RuntimeError>> {
+        Box::pin(async { Ok(Leftovers::default()) })
+    }
+    /// Take over what an earlier run left for a pod that still runs here:
+    /// its sandbox, its running containers (exits reported on `exits` from
+    /// now on, `exec` and `stop` by their old ids) and its exited ones.
+    fn adopt(&self, _adoption: &Adoption, _exits: mpsc::Sender<Exited>) {}
+    /// Stop and remove what an earlier run left and no pod owns; returns
+    /// how many objects went.
+    fn remove_leftovers(
+        &self,
+        _pods: Vec<FoundPod>,
+        _containers: Vec<FoundContainer>,
+    ) -> BoxFuture<'static, usize> {
+        Box::pin(async { 0 })
+    }
     /// The pod as last seen, before its containers start and whenever it
     /// changes (a CRI runtime builds its sandbox and images from it).
     fn pod_updated(&self, _pod: &Value) {}

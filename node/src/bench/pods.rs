@@ -10,6 +10,11 @@
 //!
 //! For each it prints, per pod, created → Running seen and manifest
 //! published → Running seen (p50, p99), and the time until all run.
+//!
+//! With `--runtime cri` the pods are real containers: `kubus up --runtime
+//! cri` with its private containerd (the test images imported by
+//! `--images-script`), and first the baseline of the same pods started by
+//! raw CRI calls on that containerd ([`super::raw_cri`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,6 +36,12 @@ use crate::nats_server::NatsServer;
 const CLUSTER: &str = "bench";
 /// Longest wait for the hollow nodes to register.
 const NODES_WAIT_MAX: Duration = Duration::from_secs(300);
+/// The worker's node name.
+const WORKER: &str = "bench-worker";
+/// The image of the cri runtime's pods (imported by the images script).
+const CRI_IMAGE: &str = "localhost/busybox:latest";
+/// Longest wait for the private containerd's socket.
+const CONTAINERD_WAIT_MAX: Duration = Duration::from_secs(60);
 
 pub fn run(args: BenchPodsArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temporary directory")?;
@@ -42,7 +53,13 @@ pub fn run(args: BenchPodsArgs) -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("tokio runtime")?;
-        let out = runtime.block_on(measure(&url, &args, cluster.pid()));
+        let out = if args.runtime == "cri" {
+            import_images(dir.path(), &args).and_then(|socket| {
+                runtime.block_on(measure_cri(&url, &args, cluster.pid(), &socket, dir.path()))
+            })
+        } else {
+            runtime.block_on(measure(&url, &args, cluster.pid()))
+        };
         cluster.stop();
         out
     });
@@ -79,12 +96,17 @@ impl Drop for Cluster {
 fn start_cluster(dir: &Path, url: &str, args: &BenchPodsArgs) -> anyhow::Result<Cluster> {
     let exe = std::env::current_exe().context("finding the kubus binary")?;
     let log = std::fs::File::create(dir.join("kubus-up.log")).context("creating the log")?;
-    let child = Command::new(exe)
-        .args(["up", "--nats", url, "--cluster", CLUSTER, "--data-dir"])
+    let mut cmd = Command::new(exe);
+    cmd.args(["up", "--nats", url, "--cluster", CLUSTER, "--data-dir"])
         .arg(dir.join("data"))
-        .args(["--node-name", "bench-worker"])
-        .args(["--hollow-nodes", &args.hollow_nodes.to_string()])
-        .args(["--hollow-delay-ms", &args.hollow_delay_ms.to_string()])
+        .args(["--node-name", WORKER]);
+    if args.runtime == "cri" {
+        cmd.args(["--runtime", "cri"]);
+    } else {
+        cmd.args(["--hollow-nodes", &args.hollow_nodes.to_string()])
+            .args(["--hollow-delay-ms", &args.hollow_delay_ms.to_string()]);
+    }
+    let child = cmd
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("log")?)
@@ -105,7 +127,7 @@ async fn measure(url: &str, args: &BenchPodsArgs, pid: u32) -> anyhow::Result<()
         super::build()
     );
     let started = Instant::now();
-    wait_for_nodes(&client, args.hollow_nodes).await?;
+    wait_for_nodes(&client, args.hollow_nodes, is_hollow_node).await?;
     println!(
         "{} hollow nodes Ready after {:.1} s; kubus up RSS {}",
         args.hollow_nodes,
@@ -113,9 +135,9 @@ async fn measure(url: &str, args: &BenchPodsArgs, pid: u32) -> anyhow::Result<()
         rss(pid)
     );
     let timeout = Duration::from_secs(args.timeout_s.max(1));
-    let baseline = deploy(&client, "bench-baseline", 1, timeout).await?;
+    let baseline = deploy(&client, "bench-baseline", 1, HOLLOW_POD, timeout).await?;
     baseline.print("baseline: 1 pod on the idle cluster");
-    let load = deploy(&client, "bench-load", args.pods.max(1), timeout).await?;
+    let load = deploy(&client, "bench-load", args.pods.max(1), HOLLOW_POD, timeout).await?;
     load.print(&format!("{} pods in one Deployment", args.pods.max(1)));
     println!("kubus up RSS after: {}", rss(pid));
     let p99 = load.startup.value_at_quantile(0.99) as f64 / 1e6;
@@ -130,17 +152,117 @@ async fn measure(url: &str, args: &BenchPodsArgs, pid: u32) -> anyhow::Result<()
     Ok(())
 }
 
-async fn wait_for_nodes(client: &Client, want: usize) -> anyhow::Result<()> {
+/// Start the pods with raw CRI calls, then through kubus, on the same
+/// containerd.
+async fn measure_cri(
+    url: &str,
+    args: &BenchPodsArgs,
+    pid: u32,
+    socket: &Path,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let client = Client::connect(url, CLUSTER).await?;
+    let pods = args.pods.max(1);
+    println!(
+        "kubus bench pods: {pods} pods as containers (cri runtime, private containerd), one `kubus up` process"
+    );
+    println!(
+        "(build: {}; fsync on; one store peer; client, cluster, nats-server and containerd share this machine)\n",
+        super::build()
+    );
+    wait_for_nodes(&client, 1, |n| meta::name(n) == Some(WORKER)).await?;
+    let logs = dir.join("raw-cri-logs");
+    let raw_one = super::raw_cri::run(socket, "raw-one", 1, CRI_IMAGE, logs.clone()).await?;
+    println!("raw CRI: 1 pod (RunPodSandbox + CreateContainer + StartContainer)");
+    println!(
+        "  calls begun → container started    {}",
+        summary(&raw_one.started)
+    );
+    let raw = super::raw_cri::run(socket, "raw", pods, CRI_IMAGE, logs).await?;
+    println!("\nraw CRI: {pods} pods at once");
+    println!(
+        "  calls begun → container started    {}",
+        summary(&raw.started)
+    );
+    println!("  all started after {:.2} s", raw.all_started.as_secs_f64());
+    let timeout = Duration::from_secs(args.timeout_s.max(1));
+    let baseline = deploy(&client, "bench-baseline", 1, CRI_POD, timeout).await?;
+    baseline.print("kubus: 1 pod on the idle cluster");
+    let load = deploy(&client, "bench-load", pods, CRI_POD, timeout).await?;
+    load.print(&format!("kubus: {pods} pods in one Deployment"));
+    println!("kubus up RSS after: {}", rss(pid));
+    let ratio = |q: f64| {
+        load.from_manifest.value_at_quantile(q) as f64
+            / raw.started.value_at_quantile(q).max(1) as f64
+    };
+    println!(
+        "\nkubus (manifest → Running seen) / raw CRI (calls → started): p50 {:.1}×, p99 {:.1}×{}",
+        ratio(0.5),
+        ratio(0.99),
+        match load.all_running {
+            Some(t) => format!(
+                ", all {:.1}×",
+                t.as_secs_f64() / raw.all_started.as_secs_f64().max(1e-9)
+            ),
+            None => String::new(),
+        }
+    );
+    Ok(())
+}
+
+/// Wait for the private containerd of `kubus up --runtime cri` and import
+/// the test images into it; returns its socket.
+fn import_images(dir: &Path, args: &BenchPodsArgs) -> anyhow::Result<std::path::PathBuf> {
+    let socket = dir.join("data").join("containerd").join("containerd.sock");
+    let deadline = Instant::now() + CONTAINERD_WAIT_MAX;
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "the private containerd did not open {} within {CONTAINERD_WAIT_MAX:?} (see {})",
+                socket.display(),
+                dir.join("kubus-up.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !args.images_script.is_file() {
+        bail!(
+            "{} not found: run from the repository's root or pass --images-script",
+            args.images_script.display()
+        );
+    }
+    let out = Command::new("bash")
+        .arg(&args.images_script)
+        .arg("--address")
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", args.images_script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            args.images_script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(socket)
+}
+
+async fn wait_for_nodes(
+    client: &Client,
+    want: usize,
+    counts: impl Fn(&Value) -> bool,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + NODES_WAIT_MAX;
     while Instant::now() < deadline {
         if let Ok((nodes, _)) = client.list(Kind::Node, None, None, None).await {
-            if nodes.iter().filter(|n| is_hollow_node(n)).count() >= want {
+            if nodes.iter().filter(|n| counts(n)).count() >= want {
                 return Ok(());
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    bail!("the hollow nodes did not register within {NODES_WAIT_MAX:?}")
+    bail!("the nodes did not register within {NODES_WAIT_MAX:?}")
 }
 
 fn is_hollow_node(node: &Value) -> bool {
@@ -203,12 +325,18 @@ struct Seen {
     running: Option<Instant>,
 }
 
-/// Apply a Deployment of `replicas` hollow pods labelled `app=name` and
-/// watch its pods until all run (or `timeout`).
+/// The pod template's spec for hollow nodes.
+const HOLLOW_POD: &str = "nodeSelector: {kubus.io/hollow: \"true\"}\n      containers:\n      - {name: main, image: busybox, command: [sleep, \"3600\"], resources: {requests: {cpu: 10m, memory: 16Mi}}}";
+/// The pod template's spec for the cri worker.
+const CRI_POD: &str = "nodeSelector: {kubernetes.io/hostname: bench-worker}\n      containers:\n      - {name: main, image: \"localhost/busybox:latest\", imagePullPolicy: Never, command: [sleep, \"3600\"], resources: {requests: {cpu: 10m, memory: 16Mi}}}";
+
+/// Apply a Deployment of `replicas` pods (`pod_spec`: its template's spec)
+/// labelled `app=name` and watch its pods until all run (or `timeout`).
 async fn deploy(
     client: &Client,
     name: &str,
     replicas: usize,
+    pod_spec: &str,
     timeout: Duration,
 ) -> anyhow::Result<Outcome> {
     let mut items = watch(client.clone(), WatchSpec::all(client, Kind::Pod));
@@ -218,7 +346,7 @@ async fn deploy(
         _ => bail!("the pod watch did not start"),
     }
     let manifest = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      nodeSelector: {{kubus.io/hollow: \"true\"}}\n      containers:\n      - {{name: main, image: busybox, command: [sleep, \"3600\"], resources: {{requests: {{cpu: 10m, memory: 16Mi}}}}}}\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      {pod_spec}\n"
     );
     let revision_before = store_revision(client).await?;
     let published = Instant::now();
