@@ -75,8 +75,11 @@ pub enum System {
     /// Raft over NATS (the production transport), each on its own
     /// connection.
     KubusStore3,
-    /// etcd 3.4 through gRPC.
+    /// etcd 3.4 through gRPC, one member.
     Etcd,
+    /// etcd 3.4 through gRPC to the leader of three members (on loopback,
+    /// sharing the disk, like the three kubus peers).
+    Etcd3,
 }
 
 impl System {
@@ -86,6 +89,22 @@ impl System {
             System::KubusApi => "kubus API over NATS, 1 peer",
             System::KubusStore3 => "kubus store, 3 peers (NATS)",
             System::Etcd => "etcd 3.4 over gRPC",
+            System::Etcd3 => "etcd 3.4, 3 members",
+        }
+    }
+
+    fn is_etcd(self) -> bool {
+        matches!(self, System::Etcd | System::Etcd3)
+    }
+
+    /// The etcd systems a kubus system is compared with: one member for
+    /// all (the baseline), and three members for three peers (like
+    /// for like).
+    fn baselines(self) -> &'static [System] {
+        match self {
+            System::KubusStore3 => &[System::Etcd, System::Etcd3],
+            System::Etcd | System::Etcd3 => &[],
+            _ => &[System::Etcd],
         }
     }
 }
@@ -407,9 +426,10 @@ impl Bench {
     /// Starts `system` fresh for one case: its target and what stops it.
     async fn set_up(&mut self, system: System) -> anyhow::Result<(Target, Stop)> {
         match system {
-            System::Etcd => {
-                let dir = self.case_dir("etcd")?;
-                let etcd = Etcd::start(&self.etcd_binary, &dir).await?;
+            System::Etcd | System::Etcd3 => {
+                let members = if system == System::Etcd3 { 3 } else { 1 };
+                let dir = self.case_dir(&format!("etcd-{members}"))?;
+                let etcd = Etcd::start(&self.etcd_binary, &dir, members).await?;
                 let client = etcd_client::Client::connect([etcd.client_url()], None)
                     .await
                     .context("connecting to etcd")?;
@@ -522,6 +542,9 @@ pub fn systems(paths: &[String], peers: &[usize], etcd: bool) -> anyhow::Result<
     let mut out = Vec::new();
     if etcd {
         out.push(System::Etcd);
+        if peers.contains(&3) && paths.iter().any(|p| p.trim() == "store") {
+            out.push(System::Etcd3);
+        }
     }
     for &n in peers {
         for p in paths {
@@ -538,7 +561,7 @@ pub fn systems(paths: &[String], peers: &[usize], etcd: bool) -> anyhow::Result<
             }
         }
     }
-    if !out.iter().any(|s| *s != System::Etcd) {
+    if !out.iter().any(|s| !s.is_etcd()) {
         bail!("--paths and --peers name no kubus system: give store or api, 1 or 3 peers");
     }
     Ok(out)
@@ -580,14 +603,11 @@ pub fn run(args: BenchStoreArgs) -> anyhow::Result<()> {
     let result = system.block_on(async {
         let mut rows = Vec::new();
         for case in &cases {
-            let mut etcd_m: Option<(f64, f64)> = None;
-            for (s, m) in measure_case(&mut bench, &systems, *case, &args).await? {
-                println!("{}", row(s, *case, &m, etcd_m));
-                if s == System::Etcd {
-                    etcd_m = Some((m.puts_per_s(), m.p_ms(0.99)));
-                }
-                rows.push((s, *case, m));
+            let measured = measure_case(&mut bench, &systems, *case, &args).await?;
+            for (s, m) in &measured {
+                println!("{}", row(*s, *case, m, &measured));
             }
+            rows.extend(measured.into_iter().map(|(s, m)| (s, *case, m)));
         }
         println!();
         print_goals(&rows);
@@ -599,7 +619,7 @@ pub fn run(args: BenchStoreArgs) -> anyhow::Result<()> {
     result
 }
 
-fn row(s: System, case: Case, m: &Measured, etcd: Option<(f64, f64)>) -> String {
+fn row(s: System, case: Case, m: &Measured, all: &[(System, Measured)]) -> String {
     let mut line = format!(
         "{:>5} B  {:>3} in flight  {:<28} {:>9.0} puts/s  p50 {:>7.3} ms  p99 {:>7.3} ms",
         case.value_bytes,
@@ -609,12 +629,19 @@ fn row(s: System, case: Case, m: &Measured, etcd: Option<(f64, f64)>) -> String 
         m.p_ms(0.50),
         m.p_ms(0.99),
     );
-    if let (Some((puts, p99)), false) = (etcd, s == System::Etcd) {
-        line.push_str(&format!(
-            "  ×etcd: puts {:.2}, p99 {:.2}",
-            m.puts_per_s() / puts.max(1e-9),
-            m.p_ms(0.99) / p99.max(1e-9)
-        ));
+    for base in s.baselines() {
+        if let Some((_, e)) = all.iter().find(|(es, _)| es == base) {
+            let name = if *base == System::Etcd3 {
+                "etcd×3"
+            } else {
+                "etcd"
+            };
+            line.push_str(&format!(
+                "  ×{name}: puts {:.2}, p99 {:.2}",
+                m.puts_per_s() / e.puts_per_s().max(1e-9),
+                m.p_ms(0.99) / e.p_ms(0.99).max(1e-9)
+            ));
+        }
     }
     if m.errors > 0 {
         line.push_str(&format!(
@@ -626,46 +653,46 @@ fn row(s: System, case: Case, m: &Measured, etcd: Option<(f64, f64)>) -> String 
     line
 }
 
-/// The goals, checked for every case that has an etcd figure.
+/// The goals, checked for every case that has an etcd figure: each
+/// kubus system against one etcd member, and three peers also against three
+/// members.
 fn print_goals(rows: &[(System, Case, Measured)]) {
     for (s, case, m) in rows {
-        if *s == System::Etcd {
-            continue;
-        }
-        let Some((_, _, e)) = rows
-            .iter()
-            .find(|(es, ec, _)| *es == System::Etcd && ec == case)
-        else {
-            continue;
-        };
-        let ratio = m.puts_per_s() / e.puts_per_s().max(1e-9);
-        let p99_ok = m.p_ms(0.99) <= e.p_ms(0.99);
-        let verdict =
-            match case.in_flight {
-                64 => {
-                    Some(format!(
-                "goal ≥ 2× etcd puts/s with p99 ≤ etcd's: {:.2}×, p99 {:.3} vs {:.3} ms → {}",
-                ratio,
-                m.p_ms(0.99),
-                e.p_ms(0.99),
-                if ratio >= 2.0 && p99_ok { "met" } else { "not met" }
-            ))
-                }
-                1 => Some(format!(
-                    "goal ≥ etcd puts/s: {:.2}× → {}",
-                    ratio,
-                    if ratio >= 1.0 { "met" } else { "not met" }
-                )),
-                _ => None,
+        for base in s.baselines() {
+            let Some((_, _, e)) = rows.iter().find(|(es, ec, _)| es == base && ec == case) else {
+                continue;
             };
-        if let Some(v) = verdict {
-            println!(
-                "{:>5} B  {:>3} in flight  {:<28} {v}",
-                case.value_bytes,
-                case.in_flight,
-                s.label()
-            );
+            if let Some(v) = verdict(*case, m, e) {
+                println!(
+                    "{:>5} B  {:>3} in flight  {:<28} vs {}: {v}",
+                    case.value_bytes,
+                    case.in_flight,
+                    s.label(),
+                    base.label()
+                );
+            }
         }
+    }
+}
+
+/// One case's goal against one etcd figure (64 and 1 in flight have one).
+fn verdict(case: Case, m: &Measured, e: &Measured) -> Option<String> {
+    let ratio = m.puts_per_s() / e.puts_per_s().max(1e-9);
+    let met = |ok: bool| if ok { "met" } else { "not met" };
+    match case.in_flight {
+        64 => Some(format!(
+            "goal ≥ 2× puts/s with p99 ≤ etcd's: {:.2}×, p99 {:.3} vs {:.3} ms → {}",
+            ratio,
+            m.p_ms(0.99),
+            e.p_ms(0.99),
+            met(ratio >= 2.0 && m.p_ms(0.99) <= e.p_ms(0.99))
+        )),
+        1 => Some(format!(
+            "goal ≥ etcd puts/s: {:.2}× → {}",
+            ratio,
+            met(ratio >= 1.0)
+        )),
+        _ => None,
     }
 }
 
@@ -700,6 +727,7 @@ mod tests {
             systems(&both, &[1, 3], true).ok(),
             Some(vec![
                 System::Etcd,
+                System::Etcd3,
                 System::KubusApi,
                 System::KubusStore,
                 System::KubusStore3
@@ -709,6 +737,11 @@ mod tests {
             systems(&["api".to_string()], &[3], false).ok(),
             None,
             "three peers are measured on the store path only"
+        );
+        assert_eq!(
+            systems(&both, &[1], true).ok(),
+            Some(vec![System::Etcd, System::KubusApi, System::KubusStore]),
+            "three etcd members only beside three peers"
         );
         assert!(systems(&[], &[1], true).is_err());
         assert!(systems(&["disk".to_string()], &[1], false).is_err());
