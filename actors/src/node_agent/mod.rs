@@ -4,7 +4,10 @@
 //! status back, and serves their logs and execs on
 //! `kubus.<c>.agent.<node>.logs` and `….exec`.
 //!
-//! Decisions are in [`pod`]; this actor carries them out.
+//! Decisions are in [`pod`]; this actor carries them out. While a pod
+//! runs, its configMap and secret volumes follow their sources: on a tick,
+//! [`refresh::due`] picks pods (bounded, debounced) whose sources are read
+//! again, and [`volumes`] swaps in the files that changed.
 //!
 //! After a restart the agent re-adopts what its earlier run left in the
 //! runtime: it asks the runtime for its [`runtime::Leftovers`] and, once its
