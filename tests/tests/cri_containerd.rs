@@ -530,7 +530,7 @@ spec:
     - |
       echo "GREETING=$GREETING PASSWORD=$PASSWORD POD=$POD_NAME IP=$POD_IP"
       echo "FILE=$(cat /etc/app/app.conf) SECRET_FILE=$(cat /etc/secret/pw)"
-      echo "MODE=$(stat -c %a /etc/secret/pw)"
+      echo "MODE=$(stat -L -c %a /etc/secret/pw)"
       echo "WHO=$WHO"
       echo hi > /scratch/x && echo "SCRATCH=$(cat /scratch/x)"
       echo nope > /etc/app/new 2>/dev/null || echo "CONFIG_READ_ONLY"
@@ -671,6 +671,224 @@ spec:
 /// Issue 5: `kubus exec` runs a command inside a container (output, exit
 /// code, clear errors); `kubus logs -f` follows a container until it ends;
 /// `kubus logs --previous` reads the run before a restart.
+const LIVE: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: live-config}
+data: {greeting: one, drop-me: soon-gone}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: live-secret}
+stringData: {token: s3cret-1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: live}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/live}
+    - {name: cfg, mountPath: /etc/pinned/greeting, subPath: greeting}
+    - {name: sec, mountPath: /etc/token}
+    - {name: mem, mountPath: /mem}
+  volumes:
+  - {name: cfg, configMap: {name: live-config}}
+  - {name: sec, secret: {secretName: live-secret}}
+  - {name: mem, emptyDir: {medium: Memory, sizeLimit: 8Mi}}
+"#;
+
+const LIVE_UPDATED: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: live-config}
+data: {greeting: two, added: hi}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: live-secret}
+stringData: {token: s3cret-2}
+"#;
+
+/// What a command run in the `live` pod printed (trimmed).
+fn exec(c: &CriCluster, args: &[&str]) -> String {
+    let mut all = vec!["exec", "live", "--"];
+    all.extend_from_slice(args);
+    let out = c.kubus(&all);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The mount on `path` in a mounts table (`/proc/<pid>/mounts`): its
+/// filesystem type and options.
+fn mount_of(table: &str, path: &str) -> Option<(String, String)> {
+    table.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(1) == Some(&path)).then(|| {
+            (
+                f.get(2).unwrap_or(&"").to_string(),
+                f.get(3).unwrap_or(&"").to_string(),
+            )
+        })
+    })
+}
+
+/// Issue 5: a running pod's configMap and secret volumes follow updates of
+/// their sources (a new `..data` version swapped in atomically: changed
+/// values, added keys, dropped keys gone) without the container
+/// restarting; a subPath mount keeps what it had. Its secret volume and
+/// its `medium: Memory` emptyDir are tmpfs mounts (the secret never on the
+/// node's disk), unmounted when the pod goes.
+#[test]
+fn cri_config_and_secret_volumes_refresh_live_on_tmpfs() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let mut c = CriCluster::start();
+    c.apply(LIVE);
+    let first = wait_for(Duration::from_secs(60), || {
+        let p = c.pod("live")?;
+        let running = p["status"]["containerStatuses"][0]["state"]["running"].is_object();
+        (running && exec(&c, &["cat", "/etc/live/greeting"]) == "one").then_some(p)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "live not running with its files: {:#}\nlog:\n{}",
+            c.pod("live").unwrap_or_default(),
+            c.log()
+        )
+    });
+    let run_of = |p: &Value| {
+        let s = &p["status"]["containerStatuses"][0];
+        (
+            s["containerID"].as_str().unwrap_or_default().to_string(),
+            s["restartCount"].as_u64().unwrap_or(u64::MAX),
+        )
+    };
+    let run = run_of(&first);
+    assert_eq!(exec(&c, &["cat", "/etc/token/token"]), "s3cret-1");
+    assert_eq!(exec(&c, &["cat", "/etc/live/drop-me"]), "soon-gone");
+    assert_eq!(exec(&c, &["cat", "/etc/pinned/greeting"]), "one");
+
+    // the secret and the memory emptyDir are tmpfs mounts in the container
+    let mounts = exec(&c, &["cat", "/proc/mounts"]);
+    let (fs, _) = mount_of(&mounts, "/etc/token").unwrap_or_default();
+    assert_eq!(fs, "tmpfs", "/etc/token in:\n{mounts}");
+    let (fs, opts) = mount_of(&mounts, "/mem").unwrap_or_default();
+    assert!(
+        fs == "tmpfs" && opts.contains("size=8192k"),
+        "/mem: {fs} {opts} in:\n{mounts}"
+    );
+    let (fs, _) = mount_of(&mounts, "/etc/live").unwrap_or_default();
+    assert_ne!(fs, "tmpfs", "a configMap volume is on disk");
+    // and on the node, the pod's secret volume directory is a tmpfs
+    let uid = first["metadata"]["uid"].as_str().unwrap_or_default();
+    let volumes = c
+        .dir
+        .path()
+        .join(format!("data/agent/pods/default_live_{uid}/volumes"));
+    let secret_dir = volumes.join("kubernetes.io~secret/sec");
+    let host_mounts = || std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let secret_path = secret_dir.to_string_lossy().to_string();
+    assert_eq!(
+        mount_of(&host_mounts(), &secret_path).map(|(fs, _)| fs),
+        Some("tmpfs".to_string()),
+        "{secret_path} is not a tmpfs on the node"
+    );
+
+    // update both sources: the files follow, the container runs on
+    c.apply(LIVE_UPDATED);
+    let updated = Instant::now();
+    let seen = wait_for(Duration::from_secs(30), || {
+        (exec(&c, &["cat", "/etc/live/greeting"]) == "two"
+            && exec(&c, &["cat", "/etc/live/added"]) == "hi"
+            && exec(&c, &["cat", "/etc/token/token"]) == "s3cret-2")
+            .then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "files not refreshed: greeting={:?} added={:?} token={:?} ls={:?}\nlog:\n{}",
+        exec(&c, &["cat", "/etc/live/greeting"]),
+        exec(&c, &["cat", "/etc/live/added"]),
+        exec(&c, &["cat", "/etc/token/token"]),
+        exec(&c, &["ls", "-la", "/etc/live/"]),
+        c.log()
+    );
+    eprintln!("refreshed after {:?}", updated.elapsed());
+    assert_eq!(
+        exec(
+            &c,
+            &[
+                "sh",
+                "-c",
+                "test -e /etc/live/drop-me && echo there || echo gone"
+            ]
+        ),
+        "gone",
+        "a dropped key's file goes"
+    );
+    // kubelet's layout: each key a link into ..data
+    assert_eq!(
+        exec(&c, &["readlink", "/etc/live/greeting"]),
+        "..data/greeting"
+    );
+    assert_eq!(
+        exec(&c, &["cat", "/etc/pinned/greeting"]),
+        "one",
+        "a subPath mount does not follow updates"
+    );
+    let now = c.pod("live").unwrap_or_default();
+    assert_eq!(run_of(&now), run, "the container did not restart");
+
+    // SIGKILLed and restarted, the agent re-adopts the pod with the tmpfs
+    // it runs on (not a second one stacked on it), and refreshes it again
+    c.kill9();
+    c.relaunch();
+    let mounted_at = |path: &str| {
+        host_mounts()
+            .lines()
+            .filter(|l| l.split(' ').nth(1) == Some(path))
+            .count()
+    };
+    assert_eq!(mounted_at(&secret_path), 1, "{secret_path}");
+    c.apply(&LIVE_UPDATED.replace("s3cret-2", "s3cret-3"));
+    let seen = wait_for(Duration::from_secs(30), || {
+        (exec(&c, &["cat", "/etc/token/token"]) == "s3cret-3").then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "not refreshed after the restart: token={:?}\nlog:\n{}",
+        exec(&c, &["cat", "/etc/token/token"]),
+        c.log()
+    );
+    assert_eq!(mounted_at(&secret_path), 1, "{secret_path}");
+    let now = c.pod("live").unwrap_or_default();
+    assert_eq!(run_of(&now), run, "re-adopted, not restarted");
+
+    // the pod goes: its tmpfs mounts go with it
+    let out = c.kubus(&["delete", "pod", "live"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gone = wait_for(Duration::from_secs(30), || {
+        (!volumes.exists() && mount_of(&host_mounts(), &secret_path).is_none()).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "{} still there or still mounted\nlog:\n{}",
+        volumes.display(),
+        c.log()
+    );
+}
+
 #[test]
 fn cri_exec_and_logs_follow_and_previous() {
     let _serial = serial();

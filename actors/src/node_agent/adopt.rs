@@ -73,6 +73,24 @@ pub struct Restored {
     pub exited: Option<FoundContainer>,
 }
 
+/// The pod directories (`<namespace>_<name>_<uid>`, as listed under the
+/// agent's `pods/`) of pods no longer bound to this node: their volumes'
+/// tmpfs mounts outlived the earlier run and go now (a pod deleted while
+/// the agent was away). Directories of pods still here keep their mounts:
+/// their re-adopted containers show those very mounts. A name without a
+/// uid is not the agent's and stays.
+pub fn orphan_pod_dirs(names: &[String], pods: &[Value]) -> Vec<String> {
+    let live: BTreeSet<&str> = pods.iter().filter_map(meta::uid).collect();
+    names
+        .iter()
+        .filter(|n| {
+            n.rsplit_once('_')
+                .is_some_and(|(_, uid)| !uid.is_empty() && !live.contains(uid))
+        })
+        .cloned()
+        .collect()
+}
+
 /// The container named `name` in the pod's spec: whether it is an init
 /// container, and its spec.
 fn container_spec<'a>(pod: &'a Value, name: &str) -> Option<(bool, &'a Value)> {
@@ -762,5 +780,30 @@ mod tests {
         let pp = plan(&left, std::slice::from_ref(&p), NODE, NOW);
         assert!(pp.pods["u1"].containers.is_empty());
         assert!(pp.pods["u1"].sandbox.is_some());
+    }
+
+    #[test]
+    fn orphan_pod_dirs_are_those_of_pods_gone() {
+        let pods = vec![
+            json!({"metadata": {"name": "a", "namespace": "ns", "uid": "u-a"}}),
+            json!({"metadata": {"name": "b", "namespace": "ns", "uid": "u-b"}}),
+        ];
+        let names: Vec<String> = [
+            "ns_a_u-a",
+            "ns_b_u-b",
+            "ns_c_u-c",
+            "ns_a_u-old",
+            "lost+found",
+            "x_",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(
+            orphan_pod_dirs(&names, &pods),
+            vec!["ns_c_u-c", "ns_a_u-old"],
+            "a pod deleted meanwhile, and an older pod of the same name"
+        );
+        assert!(orphan_pod_dirs(&[], &pods).is_empty());
     }
 }

@@ -105,14 +105,28 @@ pub fn references(pod: &Value) -> BTreeSet<(SourceKind, String)> {
             add(SourceKind::Secret, e.get("secretRef"), "name");
         }
     }
+    out.extend(volume_references(pod));
+    out
+}
+
+/// The ConfigMaps and Secrets the pod's volumes show as files: what a live
+/// refresh reads again (env is resolved once, when a container starts).
+pub fn volume_references(pod: &Value) -> BTreeSet<(SourceKind, String)> {
+    let mut out = BTreeSet::new();
     for v in pod
         .pointer("/spec/volumes")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
     {
-        add(SourceKind::ConfigMap, v.get("configMap"), "name");
-        add(SourceKind::Secret, v.get("secret"), "secretName");
+        for (kind, field, key) in [
+            (SourceKind::ConfigMap, "configMap", "name"),
+            (SourceKind::Secret, "secret", "secretName"),
+        ] {
+            if let Some(name) = v.get(field).and_then(|s| str_at(s, key)) {
+                out.insert((kind, name.to_string()));
+            }
+        }
     }
     out
 }
@@ -371,11 +385,21 @@ pub fn container_env(
     Ok(env)
 }
 
+/// Where an emptyDir keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// A directory on the node's disk.
+    Disk,
+    /// A tmpfs (`medium: Memory`), at most `size_bytes` (its `sizeLimit`;
+    /// None: the kernel's default, half the node's memory).
+    Memory { size_bytes: Option<u64> },
+}
+
 /// What a volume is on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VolumeKind {
     /// A directory the agent creates, empty, for the pod's life.
-    EmptyDir,
+    EmptyDir { medium: Medium },
     /// A path of the node; `check` is its `type` (`""`, `Directory`,
     /// `DirectoryOrCreate`, `File`, `FileOrCreate`, …).
     HostPath { check: String },
@@ -394,12 +418,82 @@ pub struct PlannedVolume {
     pub kind: VolumeKind,
 }
 
+impl PlannedVolume {
+    /// The files of a configMap or secret volume (none for other kinds).
+    pub fn files(&self) -> &[(PathBuf, Vec<u8>, u32)] {
+        match &self.kind {
+            VolumeKind::Files { files, .. } => files,
+            _ => &[],
+        }
+    }
+
+    /// The tmpfs the volume lives on, if any: Some(size limit) for secret
+    /// volumes (their bytes never reach the node's disk, as in Kubernetes)
+    /// and `medium: Memory` emptyDirs.
+    pub fn tmpfs(&self) -> Option<Option<u64>> {
+        match &self.kind {
+            VolumeKind::EmptyDir {
+                medium: Medium::Memory { size_bytes },
+            } => Some(*size_bytes),
+            VolumeKind::Files {
+                kind: SourceKind::Secret,
+                files,
+            } => Some(Some(secret_tmpfs_bytes(files))),
+            _ => None,
+        }
+    }
+}
+
+/// Smallest tmpfs of a secret volume: two copies of the largest Secret the
+/// API admits (`DATA_BYTES_MAX`, 1 MiB) plus room for directories, so a
+/// live refresh, which writes the new copy before it removes the old one,
+/// fits whatever the Secret grows to. tmpfs takes memory only for what is
+/// written; the size is only a bound.
+pub const SECRET_TMPFS_BYTES_MIN: u64 = 4 * 1024 * 1024;
+
+/// The size of a secret volume's tmpfs: [`SECRET_TMPFS_BYTES_MIN`], or
+/// twice its files and 1 MiB more when `items` repeat keys beyond that.
+pub fn secret_tmpfs_bytes(files: &[(PathBuf, Vec<u8>, u32)]) -> u64 {
+    let bytes: u64 = files.iter().map(|(_, b, _)| b.len() as u64).sum();
+    SECRET_TMPFS_BYTES_MIN.max(bytes.saturating_mul(2).saturating_add(1024 * 1024))
+}
+
+/// The names a configMap or secret volume shows at its top (the first
+/// component of each file's path): each is a symlink into `..data`.
+pub fn visible_names(files: &[(PathBuf, Vec<u8>, u32)]) -> BTreeSet<String> {
+    files
+        .iter()
+        .filter_map(|(p, _, _)| p.components().next())
+        .filter_map(|c| c.as_os_str().to_str().map(str::to_string))
+        .collect()
+}
+
+/// The volumes of `new` whose files differ from what `old` (the plan last
+/// written) has under the same name: the configMap and secret volumes a
+/// live refresh rewrites. Other kinds never change while the pod runs.
+pub fn changed_files<'a>(
+    old: &[PlannedVolume],
+    new: &'a [PlannedVolume],
+) -> Vec<&'a PlannedVolume> {
+    new.iter()
+        .filter(|v| matches!(v.kind, VolumeKind::Files { .. }))
+        .filter(|v| !old.iter().any(|o| o.name == v.name && o == *v))
+        .collect()
+}
+
 /// A relative path with no `..` (items[].path, subPath).
 fn relative_ok(p: &str) -> bool {
     !p.is_empty()
         && Path::new(p)
             .components()
             .all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// A path a configMap or secret volume may hold: relative, and not
+/// starting with `..`, which names the volume's own `..data` link and
+/// timestamped directories (Kubernetes' rule too).
+fn file_path_ok(p: &str) -> bool {
+    relative_ok(p) && !p.starts_with("..")
 }
 
 fn mode_of(v: Option<&Value>, field: &str, default: u32) -> Result<u32, String> {
@@ -434,10 +528,33 @@ pub fn plan_volumes(
         let name = str_at(v, "name").unwrap_or_default().to_string();
         let field = format!("spec.volumes[{i}]");
         let dir = |plugin: &str| pod_dir.join("volumes").join(plugin).join(&name);
-        let planned = if v.get("emptyDir").is_some() {
+        let planned = if let Some(e) = v.get("emptyDir") {
+            let medium = match str_at(e, "medium").unwrap_or_default() {
+                "" => Medium::Disk,
+                "Memory" => {
+                    let size_bytes = match str_at(e, "sizeLimit") {
+                        None => None,
+                        Some(q) => Some(
+                            kubus_api::quantity::memory_bytes(q)
+                                .ok()
+                                .and_then(|b| u64::try_from(b).ok())
+                                .filter(|b| *b > 0)
+                                .ok_or_else(|| {
+                                    format!("{field}.emptyDir.sizeLimit: must be a positive quantity of bytes (e.g. 64Mi), not {q:?}")
+                                })?,
+                        ),
+                    };
+                    Medium::Memory { size_bytes }
+                }
+                other => {
+                    return Err(format!(
+                        "{field}.emptyDir.medium: must be \"\" or \"Memory\", not {other:?}"
+                    ))
+                }
+            };
             PlannedVolume {
                 host_path: dir("kubernetes.io~empty-dir"),
-                kind: VolumeKind::EmptyDir,
+                kind: VolumeKind::EmptyDir { medium },
                 name,
             }
         } else if let Some(h) = v.get("hostPath") {
@@ -494,9 +611,9 @@ pub fn plan_volumes(
                         let at = format!("{field}.{sub}.items[{j}]");
                         let k = str_at(it, "key").unwrap_or_default();
                         let p = str_at(it, "path").unwrap_or_default();
-                        if !relative_ok(p) {
+                        if !file_path_ok(p) {
                             return Err(format!(
-                                "{at}.path: must be a relative path without '..', not {p:?}"
+                                "{at}.path: must be a relative path without '..' that does not start with '..', not {p:?}"
                             ));
                         }
                         let mode = mode_of(it.get("mode"), &format!("{at}.mode"), default_mode)?;
@@ -514,6 +631,12 @@ pub fn plan_volumes(
                 }
                 _ => {
                     for (k, bytes) in data {
+                        if !file_path_ok(&k) {
+                            return Err(format!(
+                                "{field}.{sub}: key {k:?} of {} {namespace}/{src_name} cannot be a file name (it starts with '..'); use items to give it a path",
+                                kind.kind()
+                            ));
+                        }
                         files.push((PathBuf::from(k), bytes, default_mode));
                     }
                 }
@@ -626,6 +749,10 @@ mod tests {
         );
         s.objects
             .insert((SourceKind::ConfigMap, "gone".into()), None);
+        s.objects.insert(
+            (SourceKind::ConfigMap, "dots".into()),
+            Some(json!({"metadata": {"name": "dots"}, "data": {"..x": "1"}})),
+        );
         s
     }
 
@@ -817,6 +944,133 @@ mod tests {
         );
     }
 
+    fn file_volume(name: &str, kind: SourceKind, files: &[(&str, &[u8])]) -> PlannedVolume {
+        PlannedVolume {
+            name: name.into(),
+            host_path: PathBuf::from("/r").join(name),
+            kind: VolumeKind::Files {
+                kind,
+                files: files
+                    .iter()
+                    .map(|(p, b)| (PathBuf::from(p), b.to_vec(), DEFAULT_MODE))
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn memory_empty_dirs_and_secrets_are_tmpfs() {
+        let mut p = pod();
+        p["spec"]["volumes"] = json!([
+            {"name": "disk", "emptyDir": {}},
+            {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            {"name": "mem-unbounded", "emptyDir": {"medium": "Memory"}},
+            {"name": "sec", "secret": {"secretName": "sec"}},
+            {"name": "cm", "configMap": {"name": "cfg"}},
+        ]);
+        let v = plan_volumes(&p, &sources(), Path::new("/r")).expect("plans");
+        let tmpfs: Vec<Option<Option<u64>>> = v.iter().map(PlannedVolume::tmpfs).collect();
+        assert_eq!(
+            tmpfs,
+            vec![
+                None,
+                Some(Some(64 * 1024 * 1024)),
+                Some(None),
+                Some(Some(SECRET_TMPFS_BYTES_MIN)),
+                None
+            ]
+        );
+        // a secret beyond the floor gets room for two copies
+        let big = vec![(PathBuf::from("k"), vec![0u8; 3 << 20], 0o644)];
+        assert_eq!(secret_tmpfs_bytes(&big), (6 << 20) + (1 << 20));
+        assert_eq!(secret_tmpfs_bytes(&[]), SECRET_TMPFS_BYTES_MIN);
+    }
+
+    #[test]
+    fn visible_names_are_the_first_components() {
+        let v = file_volume(
+            "v",
+            SourceKind::ConfigMap,
+            &[("a", b""), ("sub/b", b""), ("sub/c/d", b""), ("e.txt", b"")],
+        );
+        let got: Vec<String> = visible_names(v.files()).into_iter().collect();
+        assert_eq!(got, vec!["a", "e.txt", "sub"]);
+    }
+
+    #[test]
+    fn changed_files_are_those_of_file_volumes_that_differ() {
+        let cm = file_volume("cm", SourceKind::ConfigMap, &[("a", b"1")]);
+        let sec = file_volume("sec", SourceKind::Secret, &[("pw", b"x")]);
+        let empty = PlannedVolume {
+            name: "tmp".into(),
+            host_path: "/r/tmp".into(),
+            kind: VolumeKind::EmptyDir {
+                medium: Medium::Disk,
+            },
+        };
+        let old = vec![cm.clone(), sec.clone(), empty.clone()];
+        let names =
+            |v: Vec<&PlannedVolume>| v.into_iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+        let table: Vec<(Vec<PlannedVolume>, Vec<&str>, &str)> = vec![
+            (old.clone(), vec![], "nothing changed"),
+            (
+                vec![
+                    file_volume("cm", SourceKind::ConfigMap, &[("a", b"2")]),
+                    sec.clone(),
+                    empty.clone(),
+                ],
+                vec!["cm"],
+                "a value",
+            ),
+            (
+                vec![
+                    cm.clone(),
+                    file_volume("sec", SourceKind::Secret, &[]),
+                    empty.clone(),
+                ],
+                vec!["sec"],
+                "a key dropped (an optional Secret gone)",
+            ),
+            (
+                vec![
+                    file_volume("cm", SourceKind::ConfigMap, &[("a", b"1"), ("b", b"")]),
+                    sec.clone(),
+                ],
+                vec!["cm"],
+                "a key added; other kinds are never refreshed",
+            ),
+        ];
+        for (new, want, why) in table {
+            assert_eq!(names(changed_files(&old, &new)), want, "{why}");
+        }
+        assert_eq!(
+            names(changed_files(&[], &old)),
+            vec!["cm", "sec"],
+            "nothing known (a re-adopted pod): every file volume"
+        );
+        let mut items = cm.clone();
+        if let VolumeKind::Files { files, .. } = &mut items.kind {
+            files[0].2 = 0o400;
+        }
+        assert_eq!(
+            names(changed_files(&old, std::slice::from_ref(&items))),
+            vec!["cm"],
+            "a mode"
+        );
+    }
+
+    #[test]
+    fn volume_references_are_only_those_of_volumes() {
+        let refs: Vec<(SourceKind, String)> = volume_references(&pod()).into_iter().collect();
+        assert_eq!(
+            refs,
+            vec![
+                (SourceKind::ConfigMap, "cfg2".into()),
+                (SourceKind::Secret, "sec".into())
+            ]
+        );
+    }
+
     #[test]
     fn volume_errors_name_field_and_rule() {
         let table = [
@@ -839,6 +1093,22 @@ mod tests {
             (
                 json!([{"name": "a", "hostPath": {"path": "rel"}}]),
                 "spec.volumes[0].hostPath.path: must be an absolute path",
+            ),
+            (
+                json!([{"name": "a", "configMap": {"name": "cfg", "items": [{"key": "a", "path": "..data"}]}}]),
+                "spec.volumes[0].configMap.items[0].path: must be a relative path without '..' that does not start with '..'",
+            ),
+            (
+                json!([{"name": "a", "configMap": {"name": "dots"}}]),
+                "spec.volumes[0].configMap: key \"..x\" of ConfigMap ns/dots cannot be a file name",
+            ),
+            (
+                json!([{"name": "a", "emptyDir": {"medium": "HugePages"}}]),
+                "spec.volumes[0].emptyDir.medium: must be \"\" or \"Memory\", not \"HugePages\"",
+            ),
+            (
+                json!([{"name": "a", "emptyDir": {"medium": "Memory", "sizeLimit": "lots"}}]),
+                "spec.volumes[0].emptyDir.sizeLimit: must be a positive quantity of bytes",
             ),
             (
                 json!([{"name": "a", "persistentVolumeClaim": {"claimName": "c"}}]),

@@ -1171,6 +1171,10 @@ impl Runtime for CriRuntime {
         true
     }
 
+    fn binds_volumes(&self) -> bool {
+        true
+    }
+
     fn exec(
         &self,
         id: &str,

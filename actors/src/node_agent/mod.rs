@@ -4,7 +4,10 @@
 //! status back, and serves their logs and execs on
 //! `kubus.<c>.agent.<node>.logs` and `….exec`.
 //!
-//! Decisions are in [`pod`]; this actor carries them out.
+//! Decisions are in [`pod`]; this actor carries them out. While a pod
+//! runs, its configMap and secret volumes follow their sources: on a tick,
+//! [`refresh::due`] picks pods (bounded, debounced) whose sources are read
+//! again, and [`volumes`] swaps in the files that changed.
 //!
 //! After a restart the agent re-adopts what its earlier run left in the
 //! runtime: it asks the runtime for its [`runtime::Leftovers`] and, once its
@@ -22,6 +25,7 @@ pub mod pod;
 pub mod probe;
 pub mod prober;
 pub mod process;
+pub mod refresh;
 pub mod runtime;
 pub mod volumes;
 
@@ -167,6 +171,12 @@ struct PodEntry {
     /// When sources, volumes and sandbox were last made ready.
     prepared_ms: Option<u64>,
     preparing: bool,
+    /// A live refresh of its configMap and secret volumes is in flight.
+    refreshing: bool,
+    /// When its volumes' sources were last read (prepared or refreshed).
+    refreshed_ms: u64,
+    /// What the last refresh failed with, recorded once as an Event.
+    refresh_error: Option<String>,
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -213,6 +223,8 @@ pub struct NodeAgent<R: Runtime> {
     exec_subject: String,
     execs_in_flight: Arc<AtomicUsize>,
     adopting: Adopting,
+    /// Mounts the tmpfs of secret and `medium: Memory` volumes.
+    mounter: Arc<dyn volumes::Mounter>,
 }
 
 impl<R: Runtime> NodeAgent<R> {
@@ -246,6 +258,7 @@ impl<R: Runtime> NodeAgent<R> {
                 leftovers: None,
                 listed: false,
             },
+            mounter: Arc::new(volumes::HostMounter),
         })
     }
 
@@ -356,6 +369,9 @@ impl<R: Runtime> NodeAgent<R> {
                     volumes: Ok(Vec::new()),
                     prepared_ms: None,
                     preparing: false,
+                    refreshing: false,
+                    refreshed_ms: 0,
+                    refresh_error: None,
                     pod,
                 },
             );
@@ -363,6 +379,7 @@ impl<R: Runtime> NodeAgent<R> {
                 self.start_probes(&uid, &name, &id, Duration::ZERO, ran, ctx);
             }
         }
+        self.remove_orphan_volumes(&pods);
         let removing = plan.remove_pods.len() + plan.remove_containers.len();
         info!(
             adopted,
@@ -380,6 +397,35 @@ impl<R: Runtime> NodeAgent<R> {
             info!(removed, "removed what no pod owns any more");
             act.adopted(ctx);
         }));
+    }
+
+    /// Unmount and remove the volumes of pods deleted while the agent was
+    /// away ([`adopt::orphan_pod_dirs`] decides), off the agent's thread.
+    /// New pods have new directories, so nothing waits for this.
+    fn remove_orphan_volumes(&self, pods: &[Value]) {
+        let pods_dir = self.cfg.root.join("pods");
+        let pods = pods.to_vec();
+        let mounter = self.mounter.clone();
+        tokio::task::spawn_blocking(move || {
+            let names = match volumes::pod_dir_names(&pods_dir) {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(error = %e, "cannot look for volumes of pods deleted meanwhile");
+                    return;
+                }
+            };
+            for name in adopt::orphan_pod_dirs(&names, &pods) {
+                let dir = pods_dir.join(&name).join("volumes");
+                match volumes::remove_pod_volumes(&dir, mounter.as_ref()) {
+                    Ok(()) => {
+                        debug!(pod_dir = %name, "removed the volumes of a pod gone meanwhile")
+                    }
+                    Err(e) => {
+                        warn!(pod_dir = %name, error = %e, "cannot remove the volumes of a pod gone meanwhile")
+                    }
+                }
+            }
+        });
     }
 
     /// Adoption is over: sync every pod the cache holds now, and stop the
@@ -488,6 +534,9 @@ impl<R: Runtime> NodeAgent<R> {
                         volumes: Ok(Vec::new()),
                         prepared_ms: None,
                         preparing: false,
+                        refreshing: false,
+                        refreshed_ms: 0,
+                        refresh_error: None,
                     },
                 );
             }
@@ -520,7 +569,8 @@ impl<R: Runtime> NodeAgent<R> {
         let Some(entry) = self.pods.get(uid) else {
             return;
         };
-        if starts && (entry.preparing || !pod::prepared(entry.prepared_ms, now)) {
+        if starts && (entry.preparing || entry.refreshing || !pod::prepared(entry.prepared_ms, now))
+        {
             // ConfigMaps, Secrets, volumes and sandbox first; this pod is
             // synced again when they are ready
             self.prepare(uid, ctx);
@@ -691,7 +741,8 @@ impl<R: Runtime> NodeAgent<R> {
         let Some(entry) = self.pods.get_mut(uid) else {
             return;
         };
-        if entry.preparing {
+        // a refresh in flight syncs the pod again when it is done
+        if entry.preparing || entry.refreshing {
             return;
         }
         entry.preparing = true;
@@ -699,19 +750,24 @@ impl<R: Runtime> NodeAgent<R> {
         let dir = self.pod_dir(&pod);
         let client = self.client.clone();
         let sandbox = self.runtime.prepare_pod(uid, &dir);
+        let binds = self.runtime.binds_volumes();
+        let mounter = self.mounter.clone();
         let work = async move {
             let namespace = meta::namespace(&pod).unwrap_or("default").to_string();
             let sources = fetch_sources(&client, &namespace, config::references(&pod)).await;
             let volumes = match &sources {
+                // a runtime whose containers see no volumes gets none made
                 Ok(s) => match config::plan_volumes(&pod, s, &dir) {
-                    Ok(plan) => {
+                    Ok(plan) if binds => {
                         let written = plan.clone();
-                        tokio::task::spawn_blocking(move || volumes::write(&written))
-                            .await
-                            .unwrap_or_else(|e| Err(format!("volume writer failed: {e}")))
-                            .map(|()| plan)
+                        tokio::task::spawn_blocking(move || {
+                            volumes::write(&written, mounter.as_ref()).map_err(|e| e.to_string())
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(format!("volume writer failed: {e}")))
+                        .map(|()| plan)
                     }
-                    Err(e) => Err(e),
+                    other => other,
                 },
                 Err(_) => Ok(Vec::new()),
             };
@@ -741,6 +797,7 @@ impl<R: Runtime> NodeAgent<R> {
                     entry.sources = s;
                     entry.volumes = volumes;
                     entry.prepared_ms = Some(now_ms());
+                    entry.refreshed_ms = now_ms();
                     act.sync_pod(&uid, ctx);
                 }
                 Err(e) => {
@@ -748,6 +805,108 @@ impl<R: Runtime> NodeAgent<R> {
                     ctx.run_later(PREPARE_RETRY, move |act, ctx| act.sync_pod(&uid, ctx));
                 }
             }
+        }));
+    }
+
+    /// Start the live refreshes of configMap and secret volumes that are
+    /// due ([`refresh::due`] decides, within its in-flight bound).
+    fn refresh_volumes(&mut self, ctx: &mut Context<Self>) {
+        if !matches!(self.adopting, Adopting::Done) {
+            return;
+        }
+        let views: Vec<refresh::PodView> = self
+            .pods
+            .iter()
+            .map(|(uid, e)| refresh::PodView {
+                uid: uid.clone(),
+                file_volumes: !config::volume_references(&e.pod).is_empty(),
+                running: e.states.values().any(|s| s.running.is_some()),
+                busy: e.preparing || e.terminating,
+                refreshing: e.refreshing,
+                refreshed_ms: e.refreshed_ms,
+            })
+            .collect();
+        let due = refresh::due(
+            &views,
+            now_ms(),
+            refresh::REFRESH_PERIOD,
+            refresh::REFRESH_IN_FLIGHT_MAX,
+        );
+        for uid in due {
+            self.refresh_pod(&uid, ctx);
+        }
+    }
+
+    /// Read a running pod's volume ConfigMaps and Secrets again and write
+    /// the volumes whose files changed as new versions (an atomic swap the
+    /// containers see at once). When the sources cannot be read or planned
+    /// (e.g. a ConfigMap deleted), the files stay as they are, as in
+    /// Kubernetes, and the reason is recorded once as a FailedMount Event.
+    fn refresh_pod(&mut self, uid: &str, ctx: &mut Context<Self>) {
+        let Some(entry) = self.pods.get_mut(uid) else {
+            return;
+        };
+        entry.refreshing = true;
+        let pod = entry.pod.clone();
+        let written: Vec<config::PlannedVolume> = entry.volumes.clone().unwrap_or_default();
+        let dir = self.pod_dir(&pod);
+        let client = self.client.clone();
+        let mounter = self.mounter.clone();
+        let work = async move {
+            let namespace = meta::namespace(&pod).unwrap_or("default").to_string();
+            let sources =
+                fetch_sources(&client, &namespace, config::volume_references(&pod)).await?;
+            let plan = config::plan_volumes(&pod, &sources, &dir)?;
+            let changed: Vec<config::PlannedVolume> = config::changed_files(&written, &plan)
+                .into_iter()
+                .cloned()
+                .collect();
+            if changed.is_empty() {
+                return Ok((plan, Vec::new()));
+            }
+            let to_write = changed.clone();
+            let names: Vec<String> = tokio::task::spawn_blocking(move || {
+                let mut swapped = Vec::new();
+                for v in &to_write {
+                    // unchanged on disk (e.g. first refresh after the agent
+                    // restarted): no new version
+                    if volumes::write_volume(v, mounter.as_ref()).map_err(|e| e.to_string())? {
+                        swapped.push(v.name.clone());
+                    }
+                }
+                Ok::<_, String>(swapped)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("volume writer failed: {e}")))?;
+            Ok::<_, String>((plan, names))
+        };
+        let uid = uid.to_string();
+        ctx.spawn(work.into_actor(self).map(move |done, act, ctx| {
+            let Some(entry) = act.pods.get_mut(&uid) else {
+                return;
+            };
+            entry.refreshing = false;
+            entry.refreshed_ms = now_ms();
+            match done {
+                Ok((plan, names)) => {
+                    entry.refresh_error = None;
+                    if !names.is_empty() {
+                        info!(pod = %crate::informer::key_of(&entry.pod), volumes = ?names, "volume files refreshed");
+                    }
+                    // what a container started from now on is given
+                    entry.volumes = Ok(plan);
+                }
+                Err(e) if entry.refresh_error.as_deref() != Some(e.as_str()) => {
+                    warn!(pod = %crate::informer::key_of(&entry.pod), error = %e, "cannot refresh the pod's volumes; they stay as they are");
+                    entry.refresh_error = Some(e.clone());
+                    let pod = entry.pod.clone();
+                    act.recorder
+                        .record(&pod, EventType::Warning, "FailedMount", &e);
+                }
+                Err(_) => {}
+            }
+            // a start held back while this ran goes on now
+            act.sync_pod(&uid, ctx);
         }));
     }
 
@@ -1001,15 +1160,13 @@ impl<R: Runtime> NodeAgent<R> {
         // the pod's volumes go with it (emptyDir data, configMap and secret
         // files; hostPath volumes live elsewhere and stay)
         let volumes = self.pod_dir(&pod).join("volumes");
+        let mounter = self.mounter.clone();
         let stopped = async move {
             join_all(stops).await;
             stop_pod.await;
             let removed = tokio::task::spawn_blocking(move || {
-                match std::fs::remove_dir_all(&volumes) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        warn!(path = %volumes.display(), error = %e, "cannot remove the pod's volumes")
-                    }
-                    _ => {}
+                if let Err(e) = volumes::remove_pod_volumes(&volumes, mounter.as_ref()) {
+                    warn!(path = %volumes.display(), error = %e, "cannot remove the pod's volumes");
                 }
             });
             let _ = removed.await;
@@ -1410,6 +1567,9 @@ impl<R: Runtime> Actor for NodeAgent<R> {
                 Some((RuntimeEventSeen(e), rx))
             }));
         }
+        if self.runtime.binds_volumes() {
+            ctx.run_interval(refresh::REFRESH_TICK, |act, ctx| act.refresh_volumes(ctx));
+        }
         ctx.run_interval(HEARTBEAT_EVERY, |act, _ctx| {
             let nats = act.client.nats().clone();
             let subject = act.client.subjects().heartbeat(&act.cfg.name);
@@ -1501,10 +1661,26 @@ impl<R: Runtime> Handler<Shutdown> for NodeAgent<R> {
             .keys()
             .map(|uid| self.runtime.stop_pod(uid))
             .collect();
+        // tmpfs mounts would outlive the process (and hold secrets in
+        // memory); the next run writes the volumes again
+        let pod_volumes: Vec<PathBuf> = self
+            .pods
+            .values()
+            .map(|e| self.pod_dir(&e.pod).join("volumes"))
+            .collect();
+        let mounter = self.mounter.clone();
         info!(containers = stops.len(), "stopping every container");
         Box::pin(async move {
             join_all(stops).await;
             join_all(pod_stops).await;
+            let unmounted = tokio::task::spawn_blocking(move || {
+                for dir in pod_volumes {
+                    if let Err(e) = volumes::unmount_pod_volumes(&dir, mounter.as_ref()) {
+                        warn!(path = %dir.display(), error = %e, "cannot unmount the pod's volumes");
+                    }
+                }
+            });
+            let _ = unmounted.await;
         })
     }
 }

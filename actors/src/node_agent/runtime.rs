@@ -222,6 +222,14 @@ pub trait Runtime: Send + Sync + 'static {
     /// The pod as last seen, before its containers start and whenever it
     /// changes (a CRI runtime builds its sandbox and images from it).
     fn pod_updated(&self, _pod: &Value) {}
+    /// Whether containers see the pod's volumes (bind mounts, CRI). Only
+    /// then does the agent make them on the node (mounting the tmpfs of
+    /// secret and `medium: Memory` volumes) and refresh configMap and
+    /// secret files while containers run; otherwise volumes are planned
+    /// (so their errors show) but nothing is written.
+    fn binds_volumes(&self) -> bool {
+        false
+    }
     /// Whether [`Runtime::prepare_pod`] does anything (a CRI sandbox); when
     /// not, and the pod has no ConfigMaps, Secrets or volumes, the agent
     /// starts its containers without preparing it.
