@@ -8,7 +8,13 @@
 //! calls (`first_index`, `last_index`, which raft-rs unwraps) never touch
 //! the disk. The in-memory state is updated as a batch is staged: a failed
 //! write stops the peer, so a state ahead of the disk is never used.
+//!
+//! The newest entries are also kept in memory ([`EntryCache`]): raft-rs
+//! reads back what was just appended — the committed entries to apply, the
+//! entries to send a follower — and those reads are then served without
+//! RocksDB.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use protobuf::Message as _;
@@ -31,6 +37,101 @@ pub const RAFT_INIT_INDEX: u64 = 5;
 /// The term of the bootstrap point.
 pub const RAFT_INIT_TERM: u64 = 5;
 
+/// Most entries [`EntryCache`] keeps.
+const CACHE_ENTRIES_MAX: usize = 4096;
+/// Most bytes of entry data [`EntryCache`] keeps.
+const CACHE_BYTES_MAX: usize = 16 << 20;
+
+/// The newest entries of the log, in memory: always a contiguous suffix of
+/// the log (ending at its last index) or empty, bounded by
+/// [`CACHE_ENTRIES_MAX`] and [`CACHE_BYTES_MAX`].
+#[derive(Debug, Default)]
+struct EntryCache {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+/// What one entry counts against [`CACHE_BYTES_MAX`].
+fn cached_size(e: &Entry) -> usize {
+    e.data.len() + e.context.len() + 32
+}
+
+impl EntryCache {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.index)
+    }
+
+    /// `new` (contiguous) was staged: it replaces the cached entries from
+    /// its first index on. A start before the cache or after its end (which
+    /// the log's own checks rule out) empties the cache first, so what
+    /// stays is always a suffix of the log.
+    fn append(&mut self, new: &[Entry]) {
+        let Some(first) = new.first() else {
+            return;
+        };
+        match self.first_index() {
+            Some(f) if first.index >= f && first.index - f <= self.entries.len() as u64 => {
+                let keep = (first.index - f) as usize;
+                for e in self.entries.drain(keep..) {
+                    self.bytes -= cached_size(&e);
+                }
+            }
+            _ => self.clear(),
+        }
+        for e in new {
+            self.bytes += cached_size(e);
+            self.entries.push_back(e.clone());
+        }
+        while self.entries.len() > CACHE_ENTRIES_MAX || self.bytes > CACHE_BYTES_MAX {
+            match self.entries.pop_front() {
+                Some(e) => self.bytes -= cached_size(&e),
+                None => break,
+            }
+        }
+    }
+
+    /// Entries up to and including `index` were compacted away.
+    fn compact_to(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|e| e.index <= index) {
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= cached_size(&e);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    fn get(&self, index: u64) -> Option<&Entry> {
+        let f = self.first_index()?;
+        let i = usize::try_from(index.checked_sub(f)?).ok()?;
+        self.entries.get(i)
+    }
+
+    /// Entries `low..high` (at least one, then no more than `max_size`
+    /// bytes, as [`raft::Storage::entries`] wants), if all are cached.
+    fn range(&self, low: u64, high: u64, max_size: u64) -> Option<Vec<Entry>> {
+        let f = self.first_index()?;
+        let last = f + self.entries.len() as u64;
+        if low < f || high > last || low >= high {
+            return None;
+        }
+        let from = (low - f) as usize;
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        for e in self.entries.range(from..(high - f) as usize) {
+            size += u64::from(e.compute_size());
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Some(out)
+    }
+}
+
 /// The Raft log and Raft state of one peer, in RocksDB.
 pub struct RocksStorage {
     db: Arc<DB>,
@@ -46,6 +147,8 @@ pub struct RocksStorage {
     applied_index: u64,
     /// The snapshot built (or being built) for lagging peers.
     snapshots: Arc<Mutex<SnapshotSlot>>,
+    /// The newest entries, as staged.
+    cache: EntryCache,
 }
 
 /// At most one snapshot is built at a time, on its own thread, so that a
@@ -130,6 +233,7 @@ impl RocksStorage {
             last_term: truncated_term,
             applied_index: 0,
             snapshots: Arc::default(),
+            cache: EntryCache::default(),
         };
         let last = {
             let log = cf(&storage.db, CF_RAFT_LOG)?;
@@ -234,6 +338,7 @@ impl RocksStorage {
         }
         self.last_index = last.index;
         self.last_term = last.term;
+        self.cache.append(entries);
         Ok(())
     }
 
@@ -296,6 +401,7 @@ impl RocksStorage {
         let term = self.entry_term(index)?;
         let log = cf(&self.db, CF_RAFT_LOG)?;
         wb.delete_range_cf(log, be(self.truncated_index + 1), be(index + 1));
+        self.cache.compact_to(index);
         self.stage_truncation(wb, index, term)
     }
 
@@ -312,6 +418,7 @@ impl RocksStorage {
         };
         self.stage_conf_state(wb, cs)?;
         self.stage_truncation(wb, RAFT_INIT_INDEX, RAFT_INIT_TERM)?;
+        self.cache.clear();
         self.last_index = RAFT_INIT_INDEX;
         self.last_term = RAFT_INIT_TERM;
         let hs = HardState {
@@ -333,6 +440,7 @@ impl RocksStorage {
     ) -> Result<(), StoreError> {
         let log = cf(&self.db, CF_RAFT_LOG)?;
         wb.delete_range_cf(log, be(0), be(u64::MAX));
+        self.cache.clear();
         self.stage_truncation(wb, meta.index, meta.term)?;
         self.last_index = meta.index;
         self.last_term = meta.term;
@@ -381,6 +489,9 @@ impl RocksStorage {
         if index == self.last_index {
             return Ok(self.last_term);
         }
+        if let Some(e) = self.cache.get(index) {
+            return Ok(e.term);
+        }
         Ok(self.read_entry(index)?.term)
     }
 }
@@ -410,6 +521,9 @@ impl raft::Storage for RocksStorage {
             return Ok(Vec::new());
         }
         let max_size = max_size.into().unwrap_or(raft::NO_LIMIT);
+        if let Some(cached) = self.cache.range(low, high, max_size) {
+            return Ok(cached);
+        }
         let log = cf(&self.db, CF_RAFT_LOG).map_err(raft_err)?;
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(be(high).to_vec());
@@ -705,6 +819,104 @@ mod tests {
         let st = s.initial_state().expect("state");
         assert_eq!(st.hard_state, hs);
         assert_eq!(st.conf_state.voters, vec![1]);
+    }
+
+    /// Random appends, overwrites and compactions: after each, every range
+    /// and term the live storage (served from its cache where it can) gives
+    /// equals what a storage freshly loaded from the same disk gives.
+    #[test]
+    fn cached_reads_equal_reads_from_disk() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = open(dir.path());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut term = 1;
+        for step in 0..300 {
+            let first = s.first_index().expect("first");
+            let last = s.last_index().expect("last");
+            match rng.gen_range(0..10) {
+                0..=6 => {
+                    // append at the end, or overwrite a tail (a new term)
+                    let at = if rng.gen_bool(0.8) || last < first {
+                        last + 1
+                    } else {
+                        term += 1;
+                        rng.gen_range(first..=last)
+                    };
+                    let n = rng.gen_range(1..40);
+                    let new: Vec<Entry> = (at..at + n).map(|i| entry(i, term)).collect();
+                    write(&mut s, |s, wb| s.stage_entries(wb, &new).expect("append"));
+                }
+                _ if last > first => {
+                    s.set_applied_index(last);
+                    let to = rng.gen_range(first..last);
+                    write(&mut s, |s, wb| s.stage_compaction(wb, to).expect("compact"));
+                }
+                _ => {}
+            }
+            let disk = RocksStorage::load(Arc::clone(s.db())).expect("reload");
+            let (first, last) = (
+                s.first_index().expect("first"),
+                s.last_index().expect("last"),
+            );
+            assert_eq!(
+                (disk.first_index().ok(), disk.last_index().ok()),
+                (Some(first), Some(last))
+            );
+            for low in first..=last {
+                assert_eq!(
+                    s.term(low).ok(),
+                    disk.term(low).ok(),
+                    "step {step}: term {low}"
+                );
+                let high = rng.gen_range(low..=last + 1);
+                let max = if rng.gen_bool(0.3) {
+                    Some(rng.gen_range(1..200))
+                } else {
+                    None
+                };
+                let live = s.entries(low, high, max, ctx()).expect("live entries");
+                let read = disk.entries(low, high, max, ctx()).expect("disk entries");
+                assert_eq!(live, read, "step {step}: entries {low}..{high} max {max:?}");
+            }
+        }
+        assert!(s.cache.entries.len() <= CACHE_ENTRIES_MAX);
+    }
+
+    #[test]
+    fn the_entry_cache_stays_a_bounded_suffix() {
+        let mut c = EntryCache::default();
+        c.append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        c.append(&[entry(6, 2)]);
+        assert_eq!(
+            c.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            (1..=6).collect::<Vec<_>>()
+        );
+        assert_eq!(c.get(6).map(|e| e.term), Some(2));
+        c.compact_to(3);
+        assert_eq!(c.first_index(), Some(4));
+        // a start before the cache: only the new entries stay
+        c.append(&[entry(2, 3), entry(3, 3)]);
+        assert_eq!(
+            c.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(c.range(1, 3, u64::MAX), None, "not all cached");
+        assert_eq!(c.range(2, 4, u64::MAX).map(|v| v.len()), Some(2));
+        assert_eq!(c.range(2, 4, 1).map(|v| v.len()), Some(1), "at least one");
+        let many: Vec<Entry> = (4..4 + CACHE_ENTRIES_MAX as u64 + 10)
+            .map(|i| entry(i, 3))
+            .collect();
+        c.append(&many);
+        assert_eq!(c.entries.len(), CACHE_ENTRIES_MAX);
+        assert_eq!(
+            c.entries.back().map(|e| e.index),
+            many.last().map(|e| e.index)
+        );
+        let bytes: usize = c.entries.iter().map(cached_size).sum();
+        assert_eq!(c.bytes, bytes);
+        c.clear();
+        assert_eq!((c.first_index(), c.bytes), (None, 0));
     }
 
     #[test]
