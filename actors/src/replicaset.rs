@@ -348,11 +348,9 @@ impl ReplicaSetController {
                             // a pod deleted gracefully is terminating, so no
                             // longer active: counted as such at once (unless
                             // its watch event says it is gone already)
-                            (Some(k), _) if is_terminating(&obj) => {
-                                if act.pods.get(k).is_some() {
-                                    act.pods.assume(obj);
-                                    act.owners.update(k, act.pods.get(k));
-                                }
+                            (Some(k), _) if is_terminating(&obj) && act.pods.get(k).is_some() => {
+                                act.pods.assume(obj);
+                                act.owners.update(k, act.pods.get(k));
                             }
                             (Some(k), _) => {
                                 act.pods.forget(k);

@@ -572,12 +572,7 @@ impl<R: Runtime> NodeAgent<R> {
         // a later delete shortened the grace: stop again, sooner
         entry.kill_at_ms = kill_at;
         info!(pod = %crate::informer::key_of(&entry.pod), grace_ms = grace.as_millis() as u64, "grace period shortened");
-        let stops: Vec<_> = entry
-            .states
-            .values()
-            .filter_map(|s| s.running.as_deref())
-            .map(|id| self.runtime.stop(id, grace))
-            .collect();
+        let stops = stop_running(self.runtime.as_ref(), &entry.states, grace);
         ctx.spawn(
             async move {
                 join_all(stops).await;
@@ -1078,12 +1073,7 @@ impl<R: Runtime> NodeAgent<R> {
             .filter(|(_, s)| s.running.is_some())
             .map(|(n, _)| n.clone())
             .collect();
-        let stops: Vec<_> = entry
-            .states
-            .values()
-            .filter_map(|s| s.running.as_deref())
-            .map(|id| self.runtime.stop(id, grace))
-            .collect();
+        let stops = stop_running(self.runtime.as_ref(), &entry.states, grace);
         for name in running {
             let message = format!("Stopping container {name}");
             self.recorder
@@ -1519,6 +1509,19 @@ async fn fetch_sources(
         sources.objects.insert((kind, name), obj);
     }
     Ok(sources)
+}
+
+/// Stop every running container of `states` with `grace`.
+fn stop_running<R: Runtime>(
+    runtime: &R,
+    states: &BTreeMap<String, ContainerState>,
+    grace: Duration,
+) -> Vec<BoxFuture<'static, ()>> {
+    states
+        .values()
+        .filter_map(|s| s.running.as_deref())
+        .map(|id| runtime.stop(id, grace))
+        .collect()
 }
 
 /// Write the last status of a pod deleted gracefully (best effort: on a
