@@ -37,8 +37,12 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Whether a pod counts toward its ReplicaSet's replicas.
 pub fn is_active(pod: &Value) -> bool {
     let phase = pod.pointer("/status/phase").and_then(Value::as_str);
-    !matches!(phase, Some("Succeeded") | Some("Failed"))
-        && pod.pointer("/metadata/deletionTimestamp").is_none()
+    !matches!(phase, Some("Succeeded") | Some("Failed")) && !is_terminating(pod)
+}
+
+/// Whether an object is being deleted gracefully (`deletionTimestamp` set).
+pub fn is_terminating(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp").is_some()
 }
 
 /// Whether a pod is Ready (condition Ready=True).
@@ -272,7 +276,9 @@ impl ReplicaSetController {
             let Some(pod) = self.pods.get(&key) else {
                 continue;
             };
+            // a terminating orphan is already on its way out
             let orphaned = is_replicaset_owned(pod)
+                && !is_terminating(pod)
                 && meta::controller_uid(pod).is_some_and(|u| !self.by_uid.contains_key(u));
             if let (true, Some(r)) = (orphaned, meta::object_ref(pod)) {
                 debug!(pod = %r, "pod's ReplicaSet is gone; deleting");
@@ -339,6 +345,13 @@ impl ReplicaSetController {
                                 .record(&rs, EventType::Normal, reason, &message);
                         }
                         match (&deleted_key, meta::kind_of(&obj)) {
+                            // a pod deleted gracefully is terminating, so no
+                            // longer active: counted as such at once (unless
+                            // its watch event says it is gone already)
+                            (Some(k), _) if is_terminating(&obj) && act.pods.get(k).is_some() => {
+                                act.pods.assume(obj);
+                                act.owners.update(k, act.pods.get(k));
+                            }
                             (Some(k), _) => {
                                 act.pods.forget(k);
                                 act.owners.update(k, None);
@@ -497,11 +510,18 @@ mod tests {
         let b = pod("b", "Running", true, "2026-01-01T00:00:02Z");
         let c = pod("c", "Pending", false, "2026-01-01T00:00:00Z");
         let failed = pod("d", "Failed", false, "2026-01-01T00:00:00Z");
+        // issue 5: a pod being deleted gracefully still runs, but no longer
+        // counts: its replacement is created at once, and a scale-down never
+        // picks it again
+        let mut terminating = pod("e", "Running", true, "2026-01-01T00:00:03Z");
+        terminating["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
         // (desired, pods, creates, deletes)
         let cases: Vec<(i64, Vec<&Value>, usize, Vec<&str>)> = vec![
             (3, vec![], 3, vec![]),
             (3, vec![&a, &b], 1, vec![]),
             (3, vec![&a, &b, &failed], 1, vec![]),
+            (3, vec![&a, &b, &terminating], 1, vec![]),
+            (1, vec![&a, &b, &terminating], 0, vec!["b"]),
             (1, vec![&a, &b, &c], 0, vec!["c", "b"]),
             (0, vec![&a], 0, vec!["a"]),
             (2, vec![&a, &b], 0, vec![]),

@@ -18,7 +18,6 @@ use tracing::{debug, info, warn};
 
 use crate::events::{EventType, Recorder};
 use crate::informer::{key_of, Cache};
-use crate::replicaset::is_active;
 use crate::watching::{watched, Watched};
 use crate::write::{perform, Write};
 
@@ -206,6 +205,33 @@ pub fn schedule_from(
     (outcome, examined)
 }
 
+/// How the scheduler counts one pod.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Placement<'a> {
+    /// Bound and not finished: its requests count on this node, also while
+    /// it is terminating (its containers still run until they stop).
+    Counted(&'a str),
+    /// Waiting for a node.
+    Pending,
+    /// Finished, or terminating without a node: never bound, never counted.
+    Ignored,
+}
+
+/// How `pod` counts (pure).
+pub fn placement(pod: &Value) -> Placement<'_> {
+    let finished = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+    match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+        _ if finished => Placement::Ignored,
+        Some(node) if !node.is_empty() => Placement::Counted(node),
+        _ if terminating => Placement::Ignored,
+        _ => Placement::Pending,
+    }
+}
+
 /// What every node has promised, kept pod by pod as changes arrive, and
 /// which pods wait for a node (pure; no rescans of every pod per decision).
 #[derive(Debug, Default)]
@@ -263,18 +289,19 @@ impl Ledger {
             self.count(&node, r, -1);
         }
         self.pending.remove(key);
-        let Some(pod) = pod.filter(|p| is_active(p)) else {
+        let Some(pod) = pod else {
             return;
         };
-        match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
-            Some(node) => {
+        match placement(pod) {
+            Placement::Counted(node) => {
                 let r = pod_requests(pod);
                 self.count(node, r, 1);
                 self.placed.insert(key.to_string(), (node.to_string(), r));
             }
-            None => {
+            Placement::Pending => {
                 self.pending.insert(key.to_string());
             }
+            Placement::Ignored => {}
         }
     }
 
@@ -612,6 +639,51 @@ mod tests {
         l.node_deleted("n1");
         assert_eq!(l.nodes.len(), 1);
         assert_eq!(l.index["n2"], 0);
+    }
+
+    /// Issue 5: a terminating pod is never bound, and a bound one keeps
+    /// its node's resources until its containers have stopped and it is
+    /// finished or gone.
+    #[test]
+    fn terminating_pods_are_not_scheduled_but_still_counted() {
+        let terminating = |node: Option<&str>| {
+            let mut p = bound("t", node);
+            p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:30Z");
+            p
+        };
+        let finished = |phase: &str| {
+            let mut p = bound("f", Some("n1"));
+            p["status"] = json!({"phase": phase});
+            p
+        };
+        let cases: Vec<(&str, Value, Placement)> = vec![
+            ("unbound", bound("a", None), Placement::Pending),
+            ("empty node", bound("a", Some("")), Placement::Pending),
+            ("bound", bound("a", Some("n1")), Placement::Counted("n1")),
+            (
+                "terminating, unbound",
+                terminating(None),
+                Placement::Ignored,
+            ),
+            (
+                "terminating, bound",
+                terminating(Some("n1")),
+                Placement::Counted("n1"),
+            ),
+            ("succeeded", finished("Succeeded"), Placement::Ignored),
+            ("failed", finished("Failed"), Placement::Ignored),
+        ];
+        for (what, pod, want) in &cases {
+            assert_eq!(placement(pod), *want, "{what}");
+        }
+        let mut l = Ledger::default();
+        l.node_changed(&node_object("n1"));
+        l.pod_changed("d/t", Some(&terminating(None)));
+        assert_eq!(l.pending().count(), 0, "never bound");
+        l.pod_changed("d/t", Some(&terminating(Some("n1"))));
+        assert_eq!(l.nodes[l.index["n1"]].pods, 1, "still counted");
+        l.pod_changed("d/t", None);
+        assert_eq!(l.nodes[l.index["n1"]].pods, 0);
     }
 
     #[test]

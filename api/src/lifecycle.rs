@@ -1,7 +1,9 @@
 //! How the store turns a request's object into the object it stores: system
 //! metadata on create, what an update or an apply keeps from the stored
-//! object, and when `metadata.generation` moves. Pure functions; the clock
-//! and the random parts are arguments.
+//! object, when `metadata.generation` moves, and what a delete does
+//! ([`plan_deletion`]: remove now, or mark a pod terminating with
+//! `metadata.deletionTimestamp`, as Kubernetes' graceful deletion does).
+//! Pure functions; the clock and the random parts are arguments.
 
 use serde_json::{Map, Value};
 
@@ -10,6 +12,14 @@ use crate::meta;
 
 /// Metadata fields only the system writes; a request's values are ignored.
 const SYSTEM_META: &[&str] = &["uid", "creationTimestamp", "generation"];
+
+/// Metadata fields only a delete writes: a new object never carries them
+/// and an update may not change them (admission's `validate_update`).
+pub const DELETION_META: &[&str] = &["deletionTimestamp", "deletionGracePeriodSeconds"];
+
+/// A pod's grace period when neither the delete request nor its
+/// `spec.terminationGracePeriodSeconds` gives one (Kubernetes' default).
+pub const GRACE_PERIOD_DEFAULT_SECS: i64 = 30;
 
 /// A Kubernetes `Time`: RFC 3339 at whole seconds, UTC.
 pub fn format_time(ts: jiff::Timestamp) -> String {
@@ -31,8 +41,146 @@ pub fn prepare_create(mut obj: Value, uid: &str, now: &str, suffix: &str) -> Val
         Value::String(now.to_string()),
     );
     meta::set_meta(&mut obj, "generation", Value::from(1));
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in DELETION_META {
+            m.remove(*field);
+        }
+    }
     strip_revision(&mut obj);
     obj
+}
+
+/// What a delete request does to the object it names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deletion {
+    /// Remove the object now.
+    Remove,
+    /// Store this object instead: the pod is terminating, with
+    /// `deletionTimestamp` and `deletionGracePeriodSeconds` set; its node
+    /// agent stops its containers and then removes it.
+    Terminate(Value),
+    /// The pod is already terminating, no later than this request asks:
+    /// nothing to write (the answer is the object as it is).
+    Pending,
+}
+
+/// Kubernetes' graceful deletion, decided: `requested` is the request's
+/// `gracePeriodSeconds` (negative counts as 1, as in Kubernetes; 0 forces
+/// removal at once).
+///
+/// - Kinds other than Pod are removed at once (kubus has no finalizers).
+/// - A pod not yet terminating gets the requested grace, else its
+///   `spec.terminationGracePeriodSeconds`, else 30 s; a pod no node runs
+///   (no `spec.nodeName`) or one already `Succeeded`/`Failed` has nothing
+///   to stop and gets 0. Grace 0 removes it; more marks it terminating,
+///   `deletionTimestamp` = `now` + grace (rounded up to whole seconds, so
+///   the time left is never less than the grace).
+/// - A terminating pod's grace may only shorten: a shorter request moves
+///   `deletionTimestamp` earlier by the difference (0 removes it); no
+///   request, or a longer one, changes nothing.
+pub fn plan_deletion(
+    kind: Kind,
+    current: &Value,
+    requested: Option<i64>,
+    now: jiff::Timestamp,
+) -> Deletion {
+    if kind != Kind::Pod {
+        return Deletion::Remove;
+    }
+    let requested = requested.map(|g| if g < 0 { 1 } else { g });
+    let metadata = current.get("metadata");
+    let deletion_at = metadata.and_then(|m| m.get("deletionTimestamp"));
+    if let Some(at) = deletion_at.filter(|v| !v.is_null()) {
+        let Some(grace_now) = metadata
+            .and_then(|m| m.get("deletionGracePeriodSeconds"))
+            .and_then(Value::as_i64)
+        else {
+            // terminating without a grace period: nothing to wait for
+            return Deletion::Remove;
+        };
+        return match requested {
+            Some(0) => Deletion::Remove,
+            Some(g) if g < grace_now => {
+                // the same start, a shorter wait
+                let at = at
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .map_or_else(
+                        || deletion_time(now, g),
+                        |t| add_seconds(t, g.saturating_sub(grace_now)),
+                    );
+                Deletion::Terminate(terminating(current, at, g))
+            }
+            _ => Deletion::Pending,
+        };
+    }
+    let grace = grace_period_secs(current, requested);
+    if grace == 0 {
+        Deletion::Remove
+    } else {
+        Deletion::Terminate(terminating(current, deletion_time(now, grace), grace))
+    }
+}
+
+/// The grace period a delete of a pod not yet terminating gets (see
+/// [`plan_deletion`]).
+pub fn grace_period_secs(pod: &Value, requested: Option<i64>) -> i64 {
+    let bound = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let terminal = matches!(
+        pod.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !bound || terminal {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(GRACE_PERIOD_DEFAULT_SECS)
+        .max(0)
+}
+
+/// `now` plus `grace` seconds, rounded up to a whole second (a Kubernetes
+/// `Time` holds whole seconds).
+fn deletion_time(now: jiff::Timestamp, grace: i64) -> jiff::Timestamp {
+    let up = i64::from(now.subsec_nanosecond() > 0);
+    add_seconds(now, up.saturating_add(grace))
+}
+
+/// `t` (cut to its whole second) plus `seconds`, saturating at the ends
+/// of time.
+fn add_seconds(t: jiff::Timestamp, seconds: i64) -> jiff::Timestamp {
+    let whole = t.as_second().saturating_add(seconds);
+    jiff::Timestamp::from_second(whole)
+        .ok()
+        .or_else(|| (whole > 0).then_some(jiff::Timestamp::MAX))
+        .unwrap_or(jiff::Timestamp::MIN)
+}
+
+fn terminating(current: &Value, at: jiff::Timestamp, grace: i64) -> Value {
+    let mut obj = current.clone();
+    meta::set_meta(
+        &mut obj,
+        "deletionTimestamp",
+        Value::String(format_time(at)),
+    );
+    meta::set_meta(&mut obj, "deletionGracePeriodSeconds", Value::from(grace));
+    strip_revision(&mut obj);
+    obj
+}
+
+/// When a terminating object's grace period ends, from its
+/// `metadata.deletionTimestamp` (None: not terminating, or unreadable).
+pub fn deletion_deadline(obj: &Value) -> Option<jiff::Timestamp> {
+    obj.pointer("/metadata/deletionTimestamp")?
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 /// An update replaces the object but keeps the system's metadata; the
@@ -127,5 +275,164 @@ mod tests {
         );
         assert_eq!(changed["metadata"]["generation"], json!(4));
         assert_eq!(changed["metadata"]["creationTimestamp"], json!("t"));
+    }
+
+    fn pod(node: Option<&str>, phase: Option<&str>, grace: Option<i64>) -> Value {
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default", "uid": "u"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        if let Some(n) = node {
+            p["spec"]["nodeName"] = json!(n);
+        }
+        if let Some(g) = grace {
+            p["spec"]["terminationGracePeriodSeconds"] = json!(g);
+        }
+        if let Some(ph) = phase {
+            p["status"] = json!({"phase": ph});
+        }
+        p
+    }
+
+    fn at(t: &str) -> jiff::Timestamp {
+        t.parse().expect("a time")
+    }
+
+    /// (what, pod's node, phase, spec grace, requested) → grace
+    #[test]
+    fn grace_period_table() {
+        type Case = (
+            &'static str,
+            Option<&'static str>,
+            Option<&'static str>,
+            Option<i64>,
+            Option<i64>,
+            i64,
+        );
+        let cases: Vec<Case> = vec![
+            ("default", Some("n1"), Some("Running"), None, None, 30),
+            ("the spec's", Some("n1"), Some("Running"), Some(5), None, 5),
+            (
+                "the request's",
+                Some("n1"),
+                Some("Running"),
+                Some(5),
+                Some(2),
+                2,
+            ),
+            ("a longer request", Some("n1"), None, Some(5), Some(60), 60),
+            ("force", Some("n1"), Some("Running"), Some(5), Some(0), 0),
+            ("unbound", None, Some("Pending"), Some(5), Some(9), 0),
+            ("empty node name", Some(""), None, None, None, 0),
+            ("succeeded", Some("n1"), Some("Succeeded"), None, None, 0),
+            ("failed", Some("n1"), Some("Failed"), None, Some(9), 0),
+            ("negative spec", Some("n1"), None, Some(-4), None, 0),
+        ];
+        for (what, node, phase, spec, requested, want) in cases {
+            assert_eq!(
+                grace_period_secs(&pod(node, phase, spec), requested),
+                want,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn deletion_removes_at_once_or_marks_terminating() {
+        let now = at("2026-01-01T00:00:10.250Z");
+        // other kinds: immediate
+        let cm = json!({"kind": "ConfigMap", "metadata": {"name": "c"}});
+        assert_eq!(
+            plan_deletion(Kind::ConfigMap, &cm, None, now),
+            Deletion::Remove
+        );
+        // unbound, terminal, forced: immediate
+        for (p, g) in [
+            (pod(None, None, Some(5)), None),
+            (pod(Some("n1"), Some("Succeeded"), None), None),
+            (pod(Some("n1"), Some("Running"), None), Some(0)),
+        ] {
+            assert_eq!(
+                plan_deletion(Kind::Pod, &p, g, now),
+                Deletion::Remove,
+                "{p}"
+            );
+        }
+        // bound: terminating, the time rounded up
+        let mut running = pod(Some("n1"), Some("Running"), Some(5));
+        running["metadata"]["resourceVersion"] = json!("7");
+        let Deletion::Terminate(t) = plan_deletion(Kind::Pod, &running, None, now) else {
+            panic!("graceful");
+        };
+        assert_eq!(
+            t["metadata"]["deletionTimestamp"],
+            json!("2026-01-01T00:00:16Z")
+        );
+        assert_eq!(t["metadata"]["deletionGracePeriodSeconds"], json!(5));
+        assert_eq!(meta::resource_version(&t), None, "the stored form");
+        assert_eq!(t["spec"], running["spec"]);
+        // a negative request counts as 1 s; on a whole second no rounding
+        let Deletion::Terminate(t) =
+            plan_deletion(Kind::Pod, &running, Some(-3), at("2026-01-01T00:00:10Z"))
+        else {
+            panic!("graceful");
+        };
+        assert_eq!(
+            t["metadata"]["deletionTimestamp"],
+            json!("2026-01-01T00:00:11Z")
+        );
+        assert_eq!(t["metadata"]["deletionGracePeriodSeconds"], json!(1));
+        assert_eq!(deletion_deadline(&t), Some(at("2026-01-01T00:00:11Z")));
+        assert_eq!(deletion_deadline(&running), None);
+    }
+
+    /// A second delete may only shorten the grace period.
+    #[test]
+    fn a_terminating_pod_only_shortens() {
+        let now = at("2026-01-01T00:00:12Z");
+        let mut p = pod(Some("n1"), Some("Running"), Some(30));
+        p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:40Z");
+        p["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+        // (requested, want: None = Pending, Some(None) = Remove, Some(Some((at, grace))))
+        type Want = Option<Option<(&'static str, i64)>>;
+        let cases: Vec<(Option<i64>, Want)> = vec![
+            (None, None),
+            (Some(30), None),
+            (Some(60), None),
+            (Some(10), Some(Some(("2026-01-01T00:00:20Z", 10)))),
+            (Some(-1), Some(Some(("2026-01-01T00:00:11Z", 1)))),
+            (Some(0), Some(None)),
+        ];
+        for (requested, want) in cases {
+            let got = match plan_deletion(Kind::Pod, &p, requested, now) {
+                Deletion::Pending => None,
+                Deletion::Remove => Some(None),
+                Deletion::Terminate(t) => Some(Some((
+                    t["metadata"]["deletionTimestamp"]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_default(),
+                    t["metadata"]["deletionGracePeriodSeconds"]
+                        .as_i64()
+                        .unwrap_or_default(),
+                ))),
+            };
+            let want = want.map(|w| w.map(|(t, g)| (t.to_string(), g)));
+            assert_eq!(got, want, "requested {requested:?}");
+        }
+        // terminating without a grace period: removed
+        let mut bare = p.clone();
+        if let Some(m) = bare["metadata"].as_object_mut() {
+            m.remove("deletionGracePeriodSeconds");
+        }
+        assert_eq!(plan_deletion(Kind::Pod, &bare, None, now), Deletion::Remove);
+    }
+
+    #[test]
+    fn a_new_object_carries_no_deletion() {
+        let o = json!({"kind": "Pod", "metadata": {"name": "p",
+            "deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 3}});
+        let o = prepare_create(o, "u", "t", "x");
+        assert_eq!(o["metadata"].get("deletionTimestamp"), None);
+        assert_eq!(o["metadata"].get("deletionGracePeriodSeconds"), None);
     }
 }

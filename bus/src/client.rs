@@ -55,6 +55,18 @@ impl ListOptions {
     }
 }
 
+/// What a delete asks for besides the object's name (see
+/// [`ApiRequest::Delete`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// Only if the object is still at this revision.
+    pub resource_version: Option<u64>,
+    /// Only if the object is this one, not a re-created one of its name.
+    pub uid: Option<String>,
+    /// A pod's grace period in seconds (0: remove at once).
+    pub grace_period_seconds: Option<i64>,
+}
+
 /// Retries of a request the store answered `Unavailable`.
 pub const UNAVAILABLE_RETRIES: usize = 5;
 
@@ -424,9 +436,22 @@ impl Client {
 
     /// Delete by name; with `resource_version`, only if still at it.
     pub async fn delete(&self, object: &ObjectRef, resource_version: Option<u64>) -> Result<Value> {
+        let options = DeleteOptions {
+            resource_version,
+            ..DeleteOptions::default()
+        };
+        self.delete_with(object, options).await
+    }
+
+    /// Delete by name with preconditions and a grace period (see
+    /// [`ApiRequest::Delete`]): the answer is the object removed, or the
+    /// pod now terminating (`metadata.deletionTimestamp` set).
+    pub async fn delete_with(&self, object: &ObjectRef, options: DeleteOptions) -> Result<Value> {
         let req = ApiRequest::Delete {
             name: object.name.clone(),
-            resource_version,
+            resource_version: options.resource_version,
+            uid: options.uid,
+            grace_period_seconds: options.grace_period_seconds,
         };
         match self
             .api(Verb::Delete, object.kind, object.namespace.as_deref(), req)

@@ -48,11 +48,26 @@ pub enum ApiRequest {
     Update {
         object: Value,
     },
+    /// A pod bound to a node and still running is not removed at once:
+    /// it gets `metadata.deletionTimestamp` (now + the grace period) and
+    /// `deletionGracePeriodSeconds`, its node agent stops it and then
+    /// removes it; the reply is the terminating pod. Anything else goes
+    /// at once; the reply is the object as it was.
     Delete {
         name: String,
         /// Delete only if the object is still at this revision.
         #[serde(default)]
         resource_version: Option<u64>,
+        /// Delete only if the object is this one (not a re-created one of
+        /// the same name).
+        #[serde(default)]
+        uid: Option<String>,
+        /// Seconds a pod's containers get to stop after SIGTERM; absent:
+        /// the pod's `spec.terminationGracePeriodSeconds` (else 30); 0:
+        /// remove at once (force); negative counts as 1. On a pod already
+        /// terminating it may only shorten the time left.
+        #[serde(default)]
+        grace_period_seconds: Option<i64>,
     },
     /// Create, or update what the manifest says while keeping status.
     Apply {

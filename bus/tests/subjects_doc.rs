@@ -110,3 +110,27 @@ fn every_list_field_is_documented() {
         );
     }
 }
+
+/// Every field a delete request takes is named in the doc (issue 5 added
+/// `uid` and `gracePeriodSeconds`, graceful deletion).
+#[test]
+fn every_delete_field_is_documented() {
+    use kubus_bus::protocol::ApiRequest;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/subjects.md"))
+        .expect("docs/subjects.md");
+    let delete = ApiRequest::Delete {
+        name: String::new(),
+        resource_version: Some(1),
+        uid: Some(String::new()),
+        grace_period_seconds: Some(0),
+    };
+    let wire = serde_json::to_value(&delete).expect("json");
+    let fields = wire["delete"].as_object().expect("delete fields");
+    assert_eq!(fields.len(), 4, "{wire}");
+    for name in fields.keys() {
+        assert!(
+            text.contains(&format!("`{name}`")),
+            "delete field {name:?} undocumented"
+        );
+    }
+}

@@ -321,6 +321,26 @@ pub struct DeleteArgs {
     pub namespace: String,
     #[arg(short = 'f', long = "filename")]
     pub files: Vec<String>,
+    /// Seconds a pod's containers get to stop after SIGTERM (default: the
+    /// pod's terminationGracePeriodSeconds, else 30); 0 removes it at once.
+    /// A pod already terminating can only be hurried.
+    #[arg(long = "grace-period", allow_negative_numbers = true)]
+    pub grace_period: Option<i64>,
+    /// Remove at once, without waiting for the containers to stop (the
+    /// same as --grace-period 0).
+    #[arg(long, conflicts_with = "grace_period")]
+    pub force: bool,
+}
+
+impl DeleteArgs {
+    /// The grace period the delete asks for.
+    pub fn grace_period_seconds(&self) -> Option<i64> {
+        if self.force {
+            Some(0)
+        } else {
+            self.grace_period
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use kubus_api::{manifest, meta, Kind, ObjectRef};
+use kubus_bus::client::DeleteOptions;
 use kubus_bus::protocol::{EventType, ExecRequest, LogsRequest};
 use kubus_bus::watch::WatchItem;
 use kubus_bus::Client;
@@ -250,7 +251,9 @@ async fn delete(client: &Client, args: DeleteArgs) -> anyhow::Result<()> {
         }
     } else {
         let (Some(kind), Some(name)) = (&args.kind, &args.name) else {
-            bail!("usage: kubus delete KIND NAME [-n NS] | kubus delete -f FILE");
+            bail!(
+                "usage: kubus delete KIND NAME [-n NS] [--grace-period N] [--force] | kubus delete -f FILE"
+            );
         };
         targets.push(ObjectRef::new(
             Kind::from_resource(kind)?,
@@ -259,8 +262,19 @@ async fn delete(client: &Client, args: DeleteArgs) -> anyhow::Result<()> {
         ));
     }
     let mut failed = false;
+    let options = DeleteOptions {
+        grace_period_seconds: args.grace_period_seconds(),
+        ..DeleteOptions::default()
+    };
+    if args.force {
+        eprintln!(
+            "warning: immediate deletion does not wait for confirmation that the running \
+             resource has been terminated"
+        );
+    }
     for r in targets {
-        match client.delete(&r, None).await {
+        // as kubectl words it: a pod that is terminating is "deleted" too
+        match client.delete_with(&r, options.clone()).await {
             Ok(_) => emit(&format!("{} deleted\n", display_name(&r))),
             Err(e) => {
                 eprintln!("error: {e}");

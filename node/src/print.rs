@@ -297,6 +297,14 @@ mod tests {
         );
     }
 
+    /// Issue 5: a pod being deleted gracefully shows as kubectl shows it.
+    #[test]
+    fn terminating_pods_show_in_status() {
+        let pod = json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:30Z"},
+            "status": {"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]}});
+        assert_eq!(pod_status(&pod), "Terminating");
+    }
+
     #[test]
     fn crash_loops_show_in_status() {
         let pod = json!({"status": {"phase": "Running", "containerStatuses": [{"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});

@@ -246,10 +246,13 @@ impl Drop for Cluster {
     }
 }
 
-/// Pods whose phase is Running and every container ready.
+/// Pods whose phase is Running, every container ready, and not being
+/// deleted (a terminating pod runs until its containers stop, but
+/// `kubus get pods` shows it `Terminating`, issue 5).
 pub fn running(pods: &[Value]) -> Vec<&Value> {
     pods.iter()
         .filter(|p| p["status"]["phase"] == "Running")
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .filter(|p| {
             p["status"]["containerStatuses"]
                 .as_array()

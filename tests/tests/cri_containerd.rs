@@ -1214,6 +1214,7 @@ kind: Pod
 metadata: {name: doomed}
 spec:
   nodeSelector: {kubernetes.io/hostname: node-2}
+  terminationGracePeriodSeconds: 2
   containers:
   - name: main
     image: localhost/busybox:latest
@@ -1355,8 +1356,8 @@ fn steady(c: &CriCluster) -> Vec<(String, String, u64)> {
 /// SIGKILLed, a pod of it is deleted meanwhile, and it is started again.
 /// The running containers are re-adopted (same CRI containers, same
 /// processes, same restart counts, still Ready), their probes, restart
-/// policy and logs go on, and the deleted pod's sandbox and container are
-/// removed.
+/// policy and logs go on, and the pod deleted meanwhile (Terminating while
+/// its agent is away) is stopped and removed with its sandbox and container.
 #[test]
 fn cri_agent_restart_re_adopts_running_containers() {
     let _serial = serial();
@@ -1445,7 +1446,13 @@ fn cri_agent_restart_re_adopts_running_containers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(c.pod("doomed").is_none());
+    // graceful deletion (issue 5): with its agent away, the pod stays
+    // Terminating, as in Kubernetes
+    let doomed = c.pod("doomed").unwrap_or_default();
+    assert!(
+        doomed["metadata"]["deletionTimestamp"].is_string(),
+        "{doomed:#}"
+    );
     assert_eq!(
         of_doomed(&c.ctr_containers()),
         2,
@@ -1454,9 +1461,11 @@ fn cri_agent_restart_re_adopts_running_containers() {
     drop(agent);
     let agent = start_node_2(&c, &nats, "second");
 
-    // what no pod owns goes
+    // the terminating pod is re-adopted, stopped (SIGKILL after its 2 s:
+    // `sleep` as PID 1 ignores SIGTERM) and removed, and its sandbox and
+    // container go
     let removed = wait_for(Duration::from_secs(30), || {
-        (of_doomed(&c.ctr_containers()) == 0).then_some(())
+        (of_doomed(&c.ctr_containers()) == 0 && c.pod("doomed").is_none()).then_some(())
     });
     assert!(
         removed.is_some(),
@@ -1491,8 +1500,8 @@ fn cri_agent_restart_re_adopts_running_containers() {
     let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
     assert_eq!(
         log.matches("re-adopted the pod's containers").count(),
-        2,
-        "both steady pods re-adopted:\n{log}"
+        3,
+        "both steady pods and the terminating one re-adopted:\n{log}"
     );
 
     // logs: what an adopted container writes now is served

@@ -9,6 +9,15 @@
 //! [`refresh::due`] picks pods (bounded, debounced) whose sources are read
 //! again, and [`volumes`] swaps in the files that changed.
 //!
+//! Graceful deletion (issue 5): a pod with `metadata.deletionTimestamp` is
+//! stopped — SIGTERM, then SIGKILL when the time left until that timestamp
+//! runs out ([`pod::stop_grace`]; a later, shorter delete stops it sooner)
+//! — its last status written ([`pod::final_status`]), and then the agent
+//! removes the object for good: delete with grace 0 and a precondition on
+//! its uid, so a re-created pod of the same name is never touched. The
+//! entry stays until the pod's removal is seen. A pod removed at once
+//! (forced, or never bound) is only stopped.
+//!
 //! After a restart the agent re-adopts what its earlier run left in the
 //! runtime: it asks the runtime for its [`runtime::Leftovers`] and, once its
 //! pod watch has listed this node's pods, lets [`adopt::plan`] decide what
@@ -39,6 +48,7 @@ use async_nats::Message as NatsMessage;
 use futures::future::join_all;
 use futures::future::BoxFuture;
 use kubus_api::{meta, ApiError, Kind, Reason};
+use kubus_bus::client::DeleteOptions;
 use kubus_bus::codec::Codec;
 use kubus_bus::protocol::{
     ExecReply, ExecRequest, ExecResult, LogChunk, LogsReply, LogsRequest,
@@ -77,6 +87,18 @@ const PREPARE_RETRY: Duration = Duration::from_secs(1);
 /// the pause between: after that it goes on without adopting anything.
 const LEFTOVERS_ATTEMPTS: u32 = 10;
 const LEFTOVERS_RETRY: Duration = Duration::from_secs(1);
+/// After its containers were stopped, how often and how long the agent
+/// waits for their exits before it writes a deleted pod's last status.
+const FINAL_EXIT_POLLS: u32 = 20;
+const FINAL_EXIT_POLL: Duration = Duration::from_millis(50);
+/// Tries at writing a deleted pod's last status (each after re-reading it
+/// on a conflict), and at removing it, with the pause between removals.
+const FINAL_STATUS_ATTEMPTS: usize = 3;
+const REMOVE_ATTEMPTS: usize = 30;
+const REMOVE_RETRY: Duration = Duration::from_secs(1);
+/// A later delete that moves the kill this much earlier stops the
+/// containers again with the shorter grace.
+const SHORTEN_MIN: Duration = Duration::from_millis(500);
 
 /// How a node agent describes its node.
 #[derive(Debug, Clone)]
@@ -157,7 +179,16 @@ struct PodEntry {
     pod: Value,
     states: BTreeMap<String, ContainerState>,
     started_ms: u64,
+    /// Its containers are being (or have been) stopped.
     terminating: bool,
+    /// When the containers being stopped get SIGKILL at the latest.
+    kill_at_ms: u64,
+    /// Every container's stop has returned.
+    stopped: bool,
+    /// The object is gone from the store (its removal was seen).
+    removed: bool,
+    /// The last status and the removal are written (or under way).
+    finishing: bool,
     wake_at: Option<u64>,
     status_in_flight: bool,
     status_dirty: bool,
@@ -177,6 +208,34 @@ struct PodEntry {
     refreshed_ms: u64,
     /// What the last refresh failed with, recorded once as an Event.
     refresh_error: Option<String>,
+}
+
+impl PodEntry {
+    /// A pod the agent has just met, nothing started yet.
+    fn new(pod: Value, now_ms: u64) -> PodEntry {
+        PodEntry {
+            pod,
+            states: BTreeMap::new(),
+            started_ms: now_ms,
+            terminating: false,
+            kill_at_ms: 0,
+            stopped: false,
+            removed: false,
+            finishing: false,
+            wake_at: None,
+            status_in_flight: false,
+            status_dirty: false,
+            last_reported: None,
+            pod_ip: None,
+            sources: config::Sources::default(),
+            volumes: Ok(Vec::new()),
+            prepared_ms: None,
+            preparing: false,
+            refreshing: false,
+            refreshed_ms: 0,
+            refresh_error: None,
+        }
+    }
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -353,28 +412,12 @@ impl<R: Runtime> NodeAgent<R> {
                 states.insert(name, state);
             }
             info!(pod = %crate::informer::key_of(&pod), containers = states.len(), "re-adopted the pod's containers");
-            self.pods.insert(
-                uid.clone(),
-                PodEntry {
-                    states,
-                    started_ms: pp.started_ms.unwrap_or(now),
-                    terminating: false,
-                    wake_at: None,
-                    status_in_flight: false,
-                    status_dirty: false,
-                    // unchanged, it is not written again
-                    last_reported: pod.get("status").cloned(),
-                    pod_ip: pp.sandbox.and_then(|sb| sb.ip),
-                    sources: config::Sources::default(),
-                    volumes: Ok(Vec::new()),
-                    prepared_ms: None,
-                    preparing: false,
-                    refreshing: false,
-                    refreshed_ms: 0,
-                    refresh_error: None,
-                    pod,
-                },
-            );
+            let mut entry = PodEntry::new(pod, pp.started_ms.unwrap_or(now));
+            entry.states = states;
+            // unchanged, it is not written again
+            entry.last_reported = entry.pod.get("status").cloned();
+            entry.pod_ip = pp.sandbox.and_then(|sb| sb.ip);
+            self.pods.insert(uid.clone(), entry);
             for (name, id, ran) in probed {
                 self.start_probes(&uid, &name, &id, Duration::ZERO, ran, ctx);
             }
@@ -444,7 +487,14 @@ impl<R: Runtime> NodeAgent<R> {
             .cloned()
             .collect();
         for uid in gone {
-            self.terminate(&uid, ctx);
+            let grace = match self.pods.get_mut(&uid) {
+                Some(entry) => {
+                    entry.removed = true;
+                    pod::stop_grace(&entry.pod, now_ms(), GRACE_MAX)
+                }
+                None => continue,
+            };
+            self.terminate(&uid, grace, ctx);
         }
         for pod in pods {
             self.on_pod(pod, false, ctx);
@@ -506,8 +556,12 @@ impl<R: Runtime> NodeAgent<R> {
         let Some(uid) = meta::uid(&pod).map(str::to_string) else {
             return;
         };
-        if deleted || pod.pointer("/metadata/deletionTimestamp").is_some() {
-            self.terminate(&uid, ctx);
+        if deleted {
+            self.on_pod_removed(&uid, &pod, ctx);
+            return;
+        }
+        if kubus_api::lifecycle::deletion_deadline(&pod).is_some() {
+            self.on_pod_terminating(&uid, pod, ctx);
             return;
         }
         match self.pods.get_mut(&uid) {
@@ -518,30 +572,59 @@ impl<R: Runtime> NodeAgent<R> {
             None => {
                 info!(pod = %crate::informer::key_of(&pod), "pod assigned to this node");
                 self.runtime.pod_updated(&pod);
-                self.pods.insert(
-                    uid.clone(),
-                    PodEntry {
-                        pod,
-                        states: BTreeMap::new(),
-                        started_ms: now_ms(),
-                        terminating: false,
-                        wake_at: None,
-                        status_in_flight: false,
-                        status_dirty: false,
-                        last_reported: None,
-                        pod_ip: None,
-                        sources: config::Sources::default(),
-                        volumes: Ok(Vec::new()),
-                        prepared_ms: None,
-                        preparing: false,
-                        refreshing: false,
-                        refreshed_ms: 0,
-                        refresh_error: None,
-                    },
-                );
+                self.pods.insert(uid.clone(), PodEntry::new(pod, now_ms()));
             }
         }
         self.sync_pod(&uid, ctx);
+    }
+
+    /// The pod is gone from the store: stop what still runs (a pod
+    /// removed at once gets its spec's grace), or, stopped already, forget
+    /// it.
+    fn on_pod_removed(&mut self, uid: &str, pod: &Value, ctx: &mut Context<Self>) {
+        let Some(entry) = self.pods.get_mut(uid) else {
+            return;
+        };
+        entry.removed = true;
+        if !entry.terminating {
+            let grace = pod::stop_grace(pod, now_ms(), GRACE_MAX);
+            self.terminate(uid, grace, ctx);
+        } else if entry.stopped {
+            self.pods.remove(uid);
+        }
+    }
+
+    /// The pod is being deleted gracefully: stop its containers within the
+    /// time left (sooner when a later delete shortened it); once stopped,
+    /// [`Self::finish`] writes its last status and removes it. A pod this
+    /// agent never ran (or no longer knows, after a restart) is removed at
+    /// once.
+    fn on_pod_terminating(&mut self, uid: &str, pod: Value, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let grace = pod::stop_grace(&pod, now, GRACE_MAX);
+        let entry = self
+            .pods
+            .entry(uid.to_string())
+            .or_insert_with(|| PodEntry::new(pod.clone(), now));
+        entry.pod = pod;
+        if !entry.terminating {
+            self.terminate(uid, grace, ctx);
+            return;
+        }
+        let kill_at = now.saturating_add(grace.as_millis() as u64);
+        if entry.stopped || kill_at + SHORTEN_MIN.as_millis() as u64 > entry.kill_at_ms {
+            return;
+        }
+        // a later delete shortened the grace: stop again, sooner
+        entry.kill_at_ms = kill_at;
+        info!(pod = %crate::informer::key_of(&entry.pod), grace_ms = grace.as_millis() as u64, "grace period shortened");
+        let stops = stop_running(self.runtime.as_ref(), &entry.states, grace);
+        ctx.spawn(
+            async move {
+                join_all(stops).await;
+            }
+            .into_actor(self),
+        );
     }
 
     fn sync_pod(&mut self, uid: &str, ctx: &mut Context<Self>) {
@@ -1127,7 +1210,9 @@ impl<R: Runtime> NodeAgent<R> {
         );
     }
 
-    fn terminate(&mut self, uid: &str, ctx: &mut Context<Self>) {
+    /// Stop the pod's containers (SIGTERM, SIGKILL after `grace`) and
+    /// release what it holds; then [`Self::stopped`].
+    fn terminate(&mut self, uid: &str, grace: Duration, ctx: &mut Context<Self>) {
         let Some(entry) = self.pods.get_mut(uid) else {
             return;
         };
@@ -1135,8 +1220,8 @@ impl<R: Runtime> NodeAgent<R> {
             return;
         }
         entry.terminating = true;
-        let grace = grace_period(&entry.pod);
-        info!(pod = %crate::informer::key_of(&entry.pod), "stopping pod");
+        entry.kill_at_ms = now_ms().saturating_add(grace.as_millis() as u64);
+        info!(pod = %crate::informer::key_of(&entry.pod), grace_ms = grace.as_millis() as u64, "stopping pod");
         let pod = entry.pod.clone();
         let running: Vec<String> = entry
             .states
@@ -1144,12 +1229,7 @@ impl<R: Runtime> NodeAgent<R> {
             .filter(|(_, s)| s.running.is_some())
             .map(|(n, _)| n.clone())
             .collect();
-        let stops: Vec<_> = entry
-            .states
-            .values()
-            .filter_map(|s| s.running.as_deref())
-            .map(|id| self.runtime.stop(id, grace))
-            .collect();
+        let stops = stop_running(self.runtime.as_ref(), &entry.states, grace);
         for name in running {
             let message = format!("Stopping container {name}");
             self.recorder
@@ -1171,9 +1251,81 @@ impl<R: Runtime> NodeAgent<R> {
             });
             let _ = removed.await;
         };
-        ctx.spawn(stopped.into_actor(self).map(move |_, act, _| {
-            act.pods.remove(&uid);
-        }));
+        ctx.spawn(
+            stopped
+                .into_actor(self)
+                .map(move |_, act, ctx| act.stopped(&uid, ctx)),
+        );
+    }
+
+    /// Every container of the pod has stopped: forget a pod that is gone,
+    /// finish one deleted gracefully.
+    fn stopped(&mut self, uid: &str, ctx: &mut Context<Self>) {
+        let Some(entry) = self.pods.get_mut(uid) else {
+            return;
+        };
+        entry.stopped = true;
+        if entry.removed {
+            self.pods.remove(uid);
+        } else {
+            self.finish(uid, 0, ctx);
+        }
+    }
+
+    /// A pod deleted gracefully has stopped: once its exits are in (a
+    /// bounded wait), write its last status, then remove it with grace 0
+    /// and a precondition on its uid. Both go through the store; the entry
+    /// goes when the removal is seen.
+    fn finish(&mut self, uid: &str, poll: u32, ctx: &mut Context<Self>) {
+        let Some(entry) = self.pods.get_mut(uid) else {
+            return;
+        };
+        if entry.removed || entry.finishing {
+            return;
+        }
+        let exits_due = entry.states.values().any(|s| s.running.is_some());
+        if exits_due && poll < FINAL_EXIT_POLLS {
+            let uid = uid.to_string();
+            ctx.run_later(FINAL_EXIT_POLL, move |act, ctx| {
+                act.finish(&uid, poll + 1, ctx)
+            });
+            return;
+        }
+        entry.finishing = true;
+        let key = crate::informer::key_of(&entry.pod);
+        let Some(r) = meta::object_ref(&entry.pod) else {
+            return;
+        };
+        // nothing ran here: no status to tell
+        let last = (!entry.states.is_empty()).then(|| {
+            let mut st = pod::final_status(
+                &entry.pod,
+                &entry.states,
+                &self.cfg.host_ip,
+                entry.started_ms,
+                now_ms(),
+            );
+            if let Some(ip) = &entry.pod_ip {
+                pod::set_pod_ip(&mut st, ip);
+            }
+            st
+        });
+        let current = self.cache.get(&key).cloned().unwrap_or(entry.pod.clone());
+        let client = self.client.clone();
+        let pod_uid = uid.to_string();
+        ctx.spawn(
+            async move {
+                if let Some(status) = last {
+                    write_final_status(&client, &r, current, status).await;
+                }
+                remove_pod(&client, &r, &pod_uid).await
+            }
+            .into_actor(self)
+            .map(move |res, _act, _ctx| match res {
+                Ok(()) => info!(pod = %key, "pod stopped and removed"),
+                Err(e) => error!(pod = %key, error = %e, "cannot remove the stopped pod; it stays Terminating"),
+            }),
+        );
     }
 
     fn on_exit(&mut self, exit: Exited, ctx: &mut Context<Self>) {
@@ -1511,6 +1663,85 @@ async fn fetch_sources(
         sources.objects.insert((kind, name), obj);
     }
     Ok(sources)
+}
+
+/// Stop every running container of `states` with `grace`.
+fn stop_running<R: Runtime>(
+    runtime: &R,
+    states: &BTreeMap<String, ContainerState>,
+    grace: Duration,
+) -> Vec<BoxFuture<'static, ()>> {
+    states
+        .values()
+        .filter_map(|s| s.running.as_deref())
+        .map(|id| runtime.stop(id, grace))
+        .collect()
+}
+
+/// Write the last status of a pod deleted gracefully (best effort: on a
+/// conflict it is read again, a bounded number of times).
+async fn write_final_status(
+    client: &Client,
+    r: &kubus_api::ObjectRef,
+    mut current: Value,
+    status: Value,
+) {
+    for _ in 0..FINAL_STATUS_ATTEMPTS {
+        if let Some(root) = current.as_object_mut() {
+            root.insert("status".into(), status.clone());
+        }
+        match client.update(current).await {
+            Ok(_) => return,
+            Err(e) if e.reason() == Some(Reason::Conflict) => {
+                match client.get(r.kind, r.namespace.as_deref(), &r.name).await {
+                    Ok(fresh) => current = fresh,
+                    Err(_) => return,
+                }
+            }
+            Err(e) => {
+                debug!(pod = %r, error = %e, "cannot write the last status");
+                return;
+            }
+        }
+    }
+}
+
+/// Remove a pod that has stopped, for good: grace 0, and only if it is
+/// still the pod of this uid. Gone already, or another pod of the name
+/// now: done.
+async fn remove_pod(
+    client: &Client,
+    r: &kubus_api::ObjectRef,
+    uid: &str,
+) -> Result<(), kubus_bus::ClientError> {
+    let options = DeleteOptions {
+        uid: Some(uid.to_string()),
+        grace_period_seconds: Some(0),
+        ..DeleteOptions::default()
+    };
+    let mut attempt = 1;
+    loop {
+        let err = match client.delete_with(r, options.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.reason() == Some(Reason::NotFound) => return Ok(()),
+            Err(e) if e.reason() == Some(Reason::Conflict) => {
+                // another pod of the name now, or this one kept changing
+                match client.get(r.kind, r.namespace.as_deref(), &r.name).await {
+                    Ok(now) if meta::uid(&now) == Some(uid) => e,
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.reason() == Some(Reason::NotFound) => return Ok(()),
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        if attempt >= REMOVE_ATTEMPTS {
+            return Err(err);
+        }
+        attempt += 1;
+        debug!(pod = %r, error = %err, "cannot remove the pod yet; retrying");
+        tokio::time::sleep(REMOVE_RETRY).await;
+    }
 }
 
 /// How long a container of this pod may take to stop after SIGTERM: its

@@ -1,6 +1,8 @@
 //! What the node agent decides for one pod: which container to start next,
-//! when a crashed container may restart (CrashLoopBackOff), and the pod
-//! status those facts add up to. Pure: the clock is an argument.
+//! when a crashed container may restart (CrashLoopBackOff), the pod
+//! status those facts add up to, and, for a pod being deleted, how long
+//! its containers get to stop and the status it ends with. Pure: the clock
+//! is an argument.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -414,6 +416,62 @@ pub fn status(
     status
 }
 
+/// How long the containers of a pod being stopped get between SIGTERM and
+/// SIGKILL, at most `max`: for a pod deleted gracefully, the time left
+/// until its `metadata.deletionTimestamp` (never more than its
+/// `deletionGracePeriodSeconds`, so a skewed clock cannot stretch it);
+/// otherwise (a pod removed at once, a node shutting down) its
+/// `spec.terminationGracePeriodSeconds` (default 30 s).
+pub fn stop_grace(pod: &Value, now_ms: u64, max: Duration) -> Duration {
+    let secs = |pointer: &str| {
+        pod.pointer(pointer)
+            .and_then(Value::as_i64)
+            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)))
+    };
+    let spec = secs("/spec/terminationGracePeriodSeconds").unwrap_or(Duration::from_secs(
+        kubus_api::lifecycle::GRACE_PERIOD_DEFAULT_SECS.unsigned_abs(),
+    ));
+    let Some(deadline) = kubus_api::lifecycle::deletion_deadline(pod) else {
+        return spec.min(max);
+    };
+    let deadline_ms = u64::try_from(deadline.as_millisecond()).unwrap_or(0);
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    let granted = secs("/metadata/deletionGracePeriodSeconds").unwrap_or(spec);
+    left.min(granted).min(max)
+}
+
+/// The last status of a pod whose containers were stopped because it is
+/// being deleted, as the kubelet reports it before the pod goes: every
+/// container terminated (no restart pending), not ready, and the phase
+/// `Succeeded` when every app container's last run exited 0, else
+/// `Failed`.
+pub fn final_status(
+    pod: &Value,
+    states: &BTreeMap<String, ContainerState>,
+    host_ip: &str,
+    started_ms: u64,
+    now_ms: u64,
+) -> Value {
+    let mut stopped = states.clone();
+    for s in stopped.values_mut() {
+        s.running = None;
+        s.starting = false;
+        s.waiting = None;
+        s.not_before_ms = 0;
+    }
+    let mut st = status(pod, &stopped, host_ip, started_ms, now_ms);
+    let apps = names(pod, "containers");
+    let all_ok = !apps.is_empty()
+        && apps.iter().all(|n| {
+            stopped
+                .get(n)
+                .and_then(|s| s.last_exit.as_ref())
+                .is_some_and(|e| e.code == 0)
+        });
+    st["phase"] = json!(if all_ok { "Succeeded" } else { "Failed" });
+    st
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,6 +603,111 @@ mod tests {
         assert_eq!(
             st["containerStatuses"][0]["state"]["waiting"]["reason"],
             "CrashLoopBackOff"
+        );
+    }
+
+    /// Issue 5: (what, spec grace, deletion at (s), granted, now (ms)) → grace (ms)
+    #[test]
+    fn stop_grace_table() {
+        let max = Duration::from_secs(30);
+        let base = 1_767_225_600_000u64; // 2026-01-01T00:00:00Z
+        type Case = (
+            &'static str,
+            Option<i64>,
+            Option<&'static str>,
+            Option<i64>,
+            u64,
+            u64,
+        );
+        let cases: Vec<Case> = vec![
+            ("not deleted: the spec's", Some(5), None, None, 0, 5_000),
+            ("not deleted: default", None, None, None, 0, 30_000),
+            ("not deleted: capped", Some(600), None, None, 0, 30_000),
+            (
+                "time left",
+                Some(5),
+                Some("2026-01-01T00:00:05Z"),
+                Some(5),
+                1_500,
+                3_500,
+            ),
+            (
+                "all of it",
+                Some(5),
+                Some("2026-01-01T00:00:05Z"),
+                Some(5),
+                0,
+                5_000,
+            ),
+            (
+                "never more than granted",
+                Some(5),
+                Some("2026-01-01T00:00:09Z"),
+                Some(2),
+                0,
+                2_000,
+            ),
+            (
+                "past the deadline",
+                Some(5),
+                Some("2026-01-01T00:00:05Z"),
+                Some(5),
+                9_000,
+                0,
+            ),
+            (
+                "shortened below the spec",
+                Some(20),
+                Some("2026-01-01T00:00:01Z"),
+                Some(1),
+                0,
+                1_000,
+            ),
+            (
+                "a long grace is capped",
+                None,
+                Some("2026-01-01T00:10:00Z"),
+                Some(600),
+                0,
+                30_000,
+            ),
+        ];
+        for (what, spec, at, granted, now, want) in cases {
+            let mut p = json!({"metadata": {}, "spec": {}});
+            if let Some(g) = spec {
+                p["spec"]["terminationGracePeriodSeconds"] = json!(g);
+            }
+            if let Some(t) = at {
+                p["metadata"]["deletionTimestamp"] = json!(t);
+            }
+            if let Some(g) = granted {
+                p["metadata"]["deletionGracePeriodSeconds"] = json!(g);
+            }
+            let got = stop_grace(&p, base + now, max);
+            assert_eq!(got, Duration::from_millis(want), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_deleted_pod_ends_terminal() {
+        let p = pod("Always", &[], &["a", "b"]);
+        let mut s = BTreeMap::new();
+        s.insert("a".into(), exited(0, 10_000));
+        s.insert("b".into(), exited(0, 10_000));
+        let st = final_status(&p, &s, "h", 0, 5_000);
+        assert_eq!(st["phase"], "Succeeded");
+        assert_eq!(
+            st["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0,
+            "terminated, not CrashLoopBackOff: {st}"
+        );
+        assert_eq!(st["conditions"][3]["status"], "False", "not ready");
+        s.insert("b".into(), exited(143, 0));
+        assert_eq!(final_status(&p, &s, "h", 0, 5_000)["phase"], "Failed");
+        s.remove("b");
+        assert_eq!(
+            final_status(&p, &s, "h", 0, 5_000)["phase"],
+            "Failed",
+            "a container that never ran"
         );
     }
 

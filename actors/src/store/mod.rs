@@ -476,6 +476,8 @@ async fn collect_events(store: Store) {
             let req = ApiRequest::Delete {
                 name: name.to_string(),
                 resource_version: meta::resource_version(e),
+                uid: None,
+                grace_period_seconds: None,
             };
             let _ = service::handle(&store, Verb::Delete, Kind::Event, ns, req).await;
         }

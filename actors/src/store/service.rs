@@ -96,10 +96,16 @@ pub async fn handle(
             ApiRequest::Delete {
                 name,
                 resource_version,
+                uid,
+                grace_period_seconds,
             },
         ) => {
             let r = ObjectRef::new(kind, namespace.as_deref(), &name);
-            delete(store, r, resource_version)
+            let preconditions = Preconditions {
+                resource_version,
+                uid,
+            };
+            delete(store, r, &preconditions, grace_period_seconds)
                 .await
                 .map(ApiResponse::Object)
         }
@@ -634,35 +640,87 @@ async fn replace(
     }
 }
 
+/// What a delete requires of the object it removes (Kubernetes'
+/// `Preconditions`).
+#[derive(Debug, Default)]
+struct Preconditions {
+    resource_version: Option<u64>,
+    uid: Option<String>,
+}
+
+impl Preconditions {
+    /// Why `current` (at `mod_revision`) is not the object the request
+    /// means, if it is not.
+    fn violated(&self, current: &Value, mod_revision: u64) -> Option<String> {
+        if let Some(rv) = self.resource_version.filter(|rv| *rv != mod_revision) {
+            return Some(format!(
+                "precondition failed: resourceVersion {rv} was sent, {mod_revision} is current"
+            ));
+        }
+        let have = meta::uid(current).unwrap_or_default();
+        match &self.uid {
+            Some(want) if want != have => Some(format!(
+                "precondition failed: uid {want:?} was sent, the object's is {have:?} \
+                 (it was deleted and created again)"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Delete one object, as [`lifecycle::plan_deletion`] decides: remove it,
+/// or mark a pod terminating (one compare-and-swap write), or leave a
+/// terminating pod as it is. The answer is the object removed, or as it is
+/// now.
 async fn delete(
     store: &Store,
     r: ObjectRef,
-    resource_version: Option<u64>,
+    preconditions: &Preconditions,
+    grace_period_seconds: Option<i64>,
 ) -> Result<Value, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let Some(kv) = read_kv(store, &r.key())? else {
             return Err(ApiError::not_found(r));
         };
-        if let Some(rv) = resource_version {
-            if rv != kv.mod_revision {
-                return Err(ApiError::conflict(
-                    r,
-                    format!(
-                        "precondition failed: resourceVersion {rv} was sent, {} is current",
-                        kv.mod_revision
-                    ),
-                ));
-            }
+        let current = decode(&kv)?;
+        if let Some(why) = preconditions.violated(&current, kv.mod_revision) {
+            return Err(ApiError::conflict(r, why));
         }
-        let txn = Txn {
-            ops: vec![Op::Delete {
-                key: r.key(),
-                expect: Precondition::ModRevision(kv.mod_revision),
-            }],
+        let plan = lifecycle::plan_deletion(
+            r.kind,
+            &current,
+            grace_period_seconds,
+            jiff::Timestamp::now(),
+        );
+        let (op, mut answer) = match plan {
+            lifecycle::Deletion::Pending => return Ok(current),
+            lifecycle::Deletion::Remove => (
+                Op::Delete {
+                    key: r.key(),
+                    expect: Precondition::ModRevision(kv.mod_revision),
+                },
+                current,
+            ),
+            lifecycle::Deletion::Terminate(obj) => (
+                Op::Put {
+                    key: r.key(),
+                    value: encode(&obj)?,
+                    expect: Precondition::ModRevision(kv.mod_revision),
+                },
+                obj,
+            ),
         };
-        match propose(store, txn).await? {
-            TxnOutcome::Committed { .. } => return decode(&kv),
-            TxnOutcome::Failed { .. } if resource_version.is_none() => continue,
+        let marked = matches!(op, Op::Put { .. });
+        match propose(store, Txn { ops: vec![op] }).await? {
+            TxnOutcome::Committed { revision, .. } => {
+                if marked {
+                    meta::set_resource_version(&mut answer, revision);
+                }
+                return Ok(answer);
+            }
+            // the object moved on: a resourceVersion precondition now
+            // fails; otherwise decide again on what it is now
+            TxnOutcome::Failed { .. } if preconditions.resource_version.is_none() => continue,
             TxnOutcome::Failed { .. } => {
                 return Err(ApiError::conflict(
                     r,
@@ -1110,6 +1168,134 @@ mod tests {
             .expect_err("expired token");
         assert_eq!(err.reason, kubus_api::Reason::Expired, "{}", err.message);
         assert!(list_req(&store, None, 10, None, Some(oldest)).await.is_ok());
+    }
+
+    async fn open_store(dir: &std::path::Path) -> Store {
+        let mut cfg = kubus_storage::StoreConfig::single(dir.to_path_buf());
+        cfg.fsync = false;
+        let (store, _changes) = Store::open(cfg, Box::new(kubus_storage::NoPeers)).expect("open");
+        store
+    }
+
+    fn delete_req(name: &str, uid: Option<&str>, grace: Option<i64>) -> ApiRequest {
+        ApiRequest::Delete {
+            name: name.into(),
+            resource_version: None,
+            uid: uid.map(str::to_string),
+            grace_period_seconds: grace,
+        }
+    }
+
+    async fn object(reply: ApiReply) -> Value {
+        match reply {
+            Ok(ApiResponse::Object(o)) => o,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 5, graceful deletion, through the API service on a real store:
+    /// a bound pod is marked terminating (one write; still readable), a
+    /// later delete only shortens its grace, an update may not clear the
+    /// mark, a delete with another uid is refused, and grace 0 with the
+    /// right uid removes it. Unbound pods and other kinds go at once.
+    #[tokio::test]
+    async fn bound_pods_are_deleted_gracefully() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_store(dir.path()).await;
+        let pod = |name: &str, node: Option<&str>| {
+            let mut p = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"terminationGracePeriodSeconds": 20,
+                    "containers": [{"name": "c", "image": "busybox"}]}});
+            if let Some(n) = node {
+                p["spec"]["nodeName"] = serde_json::json!(n);
+            }
+            ApiRequest::Create { object: p }
+        };
+        let h = |verb, req| handle(&store, verb, Kind::Pod, "default", req);
+        let created = object(h(Verb::Create, pod("web", Some("n1"))).await).await;
+        let uid = meta::uid(&created).unwrap_or_default().to_string();
+
+        let before = jiff::Timestamp::now();
+        let marked = object(h(Verb::Delete, delete_req("web", None, None)).await).await;
+        let deadline = lifecycle::deletion_deadline(&marked).expect("deletionTimestamp");
+        assert_eq!(marked["metadata"]["deletionGracePeriodSeconds"], 20);
+        let left = deadline.as_second() - before.as_second();
+        assert!((20..=21).contains(&left), "{left} s left");
+        let got = object(h(Verb::Get, ApiRequest::Get { name: "web".into() }).await).await;
+        assert_eq!(got, marked, "stored as answered, resourceVersion too");
+
+        // longer or no grace: nothing written
+        for grace in [None, Some(20), Some(600)] {
+            let again = object(h(Verb::Delete, delete_req("web", None, grace)).await).await;
+            assert_eq!(again, marked, "{grace:?}");
+        }
+        // shorter: the same start, a shorter wait
+        let shorter = object(h(Verb::Delete, delete_req("web", None, Some(5))).await).await;
+        assert_eq!(shorter["metadata"]["deletionGracePeriodSeconds"], 5);
+        assert_eq!(
+            lifecycle::deletion_deadline(&shorter).map(|t| t.as_second()),
+            Some(deadline.as_second() - 15)
+        );
+
+        // an update may not clear it
+        let mut cleared = shorter.clone();
+        if let Some(m) = cleared["metadata"].as_object_mut() {
+            m.remove("deletionTimestamp");
+        }
+        let err = h(Verb::Update, ApiRequest::Update { object: cleared })
+            .await
+            .expect_err("immutable");
+        assert_eq!(err.reason, kubus_api::Reason::Invalid);
+        assert_eq!(err.causes[0].field, "metadata.deletionTimestamp", "{err}");
+        // a status update keeping it is fine
+        let mut status = shorter.clone();
+        status["status"] = serde_json::json!({"phase": "Failed"});
+        let status = object(h(Verb::Update, ApiRequest::Update { object: status }).await).await;
+        assert_eq!(
+            status["metadata"]["deletionTimestamp"],
+            shorter["metadata"]["deletionTimestamp"]
+        );
+
+        // another uid: refused; the right one with grace 0: removed
+        let err = h(Verb::Delete, delete_req("web", Some("other"), Some(0)))
+            .await
+            .expect_err("uid precondition");
+        assert_eq!(err.reason, kubus_api::Reason::Conflict, "{err}");
+        assert!(err.message.contains("uid"), "{err}");
+        let removed = object(h(Verb::Delete, delete_req("web", Some(&uid), Some(0))).await).await;
+        assert_eq!(meta::uid(&removed), Some(uid.as_str()));
+        let err = h(Verb::Get, ApiRequest::Get { name: "web".into() })
+            .await
+            .expect_err("gone");
+        assert_eq!(err.reason, kubus_api::Reason::NotFound);
+
+        // unbound: at once; bound with grace 0 (force): at once
+        object(h(Verb::Create, pod("pending", None)).await).await;
+        let gone = object(h(Verb::Delete, delete_req("pending", None, None)).await).await;
+        assert!(gone["metadata"].get("deletionTimestamp").is_none());
+        object(h(Verb::Create, pod("forced", Some("n1"))).await).await;
+        object(h(Verb::Delete, delete_req("forced", None, Some(0))).await).await;
+        for name in ["pending", "forced"] {
+            let err = h(Verb::Get, ApiRequest::Get { name: name.into() })
+                .await
+                .expect_err("gone");
+            assert_eq!(err.reason, kubus_api::Reason::NotFound, "{name}");
+        }
+        // another kind: at once
+        put(&store, "cm", serde_json::json!({})).await;
+        object(
+            handle(
+                &store,
+                Verb::Delete,
+                Kind::ConfigMap,
+                "default",
+                delete_req("cm", None, Some(30)),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(store.get("/configmaps/default/cm").ok(), Some(None));
     }
 
     #[test]

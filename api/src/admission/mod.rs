@@ -547,6 +547,30 @@ pub fn validate_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldCause> 
             immutable(&mut causes, "metadata.uid", was, got);
         }
     }
+    // Only a delete sets these (and only a later delete shortens them): an
+    // update may neither clear, move nor set them (graceful deletion).
+    for field in crate::lifecycle::DELETION_META {
+        let at = |v: &Value| {
+            v.get("metadata")
+                .and_then(|m| m.get(*field))
+                .filter(|x| !x.is_null())
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+        };
+        match (at(old), at(new)) {
+            (was, got) if was == got => {}
+            (None, Some(got)) => causes.add(
+                format!("metadata.{field}"),
+                format!("may be set only by a delete (got {})", quote(&got)),
+            ),
+            (Some(was), got) => immutable(
+                &mut causes,
+                &format!("metadata.{field}"),
+                &was,
+                got.as_deref().unwrap_or(""),
+            ),
+            (None, None) => {}
+        }
+    }
 
     match kind {
         Kind::Deployment | Kind::ReplicaSet => {
@@ -721,6 +745,16 @@ mod tests {
         json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "web-1.17a2b"},
             "involvedObject": {"kind": "Pod", "name": "web-1", "namespace": "default"},
             "reason": "Scheduled", "type": "Normal", "count": 1})
+    }
+
+    /// A pod being deleted gracefully, as the store marks it.
+    fn terminating() -> Value {
+        let p = with(
+            pod(),
+            "/metadata/deletionTimestamp",
+            json!("2026-01-01T00:00:30Z"),
+        );
+        with(p, "/metadata/deletionGracePeriodSeconds", json!(30))
     }
 
     /// Set the value at a JSON pointer, creating objects on the way; a
@@ -1356,6 +1390,46 @@ mod tests {
                 &[],
             ),
             (Kind::Node, node(), json!(42), &["metadata.name"]),
+            // graceful deletion (issue 5): the deletion fields are the delete's
+            (
+                Kind::Pod,
+                terminating(),
+                with(terminating(), "/status/phase", json!("Failed")),
+                &[],
+            ),
+            (
+                Kind::Pod,
+                terminating(),
+                with(terminating(), "/metadata/deletionTimestamp", Value::Null),
+                &["metadata.deletionTimestamp"],
+            ),
+            (
+                Kind::Pod,
+                terminating(),
+                with(
+                    with(
+                        terminating(),
+                        "/metadata/deletionTimestamp",
+                        json!("2030-01-01T00:00:00Z"),
+                    ),
+                    "/metadata/deletionGracePeriodSeconds",
+                    json!(1),
+                ),
+                &[
+                    "metadata.deletionTimestamp",
+                    "metadata.deletionGracePeriodSeconds",
+                ],
+            ),
+            (
+                Kind::Pod,
+                pod(),
+                with(
+                    pod(),
+                    "/metadata/deletionTimestamp",
+                    json!("2030-01-01T00:00:00Z"),
+                ),
+                &["metadata.deletionTimestamp"],
+            ),
         ];
         for (kind, old, new, want) in table {
             let got = validate_update(kind, &old, &new);
