@@ -69,8 +69,10 @@ use pod::{ContainerState, Step};
 use probe::{Decision, Probe, ProbeKind};
 use runtime::{Adoption, ContainerSpec, Exited, Leftovers, Runtime, RuntimeError, RuntimeEvent};
 
-/// Longest grace period the agent waits for a container to stop.
-pub const GRACE_MAX: Duration = Duration::from_secs(30);
+/// Longest grace period the agent waits for a container to stop: a
+/// bound, far above what pods ask for (`terminationGracePeriodSeconds`
+/// is honoured up to it; Kubernetes' default is 30 s).
+pub const GRACE_MAX: Duration = Duration::from_secs(3600);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 const EXIT_QUEUE: usize = 1024;
 const STATUS_RETRY: Duration = Duration::from_millis(200);
