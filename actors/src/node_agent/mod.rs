@@ -1132,9 +1132,10 @@ impl<R: Runtime> NodeAgent<R> {
                     p.kind.title().to_lowercase()
                 ),
             );
-            let grace = p
-                .termination_grace
-                .map_or_else(|| grace_period(&pod), |g| g.min(GRACE_MAX));
+            let grace = p.termination_grace.map_or_else(
+                || pod::stop_grace(&pod, now_ms(), GRACE_MAX),
+                |g| g.min(GRACE_MAX),
+            );
             let stop = self.runtime.stop(&id, grace);
             ctx.spawn(stop.into_actor(self));
         }
@@ -1746,16 +1747,6 @@ async fn remove_pod(
     }
 }
 
-/// How long a container of this pod may take to stop after SIGTERM: its
-/// `terminationGracePeriodSeconds` (Kubernetes' default 30 s), at most
-/// [`GRACE_MAX`].
-fn grace_period(pod: &Value) -> Duration {
-    pod.pointer("/spec/terminationGracePeriodSeconds")
-        .and_then(Value::as_u64)
-        .map_or(GRACE_MAX, Duration::from_secs)
-        .min(GRACE_MAX)
-}
-
 fn strings_of_names(pod: &Value, field: &str) -> Vec<String> {
     pod.pointer(&format!("/spec/{field}"))
         .and_then(Value::as_array)
@@ -1879,12 +1870,7 @@ impl<R: Runtime> Handler<Shutdown> for NodeAgent<R> {
         let mut stops = Vec::new();
         for entry in self.pods.values_mut() {
             entry.terminating = true;
-            let grace = entry
-                .pod
-                .pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_u64)
-                .map_or(GRACE_MAX, Duration::from_secs)
-                .min(Duration::from_secs(5));
+            let grace = pod::stop_grace(&entry.pod, now_ms(), Duration::from_secs(5));
             for id in entry.states.values().filter_map(|s| s.running.as_deref()) {
                 stops.push(self.runtime.stop(id, grace));
             }
