@@ -85,26 +85,39 @@
 //!    This is group commit: everything that queued up during the previous
 //!    fsync goes into the next one.
 //! 3. **Tick** the `RawNode` if a tick is due (elections, heartbeats).
-//! 4. If the node `has_ready`, take the `Ready` and:
+//! 4. Tell raft-rs what the **log writer** (`log_writer.rs`, its own
+//!    thread) has written since: `on_persist_ready` with the number of the
+//!    last Ready it wrote. That is what advances a follower's acks, a
+//!    leader's own match index and so the commit index.
+//! 5. If the node `has_ready`, take the `Ready` and:
 //!    1. **send** `ready.messages()` — only a leader has these; it may send
 //!       appends before persisting them (Raft thesis §10.2.1) because a
 //!       follower acknowledges only what *it* persisted;
-//!    2. **install** a snapshot from the leader, if there is one: objects,
-//!       stream heads, revision, applied index and the Raft log's new start
-//!       replace the old state in one synced write batch (see
-//!       [`snapshot`]);
-//!    3. **apply** `ready.committed_entries()` — entries committed and
-//!       persisted by earlier Readys;
-//!    4. **persist** `ready.entries()` and `ready.hs()` in one RocksDB write
-//!       batch, synced (`WriteOptions::set_sync(cfg.fsync)`) whenever
-//!       `ready.must_sync()`: one fsync per Ready, however many proposals
-//!       it carries;
-//!    5. **send** `ready.persisted_messages()` — a follower's votes and
-//!       append acks, which promise what step 4 just made durable;
-//!    6. **advance**: `RawNode::advance` returns a `LightReady`; send its
-//!       messages and apply its committed entries (for a single peer, the
-//!       entries persisted in step 4 commit right here), then
-//!       `advance_apply`.
+//!    2. **apply** `ready.committed_entries()` — raft-rs hands out only
+//!       entries both committed and persisted here;
+//!    3. **stage** `ready.entries()` and `ready.hs()` in one RocksDB write
+//!       batch (the entries go into the in-memory entry cache at once,
+//!       where Raft reads them until they are written) and hand it, with
+//!       `ready.persisted_messages()` (a follower's votes and append acks),
+//!       to the log writer; then `advance_append_async` and
+//!       `advance_apply`. A Ready with nothing to write and an idle writer
+//!       is done at once.
+//!    4. A Ready carrying a **snapshot** from the leader is the exception:
+//!       the writer is drained first, then the snapshot — objects, stream
+//!       heads, revision, applied index and the Raft log's new start — is
+//!       installed in one synced write batch (see [`snapshot`]) and the
+//!       rest of the Ready is persisted on this thread.
+//!
+//! The log writer takes every Ready queued (at most 16), writes their
+//! batches in order and syncs the last one (`WriteOptions::set_sync(cfg.
+//! fsync)` when any of them `must_sync()`): **one fsync for everything
+//! that queued up while the previous one ran**, however many proposals.
+//! Only then does it send their persisted messages and report the last
+//! number. So the Raft thread never waits for the disk: during a sync it
+//! steps acks (a leader commits as soon as a quorum has the entries),
+//! applies, answers and gathers the next proposals — the overlap of apply
+//! and fsync etcd gets from applying on another goroutine. A writer that
+//! fails or dies (a failpoint's panic) stops the peer at its next turn.
 //!
 //! *Applying* a run of committed entries builds **one** write batch: for
 //! each transaction the pure [`machine::decide`] checks every precondition
@@ -143,6 +156,12 @@
 //!   re-applies the committed entries after it before [`Store::open`]
 //!   returns (so reads after `open` see every acknowledged write); their
 //!   replies go nowhere.
+//! - The Raft thread writes apply batches while the log writer may be
+//!   writing later entries: an apply batch covers only entries raft-rs
+//!   reports persisted, so the applied index never runs ahead of the log
+//!   on disk. The commit index it carries may be overwritten by an older
+//!   HardState the writer had queued; a restart raises a commit index
+//!   found below the applied index.
 //! - `fsync = false` is a test-only switch. It loses acknowledged writes
 //!   on power loss or an OS crash — and, because the store then keeps
 //!   unsynced writes in RocksDB's own buffer (`manual_wal_flush`), on a
@@ -170,6 +189,7 @@
 //! # Layout
 //! - [`store`]: [`Store`], the handle: open, propose, step, reads.
 //! - `peer`: the Raft thread and its Ready loop.
+//! - `log_writer`: the thread that writes and syncs the Raft log.
 //! - [`raft_storage`]: [`RocksStorage`], raft-rs's `Storage` on RocksDB.
 //! - [`machine`]: the state machine's decisions, pure.
 //! - [`model`]: transactions, objects, outcomes, changes.
@@ -208,6 +228,7 @@ pub mod error;
 pub mod failpoints;
 pub mod history;
 pub mod layout;
+mod log_writer;
 mod logger;
 pub mod machine;
 pub mod model;

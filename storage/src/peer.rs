@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use crate::layout::{
     be, cf, meta_u64, read_u64, stream_head_key, CF_HISTORY, CF_HISTORY_TIME, CF_META, CF_OBJECTS,
     KEY_APPLIED_INDEX, KEY_HISTORY_COMPACTED_TO, KEY_REVISION,
 };
+use crate::log_writer::{LogWrite, LogWriter, SharedTransport};
 use crate::logger::raft_logger;
 use crate::machine::{self, Commit, Decision, StateView};
 use crate::model::{Change, KeyValue, Txn, TxnOutcome};
@@ -253,6 +254,8 @@ pub(crate) enum Command {
     ChangeMembership(ConfChange, MembershipReply),
     /// Stop the thread.
     Shutdown,
+    /// The log writer wrote more (or failed): see [`LogWriter::persisted`].
+    Persisted,
 }
 
 /// A proposal in the Raft log, waiting to be applied.
@@ -275,7 +278,11 @@ pub(crate) struct Peer {
     cfg: StoreConfig,
     raw: RawNode<RocksStorage>,
     rx: Receiver<Command>,
-    transport: Box<dyn Transport>,
+    transport: SharedTransport,
+    /// Writes the log and HardState off this thread (see [`crate::log_writer`]).
+    writer: LogWriter,
+    /// The number of the last Ready raft-rs was told is persisted.
+    persisted_number: u64,
     shared: Arc<Shared>,
     changes: mpsc::Sender<Vec<Change>>,
     changes_open: bool,
@@ -325,6 +332,7 @@ impl Peer {
         shared: Arc<Shared>,
         changes: mpsc::Sender<Vec<Change>>,
         rx: Receiver<Command>,
+        wake: SyncSender<Command>,
     ) -> Result<Peer, StoreError> {
         let db = Arc::clone(&shared.db);
         let mut storage = RocksStorage::load(Arc::clone(&db))?;
@@ -393,11 +401,20 @@ impl Peer {
         // The apply batch need not be synced itself: see the crate doc.
         apply_write.set_sync(false);
         let request_timeout = Duration::from_millis(cfg.request_timeout_ms);
+        let transport: SharedTransport = Arc::new(Mutex::new(transport));
+        let writer = LogWriter::start(
+            cfg.peer_id,
+            Arc::clone(&shared),
+            Arc::clone(&transport),
+            wake,
+        )?;
         let mut peer = Peer {
             cfg,
             raw,
             rx,
             transport,
+            writer,
+            persisted_number: 0,
             shared,
             changes,
             changes_open: true,
@@ -423,6 +440,8 @@ impl Peer {
         let committed = peer.raw.raft.raft_log.committed;
         while peer.applied_index < committed && peer.raw.has_ready() {
             peer.on_ready()?;
+            peer.writer.drain()?;
+            peer.on_persisted()?;
         }
         peer.catching_up = false;
         peer.publish_status();
@@ -456,6 +475,10 @@ impl Peer {
             if stop || self.shared.stop_requested.load(Ordering::Acquire) {
                 break;
             }
+            if let Err(e) = self.on_persisted() {
+                tracing::error!(peer = self.cfg.peer_id, error = %e, "raft peer stopped after an error");
+                break;
+            }
             self.issue_reads();
             if Instant::now() >= next_tick {
                 self.raw.tick();
@@ -479,6 +502,9 @@ impl Peer {
         self.reads.clear();
         self.read_waiters.clear();
         self.conf_waiters.clear();
+        if let Err(e) = self.writer.drain() {
+            tracing::warn!(error = %e, "the log writer stopped before the peer");
+        }
         if let Err(e) = self.shared.db.flush_wal(true) {
             tracing::warn!(error = %e, "cannot flush the write-ahead log at shutdown");
         }
@@ -525,6 +551,8 @@ impl Peer {
             }
             Command::ChangeMembership(cc, reply) => self.propose_membership(cc, reply),
             Command::Shutdown => return true,
+            // the loop asks the writer after every batch of commands
+            Command::Persisted => {}
         }
         false
     }
@@ -676,7 +704,10 @@ impl Peer {
                 self.snapshots_sent.insert(m.to, now);
             }
         }
-        self.transport.send(messages);
+        self.transport
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(messages);
     }
 
     fn not_leader(&self) -> StoreError {
@@ -739,12 +770,22 @@ impl Peer {
         }
     }
 
-    /// One turn of the Ready loop (the crate doc walks through it).
+    /// One turn of the Ready loop (the crate doc walks through it). The
+    /// log write goes to the [`LogWriter`]; what it makes possible (a
+    /// commit, a single peer's own entries) comes in a later turn, once
+    /// [`Peer::on_persisted`] tells raft-rs.
     fn on_ready(&mut self) -> Result<(), StoreError> {
         if !self.raw.has_ready() {
             return Ok(());
         }
         let mut ready = self.raw.ready();
+        if !ready.snapshot().is_empty() {
+            // A snapshot replaces the log: whatever was handed to the
+            // writer goes to disk first, then it is installed here.
+            self.writer.drain()?;
+            self.on_persisted()?;
+            return self.on_snapshot_ready(ready);
+        }
 
         // 1. A leader may send before persisting (Raft thesis 10.2.1):
         //    followers acknowledge only what they persisted themselves.
@@ -752,22 +793,75 @@ impl Peer {
             self.send(ready.take_messages());
         }
 
-        // 2. A snapshot from the leader replaces the state machine and the
-        //    log (one synced batch) before anything after it is applied.
-        if !ready.snapshot().is_empty() {
-            let snap = ready.snapshot().clone();
-            self.install_snapshot(&snap)?;
-        }
-
-        // 3. Entries committed and persisted by earlier Readys, then the
-        //    read indexes Raft confirmed.
+        // 2. Entries committed and persisted (raft-rs hands out only
+        //    those), then the read indexes Raft confirmed.
         self.apply(ready.take_committed_entries())?;
         for rs in ready.take_read_states() {
             self.read_state(rs.index, &rs.request_ctx);
         }
 
-        // 4. New entries and HardState: one write, fsynced when Raft needs
-        //    it (new entries, term or vote), before anything depends on it.
+        // 3. New entries and HardState: one batch for the writer, synced
+        //    when Raft needs it, before the messages that depend on it.
+        let mut batch = WriteBatch::default();
+        let (entries, hard_state) = (ready.entries().len() as u64, ready.hs().is_some());
+        if entries > 0 || hard_state {
+            let storage = self.raw.mut_store();
+            storage.stage_entries(&mut batch, ready.entries())?;
+            if let Some(hs) = ready.hs() {
+                storage.stage_hard_state(&mut batch, hs)?;
+            }
+        }
+        let sync = self.cfg.fsync && ready.must_sync();
+        let messages = ready.take_persisted_messages();
+        let number = ready.number();
+        self.raw.advance_append_async(ready);
+        self.raw.advance_apply();
+        if batch.is_empty() && self.writer.idle() {
+            // Nothing to write and nothing queued: what the messages
+            // promise is on disk already.
+            if !messages.is_empty() {
+                self.send(messages);
+            }
+            self.raw.on_persist_ready(number);
+            self.persisted_number = number;
+            return Ok(());
+        }
+        self.writer.submit(LogWrite {
+            number,
+            batch,
+            sync,
+            entries,
+            hard_state,
+            messages,
+        })
+    }
+
+    /// Tells raft-rs how far the writer got; the cache may then let go of
+    /// the entries written.
+    fn on_persisted(&mut self) -> Result<(), StoreError> {
+        let done = self.writer.persisted()?;
+        if done > self.persisted_number {
+            self.raw.on_persist_ready(done);
+            self.persisted_number = done;
+            let written = self.raw.raft.raft_log.persisted;
+            self.raw.mut_store().set_written_through(written);
+        }
+        Ok(())
+    }
+
+    /// A Ready with a snapshot from the leader, handled on this thread
+    /// with the writer idle: install it, persist the rest synchronously,
+    /// then advance.
+    fn on_snapshot_ready(&mut self, mut ready: raft::Ready) -> Result<(), StoreError> {
+        if !ready.messages().is_empty() {
+            self.send(ready.take_messages());
+        }
+        let snap = ready.snapshot().clone();
+        self.install_snapshot(&snap)?;
+        self.apply(ready.take_committed_entries())?;
+        for rs in ready.take_read_states() {
+            self.read_state(rs.index, &rs.request_ctx);
+        }
         let (appends, hard_state) = (!ready.entries().is_empty(), ready.hs().is_some());
         if appends || hard_state {
             if appends {
@@ -793,16 +887,13 @@ impl Peer {
                 failpoint!(crate::failpoints::AFTER_HARD_STATE);
             }
         }
-
-        // 5. A follower's messages (votes, append acks) promise what was
-        //    just persisted: only now may they leave.
         if !ready.persisted_messages().is_empty() {
             self.send(ready.take_persisted_messages());
         }
-
-        // 6. Tell raft-rs the Ready is persisted. What that commits (for a
-        //    single peer: the entries just written) comes back at once.
+        self.persisted_number = ready.number();
         let mut light = self.raw.advance(ready);
+        let last = self.raw.store().last_log_index();
+        self.raw.mut_store().set_written_through(last);
         if !light.messages().is_empty() {
             self.send(light.take_messages());
         }

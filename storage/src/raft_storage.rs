@@ -44,7 +44,9 @@ const CACHE_BYTES_MAX: usize = 16 << 20;
 
 /// The newest entries of the log, in memory: always a contiguous suffix of
 /// the log (ending at its last index) or empty, bounded by
-/// [`CACHE_ENTRIES_MAX`] and [`CACHE_BYTES_MAX`].
+/// [`CACHE_ENTRIES_MAX`] and [`CACHE_BYTES_MAX`] — except that entries not
+/// yet written to RocksDB (the log writer's queue, itself bounded) are
+/// never evicted: the cache is where Raft reads them from.
 #[derive(Debug, Default)]
 struct EntryCache {
     entries: VecDeque<Entry>,
@@ -65,7 +67,7 @@ impl EntryCache {
     /// its first index on. A start before the cache or after its end (which
     /// the log's own checks rule out) empties the cache first, so what
     /// stays is always a suffix of the log.
-    fn append(&mut self, new: &[Entry]) {
+    fn append(&mut self, new: &[Entry], written_through: u64) {
         let Some(first) = new.first() else {
             return;
         };
@@ -82,10 +84,22 @@ impl EntryCache {
             self.bytes += cached_size(e);
             self.entries.push_back(e.clone());
         }
+        self.trim(written_through);
+    }
+
+    /// Evicts the oldest entries over the bounds, none after
+    /// `written_through`.
+    fn trim(&mut self, written_through: u64) {
         while self.entries.len() > CACHE_ENTRIES_MAX || self.bytes > CACHE_BYTES_MAX {
-            match self.entries.pop_front() {
-                Some(e) => self.bytes -= cached_size(&e),
-                None => break,
+            if self
+                .entries
+                .front()
+                .is_none_or(|e| e.index > written_through)
+            {
+                break;
+            }
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= cached_size(&e);
             }
         }
     }
@@ -149,6 +163,9 @@ pub struct RocksStorage {
     snapshots: Arc<Mutex<SnapshotSlot>>,
     /// The newest entries, as staged.
     cache: EntryCache,
+    /// Entries up to here are written to RocksDB (the rest are staged and
+    /// queued for the log writer, and only the cache holds them).
+    written_through: u64,
 }
 
 /// At most one snapshot is built at a time, on its own thread, so that a
@@ -234,6 +251,7 @@ impl RocksStorage {
             applied_index: 0,
             snapshots: Arc::default(),
             cache: EntryCache::default(),
+            written_through: 0,
         };
         let last = {
             let log = cf(&storage.db, CF_RAFT_LOG)?;
@@ -256,6 +274,7 @@ impl RocksStorage {
             storage.last_index = e.index;
             storage.last_term = e.term;
         }
+        storage.written_through = storage.last_index;
         Ok(storage)
     }
 
@@ -338,8 +357,17 @@ impl RocksStorage {
         }
         self.last_index = last.index;
         self.last_term = last.term;
-        self.cache.append(entries);
+        // what is replaced is no longer the written log
+        self.written_through = self.written_through.min(first.index - 1);
+        self.cache.append(entries, self.written_through);
         Ok(())
+    }
+
+    /// The log writer wrote (and synced) every entry up to `index`: the
+    /// cache may evict them.
+    pub fn set_written_through(&mut self, index: u64) {
+        self.written_through = index.min(self.last_index);
+        self.cache.trim(self.written_through);
     }
 
     /// Stages a new HardState. The commit index never goes backwards here
@@ -419,6 +447,7 @@ impl RocksStorage {
         self.stage_conf_state(wb, cs)?;
         self.stage_truncation(wb, RAFT_INIT_INDEX, RAFT_INIT_TERM)?;
         self.cache.clear();
+        self.written_through = RAFT_INIT_INDEX;
         self.last_index = RAFT_INIT_INDEX;
         self.last_term = RAFT_INIT_TERM;
         let hs = HardState {
@@ -703,6 +732,8 @@ mod tests {
         let mut wb = WriteBatch::default();
         f(storage, &mut wb);
         storage.db().write(wb).expect("write");
+        let last = storage.last_log_index();
+        storage.set_written_through(last);
     }
 
     fn open(dir: &std::path::Path) -> RocksStorage {
@@ -886,8 +917,8 @@ mod tests {
     #[test]
     fn the_entry_cache_stays_a_bounded_suffix() {
         let mut c = EntryCache::default();
-        c.append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>());
-        c.append(&[entry(6, 2)]);
+        c.append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>(), u64::MAX);
+        c.append(&[entry(6, 2)], u64::MAX);
         assert_eq!(
             c.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
             (1..=6).collect::<Vec<_>>()
@@ -896,7 +927,7 @@ mod tests {
         c.compact_to(3);
         assert_eq!(c.first_index(), Some(4));
         // a start before the cache: only the new entries stay
-        c.append(&[entry(2, 3), entry(3, 3)]);
+        c.append(&[entry(2, 3), entry(3, 3)], u64::MAX);
         assert_eq!(
             c.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
             vec![2, 3]
@@ -907,7 +938,7 @@ mod tests {
         let many: Vec<Entry> = (4..4 + CACHE_ENTRIES_MAX as u64 + 10)
             .map(|i| entry(i, 3))
             .collect();
-        c.append(&many);
+        c.append(&many, u64::MAX);
         assert_eq!(c.entries.len(), CACHE_ENTRIES_MAX);
         assert_eq!(
             c.entries.back().map(|e| e.index),
@@ -917,6 +948,17 @@ mod tests {
         assert_eq!(c.bytes, bytes);
         c.clear();
         assert_eq!((c.first_index(), c.bytes), (None, 0));
+    }
+
+    #[test]
+    fn the_entry_cache_keeps_entries_not_yet_written() {
+        let mut c = EntryCache::default();
+        let n = CACHE_ENTRIES_MAX as u64 + 100;
+        c.append(&(1..=n).map(|i| entry(i, 1)).collect::<Vec<_>>(), 50);
+        assert_eq!(c.first_index(), Some(51), "only written entries go");
+        c.trim(n);
+        assert_eq!(c.entries.len(), CACHE_ENTRIES_MAX, "bounded once written");
+        assert_eq!(c.entries.back().map(|e| e.index), Some(n));
     }
 
     #[test]

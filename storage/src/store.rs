@@ -123,7 +123,14 @@ impl Store {
         let proposals_max_in_flight = cfg.proposals_max_in_flight;
         let entry_bytes_max = cfg.entry_bytes_max;
         let history_read_bytes_max = cfg.history_read_bytes_max;
-        let peer = Peer::new(cfg, transport, Arc::clone(&shared), changes_tx, rx)?;
+        let peer = Peer::new(
+            cfg,
+            transport,
+            Arc::clone(&shared),
+            changes_tx,
+            rx,
+            tx.clone(),
+        )?;
         let thread = std::thread::Builder::new()
             .name(format!("kubus-raft-{peer_id}"))
             .spawn(move || peer.run())?;
