@@ -20,6 +20,14 @@ mod store_admin;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the store's threads and the tokio
+/// runtime allocate on many threads at once, where glibc's arenas spent
+/// ~16 % of `kubus bench store`'s CPU (three peers, 64 in flight); with
+/// mimalloc three peers made 1.83–1.85× three etcd members' puts/s
+/// against 1.58–1.65× (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = cli::Cli::parse();
     let default_level = match cli.command {
