@@ -30,6 +30,11 @@ use crate::transport::Transport;
 /// Readys handed over and not yet written, at most.
 pub const WRITES_QUEUED_MAX: usize = 16;
 
+/// Longest wait for the writer to finish what it was handed.
+pub const DRAIN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a drain looks at the writer's progress.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_micros(100);
+
 /// What one Ready persists.
 pub(crate) struct LogWrite {
     /// The Ready's number (raft-rs), reported back once written.
@@ -118,15 +123,22 @@ impl LogWriter {
         self.progress.persisted.load(Ordering::Acquire) >= self.submitted
     }
 
-    /// Waits until everything handed over is written (bounded by the
-    /// disk: the writer never waits for anything else).
+    /// Waits until everything handed over is written (the writer waits
+    /// for nothing but the disk), at most [`DRAIN_WAIT_MAX`]: a disk that
+    /// stalls longer stops the peer.
     pub fn drain(&self) -> Result<u64, StoreError> {
+        let deadline = std::time::Instant::now() + DRAIN_WAIT_MAX;
         loop {
             let done = self.persisted()?;
             if done >= self.submitted {
                 return Ok(done);
             }
-            std::thread::sleep(std::time::Duration::from_micros(100));
+            if std::time::Instant::now() >= deadline {
+                return Err(StoreError::Corrupt(format!(
+                    "log writer still busy after {DRAIN_WAIT_MAX:?}"
+                )));
+            }
+            std::thread::sleep(DRAIN_POLL);
         }
     }
 
