@@ -250,6 +250,14 @@ fn write_round(
         };
         shared.db.write_opt(batch, opts)?;
     }
+    written(shared, entries, sync, hard_state);
+    Ok(())
+}
+
+/// After a log write of `entries` entries (and a HardState, if
+/// `hard_state`): counts it and passes its failpoints. Shared by the writer
+/// and the Raft thread's synchronous write beside a snapshot.
+pub(crate) fn written(shared: &Shared, entries: u64, sync: bool, hard_state: bool) {
     if entries > 0 {
         shared.log_writes.fetch_add(1, Ordering::Relaxed);
         shared
@@ -261,5 +269,4 @@ fn write_round(
     if hard_state {
         failpoint!(crate::failpoints::AFTER_HARD_STATE);
     }
-    Ok(())
 }

@@ -875,17 +875,8 @@ impl Peer {
             }
             let sync = self.cfg.fsync && ready.must_sync();
             self.shared.db.write_opt(wb, &sync_write(sync))?;
-            if appends {
-                let s = &self.shared;
-                s.log_writes.fetch_add(1, Ordering::Relaxed);
-                s.log_syncs.fetch_add(u64::from(sync), Ordering::Relaxed);
-                s.log_entries
-                    .fetch_add(ready.entries().len() as u64, Ordering::Relaxed);
-                failpoint!(crate::failpoints::AFTER_LOG_APPEND);
-            }
-            if hard_state {
-                failpoint!(crate::failpoints::AFTER_HARD_STATE);
-            }
+            let entries = ready.entries().len() as u64;
+            crate::log_writer::written(&self.shared, entries, sync, hard_state);
         }
         if !ready.persisted_messages().is_empty() {
             self.send(ready.take_persisted_messages());

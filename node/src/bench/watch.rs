@@ -226,6 +226,17 @@ async fn raw_request_reply(
     Ok(h)
 }
 
+/// The commit baseline's transaction: one unconditional 256-byte put.
+fn put_256(key: String) -> kubus_storage::Txn {
+    kubus_storage::Txn {
+        ops: vec![kubus_storage::Op::Put {
+            key,
+            value: vec![7u8; 256],
+            expect: kubus_storage::Precondition::None,
+        }],
+    }
+}
+
 /// The store's own commit time: a 256-byte put proposed in process and
 /// acknowledged after fsync, commit and apply; one at a time, back to back.
 async fn store_commit(
@@ -234,13 +245,7 @@ async fn store_commit(
 ) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
     let mut h = histogram()?;
     for i in 0..n {
-        let txn = kubus_storage::Txn {
-            ops: vec![kubus_storage::Op::Put {
-                key: format!("/bench/b2b/{i:08}"),
-                value: vec![7u8; 256],
-                expect: kubus_storage::Precondition::None,
-            }],
-        };
+        let txn = put_256(format!("/bench/b2b/{i:08}"));
         let t = Instant::now();
         store.propose(txn).await?;
         h.record((t.elapsed().as_micros() as u64).max(1))?;
@@ -346,14 +351,9 @@ async fn side_by_side(
                         .await?;
                 }
                 Sample::Commit => {
-                    let txn = kubus_storage::Txn {
-                        ops: vec![kubus_storage::Op::Put {
-                            key: format!("/bench/_/{round:08}"),
-                            value: vec![7u8; 256],
-                            expect: kubus_storage::Precondition::None,
-                        }],
-                    };
-                    store.propose(txn).await?;
+                    store
+                        .propose(put_256(format!("/bench/_/{round:08}")))
+                        .await?;
                 }
                 Sample::Update => {
                     current["data"] = json!({ "i": i });
