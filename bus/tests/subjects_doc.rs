@@ -37,9 +37,18 @@ fn built() -> BTreeSet<String> {
     out
 }
 
+/// docs/subjects.md of the checkout the test runs in (cargo sets
+/// `CARGO_MANIFEST_DIR` at run time too; the build-time value may name
+/// another checkout that shared the target directory).
+fn subjects_md() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("../docs/subjects.md")
+}
+
 fn documented() -> BTreeSet<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/subjects.md");
-    let text = std::fs::read_to_string(path).expect("docs/subjects.md");
+    let text = std::fs::read_to_string(subjects_md()).expect("docs/subjects.md");
     text.lines()
         .filter_map(|l| l.strip_prefix("| `kubus."))
         .filter_map(|l| l.split('`').next())
@@ -65,8 +74,7 @@ fn the_subject_table_matches_the_code() {
 
 #[test]
 fn every_verb_is_documented() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/subjects.md"))
-        .expect("docs/subjects.md");
+    let text = std::fs::read_to_string(subjects_md()).expect("docs/subjects.md");
     let verbs: Vec<&str> = Verb::ALL.iter().map(|v| v.as_str()).collect();
     assert!(
         text.contains(&format!("verbs `{}`", verbs.join(" "))),
@@ -79,8 +87,7 @@ fn every_verb_is_documented() {
 #[test]
 fn every_list_field_is_documented() {
     use kubus_bus::protocol::{ApiRequest, ResourceVersionMatch};
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/subjects.md"))
-        .expect("docs/subjects.md");
+    let text = std::fs::read_to_string(subjects_md()).expect("docs/subjects.md");
     let list = ApiRequest::List {
         label_selector: Some(String::new()),
         field_selector: Some(String::new()),
@@ -116,8 +123,7 @@ fn every_list_field_is_documented() {
 #[test]
 fn every_delete_field_is_documented() {
     use kubus_bus::protocol::ApiRequest;
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/subjects.md"))
-        .expect("docs/subjects.md");
+    let text = std::fs::read_to_string(subjects_md()).expect("docs/subjects.md");
     let delete = ApiRequest::Delete {
         name: String::new(),
         resource_version: Some(1),

@@ -21,6 +21,11 @@ pub const HISTORY_RETENTION_AGE_DEFAULT: Duration = Duration::from_secs(5 * 60);
 /// second a watcher that merely reconnects would already have to relist.
 pub const HISTORY_RETENTION_AGE_MIN: Duration = Duration::from_secs(1);
 
+/// The default memtable budget of a store ([`StoreConfig::memtable_bytes`]).
+pub const MEMTABLE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+/// The smallest memtable budget a store accepts.
+pub const MEMTABLE_BYTES_MIN: usize = 64 * 1024;
+
 /// How one store peer is set up. Every queue and window has a bound here.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -82,6 +87,12 @@ pub struct StoreConfig {
     /// A snapshot sent to a peer that has not caught up after this long is
     /// reported lost to Raft, which then sends a fresh one.
     pub snapshot_resend_ms: u64,
+    /// RocksDB's memtable budget for the whole store, in bytes: past it
+    /// the memtables are flushed to disk (all column families at once).
+    /// The state machine's writes bypass RocksDB's write-ahead log, so
+    /// this is also about how much a crash makes the peer apply again
+    /// from the Raft log on restart.
+    pub memtable_bytes: usize,
     /// Capacity of the [`crate::ChangeReceiver`], in batches of changes.
     /// When it is full the Raft thread waits (backpressure).
     pub changes_channel_capacity: usize,
@@ -112,6 +123,7 @@ impl StoreConfig {
             // etcd's default --max-request-bytes.
             entry_bytes_max: 1536 * 1024,
             changes_channel_capacity: 1024,
+            memtable_bytes: MEMTABLE_BYTES_DEFAULT,
             request_timeout_ms: 5_000,
             snapshot_resend_ms: 10_000,
             clock: Arc::new(SystemClock),
@@ -162,6 +174,11 @@ impl StoreConfig {
                     "{name} must be at least 1"
                 )));
             }
+        }
+        if self.memtable_bytes < MEMTABLE_BYTES_MIN {
+            return Err(StoreError::InvalidConfig(format!(
+                "memtable_bytes must be at least {MEMTABLE_BYTES_MIN}"
+            )));
         }
         if self.request_timeout_ms == 0 || self.snapshot_resend_ms == 0 {
             return bad("request_timeout_ms and snapshot_resend_ms must be at least 1");

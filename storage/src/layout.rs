@@ -71,16 +71,14 @@ pub const KEY_INCARNATION: &[u8] = b"incarnation";
 /// `meta`: prefix of stream heads.
 pub const STREAM_HEAD_PREFIX: &str = "stream/";
 
-/// The memtable budget of the whole database.
-const DB_WRITE_BUFFER_BYTES: usize = 64 * 1024 * 1024;
-
 /// Opens (creating if needed) the database with every column family, for
 /// a store with fsync on.
 pub fn open_db(dir: &Path) -> Result<DB, StoreError> {
-    open_db_for(dir, true)
+    open_db_for(dir, true, crate::config::MEMTABLE_BYTES_DEFAULT)
 }
 
-/// Opens the database for a store with `fsync` on or off.
+/// Opens the database for a store with `fsync` on or off and a memtable
+/// budget of `memtable_bytes` for all column families together.
 ///
 /// With fsync off (a test-only switch) RocksDB keeps unsynced write-ahead
 /// log writes in its own buffer (`manual_wal_flush`) until a synced write,
@@ -89,13 +87,21 @@ pub fn open_db(dir: &Path) -> Result<DB, StoreError> {
 /// the crash tests must be able to see. (Without it, unsynced writes sit in
 /// the kernel's page cache and survive any process crash, so no test on
 /// one machine could tell fsync on from off.)
-pub fn open_db_for(dir: &Path, fsync: bool) -> Result<DB, StoreError> {
+pub fn open_db_for(dir: &Path, fsync: bool, memtable_bytes: usize) -> Result<DB, StoreError> {
     let mut opts = Options::default();
     opts.set_manual_wal_flush(!fsync);
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    opts.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);
+    opts.set_db_write_buffer_size(memtable_bytes);
     opts.set_max_background_jobs(2);
+    // The state machine's column families are written without RocksDB's
+    // write-ahead log (the Raft log is the write-ahead log of the state):
+    // what survives a crash of them is what the last flush wrote, and
+    // flushing every column family at once keeps that a consistent prefix
+    // of apply batches — objects, history, applied index and log
+    // truncation from the same batch (crate doc, "Durability contract").
+    // A clean close flushes them (`avoid_flush_during_shutdown` stays off).
+    opts.set_atomic_flush(true);
     let cfs = ALL_CFS
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));

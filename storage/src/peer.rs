@@ -397,9 +397,13 @@ impl Peer {
         if solo {
             raw.campaign()?;
         }
+        // The apply batch bypasses RocksDB's write-ahead log: the Raft log
+        // already holds every entry it applies, and a crash loses the
+        // unflushed batches as one consistent suffix (atomic flush), which
+        // a restart applies again from the log. See the crate doc.
         let mut apply_write = WriteOptions::default();
-        // The apply batch need not be synced itself: see the crate doc.
         apply_write.set_sync(false);
+        apply_write.disable_wal(true);
         let request_timeout = Duration::from_millis(cfg.request_timeout_ms);
         let transport: SharedTransport = Arc::new(Mutex::new(transport));
         let writer = LogWriter::start(
@@ -436,8 +440,16 @@ impl Peer {
             apply_write,
         };
         // Apply what the log says is committed before the store is handed
-        // out, so that reads after `open` see every acknowledged write.
-        let committed = peer.raw.raft.raft_log.committed;
+        // out, so that reads after `open` see every acknowledged write. A
+        // sole voter (leader already) commits its whole log again with the
+        // empty entry of its new term: every entry it persisted had its
+        // quorum, so that covers writes acknowledged after the last
+        // HardState written.
+        let committed = if solo {
+            peer.raw.raft.raft_log.last_index()
+        } else {
+            peer.raw.raft.raft_log.committed
+        };
         while peer.applied_index < committed && peer.raw.has_ready() {
             peer.on_ready()?;
             peer.writer.drain()?;

@@ -108,7 +108,11 @@ impl Store {
         transport: Box<dyn Transport>,
     ) -> Result<(Store, ChangeReceiver), StoreError> {
         cfg.validate()?;
-        let db = Arc::new(layout::open_db_for(&cfg.data_dir, cfg.fsync)?);
+        let db = Arc::new(layout::open_db_for(
+            &cfg.data_dir,
+            cfg.fsync,
+            cfg.memtable_bytes,
+        )?);
         let incarnation = layout::meta_u64(&db, KEY_INCARNATION, "incarnation")? + 1;
         let mut wb = WriteBatch::default();
         wb.put_cf(cf(&db, CF_META)?, KEY_INCARNATION, be(incarnation));

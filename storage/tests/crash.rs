@@ -32,6 +32,13 @@ const ENV_DIR: &str = "KUBUS_CRASH_DIR";
 const ENV_FAILPOINT: &str = "KUBUS_CRASH_FAILPOINT";
 const ENV_ACTIONS: &str = "KUBUS_CRASH_ACTIONS";
 const ENV_FSYNC: &str = "KUBUS_CRASH_FSYNC";
+/// Set: the child writes more under a tiny memtable budget, so RocksDB
+/// flushes many times before the crash.
+const ENV_FLUSHES: &str = "KUBUS_CRASH_FLUSHES";
+/// The memtable budget of the flushing child: RocksDB's smallest.
+const FLUSHING_MEMTABLE_BYTES: usize = kubus_storage::config::MEMTABLE_BYTES_MIN;
+/// Writes of the flushing child.
+const FLUSHING_WRITES: u64 = 1500;
 /// What the child prints for each acknowledged write: `ACK <i>`.
 const ACK: &str = "ACK ";
 /// Printed once the failpoint is armed (at the end of the harness's
@@ -50,6 +57,11 @@ fn fsync_on(cfg: &mut StoreConfig) {
     cfg.fsync = true;
 }
 
+fn fsync_on_flushing(cfg: &mut StoreConfig) {
+    cfg.fsync = true;
+    cfg.memtable_bytes = FLUSHING_MEMTABLE_BYTES;
+}
+
 fn fsync_off(cfg: &mut StoreConfig) {
     cfg.fsync = false;
 }
@@ -65,13 +77,18 @@ fn crash_child() {
     let failpoint = std::env::var(ENV_FAILPOINT).expect("failpoint");
     let actions = std::env::var(ENV_ACTIONS).expect("actions");
     let fsync = std::env::var(ENV_FSYNC).is_ok_and(|v| v == "1");
+    let flushes = std::env::var_os(ENV_FLUSHES).is_some();
     // A panic anywhere (the failpoint's, on a Raft thread) ends the process
     // at once, without unwinding or closing anything.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("child: {info}; aborting");
         std::process::abort();
     }));
-    let configure = if fsync { fsync_on } else { fsync_off };
+    let configure = match (fsync, flushes) {
+        (true, true) => fsync_on_flushing,
+        (true, false) => fsync_on,
+        (false, _) => fsync_off,
+    };
     let mut cluster =
         Cluster::start_in(Net::new(SEED), Some(PathBuf::from(base)), &PEERS, configure);
     let rt = runtime();
@@ -81,6 +98,9 @@ fn crash_child() {
     // Stdout is line-buffered: the line is out before the next write
     // starts.
     let ack: OnAck = Arc::new(|i| println!("{ACK}{i}"));
+    if flushes {
+        write_range(&rt, &cluster, 0..FLUSHING_WRITES, &ack);
+    }
     write_range(&rt, &cluster, 0..160, &ack);
     // A follower misses more than the kept log: it will need a snapshot.
     write_with_a_lagging_follower(&rt, &mut cluster, &PEERS, &ack);
@@ -100,9 +120,24 @@ struct Crash {
 
 /// Runs the child against `base` with `failpoint` set to `actions`.
 fn crash(base: &Path, failpoint: &str, actions: &str, fsync: bool) -> Crash {
+    crash_child_in(base, failpoint, actions, fsync, false)
+}
+
+/// [`crash`], with the flushing workload when `flushes`.
+fn crash_child_in(
+    base: &Path,
+    failpoint: &str,
+    actions: &str,
+    fsync: bool,
+    flushes: bool,
+) -> Crash {
     let stderr_path = base.join("child.stderr");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-    let mut child = child::test_in_child("crash_child")
+    let mut command = child::test_in_child("crash_child");
+    if flushes {
+        command.env(ENV_FLUSHES, "1");
+    }
+    let mut child = command
         .env(ENV_DIR, base)
         .env(ENV_FAILPOINT, failpoint)
         .env(ENV_ACTIONS, actions)
@@ -274,6 +309,47 @@ fn crash_before_snapshot_apply() {
 #[test]
 fn crash_after_snapshot_apply() {
     crash_and_recover(fp::AFTER_SNAPSHOT_APPLY, "panic");
+}
+
+/// The state machine's writes bypass RocksDB's write-ahead log: a crash
+/// keeps what the last flush wrote of them, and the peer applies the rest
+/// again from the Raft log. Here RocksDB flushes many times before the
+/// crash (a tiny memtable budget, small log retention so that compactions
+/// are flushed too), and the crash comes between flushes: every peer must
+/// come back with every acknowledged write, so the flushed state and the
+/// flushed log truncation always match.
+#[test]
+fn crash_between_memtable_flushes() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let c = crash_child_in(base.path(), fp::AFTER_APPLY, "1200*off->panic", true, true);
+    assert_fired(&c, fp::AFTER_APPLY);
+    let flushed: Vec<usize> = PEERS
+        .iter()
+        .map(|id| flushes_logged(&base.path().join(id.to_string())))
+        .collect();
+    assert!(
+        flushed.iter().all(|n| *n >= 2),
+        "each peer should have flushed its memtables at least twice before the crash: {flushed:?}"
+    );
+    let report = recover(base.path(), &c.acked)
+        .unwrap_or_else(|e| panic!("after a crash between flushes: {e}\nchild:\n{}", c.stderr));
+    eprintln!(
+        "crashed after {} acknowledged writes and {flushed:?} flushes; {report}",
+        c.acked.len()
+    );
+}
+
+/// Flushes RocksDB finished in `dir`, by its info log.
+fn flushes_logged(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("LOG"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| text.matches("\"event\": \"flush_finished\"").count())
+        .sum()
 }
 
 #[test]

@@ -26,12 +26,20 @@ pub fn kubus_bin() -> PathBuf {
     dir.join("kubus")
 }
 
+/// This crate's directory as cargo gives it to the running test (so a test
+/// binary built in a target directory shared with a checkout elsewhere
+/// still finds this checkout's files), else as it was at build time.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Where the shared Kubernetes example manifests are: `../shared/k8s-examples`
 /// beside the repository, else the copy in `tests/fixtures/k8s-examples`.
 pub fn k8s_examples() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."));
+    let dir = manifest_dir();
+    let repo = dir.parent().unwrap_or(Path::new("."));
     let shared = repo.join("../shared/k8s-examples");
     if shared.is_dir() {
         shared

@@ -72,7 +72,7 @@ impl CriCluster {
         let socket = c.containerd_dir().join("containerd.sock");
         wait_for(Duration::from_secs(30), || socket.exists().then_some(()))
             .unwrap_or_else(|| panic!("containerd did not start; log:\n{}", c.log()));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/build-test-image.sh");
+        let script = kubus_tests::manifest_dir().join("../deploy/build-test-image.sh");
         let out = Command::new("bash")
             .arg(script)
             .arg("--address")

@@ -8,9 +8,10 @@ use kubus_tests::Cluster;
 #[test]
 fn a_python_client_applies_and_watches_in_json() {
     let c = Cluster::start();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/foreign_client.py");
+    let script = kubus_tests::manifest_dir().join("python/foreign_client.py");
     let out = Command::new("python3")
-        .args([script, &c.nats_url, "kubus"])
+        .arg(&script)
+        .args([c.nats_url.as_str(), "kubus"])
         .output()
         .expect("python3");
     assert!(

@@ -1463,8 +1463,10 @@ mod tests {
 
     /// Where the shared real-world example manifests are.
     fn examples_dir() -> std::path::PathBuf {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/k8s-examples");
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+            .join("../../shared/k8s-examples");
         if dir.exists() {
             dir
         } else {
