@@ -89,7 +89,13 @@
 //!    thread) has written since: `on_persist_ready` with the number of the
 //!    last Ready it wrote. That is what advances a follower's acks, a
 //!    leader's own match index and so the commit index.
-//! 5. If the node `has_ready`, take the `Ready` and:
+//! 5. A leader whose commit index moved **tells its followers once**
+//!    (`bcast_append`), unless an append of this turn already carries it.
+//!    raft-rs would broadcast on every ack that moves the commit index
+//!    (`skip_bcast_commit` is set so that it does not): with many
+//!    proposals in flight that was several rounds of messages per turn.
+//!    The loop does not wait for a command while a commit is untold.
+//! 6. If the node `has_ready`, take the `Ready` and:
 //!    1. **send** `ready.messages()` — only a leader has these; it may send
 //!       appends before persisting them (Raft thesis §10.2.1) because a
 //!       follower acknowledges only what *it* persisted;

@@ -162,10 +162,16 @@ pub struct Change {
     pub stream_prev: u64,
 }
 
-/// The stream of a key: its first non-empty path segment
-/// (`/pods/default/web-1` → `pods`), or `""` for a key without one.
+/// The stream of a key: its first non-empty path segment when another
+/// follows it (`/pods/default/web-1` → `pods`), else `""`, the root
+/// stream: a key of one segment (`plain`, `/x`) is under no resource, so
+/// it does not get a stream (and a stream head) of its own.
 pub fn stream_of(key: &str) -> &str {
-    key.split('/').find(|s| !s.is_empty()).unwrap_or("")
+    let mut segments = key.split('/').filter(|s| !s.is_empty());
+    match (segments.next(), segments.next()) {
+        (Some(first), Some(_)) => first,
+        _ => "",
+    }
 }
 
 impl Txn {
@@ -276,7 +282,9 @@ mod tests {
             ("pods/x", "pods"),
             ("//a/b", "a"),
             ("/", ""),
-            ("plain", "plain"),
+            ("plain", ""),
+            ("/pods", ""),
+            ("00000042", ""),
         ] {
             assert_eq!(stream_of(key), stream, "{key}");
         }

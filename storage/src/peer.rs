@@ -54,6 +54,9 @@ const RAFT_COMMITTED_BYTES_PER_READY_MAX: u64 = 16 * 1024 * 1024;
 /// How long the Raft thread waits between attempts to hand changes to a
 /// full change channel (it also checks for shutdown then).
 const CHANGES_FULL_WAIT: Duration = Duration::from_millis(1);
+/// Most stream heads the Raft thread keeps in memory; past it the cache
+/// starts over (the heads are on disk: this bounds memory, not meaning).
+const STREAM_HEADS_CACHED_MAX: usize = 4096;
 
 /// State the Raft thread shares with the handles: the database (handles
 /// read it directly) and figures the thread publishes.
@@ -319,6 +322,14 @@ pub(crate) struct Peer {
     /// family, so that deciding whether age pruning is due reads no disk.
     /// One pair per retained revision: bounded by the history's retention.
     history_times: VecDeque<(u64, u64)>,
+    /// The head of every stream written since `open` or the last snapshot
+    /// installed (one entry per resource; cleared past
+    /// [`STREAM_HEADS_CACHED_MAX`]), so that applying a change reads a
+    /// stream's head from RocksDB at most once.
+    stream_heads: HashMap<String, u64>,
+    /// The commit index this leader last told its followers of
+    /// ([`Peer::broadcast_commit`]).
+    commit_sent: u64,
     apply_write: WriteOptions,
 }
 
@@ -388,6 +399,9 @@ impl Peer {
             max_size_per_msg: RAFT_MSG_BYTES_MAX,
             max_inflight_msgs: RAFT_INFLIGHT_MSGS_MAX,
             check_quorum: true,
+            // The leader tells followers of a new commit index once per turn
+            // of the loop (`Peer::broadcast_commit`), not once per ack.
+            skip_bcast_commit: true,
             pre_vote: true,
             max_uncommitted_size: RAFT_UNCOMMITTED_BYTES_MAX,
             max_committed_size_per_ready: RAFT_COMMITTED_BYTES_PER_READY_MAX,
@@ -437,6 +451,8 @@ impl Peer {
             revision,
             history_compacted_to,
             history_times,
+            stream_heads: HashMap::new(),
+            commit_sent: 0,
             apply_write,
         };
         // Apply what the log says is committed before the store is handed
@@ -469,7 +485,11 @@ impl Peer {
         let tick = Duration::from_millis(self.cfg.tick_interval_ms);
         let mut next_tick = Instant::now() + tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wait = if self.commit_unsent() {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             let mut stop = match self.rx.recv_timeout(wait) {
                 Ok(cmd) => self.handle(cmd),
                 Err(RecvTimeoutError::Timeout) => false,
@@ -501,6 +521,7 @@ impl Peer {
                     break;
                 }
             }
+            self.broadcast_commit();
             if let Err(e) = self.on_ready() {
                 tracing::error!(peer = self.cfg.peer_id, error = %e, "raft peer stopped after an error");
                 break;
@@ -521,6 +542,40 @@ impl Peer {
             tracing::warn!(error = %e, "cannot flush the write-ahead log at shutdown");
         }
         tracing::info!(peer = self.cfg.peer_id, "raft peer stopped");
+    }
+
+    /// Whether this leader's commit index moved since it last told its
+    /// followers.
+    fn commit_unsent(&self) -> bool {
+        let raft = &self.raw.raft;
+        raft.state == StateRole::Leader && raft.raft_log.committed > self.commit_sent
+    }
+
+    /// Tells the followers of a new commit index, once per turn of the
+    /// loop. raft-rs would broadcast it on every ack that moves it
+    /// (`skip_bcast_commit` is on): with many proposals in flight that is
+    /// several rounds of appends per turn, each a message per follower
+    /// through NATS. Here it goes out once, and not at all to a follower
+    /// that an append of this turn already told (appends carry the commit
+    /// index). The loop comes back at once while it is unsent, so a
+    /// follower never waits for a later turn or a heartbeat.
+    fn broadcast_commit(&mut self) {
+        if !self.commit_unsent() {
+            return;
+        }
+        let raft = &mut self.raw.raft;
+        let committed = raft.raft_log.committed;
+        let me = raft.id;
+        let told = |to: u64| {
+            raft.msgs.iter().any(|m| {
+                m.to == to && m.get_msg_type() == MessageType::MsgAppend && m.commit >= committed
+            })
+        };
+        let untold = raft.prs().iter().any(|(id, _)| *id != me && !told(*id));
+        if untold {
+            raft.bcast_append();
+        }
+        self.commit_sent = committed;
     }
 
     /// Hands one command to the Raft node; true when the loop must stop.
@@ -948,6 +1003,7 @@ impl Peer {
         let db = Arc::clone(&self.shared.db);
         let mut wb = WriteBatch::default();
         snapshot::stage_install(&db, &mut wb, &data)?;
+        self.stream_heads.clear();
         wb.put_cf(cf(&db, CF_META)?, KEY_APPLIED_INDEX, be(meta.index));
         self.raw.mut_store().stage_snapshot(&mut wb, meta)?;
         failpoint!(crate::failpoints::SNAPSHOT_APPLY);
@@ -985,7 +1041,10 @@ impl Peer {
         let Some(last_index) = entries.last().map(|e| e.index) else {
             return Ok(());
         };
-        let mut batch = ApplyBatch::new(Arc::clone(&self.shared.db));
+        // The batch starts from the cached stream heads and gives them back
+        // once it is written; if it fails they are gone and read again.
+        let heads = std::mem::take(&mut self.stream_heads);
+        let mut batch = ApplyBatch::new(Arc::clone(&self.shared.db), heads);
         let mut replies = Vec::new();
         let mut changes = Vec::new();
         // "Now" for retention by age: the last stamp applied, the same on
@@ -1047,6 +1106,10 @@ impl Peer {
             failpoint!(crate::failpoints::LOG_COMPACTION);
         }
         self.shared.db.write_opt(batch.wb, &self.apply_write)?;
+        self.stream_heads = batch.stream_heads;
+        if self.stream_heads.len() > STREAM_HEADS_CACHED_MAX {
+            self.stream_heads.clear();
+        }
         failpoint!(crate::failpoints::AFTER_APPLY);
         self.pruned(pruned);
         self.publish_status();
@@ -1367,16 +1430,18 @@ struct ApplyBatch {
     db: Arc<DB>,
     wb: WriteBatch,
     objects: HashMap<String, Option<KeyValue>>,
+    /// Heads as of the last write of the batch: the peer's cache of
+    /// written heads (see `Peer::stream_heads`), then this batch's.
     stream_heads: HashMap<String, u64>,
 }
 
 impl ApplyBatch {
-    fn new(db: Arc<DB>) -> ApplyBatch {
+    fn new(db: Arc<DB>, stream_heads: HashMap<String, u64>) -> ApplyBatch {
         ApplyBatch {
             db,
             wb: WriteBatch::default(),
             objects: HashMap::new(),
-            stream_heads: HashMap::new(),
+            stream_heads,
         }
     }
 

@@ -480,6 +480,45 @@ fn followers_forward_writes_and_serve_linearizable_reads() {
     });
 }
 
+/// The leader skips raft-rs' commit broadcast on every ack and tells its
+/// followers of a new commit index once per turn of its loop: a follower
+/// must still hear of it at once, not with the next heartbeat. Heartbeats
+/// here come every second; 20 writes through a follower, each answered
+/// only once the follower applied it, would take ~10 s if it waited for
+/// them.
+#[test]
+fn followers_hear_of_a_commit_before_the_next_heartbeat() {
+    fn slow_heartbeats(cfg: &mut StoreConfig) {
+        cfg.heartbeat_ticks = 100;
+        cfg.election_ticks = 200;
+    }
+    const WRITES: u64 = 20;
+    const ALL_WITHIN: Duration = Duration::from_secs(5);
+    let cluster = Cluster::start(11, &[1, 2, 3], slow_heartbeats);
+    let leader = cluster.wait_leader(Duration::from_secs(20));
+    let follower = [1, 2, 3]
+        .into_iter()
+        .find(|&p| p != leader)
+        .expect("a follower");
+    let rt = runtime();
+    let took = rt.block_on(async {
+        let f = cluster.store(follower);
+        // The first write may race the follower learning who leads.
+        put_retrying(f, "/commit/warmup", 0).await;
+        let start = Instant::now();
+        for i in 0..WRITES {
+            f.propose(put_txn(&format!("/commit/{i}"), i))
+                .await
+                .expect("a write through the follower");
+        }
+        start.elapsed()
+    });
+    assert!(
+        took < ALL_WITHIN,
+        "{WRITES} writes through a follower took {took:?}: it waited for heartbeats to learn the commit index"
+    );
+}
+
 /// 5 peers; the leader and one follower are cut off together: 40 writes
 /// sent to that minority, concurrently, get zero acknowledgements, and none
 /// of them is in the state the majority goes on with.
