@@ -32,6 +32,15 @@ fn put_txn(key: &str, value: u64) -> Txn {
     }
 }
 
+/// A peer of a cluster of peers 1, 2 and 3 that is not `leader`.
+fn a_follower(leader: u64) -> u64 {
+    if leader == 1 {
+        2
+    } else {
+        1
+    }
+}
+
 fn value_of(kv: &kubus_storage::KeyValue) -> u64 {
     let b: [u8; 8] = kv.value.as_slice().try_into().expect("8-byte value");
     u64::from_be_bytes(b)
@@ -446,10 +455,7 @@ fn soak() {
 fn followers_forward_writes_and_serve_linearizable_reads() {
     let cluster = Cluster::start(7, &[1, 2, 3], defaults);
     let leader = cluster.wait_leader(Duration::from_secs(10));
-    let follower = [1, 2, 3]
-        .into_iter()
-        .find(|&p| p != leader)
-        .expect("a follower");
+    let follower = a_follower(leader);
     let rt = runtime();
     rt.block_on(async {
         let f = cluster.store(follower);
@@ -496,10 +502,7 @@ fn followers_hear_of_a_commit_before_the_next_heartbeat() {
     const ALL_WITHIN: Duration = Duration::from_secs(5);
     let cluster = Cluster::start(11, &[1, 2, 3], slow_heartbeats);
     let leader = cluster.wait_leader(Duration::from_secs(20));
-    let follower = [1, 2, 3]
-        .into_iter()
-        .find(|&p| p != leader)
-        .expect("a follower");
+    let follower = a_follower(leader);
     let rt = runtime();
     let took = rt.block_on(async {
         let f = cluster.store(follower);
@@ -656,10 +659,7 @@ fn lagging_and_new_peers_catch_up_by_snapshot_and_membership_changes() {
     let rt = runtime();
     let leader = cluster.wait_leader(Duration::from_secs(10));
     // A peer that misses more than the retained log needs a snapshot.
-    let lagging = [1, 2, 3]
-        .into_iter()
-        .find(|&p| p != leader)
-        .expect("follower");
+    let lagging = a_follower(leader);
     cluster.stop(lagging);
     rt.block_on(async {
         for i in 0..300u64 {
@@ -866,7 +866,7 @@ fn every_peer_prunes_history_by_the_leaders_stamps() {
         }
         let cluster = Cluster::start(61 + attempt, &[1, 2, 3], own_clocks);
         let leader = cluster.wait_leader(Duration::from_secs(10));
-        let follower = (1..=3).find(|&p| p != leader).expect("a follower");
+        let follower = a_follower(leader);
         CLOCKS[usize::try_from(leader).expect("id")].set(T0);
         put_one(&rt, cluster.store(follower), "/s/1", 1);
         put_one(&rt, cluster.store(follower), "/s/2", 2);

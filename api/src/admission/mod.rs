@@ -155,19 +155,27 @@ pub fn admit(value: Value) -> Result<Admitted, ApiError> {
         e
     })?;
     match kind {
-        Kind::Namespace => admit_as::<Namespace>(kind, value, |_| {}, validate::namespace),
-        Kind::Node => admit_as::<Node>(kind, value, |_| {}, validate::node),
-        Kind::Pod => admit_as::<Pod>(kind, value, defaults::pod, validate::pod),
-        Kind::Service => admit_as::<Service>(kind, value, defaults::service, validate::service),
-        Kind::ConfigMap => admit_as::<ConfigMap>(kind, value, |_| {}, validate::config_map),
-        Kind::Secret => admit_as::<Secret>(kind, value, defaults::secret, validate::secret),
-        Kind::Event => admit_as::<Event>(kind, value, |_| {}, validate::event),
-        Kind::ReplicaSet => {
-            admit_as::<ReplicaSet>(kind, value, defaults::replica_set, validate::replica_set)
+        Kind::Namespace => admit_as::<Namespace>(kind, value, None, validate::namespace),
+        Kind::Node => admit_as::<Node>(kind, value, None, validate::node),
+        Kind::Pod => admit_as::<Pod>(kind, value, Some(defaults::pod), validate::pod),
+        Kind::Service => {
+            admit_as::<Service>(kind, value, Some(defaults::service), validate::service)
         }
-        Kind::Deployment => {
-            admit_as::<Deployment>(kind, value, defaults::deployment, validate::deployment)
-        }
+        Kind::ConfigMap => admit_as::<ConfigMap>(kind, value, None, validate::config_map),
+        Kind::Secret => admit_as::<Secret>(kind, value, Some(defaults::secret), validate::secret),
+        Kind::Event => admit_as::<Event>(kind, value, None, validate::event),
+        Kind::ReplicaSet => admit_as::<ReplicaSet>(
+            kind,
+            value,
+            Some(defaults::replica_set),
+            validate::replica_set,
+        ),
+        Kind::Deployment => admit_as::<Deployment>(
+            kind,
+            value,
+            Some(defaults::deployment),
+            validate::deployment,
+        ),
     }
 }
 
@@ -194,10 +202,12 @@ fn default_namespace(kind: Kind, value: &mut Value) {
     }
 }
 
+/// Steps 2–5 for kind `T`; `default` is `None` for kinds without defaults
+/// (their decoded form is then the admitted one: no second encoding).
 fn admit_as<T: DeserializeOwned + Serialize>(
     kind: Kind,
     mut value: Value,
-    default: fn(&mut T),
+    default: Option<fn(&mut T)>,
     check: fn(&T, &mut Causes),
 ) -> Result<Admitted, ApiError> {
     if value
@@ -227,17 +237,21 @@ fn admit_as<T: DeserializeOwned + Serialize>(
         }
         return Err(refuse(causes));
     };
-    match serde_json::to_value(&typed) {
-        Ok(decoded) => unknown_fields(&value, &decoded, "", &mut causes),
-        Err(e) => return Err(ApiError::internal(format!("re-encoding {kind}: {e}"))),
+    let decoded = serde_json::to_value(&typed)
+        .map_err(|e| ApiError::internal(format!("re-encoding {kind}: {e}")))?;
+    unknown_fields(&value, &decoded, "", &mut causes);
+    if let Some(default) = default {
+        default(&mut typed);
     }
-    default(&mut typed);
     check(&typed, &mut causes);
     if !causes.0.is_empty() {
         return Err(refuse(causes));
     }
-    let value = serde_json::to_value(&typed)
-        .map_err(|e| ApiError::internal(format!("encoding {kind}: {e}")))?;
+    let value = match default {
+        None => decoded,
+        Some(_) => serde_json::to_value(&typed)
+            .map_err(|e| ApiError::internal(format!("encoding {kind}: {e}")))?,
+    };
     let namespace = meta::namespace(&value);
     let object = ObjectRef::new(kind, namespace, meta::name(&value).unwrap_or_default());
     Ok(Admitted { object, value })
@@ -263,6 +277,10 @@ fn bounded(mut causes: Vec<FieldCause>) -> Vec<FieldCause> {
 /// value is replaced by a stand-in and decoding retried, so that several
 /// wrong types are reported at once. None when any was found.
 fn decode<T: DeserializeOwned>(value: &Value, causes: &mut Causes) -> Option<T> {
+    // The common case, without a copy: it decodes as it is.
+    if let Ok(typed) = T::deserialize(value) {
+        return Some(typed);
+    }
     let mut work = value.clone();
     let mut reported: Vec<Vec<PathStep>> = Vec::new();
     let mut stand_in = 0usize;
