@@ -22,6 +22,12 @@
 //!   than an etcd put (an object, not opaque bytes; an event per write),
 //!   so it is the harsh side of the comparison; the store figure is the
 //!   kind one.
+//! - **Values** are random and differ from put to put (a pool of 1,024 per
+//!   size, see `Values`), as etcd's own `benchmark put` uses random bytes:
+//!   kubus compresses its tables with LZ4 and etcd does not, so a
+//!   repeated or patterned value would measure the compressor, not the
+//!   store. (Before 2026-11-24 the value was `abc…z` repeated, which LZ4
+//!   shrinks ~25×: kubus' figures at 2 KiB were up to a fifth higher.)
 //!
 //! All systems of a case run side by side and are measured in `--rounds`
 //! interleaved slices (each round starts with a different system; `sync`
@@ -173,13 +179,14 @@ enum Target {
 }
 
 impl Target {
-    async fn put(&mut self, i: u64, value: &Arc<Vec<u8>>) -> Result<(), String> {
+    async fn put(&mut self, i: u64, values: &Values) -> Result<(), String> {
+        let value = values.of_put(i);
         match self {
             Target::Store(store) => {
                 let txn = Txn {
                     ops: vec![Op::Put {
                         key: key(i),
-                        value: value.as_ref().clone(),
+                        value: value.to_vec(),
                         expect: Precondition::None,
                     }],
                 };
@@ -190,7 +197,7 @@ impl Target {
                     .map_err(|e| e.to_string())
             }
             Target::Api(client) => {
-                // The value is ASCII (see `value_of`), so this cannot fail.
+                // The value is ASCII (see `Values`), so this cannot fail.
                 let text = String::from_utf8_lossy(value);
                 let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"name": key(i), "namespace": "default"},
@@ -202,7 +209,7 @@ impl Target {
                     .map_err(|e| e.to_string())
             }
             Target::Etcd(kv) => kv
-                .put(key(i).into_bytes(), value.as_ref().clone(), None)
+                .put(key(i).into_bytes(), value.to_vec(), None)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
@@ -210,16 +217,45 @@ impl Target {
     }
 }
 
-/// A value of `n` printable bytes (the API path carries it in JSON).
-fn value_of(n: usize) -> Arc<Vec<u8>> {
-    Arc::new((0..n).map(|i| b'a' + (i % 26) as u8).collect())
+/// The values a case puts: [`VALUE_POOL`] different values of `n` random
+/// printable bytes, put `i` taking value `i % VALUE_POOL`. Random and
+/// different from put to put so that no system gains from compressing them
+/// (kubus' tables are LZ4-compressed block by block, etcd's bbolt pages
+/// are not; one value repeated would let a 4 KiB block hold two copies in
+/// the space of one). Printable because the API path carries them in JSON:
+/// 64 symbols, 6 random bits a byte, like base64 of random bytes. Seeded,
+/// so every run and every system writes the same bytes.
+#[derive(Debug, PartialEq)]
+struct Values(Vec<Vec<u8>>);
+
+/// Different values per case (2 MiB at 2 KiB each).
+const VALUE_POOL: usize = 1024;
+
+impl Values {
+    fn of(n: usize) -> Arc<Values> {
+        use rand::{Rng, SeedableRng};
+        const SYMBOLS: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut rng = rand::rngs::StdRng::seed_from_u64(n as u64);
+        let mut value = || -> Vec<u8> {
+            (0..n)
+                .map(|_| SYMBOLS[rng.gen_range(0..SYMBOLS.len())])
+                .collect()
+        };
+        Arc::new(Values((0..VALUE_POOL).map(|_| value()).collect()))
+    }
+
+    /// The value of put `i`.
+    fn of_put(&self, i: u64) -> &[u8] {
+        &self.0[(i % self.0.len() as u64) as usize]
+    }
 }
 
 /// Runs `limits.in_flight` workers, each putting keys `first..` in turn
 /// until the deadline or the op budget; merges their histograms.
 async fn drive(
     target: Target,
-    value: Arc<Vec<u8>>,
+    values: Arc<Values>,
     first: u64,
     limits: Limits,
 ) -> anyhow::Result<Measured> {
@@ -231,11 +267,11 @@ async fn drive(
     let deadline = start + limits.duration;
     let mut workers = Vec::with_capacity(limits.in_flight);
     for _ in 0..limits.in_flight {
-        let (next, errors, stop, value) = (
+        let (next, errors, stop, values) = (
             Arc::clone(&next),
             Arc::clone(&errors),
             Arc::clone(&stop),
-            Arc::clone(&value),
+            Arc::clone(&values),
         );
         let mut target = target.clone();
         workers.push(tokio::spawn(async move {
@@ -249,7 +285,7 @@ async fn drive(
                     break;
                 }
                 let t = Instant::now();
-                match target.put(i, &value).await {
+                match target.put(i, &values).await {
                     Ok(()) => {
                         h.record((t.elapsed().as_micros() as u64).max(1))?;
                         puts += 1;
@@ -295,7 +331,7 @@ async fn warm_up(target: &Target, case: Case, args: &BenchStoreArgs) -> anyhow::
         ops: args.warmup,
         in_flight: case.in_flight,
     };
-    let m = drive(target.clone(), value_of(case.value_bytes), 0, warm).await?;
+    let m = drive(target.clone(), Values::of(case.value_bytes), 0, warm).await?;
     if m.puts == 0 {
         bail!(
             "every warm-up put failed: {}",
@@ -386,13 +422,13 @@ async fn measure_case(
         ops: (args.ops / rounds).max(1),
         in_flight: case.in_flight,
     };
-    let value = value_of(case.value_bytes);
+    let values = Values::of(case.value_bytes);
     for round in 0..rounds as usize {
         settle().await;
         for k in 0..running.len() {
             let n = running.len();
             let r = &mut running[(round + k) % n];
-            let m = drive(r.target.clone(), Arc::clone(&value), r.next_key, slice).await?;
+            let m = drive(r.target.clone(), Arc::clone(&values), r.next_key, slice).await?;
             r.next_key += m.puts + m.errors;
             r.measured.merge(m)?;
         }
@@ -749,7 +785,22 @@ mod tests {
     }
 
     #[test]
-    fn values_are_printable() {
-        assert!(value_of(2048).iter().all(u8::is_ascii_lowercase));
+    fn values_are_printable_different_and_do_not_compress() {
+        let values = Values::of(2048);
+        let mut windows = std::collections::HashSet::new();
+        for i in 0..VALUE_POOL as u64 {
+            let value = values.of_put(i);
+            assert_eq!(value.len(), 2048);
+            assert!(value
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(b)));
+            // No 8-byte sequence repeats within or across values, so an
+            // LZ-style compressor (LZ4 in kubus' tables) finds nothing to
+            // refer back to.
+            windows.extend(value.windows(8));
+        }
+        assert_eq!(windows.len(), VALUE_POOL * (2048 - 7));
+        assert_eq!(values.of_put(VALUE_POOL as u64), values.of_put(0));
+        assert_eq!(Values::of(2048), values, "seeded: the same bytes every run");
     }
 }
