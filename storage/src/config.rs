@@ -71,8 +71,10 @@ pub struct StoreConfig {
     /// ([`crate::Store::range_at`]) may go through; past it the read fails
     /// with [`StoreError::HistoryReadLimit`].
     pub history_read_bytes_max: usize,
-    /// Applied Raft log entries kept behind the applied index (for slow
-    /// followers); older ones are compacted away.
+    /// Most applied Raft log entries kept behind the applied index for a
+    /// peer that is behind; older ones are compacted away (that peer then
+    /// catches up from a snapshot). Entries every peer has go sooner (see
+    /// the crate doc, "The Ready loop, step by step").
     pub log_entries_kept: u64,
     /// The log is compacted once at least this many entries can go at once
     /// (fewer, larger deletions).

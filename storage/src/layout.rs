@@ -3,7 +3,7 @@
 //!
 //! | column family | key | value |
 //! | --- | --- | --- |
-//! | `raft_log` | entry index, big-endian u64 | `eraftpb::Entry` protobuf; a normal entry's `context` is its leader's stamp (ms since the Unix epoch, BE u64) |
+//! | `raft_log` | entry index, big-endian u64 | `eraftpb::Entry` protobuf; a normal entry's `context` is its leader's stamp (ms since the Unix epoch, BE u64) and the index through which every peer had the log when the leader took the entry (BE u64) |
 //! | `raft_state` | `hard_state`, `conf_state` | protobuf |
 //! | `raft_state` | `log_truncated` | index and term of the last compacted entry, 2 × BE u64 |
 //! | `objects` | the object's key | [`crate::KeyValue`], MessagePack (named) |
@@ -21,6 +21,9 @@
 //!   before it opens with the column family empty (RocksDB creates it):
 //!   revisions without a time are kept by count alone, until a later,
 //!   stamped revision is pruned by age (pruning always takes a prefix).
+//! - The second word of an entry's `context` (the index through which
+//!   every peer had the log) was added with log compaction to it; entries
+//!   written before carry the stamp alone (8 bytes) and say nothing of it.
 //! - [`crate::Change::prev`] was added with lists at a past revision;
 //!   records written before it decode with `prev: None`, and a list that
 //!   would need the previous object of such an update or delete answers

@@ -136,8 +136,15 @@
 //! [`StoreConfig::history_retention_age`] by the stamp of the last entry
 //! applied: the leader puts its [`Clock`]'s time in every entry's context,
 //! so every peer prunes alike; a timer prunes by the peer's own clock when
-//! no writes come) and Raft log compaction (up
-//! to the applied index minus [`StoreConfig::log_entries_kept`]). After the
+//! no writes come) and Raft log compaction: up to the index through which
+//! every peer has the log — the leader puts the least `matched` of its
+//! progress into every entry's context beside its clock, and each peer
+//! compacts its own log that far once it applies the entry — and in any
+//! case up to the applied index minus [`StoreConfig::log_entries_kept`]
+//! (a peer away for longer catches up from a snapshot). With every peer
+//! keeping up an entry lives for a few milliseconds after it is applied,
+//! so most are deleted in RocksDB's memtable and never written to a table
+//! (at 2 KiB values three peers wrote ~40 % fewer bytes to disk). After the
 //! batch is written its changes go to the [`ChangeReceiver`] (one `Vec` per
 //! batch, in revision order), and only then do the waiting proposers get
 //! their [`TxnOutcome`] — so a proposer that hears back will find its change

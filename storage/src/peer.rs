@@ -327,6 +327,11 @@ pub(crate) struct Peer {
     /// [`STREAM_HEADS_CACHED_MAX`]), so that applying a change reads a
     /// stream's head from RocksDB at most once.
     stream_heads: HashMap<String, u64>,
+    /// The highest index through which, by the word of a leader in an
+    /// applied entry ([`EntryContext::log_everywhere`]), every peer had the
+    /// log: this peer compacts its own log that far (0 after `open`, until
+    /// the next entry says).
+    log_everywhere: u64,
     /// The commit index this leader last told its followers of
     /// ([`Peer::broadcast_commit`]).
     commit_sent: u64,
@@ -452,6 +457,7 @@ impl Peer {
             history_compacted_to,
             history_times,
             stream_heads: HashMap::new(),
+            log_everywhere: 0,
             commit_sent: 0,
             apply_write,
         };
@@ -593,10 +599,10 @@ impl Peer {
                     if self.raw.raft.state == StateRole::Leader {
                         // A proposal forwarded by a follower: the leader's
                         // clock stamps it, as it does its own.
-                        let stamp = self.cfg.clock.now_ms();
+                        let context = self.entry_context();
                         for e in m.mut_entries().iter_mut() {
                             if e.get_entry_type() == EntryType::EntryNormal {
-                                e.context = stamp_bytes(stamp).into();
+                                e.context = context.clone().into();
                             }
                         }
                     }
@@ -803,10 +809,10 @@ impl Peer {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
-        // The leader's stamp is final; a follower's is replaced by the
+        // The leader's context is final; a follower's is replaced by the
         // leader it forwards the proposal to (see `handle`).
-        let stamp = stamp_bytes(self.cfg.clock.now_ms());
-        match self.raw.propose(stamp, data) {
+        let context = self.entry_context();
+        match self.raw.propose(context, data) {
             Ok(()) => {
                 if leading {
                     let index = self.raw.raft.raft_log.last_index();
@@ -1057,9 +1063,15 @@ impl Peer {
                         // The empty entry a new leader appends.
                         continue;
                     }
-                    let stamp = entry_stamp(&e);
+                    let EntryContext {
+                        stamp,
+                        log_everywhere,
+                    } = EntryContext::of(&e);
                     if stamp.is_some() {
                         now_ms = stamp;
+                    }
+                    if let Some(index) = log_everywhere {
+                        self.log_everywhere = self.log_everywhere.max(index);
                     }
                     let (id, result) = match error::decode::<EntryData>("proposal", &e.data) {
                         Ok(EntryData { id, txn }) => (
@@ -1100,7 +1112,8 @@ impl Peer {
         let storage = self.raw.mut_store();
         storage.stage_commit(&mut batch.wb, last_index)?;
         storage.set_applied_index(last_index);
-        let compact_to = last_index.saturating_sub(self.cfg.log_entries_kept);
+        let compact_to =
+            log_compaction_point(last_index, self.log_everywhere, self.cfg.log_entries_kept);
         if compact_to >= storage.first_log_index() + self.cfg.log_compaction_step_entries {
             storage.stage_compaction(&mut batch.wb, compact_to)?;
             failpoint!(crate::failpoints::LOG_COMPACTION);
@@ -1344,6 +1357,23 @@ impl Peer {
         }
     }
 
+    /// The context of an entry this peer proposes or, as leader, takes
+    /// from a follower: the clock, and (as leader) the index through which
+    /// every peer it replicates to has the log — the least `matched` of
+    /// its progress, its own included. A follower's context is replaced by
+    /// the leader's when the proposal is forwarded.
+    fn entry_context(&self) -> Vec<u8> {
+        let raft = &self.raw.raft;
+        let log_everywhere = (raft.state == StateRole::Leader)
+            .then(|| raft.prs().iter().map(|(_, p)| p.matched).min())
+            .flatten();
+        EntryContext {
+            stamp: Some(self.cfg.clock.now_ms()),
+            log_everywhere,
+        }
+        .bytes()
+    }
+
     fn publish_status(&self) {
         let s = &self.shared;
         let raft = &self.raw.raft;
@@ -1363,15 +1393,61 @@ impl Peer {
     }
 }
 
-/// An entry's context as the leader stamps it: its clock, BE u64 ms.
-fn stamp_bytes(now_ms: u64) -> Vec<u8> {
-    be(now_ms).to_vec()
+/// What the leader writes into a normal entry's context (see
+/// [`crate::layout`]): its clock, and the index through which every peer
+/// it replicates to has the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct EntryContext {
+    /// The leader's clock when it took the proposal, ms since the Unix
+    /// epoch (retention by age); `None` in entries written before entries
+    /// were stamped, or not by kubus.
+    stamp: Option<u64>,
+    /// Every voter and learner had the log through this index when the
+    /// leader took the proposal (so every peer may compact that far); `None`
+    /// in entries written before it was added.
+    log_everywhere: Option<u64>,
 }
 
-/// The stamp of a normal entry; `None` for one written before entries were
-/// stamped (or not by kubus).
-fn entry_stamp(e: &Entry) -> Option<u64> {
-    read_u64("entry stamp", &e.context).ok()
+impl EntryContext {
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16);
+        out.extend_from_slice(&be(self.stamp.unwrap_or_default()));
+        if let Some(index) = self.log_everywhere {
+            out.extend_from_slice(&be(index));
+        }
+        out
+    }
+
+    fn of(e: &Entry) -> EntryContext {
+        let c = e.context.as_ref();
+        let word = |at: usize| {
+            c.get(at..at + 8)
+                .and_then(|b| read_u64("entry context", b).ok())
+        };
+        match c.len() {
+            8 => EntryContext {
+                stamp: word(0),
+                log_everywhere: None,
+            },
+            16 => EntryContext {
+                stamp: word(0),
+                log_everywhere: word(8),
+            },
+            _ => EntryContext::default(),
+        }
+    }
+}
+
+/// The index through which the applied log may be compacted: everything
+/// every peer already has (the leader's word, `log_everywhere`), and in
+/// any case everything but the last `kept` entries — a peer that has been
+/// away for longer than that catches up from a snapshot. Never past
+/// `applied`.
+fn log_compaction_point(applied: u64, log_everywhere: u64, kept: u64) -> u64 {
+    applied
+        .saturating_sub(kept)
+        .max(log_everywhere)
+        .min(applied)
 }
 
 /// The `(revision, made_ms)` pairs of the retained history, oldest first.
@@ -1499,5 +1575,45 @@ impl StateView for ApplyBatch {
             Some(v) => Ok(read_u64("stream head", &v)?),
             None => Ok(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_is_compacted_to_what_every_peer_has_or_to_the_kept_tail() {
+        // Every peer has more than the kept tail would keep: that far.
+        assert_eq!(log_compaction_point(20_000, 19_990, 10_000), 19_990);
+        // A peer lags: the kept tail bounds how long the others wait.
+        assert_eq!(log_compaction_point(20_000, 3, 10_000), 10_000);
+        // Never past what this peer applied, however far the word reaches.
+        assert_eq!(log_compaction_point(100, 150, 10_000), 100);
+        assert_eq!(log_compaction_point(100, 0, 10_000), 0);
+    }
+
+    #[test]
+    fn entry_contexts_read_back_old_and_new() {
+        let both = EntryContext {
+            stamp: Some(1_795_000_000_000),
+            log_everywhere: Some(42),
+        };
+        let mut e = Entry {
+            context: both.bytes().into(),
+            ..Entry::default()
+        };
+        assert_eq!(EntryContext::of(&e), both);
+        // Entries written before the word was added carry the stamp alone.
+        let stamp_only = EntryContext {
+            stamp: Some(7),
+            log_everywhere: None,
+        };
+        e.context = stamp_only.bytes().into();
+        assert_eq!(e.context.len(), 8);
+        assert_eq!(EntryContext::of(&e), stamp_only);
+        // Anything else (not written by kubus) says nothing.
+        e.context = vec![1, 2, 3].into();
+        assert_eq!(EntryContext::of(&e), EntryContext::default());
     }
 }

@@ -651,6 +651,55 @@ fn new_leader_within_three_election_timeouts() {
     );
 }
 
+/// Each peer compacts its log up to what every peer has (the leader's word
+/// in each entry), not only to `log_entries_kept` behind, so that entries
+/// die young (at 2 KiB, most in RocksDB's memtable, never written to a
+/// table); a peer that is away holds the others' compaction back, and
+/// coming back it catches up from the log, not from a snapshot.
+#[test]
+fn logs_are_compacted_to_what_every_peer_has() {
+    fn keep_many(cfg: &mut StoreConfig) {
+        cfg.log_entries_kept = 10_000;
+    }
+    let mut cluster = Cluster::start(61, &[1, 2, 3], keep_many);
+    let rt = runtime();
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    put_many(&rt, cluster.store(leader), "/everywhere", 200);
+    cluster.wait_converged(Duration::from_secs(20));
+    // The leader's word reaches a peer with the entries after it: one more
+    // round of writes lets every peer apply a word that covers the above.
+    put_many(&rt, cluster.store(leader), "/everywhere/again", 30);
+    cluster.wait_converged(Duration::from_secs(20));
+    for id in [1, 2, 3] {
+        let st = cluster.store(id).status();
+        assert!(
+            st.first_log_index > 150,
+            "peer {id} kept its log although every peer has it: {st:?}"
+        );
+    }
+
+    let away = a_follower(leader);
+    let away_has = cluster.store(away).status().last_log_index;
+    cluster.stop(away);
+    put_many(&rt, cluster.store(leader), "/while-away", 200);
+    let other = 6 - leader - away;
+    for id in [leader, other] {
+        let st = cluster.store(id).status();
+        assert!(
+            st.first_log_index <= away_has + 1,
+            "peer {id} compacted entries peer {away} (through {away_has}) lacks: {st:?}"
+        );
+    }
+    cluster.open(away, vec![1, 2, 3]);
+    cluster.wait_converged(Duration::from_secs(20));
+    assert_eq!(cluster.state_hash(away), cluster.state_hash(leader));
+    assert_eq!(
+        cluster.store(away).status().history_compacted_to,
+        0,
+        "peer {away} caught up from the log, without a snapshot"
+    );
+}
+
 #[test]
 fn lagging_and_new_peers_catch_up_by_snapshot_and_membership_changes() {
     // Small chunks: the snapshot (300 values of 2 KiB) crosses in dozens.
