@@ -255,6 +255,7 @@ mod log_writer;
 mod logger;
 pub mod machine;
 pub mod model;
+pub mod object_cache;
 mod peer;
 pub mod raft_storage;
 pub mod snapshot;

@@ -34,6 +34,7 @@ use crate::log_writer::{LogWrite, LogWriter, SharedTransport};
 use crate::logger::raft_logger;
 use crate::machine::{self, Commit, Decision, StateView};
 use crate::model::{Change, KeyValue, Txn, TxnOutcome};
+use crate::object_cache::{self, ObjectCache};
 use crate::raft_storage::RocksStorage;
 use crate::snapshot;
 use crate::transport::Transport;
@@ -84,6 +85,8 @@ pub(crate) struct Shared {
     pub log_syncs: AtomicU64,
     /// Log entries written, all writes together.
     pub log_entries: AtomicU64,
+    /// The objects applied last (filled by the Raft thread only).
+    pub objects: Arc<Mutex<ObjectCache>>,
 }
 
 /// How the Raft log has been written since the store opened: group commit
@@ -140,6 +143,7 @@ impl Shared {
             log_syncs: AtomicU64::new(0),
             log_entries: AtomicU64::new(0),
             membership: Mutex::new(Membership::default()),
+            objects: Arc::new(Mutex::new(ObjectCache::new(object_cache::CACHE_BYTES_MAX))),
         }
     }
 
@@ -1010,6 +1014,9 @@ impl Peer {
         let mut wb = WriteBatch::default();
         snapshot::stage_install(&db, &mut wb, &data)?;
         self.stream_heads.clear();
+        // Before the write: no reader may find a replaced object here once
+        // the snapshot's objects are on disk.
+        lock(&self.shared.objects).clear();
         wb.put_cf(cf(&db, CF_META)?, KEY_APPLIED_INDEX, be(meta.index));
         self.raw.mut_store().stage_snapshot(&mut wb, meta)?;
         failpoint!(crate::failpoints::SNAPSHOT_APPLY);
@@ -1050,7 +1057,11 @@ impl Peer {
         // The batch starts from the cached stream heads and gives them back
         // once it is written; if it fails they are gone and read again.
         let heads = std::mem::take(&mut self.stream_heads);
-        let mut batch = ApplyBatch::new(Arc::clone(&self.shared.db), heads);
+        let mut batch = ApplyBatch::new(
+            Arc::clone(&self.shared.db),
+            Arc::clone(&self.shared.objects),
+            heads,
+        );
         let mut replies = Vec::new();
         let mut changes = Vec::new();
         // "Now" for retention by age: the last stamp applied, the same on
@@ -1119,6 +1130,9 @@ impl Peer {
             failpoint!(crate::failpoints::LOG_COMPACTION);
         }
         self.shared.db.write_opt(batch.wb, &self.apply_write)?;
+        // Before the applied index moves (`publish_status`): a read that
+        // waited for it finds these objects in the cache or on disk.
+        lock(&self.shared.objects).applied(batch.objects);
         self.stream_heads = batch.stream_heads;
         if self.stream_heads.len() > STREAM_HEADS_CACHED_MAX {
             self.stream_heads.clear();
@@ -1504,6 +1518,8 @@ impl Drop for StoppedOnExit {
 /// batch must see them before they reach the disk).
 struct ApplyBatch {
     db: Arc<DB>,
+    /// The peer's objects applied last, read before the disk.
+    cached: Arc<Mutex<ObjectCache>>,
     wb: WriteBatch,
     objects: HashMap<String, Option<KeyValue>>,
     /// Heads as of the last write of the batch: the peer's cache of
@@ -1512,9 +1528,14 @@ struct ApplyBatch {
 }
 
 impl ApplyBatch {
-    fn new(db: Arc<DB>, stream_heads: HashMap<String, u64>) -> ApplyBatch {
+    fn new(
+        db: Arc<DB>,
+        cached: Arc<Mutex<ObjectCache>>,
+        stream_heads: HashMap<String, u64>,
+    ) -> ApplyBatch {
         ApplyBatch {
             db,
+            cached,
             wb: WriteBatch::default(),
             objects: HashMap::new(),
             stream_heads,
@@ -1555,6 +1576,9 @@ impl StateView for ApplyBatch {
         if let Some(kv) = self.objects.get(key) {
             return Ok(kv.clone());
         }
+        if let Some(kv) = lock(&self.cached).get(key) {
+            return Ok(Some(kv.clone()));
+        }
         match self
             .db
             .get_pinned_cf(cf(&self.db, CF_OBJECTS)?, key.as_bytes())?
@@ -1576,6 +1600,12 @@ impl StateView for ApplyBatch {
             None => Ok(0),
         }
     }
+}
+
+/// Locks a mutex whose holder may have panicked (the data is still whole:
+/// every holder leaves it consistent between statements).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -332,6 +332,9 @@ impl Store {
     /// with one peer, every acknowledged write is there; a follower may lag
     /// (use [`Store::get_linearizable`]).
     pub fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        if let Some(kv) = crate::peer::lock(&self.inner.shared.objects).get(key) {
+            return Ok(Some(kv.clone()));
+        }
         let db = &self.inner.shared.db;
         match db.get_pinned_cf(cf(db, CF_OBJECTS)?, key.as_bytes())? {
             Some(v) => Ok(Some(error::decode("object", &v)?)),

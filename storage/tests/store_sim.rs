@@ -700,6 +700,50 @@ fn logs_are_compacted_to_what_every_peer_has() {
     );
 }
 
+/// A peer keeps the objects it applied last in memory (`get` reads them
+/// first); a snapshot that replaces its state must not leave one behind.
+#[test]
+fn a_snapshot_replaces_the_objects_a_peer_kept_in_memory() {
+    let cluster = Cluster::start(71, &[1, 2, 3], defaults);
+    let rt = runtime();
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    // Written twice: a peer keeps objects that were updated.
+    for value in [0, 1] {
+        put_one(&rt, cluster.store(leader), "/cached/gone", value);
+        put_one(&rt, cluster.store(leader), "/cached/changed", value);
+    }
+    cluster.wait_converged(Duration::from_secs(20));
+    let away = a_follower(leader);
+    let read = |key: &str| cluster.store(away).get(key).expect("get");
+    assert_eq!(read("/cached/changed").as_ref().map(value_of), Some(1));
+    assert!(read("/cached/gone").is_some());
+
+    cluster.net.set(Faults {
+        isolated: [away].into_iter().collect(),
+        ..Faults::default()
+    });
+    rt.block_on(async {
+        let txn = || Txn {
+            ops: vec![Op::Delete {
+                key: "/cached/gone".into(),
+                expect: Precondition::None,
+            }],
+        };
+        propose_retrying(cluster.store(leader), txn).await;
+    });
+    put_one(&rt, cluster.store(leader), "/cached/changed", 2);
+    // More than the sim's kept log (50): the peer away needs a snapshot.
+    put_many(&rt, cluster.store(leader), "/cached/filler", 120);
+    cluster.net.set(Faults::default());
+    cluster.wait_converged(Duration::from_secs(20));
+    assert!(
+        cluster.store(away).status().history_compacted_to > 0,
+        "peer {away} was caught up by a snapshot"
+    );
+    assert_eq!(read("/cached/gone"), None);
+    assert_eq!(read("/cached/changed").as_ref().map(value_of), Some(2));
+}
+
 #[test]
 fn lagging_and_new_peers_catch_up_by_snapshot_and_membership_changes() {
     // Small chunks: the snapshot (300 values of 2 KiB) crosses in dozens.

@@ -378,26 +378,55 @@ struct Running {
 /// What must be stopped after a case.
 enum Stop {
     Etcd(Box<Etcd>, PathBuf),
-    Stores(Vec<Store>, PathBuf),
+    Stores {
+        stores: Vec<Store>,
+        /// Tasks that hold handles of the stores (the Raft receivers).
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+        dir: PathBuf,
+    },
 }
+
+/// Tries to remove a stopped case's directory.
+const REMOVE_ATTEMPTS: u32 = 20;
+/// Pause between those tries (RocksDB's last background jobs end).
+const REMOVE_RETRY: Duration = Duration::from_millis(100);
 
 impl Stop {
     /// Stops the system and removes its data directory: with random values
     /// a case can leave gigabytes (200,000 puts of 2 KiB on three peers),
-    /// and the cases of one invocation must not add up to a full disk.
+    /// and the cases of one invocation must not add up to a full disk. A
+    /// directory that cannot be removed is reported, not fatal.
     async fn run(self) -> anyhow::Result<()> {
         let dir = match self {
             Stop::Etcd(mut etcd, dir) => {
                 tokio::task::spawn_blocking(move || etcd.stop()).await?;
                 dir
             }
-            Stop::Stores(stores, dir) => {
+            Stop::Stores { stores, tasks, dir } => {
+                tasks.iter().for_each(tokio::task::JoinHandle::abort);
+                for task in tasks {
+                    // Aborted: the error says so, nothing to report.
+                    let _ = task.await;
+                }
                 tokio::task::spawn_blocking(move || stores.iter().for_each(Store::shutdown))
                     .await?;
                 dir
             }
         };
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))
+        let mut attempt = 1;
+        loop {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt >= REMOVE_ATTEMPTS => {
+                    eprintln!("warning: cannot remove {}: {e}", dir.display());
+                    return Ok(());
+                }
+                Err(_) => {
+                    attempt += 1;
+                    tokio::time::sleep(REMOVE_RETRY).await;
+                }
+            }
+        }
     }
 }
 
@@ -443,6 +472,8 @@ async fn measure_case(
     }
     let mut out = Vec::with_capacity(running.len());
     for r in running {
+        // The target's handle too must go for the store to close.
+        drop(r.target);
         r.stop.run().await?;
         out.push((r.system, r.measured));
     }
@@ -489,13 +520,19 @@ impl Bench {
                 // Nobody publishes: the benchmark measures the store alone.
                 drop(changes);
                 wait_leader(&store).await?;
-                Ok((Target::Store(store.clone()), Stop::Stores(vec![store], dir)))
+                let stop = Stop::Stores {
+                    stores: vec![store.clone()],
+                    tasks: Vec::new(),
+                    dir,
+                };
+                Ok((Target::Store(store), stop))
             }
             System::KubusStore3 => {
                 let dir = self.case_dir("kubus-store-3")?;
                 let url = self.nats.as_ref().context("no nats-server")?.url();
                 let subjects = kubus_bus::Subjects::new(&format!("bench-{}", self.seq));
                 let mut stores = Vec::with_capacity(3);
+                let mut tasks = Vec::with_capacity(3);
                 for id in 1..=3u64 {
                     let nats = async_nats::connect(&url).await?;
                     let cfg = StoreConfig::peer(dir.join(format!("peer-{id}")), id, vec![1, 2, 3]);
@@ -505,11 +542,12 @@ impl Bench {
                     let inbound =
                         raft_transport::receive(&nats, &subjects, id, step_into(store.clone()))
                             .await?;
-                    tokio::spawn(inbound);
+                    tasks.push(tokio::spawn(inbound));
                     stores.push(store);
                 }
                 let leader = wait_one_leader(&stores).await?;
-                Ok((Target::Store(leader), Stop::Stores(stores, dir)))
+                let stop = Stop::Stores { stores, tasks, dir };
+                Ok((Target::Store(leader), stop))
             }
             System::KubusApi => {
                 let dir = self.case_dir("kubus-api")?;
@@ -534,7 +572,12 @@ impl Bench {
                 )
                 .await?;
                 wait_api(&client).await?;
-                Ok((Target::Api(client), Stop::Stores(vec![store], dir)))
+                let stop = Stop::Stores {
+                    stores: vec![store],
+                    tasks: Vec::new(),
+                    dir,
+                };
+                Ok((Target::Api(client), stop))
             }
         }
     }
