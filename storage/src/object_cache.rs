@@ -86,16 +86,19 @@ impl ObjectCache {
     }
 
     /// Bytes of keys and values kept.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Objects kept.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.objects.len()
     }
 
     /// Whether nothing is kept.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
     }

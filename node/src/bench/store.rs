@@ -322,7 +322,12 @@ async fn drive(
 }
 
 /// Puts `args.warmup` keys (numbers `0..warmup`) before measuring.
-async fn warm_up(target: &Target, case: Case, args: &BenchStoreArgs) -> anyhow::Result<()> {
+async fn warm_up(
+    target: &Target,
+    values: &Arc<Values>,
+    case: Case,
+    args: &BenchStoreArgs,
+) -> anyhow::Result<()> {
     if args.warmup == 0 {
         return Ok(());
     }
@@ -331,7 +336,7 @@ async fn warm_up(target: &Target, case: Case, args: &BenchStoreArgs) -> anyhow::
         ops: args.warmup,
         in_flight: case.in_flight,
     };
-    let m = drive(target.clone(), Values::of(case.value_bytes), 0, warm).await?;
+    let m = drive(target.clone(), Arc::clone(values), 0, warm).await?;
     if m.puts == 0 {
         bail!(
             "every warm-up put failed: {}",
@@ -441,10 +446,11 @@ async fn measure_case(
     case: Case,
     args: &BenchStoreArgs,
 ) -> anyhow::Result<Vec<(System, Measured)>> {
+    let values = Values::of(case.value_bytes);
     let mut running = Vec::with_capacity(systems.len());
     for &system in systems {
         let (target, stop) = bench.set_up(system).await?;
-        warm_up(&target, case, args).await?;
+        warm_up(&target, &values, case, args).await?;
         running.push(Running {
             system,
             target,
@@ -459,7 +465,6 @@ async fn measure_case(
         ops: (args.ops / rounds).max(1),
         in_flight: case.in_flight,
     };
-    let values = Values::of(case.value_bytes);
     for round in 0..rounds as usize {
         settle().await;
         for k in 0..running.len() {
