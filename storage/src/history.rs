@@ -27,14 +27,16 @@
 //!
 //! # Past states
 //!
-//! Every [`Change`] records the object before it ([`Change::prev`]). The
+//! Every [`crate::Change`] records the object before it
+//! ([`crate::Change::prev`]). The
 //! state of a key at revision `at` is therefore the `prev` of its first
 //! change after `at`, or, if it has not changed since, its current object.
 
 use std::collections::BTreeMap;
 use std::iter::Peekable;
 
-use crate::model::{Change, ChangeOp, KeyValue};
+use crate::model::{ChangeOp, KeyValue};
+use crate::record::StoredChange;
 
 /// How much history a peer keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +108,7 @@ pub enum HistoryError {
 /// revision `at` (`None`: absent then). `changes` are the changes after
 /// `at`, in revision order (earlier ones are ignored).
 pub fn objects_before(
-    changes: &[Change],
+    changes: &[StoredChange],
     at: u64,
     prefix: &str,
 ) -> Result<BTreeMap<String, Option<KeyValue>>, HistoryError> {
@@ -205,7 +207,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
@@ -364,7 +366,8 @@ mod tests {
     struct Model {
         objects: BTreeMap<String, KeyValue>,
         revision: u64,
-        changes: Vec<Change>,
+        /// The history as stored (values left out).
+        changes: Vec<StoredChange>,
         states: Vec<BTreeMap<String, KeyValue>>,
     }
 
@@ -386,14 +389,11 @@ mod tests {
                 if c.changes.is_empty() {
                     return;
                 }
-                for (k, v) in c.writes {
-                    match v {
-                        Some(kv) => self.objects.insert(k, kv),
-                        None => self.objects.remove(&k),
-                    };
-                }
+                write_objects(&mut self.objects, c.writes);
                 self.revision = c.revision;
-                self.changes.extend(c.changes);
+                let stored = crate::record::encode(&c.changes).expect("encode");
+                self.changes
+                    .extend(crate::record::decode(&stored).expect("decode"));
                 self.states.push(self.objects.clone());
             }
         }
@@ -410,7 +410,22 @@ mod tests {
         }
     }
 
-    fn put(key: &str, value: &str) -> Op {
+    /// Carries out a commit's writes on a map of objects (also for the
+    /// tests of [`crate::record`]).
+    pub(crate) fn write_objects(
+        objects: &mut BTreeMap<String, KeyValue>,
+        writes: Vec<(String, Option<KeyValue>)>,
+    ) {
+        for (k, v) in writes {
+            match v {
+                Some(kv) => objects.insert(k, kv),
+                None => objects.remove(&k),
+            };
+        }
+    }
+
+    /// An unconditional put.
+    pub(crate) fn put(key: &str, value: &str) -> Op {
         Op::Put {
             key: key.into(),
             value: value.as_bytes().to_vec(),
@@ -418,7 +433,8 @@ mod tests {
         }
     }
 
-    fn del(key: &str) -> Op {
+    /// An unconditional delete.
+    pub(crate) fn del(key: &str) -> Op {
         Op::Delete {
             key: key.into(),
             expect: Precondition::None,

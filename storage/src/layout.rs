@@ -7,7 +7,8 @@
 //! | `raft_state` | `hard_state`, `conf_state` | protobuf |
 //! | `raft_state` | `log_truncated` | index and term of the last compacted entry, 2 × BE u64 |
 //! | `objects` | the object's key | [`crate::KeyValue`], MessagePack (named) |
-//! | `history` | revision, BE u64 | `Vec<`[`crate::Change`]`>`, MessagePack (named) |
+//! | `history` | revision, BE u64 | `Vec<`[`crate::record::StoredChange`]`>`, MessagePack (named): the revision's changes, most values left out ([`crate::record`]) |
+//! | `history_next` | revision, BE u64, then the key | the revision of the key's next change, BE u64 |
 //! | `history_time` | revision, BE u64 | the stamp of the entry that made the revision: ms since the Unix epoch, BE u64 |
 //! | `meta` | `applied_index`, `revision`, `history_compacted_to`, `incarnation` | BE u64 |
 //! | `meta` | `stream/<name>` | revision of the stream's last change, BE u64 |
@@ -24,6 +25,10 @@
 //! - The second word of an entry's `context` (the index through which
 //!   every peer had the log) was added with log compaction to it; entries
 //!   written before carry the stamp alone (8 bytes) and say nothing of it.
+//! - Values were left out of `history` records (and `history_next` was
+//!   added to find them): records written before carry every value and
+//!   decode with `value_elided: false` ([`crate::record`]). A store
+//!   written by this layout cannot be read by a kubus before it.
 //! - [`crate::Change::prev`] was added with lists at a past revision;
 //!   records written before it decode with `prev: None`, and a list that
 //!   would need the previous object of such an update or delete answers
@@ -43,16 +48,20 @@ pub const CF_RAFT_STATE: &str = "raft_state";
 pub const CF_OBJECTS: &str = "objects";
 /// Changes by revision.
 pub const CF_HISTORY: &str = "history";
+/// Per change still in the history, the revision of the same key's next
+/// change: where the value its record left out is ([`crate::record`]).
+pub const CF_HISTORY_NEXT: &str = "history_next";
 /// The time each revision was made, by revision (retention by age).
 pub const CF_HISTORY_TIME: &str = "history_time";
 /// Applied index, revision, stream heads and other counters.
 pub const CF_META: &str = "meta";
 
-const ALL_CFS: [&str; 6] = [
+const ALL_CFS: [&str; 7] = [
     CF_RAFT_LOG,
     CF_RAFT_STATE,
     CF_OBJECTS,
     CF_HISTORY,
+    CF_HISTORY_NEXT,
     CF_HISTORY_TIME,
     CF_META,
 ];
@@ -159,6 +168,14 @@ pub fn meta_u64(db: &DB, key: &[u8], what: &'static str) -> Result<u64, StoreErr
         Some(v) => Ok(read_u64(what, &v)?),
         None => Ok(0),
     }
+}
+
+/// The `history_next` key of the change to `key` at `revision`.
+pub fn next_change_key(revision: u64, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&be(revision));
+    k.extend_from_slice(key.as_bytes());
+    k
 }
 
 /// The `meta` key of a stream head.

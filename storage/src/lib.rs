@@ -258,6 +258,7 @@ pub mod model;
 pub mod object_cache;
 mod peer;
 pub mod raft_storage;
+pub mod record;
 pub mod snapshot;
 pub mod store;
 pub mod transport;

@@ -27,8 +27,9 @@ use crate::config::StoreConfig;
 use crate::error::{self, CodecError, StoreError};
 use crate::history::{self, Retention};
 use crate::layout::{
-    be, cf, meta_u64, read_u64, stream_head_key, CF_HISTORY, CF_HISTORY_TIME, CF_META, CF_OBJECTS,
-    KEY_APPLIED_INDEX, KEY_HISTORY_COMPACTED_TO, KEY_REVISION,
+    be, cf, meta_u64, next_change_key, read_u64, stream_head_key, CF_HISTORY, CF_HISTORY_NEXT,
+    CF_HISTORY_TIME, CF_META, CF_OBJECTS, KEY_APPLIED_INDEX, KEY_HISTORY_COMPACTED_TO,
+    KEY_REVISION,
 };
 use crate::log_writer::{LogWrite, LogWriter, SharedTransport};
 use crate::logger::raft_logger;
@@ -36,6 +37,7 @@ use crate::machine::{self, Commit, Decision, StateView};
 use crate::model::{Change, KeyValue, Txn, TxnOutcome};
 use crate::object_cache::{self, ObjectCache};
 use crate::raft_storage::RocksStorage;
+use crate::record;
 use crate::snapshot;
 use crate::transport::Transport;
 
@@ -1061,6 +1063,7 @@ impl Peer {
             Arc::clone(&self.shared.db),
             Arc::clone(&self.shared.objects),
             heads,
+            self.history_compacted_to,
         );
         let mut replies = Vec::new();
         let mut changes = Vec::new();
@@ -1223,7 +1226,7 @@ impl Peer {
         );
         if to > from {
             let db = &self.shared.db;
-            for name in [CF_HISTORY, CF_HISTORY_TIME] {
+            for name in [CF_HISTORY, CF_HISTORY_NEXT, CF_HISTORY_TIME] {
                 wb.delete_range_cf(cf(db, name)?, be(from + 1), be(to + 1));
             }
             wb.put_cf(cf(db, CF_META)?, KEY_HISTORY_COMPACTED_TO, be(to));
@@ -1525,6 +1528,8 @@ struct ApplyBatch {
     /// Heads as of the last write of the batch: the peer's cache of
     /// written heads (see `Peer::stream_heads`), then this batch's.
     stream_heads: HashMap<String, u64>,
+    /// The history's compaction point before the batch.
+    history_compacted_to: u64,
 }
 
 impl ApplyBatch {
@@ -1532,6 +1537,7 @@ impl ApplyBatch {
         db: Arc<DB>,
         cached: Arc<Mutex<ObjectCache>>,
         stream_heads: HashMap<String, u64>,
+        history_compacted_to: u64,
     ) -> ApplyBatch {
         ApplyBatch {
             db,
@@ -1539,6 +1545,7 @@ impl ApplyBatch {
             wb: WriteBatch::default(),
             objects: HashMap::new(),
             stream_heads,
+            history_compacted_to,
         }
     }
 
@@ -1556,8 +1563,22 @@ impl ApplyBatch {
         self.wb.put_cf(
             cf(&self.db, CF_HISTORY)?,
             be(c.revision),
-            error::encode("history record", &c.changes)?,
+            record::encode(&c.changes)?,
         );
+        // Where the record of each replaced object's change finds its
+        // value now (see `record`); not for revisions already pruned.
+        let next = cf(&self.db, CF_HISTORY_NEXT)?;
+        for change in &c.changes {
+            if let Some(prev) = change.prev.as_ref() {
+                if prev.mod_revision > self.history_compacted_to {
+                    self.wb.put_cf(
+                        next,
+                        next_change_key(prev.mod_revision, &change.key),
+                        be(change.revision),
+                    );
+                }
+            }
+        }
         if let Some(made) = made_ms {
             self.wb
                 .put_cf(cf(&self.db, CF_HISTORY_TIME)?, be(c.revision), be(made));

@@ -24,8 +24,8 @@ use rocksdb::{IteratorMode, ReadOptions, WriteBatch, DB};
 
 use crate::error::{CodecError, StoreError};
 use crate::layout::{
-    be, cf, prefix_end, read_u64, CF_HISTORY, CF_HISTORY_TIME, CF_META, CF_OBJECTS,
-    KEY_HISTORY_COMPACTED_TO, KEY_REVISION, STREAM_HEAD_PREFIX,
+    be, cf, prefix_end, read_u64, CF_HISTORY, CF_HISTORY_NEXT, CF_HISTORY_TIME, CF_META,
+    CF_OBJECTS, KEY_HISTORY_COMPACTED_TO, KEY_REVISION, STREAM_HEAD_PREFIX,
 };
 
 const MAGIC: &[u8] = b"KSNAP1";
@@ -184,7 +184,7 @@ pub fn stage_install(db: &DB, wb: &mut WriteBatch, data: &SnapshotData) -> Resul
     let objects = cf(db, CF_OBJECTS)?;
     // Keys are UTF-8 strings: no key holds the byte 0xff.
     wb.delete_range_cf(objects, b"".as_slice(), b"\xff".as_slice());
-    for name in [CF_HISTORY, CF_HISTORY_TIME] {
+    for name in [CF_HISTORY, CF_HISTORY_NEXT, CF_HISTORY_TIME] {
         wb.delete_range_cf(cf(db, name)?, be(0), be(u64::MAX));
     }
     let meta = cf(db, CF_META)?;

@@ -16,14 +16,15 @@ use crate::config::StoreConfig;
 use crate::error::{self, StoreError};
 use crate::history::{self, HistoryError};
 use crate::layout::{
-    self, be, cf, prefix_end, read_u64, CF_HISTORY, CF_META, CF_OBJECTS, KEY_HISTORY_COMPACTED_TO,
-    KEY_INCARNATION, KEY_REVISION,
+    self, be, cf, next_change_key, prefix_end, read_u64, CF_HISTORY, CF_HISTORY_NEXT, CF_META,
+    CF_OBJECTS, KEY_HISTORY_COMPACTED_TO, KEY_INCARNATION, KEY_REVISION,
 };
 use crate::model::{Change, KeyValue, RangeResult, Txn, TxnOutcome};
 use crate::peer::{
     Command, EntryDataRef, InFlightSlot, Peer, PeerProgress, PersistStats, Proposal, ProposalId,
     ReadRequest, Shared,
 };
+use crate::record::{self, StoredChange, ValueSource};
 use crate::transport::Transport;
 
 /// Most items one [`Store::range`] returns.
@@ -451,7 +452,7 @@ impl Store {
         snap: &Snapshot<'_>,
         at: u64,
         prefix: &str,
-    ) -> Result<Vec<Change>, StoreError> {
+    ) -> Result<Vec<StoredChange>, StoreError> {
         let bytes_max = self.inner.history_read_bytes_max;
         let iter = snap.iterator_cf_opt(
             cf(db, CF_HISTORY)?,
@@ -469,7 +470,7 @@ impl Store {
                     bytes_max,
                 });
             }
-            let changes: Vec<Change> = error::decode("history record", &v)?;
+            let changes = record::decode(&v)?;
             out.extend(changes.into_iter().filter(|c| c.key.starts_with(prefix)));
         }
         Ok(out)
@@ -518,7 +519,7 @@ impl Store {
         let mut out = Vec::new();
         for item in iter {
             let (_, v) = item?;
-            let changes: Vec<Change> = error::decode("history record", &v)?;
+            let changes = record::decode(&v)?;
             if !out.is_empty() && out.len() + changes.len() > limit {
                 break;
             }
@@ -527,7 +528,7 @@ impl Store {
                 break;
             }
         }
-        Ok(out)
+        record::fill_values(out, &mut SnapshotValues { db, snap: &snap })
     }
 
     /// How this peer's Raft log has been written since it opened (group
@@ -604,6 +605,37 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// The values history records left out, read from the RocksDB snapshot
+/// the records were read from.
+struct SnapshotValues<'a> {
+    db: &'a DB,
+    snap: &'a Snapshot<'a>,
+}
+
+impl ValueSource for SnapshotValues<'_> {
+    fn next_change(&mut self, revision: u64, key: &str) -> Result<Option<u64>, StoreError> {
+        let k = next_change_key(revision, key);
+        match self.snap.get_cf(cf(self.db, CF_HISTORY_NEXT)?, k)? {
+            Some(v) => Ok(Some(read_u64("next change", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn record(&mut self, revision: u64) -> Result<Vec<StoredChange>, StoreError> {
+        match self.snap.get_cf(cf(self.db, CF_HISTORY)?, be(revision))? {
+            Some(v) => Ok(record::decode(&v)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn object(&mut self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        match self.snap.get_cf(cf(self.db, CF_OBJECTS)?, key.as_bytes())? {
+            Some(v) => Ok(Some(error::decode("object", &v)?)),
+            None => Ok(None),
+        }
     }
 }
 

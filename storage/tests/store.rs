@@ -345,6 +345,111 @@ async fn changes_since_pages_and_reports_compaction() {
         .is_empty());
 }
 
+/// History records leave out the values stored elsewhere (in the object,
+/// or as the previous object of the key's next change): every page of
+/// `changes_since`, from every retained revision, still reads back exactly
+/// the changes as applied — while retention prunes, and after a restart —
+/// and no pointer to a value outlives the record it serves.
+#[tokio::test]
+async fn history_pages_read_back_every_value_as_applied() {
+    use kubus_storage::layout::{self, CF_HISTORY, CF_HISTORY_NEXT};
+    use kubus_storage::record;
+    use rocksdb::IteratorMode;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.history_retention_revisions = 40;
+    let (store, mut rx) = open(cfg.clone());
+    let mut rng = StdRng::seed_from_u64(11);
+    // Two objects last written long before retention's reach: their next
+    // changes (at the end) are to revisions already pruned.
+    commit(
+        &store,
+        vec![
+            put("/pods/ns/cold-1", "1", Precondition::None),
+            put("/pods/ns/cold-2", "2", Precondition::None),
+        ],
+    )
+    .await;
+    let mut applied = drain(&mut rx);
+    for i in 0..200 {
+        let mut keys = BTreeSet::new();
+        for _ in 0..rng.gen_range(1..=3) {
+            keys.insert(format!("/pods/ns/p{}", rng.gen_range(0..12)));
+        }
+        let ops = keys
+            .iter()
+            .map(|k| {
+                if rng.gen_bool(0.2) {
+                    del(k, Precondition::None)
+                } else {
+                    put(k, &format!("{k} written by txn {i}"), Precondition::None)
+                }
+            })
+            .collect();
+        commit(&store, ops).await;
+        // Changes are sent before the proposer is answered.
+        applied.extend(drain(&mut rx));
+    }
+    commit(
+        &store,
+        vec![put("/pods/ns/cold-1", "1'", Precondition::None)],
+    )
+    .await;
+    commit(&store, vec![del("/pods/ns/cold-2", Precondition::None)]).await;
+    applied.extend(drain(&mut rx));
+    let read_back = |store: &Store| {
+        let compacted_to = store.status().history_compacted_to;
+        assert!(compacted_to > 100, "retention pruned: {compacted_to}");
+        for from in compacted_to..=store.revision() {
+            for limit in [1, 3, 0] {
+                let mut got = Vec::new();
+                let mut at = from;
+                for _ in 0..=applied.len() {
+                    let page = store.changes_since(at, limit).expect("retained");
+                    let Some(last) = page.last() else { break };
+                    at = last.revision;
+                    got.extend(page);
+                }
+                let want: Vec<&Change> = applied.iter().filter(|c| c.revision > from).collect();
+                assert_eq!(
+                    got.iter().collect::<Vec<_>>(),
+                    want,
+                    "from {from}, pages of {limit}"
+                );
+            }
+        }
+        compacted_to
+    };
+    read_back(&store);
+    drop(store);
+    drop(rx);
+    let (store, _rx) = open(cfg);
+    let compacted_to = read_back(&store);
+    drop(store);
+
+    let db = layout::open_db(dir.path()).expect("open db");
+    let history = layout::cf(&db, CF_HISTORY).expect("cf");
+    for item in db.iterator_cf(history, IteratorMode::Start) {
+        let (_, v) = item.expect("read");
+        for c in record::decode(&v).expect("record") {
+            assert!(c.value_elided && c.kv.value.is_empty(), "{c:?}");
+        }
+    }
+    let next = layout::cf(&db, CF_HISTORY_NEXT).expect("cf");
+    let mut pointers = 0;
+    for item in db.iterator_cf(next, IteratorMode::Start) {
+        let (k, _) = item.expect("read");
+        let revision = layout::read_u64("revision", &k[..8]).expect("8 bytes");
+        assert!(
+            revision > compacted_to,
+            "a pointer of pruned revision {revision}"
+        );
+        pointers += 1;
+    }
+    assert!(pointers > 0);
+}
+
 #[tokio::test]
 async fn range_reads_a_consistent_page() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -807,7 +912,9 @@ async fn raft_log_is_compacted_and_survives_restart() {
 /// same objects, revisions, history and stream chains.
 #[tokio::test]
 async fn committed_entries_are_reapplied_on_open() {
-    use kubus_storage::layout::{self, CF_HISTORY, CF_META, CF_OBJECTS, KEY_INCARNATION};
+    use kubus_storage::layout::{
+        self, CF_HISTORY, CF_HISTORY_NEXT, CF_META, CF_OBJECTS, KEY_INCARNATION,
+    };
     use rocksdb::IteratorMode;
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -845,7 +952,7 @@ async fn committed_entries_are_reapplied_on_open() {
     };
     {
         let db = layout::open_db(dir.path()).expect("open db");
-        for name in [CF_OBJECTS, CF_HISTORY, CF_META] {
+        for name in [CF_OBJECTS, CF_HISTORY, CF_HISTORY_NEXT, CF_META] {
             let cf = layout::cf(&db, name).expect("cf");
             let keys: Vec<Box<[u8]>> = db
                 .iterator_cf(cf, IteratorMode::Start)
