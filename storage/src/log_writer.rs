@@ -17,13 +17,14 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use raft::prelude::Message;
 use rocksdb::{WriteBatch, WriteOptions};
 
 use crate::error::StoreError;
+use crate::peer::lock;
 use crate::peer::{Command, Shared};
 use crate::transport::Transport;
 
@@ -153,11 +154,7 @@ impl LogWriter {
     }
 
     fn failure(&self) -> StoreError {
-        let error = self
-            .progress
-            .error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let error = lock(&self.progress.error)
             .clone()
             .unwrap_or_else(|| "the log writer stopped".to_string());
         StoreError::Corrupt(format!("log write failed: {error}"))
@@ -196,10 +193,7 @@ fn run(
         }
         if let Err(e) = write_round(&shared, &mut round, &unsynced, &synced) {
             tracing::error!(error = %e, "log write failed; the peer stops");
-            *progress
-                .error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+            *lock(&progress.error) = Some(e.to_string());
             progress.failed.store(true, Ordering::Release);
             let _ = wake.try_send(Command::Persisted);
             return;
@@ -209,10 +203,7 @@ fn run(
             .flat_map(|w| w.messages.drain(..))
             .collect();
         if !messages.is_empty() {
-            transport
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .send(messages);
+            lock(&transport).send(messages);
         }
         if let Some(last) = round.last() {
             progress.persisted.store(last.number, Ordering::Release);

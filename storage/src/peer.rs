@@ -783,10 +783,7 @@ impl Peer {
                 self.snapshots_sent.insert(m.to, now);
             }
         }
-        self.transport
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .send(messages);
+        lock(&self.transport).send(messages);
     }
 
     fn not_leader(&self) -> StoreError {
@@ -1301,11 +1298,7 @@ impl Peer {
     /// Publishes the configuration to the handles.
     fn publish_membership(&self) {
         let cs = self.raw.store().conf_state();
-        let mut m = self
-            .shared
-            .membership
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut m = lock(&self.shared.membership);
         m.voters = sorted(&cs.voters);
         m.learners = sorted(&cs.learners);
     }
@@ -1333,11 +1326,7 @@ impl Peer {
         } else {
             Vec::new()
         };
-        let mut m = self
-            .shared
-            .membership
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut m = lock(&self.shared.membership);
         m.progress = progress;
     }
 

@@ -15,7 +15,7 @@
 //! RocksDB.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
@@ -26,6 +26,7 @@ use crate::error::{CodecError, StoreError};
 use crate::layout::{
     be, cf, read_u64, CF_RAFT_LOG, CF_RAFT_STATE, KEY_CONF_STATE, KEY_HARD_STATE, KEY_LOG_TRUNCATED,
 };
+use crate::peer::lock;
 
 /// Index (and term) a fresh store's log starts after. Bootstrapped voters
 /// hold their configuration as if a snapshot at this index had been
@@ -185,12 +186,7 @@ impl Drop for RocksStorage {
     /// Waits for a snapshot being built: the peer's database must be
     /// closed when the peer is gone (a reopen would find it locked).
     fn drop(&mut self) {
-        let thread = self
-            .snapshots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .thread
-            .take();
+        let thread = lock(&self.snapshots).thread.take();
         if let Some(t) = thread {
             if t.join().is_err() {
                 tracing::error!("the snapshot thread panicked");
@@ -617,10 +613,7 @@ impl raft::Storage for RocksStorage {
         if self.applied_index < request_index {
             return Err(unavailable());
         }
-        let mut slot = self
-            .snapshots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut slot = lock(&self.snapshots);
         if let Some(snap) = &slot.ready {
             let index = snap.get_metadata().index;
             // Usable while the log still continues it and the
@@ -685,7 +678,7 @@ fn build_snapshot(
     let built = crate::snapshot::build_from(db, &db_snap);
     drop(db_snap);
     failpoint!(crate::failpoints::SNAPSHOT_SAVE);
-    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut slot = lock(slot);
     match built {
         Ok(data) => {
             snap.data = data.into();
@@ -705,10 +698,7 @@ struct BuildingDone<'a>(&'a Mutex<SnapshotSlot>);
 
 impl Drop for BuildingDone<'_> {
     fn drop(&mut self) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .building = false;
+        lock(self.0).building = false;
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rocksdb::{Direction, IteratorMode, ReadOptions, Snapshot, WriteBatch, WriteOptions, DB};
@@ -20,6 +20,7 @@ use crate::layout::{
     CF_OBJECTS, KEY_HISTORY_COMPACTED_TO, KEY_INCARNATION, KEY_REVISION,
 };
 use crate::model::{Change, KeyValue, RangeResult, Txn, TxnOutcome};
+use crate::peer::lock;
 use crate::peer::{
     Command, EntryDataRef, InFlightSlot, Peer, PeerProgress, PersistStats, Proposal, ProposalId,
     ReadRequest, Shared,
@@ -254,12 +255,7 @@ impl Store {
 
     /// Whether this peer is the cluster's only voter.
     fn sole_voter(&self) -> bool {
-        let membership = self
-            .inner
-            .shared
-            .membership
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let membership = lock(&self.inner.shared.membership);
         membership.voters == [self.inner.peer_id]
     }
 
@@ -333,7 +329,7 @@ impl Store {
     /// with one peer, every acknowledged write is there; a follower may lag
     /// (use [`Store::get_linearizable`]).
     pub fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        if let Some(kv) = crate::peer::lock(&self.inner.shared.objects).get(key) {
+        if let Some(kv) = lock(&self.inner.shared.objects).get(key) {
             return Ok(Some(kv.clone()));
         }
         let db = &self.inner.shared.db;
@@ -551,11 +547,7 @@ impl Store {
     /// Figures about this peer.
     pub fn status(&self) -> StoreStatus {
         let s = &self.inner.shared;
-        let membership = s
-            .membership
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let membership = lock(&s.membership).clone();
         StoreStatus {
             peer_id: self.inner.peer_id,
             is_leader: s.is_leader.load(Ordering::Acquire),
@@ -589,11 +581,7 @@ impl Inner {
         // Wakes the thread if it waits for a command; if the queue is full
         // it sees the flag within one batch anyway.
         let _ = self.tx.try_send(Command::Shutdown);
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let thread = lock(&self.thread).take();
         if let Some(thread) = thread {
             if thread.join().is_err() {
                 tracing::error!(peer = self.peer_id, "the raft thread panicked");
