@@ -246,6 +246,7 @@ pub const FAILPOINTS: &[&str] = &[
 ];
 
 pub mod clock;
+mod coalesce;
 pub mod config;
 pub mod error;
 pub mod failpoints;

@@ -23,8 +23,10 @@ use std::thread::JoinHandle;
 use raft::prelude::Message;
 use rocksdb::{WriteBatch, WriteOptions};
 
+use crate::coalesce::coalesce;
 use crate::error::StoreError;
 use crate::peer::lock;
+use crate::peer::RAFT_MSG_BYTES_MAX;
 use crate::peer::{Command, Shared};
 use crate::transport::Transport;
 
@@ -203,7 +205,7 @@ fn run(
             .flat_map(|w| w.messages.drain(..))
             .collect();
         if !messages.is_empty() {
-            lock(&transport).send(messages);
+            lock(&transport).send(coalesce(messages, RAFT_MSG_BYTES_MAX));
         }
         if let Some(last) = round.last() {
             progress.persisted.store(last.number, Ordering::Release);

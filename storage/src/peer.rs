@@ -23,6 +23,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::coalesce::coalesce;
 use crate::config::StoreConfig;
 use crate::error::{self, CodecError, StoreError};
 use crate::history::{self, Retention};
@@ -47,7 +48,7 @@ const HISTORY_PRUNE_CHUNK: u64 = 4096;
 /// request or its answer may have been lost, or there was no leader).
 const READ_INDEX_RETRY_HEARTBEATS: u64 = 2;
 /// Largest append message to a follower (NATS' default payload limit).
-const RAFT_MSG_BYTES_MAX: u64 = 1024 * 1024;
+pub(crate) const RAFT_MSG_BYTES_MAX: u64 = 1024 * 1024;
 /// Append messages in flight to one follower.
 const RAFT_INFLIGHT_MSGS_MAX: usize = 256;
 /// Proposed but uncommitted bytes before the leader drops proposals.
@@ -783,7 +784,7 @@ impl Peer {
                 self.snapshots_sent.insert(m.to, now);
             }
         }
-        lock(&self.transport).send(messages);
+        lock(&self.transport).send(coalesce(messages, RAFT_MSG_BYTES_MAX));
     }
 
     fn not_leader(&self) -> StoreError {
