@@ -25,9 +25,7 @@ use rocksdb::{WriteBatch, WriteOptions};
 
 use crate::coalesce::coalesce;
 use crate::error::StoreError;
-use crate::peer::lock;
-use crate::peer::RAFT_MSG_BYTES_MAX;
-use crate::peer::{Command, Shared};
+use crate::peer::{lock, Command, Shared, RAFT_MSG_BYTES_MAX};
 use crate::transport::Transport;
 
 /// Readys handed over and not yet written, at most.
@@ -57,6 +55,12 @@ pub(crate) struct LogWrite {
 /// The transport, shared by the Raft thread (a leader's appends, sent
 /// before they persist) and the writer (what must wait for the disk).
 pub(crate) type SharedTransport = Arc<Mutex<Box<dyn Transport>>>;
+
+/// Sends `messages` to the other peers, what goes to each one merged
+/// first ([`coalesce`]): the one way messages leave a peer.
+pub(crate) fn send(transport: &SharedTransport, messages: Vec<Message>) {
+    lock(transport).send(coalesce(messages, RAFT_MSG_BYTES_MAX));
+}
 
 /// How far the writer got, shared with the Raft thread.
 #[derive(Default)]
@@ -205,7 +209,7 @@ fn run(
             .flat_map(|w| w.messages.drain(..))
             .collect();
         if !messages.is_empty() {
-            lock(&transport).send(coalesce(messages, RAFT_MSG_BYTES_MAX));
+            send(&transport, messages);
         }
         if let Some(last) = round.last() {
             progress.persisted.store(last.number, Ordering::Release);

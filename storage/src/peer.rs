@@ -23,7 +23,6 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::coalesce::coalesce;
 use crate::config::StoreConfig;
 use crate::error::{self, CodecError, StoreError};
 use crate::history::{self, Retention};
@@ -32,7 +31,7 @@ use crate::layout::{
     CF_HISTORY_TIME, CF_META, CF_OBJECTS, KEY_APPLIED_INDEX, KEY_HISTORY_COMPACTED_TO,
     KEY_REVISION,
 };
-use crate::log_writer::{LogWrite, LogWriter, SharedTransport};
+use crate::log_writer::{self, LogWrite, LogWriter, SharedTransport};
 use crate::logger::raft_logger;
 use crate::machine::{self, Commit, Decision, StateView};
 use crate::model::{Change, KeyValue, Txn, TxnOutcome};
@@ -784,7 +783,7 @@ impl Peer {
                 self.snapshots_sent.insert(m.to, now);
             }
         }
-        lock(&self.transport).send(coalesce(messages, RAFT_MSG_BYTES_MAX));
+        log_writer::send(&self.transport, messages);
     }
 
     fn not_leader(&self) -> StoreError {

@@ -232,13 +232,14 @@ async fn raw_request_reply(
     Ok(h)
 }
 
-/// The commit baseline's transaction: one unconditional 256-byte put.
-fn put_256(key: String) -> kubus_storage::Txn {
+/// The commit baselines' transaction: one 256-byte put, unconditional or
+/// a compare-and-swap.
+fn put_256(key: String, expect: kubus_storage::Precondition) -> kubus_storage::Txn {
     kubus_storage::Txn {
         ops: vec![kubus_storage::Op::Put {
             key,
             value: vec![7u8; 256],
-            expect: kubus_storage::Precondition::None,
+            expect,
         }],
     }
 }
@@ -251,7 +252,10 @@ async fn store_commit(
 ) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
     let mut h = histogram()?;
     for i in 0..n {
-        let txn = put_256(format!("/bench/b2b/{i:08}"));
+        let txn = put_256(
+            format!("/bench/b2b/{i:08}"),
+            kubus_storage::Precondition::None,
+        );
         let t = Instant::now();
         store.propose(txn).await?;
         h.record((t.elapsed().as_micros() as u64).max(1))?;
@@ -345,7 +349,10 @@ async fn side_by_side(
             "metadata": {"name": "bench-update", "namespace": "default"}, "data": {"i": "0"}}))
         .await?;
     let cas_key = "/bench/_cas".to_string();
-    let mut cas_revision = match store.propose(put_256(cas_key.clone())).await? {
+    let mut cas_revision = match store
+        .propose(put_256(cas_key.clone(), kubus_storage::Precondition::None))
+        .await?
+    {
         kubus_storage::TxnOutcome::Committed { revision, .. } => revision,
         kubus_storage::TxnOutcome::Failed { .. } => anyhow::bail!("an unconditional put failed"),
     };
@@ -369,15 +376,15 @@ async fn side_by_side(
                 }
                 Sample::Commit => {
                     store
-                        .propose(put_256(format!("/bench/_/{round:08}")))
+                        .propose(put_256(
+                            format!("/bench/_/{round:08}"),
+                            kubus_storage::Precondition::None,
+                        ))
                         .await?;
                 }
                 Sample::CommitCas => {
-                    let mut txn = put_256(cas_key.clone());
-                    if let Some(kubus_storage::Op::Put { expect, .. }) = txn.ops.first_mut() {
-                        *expect = kubus_storage::Precondition::ModRevision(cas_revision);
-                    }
-                    match store.propose(txn).await? {
+                    let expect = kubus_storage::Precondition::ModRevision(cas_revision);
+                    match store.propose(put_256(cas_key.clone(), expect)).await? {
                         kubus_storage::TxnOutcome::Committed { revision, .. } => {
                             cas_revision = revision;
                         }
