@@ -366,6 +366,15 @@ async fn publish(
         tokio::select! {
             batch = changes.recv() => {
                 let Some(batch) = batch else { break };
+                // The store hands over a batch's changes just before it
+                // answers the batch's proposers, so their request tasks are
+                // ready too: let them reply first. A writer then hears back
+                // without waiting behind its own change event (decoding,
+                // JSON, the connection's write), and the events follow at
+                // once, often in the same write. Nothing relies on the other
+                // order: a change a follower or a former leader committed
+                // never had it, and controllers assume what they wrote.
+                tokio::task::yield_now().await;
                 // Every peer applies every change, but only the leader
                 // publishes it (one event per change on the bus). Followers
                 // still keep the stream heads and node chains, so that the

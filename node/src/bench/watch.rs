@@ -13,8 +13,8 @@
 //! 4. writes at the target rate (many in flight): write latency (request →
 //!    acknowledged, i.e. committed and applied) and commit → watcher
 //!    notified (the watcher's receipt of the change event minus the
-//!    writer's receipt of the acknowledgement; the store publishes before it
-//!    replies, so this is often ≤ 0 and is then counted as 0).
+//!    writer's receipt of the acknowledgement: the store replies first and
+//!    publishes right behind; a value ≤ 0 is counted as 0).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
