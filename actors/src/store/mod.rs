@@ -371,9 +371,9 @@ async fn publish(
                 // ready too: let them reply first. A writer then hears back
                 // without waiting behind its own change event (decoding,
                 // JSON, the connection's write), and the events follow at
-                // once, often in the same write. Nothing relies on the other
-                // order: a change a follower or a former leader committed
-                // never had it, and controllers assume what they wrote.
+                // once. Nothing relies on the other order: a write sent to a
+                // follower never had it (the leader publishes, the follower
+                // replies), and controllers assume what they wrote.
                 tokio::task::yield_now().await;
                 // Every peer applies every change, but only the leader
                 // publishes it (one event per change on the bus). Followers
