@@ -368,12 +368,14 @@ async fn publish(
                 let Some(batch) = batch else { break };
                 // The store hands over a batch's changes just before it
                 // answers the batch's proposers, so their request tasks are
-                // ready too: let them reply first. A writer then hears back
-                // without waiting behind its own change event (decoding,
-                // JSON, the connection's write), and the events follow at
-                // once. Nothing relies on the other order: a write sent to a
-                // follower never had it (the leader publishes, the follower
-                // replies), and controllers assume what they wrote.
+                // usually ready too: let them reply first (if this thread
+                // woke in between, the events simply go first). A writer
+                // then hears back without waiting behind its own change
+                // event (decoding, JSON, the connection's write), and the
+                // events follow at once. Nothing relies on the other order:
+                // a write sent to a follower never had it (the leader
+                // publishes, the follower replies), and controllers assume
+                // what they wrote.
                 tokio::task::yield_now().await;
                 // Every peer applies every change, but only the leader
                 // publishes it (one event per change on the bus). Followers
