@@ -1,31 +1,22 @@
 //! `DeploymentController`: owns ReplicaSets. A template change rolls pods to
 //! a new ReplicaSet (RollingUpdate within maxSurge / maxUnavailable, or
 //! Recreate); old ReplicaSets are kept at zero up to revisionHistoryLimit;
-//! ReplicaSets whose Deployment is gone are deleted.
+//! ReplicaSets whose Deployment is gone are the garbage collector's.
 //!
-//! [`reconcile`] decides; the actor watches, queues keys and writes.
+//! [`reconcile`] decides; [`DeploymentReconciler`] puts it on the
+//! controller runtime.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
-
-use actix::prelude::*;
-use kubus_api::{meta, Kind, Reason};
-use kubus_bus::watch::WatchSpec;
-use kubus_bus::Client;
+use kubus_api::{meta, Kind};
 use serde_json::{json, Value};
-use tracing::warn;
 
-use crate::events::{EventType, Recorder};
-use crate::informer::{key_of, Cache};
-use crate::watching::{controller_ref, stable_hash, watched, Watched};
-use crate::write::{perform, Write};
+use crate::runtime::{Plan, Planned, Reconcile, View, Watch};
+use crate::watching::{controller_ref, stable_hash};
+use crate::write::Write;
 
 /// The label that ties a ReplicaSet and its pods to one template.
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 /// The annotation carrying a ReplicaSet's revision number.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
-const BATCH_DELAY: Duration = Duration::from_millis(10);
-const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 fn int(v: &Value, pointer: &str) -> Option<i64> {
     v.pointer(pointer).and_then(Value::as_i64)
@@ -223,7 +214,7 @@ pub fn reconcile(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
     if idle.len() > limit {
         for rs in idle.iter().take(idle.len() - limit) {
             if let Some(r) = meta::object_ref(rs) {
-                writes.push(Write::Delete(r, meta::resource_version(rs)));
+                writes.push(Write::delete(r, meta::resource_version(rs)));
             }
         }
     }
@@ -250,13 +241,14 @@ pub fn reconcile(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
 }
 
 /// "Scaled up replica set web-5d8 to 3", for a write that creates or
-/// rescales a ReplicaSet (None for other writes).
-fn scaling_message(write: &Write, sets: &Cache) -> Option<String> {
+/// rescales one of `owned` (None for other writes).
+fn scaling_message(write: &Write, owned: &[&Value]) -> Option<String> {
     let (rs, before) = match write {
         Write::Create(rs) => (rs, 0),
         Write::Update(rs) if meta::kind_of(rs) == Some(Kind::ReplicaSet) => {
-            let before = sets
-                .get(&key_of(rs))
+            let before = owned
+                .iter()
+                .find(|o| meta::uid(o) == meta::uid(rs))
                 .and_then(|old| int(old, "/spec/replicas"));
             (rs, before?)
         }
@@ -271,179 +263,39 @@ fn scaling_message(write: &Write, sets: &Cache) -> Option<String> {
     }
 }
 
-pub struct DeploymentController {
-    client: Client,
-    recorder: Recorder,
-    deployments: Cache,
-    sets: Cache,
-    by_uid: HashMap<String, String>,
-    queue: BTreeSet<String>,
-    sync_scheduled: bool,
-    in_flight: BTreeMap<String, usize>,
-}
+/// The Deployment controller on the runtime: it owns ReplicaSets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeploymentReconciler;
 
-impl DeploymentController {
-    pub fn new(client: Client) -> DeploymentController {
-        DeploymentController {
-            recorder: Recorder::new(client.clone(), "deployment-controller"),
-            client,
-            deployments: Cache::default(),
-            sets: Cache::default(),
-            by_uid: HashMap::new(),
-            queue: BTreeSet::new(),
-            sync_scheduled: false,
-            in_flight: BTreeMap::new(),
-        }
+impl Reconcile for DeploymentReconciler {
+    fn kind(&self) -> Kind {
+        Kind::Deployment
     }
 
-    fn enqueue(&mut self, key: String, ctx: &mut Context<Self>) {
-        self.queue.insert(key);
-        if !self.sync_scheduled {
-            self.sync_scheduled = true;
-            ctx.run_later(BATCH_DELAY, |act, ctx| act.sync(ctx));
-        }
+    fn name(&self) -> &'static str {
+        "deployment-controller"
     }
 
-    fn sync(&mut self, ctx: &mut Context<Self>) {
-        self.sync_scheduled = false;
-        if !(self.deployments.synced && self.sets.synced) {
-            return;
-        }
-        let queue = std::mem::take(&mut self.queue);
-        let mut owned: HashMap<String, Vec<&Value>> = HashMap::new();
-        let mut planned: Vec<(String, Write)> = Vec::new();
-        for rs in self.sets.values() {
-            let Some(uid) = meta::controller_uid(rs) else {
-                continue;
-            };
-            let by_deployment = rs
-                .pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .is_some_and(|refs| {
-                    refs.iter()
-                        .any(|r| r.get("kind").and_then(Value::as_str) == Some("Deployment"))
-                });
-            if !by_deployment {
-                continue;
-            }
-            match self.by_uid.get(uid) {
-                Some(k) => owned.entry(k.clone()).or_default().push(rs),
-                None => {
-                    if let Some(r) = meta::object_ref(rs) {
-                        planned.push((String::new(), Write::Delete(r, None)));
-                    }
-                }
-            }
-        }
-        for key in queue {
-            if key.is_empty() || self.in_flight.contains_key(&key) {
-                continue;
-            }
-            let Some(d) = self.deployments.get(&key) else {
-                continue;
-            };
-            let sets = owned.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-            planned.extend(reconcile(d, sets).into_iter().map(|w| (key.clone(), w)));
-        }
-        for (key, write) in planned {
-            if !key.is_empty() {
-                *self.in_flight.entry(key.clone()).or_default() += 1;
-            }
-            let what = write.describe();
-            let deleted = matches!(write, Write::Delete(..));
-            let scaling = scaling_message(&write, &self.sets);
-            let fut = perform(self.client.clone(), write);
-            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-                if let Some(n) = act.in_flight.get_mut(&key) {
-                    *n -= 1;
-                    if *n == 0 {
-                        act.in_flight.remove(&key);
-                    }
-                }
-                match res {
-                    Ok(obj) => {
-                        if let (Some(message), Some(d)) =
-                            (&scaling, act.deployments.get(&key).cloned())
-                        {
-                            act.recorder.record(
-                                &d,
-                                EventType::Normal,
-                                "ScalingReplicaSet",
-                                message,
-                            );
-                        }
-                        if deleted {
-                            act.sets.forget(&key_of(&obj));
-                        } else {
-                            match meta::kind_of(&obj) {
-                                Some(Kind::ReplicaSet) => act.sets.assume(obj),
-                                Some(Kind::Deployment) => act.deployments.assume(obj),
-                                _ => {}
-                            }
-                        }
-                        if !key.is_empty() {
-                            act.enqueue(key, ctx);
-                        }
-                    }
-                    Err(e) if deleted && e.reason() == Some(Reason::NotFound) => {}
-                    Err(e) => {
-                        warn!(error = %e, "{what} failed; retrying");
-                        if !key.is_empty() {
-                            ctx.run_later(RETRY_DELAY, move |act, ctx| act.enqueue(key, ctx));
-                        }
-                    }
-                }
-            }));
-        }
-    }
-}
-
-impl Actor for DeploymentController {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.add_stream(watched(
-            &self.client,
-            WatchSpec::all(&self.client, Kind::Deployment),
-        ));
-        ctx.add_stream(watched(
-            &self.client,
-            WatchSpec::all(&self.client, Kind::ReplicaSet),
-        ));
-    }
-}
-
-impl StreamHandler<Watched> for DeploymentController {
-    fn handle(&mut self, w: Watched, ctx: &mut Context<Self>) {
-        match w.kind {
-            Kind::Deployment => {
-                for d in self.deployments.apply(w.item) {
-                    let key = key_of(&d.object);
-                    if let Some(uid) = meta::uid(&d.object) {
-                        if d.deleted {
-                            self.by_uid.remove(uid);
-                        } else {
-                            self.by_uid.insert(uid.to_string(), key.clone());
-                        }
-                    }
-                    // A deleted deployment's sets are collected by the sync.
-                    self.enqueue(if d.deleted { String::new() } else { key }, ctx);
-                }
-            }
-            Kind::ReplicaSet => {
-                for d in self.sets.apply(w.item) {
-                    let owner = meta::controller_uid(&d.object)
-                        .and_then(|u| self.by_uid.get(u))
-                        .cloned();
-                    self.enqueue(owner.unwrap_or_default(), ctx);
-                }
-            }
-            _ => {}
-        }
+    fn watches(&self) -> Vec<Watch> {
+        vec![Watch::Owns(Kind::ReplicaSet)]
     }
 
-    fn finished(&mut self, _ctx: &mut Context<Self>) {
-        warn!("DeploymentController: a watch ended");
+    fn reconcile(&self, deployment: &Value, view: &View<'_>) -> Plan {
+        // one step at a time: the next is decided on what this one did;
+        // a Deployment being deleted is the garbage collector's
+        if !view.pending.is_empty() || kubus_api::lifecycle::is_marked(deployment) {
+            return Plan::default();
+        }
+        let owned = view.owned(Kind::ReplicaSet, meta::uid(deployment).unwrap_or_default());
+        let writes = reconcile(deployment, &owned);
+        Plan::writes(
+            writes
+                .into_iter()
+                .map(|w| match scaling_message(&w, &owned) {
+                    Some(message) => Planned::noted(w, "ScalingReplicaSet", message),
+                    None => Planned::quiet(w),
+                }),
+        )
     }
 }
 

@@ -5,6 +5,7 @@
 //! `kubus.<c>.events.<namespace>.<resource>.<name>` of the object involved.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -13,6 +14,8 @@ use kubus_bus::Client;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::debug;
+
+use crate::write::{Write, Writer};
 
 /// How long the store keeps an Event after it last happened.
 pub const EVENT_TTL: Duration = Duration::from_secs(3600);
@@ -148,7 +151,7 @@ struct EventWrite {
 /// spam filter, and writes go through a bounded queue.
 #[derive(Debug)]
 pub struct Recorder {
-    client: Client,
+    writer: Arc<dyn Writer>,
     component: String,
     seen: HashMap<(String, String, String), (Value, Instant)>,
     spam: HashMap<(String, String), SpamBucket>,
@@ -158,8 +161,13 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(client: Client, component: &str) -> Recorder {
+        Recorder::with_writer(Arc::new(client), component)
+    }
+
+    /// A recorder whose Events go through `writer` (a fake in tests).
+    pub fn with_writer(writer: Arc<dyn Writer>, component: &str) -> Recorder {
         Recorder {
-            client,
+            writer,
             component: component.to_string(),
             seen: HashMap::new(),
             spam: HashMap::new(),
@@ -230,7 +238,7 @@ impl Recorder {
         let update = event.get("count").and_then(Value::as_i64).unwrap_or(1) > 1;
         let queue = self
             .queue
-            .get_or_insert_with(|| start_writer(self.client.clone()));
+            .get_or_insert_with(|| start_writer(self.writer.clone()));
         if queue.try_send(EventWrite { event, update }).is_err() {
             self.dropped += 1;
             debug!(dropped = self.dropped, "event queue full; event dropped");
@@ -239,18 +247,19 @@ impl Recorder {
 }
 
 /// The task that writes one recorder's Events, a few at a time.
-fn start_writer(client: Client) -> mpsc::Sender<EventWrite> {
+fn start_writer(writer: Arc<dyn Writer>) -> mpsc::Sender<EventWrite> {
     let (tx, mut rx) = mpsc::channel::<EventWrite>(RECORDER_QUEUE);
     tokio::spawn(async move {
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
             .for_each_concurrent(RECORDER_WRITES_IN_FLIGHT, |w| {
-                let client = client.clone();
+                let write = if w.update {
+                    Write::Update(w.event)
+                } else {
+                    Write::Create(w.event)
+                };
+                let done = writer.write(write);
                 async move {
-                    let res = if w.update {
-                        client.update(w.event).await
-                    } else {
-                        client.create(w.event).await
-                    };
+                    let res = done.await;
                     if let Err(e) = res {
                         debug!(error = %e, "event not recorded");
                     }

@@ -125,6 +125,16 @@ impl Cache {
         self.objects.values()
     }
 
+    /// The objects of one namespace (keys are `namespace/name`, so this is
+    /// a range of the map, not a scan).
+    pub fn in_namespace<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Value> + 'a {
+        let prefix = format!("{namespace}/");
+        self.objects
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v)
+    }
+
     pub fn len(&self) -> usize {
         self.objects.len()
     }
@@ -151,6 +161,16 @@ impl Tally {
     fn sub(&mut self, other: Tally) {
         self.active = self.active.saturating_sub(other.active);
         self.ready = self.ready.saturating_sub(other.ready);
+    }
+}
+
+/// How a pod counts toward its controller's [`Tally`]: when active, and
+/// when active and Ready (a ReplicaSet's `replicas` and `readyReplicas`).
+pub fn pod_tally(pod: &Value) -> Tally {
+    let active = kubus_api::pod::is_active(pod);
+    Tally {
+        active: usize::from(active),
+        ready: usize::from(active && kubus_api::pod::is_ready(pod)),
     }
 }
 

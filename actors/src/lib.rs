@@ -6,7 +6,9 @@
 //! - [`store::StoreServer`]: a store peer's API, manifest and change-event
 //!   service (the only actor that touches `kubus-storage`).
 //! - [`scheduler::Scheduler`]: binds pods to nodes.
-//! - [`replicaset::ReplicaSetController`], [`deployment::DeploymentController`].
+//! - [`runtime`]: the controller runtime (work queue, shared informers,
+//!   the [`runtime::Reconcile`] trait and the one controller actor) and the
+//!   controllers on it: [`replicaset`], [`deployment`], [`gc`].
 //! - [`node_agent::NodeAgent`]: the kubelet, over a [`node_agent::runtime::Runtime`].
 //!
 //! Architecture invariant: actors talk to each other only through the bus;
@@ -14,9 +16,12 @@
 
 pub mod deployment;
 pub mod events;
+pub mod gc;
 pub mod informer;
+pub mod namespace;
 pub mod node_agent;
 pub mod replicaset;
+pub mod runtime;
 pub mod scheduler;
 pub mod store;
 pub mod watching;

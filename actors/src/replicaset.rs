@@ -1,23 +1,18 @@
-//! `ReplicaSetController`: keeps `spec.replicas` pods alive for every
-//! ReplicaSet, reports its status, and deletes pods whose controlling
-//! ReplicaSet is gone (garbage collection by ownerReferences).
+//! The ReplicaSet controller: keeps `spec.replicas` pods alive for every
+//! ReplicaSet and reports its status. Pods whose ReplicaSet is gone are
+//! the garbage collector's ([`crate::gc`]).
 //!
-//! [`reconcile`] decides; the actor watches, queues keys and writes.
+//! [`reconcile`] decides from the set's pod tally and its writes under
+//! way; [`ReplicaSetReconciler`] puts it on the controller runtime.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
-
-use actix::prelude::*;
-use kubus_api::{meta, Kind, ObjectRef, Reason};
-use kubus_bus::watch::WatchSpec;
-use kubus_bus::Client;
+use kubus_api::pod::is_ready;
+use kubus_api::{meta, Kind, ObjectRef};
 use serde_json::{json, Value};
-use tracing::{debug, warn};
 
-use crate::events::{EventType, Recorder};
-use crate::informer::{key_of, Cache, OwnerIndex, Tally};
-use crate::watching::{controller_ref, watched, Watched};
-use crate::write::{perform, Write};
+use crate::informer::Tally;
+use crate::runtime::{Pending, Plan as RuntimePlan, Planned, Reconcile, View, Watch};
+use crate::watching::controller_ref;
+use crate::write::Write;
 
 /// Most pod writes one ReplicaSet issues per sync (a slow start, bounded).
 pub const WRITES_PER_SYNC_MAX: usize = 64;
@@ -31,31 +26,6 @@ pub const WRITES_PER_SYNC_MAX: usize = 64;
 /// created → Running p99 2.4 s at 128 creates / 256 bindings to 0.54 s at
 /// 64 / 128 and 0.40 s at 48 / 128, with more pods per second, not fewer.
 pub const CREATES_IN_FLIGHT_MAX: usize = 48;
-const BATCH_DELAY: Duration = Duration::from_millis(10);
-const RETRY_DELAY: Duration = Duration::from_secs(1);
-
-/// Whether a pod counts toward its ReplicaSet's replicas.
-pub fn is_active(pod: &Value) -> bool {
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str);
-    !matches!(phase, Some("Succeeded") | Some("Failed")) && !is_terminating(pod)
-}
-
-/// Whether an object is being deleted gracefully (`deletionTimestamp` set).
-pub fn is_terminating(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some()
-}
-
-/// Whether a pod is Ready (condition Ready=True).
-pub fn is_ready(pod: &Value) -> bool {
-    pod.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c.get("type").and_then(Value::as_str) == Some("Ready")
-                    && c.get("status").and_then(Value::as_str) == Some("True")
-            })
-        })
-}
 
 /// The order in which surplus pods go: unbound, then not running, then not
 /// ready, then the newest.
@@ -102,62 +72,6 @@ pub fn pod_from_template(rs: &Value) -> Value {
     })
 }
 
-/// One ReplicaSet's writes still under way (sent, not yet answered).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Pending {
-    pub creates: usize,
-    pub deletes: usize,
-    /// A status update: a second would only conflict with it.
-    pub status: bool,
-}
-
-impl Pending {
-    /// The one write `w` on its own.
-    fn of(w: &Write) -> Pending {
-        match w {
-            Write::Create(_) => Pending {
-                creates: 1,
-                ..Pending::default()
-            },
-            Write::Delete(..) => Pending {
-                deletes: 1,
-                ..Pending::default()
-            },
-            Write::Update(_) => Pending {
-                status: true,
-                ..Pending::default()
-            },
-        }
-    }
-
-    fn start(&mut self, w: &Write) {
-        let one = Pending::of(w);
-        self.creates += one.creates;
-        self.deletes += one.deletes;
-        self.status |= one.status;
-    }
-
-    fn land(&mut self, one: Pending) {
-        self.creates = self.creates.saturating_sub(one.creates);
-        self.deletes = self.deletes.saturating_sub(one.deletes);
-        self.status &= !one.status;
-    }
-
-    fn is_empty(&self) -> bool {
-        *self == Pending::default()
-    }
-}
-
-/// How a pod counts toward its owner's [`Tally`]: only pods a ReplicaSet
-/// controls, active ones, and of those the Ready ones.
-pub fn classify(pod: &Value) -> Tally {
-    let active = is_replicaset_owned(pod) && is_active(pod);
-    Tally {
-        active: usize::from(active),
-        ready: usize::from(active && is_ready(pod)),
-    }
-}
-
 /// What one sync of a ReplicaSet does.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Plan {
@@ -181,7 +95,9 @@ pub fn reconcile(rs: &Value, tally: Tally, pending: Pending) -> Plan {
         .max(0) as usize;
     let mut plan = Plan::default();
     let present = tally.active + pending.creates;
-    if pending.deletes > 0 {
+    if kubus_api::lifecycle::is_marked(rs) {
+        // being deleted: its pods are the garbage collector's now
+    } else if pending.deletes > 0 {
         // wait for the deletes to land before counting again
     } else if present < desired {
         plan.creates = (desired - present)
@@ -197,7 +113,7 @@ pub fn reconcile(rs: &Value, tally: Tally, pending: Pending) -> Plan {
         "availableReplicas": tally.ready,
         "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
     });
-    if !pending.status && rs.get("status") != Some(&status) {
+    if pending.updates == 0 && rs.get("status") != Some(&status) {
         let mut updated = rs.clone();
         if let Some(root) = updated.as_object_mut() {
             root.insert("status".into(), status);
@@ -209,7 +125,7 @@ pub fn reconcile(rs: &Value, tally: Tally, pending: Pending) -> Plan {
 
 /// The `n` active pods to delete first, of those a ReplicaSet owns.
 pub fn surplus<'a>(owned: impl Iterator<Item = &'a Value>, n: usize) -> Vec<ObjectRef> {
-    let mut active: Vec<&Value> = owned.filter(|p| classify(p).active > 0).collect();
+    let mut active: Vec<&Value> = owned.filter(|p| kubus_api::pod::is_active(p)).collect();
     active.sort_by_cached_key(|p| deletion_rank(p));
     active
         .iter()
@@ -218,245 +134,44 @@ pub fn surplus<'a>(owned: impl Iterator<Item = &'a Value>, n: usize) -> Vec<Obje
         .collect()
 }
 
-pub struct ReplicaSetController {
-    client: Client,
-    recorder: Recorder,
-    sets: Cache,
-    pods: Cache,
-    /// ReplicaSet uid → key, to find a pod's owner.
-    by_uid: HashMap<String, String>,
-    /// Pods by the uid of their controller.
-    owners: OwnerIndex,
-    /// Pods whose controlling ReplicaSet was not known when last seen.
-    maybe_orphans: BTreeSet<String>,
-    queue: BTreeSet<String>,
-    sync_scheduled: bool,
-    /// How long the last sync took: the next waits a few times that, so
-    /// syncing a huge ReplicaSet cannot take all of the actors' thread.
-    last_sync: Duration,
-    /// Writes under way per ReplicaSet key, which [`reconcile`] counts
-    /// (no double creates, no conflicting status updates).
-    in_flight: BTreeMap<String, Pending>,
-}
+/// The ReplicaSet controller on the runtime: it owns pods.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplicaSetReconciler;
 
-impl ReplicaSetController {
-    pub fn new(client: Client) -> ReplicaSetController {
-        ReplicaSetController {
-            recorder: Recorder::new(client.clone(), "replicaset-controller"),
-            client,
-            sets: Cache::default(),
-            pods: Cache::default(),
-            by_uid: HashMap::new(),
-            owners: OwnerIndex::new(classify),
-            maybe_orphans: BTreeSet::new(),
-            queue: BTreeSet::new(),
-            sync_scheduled: false,
-            last_sync: Duration::ZERO,
-            in_flight: BTreeMap::new(),
-        }
+impl Reconcile for ReplicaSetReconciler {
+    fn kind(&self) -> Kind {
+        Kind::ReplicaSet
     }
 
-    fn enqueue(&mut self, key: String, ctx: &mut Context<Self>) {
-        self.queue.insert(key);
-        if !self.sync_scheduled {
-            self.sync_scheduled = true;
-            ctx.run_later(batch_delay(self.last_sync), |act, ctx| act.sync(ctx));
-        }
+    fn name(&self) -> &'static str {
+        "replicaset-controller"
     }
 
-    fn sync(&mut self, ctx: &mut Context<Self>) {
-        self.sync_scheduled = false;
-        if !(self.sets.synced && self.pods.synced) {
-            return;
-        }
-        let started = Instant::now();
-        let queue = std::mem::take(&mut self.queue);
-        let mut planned: Vec<(String, Write)> = Vec::new();
-        for key in std::mem::take(&mut self.maybe_orphans) {
-            let Some(pod) = self.pods.get(&key) else {
-                continue;
-            };
-            // a terminating orphan is already on its way out
-            let orphaned = is_replicaset_owned(pod)
-                && !is_terminating(pod)
-                && meta::controller_uid(pod).is_some_and(|u| !self.by_uid.contains_key(u));
-            if let (true, Some(r)) = (orphaned, meta::object_ref(pod)) {
-                debug!(pod = %r, "pod's ReplicaSet is gone; deleting");
-                planned.push((String::new(), Write::Delete(r, None)));
-            }
-        }
-        for key in queue {
-            let Some(rs) = self.sets.get(&key) else {
-                continue;
-            };
-            let uid = meta::uid(rs).unwrap_or_default();
-            let pending = self.in_flight.get(&key).copied().unwrap_or_default();
-            let plan = reconcile(rs, self.owners.tally(uid), pending);
-            let creates = (0..plan.creates).map(|_| Write::Create(pod_from_template(rs)));
-            planned.extend(creates.map(|w| (key.clone(), w)));
-            if plan.deletes > 0 {
-                let owned = self.owners.owned_by(uid).filter_map(|k| self.pods.get(k));
-                let doomed = surplus(owned, plan.deletes);
-                planned.extend(
-                    doomed
-                        .into_iter()
-                        .map(|r| (key.clone(), Write::Delete(r, None))),
-                );
-            }
-            if let Some(updated) = plan.status {
-                planned.push((key.clone(), Write::Update(updated)));
-            }
-        }
-        self.last_sync = started.elapsed();
-        for (key, write) in planned {
-            if !key.is_empty() {
-                self.in_flight.entry(key.clone()).or_default().start(&write);
-            }
-            let what = write.describe();
-            let landing = Pending::of(&write);
-            let deleted_key = match &write {
-                Write::Delete(r, _) => Some(format!(
-                    "{}/{}",
-                    r.namespace.as_deref().unwrap_or(""),
-                    r.name
-                )),
-                _ => None,
-            };
-            let fut = perform(self.client.clone(), write);
-            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-                if let Some(p) = act.in_flight.get_mut(&key) {
-                    p.land(landing);
-                    if p.is_empty() {
-                        act.in_flight.remove(&key);
-                    }
-                }
-                match res {
-                    Ok(obj) => {
-                        if let (Some(rs), Some(Kind::Pod)) =
-                            (act.sets.get(&key).cloned(), meta::kind_of(&obj))
-                        {
-                            let pod = meta::name(&obj).unwrap_or_default();
-                            let (reason, message) = if deleted_key.is_some() {
-                                ("SuccessfulDelete", format!("Deleted pod: {pod}"))
-                            } else {
-                                ("SuccessfulCreate", format!("Created pod: {pod}"))
-                            };
-                            act.recorder
-                                .record(&rs, EventType::Normal, reason, &message);
-                        }
-                        match (&deleted_key, meta::kind_of(&obj)) {
-                            // a pod deleted gracefully is terminating, so no
-                            // longer active: counted as such at once (unless
-                            // its watch event says it is gone already)
-                            (Some(k), _) if is_terminating(&obj) && act.pods.get(k).is_some() => {
-                                act.pods.assume(obj);
-                                act.owners.update(k, act.pods.get(k));
-                            }
-                            (Some(k), _) => {
-                                act.pods.forget(k);
-                                act.owners.update(k, None);
-                            }
-                            (None, Some(Kind::Pod)) => {
-                                let k = key_of(&obj);
-                                act.pods.assume(obj);
-                                act.owners.update(&k, act.pods.get(&k));
-                            }
-                            (None, Some(Kind::ReplicaSet)) => act.sets.assume(obj),
-                            _ => {}
-                        }
-                        if !key.is_empty() {
-                            act.enqueue(key, ctx);
-                        }
-                    }
-                    Err(e) if e.reason() == Some(Reason::NotFound) && deleted_key.is_some() => {}
-                    Err(e) => {
-                        warn!(error = %e, "{what} failed; retrying");
-                        if !key.is_empty() {
-                            ctx.run_later(RETRY_DELAY, move |act, ctx| act.enqueue(key, ctx));
-                        }
-                    }
-                }
-            }));
-        }
-    }
-}
-
-/// The wait before a sync: the batch delay, or four times what the last
-/// sync took (at most a second), so syncing takes at most a fifth of the
-/// thread the actors share.
-fn batch_delay(last_sync: Duration) -> Duration {
-    (last_sync * 4).clamp(BATCH_DELAY, Duration::from_secs(1))
-}
-
-fn is_replicaset_owned(pod: &Value) -> bool {
-    pod.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .is_some_and(|refs| {
-            refs.iter().any(|r| {
-                r.get("controller").and_then(Value::as_bool) == Some(true)
-                    && r.get("kind").and_then(Value::as_str) == Some("ReplicaSet")
-            })
-        })
-}
-
-impl Actor for ReplicaSetController {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.add_stream(watched(
-            &self.client,
-            WatchSpec::all(&self.client, Kind::ReplicaSet),
-        ));
-        ctx.add_stream(watched(
-            &self.client,
-            WatchSpec::all(&self.client, Kind::Pod),
-        ));
-    }
-}
-
-impl StreamHandler<Watched> for ReplicaSetController {
-    fn handle(&mut self, w: Watched, ctx: &mut Context<Self>) {
-        match w.kind {
-            Kind::ReplicaSet => {
-                for d in self.sets.apply(w.item) {
-                    let key = key_of(&d.object);
-                    if let Some(uid) = meta::uid(&d.object) {
-                        if d.deleted {
-                            self.by_uid.remove(uid);
-                            let pods = self.owners.owned_by(uid).cloned();
-                            self.maybe_orphans.extend(pods);
-                        } else {
-                            self.by_uid.insert(uid.to_string(), key.clone());
-                        }
-                    }
-                    self.enqueue(key, ctx);
-                }
-            }
-            Kind::Pod => {
-                for d in self.pods.apply(w.item) {
-                    let pod_key = key_of(&d.object);
-                    self.owners
-                        .update(&pod_key, (!d.deleted).then_some(&d.object));
-                    let owner = meta::controller_uid(&d.object)
-                        .and_then(|u| self.by_uid.get(u))
-                        .cloned();
-                    match owner {
-                        Some(key) => self.enqueue(key, ctx),
-                        // an orphan: a sync collects it
-                        None if is_replicaset_owned(&d.object) && !d.deleted => {
-                            self.maybe_orphans.insert(pod_key);
-                            self.enqueue(String::new(), ctx)
-                        }
-                        None => {}
-                    }
-                }
-            }
-            _ => {}
-        }
+    fn watches(&self) -> Vec<Watch> {
+        vec![Watch::Owns(Kind::Pod)]
     }
 
-    fn finished(&mut self, _ctx: &mut Context<Self>) {
-        warn!("ReplicaSetController: a watch ended");
+    fn reconcile(&self, rs: &Value, view: &View<'_>) -> RuntimePlan {
+        let uid = meta::uid(rs).unwrap_or_default();
+        let plan = reconcile(rs, view.tally(Kind::Pod, uid), view.pending);
+        let creates = (0..plan.creates).map(|_| {
+            Planned::noted(
+                Write::Create(pod_from_template(rs)),
+                "SuccessfulCreate",
+                "Created pod: {name}",
+            )
+        });
+        let deletes = surplus(view.owned(Kind::Pod, uid).into_iter(), plan.deletes)
+            .into_iter()
+            .map(|r| {
+                Planned::noted(
+                    Write::delete(r, None),
+                    "SuccessfulDelete",
+                    "Deleted pod: {name}",
+                )
+            });
+        let status = plan.status.map(|s| Planned::quiet(Write::Update(s)));
+        RuntimePlan::writes(creates.chain(deletes).chain(status))
     }
 }
 
@@ -490,7 +205,7 @@ mod tests {
     fn plan(rs: &Value, owned: &[&Value], pending: Pending) -> Plan {
         let mut tally = Tally::default();
         for p in owned {
-            let t = classify(p);
+            let t = crate::informer::pod_tally(p);
             tally.active += t.active;
             tally.ready += t.ready;
         }
@@ -614,7 +329,7 @@ mod tests {
             (
                 1,
                 Pending {
-                    status: true,
+                    updates: 1,
                     ..Pending::default()
                 },
                 0,

@@ -11,14 +11,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use kubus_api::{meta, quantity, Kind};
-use kubus_bus::watch::WatchSpec;
 use kubus_bus::Client;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
 use crate::events::{EventType, Recorder};
-use crate::informer::{key_of, Cache};
-use crate::watching::{watched, Watched};
+use crate::informer::key_of;
+use crate::runtime::informers::{Changed, Informers, Shared};
 use crate::write::{perform, Write};
 
 const BATCH_DELAY: Duration = Duration::from_millis(5);
@@ -338,8 +337,10 @@ impl Ledger {
 pub struct Scheduler {
     client: Client,
     recorder: Recorder,
-    pods: Cache,
-    nodes: Cache,
+    informers: Informers,
+    /// The process's shared pod and node caches (set when started).
+    pods: Option<Shared>,
+    nodes: Option<Shared>,
     ledger: Ledger,
     sync_scheduled: bool,
     /// Pods with a binding under way.
@@ -349,12 +350,13 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(client: Client) -> Scheduler {
+    pub fn new(client: Client, informers: Informers) -> Scheduler {
         Scheduler {
             recorder: Recorder::new(client.clone(), "default-scheduler"),
             client,
-            pods: Cache::default(),
-            nodes: Cache::default(),
+            informers,
+            pods: None,
+            nodes: None,
             ledger: Ledger::default(),
             sync_scheduled: false,
             binding: HashSet::new(),
@@ -371,17 +373,22 @@ impl Scheduler {
 
     fn sync(&mut self, ctx: &mut Context<Self>) {
         self.sync_scheduled = false;
-        if !(self.pods.synced && self.nodes.synced) {
+        let (Some(pods), Some(nodes)) = (&self.pods, &self.nodes) else {
+            return;
+        };
+        if !(pods.synced() && nodes.synced()) {
             return;
         }
-        let pending: Vec<Value> = self
-            .ledger
-            .pending()
-            .filter(|k| !self.binding.contains(*k))
-            .filter_map(|k| self.pods.get(k))
-            .take(BINDINGS_IN_FLIGHT_MAX.saturating_sub(self.binding.len()))
-            .cloned()
-            .collect();
+        let pending: Vec<Value> = {
+            let pods = pods.read();
+            self.ledger
+                .pending()
+                .filter(|k| !self.binding.contains(*k))
+                .filter_map(|k| pods.cache.get(k))
+                .take(BINDINGS_IN_FLIGHT_MAX.saturating_sub(self.binding.len()))
+                .cloned()
+                .collect()
+        };
         for pod in pending {
             let key = key_of(&pod);
             match self.ledger.choose(&key, &pod) {
@@ -419,18 +426,34 @@ impl Scheduler {
                     act.recorder
                         .record(&bound, EventType::Normal, "Scheduled", &message);
                     act.reported.remove(&key);
-                    act.pods.assume(bound);
-                    act.ledger.pod_changed(&key, act.pods.get(&key));
+                    act.assume(bound);
+                    act.recount(&key);
                 }
                 Err(e) => {
                     // uncount the choice: the pod waits again as cached
-                    act.ledger.pod_changed(&key, act.pods.get(&key));
+                    act.recount(&key);
                     warn!(pod = %key, error = %e, "binding failed; retrying");
                     ctx.run_later(RETRY_DELAY, |act, ctx| act.kick(ctx));
                 }
             }
             act.kick(ctx);
         }));
+    }
+
+    /// Record a pod this scheduler just wrote in the shared cache.
+    fn assume(&self, pod: Value) {
+        if let Some(pods) = &self.pods {
+            pods.assume(pod);
+        }
+    }
+
+    /// Count a pod in the ledger as the shared cache has it.
+    fn recount(&mut self, key: &str) {
+        let pod = self
+            .pods
+            .as_ref()
+            .and_then(|p| p.read().cache.get(key).cloned());
+        self.ledger.pod_changed(key, pod.as_ref());
     }
 
     fn write_unschedulable(
@@ -449,7 +472,7 @@ impl Scheduler {
         );
         let fut = perform(self.client.clone(), Write::Update(pod));
         ctx.spawn(fut.into_actor(self).map(move |res, act, _ctx| match res {
-            Ok(obj) => act.pods.assume(obj),
+            Ok(obj) => act.assume(obj),
             Err(e) => {
                 debug!(pod = %key, error = %e, "cannot record unschedulable");
                 act.reported.remove(&key);
@@ -492,27 +515,27 @@ impl Actor for Scheduler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.add_stream(watched(
-            &self.client,
-            WatchSpec::all(&self.client, Kind::Pod),
-        ));
-        ctx.add_stream(watched(
-            &self.client,
-            WatchSpec::all(&self.client, Kind::Node),
-        ));
+        let me = ctx.address().recipient::<Changed>();
+        self.pods = Some(self.informers.subscribe(Kind::Pod, me.clone()));
+        self.nodes = Some(self.informers.subscribe(Kind::Node, me));
     }
 }
 
-impl StreamHandler<Watched> for Scheduler {
-    fn handle(&mut self, w: Watched, ctx: &mut Context<Self>) {
-        let deltas = match w.kind {
-            Kind::Pod => self.pods.apply(w.item),
-            Kind::Node => self.nodes.apply(w.item),
-            _ => return,
-        };
-        for d in &deltas {
+impl Handler<crate::runtime::Demote> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: crate::runtime::Demote, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Changed> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, changed: Changed, ctx: &mut Context<Self>) {
+        for d in changed.deltas.iter() {
             let key = key_of(&d.object);
-            match (w.kind, d.deleted) {
+            match (changed.kind, d.deleted) {
                 (Kind::Pod, true) => {
                     self.reported.remove(&key);
                     self.ledger.pod_changed(&key, None);
@@ -527,13 +550,7 @@ impl StreamHandler<Watched> for Scheduler {
                 _ => {}
             }
         }
-        if !deltas.is_empty() {
-            self.kick(ctx);
-        }
-    }
-
-    fn finished(&mut self, _ctx: &mut Context<Self>) {
-        warn!("Scheduler: a watch ended");
+        self.kick(ctx);
     }
 }
 

@@ -21,6 +21,8 @@ pub enum Kind {
     Event,
     ReplicaSet,
     Deployment,
+    /// `coordination.k8s.io/v1`: the leases elected actors hold.
+    Lease,
 }
 
 /// Why an `apiVersion`/`kind` pair (or a resource word) is not served.
@@ -68,7 +70,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("rbac.authorization.k8s.io/v1", "ClusterRole"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ("storage.k8s.io/v1", "StorageClass"),
-    ("coordination.k8s.io/v1", "Lease"),
     ("discovery.k8s.io/v1", "EndpointSlice"),
 ];
 
@@ -92,7 +93,7 @@ const OLD_GROUPS: &[(&str, &str)] = &[
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -102,12 +103,14 @@ impl Kind {
         Kind::Event,
         Kind::ReplicaSet,
         Kind::Deployment,
+        Kind::Lease,
     ];
 
     /// The `apiVersion` this kind is served at.
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::ReplicaSet | Kind::Deployment => "apps/v1",
+            Kind::Lease => "coordination.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -124,6 +127,7 @@ impl Kind {
             Kind::Event => "Event",
             Kind::ReplicaSet => "ReplicaSet",
             Kind::Deployment => "Deployment",
+            Kind::Lease => "Lease",
         }
     }
 
@@ -140,6 +144,7 @@ impl Kind {
             Kind::Event => "events",
             Kind::ReplicaSet => "replicasets",
             Kind::Deployment => "deployments",
+            Kind::Lease => "leases",
         }
     }
 
@@ -202,6 +207,7 @@ impl Kind {
             "ev" | "event" | "events" => Kind::Event,
             "rs" | "replicaset" | "replicasets" => Kind::ReplicaSet,
             "deploy" | "deployment" | "deployments" => Kind::Deployment,
+            "lease" | "leases" => Kind::Lease,
             _ => return Err(KindError::UnknownResource(word.to_string())),
         };
         Ok(k)

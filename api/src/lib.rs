@@ -12,6 +12,7 @@
 //! - [`manifest`]: multi-document YAML / JSON / `List` parsing.
 //! - [`admission`]: identify, default and validate one object.
 //! - [`lifecycle`]: what the store keeps and sets on create, update, apply.
+//! - [`pod`]: pod predicates (active, terminating, Ready, available).
 //! - [`selector`]: label selectors (structured and string form).
 //! - [`quantity`]: resource quantities (`500m`, `128Mi`).
 //!
@@ -26,6 +27,7 @@ pub mod lifecycle;
 pub mod manifest;
 pub mod meta;
 pub mod patch;
+pub mod pod;
 pub mod quantity;
 pub mod selector;
 

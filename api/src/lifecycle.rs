@@ -26,6 +26,12 @@ pub fn format_time(ts: jiff::Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// A Kubernetes `MicroTime` (a Lease's `renewTime`): RFC 3339 with
+/// microseconds, UTC.
+pub fn format_micro_time(ts: jiff::Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
 /// Fill in what the system owns for a new object. `suffix` completes a
 /// `metadata.generateName` when no name was given.
 pub fn prepare_create(mut obj: Value, uid: &str, now: &str, suffix: &str) -> Value {
@@ -120,6 +126,172 @@ pub fn plan_deletion(
     } else {
         Deletion::Terminate(terminating(current, deletion_time(now, grace), grace))
     }
+}
+
+/// How a delete treats what the deleted object owns (Kubernetes'
+/// `propagationPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Propagation {
+    /// Remove the object now; the garbage collector deletes what it owned
+    /// afterwards (the default).
+    Background,
+    /// Keep the object, marked, until the garbage collector has deleted
+    /// what it owns (those with `blockOwnerDeletion`): the
+    /// `foregroundDeletion` finalizer.
+    Foreground,
+    /// Keep the object, marked, until the garbage collector has removed its
+    /// owner references from what it owned: the `orphan` finalizer.
+    Orphan,
+}
+
+impl Propagation {
+    /// The finalizer this policy puts on the deleted object.
+    pub fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Propagation::Background => None,
+            Propagation::Foreground => Some(FOREGROUND_FINALIZER),
+            Propagation::Orphan => Some(ORPHAN_FINALIZER),
+        }
+    }
+
+    /// Parse `background`, `foreground` or `orphan` (any case).
+    pub fn parse(word: &str) -> Option<Propagation> {
+        match word.to_ascii_lowercase().as_str() {
+            "background" => Some(Propagation::Background),
+            "foreground" => Some(Propagation::Foreground),
+            "orphan" => Some(Propagation::Orphan),
+            _ => None,
+        }
+    }
+}
+
+/// The finalizer of a foreground deletion.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// The finalizer of an orphaning deletion.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// The finalizer in a Namespace's `spec.finalizers` that the namespace
+/// controller removes once the namespace is empty.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+
+/// Whether a delete has marked the object (`metadata.deletionTimestamp`).
+pub fn is_marked(obj: &Value) -> bool {
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+}
+
+/// The finalizers an object waits for: `metadata.finalizers`, and for a
+/// Namespace also `spec.finalizers`.
+pub fn finalizers(obj: &Value) -> Vec<&str> {
+    let list = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+    };
+    list("/metadata/finalizers")
+        .chain(
+            list("/spec/finalizers").filter(|_| obj.get("kind") == Some(&Value::from("Namespace"))),
+        )
+        .collect()
+}
+
+fn add_finalizer(obj: &mut Value, finalizer: &str) {
+    let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let list = m
+        .entry("finalizers")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Some(list) = list.as_array_mut() {
+        if !list.iter().any(|f| f.as_str() == Some(finalizer)) {
+            list.push(Value::from(finalizer));
+        }
+    }
+}
+
+/// A delete, decided with finalizers (Kubernetes' rules on top of
+/// [`plan_deletion`]'s graceful deletion of pods):
+///
+/// - the propagation policy's finalizer is added (`foregroundDeletion`,
+///   `orphan`; none for background);
+/// - an object with finalizers is never removed by a delete: it is marked
+///   (`deletionTimestamp`, for non-pods `deletionGracePeriodSeconds: 0`)
+///   and removed by the update that takes its last finalizer away
+///   ([`removed_by_update`]); a marked one is left as it is;
+/// - a Namespace is always marked first, `status.phase: Terminating`,
+///   with the `kubernetes` finalizer its controller removes once the
+///   namespace is empty.
+pub fn plan_deletion_with(
+    kind: Kind,
+    current: &Value,
+    requested: Option<i64>,
+    propagation: Option<Propagation>,
+    now: jiff::Timestamp,
+) -> Deletion {
+    if kind != Kind::Pod && is_marked(current) {
+        return if finalizers(current).is_empty() {
+            Deletion::Remove
+        } else {
+            Deletion::Pending
+        };
+    }
+    let decided = plan_deletion(kind, current, requested, now);
+    let mark = |mut v: Value| {
+        if let Some(f) = propagation.and_then(Propagation::finalizer) {
+            add_finalizer(&mut v, f);
+        }
+        if kind == Kind::Namespace {
+            let spec = v
+                .as_object_mut()
+                .map(|o| o.entry("spec").or_insert_with(|| Value::Object(Map::new())));
+            if let Some(spec) = spec.and_then(Value::as_object_mut) {
+                let list = spec
+                    .entry("finalizers")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Some(list) = list.as_array_mut() {
+                    if !list.iter().any(|f| f.as_str() == Some(NAMESPACE_FINALIZER)) {
+                        list.push(Value::from(NAMESPACE_FINALIZER));
+                    }
+                }
+            }
+            if let Some(o) = v.as_object_mut() {
+                let status = o
+                    .entry("status")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Some(st) = status.as_object_mut() {
+                    st.insert("phase".into(), Value::from("Terminating"));
+                }
+            }
+        }
+        v
+    };
+    match decided {
+        Deletion::Pending => Deletion::Pending,
+        Deletion::Terminate(v) => Deletion::Terminate(mark(v)),
+        Deletion::Remove => {
+            let marked = mark(current.clone());
+            if finalizers(&marked).is_empty() {
+                return Deletion::Remove;
+            }
+            let at = deletion_deadline(current).unwrap_or(now);
+            Deletion::Terminate(terminating(&marked, at, 0))
+        }
+    }
+}
+
+/// Whether an update leaves a marked object with no finalizer to wait
+/// for, so that the store removes it instead of storing it (a pod only
+/// once its grace period is over: `deletionGracePeriodSeconds: 0`).
+pub fn removed_by_update(kind: Kind, new: &Value) -> bool {
+    if !is_marked(new) || !finalizers(new).is_empty() {
+        return false;
+    }
+    kind != Kind::Pod
+        || new
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            == Some(0)
 }
 
 /// The grace period a delete of a pod not yet terminating gets (see
@@ -434,5 +606,108 @@ mod tests {
         let o = prepare_create(o, "u", "t", "x");
         assert_eq!(o["metadata"].get("deletionTimestamp"), None);
         assert_eq!(o["metadata"].get("deletionGracePeriodSeconds"), None);
+    }
+
+    #[test]
+    fn finalizers_hold_a_delete_until_they_are_removed() {
+        let now = at("2026-01-01T00:00:00Z");
+        let cm = json!({"kind": "ConfigMap", "metadata": {"name": "c"}});
+        let held =
+            json!({"kind": "ConfigMap", "metadata": {"name": "c", "finalizers": ["x.io/hold"]}});
+        // (case, object, policy, removed now, finalizers after)
+        type Case<'a> = (&'a str, &'a Value, Option<Propagation>, bool, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            ("plain", &cm, None, true, vec![]),
+            (
+                "background",
+                &cm,
+                Some(Propagation::Background),
+                true,
+                vec![],
+            ),
+            (
+                "foreground",
+                &cm,
+                Some(Propagation::Foreground),
+                false,
+                vec!["foregroundDeletion"],
+            ),
+            (
+                "orphan",
+                &cm,
+                Some(Propagation::Orphan),
+                false,
+                vec!["orphan"],
+            ),
+            ("held", &held, None, false, vec!["x.io/hold"]),
+            (
+                "held, orphan",
+                &held,
+                Some(Propagation::Orphan),
+                false,
+                vec!["x.io/hold", "orphan"],
+            ),
+        ];
+        for (case, obj, policy, removed, after) in cases {
+            match plan_deletion_with(Kind::ConfigMap, obj, None, policy, now) {
+                Deletion::Remove => assert!(removed, "{case}"),
+                Deletion::Terminate(v) => {
+                    assert!(!removed, "{case}");
+                    assert_eq!(finalizers(&v), after, "{case}");
+                    assert!(is_marked(&v), "{case}");
+                    assert_eq!(v["metadata"]["deletionGracePeriodSeconds"], 0, "{case}");
+                    // a second delete leaves it as it is
+                    assert_eq!(
+                        plan_deletion_with(Kind::ConfigMap, &v, None, None, now),
+                        Deletion::Pending,
+                        "{case}"
+                    );
+                    assert!(!removed_by_update(Kind::ConfigMap, &v), "{case}");
+                    let mut done = v.clone();
+                    done["metadata"]["finalizers"] = json!([]);
+                    assert!(removed_by_update(Kind::ConfigMap, &done), "{case}");
+                }
+                Deletion::Pending => panic!("{case}: pending"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_namespace_is_marked_terminating_until_its_controller_finishes() {
+        let now = at("2026-01-01T00:00:00Z");
+        let ns = json!({"kind": "Namespace", "metadata": {"name": "team"}});
+        let Deletion::Terminate(v) = plan_deletion_with(Kind::Namespace, &ns, None, None, now)
+        else {
+            panic!("a namespace is marked first");
+        };
+        assert_eq!(v["status"]["phase"], "Terminating");
+        assert_eq!(finalizers(&v), vec!["kubernetes"]);
+        let mut emptied = v.clone();
+        emptied["spec"]["finalizers"] = json!([]);
+        assert!(removed_by_update(Kind::Namespace, &emptied));
+    }
+
+    #[test]
+    fn a_pod_with_a_finalizer_stays_after_its_grace_period() {
+        let now = at("2026-01-01T00:00:00Z");
+        let pod = json!({"kind": "Pod", "metadata": {"name": "p", "finalizers": ["x.io/hold"]},
+            "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let Deletion::Terminate(t) = plan_deletion_with(Kind::Pod, &pod, None, None, now) else {
+            panic!("graceful");
+        };
+        assert_eq!(t["metadata"]["deletionGracePeriodSeconds"], 30);
+        assert!(
+            !removed_by_update(Kind::Pod, &t),
+            "still in its grace period"
+        );
+        // the node agent's final delete (grace 0) leaves it marked
+        let Deletion::Terminate(last) = plan_deletion_with(Kind::Pod, &t, Some(0), None, now)
+        else {
+            panic!("held by its finalizer");
+        };
+        assert_eq!(last["metadata"]["deletionGracePeriodSeconds"], 0);
+        let mut done = last.clone();
+        done["metadata"]["finalizers"] = json!([]);
+        assert!(removed_by_update(Kind::Pod, &done));
     }
 }

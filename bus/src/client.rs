@@ -1,5 +1,6 @@
 //! Typed request/reply over NATS: the API client every actor and the CLI use.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -12,11 +13,11 @@ use serde_json::Value;
 use crate::codec::{self, CodecError};
 use crate::protocol::{
     ApiReply, ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, ExecReply, ExecRequest,
-    ExecResult, LogChunk, LogsReply, LogsRequest, ManifestReply, MembershipReply,
+    ExecResult, Fence, LogChunk, LogsReply, LogsRequest, ManifestReply, MembershipReply,
     MembershipRequest, PeerStatus, PeerStatusReply, ResourceVersionMatch,
     EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
 };
-use crate::subject::{AgentOp, StoreOp, Subjects, Verb, CLUSTER_SCOPED};
+use crate::subject::{AgentOp, StoreOp, Subjects, Verb, CLUSTER_SCOPED, HEADER_FENCE};
 
 /// Items per page when `list` reads every page.
 pub const LIST_PAGE: usize = 5_000;
@@ -65,6 +66,8 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// A pod's grace period in seconds (0: remove at once).
     pub grace_period_seconds: Option<i64>,
+    /// What becomes of the objects it owns (None: background).
+    pub propagation_policy: Option<kubus_api::lifecycle::Propagation>,
 }
 
 /// Retries of a request the store answered `Unavailable`.
@@ -113,11 +116,18 @@ impl ClientError {
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
+/// Where an elected actor keeps the [`Fence`] of the Lease it holds; the
+/// elector sets it on every acquisition, and every write of a client
+/// made with [`Client::fenced`] carries it. Never cleared: a deposed
+/// leader's writes keep the old fence, which the store refuses.
+pub type FenceCell = Arc<RwLock<Option<Fence>>>;
+
 /// A connection to one cluster's bus.
 #[derive(Debug, Clone)]
 pub struct Client {
     nats: async_nats::Client,
     subjects: Subjects,
+    fence: Option<FenceCell>,
 }
 
 impl Client {
@@ -125,7 +135,37 @@ impl Client {
         Client {
             nats,
             subjects: Subjects::new(cluster),
+            fence: None,
         }
+    }
+
+    /// The same connection, whose writes carry the fence in `cell` (before
+    /// any acquisition, one that can never hold: create revision 0).
+    pub fn fenced(&self, cell: FenceCell) -> Client {
+        Client {
+            fence: Some(cell),
+            ..self.clone()
+        }
+    }
+
+    /// The fence header of a write, for a fenced client.
+    fn fence_headers(&self, verb: Verb) -> Option<HeaderMap> {
+        let cell = self.fence.as_ref()?;
+        if matches!(verb, Verb::Get | Verb::List | Verb::Watch) {
+            return None;
+        }
+        let fence = cell
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .unwrap_or(Fence {
+                namespace: "kube-system".into(),
+                name: "none".into(),
+                create_revision: 0,
+            });
+        let mut h = HeaderMap::new();
+        h.insert(HEADER_FENCE, fence.encode().as_str());
+        Some(h)
     }
 
     /// Connect to `url` (bounded retries are the caller's business).
@@ -198,9 +238,13 @@ impl Client {
         req: ApiRequest,
     ) -> Result<ApiResponse> {
         let subject = self.subjects.api(verb, kind, namespace);
+        let body = codec::encode(&req)?;
+        let headers = self.fence_headers(verb);
         let mut attempt = 0;
         loop {
-            let reply: ApiReply = self.request(subject.clone(), &req).await?;
+            let reply: ApiReply = self
+                .request_raw(subject.clone(), body.clone(), headers.clone())
+                .await?;
             match reply {
                 Err(e) if e.reason == Reason::Unavailable && attempt < UNAVAILABLE_RETRIES => {
                     attempt += 1;
@@ -452,6 +496,7 @@ impl Client {
             resource_version: options.resource_version,
             uid: options.uid,
             grace_period_seconds: options.grace_period_seconds,
+            propagation_policy: options.propagation_policy,
         };
         match self
             .api(Verb::Delete, object.kind, object.namespace.as_deref(), req)

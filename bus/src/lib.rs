@@ -20,5 +20,5 @@ pub mod protocol;
 pub mod subject;
 pub mod watch;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, FenceCell};
 pub use subject::Subjects;

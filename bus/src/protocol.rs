@@ -68,6 +68,11 @@ pub enum ApiRequest {
         /// terminating it may only shorten the time left.
         #[serde(default)]
         grace_period_seconds: Option<i64>,
+        /// What becomes of the objects it owns: `Background` (the
+        /// default), `Foreground` or `Orphan`, as Kubernetes'
+        /// `propagationPolicy`.
+        #[serde(default)]
+        propagation_policy: Option<kubus_api::lifecycle::Propagation>,
     },
     /// Create, or update what the manifest says while keeping status.
     Apply {
@@ -87,6 +92,44 @@ pub enum ApiRequest {
         #[serde(default)]
         field_selector: Option<String>,
     },
+}
+
+/// The Lease a writer holds: its writes commit only while that Lease is
+/// the one it acquired. A Lease taken over is deleted and created again,
+/// so its create revision names one acquisition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub namespace: String,
+    pub name: String,
+    pub create_revision: u64,
+}
+
+impl Fence {
+    /// The header value: `<namespace>/<name>@<create revision>`.
+    pub fn encode(&self) -> String {
+        format!("{}/{}@{}", self.namespace, self.name, self.create_revision)
+    }
+
+    /// Parse a header value.
+    pub fn parse(text: &str) -> Result<Fence, ApiError> {
+        let bad = || {
+            ApiError::bad_request(format!(
+                "header {}: {text:?} is not <namespace>/<name>@<revision>",
+                crate::subject::HEADER_FENCE
+            ))
+        };
+        let (lease, revision) = text.rsplit_once('@').ok_or_else(bad)?;
+        let (namespace, name) = lease.split_once('/').ok_or_else(bad)?;
+        let create_revision = revision.parse().map_err(|_| bad())?;
+        if namespace.is_empty() || name.is_empty() {
+            return Err(bad());
+        }
+        Ok(Fence {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            create_revision,
+        })
+    }
 }
 
 /// How a list's `resourceVersion` is matched, as in Kubernetes.
@@ -299,3 +342,22 @@ pub struct MembershipRequest {
 
 /// The voters after a membership change.
 pub type MembershipReply = Result<Vec<u64>, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fences_round_trip_and_bad_ones_are_refused() {
+        let f = Fence {
+            namespace: "kube-system".into(),
+            name: "kube-controller-manager".into(),
+            create_revision: 42,
+        };
+        assert_eq!(f.encode(), "kube-system/kube-controller-manager@42");
+        assert_eq!(Fence::parse(&f.encode()), Ok(f));
+        for bad in ["", "a@1", "/x@1", "a/@1", "a/b@", "a/b@x", "a/b"] {
+            assert!(Fence::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

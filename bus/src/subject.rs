@@ -17,6 +17,12 @@ pub const CODEC_JSON: &str = "json";
 /// Header on a manifest request: validate and report, write nothing.
 pub const HEADER_DRY_RUN: &str = "Kubus-Dry-Run";
 
+/// Header on a write of an elected actor: the Lease it holds, as
+/// `<namespace>/<name>@<create revision>` ([`crate::protocol::Fence`]).
+/// The store commits the write only if that Lease is still the one
+/// acquired (same create revision), in the same Raft entry.
+pub const HEADER_FENCE: &str = "Kubus-Fence";
+
 /// Last token of the subject that carries a stream's bookmarks.
 pub const BOOKMARK_TOKEN: &str = "_bookmark";
 

@@ -129,10 +129,11 @@ fn every_delete_field_is_documented() {
         resource_version: Some(1),
         uid: Some(String::new()),
         grace_period_seconds: Some(0),
+        propagation_policy: Some(kubus_api::lifecycle::Propagation::Orphan),
     };
     let wire = serde_json::to_value(&delete).expect("json");
     let fields = wire["delete"].as_object().expect("delete fields");
-    assert_eq!(fields.len(), 4, "{wire}");
+    assert_eq!(fields.len(), 5, "{wire}");
     for name in fields.keys() {
         assert!(
             text.contains(&format!("`{name}`")),

@@ -197,6 +197,24 @@ pub struct UpArgs {
     pub history: HistoryArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub election: ElectionArgs,
+}
+
+/// How the control role elects the one mesh node that runs the scheduler
+/// and the controllers (Leases in kube-system; client-go's defaults).
+#[derive(Debug, Clone, Args)]
+pub struct ElectionArgs {
+    /// How long a standby waits, after it last saw the Lease renewed,
+    /// before taking it over.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_duration_secs: u64,
+    /// A leader that cannot renew its Lease for this long stops leading.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_renew_deadline_secs: u64,
+    /// How often candidates read and the leader renews the Lease.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_retry_period_secs: u64,
 }
 
 /// How much change history the store role keeps (for watchers that resume
@@ -272,6 +290,8 @@ pub struct NodeArgs {
     pub history: HistoryArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub election: ElectionArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -330,6 +350,11 @@ pub struct DeleteArgs {
     /// same as --grace-period 0).
     #[arg(long, conflicts_with = "grace_period")]
     pub force: bool,
+    /// What becomes of the objects it owns: background (deleted after it,
+    /// the default), foreground (deleted before it; it stays, marked,
+    /// until they are gone) or orphan (kept, no longer owned).
+    #[arg(long, default_value = "background", value_parser = ["background", "foreground", "orphan"])]
+    pub cascade: String,
 }
 
 impl DeleteArgs {

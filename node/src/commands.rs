@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use kubus_api::lifecycle::Propagation;
 use kubus_api::{manifest, meta, Kind, ObjectRef};
 use kubus_bus::client::DeleteOptions;
 use kubus_bus::protocol::{EventType, ExecRequest, LogsRequest};
@@ -252,7 +253,7 @@ async fn delete(client: &Client, args: DeleteArgs) -> anyhow::Result<()> {
     } else {
         let (Some(kind), Some(name)) = (&args.kind, &args.name) else {
             bail!(
-                "usage: kubus delete KIND NAME [-n NS] [--grace-period N] [--force] | kubus delete -f FILE"
+                "usage: kubus delete KIND NAME [-n NS] [--grace-period N] [--force] [--cascade background|foreground|orphan] | kubus delete -f FILE"
             );
         };
         targets.push(ObjectRef::new(
@@ -264,6 +265,7 @@ async fn delete(client: &Client, args: DeleteArgs) -> anyhow::Result<()> {
     let mut failed = false;
     let options = DeleteOptions {
         grace_period_seconds: args.grace_period_seconds(),
+        propagation_policy: Propagation::parse(&args.cascade),
         ..DeleteOptions::default()
     };
     if args.force {

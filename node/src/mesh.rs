@@ -8,19 +8,21 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::{bail, Context};
-use kubus_actors::deployment::DeploymentController;
 use kubus_actors::node_agent::cri::CriRuntime;
 use kubus_actors::node_agent::hollow::HollowRuntime;
 use kubus_actors::node_agent::process::ProcessRuntime;
 use kubus_actors::node_agent::{NodeAgent, NodeConfig, Shutdown};
-use kubus_actors::replicaset::ReplicaSetController;
+use kubus_actors::runtime::elector::{
+    Elector, LeaseConfig, Release, Starter, CONTROLLERS_LEASE, SCHEDULER_LEASE,
+};
+use kubus_actors::runtime::{start_controllers, Informers};
 use kubus_actors::scheduler::Scheduler;
 use kubus_actors::store::StoreServer;
-use kubus_bus::Client;
+use kubus_bus::{Client, FenceCell};
 use kubus_storage::{Store, StoreConfig};
 use tracing::{error, info};
 
-use crate::cli::{HistoryArgs, NodeArgs, RuntimeArgs, UpArgs};
+use crate::cli::{ElectionArgs, HistoryArgs, NodeArgs, RuntimeArgs, UpArgs};
 use crate::config::{self, Current};
 use crate::containerd::{self, Containerd};
 use crate::nats_server::NatsServer;
@@ -70,6 +72,7 @@ pub struct MeshNode {
     /// The store's history retention.
     pub history: HistoryArgs,
     pub runtime: RuntimeArgs,
+    pub election: ElectionArgs,
 }
 
 /// The store's peer id and initial voters from `--peer-id` and
@@ -153,6 +156,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         log_entries_kept: StoreConfig::single(PathBuf::new()).log_entries_kept,
         history: args.history,
         runtime: args.runtime,
+        election: args.election,
     };
     let result = run(mesh, nats.clone());
     config::clear_current(pid);
@@ -179,10 +183,52 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         log_entries_kept: args.log_entries_kept,
         history: args.history,
         runtime: args.runtime,
+        election: args.election,
     };
     std::fs::create_dir_all(&mesh.data_dir)
         .with_context(|| format!("creating {}", mesh.data_dir.display()))?;
     run(mesh, None)
+}
+
+/// The control role: one elector per Lease; the mesh node that holds the
+/// controllers' Lease runs every controller, the one that holds the
+/// scheduler's runs the scheduler, each with a client whose writes are
+/// fenced by that Lease. The informers run on every control node, so a
+/// standby takes over with warm caches.
+fn start_control(client: &Client, mesh: &MeshNode) -> Vec<Addr<Elector>> {
+    let informers = Informers::new(client.clone());
+    let identity = format!("{}_{}", mesh.node_name, uuid::Uuid::new_v4().simple());
+    // A switch for the fencing test only: it must fail without fencing.
+    let unfenced = std::env::var_os("KUBUS_TEST_UNFENCED").is_some();
+    if unfenced {
+        tracing::warn!("KUBUS_TEST_UNFENCED is set: elected writes are NOT fenced (tests only)");
+    }
+    let config = |name: &str| LeaseConfig {
+        lease_duration: Duration::from_secs(mesh.election.lease_duration_secs),
+        renew_deadline: Duration::from_secs(mesh.election.lease_renew_deadline_secs),
+        retry_period: Duration::from_secs(mesh.election.lease_retry_period_secs),
+        ..LeaseConfig::new(name, &identity)
+    };
+    let fenced = |cell: &FenceCell| {
+        if unfenced {
+            client.clone()
+        } else {
+            client.fenced(cell.clone())
+        }
+    };
+    let cell = FenceCell::default();
+    let writer: Arc<dyn kubus_actors::write::Writer> = Arc::new(fenced(&cell));
+    let shared = informers.clone();
+    let start: Starter = Box::new(move || start_controllers(&shared, writer.clone()));
+    let controllers = Elector::new(config(CONTROLLERS_LEASE), client.clone(), cell, start).start();
+    let cell = FenceCell::default();
+    let scheduler_client = fenced(&cell);
+    let start: Starter = Box::new(move || {
+        let scheduler = Scheduler::new(scheduler_client.clone(), informers.clone());
+        vec![scheduler.start().recipient()]
+    });
+    let scheduler = Elector::new(config(SCHEDULER_LEASE), client.clone(), cell, start).start();
+    vec![controllers, scheduler]
 }
 
 /// Connect, retrying a bounded number of times (the bus may start with us).
@@ -241,12 +287,11 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
         } else {
             None
         };
+        let mut electors = Vec::new();
         if mesh.roles.control {
             let own = connect(&mesh.nats_url, &mesh.cluster).await?;
-            Scheduler::new(own.clone()).start();
-            ReplicaSetController::new(own.clone()).start();
-            DeploymentController::new(own).start();
-            info!("control role: scheduler and controllers started");
+            electors = start_control(&own, &mesh);
+            info!("control role: campaigning for the scheduler's and the controllers' leases");
         }
         let mut worker = Worker::default();
         if mesh.roles.worker {
@@ -294,6 +339,9 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
             r = supervised_containerd => r,
         };
         info!("stopping");
+        for e in electors {
+            let _ = tokio::time::timeout(Duration::from_secs(2), e.send(Release)).await;
+        }
         if let Some(agent) = worker.agent {
             let _ = tokio::time::timeout(Duration::from_secs(15), agent.send(Shutdown)).await;
         }

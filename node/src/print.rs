@@ -103,6 +103,7 @@ fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::ConfigMap => vec!["NAME", "DATA", "AGE"],
         Kind::Secret => vec!["NAME", "TYPE", "DATA", "AGE"],
         Kind::Event => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        Kind::Lease => vec!["NAME", "HOLDER", "AGE"],
     }
 }
 
@@ -212,6 +213,7 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String) -> Vec<String> {
             ),
             s(v, "/message").into(),
         ],
+        Kind::Lease => vec![name, s(v, "/spec/holderIdentity").into(), age],
     }
 }
 

@@ -62,6 +62,7 @@ pub fn precondition_holds(expect: &Precondition, current: Option<&KeyValue>) -> 
         Precondition::Absent => current.is_none(),
         Precondition::Present => current.is_some(),
         Precondition::ModRevision(r) => current.map_or(0, |kv| kv.mod_revision) == *r,
+        Precondition::CreateRevision(r) => current.is_some_and(|kv| kv.create_revision == *r),
     }
 }
 
@@ -135,6 +136,8 @@ pub fn decide(txn: &Txn, revision: u64, view: &impl StateView) -> Result<Decisio
                 }
                 kvs.push(None);
             }
+            // checked above; writes nothing
+            Op::Check { .. } => kvs.push(None),
         }
     }
     if changes.is_empty() {
@@ -236,6 +239,13 @@ mod tests {
         Op::Put {
             key: key.into(),
             value: b"v".to_vec(),
+            expect,
+        }
+    }
+
+    fn check(key: &str, expect: Precondition) -> Op {
+        Op::Check {
+            key: key.into(),
             expect,
         }
     }
@@ -346,6 +356,31 @@ mod tests {
                     del("/c", P::None),
                 ],
                 Some(0),
+                false,
+            ),
+            // fencing: `/a` stands for a Lease created at revision 1
+            (
+                "fenced write, the lease as acquired",
+                vec![put("/b", P::Absent), check("/a", P::CreateRevision(1))],
+                None,
+                true,
+            ),
+            (
+                "fenced write, the lease acquired again since",
+                vec![put("/b", P::Absent), check("/a", P::CreateRevision(2))],
+                Some(1),
+                false,
+            ),
+            (
+                "fenced write, the lease gone",
+                vec![put("/c", P::Absent), check("/b", P::CreateRevision(1))],
+                Some(1),
+                false,
+            ),
+            (
+                "a check alone writes nothing",
+                vec![check("/a", P::CreateRevision(1))],
+                None,
                 false,
             ),
             (

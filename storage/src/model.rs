@@ -43,20 +43,29 @@ pub enum Op {
         /// What must be true of `key` before the transaction.
         expect: Precondition,
     },
+    /// Write nothing; only require `expect` of `key` (etcd's compare
+    /// without a write). Fences a write on another object: a controller's
+    /// writes carry a check that its Lease is still the one it acquired.
+    Check {
+        /// The key checked.
+        key: String,
+        /// What must be true of it.
+        expect: Precondition,
+    },
 }
 
 impl Op {
     /// The key this op writes.
     pub fn key(&self) -> &str {
         match self {
-            Op::Put { key, .. } | Op::Delete { key, .. } => key,
+            Op::Put { key, .. } | Op::Delete { key, .. } | Op::Check { key, .. } => key,
         }
     }
 
     /// The condition this op checks.
     pub fn expect(&self) -> &Precondition {
         match self {
-            Op::Put { expect, .. } | Op::Delete { expect, .. } => expect,
+            Op::Put { expect, .. } | Op::Delete { expect, .. } | Op::Check { expect, .. } => expect,
         }
     }
 }
@@ -74,6 +83,10 @@ pub enum Precondition {
     /// `mod_revision`: an absent key has `mod_revision` 0, so
     /// `ModRevision(0)` means absent).
     ModRevision(u64),
+    /// The key exists and was created at exactly this revision (so it was
+    /// not deleted and created again since): the identity of one Lease
+    /// acquisition.
+    CreateRevision(u64),
 }
 
 /// One stored object with its revision bookkeeping.

@@ -547,12 +547,7 @@ async fn range_at_rebuilds_every_retained_past_state() {
             });
         }
         let keys: Vec<String> = keys.into_iter().collect();
-        let order: Vec<String> = ops
-            .iter()
-            .map(|op| match op {
-                Op::Put { key, .. } | Op::Delete { key, .. } => key.clone(),
-            })
-            .collect();
+        let order: Vec<String> = ops.iter().map(|op| op.key().to_string()).collect();
         let (revision, kvs) = commit(&store, ops).await;
         assert_eq!(keys.len(), order.len());
         for (key, kv) in order.into_iter().zip(kvs) {

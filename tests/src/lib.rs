@@ -362,6 +362,20 @@ impl Drop for Proc {
     }
 }
 
+/// A tokio runtime and a bus client of cluster `kubus` at `url`, for tests
+/// that speak to the API directly.
+pub fn bus_client(url: &str) -> (tokio::runtime::Runtime, kubus_bus::Client) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = rt
+        .block_on(kubus_bus::Client::connect(url, "kubus"))
+        .expect("connect");
+    (rt, client)
+}
+
 /// A plain nats-server on a free loopback port; returns it and its URL.
 pub fn nats_server(dir: &Path) -> (Proc, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -15,9 +15,10 @@ use actix::prelude::*;
 use async_nats::{HeaderMap, Message};
 use kubus_api::{meta, ApiError, Kind};
 use kubus_bus::codec::Codec;
-use kubus_bus::protocol::{ApiReply, ApiRequest, ChangeEvent, EventType};
+use kubus_bus::protocol::{ApiReply, ApiRequest, ChangeEvent, EventType, Fence};
 use kubus_bus::subject::{
     Subjects, Verb, ALL_NAMESPACES, API_QUEUE, CODEC_JSON, HEADER_CODEC, HEADER_DRY_RUN,
+    HEADER_FENCE,
 };
 use kubus_storage::{Change, ChangeOp, ChangeReceiver, Store};
 use serde::Serialize;
@@ -89,14 +90,14 @@ impl Actor for StoreServer {
         }
         let store = self.store.clone();
         actix::spawn(async move {
-            for ns in ["default", "kube-system"] {
+            for ns in service::SYSTEM_NAMESPACES {
                 // With several peers there may be no leader yet: try again
                 // (a follower forwards the write once one is known).
                 for attempt in 1..=NAMESPACE_ATTEMPTS {
                     let object = kubus_api::lifecycle::empty(Kind::Namespace, None, ns);
                     let req = ApiRequest::Create { object };
                     let verb = Verb::Create;
-                    match service::handle(&store, verb, Kind::Namespace, "_", req).await {
+                    match service::handle(&store, verb, Kind::Namespace, "_", req, None).await {
                         Ok(_) => info!(namespace = ns, "created namespace"),
                         Err(e) if e.reason == kubus_api::Reason::AlreadyExists => {}
                         Err(e)
@@ -159,10 +160,17 @@ impl StreamHandler<Message> for StoreServer {
             return;
         };
         let ns = ns.to_string();
+        let fence = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(HEADER_FENCE))
+            .map(|v| Fence::parse(v.as_str()))
+            .transpose();
         tokio::spawn(async move {
-            let reply = match codec.decode::<ApiRequest>(&msg.payload) {
-                Ok(req) => service::handle(&store, verb, kind, &ns, req).await,
-                Err(e) => Err(ApiError::bad_request(format!("request body: {e}"))),
+            let reply = match (codec.decode::<ApiRequest>(&msg.payload), fence) {
+                (Ok(req), Ok(fence)) => service::handle(&store, verb, kind, &ns, req, fence).await,
+                (Err(e), _) => Err(ApiError::bad_request(format!("request body: {e}"))),
+                (_, Err(e)) => Err(e),
             };
             respond(&nats, reply_to, codec, &reply).await;
             drop(permit);
@@ -471,7 +479,8 @@ async fn collect_events(store: Store) {
             resource_version_match: None,
         };
         let items =
-            match service::handle(&store, Verb::List, Kind::Event, ALL_NAMESPACES, req).await {
+            match service::handle(&store, Verb::List, Kind::Event, ALL_NAMESPACES, req, None).await
+            {
                 Ok(kubus_bus::protocol::ApiResponse::List { items, .. }) => items,
                 _ => continue,
             };
@@ -489,8 +498,9 @@ async fn collect_events(store: Store) {
                 resource_version: meta::resource_version(e),
                 uid: None,
                 grace_period_seconds: None,
+                propagation_policy: None,
             };
-            let _ = service::handle(&store, Verb::Delete, Kind::Event, ns, req).await;
+            let _ = service::handle(&store, Verb::Delete, Kind::Event, ns, req, None).await;
         }
     }
 }

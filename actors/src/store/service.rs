@@ -12,7 +12,7 @@ use kubus_api::manifest;
 use kubus_api::selector::Selector;
 use kubus_api::{lifecycle, meta, ApiError, FieldCause, Kind, ObjectRef};
 use kubus_bus::protocol::{
-    ApiReply, ApiRequest, ApiResponse, ApplyOutcome, DocumentResult, ManifestReply,
+    ApiReply, ApiRequest, ApiResponse, ApplyOutcome, DocumentResult, Fence, ManifestReply,
     ResourceVersionMatch,
 };
 use kubus_bus::subject::{Verb, ALL_NAMESPACES, CLUSTER_SCOPED};
@@ -25,14 +25,28 @@ const WRITE_ATTEMPTS: usize = 3;
 /// Most objects one list returns (pagination comes with limit/continue).
 pub const LIST_MAX: usize = 100_000;
 
-/// Serve one API request.
+tokio::task_local! {
+    /// The fence of the request being served: every proposal the request
+    /// makes carries a check of it ([`propose`]).
+    static FENCE: Option<Fence>;
+}
+
+/// Serve one API request; with a `fence`, every write it makes commits
+/// only while that Lease is the one its writer acquired.
 pub async fn handle(
     store: &Store,
     verb: Verb,
     kind: Kind,
     ns_token: &str,
     req: ApiRequest,
+    fence: Option<Fence>,
 ) -> ApiReply {
+    FENCE
+        .scope(fence, serve(store, verb, kind, ns_token, req))
+        .await
+}
+
+async fn serve(store: &Store, verb: Verb, kind: Kind, ns_token: &str, req: ApiRequest) -> ApiReply {
     let namespace = request_namespace(kind, ns_token, verb)?;
     match (verb, req) {
         (Verb::Get, ApiRequest::Get { name }) => {
@@ -98,6 +112,7 @@ pub async fn handle(
                 resource_version,
                 uid,
                 grace_period_seconds,
+                propagation_policy,
             },
         ) => {
             let r = ObjectRef::new(kind, namespace.as_deref(), &name);
@@ -105,9 +120,15 @@ pub async fn handle(
                 resource_version,
                 uid,
             };
-            delete(store, r, &preconditions, grace_period_seconds)
-                .await
-                .map(ApiResponse::Object)
+            delete(
+                store,
+                r,
+                &preconditions,
+                grace_period_seconds,
+                propagation_policy,
+            )
+            .await
+            .map(ApiResponse::Object)
         }
         (Verb::Apply, ApiRequest::Apply { object }) => {
             let admitted = admit_in(object, namespace.as_deref())?;
@@ -556,8 +577,72 @@ fn name_suffix() -> String {
         .collect()
 }
 
-async fn propose(store: &Store, txn: Txn) -> Result<TxnOutcome, ApiError> {
-    store.propose(txn).await.map_err(store_error)
+/// The namespaces every cluster has, created by the store when it starts;
+/// an object created in one of them before that is not refused.
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Kubernetes' NamespaceLifecycle admission: nothing new in a namespace
+/// that does not exist or is being deleted.
+fn check_namespace(store: &Store, r: &ObjectRef, namespace: &str) -> Result<(), ApiError> {
+    let ns = ObjectRef::new(Kind::Namespace, None, namespace);
+    match read(store, &ns.key())? {
+        None if SYSTEM_NAMESPACES.contains(&namespace) => Ok(()),
+        None => Err(ApiError {
+            message: format!(
+                "cannot create {r}: namespaces \"{namespace}\" not found (create the namespace first)"
+            ),
+            object: Some(ns),
+            ..ApiError::new(kubus_api::Reason::NotFound, "")
+        }),
+        Some(obj) if lifecycle::is_marked(&obj) => Err(ApiError {
+            message: format!(
+                "{r} is forbidden: unable to create new content in namespace {namespace} \
+                 because it is being terminated"
+            ),
+            object: Some(r.clone()),
+            ..ApiError::new(kubus_api::Reason::Forbidden, "")
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Propose `txn`; under a fence, with a check in the same Raft entry
+/// that the writer's Lease is still the one it acquired.
+async fn propose(store: &Store, mut txn: Txn) -> Result<TxnOutcome, ApiError> {
+    let fence = FENCE.try_with(Clone::clone).ok().flatten();
+    let Some(fence) = fence else {
+        return store.propose(txn).await.map_err(store_error);
+    };
+    let lease = ObjectRef::new(Kind::Lease, Some(&fence.namespace), &fence.name);
+    txn.ops.push(Op::Check {
+        key: lease.key(),
+        expect: Precondition::CreateRevision(fence.create_revision),
+    });
+    let check = txn.ops.len() - 1;
+    match store.propose(txn).await.map_err(store_error)? {
+        TxnOutcome::Failed { op_index, .. } if op_index == check => Err(fenced(&lease, &fence)),
+        TxnOutcome::Committed { revision, mut kvs } => {
+            kvs.truncate(check);
+            Ok(TxnOutcome::Committed { revision, kvs })
+        }
+        failed => Ok(failed),
+    }
+}
+
+/// The error of a write whose writer no longer holds its Lease.
+pub fn fenced(lease: &ObjectRef, fence: &Fence) -> ApiError {
+    ApiError {
+        object: Some(lease.clone()),
+        ..ApiError::new(
+            kubus_api::Reason::Forbidden,
+            format!(
+                "fenced: the writer no longer holds {lease} as acquired at revision {} \
+                 (taken over or gone); the write was refused",
+                fence.create_revision
+            ),
+        )
+    }
 }
 
 async fn create(store: &Store, admitted: Admitted) -> Result<Value, ApiError> {
@@ -569,6 +654,9 @@ async fn create(store: &Store, admitted: Admitted) -> Result<Value, ApiError> {
     );
     // A generated name is only known now.
     let r = meta::object_ref(&obj).unwrap_or(admitted.object);
+    if let Some(ns) = r.namespace.as_deref() {
+        check_namespace(store, &r, ns)?;
+    }
     let value = encode(&obj)?;
     let txn = Txn {
         ops: vec![Op::Put {
@@ -624,13 +712,20 @@ async fn replace(
         return Err(ApiError::invalid(Some(r.clone()), causes));
     }
     let mut obj = lifecycle::prepare_update(new, current);
-    let txn = Txn {
-        ops: vec![Op::Put {
+    // the last finalizer of a marked object taken away: it goes
+    let op = if lifecycle::removed_by_update(r.kind, &obj) {
+        Op::Delete {
+            key: r.key(),
+            expect: Precondition::ModRevision(mod_revision),
+        }
+    } else {
+        Op::Put {
             key: r.key(),
             value: encode(&obj)?,
             expect: Precondition::ModRevision(mod_revision),
-        }],
+        }
     };
+    let txn = Txn { ops: vec![op] };
     match propose(store, txn).await? {
         TxnOutcome::Committed { revision, .. } => {
             meta::set_resource_version(&mut obj, revision);
@@ -677,7 +772,16 @@ async fn delete(
     r: ObjectRef,
     preconditions: &Preconditions,
     grace_period_seconds: Option<i64>,
+    propagation: Option<lifecycle::Propagation>,
 ) -> Result<Value, ApiError> {
+    if r.kind == Kind::Namespace && SYSTEM_NAMESPACES[..3].contains(&r.name.as_str()) {
+        // as Kubernetes' NamespaceLifecycle: these always exist
+        return Err(ApiError {
+            message: format!("{r} is forbidden: this namespace may not be deleted"),
+            object: Some(r),
+            ..ApiError::new(kubus_api::Reason::Forbidden, "")
+        });
+    }
     for _ in 0..WRITE_ATTEMPTS {
         let Some(kv) = read_kv(store, &r.key())? else {
             return Err(ApiError::not_found(r));
@@ -686,10 +790,11 @@ async fn delete(
         if let Some(why) = preconditions.violated(&current, kv.mod_revision) {
             return Err(ApiError::conflict(r, why));
         }
-        let plan = lifecycle::plan_deletion(
+        let plan = lifecycle::plan_deletion_with(
             r.kind,
             &current,
             grace_period_seconds,
+            propagation,
             jiff::Timestamp::now(),
         );
         let (op, mut answer) = match plan {
@@ -747,6 +852,14 @@ async fn apply_all(
             let key = a.object.key();
             match read_kv(store, &key)? {
                 None => {
+                    let created_here = |ns: &str| {
+                        admitted
+                            .iter()
+                            .any(|n| n.object.kind == Kind::Namespace && n.object.name == ns)
+                    };
+                    if let Some(ns) = a.object.namespace.as_deref().filter(|ns| !created_here(ns)) {
+                        check_namespace(store, &a.object, ns)?;
+                    }
                     // the manifest as applied is kept, as kubectl does, so
                     // a later apply knows which fields it owns
                     let obj = lifecycle::prepare_create(
@@ -1061,7 +1174,7 @@ mod tests {
             resource_version: exact,
             resource_version_match: exact.map(|_| ResourceVersionMatch::Exact),
         };
-        handle(store, Verb::List, Kind::ConfigMap, "default", req).await
+        handle(store, Verb::List, Kind::ConfigMap, "default", req, None).await
     }
 
     fn names(items: &[Value]) -> Vec<String> {
@@ -1183,6 +1296,7 @@ mod tests {
             resource_version: None,
             uid: uid.map(str::to_string),
             grace_period_seconds: grace,
+            propagation_policy: None,
         }
     }
 
@@ -1212,7 +1326,7 @@ mod tests {
             }
             ApiRequest::Create { object: p }
         };
-        let h = |verb, req| handle(&store, verb, Kind::Pod, "default", req);
+        let h = |verb, req| handle(&store, verb, Kind::Pod, "default", req, None);
         let created = object(h(Verb::Create, pod("web", Some("n1"))).await).await;
         let uid = meta::uid(&created).unwrap_or_default().to_string();
 
@@ -1291,6 +1405,7 @@ mod tests {
                 Kind::ConfigMap,
                 "default",
                 delete_req("cm", None, Some(30)),
+                None,
             )
             .await,
         )

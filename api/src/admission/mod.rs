@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -164,6 +165,7 @@ pub fn admit(value: Value) -> Result<Admitted, ApiError> {
         Kind::ConfigMap => admit_as::<ConfigMap>(kind, value, None, validate::config_map),
         Kind::Secret => admit_as::<Secret>(kind, value, Some(defaults::secret), validate::secret),
         Kind::Event => admit_as::<Event>(kind, value, None, validate::event),
+        Kind::Lease => admit_as::<Lease>(kind, value, None, validate::lease),
         Kind::ReplicaSet => admit_as::<ReplicaSet>(
             kind,
             value,
@@ -618,7 +620,7 @@ pub fn validate_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldCause> 
                 }
             }
         }
-        Kind::Namespace | Kind::Node | Kind::Event => {}
+        Kind::Namespace | Kind::Node | Kind::Event | Kind::Lease => {}
     }
     causes.0
 }

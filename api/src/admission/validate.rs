@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Event, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, Secret, Service,
@@ -1061,6 +1062,26 @@ pub(crate) fn secret(s: &Secret, c: &mut Causes) {
     if s.type_.as_deref() == Some("") {
         c.add("type", "must not be empty");
     }
+}
+
+/// Kubernetes' Lease rules: durations and transitions are not negative
+/// (a duration of 0 is refused: such a lease could never be held).
+pub(crate) fn lease(l: &Lease, c: &mut Causes) {
+    object_meta(Kind::Lease, &l.metadata, c);
+    let Some(spec) = &l.spec else { return };
+    if let Some(d) = spec.lease_duration_seconds {
+        if d <= 0 {
+            c.add(
+                "spec.leaseDurationSeconds",
+                format!("must be greater than 0 (got {d})"),
+            );
+        }
+    }
+    c.at_least(
+        "spec.leaseTransitions",
+        spec.lease_transitions.map(i64::from),
+        0,
+    );
 }
 
 pub(crate) fn event(e: &Event, c: &mut Causes) {

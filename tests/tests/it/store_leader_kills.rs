@@ -8,7 +8,7 @@
 //! the check), and every peer ends at the same applied index and revision.
 //! See issue 3.
 
-#[path = "../../storage/tests/sim/linearizability.rs"]
+#[path = "../../../storage/tests/sim/linearizability.rs"]
 mod linearizability;
 
 use std::collections::BTreeMap;

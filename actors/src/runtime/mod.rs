@@ -1,0 +1,56 @@
+//! The controller runtime every controller runs on (kube-runtime's shape):
+//!
+//! - [`queue`]: the work queue — keys deduplicated, never handed out twice
+//!   at once, per-key exponential backoff (5 ms doubling to 5 min, reset on
+//!   success), `requeue_after`, bounded; pure, on an injected clock.
+//! - [`informers`]: one watch and one cache per kind per process, with
+//!   owner and uid indexes, shared by every controller and the scheduler.
+//! - [`controller`]: the [`Reconcile`] trait (what a controller watches and
+//!   a pure `reconcile(object, view) -> plan`) and the one actor that runs
+//!   every reconciler: it alone schedules work, bounds writes in flight,
+//!   caches what writes return, backs off and records Warning Events.
+//! - [`elector`]: Leases in `kube-system` elect the one mesh node that runs
+//!   the scheduler and the controllers; their writes are fenced by it.
+//! - Writes go through [`crate::write::Writer`]: the bus, or the in-memory
+//!   [`crate::write::FakeWriter`] with which the runtime and every
+//!   controller are tested in process.
+//!
+//! A new controller is one file with a `Reconcile` implementation and one
+//! line in [`start_controllers`].
+
+pub mod controller;
+pub mod elector;
+pub mod informers;
+pub mod queue;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use kubus_api::Kind;
+
+pub use controller::{Controller, Demote, Pending, Plan, Planned, Reconcile, View, Watch};
+pub use informers::{Informers, Shared};
+
+use crate::gc::GarbageCollector;
+use crate::write::Writer;
+
+/// Start every controller of the control plane; returns how to stop them.
+pub fn start_controllers(informers: &Informers, writer: Arc<dyn Writer>) -> Vec<Recipient<Demote>> {
+    fn start<R: Reconcile>(
+        r: R,
+        informers: &Informers,
+        writer: &Arc<dyn Writer>,
+    ) -> Recipient<Demote> {
+        Controller::new(r, informers.clone(), writer.clone())
+            .start()
+            .recipient()
+    }
+    vec![
+        start(crate::replicaset::ReplicaSetReconciler, informers, &writer),
+        start(crate::deployment::DeploymentReconciler, informers, &writer),
+        start(GarbageCollector::new(Kind::Pod), informers, &writer),
+        start(GarbageCollector::new(Kind::ReplicaSet), informers, &writer),
+        start(GarbageCollector::new(Kind::Deployment), informers, &writer),
+        start(crate::namespace::NamespaceController, informers, &writer),
+    ]
+}

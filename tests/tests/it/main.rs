@@ -1,0 +1,18 @@
+//! The integration tests, linked as one binary (one link of the kubus
+//! crates instead of one per file). Each module drives real nats-server,
+//! kubus and (where needed) containerd processes through public subjects.
+
+mod api;
+mod bus_outage;
+mod control_plane;
+mod cri_containerd;
+mod foreign_client;
+mod graceful_delete;
+mod hollow_scale;
+mod lifecycle;
+mod manifests;
+mod process_runtime;
+mod skeleton;
+mod store_leader_kills;
+mod store_peers;
+mod watch_guarantees;
