@@ -29,6 +29,7 @@ pub mod adopt;
 pub mod config;
 pub mod cri;
 pub mod hollow;
+pub mod lifecycle;
 pub mod logs;
 pub mod pod;
 pub mod probe;
@@ -65,6 +66,7 @@ use tracing::{debug, error, info, warn};
 use crate::events::{EventType, Recorder};
 use crate::informer::Cache;
 use crate::watching::{watched, Watched};
+use lifecycle::{Action as LifeAction, Event as LifeEvent, Life};
 use pod::{ContainerState, Step};
 use probe::{Decision, Probe, ProbeKind};
 use runtime::{Adoption, ContainerSpec, Exited, Leftovers, Runtime, RuntimeError, RuntimeEvent};
@@ -98,9 +100,6 @@ const FINAL_EXIT_POLL: Duration = Duration::from_millis(50);
 const FINAL_STATUS_ATTEMPTS: usize = 3;
 const REMOVE_ATTEMPTS: usize = 30;
 const REMOVE_RETRY: Duration = Duration::from_secs(1);
-/// A later delete that moves the kill this much earlier stops the
-/// containers again with the shorter grace.
-const SHORTEN_MIN: Duration = Duration::from_millis(500);
 
 /// How a node agent describes its node.
 #[derive(Debug, Clone)]
@@ -181,15 +180,9 @@ struct PodEntry {
     pod: Value,
     states: BTreeMap<String, ContainerState>,
     started_ms: u64,
-    /// Its containers are being (or have been) stopped.
-    terminating: bool,
-    /// When the containers being stopped get SIGKILL at the latest.
-    kill_at_ms: u64,
-    /// Every container's stop has returned.
-    stopped: bool,
-    /// The object is gone from the store (its removal was seen).
-    removed: bool,
-    /// The last status and the removal are written (or under way).
+    /// Where the pod is in its life here ([`lifecycle::Life`]).
+    life: Life,
+    /// Its last status and removal are being written.
     finishing: bool,
     wake_at: Option<u64>,
     status_in_flight: bool,
@@ -212,6 +205,13 @@ struct PodEntry {
     refresh_error: Option<String>,
 }
 
+/// When a pod's containers get SIGKILL at the latest: its time left until
+/// `deletionTimestamp`, or its grace period, at most [`GRACE_MAX`].
+fn kill_at(pod: &Value) -> u64 {
+    let now = now_ms();
+    now.saturating_add(pod::stop_grace(pod, now, GRACE_MAX).as_millis() as u64)
+}
+
 impl PodEntry {
     /// A pod the agent has just met, nothing started yet.
     fn new(pod: Value, now_ms: u64) -> PodEntry {
@@ -219,10 +219,7 @@ impl PodEntry {
             pod,
             states: BTreeMap::new(),
             started_ms: now_ms,
-            terminating: false,
-            kill_at_ms: 0,
-            stopped: false,
-            removed: false,
+            life: Life::Running,
             finishing: false,
             wake_at: None,
             status_in_flight: false,
@@ -489,14 +486,11 @@ impl<R: Runtime> NodeAgent<R> {
             .cloned()
             .collect();
         for uid in gone {
-            let grace = match self.pods.get_mut(&uid) {
-                Some(entry) => {
-                    entry.removed = true;
-                    pod::stop_grace(&entry.pod, now_ms(), GRACE_MAX)
-                }
-                None => continue,
+            let Some(entry) = self.pods.get(&uid) else {
+                continue;
             };
-            self.terminate(&uid, grace, ctx);
+            let kill_at_ms = kill_at(&entry.pod);
+            self.life_event(&uid, LifeEvent::Removed { kill_at_ms }, ctx);
         }
         for pod in pods {
             self.on_pod(pod, false, ctx);
@@ -584,15 +578,40 @@ impl<R: Runtime> NodeAgent<R> {
     /// removed at once gets its spec's grace), or, stopped already, forget
     /// it.
     fn on_pod_removed(&mut self, uid: &str, pod: &Value, ctx: &mut Context<Self>) {
+        let kill_at_ms = kill_at(pod);
+        self.life_event(uid, LifeEvent::Removed { kill_at_ms }, ctx);
+    }
+
+    /// Move a pod's [`Life`] on by `event` and do what that asks.
+    fn life_event(&mut self, uid: &str, event: LifeEvent, ctx: &mut Context<Self>) {
         let Some(entry) = self.pods.get_mut(uid) else {
             return;
         };
-        entry.removed = true;
-        if !entry.terminating {
-            let grace = pod::stop_grace(pod, now_ms(), GRACE_MAX);
-            self.terminate(uid, grace, ctx);
-        } else if entry.stopped {
-            self.pods.remove(uid);
+        let (life, action) = entry.life.on(event);
+        entry.life = life;
+        let grace = match life {
+            Life::Stopping { kill_at_ms, .. } => {
+                Duration::from_millis(kill_at_ms.saturating_sub(now_ms()))
+            }
+            _ => Duration::ZERO,
+        };
+        match action {
+            LifeAction::Nothing => {}
+            LifeAction::Stop => self.terminate(uid, grace, ctx),
+            LifeAction::StopSooner => {
+                info!(pod = %crate::informer::key_of(&entry.pod), grace_ms = grace.as_millis() as u64, "grace period shortened");
+                let stops = stop_running(self.runtime.as_ref(), &entry.states, grace);
+                ctx.spawn(
+                    async move {
+                        join_all(stops).await;
+                    }
+                    .into_actor(self),
+                );
+            }
+            LifeAction::Finish => self.finish(uid, 0, ctx),
+            LifeAction::Forget => {
+                self.pods.remove(uid);
+            }
         }
     }
 
@@ -603,30 +622,14 @@ impl<R: Runtime> NodeAgent<R> {
     /// once.
     fn on_pod_terminating(&mut self, uid: &str, pod: Value, ctx: &mut Context<Self>) {
         let now = now_ms();
-        let grace = pod::stop_grace(&pod, now, GRACE_MAX);
+        let kill_at_ms = kill_at(&pod);
         let entry = self
             .pods
             .entry(uid.to_string())
             .or_insert_with(|| PodEntry::new(pod.clone(), now));
         entry.pod = pod;
-        if !entry.terminating {
-            self.terminate(uid, grace, ctx);
-            return;
-        }
-        let kill_at = now.saturating_add(grace.as_millis() as u64);
-        if entry.stopped || kill_at + SHORTEN_MIN.as_millis() as u64 > entry.kill_at_ms {
-            return;
-        }
-        // a later delete shortened the grace: stop again, sooner
-        entry.kill_at_ms = kill_at;
-        info!(pod = %crate::informer::key_of(&entry.pod), grace_ms = grace.as_millis() as u64, "grace period shortened");
-        let stops = stop_running(self.runtime.as_ref(), &entry.states, grace);
-        ctx.spawn(
-            async move {
-                join_all(stops).await;
-            }
-            .into_actor(self),
-        );
+        // a later delete may shorten the grace: stop again, sooner
+        self.life_event(uid, LifeEvent::Terminate { kill_at_ms }, ctx);
     }
 
     fn sync_pod(&mut self, uid: &str, ctx: &mut Context<Self>) {
@@ -634,7 +637,7 @@ impl<R: Runtime> NodeAgent<R> {
         let Some(entry) = self.pods.get(uid) else {
             return;
         };
-        if entry.terminating {
+        if !entry.life.is_running() {
             return;
         }
         let pod = entry.pod.clone();
@@ -906,7 +909,7 @@ impl<R: Runtime> NodeAgent<R> {
                 uid: uid.clone(),
                 file_volumes: !config::volume_references(&e.pod).is_empty(),
                 running: e.states.values().any(|s| s.running.is_some()),
-                busy: e.preparing || e.terminating,
+                busy: e.preparing || e.life.is_terminating(),
                 refreshing: e.refreshing,
                 refreshed_ms: e.refreshed_ms,
             })
@@ -1041,7 +1044,7 @@ impl<R: Runtime> NodeAgent<R> {
         id: &str,
         kind: ProbeKind,
     ) -> Option<&mut PodEntry> {
-        let entry = self.pods.get_mut(uid).filter(|e| !e.terminating)?;
+        let entry = self.pods.get_mut(uid).filter(|e| e.life.is_running())?;
         let state = entry.states.get(name)?;
         (state.running.as_deref() == Some(id) && state.probes.contains_key(&kind)).then_some(entry)
     }
@@ -1164,7 +1167,7 @@ impl<R: Runtime> NodeAgent<R> {
         if let Some(ip) = &entry.pod_ip {
             pod::set_pod_ip(&mut status, ip);
         }
-        if entry.last_reported.as_ref() == Some(&status) || entry.terminating {
+        if entry.last_reported.as_ref() == Some(&status) || entry.life.is_terminating() {
             return;
         }
         if entry.status_in_flight {
@@ -1214,16 +1217,12 @@ impl<R: Runtime> NodeAgent<R> {
     }
 
     /// Stop the pod's containers (SIGTERM, SIGKILL after `grace`) and
-    /// release what it holds; then [`Self::stopped`].
+    /// release what it holds; then [`Self::stopped`]. Only
+    /// [`Self::life_event`] calls it, once per pod (`Running` → `Stopping`).
     fn terminate(&mut self, uid: &str, grace: Duration, ctx: &mut Context<Self>) {
         let Some(entry) = self.pods.get_mut(uid) else {
             return;
         };
-        if entry.terminating {
-            return;
-        }
-        entry.terminating = true;
-        entry.kill_at_ms = now_ms().saturating_add(grace.as_millis() as u64);
         info!(pod = %crate::informer::key_of(&entry.pod), grace_ms = grace.as_millis() as u64, "stopping pod");
         let pod = entry.pod.clone();
         let running: Vec<String> = entry
@@ -1264,15 +1263,7 @@ impl<R: Runtime> NodeAgent<R> {
     /// Every container of the pod has stopped: forget a pod that is gone,
     /// finish one deleted gracefully.
     fn stopped(&mut self, uid: &str, ctx: &mut Context<Self>) {
-        let Some(entry) = self.pods.get_mut(uid) else {
-            return;
-        };
-        entry.stopped = true;
-        if entry.removed {
-            self.pods.remove(uid);
-        } else {
-            self.finish(uid, 0, ctx);
-        }
+        self.life_event(uid, LifeEvent::Stopped, ctx);
     }
 
     /// A pod deleted gracefully has stopped: once its exits are in (a
@@ -1283,7 +1274,7 @@ impl<R: Runtime> NodeAgent<R> {
         let Some(entry) = self.pods.get_mut(uid) else {
             return;
         };
-        if entry.removed || entry.finishing {
+        if entry.life != Life::Finishing || entry.finishing {
             return;
         }
         let exits_due = entry.states.values().any(|s| s.running.is_some());
@@ -1344,7 +1335,7 @@ impl<R: Runtime> NodeAgent<R> {
         info!(pod = %meta::name(&entry.pod).unwrap_or_default(), container = %exit.container, code = exit.code, "container exited");
         let now = now_ms();
         pod::record_exit(state, exit.code, &exit.reason, now);
-        if entry.terminating {
+        if entry.life.is_terminating() {
             return;
         }
         let backoff = state.not_before_ms > now
@@ -1372,7 +1363,8 @@ impl<R: Runtime> NodeAgent<R> {
                 reason,
                 message,
             } => {
-                let Some(entry) = self.pods.get_mut(&pod_uid).filter(|e| !e.terminating) else {
+                let Some(entry) = self.pods.get_mut(&pod_uid).filter(|e| e.life.is_running())
+                else {
                     return;
                 };
                 debug!(pod = %meta::name(&entry.pod).unwrap_or_default(), %container, reason, "container progress");
@@ -1426,7 +1418,7 @@ impl<R: Runtime> NodeAgent<R> {
                 pod::record_exit(state, 128, &reason, now_ms());
                 state.waiting = Some((reason, message.clone()));
                 let pod = entry.pod.clone();
-                if entry.terminating {
+                if entry.life.is_terminating() {
                     return;
                 }
                 self.recorder.record(
@@ -1869,8 +1861,10 @@ impl<R: Runtime> Handler<Shutdown> for NodeAgent<R> {
     fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         let mut stops = Vec::new();
         for entry in self.pods.values_mut() {
-            entry.terminating = true;
             let grace = pod::stop_grace(&entry.pod, now_ms(), Duration::from_secs(5));
+            // nothing starts again; the stops are this handler's own
+            let kill_at_ms = now_ms().saturating_add(grace.as_millis() as u64);
+            entry.life = entry.life.on(LifeEvent::Terminate { kill_at_ms }).0;
             for id in entry.states.values().filter_map(|s| s.running.as_deref()) {
                 stops.push(self.runtime.stop(id, grace));
             }
