@@ -290,7 +290,7 @@ impl Elector {
                     .as_ref()
                     .is_some_and(|l| now - l.renewed_at >= self.cfg.renew_deadline);
                 if lost || late {
-                    self.demote(&format!("renewal failed: {e}"));
+                    self.demote(&format!("renewal failed: {e}"), false);
                 }
             }
             Some((_, Err(e))) => {
@@ -298,7 +298,7 @@ impl Elector {
             }
             Some((Step::Wait, _)) | Some((_, Ok(None))) => {
                 if self.leading.is_some() {
-                    self.demote("another candidate holds the lease");
+                    self.demote("another candidate holds the lease", false);
                 }
             }
             None if self.leading.is_none() => {
@@ -311,7 +311,10 @@ impl Elector {
                     .as_ref()
                     .is_some_and(|l| now - l.renewed_at >= self.cfg.renew_deadline);
                 if late {
-                    self.demote("the lease could not be renewed within the renew deadline");
+                    self.demote(
+                        "the lease could not be renewed within the renew deadline",
+                        false,
+                    );
                 }
             }
         }
@@ -341,10 +344,15 @@ impl Elector {
         }
     }
 
-    fn demote(&mut self, why: &str) {
+    /// Stop leading; `planned` (a clean stop) is no cause for a warning.
+    fn demote(&mut self, why: &str, planned: bool) {
         self.held = None;
         if let Some(l) = self.leading.take() {
-            warn!(lease = %self.cfg.lease_ref(), create_revision = l.create_revision, "stepped down: {why}");
+            if planned {
+                info!(lease = %self.cfg.lease_ref(), create_revision = l.create_revision, "stepped down: {why}");
+            } else {
+                warn!(lease = %self.cfg.lease_ref(), create_revision = l.create_revision, "stepped down: {why}");
+            }
             for a in l.actors {
                 a.do_send(Demote);
             }
@@ -364,7 +372,10 @@ impl Handler<Release> for Elector {
 
     fn handle(&mut self, _: Release, ctx: &mut Context<Self>) -> Self::Result {
         let held = self.held.take();
-        self.demote("released on stop");
+        if self.leading.is_some() {
+            info!(lease = %self.cfg.lease_ref(), "releasing the lease on stop");
+        }
+        self.demote("released on stop", true);
         ctx.stop();
         let client = self.client.clone();
         Box::pin(async move {
