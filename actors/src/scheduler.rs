@@ -218,11 +218,8 @@ pub enum Placement<'a> {
 
 /// How `pod` counts (pure).
 pub fn placement(pod: &Value) -> Placement<'_> {
-    let finished = matches!(
-        pod.pointer("/status/phase").and_then(Value::as_str),
-        Some("Succeeded" | "Failed")
-    );
-    let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+    let finished = kubus_api::pod::is_finished(pod);
+    let terminating = kubus_api::pod::is_terminating(pod);
     match pod.pointer("/spec/nodeName").and_then(Value::as_str) {
         _ if finished => Placement::Ignored,
         Some(node) if !node.is_empty() => Placement::Counted(node),

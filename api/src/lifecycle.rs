@@ -175,8 +175,7 @@ pub const NAMESPACE_FINALIZER: &str = "kubernetes";
 
 /// Whether a delete has marked the object (`metadata.deletionTimestamp`).
 pub fn is_marked(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
+    crate::pod::is_terminating(obj)
 }
 
 /// The finalizers an object waits for: `metadata.finalizers`, and for a
@@ -301,11 +300,7 @@ pub fn grace_period_secs(pod: &Value, requested: Option<i64>) -> i64 {
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .is_some_and(|n| !n.is_empty());
-    let terminal = matches!(
-        pod.pointer("/status/phase").and_then(Value::as_str),
-        Some("Succeeded" | "Failed")
-    );
-    if !bound || terminal {
+    if !bound || crate::pod::is_finished(pod) {
         return 0;
     }
     requested

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 /// Whether an object is being deleted (`metadata.deletionTimestamp` set).
 pub fn is_terminating(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some()
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 /// Whether a pod has finished: phase `Succeeded` or `Failed`.

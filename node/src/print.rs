@@ -27,7 +27,7 @@ fn n(v: &Value, pointer: &str) -> i64 {
 
 /// The STATUS column of a pod, as kubectl words it.
 pub fn pod_status(pod: &Value) -> String {
-    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+    if kubus_api::pod::is_terminating(pod) {
         return "Terminating".into();
     }
     let mut reason = s(pod, "/status/phase").to_string();
