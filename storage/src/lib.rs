@@ -205,7 +205,7 @@
 //! after a received snapshot is installed. `storage/tests/crash.rs` crashes a
 //! 3-peer cluster (a child process that aborts) at each and checks, after a
 //! restart, that no acknowledged write was lost; the same test with fsync
-//! off sees the loss. `storage/tests/crash_one_peer.rs` kills one peer at
+//! off sees the loss. `storage/tests/crash/crash_one_peer.rs` kills one peer at
 //! each while the other two go on, and checks that it comes back and
 //! catches up.
 //!

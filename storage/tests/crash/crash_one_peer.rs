@@ -6,21 +6,18 @@
 //! snapshot must be built again.)
 //!
 //! Needs the `failpoints` feature:
-//! `cargo test -p kubus-storage --features failpoints --test crash_one_peer`.
+//! `cargo test --workspace --features kubus-storage/failpoints --test crash crash_one_peer`.
 //! Failpoints are global to a process, so this binary has one test that
 //! visits them in turn.
 
-#![cfg(feature = "failpoints")]
-
-mod sim;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::sim::workload::{key, write_range, write_with_a_lagging_follower, OnAck};
+use crate::sim::{runtime, Cluster, Net};
 use kubus_storage::{StoreConfig, FAILPOINTS};
-use sim::workload::{key, write_range, write_with_a_lagging_follower, OnAck};
-use sim::{runtime, Cluster, Net};
 
 const PEERS: [u64; 3] = [1, 2, 3];
 

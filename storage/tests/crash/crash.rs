@@ -5,15 +5,11 @@
 //! there, read linearizably, with equal state on every peer.
 //!
 //! Needs the `failpoints` feature:
-//! `cargo test -p kubus-storage --features failpoints --test crash`.
+//! `cargo test --workspace --features kubus-storage/failpoints --test crash` (named from the workspace: `-p` would build RocksDB again).
 //!
 //! The same test with fsync off (`StoreConfig::fsync`, a test-only switch)
 //! must see loss: that is what proves it can.
 
-#![cfg(feature = "failpoints")]
-
-mod child;
-mod sim;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -22,10 +18,10 @@ use std::process::Stdio;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::sim::workload::{key, write_range, write_with_a_lagging_follower, OnAck, WRITE_WAIT};
+use crate::sim::{runtime, Cluster, Net};
 use kubus_storage::failpoints as fp;
 use kubus_storage::{StoreConfig, StoreError};
-use sim::workload::{key, write_range, write_with_a_lagging_follower, OnAck, WRITE_WAIT};
-use sim::{runtime, Cluster, Net};
 
 /// The child's data directory; its presence makes `crash_child` run.
 const ENV_DIR: &str = "KUBUS_CRASH_DIR";
@@ -133,7 +129,7 @@ fn crash_child_in(
 ) -> Crash {
     let stderr_path = base.join("child.stderr");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-    let mut command = child::test_in_child("crash_child");
+    let mut command = crate::child::test_in_child("crash::crash_child");
     if flushes {
         command.env(ENV_FLUSHES, "1");
     }

@@ -4,21 +4,20 @@
 //! partitions, snapshots, membership changes and leader transfer.
 //!
 //! Replay a failing seed: `KUBUS_SIM_SEED=<seed> cargo test -p
-//! kubus-storage --test store_sim simulated_faults`. More seeds:
-//! `KUBUS_SIM_SEEDS=200 cargo test -p kubus-storage --test store_sim --
+//! kubus-storage --test store simulated_faults`. More seeds:
+//! `KUBUS_SIM_SEEDS=200 cargo test -p kubus-storage --test store --
 //! --ignored soak`.
-
-mod sim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::sim;
+use crate::sim::linearizability::{self, Event, Kind};
+use crate::sim::{runtime, Cluster, Faults};
 use kubus_storage::{FakeClock, Op, Precondition, Store, StoreConfig, StoreError, Txn, TxnOutcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sim::linearizability::{self, Event, Kind};
-use sim::{runtime, Cluster, Faults};
 
 fn defaults(_: &mut StoreConfig) {}
 
@@ -440,7 +439,7 @@ fn leader_stopped_ten_times_under_eight_clients() {
 
 /// Many seeds; run by hand (see the file doc).
 #[test]
-#[ignore = "soak: KUBUS_SIM_SEEDS=200 cargo test -p kubus-storage --test store_sim -- --ignored soak"]
+#[ignore = "soak: KUBUS_SIM_SEEDS=200 cargo test -p kubus-storage --test store -- --ignored soak"]
 fn soak() {
     let n: u64 = std::env::var("KUBUS_SIM_SEEDS")
         .ok()

@@ -3,8 +3,6 @@
 //! history, bounds, throughput with many proposals in flight, and
 //! acknowledged writes surviving SIGKILL.
 
-mod child;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -1064,7 +1062,7 @@ fn take(line: String, acked: &mut Vec<String>) {
 fn acknowledged_writes_survive_sigkill() {
     for (round, kill_after) in [200usize, 900, 2500].into_iter().enumerate() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = child::test_in_child("crash_child")
+        let mut child = crate::child::test_in_child("store::crash_child")
             .env(CRASH_DIR_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
