@@ -116,12 +116,16 @@ pub fn held_lease(cfg: &LeaseConfig, now: &str, acquired: &str, transitions: i64
 /// Decide, from the Lease as read (`None`: absent) and how long ago it
 /// last changed as this candidate saw it (client-go judges expiry by its
 /// own clock since it observed the record, never by the holder's
-/// timestamps, so clocks may differ between machines).
+/// timestamps, so clocks may differ between machines). `acquired`: this
+/// candidate knows the create revision of its own acquisition; a Lease
+/// naming it without that (the answer to its create was lost) cannot
+/// fence its writes, so it is left to expire and taken over anew.
 pub fn decide(
     cfg: &LeaseConfig,
     lease: Option<&Value>,
     unchanged_for: Duration,
     now: &str,
+    acquired: bool,
 ) -> Step {
     let Some(lease) = lease else {
         return Step::Acquire(held_lease(cfg, now, now, 0));
@@ -131,7 +135,7 @@ pub fn decide(
         .and_then(Value::as_i64)
         .unwrap_or(0);
     let holder = holder(lease);
-    if holder == cfg.identity {
+    if holder == cfg.identity && acquired {
         let acquired = lease
             .pointer("/spec/acquireTime")
             .and_then(Value::as_str)
@@ -179,6 +183,10 @@ pub struct Elector {
     busy: bool,
     /// The Lease as we last wrote it while leading (to release it).
     held: Option<Value>,
+    /// The create revision of this candidate's latest acquisition: its
+    /// fence, kept across a step-down (a Lease that still names us is
+    /// still that acquisition).
+    acquired: Option<u64>,
 }
 
 struct Leading {
@@ -198,6 +206,7 @@ impl Elector {
             leading: None,
             busy: false,
             held: None,
+            acquired: None,
         }
     }
 
@@ -228,7 +237,8 @@ impl Elector {
                         }
                     };
                     let stamp = lifecycle::format_micro_time(jiff::Timestamp::now());
-                    Some(decide(&act.cfg, lease.as_ref(), now - since, &stamp))
+                    let acquired = act.acquired.is_some();
+                    Some(decide(&act.cfg, lease.as_ref(), now - since, &stamp, acquired))
                 }
                 Err(e) => {
                     warn!(lease = %act.cfg.lease_ref(), error = %e, "cannot read the lease");
@@ -272,15 +282,18 @@ impl Elector {
                 let create_revision = meta::resource_version(&lease).unwrap_or(0);
                 self.observed = Some((create_revision, now));
                 self.held = Some(lease);
+                self.acquired = Some(create_revision);
                 self.lead(create_revision, now);
             }
             Some((Step::Renew(_), Ok(Some(lease)))) => {
                 self.observed = meta::resource_version(&lease).map(|rv| (rv, now));
                 self.held = Some(lease);
-                // (not leading: ours from an acquisition whose answer was
-                // lost; its create revision is unknown here, so it lapses)
-                if let Some(l) = &mut self.leading {
-                    l.renewed_at = now;
+                match (&mut self.leading, self.acquired) {
+                    (Some(l), _) => l.renewed_at = now,
+                    // stepped down after a failed renewal, but the Lease is
+                    // still the one we acquired: lead again
+                    (None, Some(create_revision)) => self.lead(create_revision, now),
+                    (None, None) => {}
                 }
             }
             Some((Step::Renew(_), Err(e))) => {
@@ -415,9 +428,11 @@ mod tests {
     fn decisions() {
         let me = cfg("a");
         let s = Duration::from_secs;
-        assert!(matches!(decide(&me, None, s(0), "t1"), Step::Acquire(l) if holder(&l) == "a"));
+        assert!(
+            matches!(decide(&me, None, s(0), "t1", true), Step::Acquire(l) if holder(&l) == "a")
+        );
         // ours: renewed, CAS on what was read, acquireTime kept
-        match decide(&me, Some(&lease("a", 7, 2)), s(100), "t1") {
+        match decide(&me, Some(&lease("a", 7, 2)), s(100), "t1", true) {
             Step::Renew(l) => {
                 assert_eq!(meta::resource_version(&l), Some(7));
                 assert_eq!(l["spec"]["renewTime"], "t1");
@@ -428,11 +443,11 @@ mod tests {
         }
         // another's, fresh: wait
         assert_eq!(
-            decide(&me, Some(&lease("b", 7, 0)), s(14), "t1"),
+            decide(&me, Some(&lease("b", 7, 0)), s(14), "t1", true),
             Step::Wait
         );
         // another's, unchanged for a whole lease: taken over, one more transition
-        match decide(&me, Some(&lease("b", 7, 3)), s(15), "t1") {
+        match decide(&me, Some(&lease("b", 7, 3)), s(15), "t1", true) {
             Step::TakeOver { stale, lease } => {
                 assert_eq!(stale, 7);
                 assert_eq!(holder(&lease), "a");
@@ -444,12 +459,22 @@ mod tests {
         let mut released = lease("b", 9, 1);
         released["spec"]["holderIdentity"] = json!("");
         assert!(matches!(
-            decide(&me, Some(&released), s(0), "t1"),
+            decide(&me, Some(&released), s(0), "t1", true),
             Step::TakeOver { stale: 9, .. }
+        ));
+        // ours, but the create revision of our acquisition is unknown
+        // (its answer was lost): left to expire, then taken over anew
+        assert_eq!(
+            decide(&me, Some(&lease("a", 7, 2)), s(3), "t1", false),
+            Step::Wait
+        );
+        assert!(matches!(
+            decide(&me, Some(&lease("a", 7, 2)), s(15), "t1", false),
+            Step::TakeOver { stale: 7, .. }
         ));
         // the record's own duration counts, not ours
         let mut long = lease("b", 7, 0);
         long["spec"]["leaseDurationSeconds"] = json!(60);
-        assert_eq!(decide(&me, Some(&long), s(30), "t1"), Step::Wait);
+        assert_eq!(decide(&me, Some(&long), s(30), "t1", true), Step::Wait);
     }
 }

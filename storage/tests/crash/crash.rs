@@ -10,7 +10,6 @@
 //! The same test with fsync off (`StoreConfig::fsync`, a test-only switch)
 //! must see loss: that is what proves it can.
 
-
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,6 @@
 //! Failpoints are global to a process, so this binary has one test that
 //! visits them in turn.
 
-
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
