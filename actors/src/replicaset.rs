@@ -161,7 +161,12 @@ impl Reconcile for ReplicaSetReconciler {
                 "Created pod: {name}",
             )
         });
-        let deletes = surplus(view.owned(Kind::Pod, uid).into_iter(), plan.deletes)
+        // only when deleting: ranking a big set's pods costs a scan and a sort
+        let doomed = match plan.deletes {
+            0 => Vec::new(),
+            n => surplus(view.owned(Kind::Pod, uid).into_iter(), n),
+        };
+        let deletes = doomed
             .into_iter()
             .map(|r| {
                 Planned::noted(
