@@ -166,15 +166,13 @@ impl Reconcile for ReplicaSetReconciler {
             0 => Vec::new(),
             n => surplus(view.owned(Kind::Pod, uid).into_iter(), n),
         };
-        let deletes = doomed
-            .into_iter()
-            .map(|r| {
-                Planned::noted(
-                    Write::delete(r, None),
-                    "SuccessfulDelete",
-                    "Deleted pod: {name}",
-                )
-            });
+        let deletes = doomed.into_iter().map(|r| {
+            Planned::noted(
+                Write::delete(r, None),
+                "SuccessfulDelete",
+                "Deleted pod: {name}",
+            )
+        });
         let status = plan.status.map(|s| Planned::quiet(Write::Update(s)));
         RuntimePlan::writes(creates.chain(deletes).chain(status))
     }
