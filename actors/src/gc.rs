@@ -11,24 +11,25 @@
 //! - orphan: an owner marked with the `orphan` finalizer has its owner
 //!   reference removed from every dependent, then loses the finalizer.
 //!
-//! "Gone" is decided from the shared caches without a round trip, and
-//! never on a stale cache: the owner's kind must be watched, and its cache
-//! must have seen every change up to the dependent's own last write (its
-//! resourceVersion; revisions are cluster-wide), so an owner created just
-//! before its dependent but not yet in the cache is never taken for gone.
-//! A dependent the collector cannot judge yet is looked at again shortly.
+//! "Gone" is never decided on a stale cache alone: an owner absent from
+//! its kind's cache may be one created just before its dependent whose
+//! event has not arrived yet. So the delete of a dependent carries the
+//! proof: `onlyIfAbsent` names every owner the cache does not show, and the
+//! store checks that none exists in the same Raft entry as the delete
+//! (`Conflict` otherwise: the collector backs off, and by then the cache
+//! shows the owner). An object of the owner's name with another uid proves
+//! that owner gone without a check. The owner's kind must be watched here.
 //! Dependents are found through the controller-reference index; an owner
 //! reference without `controller: true` is judged when the dependent
 //! changes or at the periodic resync.
 
-use std::time::Duration;
-
 use kubus_api::lifecycle::{self, Propagation, FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
-use kubus_api::{meta, Kind};
+use kubus_api::{meta, Kind, ObjectRef};
 use kubus_bus::client::DeleteOptions;
 use serde_json::Value;
 
 use crate::informer::{key_of, Delta};
+use crate::runtime::controller::cache_key;
 use crate::runtime::{Plan, Planned, Reconcile, View, Watch};
 use crate::write::Write;
 
@@ -36,8 +37,6 @@ use crate::write::Write;
 pub const OWNER_KINDS: [Kind; 2] = [Kind::Deployment, Kind::ReplicaSet];
 /// The kinds that are owned (whose owners the collector follows).
 pub const DEPENDENT_KINDS: [Kind; 2] = [Kind::ReplicaSet, Kind::Pod];
-/// How soon a dependent whose owner's cache is behind is judged again.
-pub const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// What becomes of one dependent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,13 +44,14 @@ pub enum Verdict {
     /// It has no owners, or one of them is alive (or cannot be judged
     /// here: a kind nobody watches).
     Keep,
-    /// Every owner is gone: delete it (only at the revision judged).
-    Collect,
-    /// Every owner is gone or being deleted in the foreground, one at
-    /// least in the foreground: delete it in the foreground too.
-    CollectForeground,
-    /// An owner's cache is older than the dependent: ask again later.
-    Unsure,
+    /// Every owner is gone, or being deleted in the foreground: delete it
+    /// (only at the revision judged), in the foreground too when an owner
+    /// is, and only if the owners the cache does not show (`confirm`) do
+    /// not exist.
+    Collect {
+        foreground: bool,
+        confirm: Vec<ObjectRef>,
+    },
 }
 
 fn has_finalizer(obj: &Value, finalizer: &str) -> bool {
@@ -81,24 +81,28 @@ pub fn verdict(object: &Value, view: &View<'_>) -> Verdict {
     if refs.is_empty() || lifecycle::is_marked(object) {
         return Verdict::Keep; // no owners, or on its way out already
     }
-    let written_at = meta::resource_version(object).unwrap_or(u64::MAX);
-    let (mut unsure, mut foreground) = (false, false);
+    let (mut foreground, mut confirm) = (false, Vec::new());
     for r in refs {
-        let Some(cache) = ref_kind(r).and_then(|k| view.cache(k)) else {
+        let Some((kind, cache)) = ref_kind(r).and_then(|k| Some((k, view.cache(k)?))) else {
             return Verdict::Keep;
         };
         let uid = r.get("uid").and_then(Value::as_str).unwrap_or_default();
         match cache.by_uid(uid) {
             Some(owner) if has_finalizer(owner, FOREGROUND_FINALIZER) => foreground = true,
             Some(_) => return Verdict::Keep,
-            None if cache.cache.revision < written_at => unsure = true,
-            None => {}
+            None => {
+                let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
+                let owner = ObjectRef::new(kind, meta::namespace(object), name);
+                // another object of its name: this owner is gone for sure
+                if cache.cache.get(&cache_key(&owner)).is_none() {
+                    confirm.push(owner);
+                }
+            }
         }
     }
-    match (unsure, foreground) {
-        (true, _) => Verdict::Unsure,
-        (false, true) => Verdict::CollectForeground,
-        (false, false) => Verdict::Collect,
+    Verdict::Collect {
+        foreground,
+        confirm,
     }
 }
 
@@ -234,20 +238,18 @@ impl Reconcile for GarbageCollector {
         if let Some(plan) = finish_owner(object, view) {
             return plan;
         }
-        let propagation = match verdict(object, view) {
-            Verdict::Keep => return Plan::default(),
-            Verdict::Unsure => {
-                return Plan {
-                    writes: Vec::new(),
-                    requeue_after: Some(RECHECK_AFTER),
-                }
-            }
-            Verdict::Collect => Propagation::Background,
-            // what owns objects itself is deleted in the foreground too
-            Verdict::CollectForeground if OWNER_KINDS.contains(&self.kind) => {
-                Propagation::Foreground
-            }
-            Verdict::CollectForeground => Propagation::Background,
+        let Verdict::Collect {
+            foreground,
+            confirm,
+        } = verdict(object, view)
+        else {
+            return Plan::default();
+        };
+        // what owns objects itself is deleted in the foreground too
+        let propagation = if foreground && OWNER_KINDS.contains(&self.kind) {
+            Propagation::Foreground
+        } else {
+            Propagation::Background
         };
         let Some(r) = meta::object_ref(object) else {
             return Plan::default();
@@ -257,6 +259,7 @@ impl Reconcile for GarbageCollector {
             DeleteOptions {
                 resource_version: meta::resource_version(object),
                 propagation_policy: Some(propagation),
+                only_if_absent: confirm,
                 ..DeleteOptions::default()
             },
         ))])
@@ -284,6 +287,22 @@ mod tests {
         json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "d", "resourceVersion": rv.to_string(),
                 "ownerReferences": owners}})
+    }
+
+    fn collect(foreground: bool, confirm: &[&str]) -> Verdict {
+        Verdict::Collect {
+            foreground,
+            confirm: confirm
+                .iter()
+                .map(|n| ObjectRef::new(Kind::ReplicaSet, Some("d"), n))
+                .collect(),
+        }
+    }
+
+    fn named(kind: &str, uid: &str, name: &str) -> Value {
+        let mut r = owned_by(kind, uid);
+        r["name"] = json!(name);
+        r
     }
 
     fn owned_by(kind: &str, uid: &str) -> Value {
@@ -324,7 +343,13 @@ mod tests {
             (
                 "owner gone",
                 pod("p", json!([owned_by("ReplicaSet", "gone")]), 5),
-                Verdict::Collect,
+                collect(false, &["x"]),
+            ),
+            // the owner's name is another object's now: gone for sure
+            (
+                "name taken",
+                pod("p", json!([named("ReplicaSet", "gone", "rs-alive")]), 5),
+                collect(false, &[]),
             ),
             (
                 "one of two owners alive",
@@ -341,19 +366,12 @@ mod tests {
             (
                 "owner deleted in the foreground",
                 pod("p", json!([owned_by("ReplicaSet", "fg")]), 5),
-                Verdict::CollectForeground,
+                collect(true, &[]),
             ),
             (
                 "owner orphaning",
                 pod("p", json!([owned_by("ReplicaSet", "orph")]), 5),
                 Verdict::Keep,
-            ),
-            // written after what the ReplicaSet cache has seen: its owner
-            // may be on the way
-            (
-                "cache behind",
-                pod("p", json!([owned_by("ReplicaSet", "gone")]), 11),
-                Verdict::Unsure,
             ),
             // nobody here watches Deployments
             (

@@ -195,6 +195,13 @@ impl FakeWriter {
             }
             Write::Delete(r, options) => {
                 let rv = options.resource_version;
+                if let Some(present) = options
+                    .only_if_absent
+                    .iter()
+                    .find(|a| st.objects.contains_key(&a.key()))
+                {
+                    return Err(ApiError::conflict(r, format!("{present} exists")).into());
+                }
                 let current = st
                     .objects
                     .get(&r.key())

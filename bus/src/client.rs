@@ -68,6 +68,9 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     /// What becomes of the objects it owns (None: background).
     pub propagation_policy: Option<kubus_api::lifecycle::Propagation>,
+    /// Only if none of these objects exists (checked in the same Raft
+    /// entry as the delete).
+    pub only_if_absent: Vec<ObjectRef>,
 }
 
 /// Retries of a request the store answered `Unavailable`.
@@ -497,6 +500,7 @@ impl Client {
             uid: options.uid,
             grace_period_seconds: options.grace_period_seconds,
             propagation_policy: options.propagation_policy,
+            only_if_absent: options.only_if_absent,
         };
         match self
             .api(Verb::Delete, object.kind, object.namespace.as_deref(), req)

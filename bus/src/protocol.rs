@@ -73,6 +73,11 @@ pub enum ApiRequest {
         /// `propagationPolicy`.
         #[serde(default)]
         propagation_policy: Option<kubus_api::lifecycle::Propagation>,
+        /// Delete only if none of these objects exists, checked in the
+        /// same Raft entry (the garbage collector's proof that an owner
+        /// it has not seen is really gone). A kubus extension.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        only_if_absent: Vec<ObjectRef>,
     },
     /// Create, or update what the manifest says while keeping status.
     Apply {

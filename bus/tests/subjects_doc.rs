@@ -130,10 +130,15 @@ fn every_delete_field_is_documented() {
         uid: Some(String::new()),
         grace_period_seconds: Some(0),
         propagation_policy: Some(kubus_api::lifecycle::Propagation::Orphan),
+        only_if_absent: vec![kubus_api::ObjectRef::new(
+            kubus_api::Kind::ReplicaSet,
+            Some("d"),
+            "rs",
+        )],
     };
     let wire = serde_json::to_value(&delete).expect("json");
     let fields = wire["delete"].as_object().expect("delete fields");
-    assert_eq!(fields.len(), 5, "{wire}");
+    assert_eq!(fields.len(), 6, "{wire}");
     for name in fields.keys() {
         assert!(
             text.contains(&format!("`{name}`")),

@@ -499,6 +499,7 @@ async fn collect_events(store: Store) {
                 uid: None,
                 grace_period_seconds: None,
                 propagation_policy: None,
+                only_if_absent: Vec::new(),
             };
             let _ = service::handle(&store, Verb::Delete, Kind::Event, ns, req, None).await;
         }

@@ -113,12 +113,14 @@ async fn serve(store: &Store, verb: Verb, kind: Kind, ns_token: &str, req: ApiRe
                 uid,
                 grace_period_seconds,
                 propagation_policy,
+                only_if_absent,
             },
         ) => {
             let r = ObjectRef::new(kind, namespace.as_deref(), &name);
             let preconditions = Preconditions {
                 resource_version,
                 uid,
+                absent: only_if_absent,
             };
             delete(
                 store,
@@ -741,6 +743,8 @@ async fn replace(
 struct Preconditions {
     resource_version: Option<u64>,
     uid: Option<String>,
+    /// Objects that must not exist, checked in the delete's transaction.
+    absent: Vec<ObjectRef>,
 }
 
 impl Preconditions {
@@ -816,7 +820,12 @@ async fn delete(
             ),
         };
         let marked = matches!(op, Op::Put { .. });
-        match propose(store, Txn { ops: vec![op] }).await? {
+        let mut ops = vec![op];
+        ops.extend(preconditions.absent.iter().map(|a| Op::Check {
+            key: a.key(),
+            expect: Precondition::Absent,
+        }));
+        match propose(store, Txn { ops }).await? {
             TxnOutcome::Committed { revision, .. } => {
                 if marked {
                     meta::set_resource_version(&mut answer, revision);
@@ -825,6 +834,16 @@ async fn delete(
             }
             // the object moved on: a resourceVersion precondition now
             // fails; otherwise decide again on what it is now
+            TxnOutcome::Failed { op_index, .. } if op_index > 0 => {
+                let present = preconditions.absent.get(op_index - 1);
+                return Err(ApiError::conflict(
+                    r,
+                    format!(
+                        "precondition failed: {} exists",
+                        present.map_or_else(|| "an object".to_string(), ToString::to_string)
+                    ),
+                ));
+            }
             TxnOutcome::Failed { .. } if preconditions.resource_version.is_none() => continue,
             TxnOutcome::Failed { .. } => {
                 return Err(ApiError::conflict(
@@ -1297,6 +1316,7 @@ mod tests {
             uid: uid.map(str::to_string),
             grace_period_seconds: grace,
             propagation_policy: None,
+            only_if_absent: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use kubus_api::{Kind, ObjectRef, Reason};
+use kubus_bus::client::DeleteOptions;
 use kubus_tests::{running, wait_for, Cluster};
 use serde_json::{json, Value};
 
@@ -180,6 +181,28 @@ fn a_finalizer_holds_a_delete_until_it_is_removed() {
         .expect("remove the finalizer");
     let gone = rt.block_on(client.get(Kind::ConfigMap, Some("default"), "held"));
     assert_eq!(gone.err().and_then(|e| e.reason()), Some(Reason::NotFound));
+
+    // a delete only if other objects are absent (the garbage collector's
+    // proof that an owner it has not seen is gone), checked by the store
+    let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}});
+    rt.block_on(client.create(cm("dependent"))).expect("create");
+    rt.block_on(client.create(cm("owner"))).expect("create");
+    let dependent = ObjectRef::new(Kind::ConfigMap, Some("default"), "dependent");
+    let owner = ObjectRef::new(Kind::ConfigMap, Some("default"), "owner");
+    let only_if_gone = |r: &ObjectRef| DeleteOptions {
+        only_if_absent: vec![r.clone()],
+        ..DeleteOptions::default()
+    };
+    let refused = rt.block_on(client.delete_with(&dependent, only_if_gone(&owner)));
+    let err = refused.expect_err("the owner exists");
+    assert_eq!(err.reason(), Some(Reason::Conflict), "{err}");
+    assert!(rt
+        .block_on(client.get(Kind::ConfigMap, Some("default"), "dependent"))
+        .is_ok());
+    rt.block_on(client.delete(&owner, None))
+        .expect("delete the owner");
+    rt.block_on(client.delete_with(&dependent, only_if_gone(&owner)))
+        .expect("the owner is gone");
 }
 
 #[test]
