@@ -33,10 +33,18 @@ use crate::runtime::controller::cache_key;
 use crate::runtime::{Plan, Planned, Reconcile, View, Watch};
 use crate::write::Write;
 
-/// The kinds that own other objects.
-pub const OWNER_KINDS: [Kind; 2] = [Kind::Deployment, Kind::ReplicaSet];
-/// The kinds that are owned (whose owners the collector follows).
-pub const DEPENDENT_KINDS: [Kind; 2] = [Kind::ReplicaSet, Kind::Pod];
+/// The kinds the collector follows, as owners and as dependents: every
+/// served kind but Namespace and Node (cluster-scoped; nothing kubus makes
+/// is owned by one) and Event (never an owner, and too many to cache).
+pub const KINDS: [Kind; 7] = [
+    Kind::Deployment,
+    Kind::ReplicaSet,
+    Kind::Pod,
+    Kind::Service,
+    Kind::ConfigMap,
+    Kind::Secret,
+    Kind::Lease,
+];
 
 /// What becomes of one dependent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,12 +152,17 @@ fn waiting_owner_of(dependent: &Delta, view: &View<'_>) -> Vec<String> {
         .collect()
 }
 
+/// The keys of the collector's kind a change of another kind concerns:
+/// dependents of a doomed owner, and the marked owners of a dependent.
+fn related(d: &Delta, view: &View<'_>) -> Vec<String> {
+    let mut keys = dependents_of(d, view);
+    keys.extend(waiting_owner_of(d, view));
+    keys
+}
+
 /// Everything in `view` that names `uid` as an owner.
 fn dependents<'a>(view: &View<'a>, uid: &str) -> Vec<&'a Value> {
-    DEPENDENT_KINDS
-        .iter()
-        .flat_map(|k| view.owned(*k, uid))
-        .collect()
+    KINDS.iter().flat_map(|k| view.owned(*k, uid)).collect()
 }
 
 /// `obj` without `finalizer` (an update at the revision read).
@@ -221,13 +234,13 @@ impl Reconcile for GarbageCollector {
     }
 
     fn watches(&self) -> Vec<Watch> {
-        let owners = OWNER_KINDS.iter().map(|k| Watch::Maps(*k, dependents_of));
-        let deps = DEPENDENT_KINDS
+        // a change of another kind may be of an owner (deleted or marked:
+        // its dependents of this kind) or of a dependent (its owner of
+        // this kind may be waiting for it)
+        KINDS
             .iter()
-            .map(|k| Watch::Maps(*k, waiting_owner_of));
-        owners
-            .chain(deps)
-            .filter(|w| w.kind() != self.kind)
+            .filter(|k| **k != self.kind)
+            .map(|k| Watch::Maps(*k, related))
             .collect()
     }
 
@@ -246,7 +259,8 @@ impl Reconcile for GarbageCollector {
             return Plan::default();
         };
         // what owns objects itself is deleted in the foreground too
-        let propagation = if foreground && OWNER_KINDS.contains(&self.kind) {
+        let owns = meta::uid(object).is_some_and(|uid| !dependents(view, uid).is_empty());
+        let propagation = if foreground && owns {
             Propagation::Foreground
         } else {
             Propagation::Background

@@ -26,7 +26,6 @@ pub mod queue;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use kubus_api::Kind;
 
 pub use controller::{Controller, Demote, Pending, Plan, Planned, Reconcile, View, Watch};
 pub use informers::{Informers, Shared};
@@ -45,12 +44,14 @@ pub fn start_controllers(informers: &Informers, writer: Arc<dyn Writer>) -> Vec<
             .start()
             .recipient()
     }
-    vec![
+    let mut started = vec![
         start(crate::replicaset::ReplicaSetReconciler, informers, &writer),
         start(crate::deployment::DeploymentReconciler, informers, &writer),
-        start(GarbageCollector::new(Kind::Pod), informers, &writer),
-        start(GarbageCollector::new(Kind::ReplicaSet), informers, &writer),
-        start(GarbageCollector::new(Kind::Deployment), informers, &writer),
         start(crate::namespace::NamespaceController, informers, &writer),
-    ]
+    ];
+    // one collector, run once per kind it follows
+    for kind in crate::gc::KINDS {
+        started.push(start(GarbageCollector::new(kind), informers, &writer));
+    }
+    started
 }

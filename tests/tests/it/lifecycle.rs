@@ -203,6 +203,29 @@ fn a_finalizer_holds_a_delete_until_it_is_removed() {
         .expect("delete the owner");
     rt.block_on(client.delete_with(&dependent, only_if_gone(&owner)))
         .expect("the owner is gone");
+
+    // any kind is collected when its owner goes: a Secret owned by a
+    // ConfigMap
+    let owner = rt.block_on(client.create(cm("config"))).expect("create");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "owned", "namespace": "default", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "config", "uid": owner["metadata"]["uid"]}]},
+        "stringData": {"k": "v"}});
+    rt.block_on(client.create(secret)).expect("create");
+    rt.block_on(client.delete(
+        &ObjectRef::new(Kind::ConfigMap, Some("default"), "config"),
+        None,
+    ))
+    .expect("delete the owner");
+    let collected = wait_for(Duration::from_secs(30), || {
+        let s = rt.block_on(client.get(Kind::Secret, Some("default"), "owned"));
+        matches!(s, Err(ref e) if e.reason() == Some(Reason::NotFound)).then_some(())
+    });
+    assert!(
+        collected.is_some(),
+        "the Secret outlived its owner\n{}",
+        c.log()
+    );
 }
 
 #[test]
