@@ -3,7 +3,7 @@
 //!
 //! Pure: the actor feeds [`WatchItem`]s in and gets changed objects out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use kubus_api::meta;
 use kubus_bus::protocol::EventType;
@@ -18,7 +18,15 @@ pub struct Cache {
     pub revision: u64,
     /// Whether a full list has been seen since start.
     pub synced: bool,
+    /// Keys deleted lately, with the revision of their deletion, so that a
+    /// write's answer that arrives after the deletion's event is not
+    /// assumed back in (at most [`TOMBSTONES_MAX`], oldest dropped).
+    tombstones: HashMap<String, u64>,
+    tombstone_order: VecDeque<String>,
 }
+
+/// Deleted keys a cache remembers against stale assumptions.
+pub const TOMBSTONES_MAX: usize = 16_384;
 
 /// The cache key of an object: `namespace/name` (or `name`).
 pub fn key_of(obj: &Value) -> String {
@@ -52,6 +60,7 @@ impl Cache {
                     EventType::Bookmark => Vec::new(),
                     EventType::Deleted => {
                         self.objects.remove(&key);
+                        self.bury(key.clone(), ev.revision);
                         vec![Delta {
                             deleted: true,
                             object: ev.object,
@@ -97,10 +106,31 @@ impl Cache {
         }
     }
 
+    fn bury(&mut self, key: String, revision: u64) {
+        if self.tombstones.insert(key.clone(), revision).is_none() {
+            self.tombstone_order.push_back(key);
+        }
+        while self.tombstone_order.len() > TOMBSTONES_MAX {
+            if let Some(old) = self.tombstone_order.pop_front() {
+                self.tombstones.remove(&old);
+            }
+        }
+    }
+
     /// Record an object this actor just wrote, before its event arrives, so
-    /// the next decision already counts it. A newer event replaces it.
+    /// the next decision already counts it. A newer event replaces it; an
+    /// object whose deletion was seen after this version is not brought
+    /// back.
     pub fn assume(&mut self, obj: Value) {
         let key = key_of(&obj);
+        let rv = meta::resource_version(&obj).unwrap_or(0);
+        if self
+            .tombstones
+            .get(&key)
+            .is_some_and(|deleted| *deleted >= rv)
+        {
+            return;
+        }
         let newer = self
             .objects
             .get(&key)
@@ -115,6 +145,12 @@ impl Cache {
     /// Forget an object this actor just deleted.
     pub fn forget(&mut self, key: &str) {
         self.objects.remove(key);
+    }
+
+    /// Whether `key` was deleted at or after revision `rv` (as far as the
+    /// cache remembers).
+    pub fn deleted_since(&self, key: &str, rv: u64) -> bool {
+        self.tombstones.get(key).is_some_and(|d| *d >= rv)
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -291,6 +327,14 @@ mod tests {
             object: pod("a", "7"),
         }));
         assert!(c.is_empty());
+        // an answer to a write that arrives after the deletion's event
+        // (an update that removed the object, a pod's graceful delete)
+        // is not assumed back in; a re-created object is
+        c.assume(pod("a", "7"));
+        c.assume(pod("a", "6"));
+        assert!(c.is_empty(), "a deleted object came back");
+        c.assume(pod("a", "8"));
+        assert_eq!(c.len(), 1);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use kubus_api::{meta, pod, Kind, Reason};
+use kubus_api::{lifecycle, meta, pod, Kind, Reason};
 use kubus_bus::ClientError;
 use serde_json::Value;
 use tracing::{debug, warn};
@@ -378,10 +378,17 @@ impl<R: Reconcile> Controller<R> {
                     write.describe()
                 );
                 if let Some(cache) = &cache {
+                    let kind = write.object_kind().unwrap_or(self.reconciler.kind());
                     match &write {
                         // a pod deleted gracefully is terminating: cached so
+                        // (unless its removal was seen already)
                         Write::Delete(..) if pod::is_terminating(&obj) => cache.assume(obj.clone()),
                         Write::Delete(r, _) => cache.forget(&cache_key(r)),
+                        // an update that took the last finalizer away: the
+                        // store removed the object
+                        Write::Update(_) if lifecycle::removed_by_update(kind, &obj) => {
+                            cache.forget(&key_of(&obj))
+                        }
                         _ => cache.assume(obj.clone()),
                     }
                 }

@@ -123,7 +123,19 @@ fn deployments_are_collected_with_each_propagation_policy() {
                 }
             }
         });
-        assert!(settled.is_some(), "{name} did not settle\n{}", c.log());
+        if settled.is_none() {
+            let left: Vec<Value> = ["deployments", "replicasets", "pods"]
+                .iter()
+                .flat_map(|k| c.items(k))
+                .filter(|o| {
+                    o["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(&name))
+                })
+                .map(|o| o["metadata"].clone())
+                .collect();
+            panic!("{name} did not settle; left: {left:#?}\n{}", c.log());
+        }
     }
     // the orphans live on: their ReplicaSet still keeps 2 pods
     std::thread::sleep(Duration::from_secs(2));
