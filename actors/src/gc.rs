@@ -19,9 +19,8 @@
 //! (`Conflict` otherwise: the collector backs off, and by then the cache
 //! shows the owner). An object of the owner's name with another uid proves
 //! that owner gone without a check. The owner's kind must be watched here.
-//! Dependents are found through the controller-reference index; an owner
-//! reference without `controller: true` is judged when the dependent
-//! changes or at the periodic resync.
+//! Dependents are found through each cache's index of every owner
+//! reference (controller or not).
 
 use kubus_api::lifecycle::{self, Propagation, FOREGROUND_FINALIZER, ORPHAN_FINALIZER};
 use kubus_api::{meta, Kind, ObjectRef};
@@ -33,19 +32,11 @@ use crate::runtime::controller::cache_key;
 use crate::runtime::{Plan, Planned, Reconcile, View, Watch};
 use crate::write::Write;
 
-/// The kinds the collector follows, as owners and as dependents: every
-/// served kind but Namespace and Node (cluster-scoped; nothing kubus makes
-/// is owned by one) and Event (never an owner, and too many to cache).
-pub const KINDS: [Kind; 7] = [
-    Kind::Deployment,
-    Kind::ReplicaSet,
-    Kind::Pod,
-    Kind::Service,
-    Kind::ConfigMap,
-    Kind::Secret,
-    Kind::Lease,
-];
-
+/// The kinds the collector follows, as owners and as dependents:
+/// [`kubus_api::kind::NAMESPACED_CONTENT`] (every served kind but the
+/// cluster-scoped Namespace and Node, nothing kubus makes is owned by one,
+/// and Event, never an owner and too many to cache).
+pub const KINDS: [Kind; 7] = kubus_api::kind::NAMESPACED_CONTENT;
 /// What becomes of one dependent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -133,7 +124,7 @@ fn dependents_of(owner: &Delta, view: &View<'_>) -> Vec<String> {
         || has_finalizer(&owner.object, FOREGROUND_FINALIZER)
         || has_finalizer(&owner.object, ORPHAN_FINALIZER);
     match (doomed, meta::uid(&owner.object), view.own()) {
-        (true, Some(uid), Some(own)) => own.owned_by(uid).map(key_of).collect(),
+        (true, Some(uid), Some(own)) => own.dependents_of(uid).map(key_of).collect(),
         _ => Vec::new(),
     }
 }
@@ -162,7 +153,11 @@ fn related(d: &Delta, view: &View<'_>) -> Vec<String> {
 
 /// Everything in `view` that names `uid` as an owner.
 fn dependents<'a>(view: &View<'a>, uid: &str) -> Vec<&'a Value> {
-    KINDS.iter().flat_map(|k| view.owned(*k, uid)).collect()
+    KINDS
+        .iter()
+        .filter_map(|k| view.cache(*k))
+        .flat_map(|c| c.dependents_of(uid))
+        .collect()
 }
 
 /// `obj` without `finalizer` (an update at the revision read).

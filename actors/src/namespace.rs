@@ -18,16 +18,9 @@ use crate::informer::Delta;
 use crate::runtime::{Plan, Planned, Reconcile, View, Watch};
 use crate::write::Write;
 
-/// The namespaced kinds a terminating namespace is emptied of.
-pub const CONTENT_KINDS: [Kind; 7] = [
-    Kind::Deployment,
-    Kind::ReplicaSet,
-    Kind::Pod,
-    Kind::Service,
-    Kind::ConfigMap,
-    Kind::Secret,
-    Kind::Lease,
-];
+/// The namespaced kinds a terminating namespace is emptied of (all but
+/// Event).
+pub const CONTENT_KINDS: [Kind; 7] = kubus_api::kind::NAMESPACED_CONTENT;
 /// How soon a terminating namespace is looked at again while objects in
 /// it are still going (their deletions also wake it).
 pub const RECHECK_AFTER: Duration = Duration::from_secs(2);

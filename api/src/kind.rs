@@ -73,6 +73,20 @@ const NOT_YET: &[(&str, &str)] = &[
     ("discovery.k8s.io/v1", "EndpointSlice"),
 ];
 
+/// The served namespaced kinds other than Event: what the control plane
+/// keeps in its caches, collects by owner references, and empties a
+/// deleted namespace of (Events expire by themselves and are too many to
+/// cache). A test keeps it in step with [`Kind::ALL`].
+pub const NAMESPACED_CONTENT: [Kind; 7] = [
+    Kind::Deployment,
+    Kind::ReplicaSet,
+    Kind::Pod,
+    Kind::Service,
+    Kind::ConfigMap,
+    Kind::Secret,
+    Kind::Lease,
+];
+
 /// Old apiVersions that Kubernetes has removed, mapped to the current group
 /// version of the same kind.
 const OLD_GROUPS: &[(&str, &str)] = &[
@@ -302,5 +316,18 @@ mod tests {
         assert_eq!(r.key(), "/pods/default/web-1");
         let n = ObjectRef::new(Kind::Node, Some("ignored"), "n1");
         assert_eq!(n.key(), "/nodes/_/n1");
+    }
+
+    #[test]
+    fn namespaced_content_is_every_namespaced_kind_but_event() {
+        let want: Vec<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|k| k.namespaced() && *k != Kind::Event)
+            .collect();
+        let mut have = NAMESPACED_CONTENT.to_vec();
+        have.sort();
+        let mut want = want;
+        want.sort();
+        assert_eq!(have, want);
     }
 }

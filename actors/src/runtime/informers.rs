@@ -10,7 +10,7 @@
 //! informer the first time a kind is asked for.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -32,6 +32,10 @@ pub struct Indexed {
     pub owners: OwnerIndex,
     /// uid → key of every object.
     pub by_uid: HashMap<String, String>,
+    /// Objects by the uid of each of their owners (every owner reference,
+    /// controller or not), and each object's owners, to keep it in step.
+    dependents: HashMap<String, BTreeSet<String>>,
+    owners_of: HashMap<String, Vec<String>>,
 }
 
 impl Indexed {
@@ -40,6 +44,8 @@ impl Indexed {
             cache: Cache::default(),
             owners: OwnerIndex::new(classifier(kind)),
             by_uid: HashMap::new(),
+            dependents: HashMap::new(),
+            owners_of: HashMap::new(),
         }
     }
 
@@ -48,6 +54,37 @@ impl Indexed {
         let key = key_of(&d.object);
         let now = (!d.deleted).then(|| self.cache.get(&key)).flatten();
         self.owners.update(&key, now);
+        let owners: Vec<String> = now
+            .and_then(|o| o.pointer("/metadata/ownerReferences")?.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.get("uid")?.as_str().map(str::to_string))
+            .collect();
+        if self
+            .owners_of
+            .get(&key)
+            .map_or(owners.is_empty(), |o| *o == owners)
+        {
+            // unchanged (the common case: a status write)
+        } else {
+            for old in self.owners_of.remove(&key).unwrap_or_default() {
+                if let Some(set) = self.dependents.get_mut(&old) {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        self.dependents.remove(&old);
+                    }
+                }
+            }
+            for o in &owners {
+                self.dependents
+                    .entry(o.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            if !owners.is_empty() {
+                self.owners_of.insert(key.clone(), owners);
+            }
+        }
         if let Some(uid) = meta::uid(&d.object) {
             if d.deleted {
                 self.by_uid.remove(uid);
@@ -60,6 +97,15 @@ impl Indexed {
     /// The object with this uid, if cached.
     pub fn by_uid(&self, uid: &str) -> Option<&Value> {
         self.by_uid.get(uid).and_then(|k| self.cache.get(k))
+    }
+
+    /// The objects naming `owner` (a uid) in any owner reference.
+    pub fn dependents_of<'a>(&'a self, owner: &str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.dependents
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.cache.get(k))
     }
 
     /// The objects `owner` (a uid) controls.
@@ -329,5 +375,44 @@ impl Informers {
             (shared, addr)
         });
         (shared.clone(), addr.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubus_bus::protocol::{ChangeEvent, EventType};
+    use serde_json::json;
+
+    fn secret(owners: &[&str], rv: u64) -> Value {
+        let refs: Vec<Value> = owners
+            .iter()
+            .map(|u| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": u}))
+            .collect();
+        json!({"kind": "Secret", "metadata": {"name": "s", "namespace": "d", "uid": "s1",
+            "resourceVersion": rv.to_string(), "ownerReferences": refs}})
+    }
+
+    #[test]
+    fn every_owner_reference_is_indexed_and_kept_in_step() {
+        let shared = Shared::for_tests(Kind::Secret, vec![secret(&["a", "b"], 1)], 1);
+        let names = |uid: &str| shared.read().dependents_of(uid).count();
+        // neither reference is a controller's: both are indexed
+        assert_eq!((names("a"), names("b")), (1, 1));
+        shared.apply(WatchItem::Event(ChangeEvent {
+            event_type: EventType::Modified,
+            revision: 2,
+            prev: 1,
+            object: secret(&["b"], 2),
+        }));
+        assert_eq!((names("a"), names("b")), (0, 1));
+        shared.apply(WatchItem::Event(ChangeEvent {
+            event_type: EventType::Deleted,
+            revision: 3,
+            prev: 2,
+            object: secret(&["b"], 3),
+        }));
+        assert_eq!(names("b"), 0);
+        assert!(shared.read().dependents.is_empty() && shared.read().owners_of.is_empty());
     }
 }

@@ -149,14 +149,7 @@ fn ten_leader_kills_keep_the_history_linearizable() {
         .map(|&id| (id, peer(&url, id, dir.path())))
         .collect();
     let logs = |peers: &BTreeMap<u64, Proc>| logs_of(peers.values());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let client = rt
-        .block_on(Client::connect(&url, "kubus"))
-        .expect("connect");
+    let (rt, client) = kubus_tests::bus_client(&url);
     rt.block_on(leader_of(&client, &PEERS, Duration::from_secs(30)))
         .unwrap_or_else(|| panic!("no leader among 3 peers in 30 s\n{}", logs(&peers)));
 

@@ -87,14 +87,7 @@ fn a_killed_leader_loses_no_acknowledged_write() {
         .map(|&id| peer(&url, id, dir.path(), false))
         .collect();
     let logs = |peers: &[Proc]| logs_of(peers);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let client = rt
-        .block_on(Client::connect(&url, "kubus"))
-        .expect("connect");
+    let (rt, client) = kubus_tests::bus_client(&url);
 
     let first = rt
         .block_on(wait_leader(&client, &PEERS, Duration::from_secs(30)))
