@@ -15,11 +15,13 @@
 //! none holds another's address, so any of them can run in another process.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod informer;
 pub mod namespace;
 pub mod node_agent;
+pub mod proxy;
 pub mod replicaset;
 pub mod runtime;
 pub mod scheduler;

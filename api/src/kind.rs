@@ -23,6 +23,10 @@ pub enum Kind {
     Deployment,
     /// `coordination.k8s.io/v1`: the leases elected actors hold.
     Lease,
+    /// `v1` Endpoints, kept for older clients beside EndpointSlices.
+    Endpoints,
+    /// `discovery.k8s.io/v1`: which pods back a Service.
+    EndpointSlice,
 }
 
 /// Why an `apiVersion`/`kind` pair (or a resource word) is not served.
@@ -55,7 +59,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("v1", "PersistentVolume"),
     ("v1", "PersistentVolumeClaim"),
     ("v1", "ServiceAccount"),
-    ("v1", "Endpoints"),
     ("v1", "LimitRange"),
     ("v1", "ResourceQuota"),
     ("v1", "ReplicationController"),
@@ -70,14 +73,13 @@ const NOT_YET: &[(&str, &str)] = &[
     ("rbac.authorization.k8s.io/v1", "ClusterRole"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ("storage.k8s.io/v1", "StorageClass"),
-    ("discovery.k8s.io/v1", "EndpointSlice"),
 ];
 
 /// The served namespaced kinds other than Event: what the control plane
 /// keeps in its caches, collects by owner references, and empties a
 /// deleted namespace of (Events expire by themselves and are too many to
 /// cache). A test keeps it in step with [`Kind::ALL`].
-pub const NAMESPACED_CONTENT: [Kind; 7] = [
+pub const NAMESPACED_CONTENT: [Kind; 9] = [
     Kind::Deployment,
     Kind::ReplicaSet,
     Kind::Pod,
@@ -85,6 +87,8 @@ pub const NAMESPACED_CONTENT: [Kind; 7] = [
     Kind::ConfigMap,
     Kind::Secret,
     Kind::Lease,
+    Kind::Endpoints,
+    Kind::EndpointSlice,
 ];
 
 /// Old apiVersions that Kubernetes has removed, mapped to the current group
@@ -107,7 +111,7 @@ const OLD_GROUPS: &[(&str, &str)] = &[
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -118,6 +122,8 @@ impl Kind {
         Kind::ReplicaSet,
         Kind::Deployment,
         Kind::Lease,
+        Kind::Endpoints,
+        Kind::EndpointSlice,
     ];
 
     /// The `apiVersion` this kind is served at.
@@ -125,6 +131,7 @@ impl Kind {
         match self {
             Kind::ReplicaSet | Kind::Deployment => "apps/v1",
             Kind::Lease => "coordination.k8s.io/v1",
+            Kind::EndpointSlice => "discovery.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -142,6 +149,8 @@ impl Kind {
             Kind::ReplicaSet => "ReplicaSet",
             Kind::Deployment => "Deployment",
             Kind::Lease => "Lease",
+            Kind::Endpoints => "Endpoints",
+            Kind::EndpointSlice => "EndpointSlice",
         }
     }
 
@@ -159,6 +168,8 @@ impl Kind {
             Kind::ReplicaSet => "replicasets",
             Kind::Deployment => "deployments",
             Kind::Lease => "leases",
+            Kind::Endpoints => "endpoints",
+            Kind::EndpointSlice => "endpointslices",
         }
     }
 
@@ -222,6 +233,8 @@ impl Kind {
             "rs" | "replicaset" | "replicasets" => Kind::ReplicaSet,
             "deploy" | "deployment" | "deployments" => Kind::Deployment,
             "lease" | "leases" => Kind::Lease,
+            "ep" | "endpoints" => Kind::Endpoints,
+            "endpointslice" | "endpointslices" => Kind::EndpointSlice,
             _ => return Err(KindError::UnknownResource(word.to_string())),
         };
         Ok(k)

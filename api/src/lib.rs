@@ -15,12 +15,15 @@
 //! - [`pod`]: pod predicates (active, terminating, Ready, available).
 //! - [`selector`]: label selectors (structured and string form).
 //! - [`quantity`]: resource quantities (`500m`, `128Mi`).
+//! - [`service`]: service address and node port allocation, service env variables.
+//! - [`endpoints`]: which pods back a Service (EndpointSlice and Endpoints rules).
 //!
 //! Objects travel as [`serde_json::Value`] in their Kubernetes JSON form
 //! (`apiVersion`, `kind`, `metadata`, …); code that needs typed access
 //! converts to the `k8s-openapi` type with `serde_json::from_value`.
 
 pub mod admission;
+pub mod endpoints;
 pub mod error;
 pub mod kind;
 pub mod lifecycle;
@@ -30,6 +33,7 @@ pub mod patch;
 pub mod pod;
 pub mod quantity;
 pub mod selector;
+pub mod service;
 
 pub use error::{ApiError, FieldCause, Reason};
 pub use kind::{Kind, ObjectRef};

@@ -199,6 +199,8 @@ pub struct UpArgs {
     pub runtime: RuntimeArgs,
     #[command(flatten)]
     pub election: ElectionArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 /// How the control role elects the one mesh node that runs the scheduler
@@ -233,6 +235,29 @@ pub struct HistoryArgs {
 }
 
 /// The worker role's container runtime.
+/// The cluster's service ranges: the store allocates from them, every
+/// node's proxy serves them, and cluster DNS answers on the tenth address.
+/// Every mesh node of a cluster must be given the same.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkArgs {
+    /// Where Services' cluster IPs come from (kube-apiserver's
+    /// --service-cluster-ip-range).
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Where NodePorts come from.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+}
+
+impl NetworkArgs {
+    pub fn net(&self) -> anyhow::Result<kubus_api::service::ServiceNet> {
+        Ok(kubus_api::service::ServiceNet::parse(
+            &self.service_cidr,
+            &self.service_node_port_range,
+        )?)
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
     /// process (child processes on the host) or cri (containers through
@@ -292,6 +317,8 @@ pub struct NodeArgs {
     pub runtime: RuntimeArgs,
     #[command(flatten)]
     pub election: ElectionArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 #[derive(Debug, Clone, Args)]

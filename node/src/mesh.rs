@@ -12,12 +12,14 @@ use kubus_actors::node_agent::cri::CriRuntime;
 use kubus_actors::node_agent::hollow::HollowRuntime;
 use kubus_actors::node_agent::process::ProcessRuntime;
 use kubus_actors::node_agent::{NodeAgent, NodeConfig, Shutdown};
+use kubus_actors::proxy::ServiceProxy;
 use kubus_actors::runtime::elector::{
     Elector, LeaseConfig, Release, Starter, CONTROLLERS_LEASE, SCHEDULER_LEASE,
 };
 use kubus_actors::runtime::{start_controllers, Informers};
 use kubus_actors::scheduler::Scheduler;
 use kubus_actors::store::StoreServer;
+use kubus_api::service::ServiceNet;
 use kubus_bus::{Client, FenceCell};
 use kubus_storage::{Store, StoreConfig};
 use tracing::{error, info};
@@ -73,6 +75,8 @@ pub struct MeshNode {
     pub history: HistoryArgs,
     pub runtime: RuntimeArgs,
     pub election: ElectionArgs,
+    /// The cluster's service ranges.
+    pub net: ServiceNet,
 }
 
 /// The store's peer id and initial voters from `--peer-id` and
@@ -107,6 +111,7 @@ pub fn store_peers(
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
+    let net = args.network.net()?;
     let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -157,6 +162,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         history: args.history,
         runtime: args.runtime,
         election: args.election,
+        net,
     };
     let result = run(mesh, nats.clone());
     config::clear_current(pid);
@@ -184,6 +190,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         history: args.history,
         runtime: args.runtime,
         election: args.election,
+        net: args.network.net()?,
     };
     std::fs::create_dir_all(&mesh.data_dir)
         .with_context(|| format!("creating {}", mesh.data_dir.display()))?;
@@ -195,8 +202,8 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
 /// scheduler's runs the scheduler, each with a client whose writes are
 /// fenced by that Lease. The informers run on every control node, so a
 /// standby takes over with warm caches.
-fn start_control(client: &Client, mesh: &MeshNode) -> Vec<Addr<Elector>> {
-    let informers = Informers::new(client.clone());
+fn start_control(client: &Client, mesh: &MeshNode, informers: &Informers) -> Vec<Addr<Elector>> {
+    let informers = informers.clone();
     let identity = format!("{}_{}", mesh.node_name, uuid::Uuid::new_v4().simple());
     // A switch for the fencing test only: it must fail without fencing.
     let unfenced = std::env::var_os("KUBUS_TEST_UNFENCED").is_some();
@@ -287,16 +294,25 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
         } else {
             None
         };
+        // one informer per kind in this process, for every role that reads
+        let informers = if mesh.roles.control || mesh.roles.worker {
+            Some(Informers::new(connect(&mesh.nats_url, &mesh.cluster).await?))
+        } else {
+            None
+        };
         let mut electors = Vec::new();
-        if mesh.roles.control {
+        if let (true, Some(informers)) = (mesh.roles.control, &informers) {
             let own = connect(&mesh.nats_url, &mesh.cluster).await?;
-            electors = start_control(&own, &mesh);
+            electors = start_control(&own, &mesh, informers);
             info!("control role: campaigning for the scheduler's and the controllers' leases");
         }
         let mut worker = Worker::default();
-        if mesh.roles.worker {
+        if let (true, Some(informers)) = (mesh.roles.worker, &informers) {
             worker = start_worker(&client, &mesh).await?;
-            info!(node = %mesh.node_name, runtime = %mesh.runtime.runtime, "worker role: node agent started");
+            let host_ip = NodeConfig::from_host(&mesh.node_name, PathBuf::new()).host_ip;
+            let node_ips: Vec<std::net::IpAddr> = host_ip.parse().into_iter().collect();
+            ServiceProxy::new(&mesh.node_name, node_ips, &mesh.net, informers).start();
+            info!(node = %mesh.node_name, runtime = %mesh.runtime.runtime, "worker role: node agent and service proxy started");
         }
         let containerd = worker.containerd.take().map(|c| Arc::new(Mutex::new(c)));
         let hollow = start_hollow_nodes(&mesh).await?;
@@ -514,9 +530,15 @@ async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> 
         .await
         .context("subscribing to store administration")?;
     tokio::spawn(admin);
-    StoreServer::start(store.clone(), changes, client.nats().clone(), &mesh.cluster)
-        .await
-        .context("store server")?;
+    StoreServer::start(
+        store.clone(),
+        changes,
+        client.nats().clone(),
+        &mesh.cluster,
+        mesh.net,
+    )
+    .await
+    .context("store server")?;
     info!(dir = %dir.display(), peer = mesh.peer_id, revision = store.revision(), "store role: store server started");
     Ok(store)
 }

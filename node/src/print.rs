@@ -98,7 +98,22 @@ fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::Deployment => vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
         Kind::ReplicaSet => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
         Kind::Node => vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
-        Kind::Service => vec!["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "AGE"],
+        Kind::Service => {
+            let mut c = vec![
+                "NAME",
+                "TYPE",
+                "CLUSTER-IP",
+                "EXTERNAL-IP",
+                "PORT(S)",
+                "AGE",
+            ];
+            if wide {
+                c.push("SELECTOR");
+            }
+            c
+        }
+        Kind::Endpoints => vec!["NAME", "ENDPOINTS", "AGE"],
+        Kind::EndpointSlice => vec!["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"],
         Kind::Namespace => vec!["NAME", "STATUS", "AGE"],
         Kind::ConfigMap => vec!["NAME", "DATA", "AGE"],
         Kind::Secret => vec!["NAME", "TYPE", "DATA", "AGE"],
@@ -169,29 +184,94 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String) -> Vec<String> {
                 .map(|ps| {
                     ps.iter()
                         .map(|p| {
-                            format!(
-                                "{}/{}",
-                                n(p, "/port"),
-                                p.get("protocol").and_then(Value::as_str).unwrap_or("TCP")
-                            )
+                            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                            match n(p, "/nodePort") {
+                                0 => format!("{}/{proto}", n(p, "/port")),
+                                np => format!("{}:{np}/{proto}", n(p, "/port")),
+                            }
                         })
                         .collect()
                 })
                 .unwrap_or_default();
-            let ip = s(v, "/spec/clusterIP");
-            vec![
+            let or_none = |x: String| {
+                if x.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    x
+                }
+            };
+            let mut r = vec![
                 name,
                 s(v, "/spec/type").into(),
-                if ip.is_empty() {
-                    "<none>".into()
-                } else {
-                    ip.into()
-                },
+                or_none(s(v, "/spec/clusterIP").into()),
+                external_ip(v),
+                or_none(ports.join(",")),
+                age,
+            ];
+            if wide {
+                let selector = v
+                    .pointer("/spec/selector")
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or_default()))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                r.push(or_none(selector));
+            }
+            r
+        }
+        Kind::Endpoints => {
+            let mut all = Vec::new();
+            for subset in v
+                .pointer("/subsets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ports: Vec<i64> = subset["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| n(p, "/port"))
+                    .collect();
+                for a in subset["addresses"].as_array().into_iter().flatten() {
+                    let ip = s(a, "/ip");
+                    if ports.is_empty() {
+                        all.push(ip.to_string());
+                    }
+                    all.extend(ports.iter().map(|p| format!("{ip}:{p}")));
+                }
+            }
+            vec![name, first_three(&all), age]
+        }
+        Kind::EndpointSlice => {
+            let ports: Vec<String> = v
+                .pointer("/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| n(p, "/port").to_string())
+                .collect();
+            let addresses: Vec<String> = v
+                .pointer("/endpoints")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            vec![
+                name,
+                s(v, "/addressType").into(),
                 if ports.is_empty() {
-                    "<none>".into()
+                    "<unset>".into()
                 } else {
                     ports.join(",")
                 },
+                first_three(&addresses),
                 age,
             ]
         }
@@ -214,6 +294,47 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String) -> Vec<String> {
             s(v, "/message").into(),
         ],
         Kind::Lease => vec![name, s(v, "/spec/holderIdentity").into(), age],
+    }
+}
+
+/// kubectl's EXTERNAL-IP of a Service: the load balancer's addresses (or
+/// `<pending>`), an ExternalName's name, `externalIPs`, else `<none>`.
+fn external_ip(v: &Value) -> String {
+    let list = |p: &str, field: Option<&str>| -> Vec<String> {
+        v.pointer(p)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|x| match field {
+                Some(f) => x.get(f).and_then(Value::as_str).map(str::to_string),
+                None => x.as_str().map(str::to_string),
+            })
+            .collect()
+    };
+    let mut ips = list("/spec/externalIPs", None);
+    match s(v, "/spec/type") {
+        "ExternalName" => return s(v, "/spec/externalName").to_string(),
+        "LoadBalancer" => {
+            ips.extend(list("/status/loadBalancer/ingress", Some("ip")));
+            if ips.is_empty() {
+                return "<pending>".into();
+            }
+        }
+        _ => {}
+    }
+    if ips.is_empty() {
+        "<none>".into()
+    } else {
+        ips.join(",")
+    }
+}
+
+/// kubectl's way of listing many addresses in one cell.
+fn first_three(all: &[String]) -> String {
+    match all.len() {
+        0 => "<none>".into(),
+        1..=3 => all.join(","),
+        n => format!("{} + {} more...", all[..3].join(","), n - 3),
     }
 }
 

@@ -48,6 +48,8 @@ pub fn start_controllers(informers: &Informers, writer: Arc<dyn Writer>) -> Vec<
         start(crate::replicaset::ReplicaSetReconciler, informers, &writer),
         start(crate::deployment::DeploymentReconciler, informers, &writer),
         start(crate::namespace::NamespaceController, informers, &writer),
+        start(crate::endpoints::EndpointsReconciler, informers, &writer),
+        start(crate::endpoints::LoadBalancerReconciler, informers, &writer),
     ];
     // one collector, run once per kind it follows
     for kind in crate::gc::KINDS {

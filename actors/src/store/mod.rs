@@ -34,7 +34,7 @@ const NAMESPACE_RETRY: Duration = Duration::from_millis(500);
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 512;
 
 pub struct StoreServer {
-    store: Store,
+    api: service::Api,
     nats: async_nats::Client,
     subjects: Subjects,
     in_flight: Arc<Semaphore>,
@@ -49,9 +49,10 @@ impl StoreServer {
         changes: ChangeReceiver,
         nats: async_nats::Client,
         cluster: &str,
+        net: kubus_api::service::ServiceNet,
     ) -> Result<Addr<StoreServer>, async_nats::SubscribeError> {
         let subjects = Subjects::new(cluster);
-        let api = nats
+        let requests = nats
             .queue_subscribe(subjects.api_all(), API_QUEUE.to_string())
             .await?;
         let manifests = nats
@@ -67,13 +68,14 @@ impl StoreServer {
             chains,
             rebuilt_through,
         ));
-        tokio::spawn(collect_events(store.clone()));
+        let api = service::Api { store, net };
+        tokio::spawn(collect_events(api.clone()));
         let server = StoreServer {
-            store,
+            api,
             nats,
             subjects,
             in_flight: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
-            streams: Some((api, manifests)),
+            streams: Some((requests, manifests)),
         };
         let addr = server.start();
         Ok(addr)
@@ -88,7 +90,7 @@ impl Actor for StoreServer {
             ctx.add_stream(api);
             ctx.add_stream(manifests);
         }
-        let store = self.store.clone();
+        let store = self.api.clone();
         actix::spawn(async move {
             for ns in service::SYSTEM_NAMESPACES {
                 // With several peers there may be no leader yet: try again
@@ -128,7 +130,7 @@ impl StreamHandler<Message> for StoreServer {
             }
             return;
         };
-        let store = self.store.clone();
+        let store = self.api.clone();
         if msg.subject.as_str() == self.subjects.manifests() {
             let dry_run = msg
                 .headers
@@ -414,6 +416,10 @@ async fn publish_change(
     rebuilt_through: u64,
     leading: bool,
 ) {
+    if change.key.starts_with(kubus_api::service::CLAIM_PREFIX) {
+        // a Service's address claim: part of the Service, not an object
+        return;
+    }
     let (kind, event) = match change_event(change) {
         Ok(e) => e,
         Err(e) => {
@@ -463,7 +469,7 @@ const EVENT_GC_INTERVAL: Duration = Duration::from_secs(60);
 const EVENT_GC_BATCH: usize = 500;
 
 /// Delete Events whose time to live has passed.
-async fn collect_events(store: Store) {
+async fn collect_events(store: service::Api) {
     let mut tick = tokio::time::interval(EVENT_GC_INTERVAL);
     loop {
         tick.tick().await;

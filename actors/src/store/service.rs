@@ -10,6 +10,7 @@ use kubus_api::admission::{self, Admitted};
 use kubus_api::kind::prefix;
 use kubus_api::manifest;
 use kubus_api::selector::Selector;
+use kubus_api::service::{Claim, ServiceNet};
 use kubus_api::{lifecycle, meta, ApiError, FieldCause, Kind, ObjectRef};
 use kubus_bus::protocol::{
     ApiReply, ApiRequest, ApiResponse, ApplyOutcome, DocumentResult, Fence, ManifestReply,
@@ -22,8 +23,27 @@ use serde_json::Value;
 /// How many times a write retries when a concurrent write moved an object
 /// between our read and our proposal.
 const WRITE_ATTEMPTS: usize = 3;
+/// How many times a create picks its Service's addresses again when
+/// concurrent creates took the ones it picked (each attempt is one read
+/// and one proposal; a collision needs two creates in one Raft round).
+const CLAIM_ATTEMPTS: usize = 10;
 /// Most objects one list returns (pagination comes with limit/continue).
 pub const LIST_MAX: usize = 100_000;
+
+/// What the API service serves from: the store, and the cluster's
+/// service ranges (which the store allocates from).
+#[derive(Clone)]
+pub struct Api {
+    pub store: Store,
+    pub net: ServiceNet,
+}
+
+impl std::ops::Deref for Api {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
 
 tokio::task_local! {
     /// The fence of the request being served: every proposal the request
@@ -34,7 +54,7 @@ tokio::task_local! {
 /// Serve one API request; with a `fence`, every write it makes commits
 /// only while that Lease is the one its writer acquired.
 pub async fn handle(
-    store: &Store,
+    store: &Api,
     verb: Verb,
     kind: Kind,
     ns_token: &str,
@@ -46,7 +66,7 @@ pub async fn handle(
         .await
 }
 
-async fn serve(store: &Store, verb: Verb, kind: Kind, ns_token: &str, req: ApiRequest) -> ApiReply {
+async fn serve(store: &Api, verb: Verb, kind: Kind, ns_token: &str, req: ApiRequest) -> ApiReply {
     let namespace = request_namespace(kind, ns_token, verb)?;
     match (verb, req) {
         (Verb::Get, ApiRequest::Get { name }) => {
@@ -540,7 +560,7 @@ fn cut_at_budget(sizes: &[(u64, usize)], budget: usize) -> usize {
 
 /// Apply a JSON merge patch to one object, compare-and-swap on the revision
 /// it was read at.
-async fn patch_object(store: &Store, r: ObjectRef, patch: Value) -> Result<Value, ApiError> {
+async fn patch_object(store: &Api, r: ObjectRef, patch: Value) -> Result<Value, ApiError> {
     for _ in 0..WRITE_ATTEMPTS {
         let Some(kv) = read_kv(store, &r.key())? else {
             return Err(ApiError::not_found(r));
@@ -647,37 +667,103 @@ pub fn fenced(lease: &ObjectRef, fence: &Fence) -> ApiError {
     }
 }
 
-async fn create(store: &Store, admitted: Admitted) -> Result<Value, ApiError> {
-    let obj = lifecycle::prepare_create(
+async fn create(store: &Api, admitted: Admitted) -> Result<Value, ApiError> {
+    let prepared = lifecycle::prepare_create(
         admitted.value,
         &uuid::Uuid::new_v4().to_string(),
         &now(),
         &name_suffix(),
     );
     // A generated name is only known now.
-    let r = meta::object_ref(&obj).unwrap_or(admitted.object);
+    let r = meta::object_ref(&prepared).unwrap_or(admitted.object);
     if let Some(ns) = r.namespace.as_deref() {
         check_namespace(store, &r, ns)?;
     }
-    let value = encode(&obj)?;
-    let txn = Txn {
-        ops: vec![Op::Put {
+    for _ in 0..CLAIM_ATTEMPTS {
+        let mut obj = prepared.clone();
+        let claims = allocate(store, &r, &mut obj, None, &BTreeSet::new())?;
+        let mut ops = vec![Op::Put {
             key: r.key(),
-            value,
+            value: encode(&obj)?,
             expect: Precondition::Absent,
-        }],
-    };
-    match propose(store, txn).await? {
-        TxnOutcome::Committed { revision, .. } => {
-            let mut obj = obj;
-            meta::set_resource_version(&mut obj, revision);
-            Ok(obj)
+        }];
+        ops.extend(claim_ops(&r, &claims, &BTreeSet::new())?);
+        match propose(store, Txn { ops }).await? {
+            TxnOutcome::Committed { revision, .. } => {
+                meta::set_resource_version(&mut obj, revision);
+                return Ok(obj);
+            }
+            TxnOutcome::Failed { op_index: 0, .. } => return Err(ApiError::already_exists(r)),
+            // another Service took a picked address meanwhile: pick again
+            TxnOutcome::Failed { .. } => continue,
         }
-        TxnOutcome::Failed { .. } => Err(ApiError::already_exists(r)),
     }
+    Err(ApiError::conflict(
+        r,
+        "service addresses kept being taken; try again",
+    ))
 }
 
-async fn update(store: &Store, admitted: Admitted) -> Result<Value, ApiError> {
+/// Fill in a Service's allocated fields (see [`kubus_api::service::assign`])
+/// and return the claims it holds afterwards; other kinds hold none.
+/// `taken` are claims this transaction already makes for other objects.
+fn allocate(
+    store: &Api,
+    r: &ObjectRef,
+    obj: &mut Value,
+    current: Option<&Value>,
+    taken: &BTreeSet<Claim>,
+) -> Result<BTreeSet<Claim>, ApiError> {
+    if r.kind != Kind::Service {
+        return Ok(BTreeSet::new());
+    }
+    let mut held = |c: &Claim| -> Option<String> {
+        if taken.contains(c) {
+            return Some("another Service in this request".into());
+        }
+        match read(store, &c.key()) {
+            Ok(None) => None,
+            Ok(Some(v)) => Some(format!(
+                "Service {}",
+                v["service"].as_str().unwrap_or("(unknown)")
+            )),
+            Err(e) => Some(format!("unknown: the store could not be read ({e})")),
+        }
+    };
+    let mut random = || uuid::Uuid::new_v4().as_u128() as u32;
+    kubus_api::service::assign(obj, current, &store.net, &mut held, &mut random)
+        .map_err(|causes| ApiError::invalid(Some(r.clone()), causes))?;
+    Ok(kubus_api::service::claims(obj))
+}
+
+/// The ops that take `now`'s claims not in `before` (each only if no one
+/// holds it) and free `before`'s not in `now`.
+fn claim_ops(
+    r: &ObjectRef,
+    now: &BTreeSet<Claim>,
+    before: &BTreeSet<Claim>,
+) -> Result<Vec<Op>, ApiError> {
+    let holder = kubus_api::service::Claim::holder_value(
+        r.namespace.as_deref().unwrap_or_default(),
+        &r.name,
+    );
+    let value = encode(&holder)?;
+    let mut ops: Vec<Op> = now
+        .difference(before)
+        .map(|c| Op::Put {
+            key: c.key(),
+            value: value.clone(),
+            expect: Precondition::Absent,
+        })
+        .collect();
+    ops.extend(before.difference(now).map(|c| Op::Delete {
+        key: c.key(),
+        expect: Precondition::None,
+    }));
+    Ok(ops)
+}
+
+async fn update(store: &Api, admitted: Admitted) -> Result<Value, ApiError> {
     let r = admitted.object.clone();
     let wanted_rv = meta::resource_version(&admitted.value);
     let Some(current_kv) = read_kv(store, &r.key())? else {
@@ -703,7 +789,7 @@ async fn update(store: &Store, admitted: Admitted) -> Result<Value, ApiError> {
 /// Replace `current` (at `mod_revision`) with `new`, after the update rules:
 /// `Ok(None)` when the object moved on meanwhile.
 async fn replace(
-    store: &Store,
+    store: &Api,
     r: &ObjectRef,
     current: &Value,
     mod_revision: u64,
@@ -714,20 +800,32 @@ async fn replace(
         return Err(ApiError::invalid(Some(r.clone()), causes));
     }
     let mut obj = lifecycle::prepare_update(new, current);
+    let before = kubus_api::service::claims(current);
     // the last finalizer of a marked object taken away: it goes
-    let op = if lifecycle::removed_by_update(r.kind, &obj) {
-        Op::Delete {
+    let mut ops = if lifecycle::removed_by_update(r.kind, &obj) {
+        let mut ops = vec![Op::Delete {
             key: r.key(),
             expect: Precondition::ModRevision(mod_revision),
+        }];
+        if r.kind == Kind::Service {
+            ops.extend(claim_ops(r, &BTreeSet::new(), &before)?);
         }
+        ops
     } else {
-        Op::Put {
+        let claims = allocate(store, r, &mut obj, Some(current), &BTreeSet::new())?;
+        let mut ops = vec![Op::Put {
             key: r.key(),
             value: encode(&obj)?,
             expect: Precondition::ModRevision(mod_revision),
+        }];
+        if r.kind == Kind::Service {
+            ops.extend(claim_ops(r, &claims, &before)?);
         }
+        ops
     };
-    let txn = Txn { ops: vec![op] };
+    let txn = Txn {
+        ops: std::mem::take(&mut ops),
+    };
     match propose(store, txn).await? {
         TxnOutcome::Committed { revision, .. } => {
             meta::set_resource_version(&mut obj, revision);
@@ -772,7 +870,7 @@ impl Preconditions {
 /// terminating pod as it is. The answer is the object removed, or as it is
 /// now.
 async fn delete(
-    store: &Store,
+    store: &Api,
     r: ObjectRef,
     preconditions: &Preconditions,
     grace_period_seconds: Option<i64>,
@@ -820,11 +918,18 @@ async fn delete(
             ),
         };
         let marked = matches!(op, Op::Put { .. });
+        let removed = !marked;
         let mut ops = vec![op];
         ops.extend(preconditions.absent.iter().map(|a| Op::Check {
             key: a.key(),
             expect: Precondition::Absent,
         }));
+        // a removed Service frees its addresses in the same entry (after
+        // the checks, whose op indexes the error below names)
+        if removed && r.kind == Kind::Service {
+            let held = kubus_api::service::claims(&answer);
+            ops.extend(claim_ops(&r, &BTreeSet::new(), &held)?);
+        }
         match propose(store, Txn { ops }).await? {
             TxnOutcome::Committed { revision, .. } => {
                 if marked {
@@ -834,7 +939,9 @@ async fn delete(
             }
             // the object moved on: a resourceVersion precondition now
             // fails; otherwise decide again on what it is now
-            TxnOutcome::Failed { op_index, .. } if op_index > 0 => {
+            TxnOutcome::Failed { op_index, .. }
+                if op_index > 0 && op_index <= preconditions.absent.len() =>
+            {
                 let present = preconditions.absent.get(op_index - 1);
                 return Err(ApiError::conflict(
                     r,
@@ -859,7 +966,7 @@ async fn delete(
 /// Apply many admitted objects in one Raft entry: all are written, or none.
 /// A dry run decides the same outcomes and writes nothing.
 async fn apply_all(
-    store: &Store,
+    store: &Api,
     admitted: Vec<Admitted>,
     dry_run: bool,
 ) -> Result<(Vec<ApplyOutcome>, Vec<Value>), ApiError> {
@@ -867,6 +974,8 @@ async fn apply_all(
         let mut ops = Vec::new();
         let mut outcomes = Vec::new();
         let mut objects = Vec::new();
+        // claims taken by Services earlier in this entry
+        let mut taken = BTreeSet::new();
         for a in &admitted {
             let key = a.object.key();
             match read_kv(store, &key)? {
@@ -881,18 +990,21 @@ async fn apply_all(
                     }
                     // the manifest as applied is kept, as kubectl does, so
                     // a later apply knows which fields it owns
-                    let obj = lifecycle::prepare_create(
+                    let mut obj = lifecycle::prepare_create(
                         kubus_api::patch::with_last_applied(&a.value),
                         &uuid::Uuid::new_v4().to_string(),
                         &now(),
                         &name_suffix(),
                     );
-                    let key = meta::object_ref(&obj).map(|r| r.key()).unwrap_or(key);
+                    let r = meta::object_ref(&obj).unwrap_or_else(|| a.object.clone());
+                    let claims = allocate(store, &r, &mut obj, None, &taken)?;
                     ops.push(Op::Put {
-                        key,
+                        key: r.key(),
                         value: encode(&obj)?,
                         expect: Precondition::Absent,
                     });
+                    ops.extend(claim_ops(&r, &claims, &BTreeSet::new())?);
+                    taken.extend(claims);
                     outcomes.push(ApplyOutcome::Created);
                     objects.push(obj);
                 }
@@ -905,7 +1017,9 @@ async fn apply_all(
                     let last = kubus_api::patch::last_applied(&current);
                     let merged =
                         kubus_api::patch::three_way_merge(last.as_ref(), &manifest, &current);
-                    let merged = lifecycle::prepare_update(merged, &current);
+                    let mut merged = lifecycle::prepare_update(merged, &current);
+                    let before = kubus_api::service::claims(&current);
+                    let claims = allocate(store, &a.object, &mut merged, Some(&current), &taken)?;
                     if lifecycle::same_state(&merged, &current) {
                         outcomes.push(ApplyOutcome::Unchanged);
                         objects.push(current);
@@ -920,6 +1034,8 @@ async fn apply_all(
                         value: encode(&merged)?,
                         expect: Precondition::ModRevision(kv.mod_revision),
                     });
+                    ops.extend(claim_ops(&a.object, &claims, &before)?);
+                    taken.extend(claims);
                     outcomes.push(ApplyOutcome::Configured);
                     objects.push(merged);
                 }
@@ -948,7 +1064,7 @@ async fn apply_all(
 
 /// Serve one manifest request: parse, admit every document, and apply all of
 /// them in one Raft entry — or none, when any document is refused.
-pub async fn apply_manifest(store: &Store, text: &[u8], dry_run: bool) -> ManifestReply {
+pub async fn apply_manifest(store: &Api, text: &[u8], dry_run: bool) -> ManifestReply {
     let refused = |error: ApiError| ManifestReply {
         applied: false,
         documents: Vec::new(),
@@ -1179,7 +1295,7 @@ mod tests {
     }
 
     async fn list_req(
-        store: &Store,
+        store: &Api,
         selector: Option<&str>,
         limit: usize,
         token: Option<String>,
@@ -1214,6 +1330,10 @@ mod tests {
         cfg.fsync = false;
         cfg.history_retention_revisions = 20;
         let (store, _changes) = Store::open(cfg, Box::new(kubus_storage::NoPeers)).expect("open");
+        let store = Api {
+            store,
+            net: ServiceNet::default(),
+        };
         for name in ["a", "b", "c", "d", "e"] {
             put(&store, name, serde_json::json!({"tier": "web"})).await;
         }
@@ -1302,11 +1422,14 @@ mod tests {
         assert!(list_req(&store, None, 10, None, Some(oldest)).await.is_ok());
     }
 
-    async fn open_store(dir: &std::path::Path) -> Store {
+    async fn open_store(dir: &std::path::Path) -> Api {
         let mut cfg = kubus_storage::StoreConfig::single(dir.to_path_buf());
         cfg.fsync = false;
         let (store, _changes) = Store::open(cfg, Box::new(kubus_storage::NoPeers)).expect("open");
-        store
+        Api {
+            store,
+            net: ServiceNet::default(),
+        }
     }
 
     fn delete_req(name: &str, uid: Option<&str>, grace: Option<i64>) -> ApiRequest {
@@ -1431,6 +1554,131 @@ mod tests {
         )
         .await;
         assert_eq!(store.get("/configmaps/default/cm").ok(), Some(None));
+    }
+
+    /// Services' addresses are claimed in their own Raft entry: concurrent
+    /// creates never share one, a full range is refused naming the field,
+    /// a delete frees, an update keeps, a requested address in use is
+    /// refused naming its holder.
+    #[tokio::test]
+    async fn service_addresses_are_claimed_atomically() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut api = open_store(dir.path()).await;
+        // 12 allocatable addresses (a /28 without network, broadcast, .1, .10)
+        api.net = ServiceNet::parse("10.96.0.0/28", "30000-30001").expect("net");
+        let svc = |name: &str, spec: Value| {
+            serde_json::json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+        };
+        let create = |object: Value| {
+            let api = api.clone();
+            async move {
+                handle(
+                    &api,
+                    Verb::Create,
+                    Kind::Service,
+                    "default",
+                    ApiRequest::Create { object },
+                    None,
+                )
+                .await
+            }
+        };
+        let results = futures::future::join_all((0..14).map(|i| {
+            create(svc(
+                &format!("s{i}"),
+                serde_json::json!({"ports": [{"port": 80}]}),
+            ))
+        }))
+        .await;
+        let mut ips = BTreeSet::new();
+        let mut refused = Vec::new();
+        for r in results {
+            match r {
+                Ok(ApiResponse::Object(o)) => {
+                    assert!(ips.insert(o["spec"]["clusterIP"].as_str().expect("ip").to_string()));
+                }
+                Err(e) => refused.push(e),
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(ips.len(), 12, "{ips:?}");
+        assert_eq!(refused.len(), 2);
+        for e in &refused {
+            assert_eq!(e.reason, kubus_api::Reason::Invalid, "{}", e.message);
+            assert!(
+                e.message.contains("spec.clusterIP") && e.message.contains("no address left"),
+                "{}",
+                e.message
+            );
+        }
+        // a delete frees its address for the next
+        let gone = handle(
+            &api,
+            Verb::Delete,
+            Kind::Service,
+            "default",
+            delete_req("s0", None, None),
+            None,
+        )
+        .await
+        .expect("deleted");
+        let ApiResponse::Object(gone) = gone else {
+            panic!("object")
+        };
+        let freed = gone["spec"]["clusterIP"].clone();
+        let again =
+            object(create(svc("again", serde_json::json!({"ports": [{"port": 80}]}))).await).await;
+        assert_eq!(again["spec"]["clusterIP"], freed);
+        // a requested address in use is refused naming the holder
+        let e = create(svc(
+            "twin",
+            serde_json::json!({"clusterIP": freed, "ports": [{"port": 80}]}),
+        ))
+        .await
+        .expect_err("taken");
+        assert!(
+            e.message
+                .contains("already allocated (to Service default/again)"),
+            "{}",
+            e.message
+        );
+        // node ports: two in range; a third NodePort Service finds none
+        let np = |name: &str| {
+            svc(
+                name,
+                serde_json::json!({"type": "NodePort", "clusterIP": "None", "ports": [{"port": 80}]}),
+            )
+        };
+        let a = object(create(np("np-a")).await).await;
+        object(create(np("np-b")).await).await;
+        let e = create(np("np-c")).await.expect_err("no port left");
+        assert!(
+            e.message.contains("spec.ports[0].nodePort"),
+            "{}",
+            e.message
+        );
+        // an update that omits them keeps address and node port
+        let mut update = np("np-a");
+        update["spec"]
+            .as_object_mut()
+            .expect("spec")
+            .remove("clusterIP");
+        let kept = handle(
+            &api,
+            Verb::Update,
+            Kind::Service,
+            "default",
+            ApiRequest::Update { object: update },
+            None,
+        )
+        .await;
+        let kept = object(kept).await;
+        assert_eq!(
+            kept["spec"]["ports"][0]["nodePort"],
+            a["spec"]["ports"][0]["nodePort"]
+        );
+        assert_eq!(kept["spec"]["clusterIP"], "None");
     }
 
     #[test]

@@ -24,7 +24,10 @@ use serde_json::{Map, Value};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::error::{ApiError, FieldCause};
@@ -166,6 +169,10 @@ pub fn admit(value: Value) -> Result<Admitted, ApiError> {
         Kind::Secret => admit_as::<Secret>(kind, value, Some(defaults::secret), validate::secret),
         Kind::Event => admit_as::<Event>(kind, value, None, validate::event),
         Kind::Lease => admit_as::<Lease>(kind, value, None, validate::lease),
+        Kind::Endpoints => admit_as::<Endpoints>(kind, value, None, validate::endpoints),
+        Kind::EndpointSlice => {
+            admit_as::<EndpointSlice>(kind, value, None, validate::endpoint_slice)
+        }
         Kind::ReplicaSet => admit_as::<ReplicaSet>(
             kind,
             value,
@@ -620,7 +627,14 @@ pub fn validate_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldCause> 
                 }
             }
         }
-        Kind::Namespace | Kind::Node | Kind::Event | Kind::Lease => {}
+        Kind::EndpointSlice => {
+            let was = str_at(old, &["addressType"]).unwrap_or_default();
+            let got = str_at(new, &["addressType"]).unwrap_or_default();
+            if was != got {
+                immutable(&mut causes, "addressType", was, got);
+            }
+        }
+        Kind::Namespace | Kind::Node | Kind::Event | Kind::Lease | Kind::Endpoints => {}
     }
     causes.0
 }

@@ -13,9 +13,10 @@ use std::net::IpAddr;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Event, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Probe,
+    ConfigMap, Container, Endpoints, Event, Namespace, Node, Pod, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, Secret, Service,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -997,11 +998,9 @@ pub(crate) fn service(svc: &Service, c: &mut Causes) {
                     format!("{pp}.nodePort"),
                     format!("may not be used when type is {kind:?}"),
                 );
-            } else if !(30000..=32767).contains(&node_port) {
-                c.add(
-                    format!("{pp}.nodePort"),
-                    format!("must be between 30000 and 32767, inclusive (got {node_port})"),
-                );
+            } else {
+                // the configured range is checked where ports are allocated
+                c.port_range(&format!("{pp}.nodePort"), node_port);
             }
         }
     }
@@ -1061,6 +1060,95 @@ pub(crate) fn secret(s: &Secret, c: &mut Causes) {
     );
     if s.type_.as_deref() == Some("") {
         c.add("type", "must not be empty");
+    }
+}
+
+/// Kubernetes' Endpoints rules: valid addresses and ports.
+pub(crate) fn endpoints(e: &Endpoints, c: &mut Causes) {
+    object_meta(Kind::Endpoints, &e.metadata, c);
+    for (i, subset) in e.subsets.iter().flatten().enumerate() {
+        let sp = format!("subsets[{i}]");
+        let ready = subset.addresses.iter().flatten().map(|a| ("addresses", a));
+        let not_ready = subset
+            .not_ready_addresses
+            .iter()
+            .flatten()
+            .map(|a| ("notReadyAddresses", a));
+        for (j, (field, a)) in ready.chain(not_ready).enumerate() {
+            if a.ip.parse::<IpAddr>().is_err() {
+                c.add(
+                    format!("{sp}.{field}[{j}].ip"),
+                    format!("must be a valid IP address (got {})", quote(&a.ip)),
+                );
+            }
+        }
+        for (j, p) in subset.ports.iter().flatten().enumerate() {
+            c.port_range(&format!("{sp}.ports[{j}].port"), p.port);
+            if let Some(protocol) = &p.protocol {
+                c.one_of(
+                    &format!("{sp}.ports[{j}].protocol"),
+                    protocol,
+                    &["TCP", "UDP", "SCTP"],
+                );
+            }
+        }
+    }
+}
+
+/// Kubernetes' EndpointSlice rules: the address type, at most 1000
+/// endpoints of 1 to 100 addresses of that type, at most 100 ports.
+pub(crate) fn endpoint_slice(s: &EndpointSlice, c: &mut Causes) {
+    object_meta(Kind::EndpointSlice, &s.metadata, c);
+    c.one_of("addressType", &s.address_type, &["IPv4", "IPv6", "FQDN"]);
+    if s.endpoints.len() > 1000 {
+        c.add(
+            "endpoints",
+            format!("must have at most 1000 items (got {})", s.endpoints.len()),
+        );
+    }
+    for (i, e) in s.endpoints.iter().enumerate() {
+        if e.addresses.is_empty() || e.addresses.len() > 100 {
+            c.add(
+                format!("endpoints[{i}].addresses"),
+                "must have between 1 and 100 items",
+            );
+        }
+        for (j, a) in e.addresses.iter().enumerate() {
+            let ok = match s.address_type.as_str() {
+                "IPv4" => a.parse::<std::net::Ipv4Addr>().is_ok(),
+                "IPv6" => a.parse::<std::net::Ipv6Addr>().is_ok(),
+                _ => dns1123_subdomain_problems(a).is_empty(),
+            };
+            if !ok {
+                c.add(
+                    format!("endpoints[{i}].addresses[{j}]"),
+                    format!(
+                        "must be a valid {} address (got {})",
+                        s.address_type,
+                        quote(a)
+                    ),
+                );
+            }
+        }
+    }
+    let ports = s.ports.as_deref().unwrap_or_default();
+    if ports.len() > 100 {
+        c.add(
+            "ports",
+            format!("must have at most 100 items (got {})", ports.len()),
+        );
+    }
+    for (i, p) in ports.iter().enumerate() {
+        if let Some(port) = p.port {
+            c.port_range(&format!("ports[{i}].port"), port);
+        }
+        if let Some(protocol) = &p.protocol {
+            c.one_of(
+                &format!("ports[{i}].protocol"),
+                protocol,
+                &["TCP", "UDP", "SCTP"],
+            );
+        }
     }
 }
 

@@ -574,6 +574,7 @@ impl Bench {
                     changes,
                     base.nats().clone(),
                     &cluster,
+                    Default::default(),
                 )
                 .await?;
                 wait_api(&client).await?;

@@ -45,6 +45,7 @@ pub fn run(args: BenchWatchArgs) -> anyhow::Result<()> {
             changes,
             client.nats().clone(),
             "bench",
+            Default::default(),
         )
         .await?;
         wait_ready(&client).await?;
