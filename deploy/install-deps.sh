@@ -18,6 +18,7 @@ packages=(
   libprotobuf-dev             # google/protobuf/*.proto, which etcd-client's protos import
   etcd-server                 # etcd 3.4, the baseline `kubus bench store` starts beside kubus
   busybox-static              # the local test image (deploy/build-test-image.sh)
+  mmdebstrap                  # nginx/redis/shell images from Debian packages (deploy/build-images.sh)
 )
 
 missing=()

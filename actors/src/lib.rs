@@ -15,6 +15,7 @@
 //! none holds another's address, so any of them can run in another process.
 
 pub mod deployment;
+pub mod dns;
 pub mod endpoints;
 pub mod events;
 pub mod gc;

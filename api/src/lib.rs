@@ -23,6 +23,7 @@
 //! converts to the `k8s-openapi` type with `serde_json::from_value`.
 
 pub mod admission;
+pub mod dns;
 pub mod endpoints;
 pub mod error;
 pub mod kind;

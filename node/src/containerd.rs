@@ -40,6 +40,9 @@ pub struct Settings {
     pub pod_cidr: String,
     /// The Linux bridge the pods attach to.
     pub bridge: String,
+    /// The service range, routed from every pod to the node (whose proxy
+    /// and DNS answer there).
+    pub service_cidr: String,
 }
 
 /// The containerd process.
@@ -128,6 +131,7 @@ impl Containerd {
                     s.dir.join("cni").join("ipam").display().to_string(),
                 ),
                 ("@SUBNET@", s.pod_cidr.clone()),
+                ("@SERVICE_CIDR@", s.service_cidr.clone()),
             ],
         );
         std::fs::write(cni_dir.join("10-kubus-bridge.conflist"), cni)?;
@@ -334,13 +338,16 @@ mod tests {
                 ("@BRIDGE@", "kubus0".to_string()),
                 ("@IPAM_DIR@", "/i".to_string()),
                 ("@SUBNET@", "10.88.0.0/16".to_string()),
+                ("@SERVICE_CIDR@", "10.43.0.0/16".to_string()),
             ],
         );
+        assert!(!cni.contains('@'), "{cni}");
         let v: serde_json::Value = serde_json::from_str(&cni).unwrap_or_default();
         assert_eq!(
             v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
             "10.88.0.0/16"
         );
+        assert_eq!(v["plugins"][0]["ipam"]["routes"][1]["dst"], "10.43.0.0/16");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::{bail, Context};
+use kubus_actors::dns::ClusterDns;
 use kubus_actors::node_agent::cri::CriRuntime;
 use kubus_actors::node_agent::hollow::HollowRuntime;
 use kubus_actors::node_agent::process::ProcessRuntime;
@@ -308,11 +309,14 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
         }
         let mut worker = Worker::default();
         if let (true, Some(informers)) = (mesh.roles.worker, &informers) {
-            worker = start_worker(&client, &mesh).await?;
+            worker = start_worker(&client, &mesh, informers).await?;
             let host_ip = NodeConfig::from_host(&mesh.node_name, PathBuf::new()).host_ip;
             let node_ips: Vec<std::net::IpAddr> = host_ip.parse().into_iter().collect();
             ServiceProxy::new(&mesh.node_name, node_ips, &mesh.net, informers).start();
-            info!(node = %mesh.node_name, runtime = %mesh.runtime.runtime, "worker role: node agent and service proxy started");
+            let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let dns_ip = std::net::IpAddr::V4(mesh.net.dns_ip());
+            ClusterDns::new(dns_ip, 53, &resolv_conf, informers).start();
+            info!(node = %mesh.node_name, runtime = %mesh.runtime.runtime, "worker role: node agent, service proxy and cluster DNS started");
         }
         let containerd = worker.containerd.take().map(|c| Arc::new(Mutex::new(c)));
         let hollow = start_hollow_nodes(&mesh).await?;
@@ -404,14 +408,20 @@ struct Worker {
     containerd: Option<Containerd>,
 }
 
-async fn start_worker(client: &Client, mesh: &MeshNode) -> anyhow::Result<Worker> {
+async fn start_worker(
+    client: &Client,
+    mesh: &MeshNode,
+    informers: &Informers,
+) -> anyhow::Result<Worker> {
+    let services = informers.shared(kubus_api::Kind::Service);
     let root = mesh.data_dir.join("agent");
     let cfg = NodeConfig::from_host(&mesh.node_name, root.clone());
     if mesh.runtime.runtime != "cri" {
         let runtime = ProcessRuntime::new(root.join("processes")).context("process runtime")?;
         let agent = NodeAgent::new(client.clone(), cfg, runtime)
             .await
-            .context("node agent")?;
+            .context("node agent")?
+            .with_services(services);
         return Ok(Worker {
             agent: Some(agent.start().recipient()),
             ..Worker::default()
@@ -426,6 +436,7 @@ async fn start_worker(client: &Client, mesh: &MeshNode) -> anyhow::Result<Worker
                 sandbox_image: mesh.runtime.sandbox_image.clone(),
                 pod_cidr: mesh.runtime.pod_cidr.clone(),
                 bridge: "kubus0".into(),
+                service_cidr: mesh.net.cidr(),
             };
             let c = tokio::task::spawn_blocking(move || Containerd::start(&settings))
                 .await
@@ -438,7 +449,13 @@ async fn start_worker(client: &Client, mesh: &MeshNode) -> anyhow::Result<Worker
     // containerd's CRI plugin may answer a moment after the socket opens
     let mut last = None;
     for _ in 0..50 {
-        match CriRuntime::connect(&socket, &mesh.node_name).await {
+        match CriRuntime::connect(
+            &socket,
+            &mesh.node_name,
+            Some(mesh.net.dns_ip().to_string()),
+        )
+        .await
+        {
             Ok(r) => {
                 worker.cri = Some(r);
                 break;
@@ -459,7 +476,8 @@ async fn start_worker(client: &Client, mesh: &MeshNode) -> anyhow::Result<Worker
     };
     let agent = NodeAgent::new(client.clone(), cfg, runtime)
         .await
-        .context("node agent")?;
+        .context("node agent")?
+        .with_services(services);
     worker.agent = Some(agent.start().recipient());
     Ok(worker)
 }

@@ -228,6 +228,9 @@ pub struct PodFacts<'a> {
     /// The pod's address (the node's for hostNetwork or a runtime without a
     /// pod network).
     pub pod_ip: &'a str,
+    /// The env variables of the namespace's Services (first: the
+    /// container's own `envFrom` and `env` override them).
+    pub service_env: &'a [(String, String)],
 }
 
 fn field_ref(pod: &Value, path: &str, facts: PodFacts<'_>) -> Option<String> {
@@ -306,7 +309,7 @@ pub fn container_env(
     sources: &Sources,
 ) -> Result<Vec<(String, String)>, String> {
     let namespace = meta::namespace(pod).unwrap_or("default");
-    let mut env: Vec<(String, String)> = Vec::new();
+    let mut env: Vec<(String, String)> = facts.service_env.to_vec();
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| match env
         .iter_mut()
         .find(|(n, _)| *n == k)
@@ -724,6 +727,7 @@ mod tests {
     const FACTS: PodFacts<'static> = PodFacts {
         host_ip: "192.0.2.1",
         pod_ip: "10.88.0.5",
+        service_env: &[],
     };
 
     fn pod() -> Value {

@@ -193,6 +193,7 @@ fn namespaces(host_network: bool) -> cri::NamespaceOption {
 pub fn sandbox_config(
     pod: &Value,
     node: &str,
+    cluster_dns: Option<&str>,
     log_directory: &Path,
     attempt: u32,
 ) -> cri::PodSandboxConfig {
@@ -243,6 +244,11 @@ pub fn sandbox_config(
                 .to_string()
         },
         log_directory: log_directory.display().to_string(),
+        dns_config: kubus_api::dns::pod_dns(pod, cluster_dns).map(|d| cri::DnsConfig {
+            servers: d.servers,
+            searches: d.searches,
+            options: d.options,
+        }),
         port_mappings,
         labels: pod_labels(pod, node),
         linux: Some(cri::LinuxPodSandboxConfig {
@@ -387,6 +393,8 @@ struct Inner {
     runtime: RuntimeServiceClient<Channel>,
     images: ImageServiceClient<Channel>,
     node: String,
+    /// The cluster DNS address pods of `ClusterFirst` use.
+    cluster_dns: Option<String>,
     version: String,
     pods: Mutex<HashMap<String, PodInfo>>,
     handles: Mutex<HashMap<String, Handle>>,
@@ -419,7 +427,11 @@ impl CriRuntime {
     /// Connect to the runtime at `socket` and check it speaks CRI v1. What
     /// an earlier run of node `node` left is the agent's to adopt or remove
     /// ([`Runtime::leftovers`]).
-    pub async fn connect(socket: &Path, node: &str) -> Result<CriRuntime> {
+    pub async fn connect(
+        socket: &Path,
+        node: &str,
+        cluster_dns: Option<String>,
+    ) -> Result<CriRuntime> {
         let channel = connect_socket(socket).await?;
         let mut runtime = RuntimeServiceClient::new(channel.clone());
         let v = bounded(
@@ -444,6 +456,7 @@ impl CriRuntime {
                 images: ImageServiceClient::new(channel),
                 runtime,
                 node: node.to_string(),
+                cluster_dns,
                 version,
                 pods: Mutex::new(HashMap::new()),
                 handles: Mutex::new(HashMap::new()),
@@ -604,7 +617,13 @@ impl Inner {
                 format!("sandbox failed {attempt} times; giving up"),
             ));
         }
-        let config = sandbox_config(&pod, &self.node, log_dir, attempt);
+        let config = sandbox_config(
+            &pod,
+            &self.node,
+            self.cluster_dns.as_deref(),
+            log_dir,
+            attempt,
+        );
         let mut rt = self.runtime.clone();
         let run = rt.run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(config.clone()),
@@ -1076,7 +1095,13 @@ impl Runtime for CriRuntime {
             info.attempts = sb.attempt + 1;
             info.sandbox = Arc::new(tokio::sync::Mutex::new(Some(Sandbox {
                 id: sb.runtime_id.clone(),
-                config: sandbox_config(&a.pod, &self.inner.node, &a.pod_dir, sb.attempt),
+                config: sandbox_config(
+                    &a.pod,
+                    &self.inner.node,
+                    self.inner.cluster_dns.as_deref(),
+                    &a.pod_dir,
+                    sb.attempt,
+                ),
                 ip: sb.ip.clone(),
             })));
         }
@@ -1239,7 +1264,7 @@ mod tests {
     fn sandbox_config_follows_host_network_and_ports() {
         let pod = json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "a"}},
             "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]}]}});
-        let c = sandbox_config(&pod, "n1", Path::new("/logs/p"), 2);
+        let c = sandbox_config(&pod, "n1", Some("10.43.0.10"), Path::new("/logs/p"), 2);
         let md = c.metadata.clone().unwrap_or_default();
         assert_eq!(
             (
@@ -1274,7 +1299,7 @@ mod tests {
         let mut host = pod.clone();
         host["spec"]["hostNetwork"] = json!(true);
         assert_eq!(
-            ns(&sandbox_config(&host, "n1", Path::new("/l"), 0)),
+            ns(&sandbox_config(&host, "n1", None, Path::new("/l"), 0)),
             cri::NamespaceMode::Node as i32
         );
     }

@@ -283,6 +283,9 @@ pub struct NodeAgent<R: Runtime> {
     adopting: Adopting,
     /// Mounts the tmpfs of secret and `medium: Memory` volumes.
     mounter: Arc<dyn volumes::Mounter>,
+    /// The Services of the cluster (the process's shared cache), for the
+    /// service env variables of containers; none: no such variables.
+    services: Option<crate::runtime::Shared>,
 }
 
 impl<R: Runtime> NodeAgent<R> {
@@ -317,7 +320,15 @@ impl<R: Runtime> NodeAgent<R> {
                 listed: false,
             },
             mounter: Arc::new(volumes::HostMounter),
+            services: None,
         })
+    }
+
+    /// Give containers the env variables of their namespace's Services,
+    /// read from `services` (a shared Service cache).
+    pub fn with_services(mut self, services: crate::runtime::Shared) -> Self {
+        self.services = Some(services);
+        self
     }
 
     /// Ask the runtime what an earlier run left (a bounded number of
@@ -738,9 +749,19 @@ impl<R: Runtime> NodeAgent<R> {
         };
         let at = format!("spec.{field}[{index}]");
         let entry = self.pods.get_mut(uid)?;
+        let service_env = match &self.services {
+            Some(cache) if pod.pointer("/spec/enableServiceLinks") != Some(&Value::Bool(false)) => {
+                let cache = cache.read();
+                let ns = meta::namespace(pod).unwrap_or("default");
+                let svcs: Vec<&Value> = cache.cache.in_namespace(ns).collect();
+                kubus_api::service::env_for(&svcs)
+            }
+            _ => Vec::new(),
+        };
         let facts = config::PodFacts {
             host_ip: &self.cfg.host_ip,
             pod_ip: entry.pod_ip.as_deref().unwrap_or(&self.cfg.host_ip),
+            service_env: &service_env,
         };
         let env = config::container_env(pod, &container, &at, facts, &entry.sources);
         let mounts = entry

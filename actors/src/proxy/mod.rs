@@ -262,7 +262,7 @@ impl Handler<Changed> for ServiceProxy {
 
 /// Make the service range local to this node, so its addresses can be
 /// bound: needed outside 127.0.0.0/8, possible as root.
-fn make_range_local(net: &ServiceNet) {
+pub fn make_range_local(net: &ServiceNet) {
     if net.dns_ip().is_loopback() {
         return;
     }
@@ -280,25 +280,36 @@ fn make_range_local(net: &ServiceNet) {
     }
 }
 
-/// Bind `f` and start serving it.
-fn listen(f: Frontend, state: Arc<State>) -> std::io::Result<JoinHandle<()>> {
-    let (kind, protocol) = match f.proto {
-        Proto::Tcp => (socket2::Type::STREAM, socket2::Protocol::TCP),
-        Proto::Udp => (socket2::Type::DGRAM, socket2::Protocol::UDP),
-    };
-    let s = socket2::Socket::new(socket2::Domain::for_address(f.addr), kind, Some(protocol))?;
+/// A socket bound to `addr` that other servers of the same address (other
+/// nodes' on this machine) may share.
+pub fn reuse_port_socket(
+    addr: SocketAddr,
+    kind: socket2::Type,
+    protocol: socket2::Protocol,
+) -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), kind, Some(protocol))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
-    s.bind(&f.addr.into())?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// Bind `f` and start serving it.
+fn listen(f: Frontend, state: Arc<State>) -> std::io::Result<JoinHandle<()>> {
     Ok(match f.proto {
         Proto::Tcp => {
+            let s = reuse_port_socket(f.addr, socket2::Type::STREAM, socket2::Protocol::TCP)?;
             s.listen(LISTEN_BACKLOG)?;
             tokio::spawn(serve_tcp(TcpListener::from_std(s.into())?, f, state))
         }
         Proto::Udp => {
-            let socket = Arc::new(UdpSocket::from_std(s.into())?);
-            tokio::spawn(serve_udp(socket, f, state))
+            let s = reuse_port_socket(f.addr, socket2::Type::DGRAM, socket2::Protocol::UDP)?;
+            tokio::spawn(serve_udp(
+                Arc::new(UdpSocket::from_std(s.into())?),
+                f,
+                state,
+            ))
         }
     })
 }

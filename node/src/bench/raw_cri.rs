@@ -59,7 +59,7 @@ async fn start_one(mut rt: Client, name: &str, image: &str, logs: &Path) -> anyh
     let log_dir = logs.join(name);
     std::fs::create_dir_all(log_dir.join("main"))
         .with_context(|| format!("creating {}", log_dir.display()))?;
-    let config = cri::sandbox_config(&pod, RAW_NODE, &log_dir, 0);
+    let config = cri::sandbox_config(&pod, RAW_NODE, None, &log_dir, 0);
     let sandbox = call(
         "RunPodSandbox",
         rt.run_pod_sandbox(api::RunPodSandboxRequest {
