@@ -98,18 +98,45 @@ impl Cluster {
         Cluster::start_with(&[])
     }
 
-    /// [`Cluster::start`] with more `kubus up` arguments.
+    /// [`Cluster::start`] with more `kubus up` arguments. Unless they
+    /// name one, the cluster gets a service range of its own
+    /// (`10.<N>.0.0/16`, N from 100), so clusters of tests running at once
+    /// never answer for each other's cluster IPs or DNS.
     pub fn start_with(up_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut up_args: Vec<String> = up_args.iter().map(|a| a.to_string()).collect();
+        if !up_args.iter().any(|a| a == "--service-cidr") {
+            up_args.extend(["--service-cidr".to_string(), unique_service_cidr()]);
+        }
         let mut c = Cluster {
             dir,
             child: None,
             nats_url: String::new(),
             nats_pid: None,
-            up_args: up_args.iter().map(|a| a.to_string()).collect(),
+            up_args,
         };
         c.launch();
         c
+    }
+
+    /// The cluster's service range, as given to `kubus up`.
+    pub fn service_cidr(&self) -> String {
+        let at = self.up_args.iter().position(|a| a == "--service-cidr");
+        at.and_then(|i| self.up_args.get(i + 1))
+            .cloned()
+            .unwrap_or_else(|| "10.43.0.0/16".to_string())
+    }
+
+    /// The cluster DNS address (the service range's tenth).
+    pub fn dns_addr(&self) -> std::net::SocketAddr {
+        let cidr = self.service_cidr();
+        let base: std::net::Ipv4Addr = cidr
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("service range");
+        let ip = std::net::Ipv4Addr::from(u32::from(base) + 10);
+        std::net::SocketAddr::new(ip.into(), 53)
     }
 
     pub fn home(&self) -> PathBuf {
@@ -235,6 +262,28 @@ impl Cluster {
             .and_then(|v| v["items"].as_array().cloned())
             .unwrap_or_default()
     }
+}
+
+/// A service range no other cluster of this test run uses.
+fn unique_service_cidr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id();
+    format!("10.{}.0.0/16", 100 + n % 100)
+}
+
+/// GET `path` from `addr` over HTTP/1.0: the body, or None on any failure
+/// (bounded by `timeout` for connect and for the whole read).
+pub fn http_get(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.take(1 << 20).read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then(|| body.to_string())
 }
 
 impl Drop for Cluster {

@@ -12,6 +12,7 @@ mod hollow_scale;
 mod lifecycle;
 mod manifests;
 mod process_runtime;
+mod services;
 mod skeleton;
 mod store_leader_kills;
 mod store_peers;
