@@ -384,7 +384,9 @@ EOF
   finish_archive "$img" "$out"
 }
 
-shell_packages=(busybox-static)
+# Debian's wget: the static busybox one crashes resolving names through
+# the image's glibc NSS modules (seen in a pod with cluster DNS)
+shell_packages=(busybox-static wget)
 recipe_shell() {
   local root=$1 img=$2 out=$3
   debootstrap "$root" "${shell_packages[@]}"

@@ -260,16 +260,18 @@ impl NetworkArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
-    /// process (child processes on the host) or cri (containers through
-    /// containerd's CRI; without --cri-socket, a private containerd is
-    /// started under the data directory).
-    #[arg(long, default_value = "process", value_parser = ["process", "cri"])]
+    /// auto (cri where containerd is installed and kubus runs as root,
+    /// else process), process (child processes on the host) or cri
+    /// (containers through containerd's CRI; without --cri-socket, a
+    /// private containerd is started under the data directory).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "process", "cri"])]
     pub runtime: String,
     /// Use the CRI runtime listening on this socket.
     #[arg(long)]
     pub cri_socket: Option<PathBuf>,
-    /// The private containerd's sandbox image; it must be imported (no
-    /// registry is needed: deploy/build-test-image.sh --address SOCKET).
+    /// The private containerd's sandbox image: used if present, else
+    /// pulled, else (offline) kubus builds its own from the host's static
+    /// busybox and imports it under this name.
     #[arg(long, default_value = "localhost/pause:kubus")]
     pub sandbox_image: String,
     /// The private containerd's pod network (bridge `kubus0`).

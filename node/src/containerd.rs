@@ -61,6 +61,60 @@ pub struct Containerd {
     pub restarts: u32,
 }
 
+/// The script that builds kubus's own sandbox image (busybox `sleep
+/// infinity`) and imports it; the tests import their busybox image with it
+/// too.
+const SANDBOX_IMAGE_SCRIPT: &str = include_str!("../../deploy/build-test-image.sh");
+/// Bound on pulling the sandbox image from a registry.
+const SANDBOX_PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Bound on building and importing kubus's own.
+const SANDBOX_BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Make sure the containerd at `socket` holds the sandbox image `image`:
+/// present, or pulled from its registry, or — offline — kubus's own built
+/// from the host's static busybox and imported under that name.
+pub async fn ensure_sandbox_image(
+    cri: &kubus_actors::node_agent::cri::CriRuntime,
+    socket: &Path,
+    image: &str,
+) -> anyhow::Result<()> {
+    if cri.has_image(image).await? {
+        return Ok(());
+    }
+    match cri.pull(image, SANDBOX_PULL_TIMEOUT).await {
+        Ok(()) => {
+            info!(image, "pulled the sandbox image");
+            return Ok(());
+        }
+        Err(e) => info!(image, error = %e, "cannot pull the sandbox image; importing kubus's own"),
+    }
+    let mut child = tokio::process::Command::new("bash")
+        .args(["-s", "--", "--address"])
+        .arg(socket)
+        .arg(image)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running bash to build the sandbox image")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        stdin.write_all(SANDBOX_IMAGE_SCRIPT.as_bytes()).await?;
+    }
+    let out = tokio::time::timeout(SANDBOX_BUILD_TIMEOUT, child.wait_with_output())
+        .await
+        .context("building the sandbox image timed out")??;
+    if !out.status.success() || !cri.has_image(image).await? {
+        anyhow::bail!(
+            "no sandbox image {image:?}: it cannot be pulled, and building kubus's own failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    info!(image, "imported kubus's own sandbox image");
+    Ok(())
+}
+
 /// Fill the templates' placeholders.
 fn render(template: &str, vars: &[(&str, String)]) -> String {
     vars.iter()

@@ -111,6 +111,32 @@ pub fn store_peers(
     Ok((id, peers))
 }
 
+/// The runtime `--runtime auto` means here: containerd's CRI when
+/// containerd is installed and kubus runs as root, else processes.
+fn resolve_runtime(mut args: RuntimeArgs) -> RuntimeArgs {
+    if args.runtime != "auto" {
+        return args;
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let containerd = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("containerd").is_file()));
+    args.runtime = if root && containerd || args.cri_socket.is_some() {
+        println!(
+            "kubus: runtime cri (containerd's CRI; --runtime process runs pods as host processes)"
+        );
+        "cri".into()
+    } else {
+        let why = if root {
+            "containerd is not installed"
+        } else {
+            "not running as root"
+        };
+        println!("kubus: runtime process: pods run as host processes ({why}; containers need --runtime cri)");
+        "process".into()
+    };
+    args
+}
+
 pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let net = args.network.net()?;
     let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
@@ -161,7 +187,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         initial_peers: vec![1],
         log_entries_kept: StoreConfig::single(PathBuf::new()).log_entries_kept,
         history: args.history,
-        runtime: args.runtime,
+        runtime: resolve_runtime(args.runtime),
         election: args.election,
         net,
     };
@@ -189,7 +215,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         initial_peers,
         log_entries_kept: args.log_entries_kept,
         history: args.history,
-        runtime: args.runtime,
+        runtime: resolve_runtime(args.runtime),
         election: args.election,
         net: args.network.net()?,
     };
@@ -463,6 +489,16 @@ async fn start_worker(
             Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let (Some(cri), Some(_)) = (&worker.cri, &worker.containerd) {
+        if let Err(e) =
+            containerd::ensure_sandbox_image(cri, &socket, &mesh.runtime.sandbox_image).await
+        {
+            if let Some(c) = worker.containerd.take() {
+                c.stop();
+            }
+            return Err(e);
+        }
     }
     let Some(runtime) = worker.cri.clone() else {
         if let Some(c) = worker.containerd.take() {

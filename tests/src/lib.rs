@@ -105,6 +105,10 @@ impl Cluster {
     pub fn start_with(up_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut up_args: Vec<String> = up_args.iter().map(|a| a.to_string()).collect();
+        if !up_args.iter().any(|a| a == "--runtime") {
+            // the default would pick containerd on a machine that has it
+            up_args.extend(["--runtime".to_string(), "process".to_string()]);
+        }
         if !up_args.iter().any(|a| a == "--service-cidr") {
             up_args.extend(["--service-cidr".to_string(), unique_service_cidr()]);
         }

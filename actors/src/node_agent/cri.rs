@@ -466,6 +466,37 @@ impl CriRuntime {
         })
     }
 
+    /// Whether the runtime holds `image`.
+    pub async fn has_image(&self, image: &str) -> Result<bool> {
+        let mut images = self.inner.images.clone();
+        let status = bounded(
+            "ImageStatus",
+            CALL_TIMEOUT,
+            images.image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            }),
+        )
+        .await?;
+        Ok(status.image.is_some())
+    }
+
+    /// Pull `image`, bounded by `timeout`.
+    pub async fn pull(&self, image: &str, timeout: Duration) -> Result<()> {
+        let mut images = self.inner.images.clone();
+        let pull = images.pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        bounded("PullImage", timeout, pull).await.map(|_| ())
+    }
+
     /// Stop and remove every sandbox of this node (on shutdown, after the
     /// agent stopped its pods).
     pub async fn remove_all(&self) -> Result<usize> {
@@ -729,14 +760,26 @@ impl Inner {
                     image: Some(spec),
                     ..Default::default()
                 });
-                bounded("PullImage", PULL_TIMEOUT, pull)
-                    .await
-                    .map_err(|e| {
-                        StartFailure::new(
+                match bounded("PullImage", PULL_TIMEOUT, pull).await {
+                    Ok(_) => {}
+                    // `Always` on a node that cannot reach the registry:
+                    // run the copy the node holds (an airgapped node's
+                    // imported images), saying so
+                    Err(e) if status.image.is_some() => {
+                        let message = format!(
+                            "Failed to pull image {image:?} ({e}); using the copy present on the node"
+                        );
+                        warn!(image, error = %e, "pull failed; using the image present");
+                        self.progress(handle, spec_of, "Pulled", message).await;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        return Err(StartFailure::new(
                             "ErrImagePull",
                             format!("failed to pull image {image:?}: {e}"),
-                        )
-                    })?;
+                        ))
+                    }
+                }
                 let took = started.elapsed().as_secs_f64();
                 let message = format!("Successfully pulled image {image:?} in {took:.3}s");
                 self.progress(handle, spec_of, "Pulled", message).await;

@@ -100,6 +100,8 @@ const FINAL_EXIT_POLL: Duration = Duration::from_millis(50);
 const FINAL_STATUS_ATTEMPTS: usize = 3;
 const REMOVE_ATTEMPTS: usize = 30;
 const REMOVE_RETRY: Duration = Duration::from_secs(1);
+/// How long a failed pull shows `ErrImagePull` before `ImagePullBackOff`.
+const IMAGE_BACKOFF_SHOWN_AFTER: Duration = Duration::from_secs(1);
 
 /// How a node agent describes its node.
 #[derive(Debug, Clone)]
@@ -1173,6 +1175,55 @@ impl<R: Runtime> NodeAgent<R> {
         self.schedule_probe(&uid, &name, &id, p, period, ctx);
     }
 
+    /// The image a container of `pod` runs.
+    fn container_image(&self, pod: &Value, container: &str) -> String {
+        ["containers", "initContainers"]
+            .iter()
+            .flat_map(|f| pod["spec"][*f].as_array().into_iter().flatten())
+            .find(|c| c["name"] == container)
+            .and_then(|c| c["image"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// A container still waiting on a failed pull now waits in
+    /// `ImagePullBackOff` until its next try.
+    fn show_image_backoff(
+        &mut self,
+        uid: &str,
+        container: &str,
+        image: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(state) = self
+            .pods
+            .get_mut(uid)
+            .and_then(|e| e.states.get_mut(container))
+        else {
+            return;
+        };
+        let pulling_failed = state
+            .waiting
+            .as_ref()
+            .is_some_and(|(r, _)| r == "ErrImagePull");
+        if !pulling_failed || state.running.is_some() {
+            return;
+        }
+        state.waiting = Some((
+            pod::IMAGE_PULL_BACKOFF.to_string(),
+            format!("Back-off pulling image \"{image}\""),
+        ));
+        if let Some(pod) = self.pods.get(uid).map(|e| e.pod.clone()) {
+            self.recorder.record(
+                &pod,
+                EventType::Normal,
+                "BackOff",
+                &format!("Back-off pulling image \"{image}\""),
+            );
+        }
+        self.report_status(uid, ctx);
+    }
+
     fn report_status(&mut self, uid: &str, ctx: &mut Context<Self>) {
         let now = now_ms();
         let Some(entry) = self.pods.get_mut(uid) else {
@@ -1396,6 +1447,7 @@ impl<R: Runtime> NodeAgent<R> {
                         if this {
                             s.starting = false;
                             s.started_at_ms = Some(now_ms());
+                            s.start_backoff = Duration::ZERO;
                         }
                         this
                     });
@@ -1435,9 +1487,9 @@ impl<R: Runtime> NodeAgent<R> {
                 if state.running.as_deref() != Some(id.as_str()) {
                     return;
                 }
-                // never ran: retried after a backoff, waiting with the reason
-                pod::record_exit(state, 128, &reason, now_ms());
-                state.waiting = Some((reason, message.clone()));
+                // never ran: no restart counted; retried after a backoff,
+                // waiting with the reason
+                pod::record_start_failure(state, &reason, &message, now_ms());
                 let pod = entry.pod.clone();
                 if entry.life.is_terminating() {
                     return;
@@ -1448,6 +1500,14 @@ impl<R: Runtime> NodeAgent<R> {
                     "Failed",
                     &format!("Error: {message}"),
                 );
+                if reason == "ErrImagePull" {
+                    // as the kubelet: the next look says it is backing off
+                    let image = self.container_image(&pod, &container);
+                    let uid = pod_uid.clone();
+                    ctx.run_later(IMAGE_BACKOFF_SHOWN_AFTER, move |this, ctx| {
+                        this.show_image_backoff(&uid, &container, &image, ctx);
+                    });
+                }
                 self.sync_pod(&pod_uid, ctx);
             }
         }

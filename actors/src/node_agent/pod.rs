@@ -63,6 +63,9 @@ pub struct ContainerState {
     /// Stopped because its spec changed: it starts again whatever the
     /// restart policy says, as the kubelet does (cleared by the start).
     pub replace: bool,
+    /// The wait after a failed create or pull ([`record_start_failure`]);
+    /// reset when the container runs.
+    pub start_backoff: Duration,
 }
 
 impl ContainerState {
@@ -155,6 +158,42 @@ pub fn record_exit(state: &mut ContainerState, code: i32, reason: &str, now_ms: 
     };
 }
 
+/// Reasons a container waits with that are tried again after a backoff
+/// (the others wait for a change of the pod's spec).
+pub fn retried(reason: &str) -> bool {
+    matches!(
+        reason,
+        CONFIG_ERROR
+            | "ErrImagePull"
+            | IMAGE_PULL_BACKOFF
+            | "ErrImageNeverPull"
+            | "CreateContainerError"
+            | "CreatePodSandboxError"
+            | "RunContainerError"
+    )
+}
+
+/// Kubernetes' waiting reason between two failed pulls of an image.
+pub const IMAGE_PULL_BACKOFF: &str = "ImagePullBackOff";
+
+/// A container the runtime could not create or start (`ErrImagePull`,
+/// `CreateContainerError`, …): it never ran, so no exit and no restart is
+/// counted, as the kubelet counts them; it waits with `reason` and is tried
+/// again after a backoff of its own (10 s doubling to 5 min, as the
+/// kubelet's image pull backoff).
+pub fn record_start_failure(state: &mut ContainerState, reason: &str, message: &str, now_ms: u64) {
+    state.running = None;
+    state.starting = false;
+    state.probes.clear();
+    state.waiting = Some((reason.to_string(), message.to_string()));
+    state.start_backoff = if state.start_backoff.is_zero() {
+        BACKOFF_INITIAL
+    } else {
+        (state.start_backoff * 2).min(BACKOFF_MAX)
+    };
+    state.not_before_ms = now_ms + state.start_backoff.as_millis() as u64;
+}
+
 /// The backoff [`record_exit`] holds after `exits` exits in a row (none
 /// after a run long enough to reset it): what a restarted agent resumes a
 /// container's CrashLoopBackOff from.
@@ -231,11 +270,13 @@ pub fn steps(pod: &Value, states: &BTreeMap<String, ContainerState>, now_ms: u64
                 if s.waiting
                     .as_ref()
                     .is_some_and(|(r, _)| r != "CrashLoopBackOff")
-                    && s.last_exit.is_none() =>
+                    && (s.last_exit.is_none()
+                        || s.waiting.as_ref().is_some_and(|(r, _)| retried(r))) =>
             {
-                // a config error is tried again; other reasons wait for a
-                // change (a new pod spec)
-                if s.waiting.as_ref().is_some_and(|(r, _)| r == CONFIG_ERROR) {
+                // a config error, a failed pull or create is tried again
+                // after its backoff; other reasons wait for a change (a new
+                // pod spec)
+                if s.waiting.as_ref().is_some_and(|(r, _)| retried(r)) {
                     start_or_wake(name, init, s.not_before_ms, now_ms, out, &mut wake);
                 }
                 false
@@ -539,6 +580,22 @@ mod tests {
         assert_eq!(steps(&never, &s, 9000), vec![]);
         let on_failure = pod("OnFailure", &[], &["b"]);
         assert_eq!(steps(&on_failure, &s, 9000), vec![]);
+    }
+
+    #[test]
+    fn failed_pulls_count_no_restart_and_back_off() {
+        let mut s = ContainerState::default();
+        record_start_failure(&mut s, "ErrImagePull", "pull access denied", 1_000);
+        assert!(s.last_exit.is_none());
+        assert_eq!(s.not_before_ms, 11_000);
+        record_start_failure(&mut s, "ErrImagePull", "pull access denied", 11_000);
+        assert_eq!(s.not_before_ms, 31_000, "10 s, then 20 s");
+        let st = container_status("c", "nginx:nope", Some(&s), 12_000);
+        assert_eq!(st["restartCount"], 0);
+        assert_eq!(st["state"]["waiting"]["reason"], "ErrImagePull");
+        assert!(st.get("lastState").is_none(), "{st}");
+        assert!(retried("ErrImagePull") && retried(IMAGE_PULL_BACKOFF));
+        assert!(!retried("CrashLoopBackOff"));
     }
 
     #[test]

@@ -103,7 +103,8 @@ fn start_cluster(dir: &Path, url: &str, args: &BenchPodsArgs) -> anyhow::Result<
     if args.runtime == "cri" {
         cmd.args(["--runtime", "cri"]);
     } else {
-        cmd.args(["--hollow-nodes", &args.hollow_nodes.to_string()])
+        cmd.args(["--runtime", "process"])
+            .args(["--hollow-nodes", &args.hollow_nodes.to_string()])
             .args(["--hollow-delay-ms", &args.hollow_delay_ms.to_string()]);
     }
     let child = cmd

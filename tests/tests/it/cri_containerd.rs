@@ -1647,3 +1647,276 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Import the images deploy/build-images.sh builds from Debian packages
+/// (nginx, redis, the guestbook replica, a shell) into the cluster's
+/// containerd; built once and cached between runs.
+fn import_debian_images(c: &CriCluster) {
+    let socket = c.containerd_dir().join("containerd.sock");
+    let script = kubus_tests::manifest_dir().join("../deploy/build-images.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("--address")
+        .arg(&socket)
+        .output()
+        .expect("run build-images.sh");
+    assert!(
+        out.status.success(),
+        "build-images.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The log lines of a pod (its first container).
+fn logs(c: &CriCluster, pod: &str) -> String {
+    String::from_utf8_lossy(&c.kubus(&["logs", pod]).stdout).to_string()
+}
+
+/// Pods of the app `app` that are Running.
+fn running_of(c: &CriCluster, app: &str) -> Vec<Value> {
+    c.items("pods")
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == app)
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect()
+}
+
+fn nginx(replicas: u32, image: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: nginx}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: nginx}}}}
+  template:
+    metadata: {{labels: {{app: nginx}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: nginx
+        image: {image}
+        ports: [{{name: http, containerPort: 80}}]
+        readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  selector: {{app: nginx}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+"#
+    )
+}
+
+/// A pod of the shell image running `script`.
+fn client(name: &str, script: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: localhost/kubus-shell:latest
+    command: ["sh", "-c", {script:?}]
+"#
+    )
+}
+
+#[test]
+fn cri_services_route_by_dns_through_rollouts_and_node_ports() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    import_debian_images(&c);
+    c.apply(&nginx(3, "nginx:1.14.2"));
+    let three = wait_for(Duration::from_secs(90), || {
+        let ready: Vec<Value> = running_of(&c, "nginx")
+            .into_iter()
+            .filter(ready)
+            .collect();
+        (ready.len() == 3).then_some(ready)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "3 nginx pods not ready: {:#?}\n{}",
+            c.items("pods"),
+            c.log()
+        )
+    });
+
+    // a client pod reaches all three through the Service's DNS name
+    c.apply(&client(
+        "fetch",
+        "for i in $(seq 30); do wget -q -T 3 -O /dev/null http://web && echo ok; done; echo done",
+    ));
+    let out = wait_for(Duration::from_secs(60), || {
+        let l = logs(&c, "fetch");
+        l.contains("done").then_some(l)
+    })
+    .unwrap_or_else(|| panic!("client did not finish: {}\n{}", logs(&c, "fetch"), c.log()));
+    assert_eq!(out.matches("ok").count(), 30, "{out}");
+    for p in &three {
+        let name = p["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(
+            logs(&c, name).contains("GET / HTTP"),
+            "{name} got no request"
+        );
+    }
+
+    // a NodePort answers from the host
+    let svc: Value = serde_json::from_slice(&c.kubus(&["get", "svc", "web", "-o", "json"]).stdout)
+        .expect("service");
+    let node_port = svc["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("node port") as u16;
+    let page = http_get("127.0.0.1", node_port).unwrap_or_default();
+    assert!(
+        page.contains("Welcome to nginx"),
+        "node port {node_port}: {page}"
+    );
+
+    // a rolling update under a client looping requests loses none
+    c.apply(&client(
+        "loop",
+        "fail=0; for i in $(seq 300); do wget -q -T 3 -O /dev/null http://web || fail=$((fail+1)); sleep 0.05; done; echo failures=$fail",
+    ));
+    wait_for(Duration::from_secs(30), || {
+        (c.pod("loop")?["status"]["phase"] == "Running").then_some(())
+    })
+    .unwrap_or_else(|| panic!("loop client did not start\n{}", c.log()));
+    c.apply(&nginx(3, "nginx:latest"));
+    let result = wait_for(Duration::from_secs(120), || {
+        let l = logs(&c, "loop");
+        l.contains("failures=").then_some(l)
+    })
+    .unwrap_or_else(|| panic!("loop did not finish: {}\n{}", logs(&c, "loop"), c.log()));
+    let rolled = running_of(&c, "nginx")
+        .iter()
+        .filter(|p| p["spec"]["containers"][0]["image"] == "nginx:latest")
+        .count();
+    assert_eq!(
+        rolled,
+        3,
+        "the rollout did not finish during the loop: {:#?}",
+        c.items("pods")
+    );
+    assert!(
+        result.contains("failures=0"),
+        "requests failed during the rollout: {result}"
+    );
+
+    // scaled to one: only that one answers
+    c.apply(&nginx(1, "nginx:latest"));
+    wait_for(Duration::from_secs(60), || {
+        let eps = c.items("endpointslices");
+        let n: usize = eps
+            .iter()
+            .map(|s| s["endpoints"].as_array().map_or(0, Vec::len))
+            .sum();
+        (n == 1 && running_of(&c, "nginx").len() == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not scaled to one: {:#?}", c.items("endpointslices")));
+    let one = running_of(&c, "nginx");
+    let name = one[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let before = logs(&c, &name).matches("GET / HTTP").count();
+    c.apply(&client(
+        "after-scale",
+        "for i in $(seq 5); do wget -q -T 3 -O /dev/null http://web && echo ok; done; echo done",
+    ));
+    let out = wait_for(Duration::from_secs(60), || {
+        let l = logs(&c, "after-scale");
+        l.contains("done").then_some(l)
+    })
+    .unwrap_or_default();
+    assert_eq!(out.matches("ok").count(), 5, "{out}");
+    assert_eq!(logs(&c, &name).matches("GET / HTTP").count(), before + 5);
+}
+
+#[test]
+fn cri_guestbook_redis_replica_finds_its_master_and_pulls_back_off() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    import_debian_images(&c);
+    // the redis Deployments and Services of the guestbook, unmodified
+    let text = std::fs::read_to_string(k8s_examples().join("guestbook-all-in-one.yaml"))
+        .expect("guestbook");
+    let redis: Vec<&str> = text
+        .split("\n---")
+        .filter(|doc| doc.contains("name: redis-"))
+        .collect();
+    assert_eq!(redis.len(), 4, "two Services and two Deployments");
+    c.apply(&redis.join("\n---\n"));
+    let replica = wait_for(Duration::from_secs(120), || {
+        let pods = running_of(&c, "redis");
+        let replica = pods
+            .iter()
+            .find(|p| p["metadata"]["labels"]["role"] != "master")?;
+        let name = replica["metadata"]["name"].as_str()?.to_string();
+        logs(&c, &name)
+            .contains("MASTER <-> REPLICA sync: Finished with success")
+            .then_some(name)
+    });
+    assert!(
+        replica.is_some(),
+        "the replica never synced with redis-master: {:#?}\n{}",
+        c.items("pods"),
+        c.log()
+    );
+
+    // an image that cannot be pulled: ErrImagePull, then ImagePullBackOff,
+    // and no restart counted
+    c.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: unpullable}
+spec:
+  containers:
+  - {name: c, image: "localhost/not-there:1.0", imagePullPolicy: IfNotPresent}
+"#,
+    );
+    let mut seen = Vec::new();
+    wait_for(Duration::from_secs(60), || {
+        let p = c.pod("unpullable")?;
+        let cs = &p["status"]["containerStatuses"][0];
+        if cs.is_null() {
+            return None;
+        }
+        assert_eq!(cs["restartCount"], 0, "{cs}");
+        assert!(
+            cs.get("lastState")
+                .is_none_or(|l| l.is_null() || l == &serde_json::json!({})),
+            "{cs}"
+        );
+        if let Some(r) = cs["state"]["waiting"]["reason"].as_str() {
+            if seen.last().map(String::as_str) != Some(r) {
+                seen.push(r.to_string());
+            }
+        }
+        seen.iter().any(|r| r == "ImagePullBackOff").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no ImagePullBackOff: {seen:?}\n{}", c.log()));
+    assert!(
+        seen.contains(&"ErrImagePull".to_string())
+            || c.events_of("unpullable").iter().any(|(r, _)| r == "Failed"),
+        "{seen:?}"
+    );
+}
