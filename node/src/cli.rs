@@ -48,6 +48,12 @@ pub enum Command {
     Exec(ExecArgs),
     /// Show Kubernetes Events (Scheduled, Started, BackOff, …).
     Events(EventsArgs),
+    /// Make a Service for a Deployment, ReplicaSet, Pod or Service:
+    /// kubus expose deployment web --port 80 [--type NodePort]
+    Expose(ExposeArgs),
+    /// The URLs where a Service answers from this machine (cluster IP,
+    /// node ports, load balancer addresses).
+    Service(ServiceArgs),
     /// Store administration: peers, leader, membership.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -156,6 +162,40 @@ pub struct BenchWatchArgs {
     /// Requests for the one-at-a-time latency figures.
     #[arg(long, default_value_t = 5_000)]
     pub requests: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExposeArgs {
+    /// deployment, replicaset, pod or service (or TYPE/NAME).
+    pub resource: String,
+    pub name: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// The Service's port (default: the first container port).
+    #[arg(long)]
+    pub port: Option<i64>,
+    /// The pods' port, a number or a port name (default: --port).
+    #[arg(long)]
+    pub target_port: Option<String>,
+    /// TCP or UDP (default: the container port's, else TCP).
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// ClusterIP, NodePort or LoadBalancer.
+    #[arg(long = "type")]
+    pub type_: Option<String>,
+    /// The Service's name (default: the exposed object's).
+    #[arg(long = "name")]
+    pub service_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    pub name: String,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Print only the URLs, one per line.
+    #[arg(long)]
+    pub url: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -13,7 +13,10 @@ use kubus_bus::watch::WatchItem;
 use kubus_bus::Client;
 use serde_json::Value;
 
-use crate::cli::{ApplyArgs, Command, DeleteArgs, EventsArgs, ExecArgs, GetArgs, Global, LogsArgs};
+use crate::cli::{
+    ApplyArgs, Command, DeleteArgs, EventsArgs, ExecArgs, ExposeArgs, GetArgs, Global, LogsArgs,
+    ServiceArgs,
+};
 use crate::config;
 use crate::print;
 
@@ -47,9 +50,121 @@ pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
         Command::Logs(a) => logs(&client, a).await,
         Command::Exec(a) => exec(&client, a).await,
         Command::Events(a) => events(&client, a).await,
+        Command::Expose(a) => expose(&client, a).await,
+        Command::Service(a) => service(&client, a).await,
         Command::Store(c) => crate::store_admin::run(&client, c).await,
         Command::Up(_) | Command::Node(_) | Command::Bench(_) => bail!("not a client verb"),
     }
+}
+
+async fn expose(client: &Client, args: ExposeArgs) -> anyhow::Result<()> {
+    let (kind_word, name) = match (args.resource.split_once('/'), args.name) {
+        (Some((k, n)), None) => (k.to_string(), n.to_string()),
+        (None, Some(n)) => (args.resource.clone(), n),
+        _ => bail!("name what to expose: kubus expose TYPE NAME (or TYPE/NAME)"),
+    };
+    let kind = Kind::from_resource(&kind_word)?;
+    let obj = client
+        .get(kind, Some(&args.namespace), &name)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let how = crate::expose::Expose {
+        name: args.service_name,
+        port: args.port,
+        target_port: args.target_port,
+        protocol: args.protocol,
+        type_: args.type_,
+    };
+    let svc = crate::expose::service_for(kind, &obj, &how).map_err(|e| anyhow::anyhow!(e))?;
+    let created = client
+        .create(svc)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    emit(&format!(
+        "service/{} exposed\n",
+        meta::name(&created).unwrap_or_default()
+    ));
+    Ok(())
+}
+
+async fn service(client: &Client, args: ServiceArgs) -> anyhow::Result<()> {
+    let svc = client
+        .get(Kind::Service, Some(&args.namespace), &args.name)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (nodes, _) = client
+        .list(Kind::Node, None, None, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut node_ips: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| {
+            n["status"]["addresses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|a| a["type"] == "InternalIP")
+        .filter_map(|a| a["address"].as_str().map(str::to_string))
+        .collect();
+    node_ips.sort();
+    node_ips.dedup();
+    let urls = crate::expose::urls(&svc, &node_ips);
+    if urls.is_empty() {
+        bail!(
+            "service {}/{} has no address to reach it by (headless or ExternalName)",
+            args.namespace,
+            args.name
+        );
+    }
+    let selector = format!("{}={}", kubus_api::endpoints::SERVICE_NAME_LABEL, args.name);
+    let (slices, _) = client
+        .list(
+            Kind::EndpointSlice,
+            Some(&args.namespace),
+            Some(&selector),
+            None,
+        )
+        .await
+        .unwrap_or_default();
+    let ready = slices
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["conditions"]["ready"] != false)
+        .count();
+    if svc["spec"]["selector"].is_object() && ready == 0 {
+        eprintln!(
+            "warning: service {}/{} has no ready endpoints: connections to it are refused",
+            args.namespace, args.name
+        );
+    }
+    let mut out = String::new();
+    if args.url {
+        for u in urls {
+            out.push_str(&u.url);
+            out.push('\n');
+        }
+    } else {
+        let mut rows = vec![vec![
+            "NAMESPACE".to_string(),
+            "NAME".into(),
+            "PORT".into(),
+            "URL".into(),
+            "VIA".into(),
+        ]];
+        for u in urls {
+            rows.push(vec![
+                args.namespace.clone(),
+                args.name.clone(),
+                u.port,
+                u.url,
+                u.via.into(),
+            ]);
+        }
+        out = print::columns_text(&rows);
+    }
+    emit(&out);
+    Ok(())
 }
 
 /// The manifest files a `-f` names: a file, every .yaml/.yml/.json in a

@@ -12,6 +12,7 @@ mod cli;
 mod commands;
 mod config;
 mod containerd;
+mod expose;
 mod mesh;
 mod nats_server;
 mod print;

@@ -364,6 +364,12 @@ pub fn table(
         }
         rows.push(r);
     }
+    columns_text(&rows)
+}
+
+/// Rows as kubectl aligns them: each column as wide as its widest cell,
+/// three spaces apart, the last column unpadded.
+pub fn columns_text(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| {

@@ -1741,10 +1741,7 @@ fn cri_services_route_by_dns_through_rollouts_and_node_ports() {
     import_debian_images(&c);
     c.apply(&nginx(3, "nginx:1.14.2"));
     let three = wait_for(Duration::from_secs(90), || {
-        let ready: Vec<Value> = running_of(&c, "nginx")
-            .into_iter()
-            .filter(ready)
-            .collect();
+        let ready: Vec<Value> = running_of(&c, "nginx").into_iter().filter(ready).collect();
         (ready.len() == 3).then_some(ready)
     })
     .unwrap_or_else(|| {
@@ -1758,7 +1755,7 @@ fn cri_services_route_by_dns_through_rollouts_and_node_ports() {
     // a client pod reaches all three through the Service's DNS name
     c.apply(&client(
         "fetch",
-        "for i in $(seq 30); do wget -q -T 3 -O /dev/null http://web && echo ok; done; echo done",
+        "for i in $(seq 30); do wget -q -T 3 -O /dev/null 'http://web/?from=fetch' && echo ok; done; echo done",
     ));
     let out = wait_for(Duration::from_secs(60), || {
         let l = logs(&c, "fetch");
@@ -1832,10 +1829,12 @@ fn cri_services_route_by_dns_through_rollouts_and_node_ports() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let before = logs(&c, &name).matches("GET / HTTP").count();
+    let before = logs(&c, &name)
+        .matches("GET /?from=after-scale HTTP")
+        .count();
     c.apply(&client(
         "after-scale",
-        "for i in $(seq 5); do wget -q -T 3 -O /dev/null http://web && echo ok; done; echo done",
+        "for i in $(seq 5); do wget -q -T 3 -O /dev/null 'http://web/?from=after-scale' && echo ok; done; echo done",
     ));
     let out = wait_for(Duration::from_secs(60), || {
         let l = logs(&c, "after-scale");
@@ -1843,7 +1842,12 @@ fn cri_services_route_by_dns_through_rollouts_and_node_ports() {
     })
     .unwrap_or_default();
     assert_eq!(out.matches("ok").count(), 5, "{out}");
-    assert_eq!(logs(&c, &name).matches("GET / HTTP").count(), before + 5);
+    assert_eq!(
+        logs(&c, &name)
+            .matches("GET /?from=after-scale HTTP")
+            .count(),
+        before + 5
+    );
 }
 
 #[test]

@@ -80,10 +80,17 @@ fn service(c: &Cluster, name: &str) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// The EndpointSlices of the Service `web`.
+fn web_slices(c: &Cluster) -> Vec<Value> {
+    c.items("endpointslices")
+        .into_iter()
+        .filter(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] == "web")
+        .collect()
+}
+
 /// The ready flags of the Service's slice endpoints, by pod name prefix.
 fn readiness(c: &Cluster) -> Vec<(String, bool)> {
-    let mut out: Vec<(String, bool)> = c
-        .items("endpointslices")
+    let mut out: Vec<(String, bool)> = web_slices(c)
         .iter()
         .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
         .map(|e| {
@@ -168,8 +175,7 @@ fn services_route_under_the_process_runtime() {
         (readiness(&c) == all).then_some(())
     })
     .unwrap_or_else(|| panic!("endpoints: {:?}\n{}", readiness(&c), c.log()));
-    let ports: BTreeSet<u64> = c
-        .items("endpointslices")
+    let ports: BTreeSet<u64> = web_slices(&c)
         .iter()
         .flat_map(|s| s["ports"].as_array().cloned().unwrap_or_default())
         .filter_map(|p| p["port"].as_u64())
@@ -201,6 +207,45 @@ fn services_route_under_the_process_runtime() {
         dns_a(c.dns_addr(), "web.default.svc.cluster.local.").filter(|a| !a.is_empty())
     });
     assert_eq!(dns, Some(vec![ip]), "DNS at {}", c.dns_addr());
+
+    // kubus expose makes a Service for one Deployment, and kubus service
+    // prints where it answers from this machine
+    let out = c.kubus(&[
+        "expose",
+        "deployment",
+        "web-b",
+        "--port",
+        "8080",
+        "--target-port",
+        "http",
+        "--type",
+        "NodePort",
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("service/web-b exposed"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let urls = wait_for(Duration::from_secs(20), || {
+        let out = c.kubus(&["service", "web-b", "--url"]);
+        let urls: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let all_answer = urls.len() == 2
+            && urls.iter().all(|u| {
+                let addr = u.trim_start_matches("http://").parse::<SocketAddr>().ok();
+                addr.and_then(|a| http_get(a, "/", Duration::from_secs(2)))
+                    .is_some_and(|b| b.starts_with("web-b-"))
+            });
+        all_answer.then_some(urls)
+    });
+    assert!(
+        urls.is_some(),
+        "kubus service web-b: {}",
+        String::from_utf8_lossy(&c.kubus(&["service", "web-b"]).stdout)
+    );
 
     // a pod started now sees the Service in its environment
     let out = c.apply(
@@ -306,9 +351,9 @@ spec:
         String::from_utf8_lossy(&out.stderr)
     );
     wait_for(Duration::from_secs(20), || {
-        c.items("endpointslices").is_empty().then_some(())
+        web_slices(&c).is_empty().then_some(())
     })
-    .unwrap_or_else(|| panic!("slices left: {:?}", c.items("endpointslices")));
+    .unwrap_or_else(|| panic!("slices left: {:?}", web_slices(&c)));
     let reuse = format!("apiVersion: v1\nkind: Service\nmetadata: {{name: again}}\nspec:\n  clusterIP: {taken}\n  ports: [{{port: 80}}]\n");
     let out = c.apply(&reuse);
     assert!(
