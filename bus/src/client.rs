@@ -14,8 +14,8 @@ use crate::codec::{self, CodecError};
 use crate::protocol::{
     ApiReply, ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, ExecReply, ExecRequest,
     ExecResult, Fence, LogChunk, LogsReply, LogsRequest, ManifestReply, MembershipReply,
-    MembershipRequest, PeerStatus, PeerStatusReply, ResourceVersionMatch,
-    EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
+    MembershipRequest, PeerStatus, PeerStatusReply, PortForwardReply, PortForwardRequest,
+    ResourceVersionMatch, EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
 };
 use crate::subject::{AgentOp, StoreOp, Subjects, Verb, CLUSTER_SCOPED, HEADER_FENCE};
 
@@ -601,6 +601,15 @@ impl Client {
                 None,
                 Duration::from_secs(secs) + REQUEST_TIMEOUT,
             )
+            .await?;
+        Ok(reply?)
+    }
+
+    /// Ask `node`'s agent to connect to a pod's port and carry it as the
+    /// byte stream `req.stream` (whose opener side must be subscribed).
+    pub async fn port_forward(&self, node: &str, req: &PortForwardRequest) -> Result<()> {
+        let reply: PortForwardReply = self
+            .request(self.subjects.agent(node, AgentOp::PortForward), req)
             .await?;
         Ok(reply?)
     }

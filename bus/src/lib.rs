@@ -12,11 +12,13 @@
 //! - [`protocol`]: request, reply and event bodies.
 //! - [`client`]: typed API calls over request/reply.
 //! - [`watch`]: list-then-watch with gap detection.
+//! - [`stream`]: a TCP connection carried over NATS (port-forward).
 
 pub mod client;
 pub mod codec;
 pub mod frame;
 pub mod protocol;
+pub mod stream;
 pub mod subject;
 pub mod watch;
 

@@ -282,6 +282,22 @@ pub struct LogChunk {
 
 pub type LogsReply = Result<LogChunk, ApiError>;
 
+/// Connect to a pod's port and carry the connection as byte stream
+/// `stream` ([`crate::stream`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortForwardRequest {
+    pub namespace: String,
+    pub pod: String,
+    pub port: u16,
+    /// The stream's id, chosen by the opener (which has subscribed to it).
+    pub stream: String,
+}
+
+/// The agent's answer: the stream is connected to the pod's port and its
+/// subjects are subscribed, or why not.
+pub type PortForwardReply = Result<(), ApiError>;
+
 /// Run a command in a container, wait for it, and return its output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -234,6 +234,17 @@ impl Subjects {
     pub fn agent(&self, node: &str, op: AgentOp) -> String {
         format!("{}.agent.{}.{}", self.root, token(node), op.as_str())
     }
+
+    /// The subjects `end` of byte stream `id` sends on and receives on:
+    /// `kubus.<c>.stream.<id>.up` (opener → acceptor) and `.down`.
+    pub fn stream(&self, id: &str, end: StreamEnd) -> (String, String) {
+        let up = format!("{}.stream.{}.up", self.root, token(id));
+        let down = format!("{}.stream.{}.down", self.root, token(id));
+        match end {
+            StreamEnd::Opener => (up, down),
+            StreamEnd::Acceptor => (down, up),
+        }
+    }
 }
 
 /// Store administration operations, the fourth token of a `store` subject.
@@ -274,6 +285,17 @@ pub enum AgentOp {
     Logs,
     /// Run a command in a container (`kubus exec`).
     Exec,
+    /// Open a byte stream to a pod's port (`kubus port-forward`).
+    PortForward,
+}
+
+/// Which end of a byte stream ([`crate::stream`]) a side is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The side that asked for the stream (the CLI).
+    Opener,
+    /// The side that accepted it (the node agent).
+    Acceptor,
 }
 
 impl AgentOp {
@@ -281,6 +303,7 @@ impl AgentOp {
         match self {
             AgentOp::Logs => "logs",
             AgentOp::Exec => "exec",
+            AgentOp::PortForward => "portforward",
         }
     }
 }
@@ -325,6 +348,13 @@ mod tests {
         assert_eq!(s.bookmark(Kind::Pod), "kubus.dev.obj.pods._bookmark");
         assert_eq!(s.agent("n1", AgentOp::Logs), "kubus.dev.agent.n1.logs");
         assert_eq!(s.agent("n1", AgentOp::Exec), "kubus.dev.agent.n1.exec");
+        assert_eq!(
+            s.stream("abc", StreamEnd::Opener),
+            (
+                "kubus.dev.stream.abc.up".to_string(),
+                "kubus.dev.stream.abc.down".to_string()
+            )
+        );
     }
 
     #[test]

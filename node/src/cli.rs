@@ -54,6 +54,9 @@ pub enum Command {
     /// The URLs where a Service answers from this machine (cluster IP,
     /// node ports, load balancer addresses).
     Service(ServiceArgs),
+    /// Forward local ports to a pod's ports (through its node agent):
+    /// kubus port-forward POD [LOCAL:]REMOTE...
+    PortForward(PortForwardArgs),
     /// Store administration: peers, leader, membership.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -84,6 +87,27 @@ pub enum BenchCommand {
     Pods(BenchPodsArgs),
     /// Store puts/s, p50 and p99 beside etcd 3.4 (started by the benchmark).
     Store(BenchStoreArgs),
+    /// The service proxy and cluster DNS: requests/s, latency and stream
+    /// bytes/s through a cluster IP beside straight to the backend, pod
+    /// Ready → routed, DNS latency at 1,000 lookups/s.
+    Proxy(BenchProxyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchProxyArgs {
+    /// Seconds each throughput figure is measured for.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Clients sending short requests at once.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Pods turned Ready one after another for the Ready → routed figure.
+    #[arg(long, default_value_t = 20)]
+    pub samples: usize,
+    /// The benchmark cluster's service range (in 127.0.0.0/8 no route is
+    /// needed; cluster DNS on port 53 still needs root).
+    #[arg(long, default_value = "127.77.0.0/16")]
+    pub service_cidr: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -186,6 +210,21 @@ pub struct ExposeArgs {
     /// The Service's name (default: the exposed object's).
     #[arg(long = "name")]
     pub service_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PortForwardArgs {
+    /// A pod name, or pod/NAME, deployment/NAME, replicaset/NAME.
+    pub pod: String,
+    /// [LOCAL:]REMOTE, REMOTE a number or a container port's name; LOCAL
+    /// empty (":80") for any free port.
+    #[arg(required = true)]
+    pub ports: Vec<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// The local address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Args)]

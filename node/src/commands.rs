@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::cli::{
     ApplyArgs, Command, DeleteArgs, EventsArgs, ExecArgs, ExposeArgs, GetArgs, Global, LogsArgs,
-    ServiceArgs,
+    PortForwardArgs, ServiceArgs,
 };
 use crate::config;
 use crate::print;
@@ -51,6 +51,7 @@ pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
         Command::Exec(a) => exec(&client, a).await,
         Command::Events(a) => events(&client, a).await,
         Command::Expose(a) => expose(&client, a).await,
+        Command::PortForward(a) => port_forward(&client, a).await,
         Command::Service(a) => service(&client, a).await,
         Command::Store(c) => crate::store_admin::run(&client, c).await,
         Command::Up(_) | Command::Node(_) | Command::Bench(_) => bail!("not a client verb"),
@@ -164,6 +165,128 @@ async fn service(client: &Client, args: ServiceArgs) -> anyhow::Result<()> {
         out = print::columns_text(&rows);
     }
     emit(&out);
+    Ok(())
+}
+
+/// `[LOCAL:]REMOTE` → (local port, 0 for any; remote port or port name).
+fn parse_forward(spec: &str) -> anyhow::Result<(u16, String)> {
+    let (local, remote) = match spec.split_once(':') {
+        Some((l, r)) => (l, r),
+        None => (spec, spec),
+    };
+    let local: u16 = if local.is_empty() {
+        0
+    } else {
+        local.parse().with_context(|| {
+            format!("{spec:?}: the local port must be a number (or empty for any)")
+        })?
+    };
+    if remote.is_empty() {
+        bail!("{spec:?}: give the pod's port: [LOCAL:]REMOTE");
+    }
+    Ok((local, remote.to_string()))
+}
+
+/// A pod's port given as a number or a container port's name.
+fn pod_port(pod: &Value, port: &str) -> anyhow::Result<u16> {
+    if let Ok(n) = port.parse::<u16>() {
+        return Ok(n);
+    }
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .find(|p| p["name"] == port)
+        .and_then(|p| p["containerPort"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .with_context(|| {
+            format!(
+                "pod {} has no container port named {port:?}",
+                meta::name(pod).unwrap_or_default()
+            )
+        })
+}
+
+/// Listen on local ports and carry each connection to the pod's port
+/// through its node agent (a byte stream over the bus), until Ctrl-C.
+async fn port_forward(client: &Client, args: PortForwardArgs) -> anyhow::Result<()> {
+    let pod = pod_named(client, &args.namespace, &args.pod).await?;
+    let pod_name = meta::name(&pod).unwrap_or_default().to_string();
+    let node = node_of(&pod, &args.namespace)?;
+    let mut listeners = Vec::new();
+    for spec in &args.ports {
+        let (local, remote) = parse_forward(spec)?;
+        let remote = pod_port(&pod, &remote)?;
+        let listener = tokio::net::TcpListener::bind((args.address.as_str(), local))
+            .await
+            .with_context(|| format!("listening on {}:{local}", args.address))?;
+        let at = listener.local_addr()?;
+        emit(&format!("Forwarding from {at} -> {remote}\n"));
+        listeners.push((listener, remote));
+    }
+    let mut tasks = Vec::new();
+    for (listener, remote) in listeners {
+        let (client, node, pod_name, namespace) = (
+            client.clone(),
+            node.clone(),
+            pod_name.clone(),
+            args.namespace.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                emit(&format!(
+                    "Handling connection for {}\n",
+                    listener.local_addr().map(|a| a.port()).unwrap_or(0)
+                ));
+                let (client, node, pod_name, namespace) = (
+                    client.clone(),
+                    node.clone(),
+                    pod_name.clone(),
+                    namespace.clone(),
+                );
+                tokio::spawn(async move {
+                    let id = uuid::Uuid::new_v4().simple().to_string();
+                    let side = kubus_bus::stream::Side::subscribe(
+                        client.nats(),
+                        client.subjects(),
+                        &id,
+                        kubus_bus::subject::StreamEnd::Opener,
+                    )
+                    .await;
+                    let side = match side {
+                        Ok(s) => s,
+                        Err(e) => return eprintln!("error: port-forward: {e}"),
+                    };
+                    let req = kubus_bus::protocol::PortForwardRequest {
+                        namespace,
+                        pod: pod_name,
+                        port: remote,
+                        stream: id,
+                    };
+                    if let Err(e) = client.port_forward(&node, &req).await {
+                        return eprintln!(
+                            "error: port-forward to {}/{}:{remote}: {e}",
+                            req.namespace, req.pod
+                        );
+                    }
+                    if let Err(e) = side.run(tcp).await {
+                        eprintln!(
+                            "error: port-forward to {}/{}:{remote}: {e}",
+                            req.namespace, req.pod
+                        );
+                    }
+                });
+            }
+        }));
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    for t in tasks {
+        t.abort();
+    }
     Ok(())
 }
 
@@ -405,9 +528,10 @@ async fn delete(client: &Client, args: DeleteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The pod `kubus logs` reads: `NAME`, `pod/NAME`, or the first pod (by
-/// name) of a `deployment/NAME` or `replicaset/NAME`, as kubectl does.
-async fn pod_for_logs(client: &Client, namespace: &str, target: &str) -> anyhow::Result<Value> {
+/// The pod a verb means (`kubus logs`, `kubus port-forward`): `NAME`,
+/// `pod/NAME`, or the first pod (by name) of a `deployment/NAME` or
+/// `replicaset/NAME`, as kubectl does.
+async fn pod_named(client: &Client, namespace: &str, target: &str) -> anyhow::Result<Value> {
     let Some((kind, name)) = target.split_once('/') else {
         return Ok(client.get(Kind::Pod, Some(namespace), target).await?);
     };
@@ -416,7 +540,9 @@ async fn pod_for_logs(client: &Client, namespace: &str, target: &str) -> anyhow:
         return Ok(client.get(Kind::Pod, Some(namespace), name).await?);
     }
     if !matches!(kind, Kind::Deployment | Kind::ReplicaSet) {
-        bail!("cannot read logs of a {kind}: name a pod, a deployment or a replicaset");
+        bail!(
+            "{target}: name a pod, a deployment or a replicaset (a {kind} has no pods of its own)"
+        );
     }
     let owner = client.get(kind, Some(namespace), name).await?;
     let selector = owner
@@ -457,7 +583,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(500);
 const FOLLOW_FAILURES_MAX: u32 = 20;
 
 async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
-    let pod = pod_for_logs(client, &args.namespace, &args.pod).await?;
+    let pod = pod_named(client, &args.namespace, &args.pod).await?;
     let pod_name = meta::name(&pod).unwrap_or_default().to_string();
     let node = node_of(&pod, &args.namespace)?;
     let mut req = LogsRequest {

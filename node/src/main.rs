@@ -55,6 +55,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Bench(cli::BenchCommand::Watch(args)) => bench::watch::run(args),
         cli::Command::Bench(cli::BenchCommand::Pods(args)) => bench::pods::run(args),
         cli::Command::Bench(cli::BenchCommand::Store(args)) => bench::store::run(args),
+        cli::Command::Bench(cli::BenchCommand::Proxy(args)) => bench::proxy::run(args),
         cli::Command::Node(args) => mesh::node(args),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -285,7 +285,7 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> Op
     s.set_write_timeout(Some(timeout)).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut text = String::new();
-    s.take(1 << 20).read_to_string(&mut text).ok()?;
+    s.take(8 << 20).read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.").then(|| body.to_string())
 }

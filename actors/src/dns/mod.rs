@@ -6,9 +6,9 @@
 //! (`/etc/resolv.conf`). Messages are read and written with
 //! `hickory-proto`; what is answered is decided by [`zone::Zone::lookup`].
 //!
-//! The address is bound with `SO_REUSEPORT`, so several nodes on one
-//! machine each answer; it is local to the node through the same route
-//! the service proxy adds ([`crate::proxy::make_range_local`]).
+//! The address is bound exclusively ([`crate::proxy::bound_socket`]); it
+//! is local to the node through the same route the service proxy adds
+//! ([`crate::proxy::make_range_local`]).
 
 pub mod zone;
 
@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::proxy::reuse_port_socket;
+use crate::proxy::bound_socket;
 use crate::runtime::informers::{Changed, Informers, Shared};
 use zone::{Lookup, Rec, Want, Zone};
 
@@ -98,8 +98,8 @@ impl ClusterDns {
     }
 
     fn bind(&mut self) -> std::io::Result<()> {
-        let udp = reuse_port_socket(self.addr, socket2::Type::DGRAM, socket2::Protocol::UDP)?;
-        let tcp = reuse_port_socket(self.addr, socket2::Type::STREAM, socket2::Protocol::TCP)?;
+        let udp = bound_socket(self.addr, socket2::Type::DGRAM, socket2::Protocol::UDP)?;
+        let tcp = bound_socket(self.addr, socket2::Type::STREAM, socket2::Protocol::TCP)?;
         tcp.listen(128)?;
         let udp = Arc::new(UdpSocket::from_std(udp.into())?);
         let tcp = TcpListener::from_std(tcp.into())?;

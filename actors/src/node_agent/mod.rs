@@ -52,10 +52,10 @@ use kubus_api::{meta, ApiError, Kind, Reason};
 use kubus_bus::client::DeleteOptions;
 use kubus_bus::codec::Codec;
 use kubus_bus::protocol::{
-    ExecReply, ExecRequest, ExecResult, LogChunk, LogsReply, LogsRequest,
-    EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
+    ExecReply, ExecRequest, ExecResult, LogChunk, LogsReply, LogsRequest, PortForwardReply,
+    PortForwardRequest, EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
 };
-use kubus_bus::subject::AgentOp;
+use kubus_bus::subject::{AgentOp, StreamEnd};
 use kubus_bus::watch::{WatchItem, WatchSpec};
 use kubus_bus::Client;
 use serde_json::{json, Value};
@@ -102,6 +102,10 @@ const REMOVE_ATTEMPTS: usize = 30;
 const REMOVE_RETRY: Duration = Duration::from_secs(1);
 /// How long a failed pull shows `ErrImagePull` before `ImagePullBackOff`.
 const IMAGE_BACKOFF_SHOWN_AFTER: Duration = Duration::from_secs(1);
+/// Most port-forward connections an agent carries at once.
+pub const FORWARDS_IN_FLIGHT_MAX: usize = 256;
+/// Bound on connecting to a pod's port for a port-forward.
+const FORWARD_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a node agent describes its node.
 #[derive(Debug, Clone)]
@@ -281,6 +285,9 @@ pub struct NodeAgent<R: Runtime> {
     logs_sub: Option<async_nats::Subscriber>,
     exec_sub: Option<async_nats::Subscriber>,
     exec_subject: String,
+    forward_sub: Option<async_nats::Subscriber>,
+    forward_subject: String,
+    forwards_in_flight: Arc<AtomicUsize>,
     execs_in_flight: Arc<AtomicUsize>,
     adopting: Adopting,
     /// Mounts the tmpfs of secret and `medium: Memory` volumes.
@@ -303,6 +310,8 @@ impl<R: Runtime> NodeAgent<R> {
             .await?;
         let exec_subject = client.subjects().agent(&cfg.name, AgentOp::Exec);
         let exec_sub = client.nats().subscribe(exec_subject.clone()).await?;
+        let forward_subject = client.subjects().agent(&cfg.name, AgentOp::PortForward);
+        let forward_sub = client.nats().subscribe(forward_subject.clone()).await?;
         let (exits_tx, exits_rx) = mpsc::channel(EXIT_QUEUE);
         Ok(NodeAgent {
             recorder: Recorder::new(client.clone(), "kubelet"),
@@ -316,6 +325,9 @@ impl<R: Runtime> NodeAgent<R> {
             logs_sub: Some(logs_sub),
             exec_sub: Some(exec_sub),
             exec_subject,
+            forward_sub: Some(forward_sub),
+            forward_subject,
+            forwards_in_flight: Arc::default(),
             execs_in_flight: Arc::default(),
             adopting: Adopting::Waiting {
                 leftovers: None,
@@ -1534,6 +1546,20 @@ impl<R: Runtime> NodeAgent<R> {
             });
             return;
         }
+        if msg.subject.as_str() == self.forward_subject {
+            let opened = match codec.decode::<PortForwardRequest>(&msg.payload) {
+                Err(e) => Err(ApiError::bad_request(format!("port-forward request: {e}"))),
+                Ok(req) => self.port_forward(req),
+            };
+            tokio::spawn(async move {
+                let reply: PortForwardReply = match opened {
+                    Ok(open) => open.await,
+                    Err(e) => Err(e),
+                };
+                send_reply(nats, reply_to, codec, &reply).await;
+            });
+            return;
+        }
         let reply: LogsReply = match codec.decode::<LogsRequest>(&msg.payload) {
             Err(e) => Err(ApiError::bad_request(format!("logs request: {e}"))),
             Ok(req) => self.read_logs(&req),
@@ -1633,6 +1659,99 @@ impl<R: Runtime> NodeAgent<R> {
             restart: run,
             finished,
         })
+    }
+
+    /// Check a port-forward request; the future connects to the pod's
+    /// port, subscribes the stream's subjects, answers, and then carries
+    /// the connection (bounded by [`FORWARDS_IN_FLIGHT_MAX`]).
+    fn port_forward(
+        &self,
+        req: PortForwardRequest,
+    ) -> Result<BoxFuture<'static, PortForwardReply>, ApiError> {
+        let entry = self.pods.values().find(|e| {
+            meta::namespace(&e.pod) == Some(req.namespace.as_str())
+                && meta::name(&e.pod) == Some(req.pod.as_str())
+        });
+        let Some(entry) = entry else {
+            return Err(ApiError::not_found(kubus_api::ObjectRef::new(
+                Kind::Pod,
+                Some(&req.namespace),
+                &req.pod,
+            )));
+        };
+        if !entry
+            .states
+            .values()
+            .any(|s| s.running.is_some() && !s.starting)
+        {
+            return Err(ApiError::bad_request(format!(
+                "pod {}/{} has no running container to forward to",
+                req.namespace, req.pod
+            )));
+        }
+        let ip = entry
+            .pod_ip
+            .clone()
+            .unwrap_or_else(|| self.cfg.host_ip.clone());
+        let in_flight = self.forwards_in_flight.clone();
+        if in_flight.fetch_add(1, Ordering::SeqCst) >= FORWARDS_IN_FLIGHT_MAX {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::unavailable(
+                format!(
+                    "node {} forwards {FORWARDS_IN_FLIGHT_MAX} connections already",
+                    self.cfg.name
+                ),
+                1_000,
+            ));
+        }
+        let nats = self.client.nats().clone();
+        let subjects = self.client.subjects().clone();
+        Ok(Box::pin(async move {
+            let target = format!("{ip}:{}", req.port);
+            let connected = tokio::time::timeout(
+                FORWARD_CONNECT_TIMEOUT,
+                tokio::net::TcpStream::connect(&target),
+            )
+            .await;
+            let tcp = match connected {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => {
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    return Err(ApiError::bad_request(format!(
+                        "cannot connect to port {} of pod {}/{} ({target}): {e}",
+                        req.port, req.namespace, req.pod
+                    )));
+                }
+                Err(_) => {
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    return Err(ApiError::bad_request(format!(
+                        "connecting to port {} of pod {}/{} ({target}) timed out",
+                        req.port, req.namespace, req.pod
+                    )));
+                }
+            };
+            let side = kubus_bus::stream::Side::subscribe(
+                &nats,
+                &subjects,
+                &req.stream,
+                StreamEnd::Acceptor,
+            )
+            .await;
+            let side = match side {
+                Ok(s) => s,
+                Err(e) => {
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    return Err(ApiError::internal(format!("port-forward stream: {e}")));
+                }
+            };
+            tokio::spawn(async move {
+                if let Err(e) = side.run(tcp).await {
+                    debug!(error = %e, "port-forward stream ended");
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+            Ok(())
+        }))
     }
 
     /// Check an exec request and start it; the future gives the reply.
@@ -1856,6 +1975,9 @@ impl<R: Runtime> Actor for NodeAgent<R> {
             ctx.add_stream(sub);
         }
         if let Some(sub) = self.exec_sub.take() {
+            ctx.add_stream(sub);
+        }
+        if let Some(sub) = self.forward_sub.take() {
             ctx.add_stream(sub);
         }
         if let Some(rx) = self.runtime.events() {

@@ -19,8 +19,11 @@
 //! makes the service range local to the node (`ip route replace local
 //! <range> dev lo`, as root), so every address in it can be bound and is
 //! reached from the host and, through the CNI route to the range, from
-//! pods. Listeners use `SO_REUSEPORT`, so several nodes on one machine
-//! each serve every frontend.
+//! pods. Each address is bound exclusively ([`bound_socket`]): a second
+//! node of the cluster on the same machine finds it taken, says so, and
+//! leaves it to the first (which serves the same table); a second cluster
+//! with the same range is refused the same way rather than silently
+//! splitting the traffic.
 
 pub mod table;
 
@@ -280,16 +283,17 @@ pub fn make_range_local(net: &ServiceNet) {
     }
 }
 
-/// A socket bound to `addr` that other servers of the same address (other
-/// nodes' on this machine) may share.
-pub fn reuse_port_socket(
+/// A socket bound to `addr`, by this process alone. Not `SO_REUSEPORT`:
+/// two clusters on one machine with the same service range would each get
+/// part of the other's connections and DNS queries, silently (seen: a test
+/// cluster's lookups answered NXDOMAIN by another's DNS).
+pub fn bound_socket(
     addr: SocketAddr,
     kind: socket2::Type,
     protocol: socket2::Protocol,
 ) -> std::io::Result<socket2::Socket> {
     let s = socket2::Socket::new(socket2::Domain::for_address(addr), kind, Some(protocol))?;
     s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s)
@@ -299,12 +303,12 @@ pub fn reuse_port_socket(
 fn listen(f: Frontend, state: Arc<State>) -> std::io::Result<JoinHandle<()>> {
     Ok(match f.proto {
         Proto::Tcp => {
-            let s = reuse_port_socket(f.addr, socket2::Type::STREAM, socket2::Protocol::TCP)?;
+            let s = bound_socket(f.addr, socket2::Type::STREAM, socket2::Protocol::TCP)?;
             s.listen(LISTEN_BACKLOG)?;
             tokio::spawn(serve_tcp(TcpListener::from_std(s.into())?, f, state))
         }
         Proto::Udp => {
-            let s = reuse_port_socket(f.addr, socket2::Type::DGRAM, socket2::Protocol::UDP)?;
+            let s = bound_socket(f.addr, socket2::Type::DGRAM, socket2::Protocol::UDP)?;
             tokio::spawn(serve_udp(
                 Arc::new(UdpSocket::from_std(s.into())?),
                 f,

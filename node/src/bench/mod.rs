@@ -4,6 +4,7 @@
 
 mod etcd;
 pub mod pods;
+pub mod proxy;
 mod raw_cri;
 pub mod store;
 pub mod watch;

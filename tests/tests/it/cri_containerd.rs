@@ -22,6 +22,10 @@ use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The service range of these clusters: one no other test cluster uses
+/// (tests run two at a time; the cri ones one after another).
+const SERVICE_CIDR: &str = "10.99.0.0/16";
+
 /// Held by each test for its whole run (a failed test poisons nothing that
 /// matters: the lock only orders the tests).
 fn serial() -> MutexGuard<'static, ()> {
@@ -47,6 +51,8 @@ impl CriCluster {
                 "up",
                 "--runtime",
                 "cri",
+                "--service-cidr",
+                SERVICE_CIDR,
                 "--node-name",
                 "node-1",
                 "--data-dir",
@@ -1299,6 +1305,8 @@ fn start_node_2(c: &CriCluster, nats: &str, run: &str) -> kubus_tests::Proc {
                 "worker",
                 "--runtime",
                 "cri",
+                "--service-cidr",
+                SERVICE_CIDR,
                 "--node-name",
                 "node-2",
             ])

@@ -263,20 +263,25 @@ spec:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let want = format!("WEB_SERVICE_HOST={ip}");
-    let logs = wait_for(Duration::from_secs(30), || {
-        let l = String::from_utf8_lossy(&c.kubus(&["logs", "env-check"]).stdout).to_string();
-        l.contains(&want).then_some(l)
-    })
-    .unwrap_or_else(|| panic!("no {want} in env-check's log\n{}", c.log()));
-    for line in [
+    let want = [
+        format!("WEB_SERVICE_HOST={ip}"),
         "WEB_SERVICE_PORT=80".to_string(),
         "WEB_SERVICE_PORT_HTTP=80".to_string(),
         format!("WEB_PORT=tcp://{ip}:80"),
         format!("WEB_PORT_80_TCP_ADDR={ip}"),
-    ] {
-        assert!(logs.contains(&line), "{line} missing:\n{logs}");
-    }
+    ];
+    // (the log is read while the pod writes it: wait for every line)
+    wait_for(Duration::from_secs(30), || {
+        let l = String::from_utf8_lossy(&c.kubus(&["logs", "env-check"]).stdout).to_string();
+        want.iter().all(|w| l.contains(w.as_str())).then_some(l)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "env-check's log lacks one of {want:?}:\n{}\n{}",
+            String::from_utf8_lossy(&c.kubus(&["logs", "env-check"]).stdout),
+            c.log()
+        )
+    });
 
     // a failing readiness probe takes web-a out of rotation
     std::fs::remove_file(&mark).expect("unmark");
@@ -360,5 +365,96 @@ spec:
         out.status.success(),
         "freed address not reusable: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `kubus port-forward ARGS` as a child: it, the local address it
+/// listens on, and its log.
+fn port_forward(
+    c: &Cluster,
+    args: &[&str],
+    log: &str,
+) -> (kubus_tests::Proc, SocketAddr, std::path::PathBuf) {
+    let log = c.dir.path().join(log);
+    let proc = kubus_tests::Proc::spawn(
+        std::process::Command::new(kubus_tests::kubus_bin())
+            .arg("port-forward")
+            .args(args)
+            .env("KUBUS_HOME", c.home()),
+        &log,
+    );
+    let local = wait_for(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let at = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Forwarding from "))?;
+        at.split(" -> ").next()?.parse().ok()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no Forwarding line: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    (proc, local, log)
+}
+
+/// `kubus port-forward` carries a local connection to a pod's port through
+/// its node agent over the bus: a named port, a 3 MB body whole, and a
+/// refusal for a port nothing listens on.
+#[test]
+fn port_forward_reaches_a_pod_through_its_agent() {
+    let c = Cluster::start();
+    let dir = c.dir.path().join("www");
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: big}}
+spec:
+  containers:
+  - name: httpd
+    image: busybox
+    command: ["sh", "-c", "mkdir -p {dir} && head -c 3000000 /dev/zero | tr '\\0' x > {dir}/big && exec busybox httpd -f -p 127.0.0.1:18291 -h {dir}"]
+    ports: [{{name: web, containerPort: 18291}}]
+"#,
+        dir = dir.display()
+    );
+    let out = c.apply(&manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(30), || {
+        c.items("pods")
+            .iter()
+            .any(|p| p["metadata"]["name"] == "big" && p["status"]["phase"] == "Running")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("pod big not running\n{}", c.log()));
+
+    let (_forward, local, log) = port_forward(&c, &["big", ":web"], "port-forward.log");
+    let body = wait_for(Duration::from_secs(20), || {
+        http_get(local, "/big", Duration::from_secs(10)).filter(|b| b.len() == 3_000_000)
+    });
+    assert!(
+        body.is_some_and(|b| b.bytes().all(|x| x == b'x')),
+        "the 3 MB body did not arrive whole; log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // a port nothing listens on: the connection closes, the CLI says why
+    let (_closed, local, log2) = port_forward(&c, &["pod/big", ":18292"], "port-forward-2.log");
+    assert!(http_get(local, "/", Duration::from_secs(5)).is_none());
+    let said = wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log2).ok()?;
+        text.contains("cannot connect to port 18292")
+            .then_some(text)
+    });
+    assert!(
+        said.is_some(),
+        "{}",
+        std::fs::read_to_string(&log2).unwrap_or_default()
     );
 }
