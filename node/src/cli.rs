@@ -54,6 +54,10 @@ pub enum Command {
     /// The URLs where a Service answers from this machine (cluster IP,
     /// node ports, load balancer addresses).
     Service(ServiceArgs),
+    /// The images each node holds (its status.images); `kubus images
+    /// import FILE.tar...` imports image tarballs into this machine's
+    /// containerd (an airgap images folder).
+    Images(ImagesArgs),
     /// Forward local ports to a pod's ports (through its node agent):
     /// kubus port-forward POD [LOCAL:]REMOTE...
     PortForward(PortForwardArgs),
@@ -213,6 +217,28 @@ pub struct ExposeArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct ImagesArgs {
+    #[command(subcommand)]
+    pub action: Option<ImagesAction>,
+    /// Only this node's images.
+    #[arg(long)]
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ImagesAction {
+    /// Import image tarballs (docker-archive or OCI) into containerd's
+    /// k8s.io namespace.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The containerd socket (default: the one `kubus up` started).
+        #[arg(long)]
+        address: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct PortForwardArgs {
     /// A pod name, or pod/NAME, deployment/NAME, replicaset/NAME.
     pub pod: String,
@@ -328,6 +354,21 @@ pub struct NetworkArgs {
     pub service_node_port_range: String,
 }
 
+impl RuntimeArgs {
+    /// `--pod-cidr`, or the runtime's default (distinct, so a machine can
+    /// run both).
+    pub fn pod_cidr(&self) -> String {
+        self.pod_cidr.clone().unwrap_or_else(|| {
+            if self.runtime == "cri" {
+                "10.88.0.0/16"
+            } else {
+                "10.89.0.0/16"
+            }
+            .to_string()
+        })
+    }
+}
+
 impl NetworkArgs {
     pub fn net(&self) -> anyhow::Result<kubus_api::service::ServiceNet> {
         Ok(kubus_api::service::ServiceNet::parse(
@@ -353,9 +394,17 @@ pub struct RuntimeArgs {
     /// busybox and imports it under this name.
     #[arg(long, default_value = "localhost/pause:kubus")]
     pub sandbox_image: String,
-    /// The private containerd's pod network (bridge `kubus0`).
-    #[arg(long, default_value = "10.88.0.0/16")]
-    pub pod_cidr: String,
+    /// The pod network: the private containerd's (bridge `kubus0`;
+    /// default 10.88.0.0/16), or the process runtime's (a bridge per node;
+    /// default 10.89.0.0/16). Nodes on one machine need ranges of their own.
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
+    /// The process runtime's pod network: auto (a network namespace per
+    /// pod on the node's bridge when running as root with the CNI plugins
+    /// installed, else the node's network), netns (that, or refuse to
+    /// start), host (every pod on the node's network).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "netns", "host"])]
+    pub process_network: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -14,8 +14,8 @@ use kubus_bus::Client;
 use serde_json::Value;
 
 use crate::cli::{
-    ApplyArgs, Command, DeleteArgs, EventsArgs, ExecArgs, ExposeArgs, GetArgs, Global, LogsArgs,
-    PortForwardArgs, ServiceArgs,
+    ApplyArgs, Command, DeleteArgs, EventsArgs, ExecArgs, ExposeArgs, GetArgs, Global,
+    ImagesAction, ImagesArgs, LogsArgs, PortForwardArgs, ServiceArgs,
 };
 use crate::config;
 use crate::print;
@@ -52,6 +52,7 @@ pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
         Command::Events(a) => events(&client, a).await,
         Command::Expose(a) => expose(&client, a).await,
         Command::PortForward(a) => port_forward(&client, a).await,
+        Command::Images(a) => images(&client, a).await,
         Command::Service(a) => service(&client, a).await,
         Command::Store(c) => crate::store_admin::run(&client, c).await,
         Command::Up(_) | Command::Node(_) | Command::Bench(_) => bail!("not a client verb"),
@@ -165,6 +166,79 @@ async fn service(client: &Client, args: ServiceArgs) -> anyhow::Result<()> {
         out = print::columns_text(&rows);
     }
     emit(&out);
+    Ok(())
+}
+
+/// Bound on importing one image tarball.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
+
+async fn images(client: &Client, args: ImagesArgs) -> anyhow::Result<()> {
+    if let Some(ImagesAction::Import { files, address }) = args.action {
+        let socket = match address {
+            Some(a) => a,
+            None => config::read_current()
+                .context("no `kubus up` runs on this machine: give --address")?
+                .data_dir
+                .join("containerd")
+                .join("containerd.sock"),
+        };
+        if !socket.exists() {
+            bail!(
+                "no containerd at {}: kubus up runs one with the cri runtime (or give --address)",
+                socket.display()
+            );
+        }
+        for file in files {
+            let run = tokio::process::Command::new("ctr")
+                .arg("--address")
+                .arg(&socket)
+                .args(["-n", "k8s.io", "images", "import"])
+                .arg(&file)
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(IMPORT_TIMEOUT, run)
+                .await
+                .with_context(|| format!("importing {} timed out", file.display()))?
+                .context("running ctr (from the containerd package)")?;
+            if !out.status.success() {
+                bail!(
+                    "cannot import {}: {}",
+                    file.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            emit(&String::from_utf8_lossy(&out.stdout));
+            emit(&format!("imported {}\n", file.display()));
+        }
+        return Ok(());
+    }
+    let (nodes, _) = client
+        .list(Kind::Node, None, None, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut rows = vec![vec!["NODE".to_string(), "IMAGE".into(), "SIZE".into()]];
+    for node in &nodes {
+        let name = meta::name(node).unwrap_or_default();
+        if args.node.as_deref().is_some_and(|n| n != name) {
+            continue;
+        }
+        for image in node["status"]["images"].as_array().into_iter().flatten() {
+            let names: Vec<&str> = image["names"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|n| !n.contains("@sha256:"))
+                .collect();
+            let size = image["sizeBytes"].as_u64().unwrap_or(0);
+            rows.push(vec![
+                name.to_string(),
+                names.join(","),
+                format!("{:.1}MB", size as f64 / 1e6),
+            ]);
+        }
+    }
+    emit(&print::columns_text(&rows));
     Ok(())
 }
 

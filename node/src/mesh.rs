@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use kubus_actors::dns::ClusterDns;
 use kubus_actors::node_agent::cri::CriRuntime;
 use kubus_actors::node_agent::hollow::HollowRuntime;
+use kubus_actors::node_agent::podnet::PodNetwork;
 use kubus_actors::node_agent::process::ProcessRuntime;
 use kubus_actors::node_agent::{NodeAgent, NodeConfig, Shutdown};
 use kubus_actors::proxy::ServiceProxy;
@@ -443,7 +444,28 @@ async fn start_worker(
     let root = mesh.data_dir.join("agent");
     let cfg = NodeConfig::from_host(&mesh.node_name, root.clone());
     if mesh.runtime.runtime != "cri" {
-        let runtime = ProcessRuntime::new(root.join("processes")).context("process runtime")?;
+        let mut runtime = ProcessRuntime::new(root.join("processes")).context("process runtime")?;
+        if mesh.runtime.process_network != "host" {
+            let net = PodNetwork::detect(
+                &mesh.node_name,
+                &root.join("podnet"),
+                &mesh.runtime.pod_cidr(),
+                &mesh.net.cidr(),
+                Some(mesh.net.dns_ip().to_string()),
+            );
+            match net {
+                Ok(net) => {
+                    info!(bridge = %net.bridge, cidr = %net.cidr, "process runtime: each pod in a network namespace of its own");
+                    runtime = runtime.with_pod_network(net);
+                }
+                Err(why) if mesh.runtime.process_network == "netns" => {
+                    bail!("--process-network netns: {why}")
+                }
+                Err(why) => println!(
+                    "kubus: process pods share the node's network ({why}): one pod per port per node"
+                ),
+            }
+        }
         let agent = NodeAgent::new(client.clone(), cfg, runtime)
             .await
             .context("node agent")?
@@ -460,7 +482,7 @@ async fn start_worker(
             let settings = containerd::Settings {
                 dir: mesh.data_dir.join("containerd"),
                 sandbox_image: mesh.runtime.sandbox_image.clone(),
-                pod_cidr: mesh.runtime.pod_cidr.clone(),
+                pod_cidr: mesh.runtime.pod_cidr(),
                 bridge: "kubus0".into(),
                 service_cidr: mesh.net.cidr(),
             };

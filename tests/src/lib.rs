@@ -109,6 +109,10 @@ impl Cluster {
             // the default would pick containerd on a machine that has it
             up_args.extend(["--runtime".to_string(), "process".to_string()]);
         }
+        if !up_args.iter().any(|a| a == "--process-network") {
+            // the tests of the node's network; a test of pod networks asks
+            up_args.extend(["--process-network".to_string(), "host".to_string()]);
+        }
         if !up_args.iter().any(|a| a == "--service-cidr") {
             up_args.extend(["--service-cidr".to_string(), unique_service_cidr()]);
         }

@@ -43,7 +43,7 @@ use tracing::{debug, info, warn};
 
 use super::runtime::{
     spec_hash, Adoption, ContainerSpec, ExecOutput, Exited, FoundContainer, FoundPod, FoundState,
-    Leftovers, Runtime, RuntimeError, RuntimeEvent,
+    Leftovers, NodeImage, Runtime, RuntimeError, RuntimeEvent,
 };
 
 /// The CRI v1 messages and clients, for code that speaks CRI directly (the
@@ -1074,6 +1074,26 @@ fn split_log_path(path: &Path) -> Option<(PathBuf, String, u32)> {
 impl Runtime for CriRuntime {
     fn version(&self) -> String {
         self.inner.version.clone()
+    }
+
+    fn images(&self) -> BoxFuture<'static, Result<Vec<NodeImage>>> {
+        let mut images = self.inner.images.clone();
+        Box::pin(async move {
+            let list = bounded(
+                "ListImages",
+                CALL_TIMEOUT,
+                images.list_images(cri::ListImagesRequest { filter: None }),
+            )
+            .await?;
+            Ok(list
+                .images
+                .into_iter()
+                .map(|i| NodeImage {
+                    names: i.repo_tags.into_iter().chain(i.repo_digests).collect(),
+                    size_bytes: i.size,
+                })
+                .collect())
+        })
     }
 
     fn start(&self, spec: &ContainerSpec, exits: mpsc::Sender<Exited>) -> Result<String> {

@@ -32,6 +32,7 @@ pub mod hollow;
 pub mod lifecycle;
 pub mod logs;
 pub mod pod;
+pub mod podnet;
 pub mod probe;
 pub mod prober;
 pub mod process;
@@ -76,6 +77,11 @@ use runtime::{Adoption, ContainerSpec, Exited, Leftovers, Runtime, RuntimeError,
 /// is honoured up to it; Kubernetes' default is 30 s).
 pub const GRACE_MAX: Duration = Duration::from_secs(3600);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+/// How often the Node's `status.images` is brought up to date.
+const IMAGES_EVERY: Duration = Duration::from_secs(60);
+/// Most images the Node's status lists, the largest first (the kubelet's
+/// `--node-status-max-images` default).
+pub const NODE_STATUS_IMAGES_MAX: usize = 50;
 const EXIT_QUEUE: usize = 1024;
 const STATUS_RETRY: Duration = Duration::from_millis(200);
 const REGISTER_RETRY: Duration = Duration::from_secs(1);
@@ -175,6 +181,22 @@ pub fn node_object(cfg: &NodeConfig, runtime_version: &str) -> Value {
         node["metadata"]["labels"][k] = json!(v);
     }
     node
+}
+
+/// The Node's `status.images`: the largest [`NODE_STATUS_IMAGES_MAX`].
+pub fn node_images(mut images: Vec<runtime::NodeImage>) -> Value {
+    images.sort_by(|a, b| {
+        b.size_bytes
+            .cmp(&a.size_bytes)
+            .then_with(|| a.names.cmp(&b.names))
+    });
+    images.truncate(NODE_STATUS_IMAGES_MAX);
+    Value::Array(
+        images
+            .into_iter()
+            .map(|i| json!({"names": i.names, "sizeBytes": i.size_bytes}))
+            .collect(),
+    )
 }
 
 fn now_ms() -> u64 {
@@ -570,6 +592,35 @@ impl<R: Runtime> NodeAgent<R> {
                         ctx.run_later(REGISTER_RETRY, |act, ctx| act.register(ctx));
                     }
                 }),
+        );
+    }
+
+    /// Put the images the runtime holds into the Node's `status.images`
+    /// (when they changed), as the kubelet reports them.
+    fn report_images(&mut self, ctx: &mut Context<Self>) {
+        let list = self.runtime.images();
+        let client = self.client.clone();
+        let node = kubus_api::ObjectRef::new(Kind::Node, None, &self.cfg.name);
+        ctx.spawn(
+            async move {
+                let images = match list.await {
+                    Ok(i) if !i.is_empty() => i,
+                    Ok(_) => return,
+                    Err(e) => return debug!(error = %e, "cannot list images"),
+                };
+                let status = node_images(images);
+                let current = client.get(Kind::Node, None, &node.name).await.ok();
+                if current.is_some_and(|n| n["status"]["images"] == status) {
+                    return;
+                }
+                if let Err(e) = client
+                    .patch(&node, json!({"status": {"images": status}}))
+                    .await
+                {
+                    debug!(error = %e, "cannot write the node's images");
+                }
+            }
+            .into_actor(self),
         );
     }
 
@@ -1989,6 +2040,8 @@ impl<R: Runtime> Actor for NodeAgent<R> {
         if self.runtime.binds_volumes() {
             ctx.run_interval(refresh::REFRESH_TICK, |act, ctx| act.refresh_volumes(ctx));
         }
+        ctx.run_later(Duration::from_secs(2), |act, ctx| act.report_images(ctx));
+        ctx.run_interval(IMAGES_EVERY, |act, ctx| act.report_images(ctx));
         ctx.run_interval(HEARTBEAT_EVERY, |act, _ctx| {
             let nats = act.client.nats().clone();
             let subject = act.client.subjects().heartbeat(&act.cfg.name);

@@ -21,11 +21,13 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::logs;
+use super::podnet::PodNetwork;
 use super::runtime::{
     ContainerSpec, ExecOutput, Exited, FoundContainer, FoundPod, FoundState, Leftovers, Runtime,
     RuntimeError,
@@ -48,6 +50,9 @@ struct ExecContext {
     env: Vec<(String, String)>,
     hostname: String,
     working_dir: Option<String>,
+    /// The pod's network namespace, if it has one: commands run in it
+    /// (`ip netns exec`, which also gives them the pod's resolv.conf).
+    netns: Option<String>,
 }
 
 impl ExecContext {
@@ -58,7 +63,14 @@ impl ExecContext {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = tokio::process::Command::new(program);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", ns.as_str(), program]);
+                c
+            }
+            None => tokio::process::Command::new(program),
+        };
         cmd.args(args)
             .env_clear()
             .env("PATH", PATH)
@@ -78,6 +90,10 @@ impl ExecContext {
 pub struct ProcessRuntime {
     root: PathBuf,
     running: Arc<Mutex<HashMap<String, ExecContext>>>,
+    /// Each pod in a network namespace of its own, when set.
+    net: Option<Arc<PodNetwork>>,
+    /// The pods as last seen (their network needs the spec).
+    pods: Arc<Mutex<HashMap<String, Value>>>,
 }
 
 impl ProcessRuntime {
@@ -86,7 +102,16 @@ impl ProcessRuntime {
         Ok(ProcessRuntime {
             root,
             running: Arc::default(),
+            net: None,
+            pods: Arc::default(),
         })
+    }
+
+    /// Run each pod (but `hostNetwork` ones) in a network namespace of its
+    /// own on the node's bridge.
+    pub fn with_pod_network(mut self, net: PodNetwork) -> ProcessRuntime {
+        self.net = Some(Arc::new(net));
+        self
     }
 
     fn pid_file(&self, pgid: u32) -> PathBuf {
@@ -155,6 +180,10 @@ impl Runtime for ProcessRuntime {
             env: spec.env.clone(),
             hostname: spec.pod.clone(),
             working_dir: spec.working_dir.clone(),
+            netns: self
+                .net
+                .as_ref()
+                .and_then(|n| n.namespace_of(&spec.pod_uid)),
         };
         let mut cmd = exec_ctx.command(program, argv);
         cmd.process_group(0).kill_on_drop(false);
@@ -224,6 +253,49 @@ impl Runtime for ProcessRuntime {
                 .await;
         });
         Ok(id)
+    }
+
+    fn pod_updated(&self, pod: &Value) {
+        if self.net.is_none() {
+            return;
+        }
+        if let (Some(uid), Ok(mut pods)) = (kubus_api::meta::uid(pod), self.pods.lock()) {
+            pods.insert(uid.to_string(), pod.clone());
+        }
+    }
+
+    fn prepares_pods(&self) -> bool {
+        self.net.is_some()
+    }
+
+    /// The pod's network namespace and address (with a pod network).
+    fn prepare_pod(
+        &self,
+        pod_uid: &str,
+        _pod_dir: &Path,
+    ) -> BoxFuture<'static, Result<Option<String>, RuntimeError>> {
+        let net = self.net.clone();
+        let pod = self.pods.lock().ok().and_then(|p| p.get(pod_uid).cloned());
+        let uid = pod_uid.to_string();
+        Box::pin(async move {
+            match (net, pod) {
+                (Some(net), Some(pod)) => net.add(&uid, &pod).await,
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn stop_pod(&self, pod_uid: &str) -> BoxFuture<'static, ()> {
+        let net = self.net.clone();
+        if let Ok(mut pods) = self.pods.lock() {
+            pods.remove(pod_uid);
+        }
+        let uid = pod_uid.to_string();
+        Box::pin(async move {
+            if let Some(net) = net {
+                net.remove(&uid).await;
+            }
+        })
     }
 
     fn stop(&self, id: &str, grace: Duration) -> BoxFuture<'static, ()> {
@@ -303,7 +375,12 @@ impl Runtime for ProcessRuntime {
     /// gone are deleted.
     fn leftovers(&self) -> BoxFuture<'static, Result<Leftovers, RuntimeError>> {
         let root = self.root.clone();
+        let net = self.net.clone();
         Box::pin(async move {
+            // pods start afresh after a restart: their old networks go
+            if let Some(net) = net {
+                net.remove_all().await;
+            }
             let mut out = Leftovers::default();
             for entry in std::fs::read_dir(&root)?.flatten() {
                 let path = entry.path();

@@ -35,6 +35,14 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
 }
 
+/// One image a node holds, as the Node's `status.images` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeImage {
+    /// Its tags and digests.
+    pub names: Vec<String>,
+    pub size_bytes: u64,
+}
+
 /// A container stopped running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exited {
@@ -266,6 +274,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Events besides exits; taken once by the agent when it starts.
     fn events(&self) -> Option<mpsc::Receiver<RuntimeEvent>> {
         None
+    }
+    /// The images the node holds (a runtime without images: none).
+    fn images(&self) -> BoxFuture<'static, Result<Vec<NodeImage>, RuntimeError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
     /// Run a command inside a running container and wait for it (at most
     /// `timeout`).

@@ -58,6 +58,9 @@ pub const UDP_SESSIONS_MAX: usize = 4096;
 const UDP_DATAGRAM_MAX: usize = 65_535;
 /// Most sticky clients remembered (ClientIP affinity).
 const AFFINITY_ENTRIES_MAX: usize = 65_536;
+/// Each direction's copy buffer (tokio's default is 8 KiB: a long stream
+/// then costs a syscall pair per 8 KiB).
+const COPY_BUFFER_BYTES: usize = 64 * 1024;
 /// Pending TCP connections per listener.
 const LISTEN_BACKLOG: i32 = 1024;
 
@@ -360,7 +363,13 @@ async fn forward_tcp(mut inbound: TcpStream, peer: SocketAddr, f: Frontend, stat
                 state.stick(&f, &backend, peer.ip(), endpoint);
                 let _ = inbound.set_nodelay(true);
                 let _ = outbound.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut inbound,
+                    &mut outbound,
+                    COPY_BUFFER_BYTES,
+                    COPY_BUFFER_BYTES,
+                )
+                .await;
                 return;
             }
             Ok(Err(e)) => {

@@ -374,7 +374,7 @@ async fn ready_to_routed(
         let port = 18_600 + i as u16;
         let mark = dir.join(format!("{name}.ready"));
         let script = format!(
-            "d=$(mktemp -d) && echo {name} > $d/index.html && exec busybox httpd -f -p 127.0.0.1:{port} -h $d"
+            "d=$(mktemp -d) && echo {name} > $d/index.html && exec busybox httpd -f -p {port} -h $d"
         );
         client
             .create(json!({"apiVersion": "v1", "kind": "Pod",

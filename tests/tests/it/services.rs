@@ -458,3 +458,127 @@ spec:
         std::fs::read_to_string(&log2).unwrap_or_default()
     );
 }
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// With `--process-network netns` each process pod has a network namespace
+/// of its own: two replicas listening on one port both run, each with its
+/// own IP, both receive traffic through the Service, and a pod resolves
+/// cluster names and reaches cluster IPs.
+#[test]
+fn process_pods_in_their_own_network_namespaces() {
+    if !is_root() {
+        eprintln!("services: pod networks skipped (needs root; CI runs it)");
+        return;
+    }
+    let c = Cluster::start_with(&["--process-network", "netns", "--pod-cidr", "10.231.0.0/16"]);
+    let manifest = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: same-port}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: same-port}}
+  template:
+    metadata: {labels: {app: same-port}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: busybox
+        env: [{name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+        command: ["sh", "-c", "d=$(mktemp -d) && echo $POD > $d/index.html && exec busybox httpd -f -p 8080 -h $d"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: same-port}
+spec:
+  selector: {app: same-port}
+  ports: [{port: 80, targetPort: http}]
+"#;
+    let out = c.apply(manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ips = wait_for(Duration::from_secs(60), || {
+        let ips: BTreeSet<String> = c
+            .items("pods")
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == "same-port")
+            .filter(|p| kubus_api::pod::is_ready(p))
+            .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
+            .collect();
+        (ips.len() == 2).then_some(ips)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "two ready pods with IPs of their own: {:#?}\n{}",
+            c.items("pods"),
+            c.log()
+        )
+    });
+    assert!(ips.iter().all(|ip| ip.starts_with("10.231.")), "{ips:?}");
+
+    let svc = service(&c, "same-port").expect("service");
+    let ip: IpAddr = svc["spec"]["clusterIP"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("cluster IP");
+    let seen = wait_for(Duration::from_secs(20), || {
+        let bodies: BTreeSet<String> = (0..20)
+            .filter_map(|_| http_get(SocketAddr::new(ip, 80), "/", Duration::from_secs(2)))
+            .collect();
+        (bodies.len() == 2).then_some(bodies)
+    });
+    assert!(
+        seen.is_some(),
+        "both replicas did not answer through {ip}:80"
+    );
+
+    // from inside a pod: the cluster's resolver, a Service by name, its IP
+    let client = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: inside}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "cat /etc/resolv.conf; busybox nslookup same-port; busybox wget -q -O - http://{ip}/ && echo fetched; sleep 3600"]
+"#
+    );
+    let out = c.apply(&client);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dns = c.dns_addr().ip().to_string();
+    let log = wait_for(Duration::from_secs(30), || {
+        let l = String::from_utf8_lossy(&c.kubus(&["logs", "inside"]).stdout).to_string();
+        l.contains("fetched").then_some(l)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the pod did not reach the Service: {}\n{}",
+            String::from_utf8_lossy(&c.kubus(&["logs", "inside"]).stdout),
+            c.log()
+        )
+    });
+    assert!(log.contains(&format!("nameserver {dns}")), "{log}");
+    assert!(
+        log.contains(&ip.to_string()),
+        "nslookup did not answer the cluster IP: {log}"
+    );
+}
