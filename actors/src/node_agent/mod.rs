@@ -77,8 +77,9 @@ use runtime::{Adoption, ContainerSpec, Exited, Leftovers, Runtime, RuntimeError,
 /// is honoured up to it; Kubernetes' default is 30 s).
 pub const GRACE_MAX: Duration = Duration::from_secs(3600);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
-/// How often the Node's `status.images` is brought up to date.
-const IMAGES_EVERY: Duration = Duration::from_secs(60);
+/// How often the Node's `status.images` is brought up to date (the
+/// kubelet's node status period; a write only when they changed).
+const IMAGES_EVERY: Duration = Duration::from_secs(10);
 /// Most images the Node's status lists, the largest first (the kubelet's
 /// `--node-status-max-images` default).
 pub const NODE_STATUS_IMAGES_MAX: usize = 50;

@@ -1747,6 +1747,17 @@ fn cri_services_route_by_dns_through_rollouts_and_node_ports() {
     }
     let c = CriCluster::start();
     import_debian_images(&c);
+    // the node reports what it holds (status.images), and kubus images lists it
+    let listed = wait_for(Duration::from_secs(40), || {
+        let out = String::from_utf8_lossy(&c.kubus(&["images"]).stdout).to_string();
+        out.contains("docker.io/library/nginx:1.14.2")
+            .then_some(out)
+    });
+    assert!(
+        listed.is_some(),
+        "kubus images: {}",
+        String::from_utf8_lossy(&c.kubus(&["images"]).stdout)
+    );
     c.apply(&nginx(3, "nginx:1.14.2"));
     let three = wait_for(Duration::from_secs(90), || {
         let ready: Vec<Value> = running_of(&c, "nginx").into_iter().filter(ready).collect();
