@@ -77,7 +77,7 @@ impl Side {
             .map_err(|e| StreamError::Nats(e.to_string()))?;
         // acknowledgements of what this side sent come on tx's ack subject
         let acks = nats
-            .subscribe(format!("{tx}.ack"))
+            .subscribe(subjects.stream_ack(&tx))
             .await
             .map_err(|e| StreamError::Nats(e.to_string()))?;
         Ok(Side {
@@ -85,7 +85,7 @@ impl Side {
             tx,
             rx: rx_sub,
             acks,
-            ack_subject: format!("{rx}.ack"),
+            ack_subject: subjects.stream_ack(&rx),
         })
     }
 

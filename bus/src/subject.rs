@@ -235,6 +235,12 @@ impl Subjects {
         format!("{}.agent.{}.{}", self.root, token(node), op.as_str())
     }
 
+    /// Where the receiver of `data` (a stream subject) acknowledges what it
+    /// has written: `<data>.ack`.
+    pub fn stream_ack(&self, data: &str) -> String {
+        format!("{data}.ack")
+    }
+
     /// The subjects `end` of byte stream `id` sends on and receives on:
     /// `kubus.<c>.stream.<id>.up` (opener → acceptor) and `.down`.
     pub fn stream(&self, id: &str, end: StreamEnd) -> (String, String) {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use kubus_api::Kind;
-use kubus_bus::subject::{AgentOp, StoreOp, Subjects, Verb};
+use kubus_bus::subject::{AgentOp, StoreOp, StreamEnd, Subjects, Verb};
 
 /// Every subject shape the code builds, with placeholders as the doc writes
 /// them.
@@ -20,6 +20,7 @@ fn built() -> BTreeSet<String> {
             .replace("nodex", "<node>")
             .replace(".77", ".<peer-id>")
             .replace("store.status", "store.<op>")
+            .replace("idx", "<id>")
     };
     let mut out = BTreeSet::new();
     out.insert(generic(s.manifests()));
@@ -34,6 +35,11 @@ fn built() -> BTreeSet<String> {
     out.insert(generic(s.store_peer(StoreOp::Status, 77)));
     out.insert(generic(s.agent("nodex", AgentOp::Logs)));
     out.insert(generic(s.agent("nodex", AgentOp::Exec)));
+    out.insert(generic(s.agent("nodex", AgentOp::PortForward)));
+    // one row for both directions of a stream, one for their acks
+    let (up, _) = s.stream("idx", StreamEnd::Opener);
+    out.insert(generic(s.stream_ack(&up)));
+    out.insert(generic(up));
     out
 }
 

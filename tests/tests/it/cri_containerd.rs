@@ -1708,7 +1708,7 @@ spec:
       - name: nginx
         image: {image}
         ports: [{{name: http, containerPort: 80}}]
-        readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
+        readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1, failureThreshold: 1}}
 ---
 apiVersion: v1
 kind: Service
@@ -1867,6 +1867,35 @@ fn cri_services_route_by_dns_through_rollouts_and_node_ports() {
             .count(),
         before + 5
     );
+
+    // its readiness probe failing takes it out of rotation
+    let out = c.kubus(&[
+        "exec",
+        &name,
+        "--",
+        "rm",
+        "/usr/share/nginx/html/index.html",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let started = std::time::Instant::now();
+    wait_for(Duration::from_secs(20), || {
+        let ready: Vec<bool> = c
+            .items("endpointslices")
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .map(|e| e["conditions"]["ready"] == true)
+            .collect();
+        (ready == vec![false]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("still ready: {:#?}", c.items("endpointslices")));
+    println!(
+        "out of rotation {:?} after its probe began to fail",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -1902,6 +1931,35 @@ fn cri_guestbook_redis_replica_finds_its_master_and_pulls_back_off() {
         "the replica never synced with redis-master: {:#?}\n{}",
         c.items("pods"),
         c.log()
+    );
+
+    // nginx-app.yaml, unmodified: a LoadBalancer Service and 3 nginx
+    let text = std::fs::read_to_string(k8s_examples().join("nginx-app.yaml")).expect("nginx-app");
+    c.apply(&text);
+    let svc = wait_for(Duration::from_secs(60), || {
+        let out = c.kubus(&["get", "svc", "my-nginx-svc", "-o", "json"]);
+        let svc: Value = serde_json::from_slice(&out.stdout).ok()?;
+        svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str()?;
+        Some(svc)
+    })
+    .unwrap_or_else(|| panic!("no load balancer address\n{}", c.log()));
+    let ip = svc["spec"]["clusterIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let page = wait_for(Duration::from_secs(90), || {
+        http_get(&ip, 80).filter(|p| p.contains("Welcome to nginx"))
+    });
+    assert!(
+        page.is_some(),
+        "my-nginx-svc did not answer at {ip}:80\n{}",
+        c.log()
+    );
+    let table =
+        String::from_utf8_lossy(&c.kubus(&["get", "svc", "my-nginx-svc"]).stdout).to_string();
+    assert!(
+        table.contains("LoadBalancer") && table.contains("127.0.0.1"),
+        "{table}"
     );
 
     // an image that cannot be pulled: ErrImagePull, then ImagePullBackOff,
