@@ -169,9 +169,6 @@ async fn service(client: &Client, args: ServiceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bound on importing one image tarball.
-const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
-
 async fn images(client: &Client, args: ImagesArgs) -> anyhow::Result<()> {
     if let Some(ImagesAction::Import { files, address }) = args.action {
         let socket = match address {
@@ -189,25 +186,8 @@ async fn images(client: &Client, args: ImagesArgs) -> anyhow::Result<()> {
             );
         }
         for file in files {
-            let run = tokio::process::Command::new("ctr")
-                .arg("--address")
-                .arg(&socket)
-                .args(["-n", "k8s.io", "images", "import"])
-                .arg(&file)
-                .kill_on_drop(true)
-                .output();
-            let out = tokio::time::timeout(IMPORT_TIMEOUT, run)
-                .await
-                .with_context(|| format!("importing {} timed out", file.display()))?
-                .context("running ctr (from the containerd package)")?;
-            if !out.status.success() {
-                bail!(
-                    "cannot import {}: {}",
-                    file.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-            emit(&String::from_utf8_lossy(&out.stdout));
+            let said = crate::containerd::import_image(&socket, &file).await?;
+            emit(&said);
             emit(&format!("imported {}\n", file.display()));
         }
         return Ok(());

@@ -115,6 +115,59 @@ pub async fn ensure_sandbox_image(
     Ok(())
 }
 
+/// Bound on importing one image tarball.
+const IMPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Import an image tarball (docker-archive or OCI) into the k8s.io
+/// namespace of the containerd at `socket`, with `ctr`; what it printed.
+pub async fn import_image(socket: &Path, file: &Path) -> anyhow::Result<String> {
+    let run = tokio::process::Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["-n", "k8s.io", "images", "import"])
+        .arg(file)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(IMPORT_TIMEOUT, run)
+        .await
+        .with_context(|| format!("importing {} timed out", file.display()))?
+        .context("running ctr (from the containerd package)")?;
+    if !out.status.success() {
+        bail!(
+            "cannot import {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Import every `*.tar` of `dir` (the data directory's `images/`, as k3s'
+/// airgap images folder), in name order; a tarball that fails is reported
+/// and skipped.
+pub async fn import_folder(socket: &Path, dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tar"))
+        .collect();
+    files.sort();
+    let mut imported = 0;
+    for f in files {
+        match import_image(socket, &f).await {
+            Ok(_) => imported += 1,
+            Err(e) => warn!(error = %e, "image tarball not imported"),
+        }
+    }
+    if imported > 0 {
+        info!(imported, dir = %dir.display(), "imported the images folder");
+    }
+    imported
+}
+
 /// Fill the templates' placeholders.
 fn render(template: &str, vars: &[(&str, String)]) -> String {
     vars.iter()

@@ -513,6 +513,8 @@ async fn start_worker(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     if let (Some(cri), Some(_)) = (&worker.cri, &worker.containerd) {
+        // the images folder first: it may hold the sandbox image
+        containerd::import_folder(&socket, &mesh.data_dir.join("images")).await;
         if let Err(e) =
             containerd::ensure_sandbox_image(cri, &socket, &mesh.runtime.sandbox_image).await
         {
