@@ -1745,6 +1745,9 @@ impl<R: Runtime> NodeAgent<R> {
             .pod_ip
             .clone()
             .unwrap_or_else(|| self.cfg.host_ip.clone());
+        // a pod in a namespace the agent can enter: its own loopback, as
+        // kubectl's port-forward; else its IP
+        let netns = meta::uid(&entry.pod).and_then(|uid| self.runtime.pod_netns(uid));
         let in_flight = self.forwards_in_flight.clone();
         if in_flight.fetch_add(1, Ordering::SeqCst) >= FORWARDS_IN_FLIGHT_MAX {
             in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -1759,12 +1762,25 @@ impl<R: Runtime> NodeAgent<R> {
         let nats = self.client.nats().clone();
         let subjects = self.client.subjects().clone();
         Ok(Box::pin(async move {
-            let target = format!("{ip}:{}", req.port);
-            let connected = tokio::time::timeout(
-                FORWARD_CONNECT_TIMEOUT,
-                tokio::net::TcpStream::connect(&target),
-            )
-            .await;
+            let (target, connected) = match netns {
+                Some(ns) => (
+                    format!("127.0.0.1:{} in the pod's network namespace", req.port),
+                    tokio::time::timeout(
+                        FORWARD_CONNECT_TIMEOUT,
+                        podnet::connect_in(ns, req.port, FORWARD_CONNECT_TIMEOUT),
+                    )
+                    .await,
+                ),
+                None => {
+                    let target = format!("{ip}:{}", req.port);
+                    let connected = tokio::time::timeout(
+                        FORWARD_CONNECT_TIMEOUT,
+                        tokio::net::TcpStream::connect(target.clone()),
+                    )
+                    .await;
+                    (target, connected)
+                }
+            };
             let tcp = match connected {
                 Ok(Ok(tcp)) => tcp,
                 Ok(Err(e)) => {

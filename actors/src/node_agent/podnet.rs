@@ -135,6 +135,36 @@ async fn run(
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
+/// Connect to `port` on the loopback of the network namespace at
+/// `netns` (a pod's own 127.0.0.1, as kubectl's port-forward does), from a
+/// thread of its own that enters the namespace and ends with it; the
+/// socket stays in the namespace.
+pub async fn connect_in(
+    netns: PathBuf,
+    port: u16,
+    timeout: Duration,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("kubus-netns".into())
+        .spawn(move || {
+            let connected = (|| {
+                let ns = std::fs::File::open(&netns)?;
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+                s.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(s)
+            })();
+            let _ = tx.send(connected);
+        })?;
+    let s = rx
+        .await
+        .map_err(|_| std::io::Error::other("the namespace thread ended"))??;
+    tokio::net::TcpStream::from_std(s)
+}
+
 impl PodNetwork {
     /// The pod network of node `node` (state under `root`), when this
     /// machine can make one: root, `ip`, and the CNI plugins. None, with
@@ -172,6 +202,12 @@ impl PodNetwork {
 
     fn netns(&self, uid: &str) -> String {
         format!("{}-{uid}", self.bridge)
+    }
+
+    /// The namespace file of a pod that has one.
+    pub fn namespace_path(&self, uid: &str) -> Option<PathBuf> {
+        self.namespace_of(uid)
+            .map(|ns| Path::new("/run/netns").join(ns))
     }
 
     /// The namespace of a pod that has one.

@@ -268,6 +268,10 @@ impl Runtime for ProcessRuntime {
         self.net.is_some()
     }
 
+    fn pod_netns(&self, pod_uid: &str) -> Option<PathBuf> {
+        self.net.as_ref()?.namespace_path(pod_uid)
+    }
+
     /// The pod's network namespace and address (with a pod network).
     fn prepare_pod(
         &self,

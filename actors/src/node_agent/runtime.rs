@@ -275,6 +275,12 @@ pub trait Runtime: Send + Sync + 'static {
     fn events(&self) -> Option<mpsc::Receiver<RuntimeEvent>> {
         None
     }
+    /// The network namespace file of a pod with one of its own that the
+    /// agent can enter (port-forward connects to the pod's loopback in
+    /// it); None: connect to the pod's IP.
+    fn pod_netns(&self, _pod_uid: &str) -> Option<PathBuf> {
+        None
+    }
     /// The images the node holds (a runtime without images: none).
     fn images(&self) -> BoxFuture<'static, Result<Vec<NodeImage>, RuntimeError>> {
         Box::pin(async { Ok(Vec::new()) })

@@ -581,4 +581,39 @@ spec:
         log.contains(&ip.to_string()),
         "nslookup did not answer the cluster IP: {log}"
     );
+
+    // port-forward reaches a server on the pod's own loopback, as kubectl's
+    let out = c.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: loopback-only}
+spec:
+  containers:
+  - name: httpd
+    image: busybox
+    command: ["sh", "-c", "d=$(mktemp -d) && echo private > $d/index.html && exec busybox httpd -f -p 127.0.0.1:9090 -h $d"]
+"#,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(30), || {
+        c.items("pods")
+            .iter()
+            .any(|p| p["metadata"]["name"] == "loopback-only" && p["status"]["phase"] == "Running")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("loopback-only not running\n{}", c.log()));
+    let (_forward, local, log) = port_forward(&c, &["loopback-only", "0:9090"], "pf-loopback.log");
+    let body = wait_for(Duration::from_secs(20), || {
+        http_get(local, "/", Duration::from_secs(5)).filter(|b| b.contains("private"))
+    });
+    assert!(
+        body.is_some(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }
