@@ -368,6 +368,23 @@ spec:
     );
 }
 
+/// Apply `manifest` and wait until the pod `name` runs.
+fn apply_and_run(c: &Cluster, manifest: &str, name: &str) {
+    let out = c.apply(manifest);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(30), || {
+        c.items("pods")
+            .iter()
+            .any(|p| p["metadata"]["name"] == name && p["status"]["phase"] == "Running")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("pod {name} not running\n{}", c.log()));
+}
+
 /// `kubus port-forward ARGS` as a child: it, the local address it
 /// listens on, and its log.
 fn port_forward(
@@ -420,19 +437,7 @@ spec:
 "#,
         dir = dir.display()
     );
-    let out = c.apply(&manifest);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_for(Duration::from_secs(30), || {
-        c.items("pods")
-            .iter()
-            .any(|p| p["metadata"]["name"] == "big" && p["status"]["phase"] == "Running")
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("pod big not running\n{}", c.log()));
+    apply_and_run(&c, &manifest, "big");
 
     let (_forward, local, log) = port_forward(&c, &["big", ":web"], "port-forward.log");
     let body = wait_for(Duration::from_secs(20), || {
@@ -583,7 +588,8 @@ spec:
     );
 
     // port-forward reaches a server on the pod's own loopback, as kubectl's
-    let out = c.apply(
+    apply_and_run(
+        &c,
         r#"
 apiVersion: v1
 kind: Pod
@@ -594,19 +600,8 @@ spec:
     image: busybox
     command: ["sh", "-c", "d=$(mktemp -d) && echo private > $d/index.html && exec busybox httpd -f -p 127.0.0.1:9090 -h $d"]
 "#,
+        "loopback-only",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_for(Duration::from_secs(30), || {
-        c.items("pods")
-            .iter()
-            .any(|p| p["metadata"]["name"] == "loopback-only" && p["status"]["phase"] == "Running")
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("loopback-only not running\n{}", c.log()));
     let (_forward, local, log) = port_forward(&c, &["loopback-only", "0:9090"], "pf-loopback.log");
     let body = wait_for(Duration::from_secs(20), || {
         http_get(local, "/", Duration::from_secs(5)).filter(|b| b.contains("private"))
