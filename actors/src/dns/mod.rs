@@ -21,14 +21,13 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use kubus_api::dns::CLUSTER_DOMAIN;
-use kubus_api::Kind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::proxy::bound_socket;
-use crate::runtime::informers::{Changed, Informers, Shared};
+use crate::proxy::{bound_socket, ServiceCaches};
+use crate::runtime::informers::{Changed, Informers};
 use zone::{Lookup, Rec, Want, Zone};
 
 /// TTL of every answer (CoreDNS' kubernetes plugin default).
@@ -54,9 +53,7 @@ struct State {
 /// The DNS actor of one node.
 pub struct ClusterDns {
     addr: SocketAddr,
-    services: Shared,
-    slices: Shared,
-    informers: Informers,
+    caches: ServiceCaches,
     state: Arc<State>,
     /// Ends the server thread (dropped: ends it too).
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -71,9 +68,7 @@ impl ClusterDns {
         let upstreams = upstreams(resolv_conf, addr);
         ClusterDns {
             addr,
-            services: informers.shared(Kind::Service),
-            slices: informers.shared(Kind::EndpointSlice),
-            informers: informers.clone(),
+            caches: ServiceCaches::new(informers),
             state: Arc::new(State {
                 zone: RwLock::new(Arc::new(Zone::default())),
                 upstreams,
@@ -85,13 +80,7 @@ impl ClusterDns {
     }
 
     fn sync(&mut self) {
-        let zone = {
-            let services = self.services.read();
-            let slices = self.slices.read();
-            let svcs: Vec<&serde_json::Value> = services.cache.values().collect();
-            let sls: Vec<&serde_json::Value> = slices.cache.values().collect();
-            Zone::build(&svcs, &sls)
-        };
+        let zone = self.caches.read(Zone::build);
         if let Ok(mut z) = self.state.zone.write() {
             *z = Arc::new(zone);
         }
@@ -150,10 +139,7 @@ impl Actor for ClusterDns {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.informers
-            .subscribe(Kind::Service, ctx.address().recipient());
-        self.informers
-            .subscribe(Kind::EndpointSlice, ctx.address().recipient());
+        self.caches.subscribe(ctx.address().recipient());
         match self.bind() {
             Ok(()) => {
                 info!(addr = %self.addr, upstreams = ?self.state.upstreams, "cluster DNS started")

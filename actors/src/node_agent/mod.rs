@@ -318,6 +318,8 @@ pub struct NodeAgent<R: Runtime> {
     /// The Services of the cluster (the process's shared cache), for the
     /// service env variables of containers; none: no such variables.
     services: Option<crate::runtime::Shared>,
+    /// The `status.images` last written (written again only when changed).
+    images_reported: Option<Value>,
 }
 
 impl<R: Runtime> NodeAgent<R> {
@@ -358,6 +360,7 @@ impl<R: Runtime> NodeAgent<R> {
             },
             mounter: Arc::new(volumes::HostMounter),
             services: None,
+            images_reported: None,
         })
     }
 
@@ -602,26 +605,38 @@ impl<R: Runtime> NodeAgent<R> {
         let list = self.runtime.images();
         let client = self.client.clone();
         let node = kubus_api::ObjectRef::new(Kind::Node, None, &self.cfg.name);
+        let last = self.images_reported.clone();
         ctx.spawn(
             async move {
                 let images = match list.await {
                     Ok(i) if !i.is_empty() => i,
-                    Ok(_) => return,
-                    Err(e) => return debug!(error = %e, "cannot list images"),
+                    Ok(_) => return None,
+                    Err(e) => {
+                        debug!(error = %e, "cannot list images");
+                        return None;
+                    }
                 };
                 let status = node_images(images);
-                let current = client.get(Kind::Node, None, &node.name).await.ok();
-                if current.is_some_and(|n| n["status"]["images"] == status) {
-                    return;
+                if last.as_ref() == Some(&status) {
+                    return None;
                 }
-                if let Err(e) = client
+                match client
                     .patch(&node, json!({"status": {"images": status}}))
                     .await
                 {
-                    debug!(error = %e, "cannot write the node's images");
+                    Ok(_) => Some(status),
+                    Err(e) => {
+                        debug!(error = %e, "cannot write the node's images");
+                        None
+                    }
                 }
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(|written, act, _| {
+                if let Some(status) = written {
+                    act.images_reported = Some(status);
+                }
+            }),
         );
     }
 

@@ -140,13 +140,45 @@ impl State {
     }
 }
 
+/// What the proxy and cluster DNS of a node read: the process's shared
+/// Service and EndpointSlice caches, subscribed together.
+#[derive(Clone)]
+pub struct ServiceCaches {
+    services: Shared,
+    slices: Shared,
+    informers: Informers,
+}
+
+impl ServiceCaches {
+    pub fn new(informers: &Informers) -> ServiceCaches {
+        ServiceCaches {
+            services: informers.shared(Kind::Service),
+            slices: informers.shared(Kind::EndpointSlice),
+            informers: informers.clone(),
+        }
+    }
+
+    /// Send `to` every change of either kind.
+    pub fn subscribe(&self, to: Recipient<Changed>) {
+        self.informers.subscribe(Kind::Service, to.clone());
+        self.informers.subscribe(Kind::EndpointSlice, to);
+    }
+
+    /// `f` of every Service and every EndpointSlice, as cached now.
+    pub fn read<T>(&self, f: impl FnOnce(&[&serde_json::Value], &[&serde_json::Value]) -> T) -> T {
+        let services = self.services.read();
+        let slices = self.slices.read();
+        let svcs: Vec<&serde_json::Value> = services.cache.values().collect();
+        let sls: Vec<&serde_json::Value> = slices.cache.values().collect();
+        f(&svcs, &sls)
+    }
+}
+
 /// The proxy actor of one node.
 pub struct ServiceProxy {
     node: String,
     node_ips: Vec<IpAddr>,
-    services: Shared,
-    slices: Shared,
-    informers: Informers,
+    caches: ServiceCaches,
     state: Arc<State>,
     listeners: HashMap<Frontend, JoinHandle<()>>,
     /// Frontends whose bind failed (warned once each).
@@ -162,9 +194,7 @@ impl ServiceProxy {
         ServiceProxy {
             node: node.to_string(),
             node_ips,
-            services: informers.shared(Kind::Service),
-            slices: informers.shared(Kind::EndpointSlice),
-            informers: informers.clone(),
+            caches: ServiceCaches::new(informers),
             state: Arc::new(State {
                 table: RwLock::new(Arc::new(Table::new())),
                 affinity: Mutex::new(HashMap::new()),
@@ -184,13 +214,9 @@ impl ServiceProxy {
 
     /// Rebuild the table from the caches and start or stop listeners.
     fn sync(&mut self) {
-        let table = {
-            let services = self.services.read();
-            let slices = self.slices.read();
-            let svcs: Vec<&serde_json::Value> = services.cache.values().collect();
-            let sls: Vec<&serde_json::Value> = slices.cache.values().collect();
-            table::build(&svcs, &sls, &self.node, &self.node_ips)
-        };
+        let table = self
+            .caches
+            .read(|svcs, sls| table::build(svcs, sls, &self.node, &self.node_ips));
         self.state.stats.syncs.fetch_add(1, Ordering::Relaxed);
         let wanted: HashSet<Frontend> = table.keys().copied().collect();
         if let Ok(mut t) = self.state.table.write() {
@@ -229,10 +255,7 @@ impl Actor for ServiceProxy {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.informers
-            .subscribe(Kind::Service, ctx.address().recipient());
-        self.informers
-            .subscribe(Kind::EndpointSlice, ctx.address().recipient());
+        self.caches.subscribe(ctx.address().recipient());
         // binds that failed (an address not yet local, a port in use) are
         // tried again now and then
         ctx.run_interval(Duration::from_secs(10), |this, _| {
