@@ -58,6 +58,20 @@ fn revision_of(rs: &Value) -> i64 {
         .unwrap_or(0)
 }
 
+/// The annotation that says why a revision was made (`kubectl
+/// annotate … kubernetes.io/change-cause=…`); copied to the ReplicaSet.
+pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
+
+/// The annotations a Deployment's ReplicaSet of `revision` carries.
+fn rs_annotations(deployment: &Value, revision: i64) -> Value {
+    let mut a = serde_json::Map::new();
+    a.insert(REVISION_ANNOTATION.into(), json!(revision.to_string()));
+    if let Some(cause) = meta::annotations(deployment).get(CHANGE_CAUSE_ANNOTATION) {
+        a.insert(CHANGE_CAUSE_ANNOTATION.into(), json!(cause));
+    }
+    Value::Object(a)
+}
+
 /// A new ReplicaSet for the deployment's current template.
 pub fn new_replicaset(deployment: &Value, hash: &str, replicas: i64, revision: i64) -> Value {
     let name = format!("{}-{hash}", meta::name(deployment).unwrap_or("deployment"));
@@ -98,7 +112,7 @@ pub fn new_replicaset(deployment: &Value, hash: &str, replicas: i64, revision: i
             "name": name,
             "namespace": meta::namespace(deployment).unwrap_or("default"),
             "labels": labels,
-            "annotations": {REVISION_ANNOTATION: revision.to_string()},
+            "annotations": rs_annotations(deployment, revision),
             "ownerReferences": [controller_ref(deployment)],
         },
         "spec": {"replicas": replicas, "selector": selector, "template": template},
@@ -113,8 +127,47 @@ fn with_replicas(rs: &Value, replicas: i64) -> Write {
     Write::Update(updated)
 }
 
-/// Decide the writes for one Deployment given the ReplicaSets it owns.
+/// Decide the writes for one Deployment given the ReplicaSets it owns
+/// (conditions timed at the epoch; [`decide`] takes the time).
 pub fn reconcile(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
+    decide(deployment, owned, jiff::Timestamp::UNIX_EPOCH).0
+}
+
+/// The writes for one Deployment at `now`, and when to look again (its
+/// progress deadline).
+pub fn decide(
+    deployment: &Value,
+    owned: &[&Value],
+    now: jiff::Timestamp,
+) -> (Vec<Write>, Option<std::time::Duration>) {
+    let mut writes = if deployment.pointer("/spec/paused") == Some(&Value::Bool(true)) {
+        paused(deployment, owned)
+    } else {
+        rollout(deployment, owned)
+    };
+    let (status, requeue) = status(deployment, owned, !writes.is_empty(), now);
+    writes.extend(status.map(Write::Update));
+    (writes, requeue)
+}
+
+/// A paused Deployment rolls nothing out; a change of `replicas` still
+/// scales its one active ReplicaSet.
+fn paused(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
+    let desired = int(deployment, "/spec/replicas").unwrap_or(1).max(0);
+    let active: Vec<&&Value> = owned
+        .iter()
+        .filter(|rs| int(rs, "/spec/replicas").unwrap_or(0) > 0)
+        .collect();
+    match active.as_slice() {
+        [only] if int(only, "/spec/replicas") != Some(desired) => {
+            vec![with_replicas(only, desired)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The ReplicaSet writes that roll the current template out.
+fn rollout(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
     let desired = int(deployment, "/spec/replicas").unwrap_or(1).max(0);
     let hash = template_hash(deployment);
     let spec_of = |rs: &Value| int(rs, "/spec/replicas").unwrap_or(0);
@@ -168,8 +221,42 @@ pub fn reconcile(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
                 deployment, &hash, new_target, revision,
             )));
         }
-        Some(rs) if new_target != new_spec => writes.push(with_replicas(rs, new_target)),
-        Some(_) => {}
+        Some(rs) => {
+            // a template rolled back to is the newest revision again, as in
+            // Kubernetes; it carries the Deployment's change-cause
+            let newest = owned.iter().map(|r| revision_of(r)).max().unwrap_or(0);
+            let revision = if revision_of(rs) < newest {
+                newest + 1
+            } else {
+                revision_of(rs)
+            };
+            let mut updated = rs.clone();
+            let mut changed = false;
+            if let Some(m) = updated.get_mut("metadata").and_then(Value::as_object_mut) {
+                let a = m.entry("annotations").or_insert_with(|| json!({}));
+                if let Some(a) = a.as_object_mut() {
+                    for (k, v) in rs_annotations(deployment, revision)
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                    {
+                        if a.get(k) != Some(v) {
+                            a.insert(k.clone(), v.clone());
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if new_target != new_spec {
+                if let Some(spec) = updated.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("replicas".into(), json!(new_target));
+                }
+                changed = true;
+            }
+            if changed {
+                writes.push(Write::Update(updated));
+            }
+        }
     }
 
     // Old ReplicaSets: scaled down as availability allows (Recreate: at once).
@@ -219,25 +306,188 @@ pub fn reconcile(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
         }
     }
 
-    // Status, summed over every owned ReplicaSet.
+    writes
+}
+
+/// The Deployment's status, summed over every owned ReplicaSet, with the
+/// Available and Progressing conditions (`progressed`: this sync wrote to
+/// a ReplicaSet); and when the progress deadline runs out.
+fn status(
+    deployment: &Value,
+    owned: &[&Value],
+    progressed: bool,
+    now: jiff::Timestamp,
+) -> (Option<Value>, Option<std::time::Duration>) {
+    use crate::workload::{conditions, set_condition, time, time_at};
+    let desired = int(deployment, "/spec/replicas").unwrap_or(1).max(0);
+    let hash = template_hash(deployment);
+    let new_rs = owned
+        .iter()
+        .copied()
+        .find(|rs| meta::labels(rs).get(TEMPLATE_HASH_LABEL) == Some(&hash));
     let sum = |p: &str| owned.iter().map(|rs| int(rs, p).unwrap_or(0)).sum::<i64>();
     let available = sum("/status/availableReplicas");
+    let replicas = sum("/status/replicas");
+    let updated = new_rs.map_or(0, |rs| int(rs, "/status/replicas").unwrap_or(0));
+    let ready = sum("/status/readyReplicas");
+    let old = |p: &str| {
+        deployment
+            .pointer(&format!("/status/{p}"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
+    let moved = progressed
+        || updated > old("updatedReplicas")
+        || ready > old("readyReplicas")
+        || available > old("availableReplicas");
+    let now_text = time(now);
+    let mut conds = conditions(deployment);
+    let max_unavailable = match deployment
+        .pointer("/spec/strategy/type")
+        .and_then(Value::as_str)
+    {
+        Some("Recreate") => desired,
+        _ => resolve(
+            deployment.pointer("/spec/strategy/rollingUpdate/maxUnavailable"),
+            desired,
+            false,
+            25,
+        ),
+    };
+    if available >= desired - max_unavailable {
+        set_condition(
+            &mut conds,
+            "Available",
+            true,
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            &now_text,
+        );
+    } else {
+        set_condition(
+            &mut conds,
+            "Available",
+            false,
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+            &now_text,
+        );
+    }
+    let rs_name = new_rs
+        .and_then(|rs| meta::name(rs))
+        .unwrap_or_default()
+        .to_string();
+    let complete = updated == desired
+        && replicas == desired
+        && available == desired
+        && owned.iter().all(|rs| {
+            rs.pointer("/spec/replicas") == new_rs.and_then(|n| n.pointer("/spec/replicas"))
+                || int(rs, "/status/replicas").unwrap_or(0) == 0
+        });
+    let mut requeue = None;
+    let deadline = int(deployment, "/spec/progressDeadlineSeconds");
+    let exceeded = kubus_api::pod::condition(deployment, "Progressing").is_some_and(|c| {
+        c.get("reason").and_then(Value::as_str) == Some("ProgressDeadlineExceeded")
+    });
+    let paused = deployment.pointer("/spec/paused") == Some(&Value::Bool(true));
+    let progressing = |conds: &mut Vec<Value>, status: bool, reason: &str, message: String| {
+        // a Progressing condition records when progress last happened
+        conds.retain(|c| {
+            c.get("type").and_then(Value::as_str) != Some("Progressing")
+                || c.get("status").and_then(Value::as_str)
+                    == Some(if status { "True" } else { "False" })
+        });
+        set_condition(conds, "Progressing", status, reason, &message, &now_text);
+        if let Some(c) = conds
+            .iter_mut()
+            .find(|c| c.get("type").and_then(Value::as_str) == Some("Progressing"))
+        {
+            c["lastUpdateTime"] = json!(now_text);
+        }
+    };
+    if paused {
+        progressing(
+            &mut conds,
+            false,
+            "DeploymentPaused",
+            "Deployment is paused".into(),
+        );
+    } else if complete {
+        if kubus_api::pod::condition(deployment, "Progressing")
+            .and_then(|c| c.get("reason")?.as_str())
+            != Some("NewReplicaSetAvailable")
+        {
+            progressing(
+                &mut conds,
+                true,
+                "NewReplicaSetAvailable",
+                format!("ReplicaSet {rs_name:?} has successfully progressed."),
+            );
+        }
+    } else if moved
+        || kubus_api::pod::condition(deployment, "Progressing").is_none()
+        || kubus_api::pod::condition(deployment, "Progressing")
+            .and_then(|c| c.get("reason")?.as_str())
+            == Some("DeploymentPaused")
+    {
+        let reason = if progressed && new_rs.is_none() {
+            "NewReplicaSetCreated"
+        } else {
+            "ReplicaSetUpdated"
+        };
+        progressing(
+            &mut conds,
+            true,
+            reason,
+            format!("ReplicaSet {rs_name:?} is progressing."),
+        );
+        if let Some(d) = deadline {
+            requeue = Some(std::time::Duration::from_secs(d.max(1) as u64));
+        }
+    } else if let (Some(d), false) = (deadline, exceeded) {
+        let since = kubus_api::pod::condition(deployment, "Progressing")
+            .and_then(|c| time_at(c, "/lastUpdateTime"))
+            .unwrap_or(now);
+        let left = since.as_second().saturating_add(d) - now.as_second();
+        if left <= 0 {
+            progressing(
+                &mut conds,
+                false,
+                "ProgressDeadlineExceeded",
+                format!("ReplicaSet {rs_name:?} has timed out progressing."),
+            );
+        } else {
+            requeue = Some(std::time::Duration::from_secs(left as u64));
+        }
+    }
     let status = json!({
         "observedGeneration": deployment.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
-        "replicas": sum("/status/replicas"),
-        "updatedReplicas": new_rs.map_or(0, |rs| int(rs, "/status/replicas").unwrap_or(0)),
-        "readyReplicas": sum("/status/readyReplicas"),
+        "replicas": replicas,
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
         "availableReplicas": available,
         "unavailableReplicas": (desired - available).max(0),
+        "conditions": conds,
     });
-    if deployment.get("status") != Some(&status) {
-        let mut updated = deployment.clone();
-        if let Some(root) = updated.as_object_mut() {
-            root.insert("status".into(), status);
+    // the Deployment says which revision is current, as Kubernetes does
+    let mut with_revision = deployment.clone();
+    if let Some(rs) = new_rs {
+        if let Some(m) = with_revision
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+        {
+            let a = m.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(a) = a.as_object_mut() {
+                a.insert(
+                    REVISION_ANNOTATION.into(),
+                    json!(revision_of(rs).to_string()),
+                );
+            }
         }
-        writes.push(Write::Update(updated));
     }
-    writes
+    let updated = crate::workload::with_status(&with_revision, status)
+        .or_else(|| (with_revision != *deployment).then_some(with_revision));
+    (updated, requeue)
 }
 
 /// "Scaled up replica set web-5d8 to 3", for a write that creates or
@@ -287,15 +537,17 @@ impl Reconcile for DeploymentReconciler {
             return Plan::default();
         }
         let owned = view.owned(Kind::ReplicaSet, meta::uid(deployment).unwrap_or_default());
-        let writes = reconcile(deployment, &owned);
-        Plan::writes(
-            writes
+        let (writes, requeue_after) = decide(deployment, &owned, view.now);
+        Plan {
+            writes: writes
                 .into_iter()
                 .map(|w| match scaling_message(&w, &owned) {
                     Some(message) => Planned::noted(w, "ScalingReplicaSet", message),
                     None => Planned::quiet(w),
-                }),
-        )
+                })
+                .collect(),
+            requeue_after,
+        }
     }
 }
 
@@ -417,6 +669,80 @@ mod tests {
         assert_eq!(
             deleted,
             vec![meta::name(&a).unwrap_or_default().to_string()]
+        );
+    }
+
+    #[test]
+    fn progress_deadline_and_pause() {
+        let at = |t: &str| t.parse::<jiff::Timestamp>().expect("time");
+        let mut d = deployment(2, "v2", rolling());
+        d["spec"]["progressDeadlineSeconds"] = json!(10);
+        let rs = owned_rs(&d, 2, 0, 1);
+        // progress is recorded, then nothing happens for longer than the deadline
+        let (w, requeue) = decide(&d, &[&rs], at("2026-01-01T00:00:00Z"));
+        assert_eq!(requeue, Some(std::time::Duration::from_secs(10)));
+        let Some(Write::Update(d1)) = w.last() else {
+            panic!("{w:?}")
+        };
+        let (w, requeue) = decide(d1, &[&rs], at("2026-01-01T00:00:04Z"));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(requeue, Some(std::time::Duration::from_secs(6)));
+        let (w, _) = decide(d1, &[&rs], at("2026-01-01T00:00:11Z"));
+        let Some(Write::Update(d2)) = w.last() else {
+            panic!("{w:?}")
+        };
+        let p = kubus_api::pod::condition(d2, "Progressing").expect("condition");
+        assert_eq!(p["status"], "False");
+        assert_eq!(p["reason"], "ProgressDeadlineExceeded");
+        // available at last: progressed
+        let done = owned_rs(&d, 2, 2, 1);
+        let (w, _) = decide(d2, &[&done], at("2026-01-01T00:00:20Z"));
+        let Some(Write::Update(d3)) = w.last() else {
+            panic!("{w:?}")
+        };
+        assert_eq!(
+            kubus_api::pod::condition(d3, "Progressing").expect("c")["reason"],
+            "NewReplicaSetAvailable"
+        );
+        // paused: a new template is not rolled out
+        let mut p = deployment(2, "v3", rolling());
+        p["spec"]["paused"] = json!(true);
+        let (w, _) = decide(&p, &[&done], at("2026-01-01T00:00:30Z"));
+        assert!(w.iter().all(|w| !matches!(w, Write::Create(_))), "{w:?}");
+    }
+
+    #[test]
+    fn rollback_makes_the_old_template_the_newest_revision() {
+        let v1 = deployment(2, "v1", rolling());
+        let mut v2 = deployment(2, "v2", rolling());
+        v2["metadata"]["annotations"] = json!({CHANGE_CAUSE_ANNOTATION: "image v2"});
+        let old = owned_rs(&v1, 0, 0, 1);
+        let new = owned_rs(&v2, 2, 2, 2);
+        // back to v1's template: its ReplicaSet becomes revision 3
+        let mut back = v1.clone();
+        back["metadata"]["annotations"] = json!({CHANGE_CAUSE_ANNOTATION: "rollback"});
+        let w = reconcile(&back, &[&old, &new]);
+        let bumped = w.iter().find_map(|w| match w {
+            Write::Update(rs)
+                if rs["kind"] == "ReplicaSet"
+                    && rs["metadata"]["name"] == old["metadata"]["name"] =>
+            {
+                Some(rs.clone())
+            }
+            _ => None,
+        });
+        let bumped = bumped.unwrap_or_else(|| panic!("{w:?}"));
+        assert_eq!(bumped["metadata"]["annotations"][REVISION_ANNOTATION], "3");
+        assert_eq!(
+            bumped["metadata"]["annotations"][CHANGE_CAUSE_ANNOTATION],
+            "rollback"
+        );
+        let Some(Write::Update(d)) = w.last() else {
+            panic!("{w:?}")
+        };
+        assert_eq!(
+            d["metadata"]["annotations"][REVISION_ANNOTATION], "1",
+            "the status write names the ReplicaSet as read"
         );
     }
 }

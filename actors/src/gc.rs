@@ -36,7 +36,8 @@ use crate::write::Write;
 /// [`kubus_api::kind::NAMESPACED_CONTENT`] (every served kind but the
 /// cluster-scoped Namespace and Node, nothing kubus makes is owned by one,
 /// and Event, never an owner and too many to cache).
-pub const KINDS: [Kind; 9] = kubus_api::kind::NAMESPACED_CONTENT;
+pub const KINDS: [Kind; kubus_api::kind::NAMESPACED_CONTENT.len()] =
+    kubus_api::kind::NAMESPACED_CONTENT;
 /// What becomes of one dependent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -14,18 +14,25 @@
 //! Architecture invariant: actors talk to each other only through the bus;
 //! none holds another's address, so any of them can run in another process.
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod dns;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod informer;
+pub mod job;
 pub mod namespace;
 pub mod node_agent;
 pub mod proxy;
 pub mod replicaset;
 pub mod runtime;
 pub mod scheduler;
+pub mod statefulset;
 pub mod store;
+pub mod volume;
 pub mod watching;
+pub mod workload;
 pub mod write;

@@ -20,7 +20,8 @@ use crate::write::Write;
 
 /// The namespaced kinds a terminating namespace is emptied of (all but
 /// Event).
-pub const CONTENT_KINDS: [Kind; 9] = kubus_api::kind::NAMESPACED_CONTENT;
+pub const CONTENT_KINDS: [Kind; kubus_api::kind::NAMESPACED_CONTENT.len()] =
+    kubus_api::kind::NAMESPACED_CONTENT;
 /// How soon a terminating namespace is looked at again while objects in
 /// it are still going (their deletions also wake it).
 pub const RECHECK_AFTER: Duration = Duration::from_secs(2);

@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 
 use crate::informer::Tally;
 use crate::runtime::{Pending, Plan as RuntimePlan, Planned, Reconcile, View, Watch};
-use crate::watching::controller_ref;
 use crate::write::Write;
 
 /// Most pod writes one ReplicaSet issues per sync (a slow start, bounded).
@@ -47,29 +46,7 @@ fn deletion_rank(pod: &Value) -> (u8, u8, u8, std::cmp::Reverse<String>) {
 
 /// A new pod from a ReplicaSet's template.
 pub fn pod_from_template(rs: &Value) -> Value {
-    let template = rs.pointer("/spec/template").cloned().unwrap_or(Value::Null);
-    let mut metadata = template
-        .get("metadata")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    if let Some(m) = metadata.as_object_mut() {
-        m.remove("name");
-        m.insert(
-            "generateName".into(),
-            json!(format!("{}-", meta::name(rs).unwrap_or("pod"))),
-        );
-        m.insert(
-            "namespace".into(),
-            json!(meta::namespace(rs).unwrap_or("default")),
-        );
-        m.insert("ownerReferences".into(), json!([controller_ref(rs)]));
-    }
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
-    })
+    crate::workload::pod_from(rs, None)
 }
 
 /// What one sync of a ReplicaSet does.
@@ -87,7 +64,7 @@ pub struct Plan {
 /// present (so creates pipeline without ever overshooting), nothing is
 /// created or deleted while deletes are under way, and nothing is deleted
 /// while creates are.
-pub fn reconcile(rs: &Value, tally: Tally, pending: Pending) -> Plan {
+pub fn reconcile(rs: &Value, tally: Tally, available: usize, pending: Pending) -> Plan {
     let desired = rs
         .pointer("/spec/replicas")
         .and_then(Value::as_i64)
@@ -110,7 +87,7 @@ pub fn reconcile(rs: &Value, tally: Tally, pending: Pending) -> Plan {
         "replicas": tally.active,
         "fullyLabeledReplicas": tally.active,
         "readyReplicas": tally.ready,
-        "availableReplicas": tally.ready,
+        "availableReplicas": available,
         "observedGeneration": rs.pointer("/metadata/generation").cloned().unwrap_or(json!(1)),
     });
     if pending.updates == 0 && rs.get("status") != Some(&status) {
@@ -134,17 +111,33 @@ pub fn surplus<'a>(owned: impl Iterator<Item = &'a Value>, n: usize) -> Vec<Obje
         .collect()
 }
 
-/// The ReplicaSet controller on the runtime: it owns pods.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ReplicaSetReconciler;
+/// The ReplicaSet controller on the runtime: it owns pods. The same
+/// reconciler keeps ReplicationControllers (their spec and status have
+/// the same shape; pods are found by owner, not selector).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaSetReconciler {
+    kind: Kind,
+}
+
+impl ReplicaSetReconciler {
+    pub const REPLICA_SETS: ReplicaSetReconciler = ReplicaSetReconciler {
+        kind: Kind::ReplicaSet,
+    };
+    pub const REPLICATION_CONTROLLERS: ReplicaSetReconciler = ReplicaSetReconciler {
+        kind: Kind::ReplicationController,
+    };
+}
 
 impl Reconcile for ReplicaSetReconciler {
     fn kind(&self) -> Kind {
-        Kind::ReplicaSet
+        self.kind
     }
 
     fn name(&self) -> &'static str {
-        "replicaset-controller"
+        match self.kind {
+            Kind::ReplicationController => "replication-controller",
+            _ => "replicaset-controller",
+        }
     }
 
     fn watches(&self) -> Vec<Watch> {
@@ -153,7 +146,40 @@ impl Reconcile for ReplicaSetReconciler {
 
     fn reconcile(&self, rs: &Value, view: &View<'_>) -> RuntimePlan {
         let uid = meta::uid(rs).unwrap_or_default();
-        let plan = reconcile(rs, view.tally(Kind::Pod, uid), view.pending);
+        let tally = view.tally(Kind::Pod, uid);
+        // available: Ready for minReadySeconds (a scan only when it is set)
+        let min_ready = rs
+            .pointer("/spec/minReadySeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let mut requeue_after = None;
+        let available = if min_ready > 0 {
+            let now = view.now.as_second();
+            let pods = view.owned(Kind::Pod, uid);
+            let active = pods.iter().filter(|p| kubus_api::pod::is_active(p));
+            let (mut available, mut soonest) = (0, None::<i64>);
+            for p in active {
+                if kubus_api::pod::is_available(p, min_ready, now) {
+                    available += 1;
+                } else if let Some(since) = kubus_api::pod::condition(p, "Ready")
+                    .filter(|_| is_ready(p))
+                    .and_then(|c| {
+                        c.get("lastTransitionTime")?
+                            .as_str()?
+                            .parse::<jiff::Timestamp>()
+                            .ok()
+                    })
+                {
+                    let left = since.as_second() + min_ready - now;
+                    soonest = Some(soonest.map_or(left, |s| s.min(left)));
+                }
+            }
+            requeue_after = soonest.map(|s| std::time::Duration::from_secs(s.max(1) as u64));
+            available
+        } else {
+            tally.ready
+        };
+        let plan = reconcile(rs, tally, available, view.pending);
         let creates = (0..plan.creates).map(|_| {
             Planned::noted(
                 Write::Create(pod_from_template(rs)),
@@ -174,7 +200,10 @@ impl Reconcile for ReplicaSetReconciler {
             )
         });
         let status = plan.status.map(|s| Planned::quiet(Write::Update(s)));
-        RuntimePlan::writes(creates.chain(deletes).chain(status))
+        RuntimePlan {
+            writes: creates.chain(deletes).chain(status).collect(),
+            requeue_after,
+        }
     }
 }
 
@@ -212,7 +241,7 @@ mod tests {
             tally.active += t.active;
             tally.ready += t.ready;
         }
-        reconcile(rs, tally, pending)
+        reconcile(rs, tally, tally.ready, pending)
     }
 
     fn deletes(owned: &[&Value], plan: &Plan) -> Vec<String> {

@@ -130,7 +130,7 @@ pub fn feasible_to_find(nodes: usize) -> usize {
 
 /// Pick a node for a pod: filter, then the least allocated wins (ties by name).
 pub fn schedule(pod: &Value, nodes: &[NodeInfo]) -> Result<String, String> {
-    schedule_from(pod, nodes, 0).0
+    schedule_from(pod, nodes, 0, None).0
 }
 
 /// [`schedule`] over the nodes from index `start` on, cyclically, until
@@ -141,6 +141,7 @@ pub fn schedule_from(
     pod: &Value,
     nodes: &[NodeInfo],
     start: usize,
+    allowed: Option<&BTreeSet<String>>,
 ) -> (Result<String, String>, usize) {
     let want = pod_requests(pod);
     let selector: BTreeMap<String, String> = pod
@@ -173,6 +174,8 @@ pub fn schedule_from(
             Some("node(s) were unschedulable")
         } else if selector.iter().any(|(k, v)| n.labels.get(k) != Some(v)) {
             Some("node(s) didn't match Pod's node affinity/selector")
+        } else if allowed.is_some_and(|a| !a.contains(&n.name)) {
+            Some("node(s) had volume node affinity conflict")
         } else if n.cpu_requested + want.cpu_millis > n.cpu_millis {
             Some("Insufficient cpu")
         } else if n.memory_requested + want.memory_bytes > n.memory_bytes {
@@ -202,6 +205,83 @@ pub fn schedule_from(
         None => Err(unschedulable_message(nodes.len(), &reasons)),
     };
     (outcome, examined)
+}
+
+/// What a pod's PersistentVolumeClaims ask of its placement.
+#[derive(Debug, Default, PartialEq)]
+pub struct VolumeFit {
+    /// Only these nodes can use its bound volumes (None: any node).
+    pub allowed: Option<BTreeSet<String>>,
+    /// Claims whose class waits for the first consumer and that have no
+    /// node yet: the chosen node is written on them before the pod binds.
+    pub select: Vec<Value>,
+    /// Not yet: a claim is being bound to a volume (not a failure; the
+    /// pod is looked at again when the claim changes).
+    pub wait: Option<String>,
+}
+
+/// The storage rules of scheduling (Kubernetes' VolumeBinding plugin): a
+/// pod whose claim is missing, or unbound with a class that binds at
+/// once, waits; a claim bound to a volume limits the pod to the nodes the
+/// volume can be used from; a claim waiting for its first consumer gets
+/// the chosen node, and the pod binds once the claim is bound.
+pub fn volume_fit(
+    pod: &Value,
+    claims: &dyn Fn(&str) -> Option<Value>,
+    volumes: &dyn Fn(&str) -> Option<Value>,
+    classes: &[&Value],
+    nodes: &[NodeInfo],
+) -> Result<VolumeFit, String> {
+    let mut fit = VolumeFit::default();
+    for name in kubus_api::storage::pod_claims(pod) {
+        let Some(pvc) = claims(name) else {
+            return Err(format!("persistentvolumeclaim {name:?} not found"));
+        };
+        if kubus_api::pod::is_terminating(&pvc) {
+            return Err(format!("persistentvolumeclaim {name:?} is being deleted"));
+        }
+        let volume = pvc
+            .pointer("/spec/volumeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !volume.is_empty() {
+            let Some(pv) = volumes(volume) else {
+                return Err(format!(
+                    "persistentvolume {volume:?} of claim {name:?} not found"
+                ));
+            };
+            let usable: BTreeSet<String> = nodes
+                .iter()
+                .filter(|n| {
+                    let node = json!({"metadata": {"name": n.name, "labels": n.labels}});
+                    kubus_api::storage::usable_from(&pv, &node)
+                })
+                .map(|n| n.name.clone())
+                .collect();
+            fit.allowed = Some(match fit.allowed.take() {
+                Some(a) => a.intersection(&usable).cloned().collect(),
+                None => usable,
+            });
+            continue;
+        }
+        let class_name = pvc
+            .pointer("/spec/storageClassName")
+            .and_then(Value::as_str);
+        let class = match class_name {
+            Some(c) => classes.iter().copied().find(|k| meta::name(k) == Some(c)),
+            None => kubus_api::storage::default_class(classes),
+        };
+        let waits = class.is_some_and(kubus_api::storage::waits_for_consumer);
+        if !waits {
+            return Err("pod has unbound immediate PersistentVolumeClaims".to_string());
+        }
+        if meta::annotations(&pvc).contains_key(kubus_api::storage::SELECTED_NODE_ANNOTATION) {
+            fit.wait = Some(format!("waiting for volume binding of claim {name:?}"));
+            continue;
+        }
+        fit.select.push(pvc);
+    }
+    Ok(fit)
 }
 
 /// How the scheduler counts one pod.
@@ -318,7 +398,17 @@ impl Ledger {
     /// Choose a node for `pod` (see [`schedule_from`]); on success the
     /// pod is counted there at once, so the next choice sees it.
     pub fn choose(&mut self, key: &str, pod: &Value) -> Result<String, String> {
-        let (outcome, examined) = schedule_from(pod, &self.nodes, self.next_start);
+        self.choose_within(key, pod, None)
+    }
+
+    /// [`Ledger::choose`] among `allowed` nodes only (None: any).
+    pub fn choose_within(
+        &mut self,
+        key: &str,
+        pod: &Value,
+        allowed: Option<&BTreeSet<String>>,
+    ) -> Result<String, String> {
+        let (outcome, examined) = schedule_from(pod, &self.nodes, self.next_start, allowed);
         self.next_start = (self.next_start + examined) % self.nodes.len().max(1);
         if let Ok(node) = &outcome {
             let mut bound = pod.clone();
@@ -338,6 +428,12 @@ pub struct Scheduler {
     /// The process's shared pod and node caches (set when started).
     pods: Option<Shared>,
     nodes: Option<Shared>,
+    /// Claims, volumes and classes, for pods with persistent volumes.
+    claims: Option<Shared>,
+    volumes: Option<Shared>,
+    classes: Option<Shared>,
+    /// Claims being given their node.
+    selecting: HashSet<String>,
     ledger: Ledger,
     sync_scheduled: bool,
     /// Pods with a binding under way.
@@ -354,6 +450,10 @@ impl Scheduler {
             informers,
             pods: None,
             nodes: None,
+            claims: None,
+            volumes: None,
+            classes: None,
+            selecting: HashSet::new(),
             ledger: Ledger::default(),
             sync_scheduled: false,
             binding: HashSet::new(),
@@ -388,22 +488,104 @@ impl Scheduler {
         };
         for pod in pending {
             let key = key_of(&pod);
-            match self.ledger.choose(&key, &pod) {
-                Ok(node) => self.bind(key, pod, node, ctx),
+            let fit = match self.volume_fit(&pod) {
+                Ok(fit) => fit,
                 Err(message) => {
-                    if self.reported.get(&key) != Some(&message) {
-                        debug!(pod = %key, %message, "unschedulable");
-                        self.reported.insert(key.clone(), message.clone());
-                        self.recorder.record(
-                            &pod,
-                            EventType::Warning,
-                            "FailedScheduling",
-                            &message,
-                        );
-                        self.write_unschedulable(key, pod, message, ctx);
-                    }
+                    self.unschedulable(key, pod, message, ctx);
+                    continue;
+                }
+            };
+            if let Some(why) = &fit.wait {
+                debug!(pod = %key, why, "waiting");
+                continue;
+            }
+            if fit
+                .select
+                .iter()
+                .any(|c| self.selecting.contains(&key_of(c)))
+            {
+                continue;
+            }
+            match self.ledger.choose_within(&key, &pod, fit.allowed.as_ref()) {
+                Ok(node) if !fit.select.is_empty() => {
+                    // the claims learn the node; the pod binds once they are bound
+                    self.ledger.pod_changed(&key, Some(&pod));
+                    self.select_node(fit.select, &node, ctx);
+                }
+                Ok(node) => self.bind(key, pod, node, ctx),
+                Err(message) => self.unschedulable(key, pod, message, ctx),
+            }
+        }
+    }
+
+    /// Say once why `pod` cannot be placed: an Event and its condition.
+    fn unschedulable(&mut self, key: String, pod: Value, message: String, ctx: &mut Context<Self>) {
+        if self.reported.get(&key) != Some(&message) {
+            debug!(pod = %key, %message, "unschedulable");
+            self.reported.insert(key.clone(), message.clone());
+            self.recorder
+                .record(&pod, EventType::Warning, "FailedScheduling", &message);
+            self.write_unschedulable(key, pod, message, ctx);
+        }
+    }
+
+    /// What `pod`'s claims ask of its placement, from the shared caches.
+    fn volume_fit(&self, pod: &Value) -> Result<VolumeFit, String> {
+        if kubus_api::storage::pod_claims(pod).is_empty() {
+            return Ok(VolumeFit::default());
+        }
+        let (Some(claims), Some(volumes), Some(classes)) =
+            (&self.claims, &self.volumes, &self.classes)
+        else {
+            return Err("the scheduler has no claim caches".into());
+        };
+        if !(claims.synced() && volumes.synced() && classes.synced()) {
+            return Ok(VolumeFit {
+                wait: Some("waiting for the claim caches".into()),
+                ..VolumeFit::default()
+            });
+        }
+        let ns = meta::namespace(pod).unwrap_or("default").to_string();
+        let claims = claims.read();
+        let volumes = volumes.read();
+        let classes = classes.read();
+        let class_list: Vec<&Value> = classes.cache.values().collect();
+        let claim = |name: &str| claims.cache.get(&format!("{ns}/{name}")).cloned();
+        let volume = |name: &str| volumes.cache.get(name).cloned();
+        volume_fit(pod, &claim, &volume, &class_list, &self.ledger.nodes)
+    }
+
+    /// Write the chosen node on claims waiting for their first consumer.
+    fn select_node(&mut self, claims: Vec<Value>, node: &str, ctx: &mut Context<Self>) {
+        for mut pvc in claims {
+            let key = key_of(&pvc);
+            if !self.selecting.insert(key.clone()) {
+                continue;
+            }
+            if let Some(m) = pvc.get_mut("metadata").and_then(Value::as_object_mut) {
+                let a = m.entry("annotations").or_insert_with(|| json!({}));
+                if let Some(a) = a.as_object_mut() {
+                    a.insert(
+                        kubus_api::storage::SELECTED_NODE_ANNOTATION.into(),
+                        json!(node),
+                    );
                 }
             }
+            let fut = perform(self.client.clone(), Write::Update(pvc));
+            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+                act.selecting.remove(&key);
+                match res {
+                    Ok(written) => {
+                        if let Some(c) = &act.claims {
+                            c.assume(written);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(claim = %key, error = %e, "cannot select a node for the claim; retrying");
+                        ctx.run_later(RETRY_DELAY, |act, ctx| act.kick(ctx));
+                    }
+                }
+            }));
         }
     }
 
@@ -514,7 +696,13 @@ impl Actor for Scheduler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let me = ctx.address().recipient::<Changed>();
         self.pods = Some(self.informers.subscribe(Kind::Pod, me.clone()));
-        self.nodes = Some(self.informers.subscribe(Kind::Node, me));
+        self.nodes = Some(self.informers.subscribe(Kind::Node, me.clone()));
+        self.claims = Some(
+            self.informers
+                .subscribe(Kind::PersistentVolumeClaim, me.clone()),
+        );
+        self.volumes = Some(self.informers.subscribe(Kind::PersistentVolume, me.clone()));
+        self.classes = Some(self.informers.subscribe(Kind::StorageClass, me));
     }
 }
 
@@ -711,17 +899,72 @@ mod tests {
             .map(|i| node(&format!("n{i:04}"), 4000, 8 << 30, &[]))
             .collect();
         let p = pod("100m", "64Mi", json!({}));
-        let (first, looked) = schedule_from(&p, &nodes, 0);
+        let (first, looked) = schedule_from(&p, &nodes, 0, None);
         assert_eq!(looked, 420);
-        let (second, _) = schedule_from(&p, &nodes, looked);
+        let (second, _) = schedule_from(&p, &nodes, looked, None);
         assert_ne!(first, second, "the next pod searches elsewhere");
         // none fits: every node is looked at and counted in the message
-        let (none, looked) = schedule_from(&pod("5", "1", json!({})), &nodes, 7);
+        let (none, looked) = schedule_from(&pod("5", "1", json!({})), &nodes, 7, None);
         assert_eq!(looked, 1000);
         assert_eq!(
             none,
             Err("0/1000 nodes are available: 1000 Insufficient cpu.".to_string())
         );
+    }
+
+    #[test]
+    fn claims_limit_and_delay_placement() {
+        let nodes = vec![
+            node("n1", 1000, 1 << 30, &[("kubernetes.io/hostname", "n1")]),
+            node("n2", 1000, 1 << 30, &[("kubernetes.io/hostname", "n2")]),
+        ];
+        let pod = json!({"metadata": {"namespace": "default"}, "spec": {"volumes": [
+            {"name": "www", "persistentVolumeClaim": {"claimName": "www-web-0"}}]}});
+        let class = kubus_api::storage::local_path_class();
+        let classes = [&class];
+        let unbound = json!({"metadata": {"name": "www-web-0", "namespace": "default", "uid": "u"},
+            "spec": {"storageClassName": "local-path"}});
+        let none = |_: &str| None;
+        // missing claim: waits, saying so
+        assert_eq!(
+            volume_fit(&pod, &none, &none, &classes, &nodes),
+            Err("persistentvolumeclaim \"www-web-0\" not found".into())
+        );
+        // waiting for its first consumer: the chosen node is written on it
+        let c = unbound.clone();
+        let fit =
+            volume_fit(&pod, &|_: &str| Some(c.clone()), &none, &classes, &nodes).expect("fits");
+        assert_eq!(fit.select.len(), 1);
+        assert_eq!(fit.allowed, None);
+        // bound to a volume on n2: only n2
+        let pv = kubus_api::storage::local_path_volume(&unbound, &class, "n2", "/s");
+        let mut bound = unbound.clone();
+        bound["spec"]["volumeName"] = json!(kubus_api::storage::provisioned_name(&unbound));
+        let fit = volume_fit(
+            &pod,
+            &|_: &str| Some(bound.clone()),
+            &|_: &str| Some(pv.clone()),
+            &classes,
+            &nodes,
+        )
+        .expect("fits");
+        assert_eq!(fit.allowed, Some(["n2".to_string()].into_iter().collect()));
+        assert_eq!(
+            schedule_from(&pod, &nodes, 0, fit.allowed.as_ref()).0,
+            Ok("n2".into())
+        );
+        // an immediate class that has not bound it: waits
+        let mut immediate = unbound.clone();
+        immediate["spec"]["storageClassName"] = json!("other");
+        let other = json!({"metadata": {"name": "other"}, "provisioner": "x", "volumeBindingMode": "Immediate"});
+        assert!(volume_fit(
+            &pod,
+            &|_: &str| Some(immediate.clone()),
+            &none,
+            &[&other],
+            &nodes
+        )
+        .is_err());
     }
 
     #[test]

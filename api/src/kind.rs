@@ -27,6 +27,22 @@ pub enum Kind {
     Endpoints,
     /// `discovery.k8s.io/v1`: which pods back a Service.
     EndpointSlice,
+    DaemonSet,
+    StatefulSet,
+    /// `batch/v1`.
+    Job,
+    /// `batch/v1`.
+    CronJob,
+    /// `v1`: the ReplicaSet's predecessor, still served by Kubernetes.
+    ReplicationController,
+    /// `policy/v1`: how many of a set of pods may be disrupted at once.
+    PodDisruptionBudget,
+    /// Cluster-scoped: a piece of storage.
+    PersistentVolume,
+    /// A request for storage, bound to one PersistentVolume.
+    PersistentVolumeClaim,
+    /// `storage.k8s.io/v1`, cluster-scoped: how claims of a class are provisioned.
+    StorageClass,
 }
 
 /// Why an `apiVersion`/`kind` pair (or a resource word) is not served.
@@ -51,19 +67,11 @@ pub enum KindError {
 /// Kubernetes kinds kubus knows about but does not serve yet, with the
 /// apiVersion they are current in.
 const NOT_YET: &[(&str, &str)] = &[
-    ("apps/v1", "StatefulSet"),
-    ("apps/v1", "DaemonSet"),
     ("apps/v1", "ControllerRevision"),
-    ("batch/v1", "Job"),
-    ("batch/v1", "CronJob"),
-    ("v1", "PersistentVolume"),
-    ("v1", "PersistentVolumeClaim"),
     ("v1", "ServiceAccount"),
     ("v1", "LimitRange"),
     ("v1", "ResourceQuota"),
-    ("v1", "ReplicationController"),
     ("v1", "Binding"),
-    ("policy/v1", "PodDisruptionBudget"),
     ("networking.k8s.io/v1", "Ingress"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
@@ -72,14 +80,13 @@ const NOT_YET: &[(&str, &str)] = &[
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("rbac.authorization.k8s.io/v1", "ClusterRole"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-    ("storage.k8s.io/v1", "StorageClass"),
 ];
 
 /// The served namespaced kinds other than Event: what the control plane
 /// keeps in its caches, collects by owner references, and empties a
 /// deleted namespace of (Events expire by themselves and are too many to
 /// cache). A test keeps it in step with [`Kind::ALL`].
-pub const NAMESPACED_CONTENT: [Kind; 9] = [
+pub const NAMESPACED_CONTENT: [Kind; 16] = [
     Kind::Deployment,
     Kind::ReplicaSet,
     Kind::Pod,
@@ -89,6 +96,13 @@ pub const NAMESPACED_CONTENT: [Kind; 9] = [
     Kind::Lease,
     Kind::Endpoints,
     Kind::EndpointSlice,
+    Kind::DaemonSet,
+    Kind::StatefulSet,
+    Kind::Job,
+    Kind::CronJob,
+    Kind::ReplicationController,
+    Kind::PodDisruptionBudget,
+    Kind::PersistentVolumeClaim,
 ];
 
 /// Old apiVersions that Kubernetes has removed, mapped to the current group
@@ -111,7 +125,7 @@ const OLD_GROUPS: &[(&str, &str)] = &[
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 21] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -124,12 +138,24 @@ impl Kind {
         Kind::Lease,
         Kind::Endpoints,
         Kind::EndpointSlice,
+        Kind::DaemonSet,
+        Kind::StatefulSet,
+        Kind::Job,
+        Kind::CronJob,
+        Kind::ReplicationController,
+        Kind::PodDisruptionBudget,
+        Kind::PersistentVolume,
+        Kind::PersistentVolumeClaim,
+        Kind::StorageClass,
     ];
 
     /// The `apiVersion` this kind is served at.
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::ReplicaSet | Kind::Deployment => "apps/v1",
+            Kind::ReplicaSet | Kind::Deployment | Kind::DaemonSet | Kind::StatefulSet => "apps/v1",
+            Kind::Job | Kind::CronJob => "batch/v1",
+            Kind::PodDisruptionBudget => "policy/v1",
+            Kind::StorageClass => "storage.k8s.io/v1",
             Kind::Lease => "coordination.k8s.io/v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             _ => "v1",
@@ -151,6 +177,15 @@ impl Kind {
             Kind::Lease => "Lease",
             Kind::Endpoints => "Endpoints",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::DaemonSet => "DaemonSet",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
+            Kind::ReplicationController => "ReplicationController",
+            Kind::PodDisruptionBudget => "PodDisruptionBudget",
+            Kind::PersistentVolume => "PersistentVolume",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Kind::StorageClass => "StorageClass",
         }
     }
 
@@ -170,12 +205,24 @@ impl Kind {
             Kind::Lease => "leases",
             Kind::Endpoints => "endpoints",
             Kind::EndpointSlice => "endpointslices",
+            Kind::DaemonSet => "daemonsets",
+            Kind::StatefulSet => "statefulsets",
+            Kind::Job => "jobs",
+            Kind::CronJob => "cronjobs",
+            Kind::ReplicationController => "replicationcontrollers",
+            Kind::PodDisruptionBudget => "poddisruptionbudgets",
+            Kind::PersistentVolume => "persistentvolumes",
+            Kind::PersistentVolumeClaim => "persistentvolumeclaims",
+            Kind::StorageClass => "storageclasses",
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace | Kind::Node)
+        !matches!(
+            self,
+            Kind::Namespace | Kind::Node | Kind::PersistentVolume | Kind::StorageClass
+        )
     }
 
     /// The kind named by a manifest's `apiVersion` and `kind`.
@@ -235,6 +282,19 @@ impl Kind {
             "lease" | "leases" => Kind::Lease,
             "ep" | "endpoints" => Kind::Endpoints,
             "endpointslice" | "endpointslices" => Kind::EndpointSlice,
+            "ds" | "daemonset" | "daemonsets" => Kind::DaemonSet,
+            "sts" | "statefulset" | "statefulsets" => Kind::StatefulSet,
+            "job" | "jobs" => Kind::Job,
+            "cj" | "cronjob" | "cronjobs" => Kind::CronJob,
+            "rc" | "replicationcontroller" | "replicationcontrollers" => {
+                Kind::ReplicationController
+            }
+            "pdb" | "poddisruptionbudget" | "poddisruptionbudgets" => Kind::PodDisruptionBudget,
+            "pv" | "persistentvolume" | "persistentvolumes" => Kind::PersistentVolume,
+            "pvc" | "persistentvolumeclaim" | "persistentvolumeclaims" => {
+                Kind::PersistentVolumeClaim
+            }
+            "sc" | "storageclass" | "storageclasses" => Kind::StorageClass,
             _ => return Err(KindError::UnknownResource(word.to_string())),
         };
         Ok(k)
@@ -315,7 +375,7 @@ mod tests {
         assert!(e.to_string().contains("batch/v1"), "{e}");
         let e = Kind::from_type("extensions/v1beta1", "Deployment").expect_err("refused");
         assert!(e.to_string().contains("apps/v1"), "{e}");
-        let e = Kind::from_type("apps/v1", "StatefulSet").expect_err("refused");
+        let e = Kind::from_type("apps/v1", "ControllerRevision").expect_err("refused");
         assert!(e.to_string().contains("not supported by kubus yet"), "{e}");
         assert!(matches!(
             Kind::from_type("v1", "Frobnicator"),

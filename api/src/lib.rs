@@ -23,6 +23,7 @@
 //! converts to the `k8s-openapi` type with `serde_json::from_value`.
 
 pub mod admission;
+pub mod cron;
 pub mod dns;
 pub mod endpoints;
 pub mod error;
@@ -31,10 +32,12 @@ pub mod lifecycle;
 pub mod manifest;
 pub mod meta;
 pub mod patch;
+pub mod placement;
 pub mod pod;
 pub mod quantity;
 pub mod selector;
 pub mod service;
+pub mod storage;
 
 pub use error::{ApiError, FieldCause, Reason};
 pub use kind::{Kind, ObjectRef};

@@ -52,8 +52,59 @@ pub fn prepare_create(mut obj: Value, uid: &str, now: &str, suffix: &str) -> Val
             m.remove(*field);
         }
     }
+    if meta::kind_of(&obj) == Some(Kind::Job) {
+        job_selector(&mut obj, uid);
+    }
     strip_revision(&mut obj);
     obj
+}
+
+/// The label a Job's generated selector matches: its uid.
+pub const JOB_CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+/// The label naming a pod's Job.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
+/// As Kubernetes: a Job without `manualSelector` gets a selector on its
+/// uid, and its template the labels that selector (and users) look for.
+fn job_selector(job: &mut Value, uid: &str) {
+    if job.pointer("/spec/manualSelector") == Some(&Value::Bool(true)) {
+        return;
+    }
+    let name = meta::name(job).unwrap_or_default().to_string();
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut selector = Map::new();
+    selector.insert(
+        "matchLabels".into(),
+        serde_json::json!({ JOB_CONTROLLER_UID_LABEL: uid }),
+    );
+    spec.insert("selector".into(), Value::Object(selector));
+    let template = spec
+        .entry("template")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let labels = template
+        .as_object_mut()
+        .map(|t| {
+            t.entry("metadata")
+                .or_insert_with(|| Value::Object(Map::new()))
+        })
+        .and_then(Value::as_object_mut)
+        .map(|m| {
+            m.entry("labels")
+                .or_insert_with(|| Value::Object(Map::new()))
+        })
+        .and_then(Value::as_object_mut);
+    if let Some(labels) = labels {
+        for (k, v) in [
+            (JOB_CONTROLLER_UID_LABEL, uid),
+            (JOB_NAME_LABEL, name.as_str()),
+            ("controller-uid", uid),
+            ("job-name", name.as_str()),
+        ] {
+            labels.insert(k.into(), Value::String(v.into()));
+        }
+    }
 }
 
 /// What a delete request does to the object it names.

@@ -61,6 +61,36 @@ pub enum Command {
     /// Forward local ports to a pod's ports (through its node agent):
     /// kubus port-forward POD [LOCAL:]REMOTE...
     PortForward(PortForwardArgs),
+    /// Show an object in detail, with its Events:
+    /// kubus describe deployment web (or TYPE/NAME, or TYPE -l SELECTOR).
+    Describe(DescribeArgs),
+    /// Set a Deployment's, ReplicaSet's or StatefulSet's replicas:
+    /// kubus scale deployment/web --replicas=3 [--current-replicas=2].
+    Scale(ScaleArgs),
+    /// Add, change (--overwrite) or remove (KEY-) labels:
+    /// kubus label pod x tier=web env- [--overwrite] [-l SELECTOR].
+    Label(LabelArgs),
+    /// Add, change (--overwrite) or remove (KEY-) annotations:
+    /// kubus annotate deployment web note='first try'.
+    Annotate(AnnotateArgs),
+    /// Change one field of objects: kubus set image deployment/web app=nginx:1.27.
+    #[command(subcommand)]
+    Set(SetCommand),
+    /// Manage a rollout: status, history, undo, pause, resume, restart.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Create an object from flags: deployment, job, cronjob, configmap,
+    /// secret generic, namespace.
+    #[command(subcommand)]
+    Create(CreateCommand),
+    /// Run an image in a new pod: kubus run shell --image=busybox -- sleep 3600.
+    Run(RunArgs),
+    /// Wait for a condition on objects:
+    /// kubus wait pod -l app=web --for=condition=Ready --timeout=60s.
+    Wait(WaitArgs),
+    /// Edit an object in $KUBE_EDITOR / $EDITOR (default vi) and write it
+    /// back: kubus edit deployment web.
+    Edit(EditArgs),
     /// Store administration: peers, leader, membership.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -95,6 +125,29 @@ pub enum BenchCommand {
     /// bytes/s through a cluster IP beside straight to the backend, pod
     /// Ready → routed, DNS latency at 1,000 lookups/s.
     Proxy(BenchProxyArgs),
+    /// The DaemonSet and Job controllers on hollow nodes: a DaemonSet over
+    /// every node and a Job of many completions, beside a Deployment of
+    /// the same pods.
+    Workloads(BenchWorkloadsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchWorkloadsArgs {
+    /// Hollow nodes (all in one `kubus up` child process).
+    #[arg(long, default_value_t = 1_000)]
+    pub hollow_nodes: usize,
+    /// A hollow container's simulated start-up time.
+    #[arg(long, default_value_t = 100)]
+    pub hollow_delay_ms: u64,
+    /// The Job's completions.
+    #[arg(long, default_value_t = 10_000)]
+    pub completions: usize,
+    /// The Job's parallelism.
+    #[arg(long, default_value_t = 1_000)]
+    pub parallelism: usize,
+    /// Give up waiting after this long (each phase).
+    #[arg(long, default_value_t = 600)]
+    pub timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -463,7 +516,8 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
-    /// Resource type: pods, deployments (deploy), replicasets (rs), nodes, …
+    /// Resource type: pods, deployments (deploy), replicasets (rs), nodes,
+    /// …, or `all` (pods, services and the workloads).
     pub kind: String,
     pub name: Option<String>,
     #[arg(short = 'n', long, default_value = "default")]
@@ -555,4 +609,364 @@ pub struct ExecArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+/// How a verb picks objects besides naming them.
+#[derive(Debug, Clone, Args)]
+pub struct Pick {
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Label selector, e.g. app=web,tier!=db (with a TYPE and no names).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Every object of the TYPE in the namespace.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DescribeArgs {
+    /// TYPE [NAME...] or TYPE/NAME...; a NAME that is no object's name
+    /// describes every object whose name starts with it.
+    #[arg(required = true)]
+    pub resources: Vec<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// TYPE NAME... or TYPE/NAME... (or TYPE with -l / --all).
+    #[arg(required = true)]
+    pub resources: Vec<String>,
+    /// The new number of replicas.
+    #[arg(long, required = true, value_parser = clap::value_parser!(i64).range(0..))]
+    pub replicas: i64,
+    /// Only if the current number of replicas is this.
+    #[arg(long)]
+    pub current_replicas: Option<i64>,
+    #[command(flatten)]
+    pub pick: Pick,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabelArgs {
+    /// TYPE NAME... or TYPE/NAME..., then KEY=VALUE... and KEY-...
+    #[arg(required = true)]
+    pub args: Vec<String>,
+    /// Change labels that already have a value.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub pick: Pick,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AnnotateArgs {
+    /// TYPE NAME... or TYPE/NAME..., then KEY=VALUE... and KEY-...
+    #[arg(required = true)]
+    pub args: Vec<String>,
+    /// Change annotations that already have a value.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[command(flatten)]
+    pub pick: Pick,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SetCommand {
+    /// Set container images: kubus set image deployment/web app=nginx:1.27
+    /// ('*' for every container).
+    Image(SetImageArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SetImageArgs {
+    /// TYPE NAME... or TYPE/NAME..., then CONTAINER=IMAGE...
+    #[arg(required = true)]
+    pub args: Vec<String>,
+    #[command(flatten)]
+    pub pick: Pick,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RolloutCommand {
+    /// Follow a rollout until it is done: exit 0 when it is, non-zero
+    /// when it exceeds its progress deadline or --timeout.
+    Status(RolloutStatusArgs),
+    /// The revisions of a Deployment (its ReplicaSets).
+    History(RolloutHistoryArgs),
+    /// Roll back to the previous revision (or --to-revision).
+    Undo(RolloutUndoArgs),
+    /// Stop a Deployment's rollouts (spec.paused).
+    Pause(RolloutArgs),
+    /// Let a paused Deployment roll out again.
+    Resume(RolloutArgs),
+    /// Replace every pod, one rollout (Deployment, DaemonSet, StatefulSet).
+    Restart(RolloutArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RolloutArgs {
+    /// TYPE NAME... or TYPE/NAME... (or TYPE with -l).
+    #[arg(required = true)]
+    pub resources: Vec<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RolloutStatusArgs {
+    /// TYPE NAME or TYPE/NAME.
+    #[arg(required = true)]
+    pub resources: Vec<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Keep following until done (--watch=false: say where it stands once).
+    #[arg(short = 'w', long, default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true,
+          action = clap::ArgAction::Set)]
+    pub watch: bool,
+    /// Give up after this long (30s, 5m; 0: never).
+    #[arg(long, default_value = "0s")]
+    pub timeout: String,
+    /// The revision that must be the one rolling out.
+    #[arg(long)]
+    pub revision: Option<i64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RolloutHistoryArgs {
+    /// TYPE NAME or TYPE/NAME.
+    #[arg(required = true)]
+    pub resources: Vec<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Show this revision's pod template.
+    #[arg(long, allow_negative_numbers = true)]
+    pub revision: Option<i64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RolloutUndoArgs {
+    /// TYPE NAME or TYPE/NAME.
+    #[arg(required = true)]
+    pub resources: Vec<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// The revision to go back to (0: the one before the latest).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub to_revision: i64,
+}
+
+/// `--dry-run` and `-o` of `create` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateOutput {
+    /// none, or client: print the object instead of creating it.
+    #[arg(long, default_value = "none", num_args = 0..=1,
+          default_missing_value = "client", require_equals = true)]
+    pub dry_run: String,
+    /// Print the object as yaml or json, or its name.
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CreateCommand {
+    /// kubus create deployment NAME --image=IMAGE... [--replicas=N]
+    /// [--port=P] [-- COMMAND ARG...]
+    #[command(visible_alias = "deploy")]
+    Deployment(CreateDeploymentArgs),
+    /// kubus create job NAME --image=IMAGE [-- COMMAND ARG...], or
+    /// --from=cronjob/NAME.
+    Job(CreateJobArgs),
+    /// kubus create cronjob NAME --image=IMAGE --schedule='*/5 * * * *'
+    /// [-- COMMAND ARG...]
+    #[command(visible_alias = "cj")]
+    Cronjob(CreateCronJobArgs),
+    /// kubus create configmap NAME --from-literal=KEY=VALUE
+    /// --from-file=[KEY=]PATH --from-env-file=PATH
+    #[command(visible_alias = "cm")]
+    Configmap(CreateConfigMapArgs),
+    /// kubus create secret generic NAME --from-literal=KEY=VALUE ...
+    #[command(subcommand)]
+    Secret(CreateSecretCommand),
+    /// kubus create namespace NAME
+    #[command(visible_alias = "ns")]
+    Namespace(CreateNamespaceArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateDeploymentArgs {
+    pub name: String,
+    /// An image to run (one container each); repeat for more.
+    #[arg(long, required = true)]
+    pub image: Vec<String>,
+    #[arg(short = 'r', long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(0..))]
+    pub replicas: i64,
+    /// The first container's port.
+    #[arg(long)]
+    pub port: Option<i64>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub out: CreateOutput,
+    /// The containers' command, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateJobArgs {
+    pub name: String,
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Make the Job from a CronJob's template: cronjob/NAME.
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub out: CreateOutput,
+    /// The container's command, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateCronJobArgs {
+    pub name: String,
+    #[arg(long, required = true)]
+    pub image: String,
+    /// When to run, in cron format: '*/5 * * * *'.
+    #[arg(long, required = true)]
+    pub schedule: String,
+    /// The job's pods' restart policy: OnFailure or Never.
+    #[arg(long, default_value = "OnFailure")]
+    pub restart: String,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub out: CreateOutput,
+    /// The container's command, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateConfigMapArgs {
+    pub name: String,
+    /// KEY=VALUE; repeat for more.
+    #[arg(long)]
+    pub from_literal: Vec<String>,
+    /// [KEY=]PATH: a file (key: its name), or every file of a directory.
+    #[arg(long)]
+    pub from_file: Vec<String>,
+    /// A file of KEY=VALUE lines.
+    #[arg(long)]
+    pub from_env_file: Vec<String>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub out: CreateOutput,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CreateSecretCommand {
+    /// A Secret from literals and files (values base64 in data).
+    Generic(CreateSecretGenericArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateSecretGenericArgs {
+    pub name: String,
+    /// KEY=VALUE; repeat for more.
+    #[arg(long)]
+    pub from_literal: Vec<String>,
+    /// [KEY=]PATH: a file (key: its name), or every file of a directory.
+    #[arg(long)]
+    pub from_file: Vec<String>,
+    /// A file of KEY=VALUE lines.
+    #[arg(long)]
+    pub from_env_file: Vec<String>,
+    /// The Secret's type (default Opaque).
+    #[arg(long = "type")]
+    pub type_: Option<String>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub out: CreateOutput,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateNamespaceArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub out: CreateOutput,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    pub name: String,
+    #[arg(long, required = true)]
+    pub image: String,
+    /// The container's port.
+    #[arg(long)]
+    pub port: Option<i64>,
+    /// NAME=VALUE environment variables; repeat for more.
+    #[arg(long)]
+    pub env: Vec<String>,
+    /// The pod's labels, a=b,c=d (instead of run=NAME).
+    #[arg(short = 'l', long)]
+    pub labels: Option<String>,
+    /// The pod's restart policy: Always, OnFailure or Never.
+    #[arg(long, default_value = "Always")]
+    pub restart: String,
+    /// The words after `--` are the command, not the arguments.
+    #[arg(long)]
+    pub command: bool,
+    #[arg(long)]
+    pub image_pull_policy: Option<String>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub out: CreateOutput,
+    /// The container's arguments (or, with --command, its command).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// TYPE NAME... or TYPE/NAME... (or TYPE with -l / --all).
+    #[arg(required = true)]
+    pub resources: Vec<String>,
+    /// delete, create, condition=NAME[=VALUE] or jsonpath={EXPR}[=VALUE].
+    #[arg(long = "for", required = true)]
+    pub for_: String,
+    /// Give up after this long (0: check once).
+    #[arg(long, default_value = "30s")]
+    pub timeout: String,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EditArgs {
+    /// TYPE NAME or TYPE/NAME.
+    #[arg(required = true)]
+    pub resources: Vec<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Edit as yaml (the default) or json.
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
 }

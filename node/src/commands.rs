@@ -1,4 +1,7 @@
-//! The client verbs. Each speaks only NATS, through `kubus-bus`.
+//! The client verbs. Each speaks only NATS, through `kubus-bus`. The
+//! verbs that change objects the way kubectl's operator verbs do live in
+//! modules of their own: `verbs` (label, annotate, scale, set image),
+//! `rollout`, `create` (and run), `wait`, `describe` and `edit`.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ use serde_json::Value;
 
 use crate::cli::{
     ApplyArgs, Command, DeleteArgs, EventsArgs, ExecArgs, ExposeArgs, GetArgs, Global,
-    ImagesAction, ImagesArgs, LogsArgs, PortForwardArgs, ServiceArgs,
+    ImagesAction, ImagesArgs, LogsArgs, PortForwardArgs, ServiceArgs, SetCommand,
 };
 use crate::config;
 use crate::print;
@@ -42,6 +45,10 @@ async fn client(global: &Global) -> anyhow::Result<Client> {
 }
 
 pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
+    // `create`/`run --dry-run=client` print without a cluster, as kubectl does
+    if let Some(done) = crate::create::offline(&command) {
+        return done;
+    }
     let client = client(&global).await?;
     match command {
         Command::Apply(a) => apply(&client, a).await,
@@ -54,6 +61,15 @@ pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
         Command::PortForward(a) => port_forward(&client, a).await,
         Command::Images(a) => images(&client, a).await,
         Command::Service(a) => service(&client, a).await,
+        Command::Describe(a) => crate::describe::run(&client, a).await,
+        Command::Scale(a) => crate::verbs::run_scale(&client, a).await,
+        Command::Label(a) => crate::verbs::run_label(&client, a).await,
+        Command::Annotate(a) => crate::verbs::run_annotate(&client, a).await,
+        Command::Set(SetCommand::Image(a)) => crate::verbs::run_set_image(&client, a).await,
+        Command::Rollout(c) => crate::rollout::run(&client, c).await,
+        c @ (Command::Create(_) | Command::Run(_)) => crate::create::run(&client, c).await,
+        Command::Wait(a) => crate::wait::run(&client, a).await,
+        Command::Edit(a) => crate::edit::run(&client, a).await,
         Command::Store(c) => crate::store_admin::run(&client, c).await,
         Command::Up(_) | Command::Node(_) | Command::Bench(_) => bail!("not a client verb"),
     }
@@ -382,17 +398,6 @@ fn read_sources(names: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// kubectl's name for an object in messages: `deployment.apps/web`.
-fn display_name(r: &ObjectRef) -> String {
-    let group = r
-        .kind
-        .api_version()
-        .split_once('/')
-        .map(|(g, _)| format!(".{g}"))
-        .unwrap_or_default();
-    format!("{}{group}/{}", r.kind.as_str().to_ascii_lowercase(), r.name)
-}
-
 async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {
     let mut failed = false;
     for (source, text) in read_sources(&args.files)? {
@@ -407,7 +412,7 @@ async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {
             match (doc.result, doc.object) {
                 (Ok(outcome), Some(r)) => emit(&format!(
                     "{} {}{suffix}\n",
-                    display_name(&r),
+                    crate::targets::display_ref(&r),
                     outcome.as_str()
                 )),
                 (Ok(outcome), None) => emit(&format!(
@@ -429,6 +434,9 @@ async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {
 }
 
 async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
+    if args.kind == "all" {
+        return get_all(client, &args).await;
+    }
     let kind = Kind::from_resource(&args.kind)?;
     let namespace = if args.all_namespaces {
         None
@@ -523,6 +531,66 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The kinds `kubectl get all` shows, in its order.
+const ALL_KINDS: [Kind; 9] = [
+    Kind::Pod,
+    Kind::ReplicationController,
+    Kind::Service,
+    Kind::DaemonSet,
+    Kind::Deployment,
+    Kind::ReplicaSet,
+    Kind::StatefulSet,
+    Kind::CronJob,
+    Kind::Job,
+];
+
+/// `kubus get all`: a table for each kind of [`ALL_KINDS`] that has
+/// objects, each NAME as `KIND/NAME`, a blank line apart.
+async fn get_all(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
+    if args.name.is_some() || args.watch || args.revision.is_some() {
+        bail!("`get all` lists: it takes no name, --watch or --revision");
+    }
+    let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
+    let mut everything = Vec::new();
+    let mut sections = Vec::new();
+    let now = jiff::Timestamp::now();
+    for kind in ALL_KINDS {
+        let (mut items, _) = client
+            .list(kind, namespace, args.selector.as_deref(), None)
+            .await?;
+        if items.is_empty() {
+            continue;
+        }
+        items.sort_by(|a, b| {
+            (meta::namespace(a), meta::name(a)).cmp(&(meta::namespace(b), meta::name(b)))
+        });
+        match args.output.as_deref() {
+            Some("json" | "yaml") => everything.extend(items),
+            Some("wide") | None => sections.push(print::table_named(
+                kind,
+                &items,
+                args.all_namespaces,
+                args.output.as_deref() == Some("wide"),
+                now,
+            )),
+            Some(other) => bail!("unknown output format {other:?}: use wide, yaml or json"),
+        }
+    }
+    let list = || serde_json::json!({"apiVersion": "v1", "kind": "List", "items": everything});
+    match args.output.as_deref() {
+        Some("json") => emit(&(serde_json::to_string_pretty(&list())? + "\n")),
+        Some("yaml") => {
+            emit(&serde_saphyr::to_string(&list()).map_err(|e| anyhow::anyhow!("yaml: {e}"))?)
+        }
+        _ if sections.is_empty() => match namespace {
+            Some(ns) => eprintln!("No resources found in {ns} namespace."),
+            None => eprintln!("No resources found"),
+        },
+        _ => emit(&sections.join("\n")),
+    }
+    Ok(())
+}
+
 async fn delete(client: &Client, args: DeleteArgs) -> anyhow::Result<()> {
     let mut targets = Vec::new();
     if !args.files.is_empty() {
@@ -569,7 +637,7 @@ async fn delete(client: &Client, args: DeleteArgs) -> anyhow::Result<()> {
     for r in targets {
         // as kubectl words it: a pod that is terminating is "deleted" too
         match client.delete_with(&r, options.clone()).await {
-            Ok(_) => emit(&format!("{} deleted\n", display_name(&r))),
+            Ok(_) => emit(&format!("{} deleted\n", crate::targets::display_ref(&r))),
             Err(e) => {
                 eprintln!("error: {e}");
                 failed = true;
@@ -815,14 +883,7 @@ async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (mut items, _) = client.list(Kind::Event, namespace, None, None).await?;
-    let last_seen = |e: &Value| {
-        e.get("lastTimestamp")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    items.sort_by_key(last_seen);
+    let items = list_events(client, namespace).await?;
     let now = jiff::Timestamp::now();
     if json {
         for e in &items {
@@ -870,9 +931,21 @@ async fn events(client: &Client, args: EventsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The stored Events of a namespace (None: all), oldest first
+/// ([`print::event_order`]): what `kubus events` prints and `kubus describe`
+/// picks an object's Events from.
+pub(crate) async fn list_events(
+    client: &Client,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<Value>> {
+    let (mut items, _) = client.list(Kind::Event, namespace, None, None).await?;
+    items.sort_by_key(print::event_order);
+    Ok(items)
+}
+
 /// Write to standard output; a closed pipe (`kubus get … | head`) ends the
 /// program quietly, as it does for other command-line tools.
-fn emit(text: &str) {
+pub(crate) fn emit(text: &str) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -12,12 +12,19 @@ mod cli;
 mod commands;
 mod config;
 mod containerd;
+mod create;
+mod describe;
+mod edit;
 mod expose;
 mod mesh;
 mod nats_server;
 mod print;
 mod raft_transport;
+mod rollout;
 mod store_admin;
+mod targets;
+mod verbs;
+mod wait;
 
 use clap::Parser;
 
@@ -56,6 +63,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Bench(cli::BenchCommand::Pods(args)) => bench::pods::run(args),
         cli::Command::Bench(cli::BenchCommand::Store(args)) => bench::store::run(args),
         cli::Command::Bench(cli::BenchCommand::Proxy(args)) => bench::proxy::run(args),
+        cli::Command::Bench(cli::BenchCommand::Workloads(args)) => bench::workloads::run(args),
         cli::Command::Node(args) => mesh::node(args),
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()

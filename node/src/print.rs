@@ -3,17 +3,72 @@
 use kubus_api::{meta, Kind};
 use serde_json::Value;
 
-/// A duration as kubectl shows ages: 45s, 3m, 5h, 2d.
+/// A duration as kubectl shows ages (apimachinery's `HumanDuration`):
+/// 45s, 3m20s, 60m, 5h10m, 24h, 3d4h, 20d, 2y30d.
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    if secs < 0 {
+        return "0s".into();
+    }
+    if secs < 120 {
+        return format!("{secs}s");
+    }
+    let minutes = secs / 60;
+    if minutes < 10 {
+        return match secs % 60 {
+            0 => format!("{minutes}m"),
+            s => format!("{minutes}m{s}s"),
+        };
+    }
+    if minutes < 3 * 60 {
+        return format!("{minutes}m");
+    }
+    let hours = secs / 3600;
+    if hours < 8 {
+        return match minutes % 60 {
+            0 => format!("{hours}h"),
+            m => format!("{hours}h{m}m"),
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        return match hours % 24 {
+            0 => format!("{}d", hours / 24),
+            h => format!("{}d{h}h", hours / 24),
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        return match (hours / 24) % 365 {
+            0 => format!("{}y", hours / 24 / 365),
+            d => format!("{}y{d}d", hours / 24 / 365),
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+/// The age of a timestamp at `now`, as kubectl shows it (`<unknown>` when
+/// absent or unreadable).
 pub fn age(created: Option<&str>, now: jiff::Timestamp) -> String {
     let Some(ts) = created.and_then(|c| c.parse::<jiff::Timestamp>().ok()) else {
         return "<unknown>".into();
     };
-    let secs = now.as_second().saturating_sub(ts.as_second()).max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 2 * 3600 => format!("{}m", s / 60),
-        s if s < 48 * 3600 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
+    human_duration(now.as_second() - ts.as_second())
+}
+
+/// A timestamp as `kubectl describe` shows it (RFC 1123 with a numeric
+/// zone, in UTC): `Mon, 02 Jan 2006 15:04:05 +0000`; the text as given
+/// when it is not a timestamp.
+pub fn rfc1123z(ts: &str) -> String {
+    match ts.parse::<jiff::Timestamp>() {
+        Ok(t) => t.strftime("%a, %d %b %Y %H:%M:%S +0000").to_string(),
+        Err(_) => ts.to_string(),
     }
 }
 
@@ -25,78 +80,242 @@ fn n(v: &Value, pointer: &str) -> i64 {
     v.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
 }
 
-/// The STATUS column of a pod, as kubectl words it.
-pub fn pod_status(pod: &Value) -> String {
-    if kubus_api::pod::is_terminating(pod) {
-        return "Terminating".into();
-    }
+fn list<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// The order Events are shown in: by when they last happened, then (the
+/// store's timestamps being whole seconds) by the revision that last
+/// wrote them.
+pub fn event_order(e: &Value) -> (String, u64) {
+    (
+        s(e, "/lastTimestamp").to_string(),
+        meta::resource_version(e).unwrap_or(0),
+    )
+}
+
+/// What `kubectl get pods` shows of a pod: READY (`ready/total`), STATUS
+/// and RESTARTS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSummary {
+    pub ready: usize,
+    pub total: usize,
+    pub restarts: i64,
+    pub status: String,
+}
+
+/// A pod's READY, STATUS and RESTARTS by kubectl's rules (`printPod` in
+/// kubernetes' `pkg/printers/internalversion`): the first init container
+/// not done decides (`Init:1/2`, `Init:CrashLoopBackOff`, `Init:Error`,
+/// `Init:ExitCode:3`); then the first app container with a waiting or
+/// terminated reason (`ContainerCreating`, `PodInitializing`,
+/// `ImagePullBackOff`, `CrashLoopBackOff`, `Completed`, `Error`,
+/// `OOMKilled`, `ExitCode:N`); `Completed` with a container still running
+/// is `Running` (pod Ready) or `NotReady`; a pod being deleted is
+/// `Terminating` (or `Unknown` when its node is lost). Sidecars (init
+/// containers with `restartPolicy: Always`) count as containers.
+pub fn pod_summary(pod: &Value) -> PodSummary {
+    let init_specs = list(pod, "/spec/initContainers");
+    let restartable = |name: &str| {
+        init_specs
+            .iter()
+            .any(|c| c["name"] == name && c["restartPolicy"] == "Always")
+    };
+    let total = list(pod, "/spec/containers").len()
+        + init_specs
+            .iter()
+            .filter(|c| c["restartPolicy"] == "Always")
+            .count();
     let mut reason = s(pod, "/status/phase").to_string();
     if reason.is_empty() {
         reason = "Pending".into();
     }
-    let statuses = pod
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array);
-    for c in statuses.into_iter().flatten() {
-        if let Some(r) = c.pointer("/state/waiting/reason").and_then(Value::as_str) {
-            if r != "ContainerCreating" || reason == "Pending" {
-                reason = r.to_string();
+    if !s(pod, "/status/reason").is_empty() {
+        reason = s(pod, "/status/reason").to_string();
+    }
+    if list(pod, "/status/conditions")
+        .iter()
+        .any(|c| c["type"] == "PodScheduled" && c["reason"] == "SchedulingGated")
+    {
+        reason = "SchedulingGated".into();
+    }
+    let mut ready = 0;
+    let mut restarts = 0;
+    let mut sidecar_restarts = 0;
+    let mut initializing = false;
+    for (i, c) in list(pod, "/status/initContainerStatuses")
+        .iter()
+        .enumerate()
+    {
+        let count = n(c, "/restartCount");
+        restarts += count;
+        if restartable(s(c, "/name")) {
+            sidecar_restarts += count;
+            if c["started"] == true && c["ready"] == true {
+                ready += 1;
             }
-        } else if let Some(r) = c
-            .pointer("/state/terminated/reason")
-            .and_then(Value::as_str)
-        {
-            reason = r.to_string();
+            continue;
+        }
+        let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
+        let waiting = s(c, "/state/waiting/reason");
+        match terminated {
+            Some(t) if n(t, "/exitCode") == 0 => continue,
+            Some(t) => {
+                reason = match (s(t, "/reason"), n(t, "/signal")) {
+                    ("", 0) => format!("Init:ExitCode:{}", n(t, "/exitCode")),
+                    ("", signal) => format!("Init:Signal:{signal}"),
+                    (r, _) => format!("Init:{r}"),
+                };
+            }
+            None if !waiting.is_empty() && waiting != "PodInitializing" => {
+                reason = format!("Init:{waiting}");
+            }
+            None => reason = format!("Init:{i}/{}", init_specs.len()),
+        }
+        initializing = true;
+        break;
+    }
+    let initialized = list(pod, "/status/conditions")
+        .iter()
+        .any(|c| c["type"] == "Initialized" && c["status"] == "True");
+    if !initializing || initialized {
+        restarts = sidecar_restarts;
+        let mut has_running = false;
+        for c in list(pod, "/status/containerStatuses").iter().rev() {
+            restarts += n(c, "/restartCount");
+            let waiting = s(c, "/state/waiting/reason");
+            let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
+            if !waiting.is_empty() {
+                reason = waiting.to_string();
+            } else if let Some(t) = terminated {
+                reason = match (s(t, "/reason"), n(t, "/signal")) {
+                    ("", 0) => format!("ExitCode:{}", n(t, "/exitCode")),
+                    ("", signal) => format!("Signal:{signal}"),
+                    (r, _) => r.to_string(),
+                };
+            } else if c["ready"] == true
+                && c.pointer("/state/running").is_some_and(Value::is_object)
+            {
+                has_running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && has_running {
+            reason = if kubus_api::pod::is_ready(pod) {
+                "Running".into()
+            } else {
+                "NotReady".into()
+            };
         }
     }
-    reason
+    if kubus_api::pod::is_terminating(pod) {
+        if s(pod, "/status/reason") == "NodeLost" {
+            reason = "Unknown".into();
+        } else if !kubus_api::pod::is_finished(pod) {
+            reason = "Terminating".into();
+        }
+    }
+    PodSummary {
+        ready,
+        total,
+        restarts,
+        status: reason,
+    }
 }
 
 fn pod_row(pod: &Value, wide: bool) -> Vec<String> {
-    let statuses: Vec<&Value> = pod
-        .pointer("/status/containerStatuses")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let total = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let ready = statuses
-        .iter()
-        .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
-        .count();
-    let restarts: i64 = statuses.iter().map(|c| n(c, "/restartCount")).sum();
+    let summary = pod_summary(pod);
     let mut row = vec![
         meta::name(pod).unwrap_or_default().to_string(),
-        format!("{ready}/{total}"),
-        pod_status(pod),
-        restarts.to_string(),
+        format!("{}/{}", summary.ready, summary.total),
+        summary.status,
+        summary.restarts.to_string(),
     ];
     if wide {
         row.push(String::new()); // AGE placeholder, filled by the caller
-        let ip = s(pod, "/status/podIP");
-        row.push(if ip.is_empty() {
-            "<none>".into()
-        } else {
-            ip.into()
-        });
-        let node = s(pod, "/spec/nodeName");
-        row.push(if node.is_empty() {
-            "<none>".into()
-        } else {
-            node.into()
-        });
+        row.push(or_none(s(pod, "/status/podIP")));
+        row.push(or_none(s(pod, "/spec/nodeName")));
     }
     row
 }
 
-fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
+fn or_none(x: &str) -> String {
+    if x.is_empty() {
+        "<none>".into()
+    } else {
+        x.into()
+    }
+}
+
+/// The header of `kubectl get KIND`.
+pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
     match kind {
         Kind::Pod if wide => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"],
         Kind::Pod => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
         Kind::Deployment => vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
-        Kind::ReplicaSet => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        Kind::ReplicaSet | Kind::ReplicationController => {
+            vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"]
+        }
+        Kind::DaemonSet => vec![
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE SELECTOR",
+            "AGE",
+        ],
+        Kind::StatefulSet => vec!["NAME", "READY", "AGE"],
+        Kind::Job => vec!["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+        Kind::CronJob => vec![
+            "NAME",
+            "SCHEDULE",
+            "TIMEZONE",
+            "SUSPEND",
+            "ACTIVE",
+            "LAST SCHEDULE",
+            "AGE",
+        ],
+        Kind::PodDisruptionBudget => vec![
+            "NAME",
+            "MIN AVAILABLE",
+            "MAX UNAVAILABLE",
+            "ALLOWED DISRUPTIONS",
+            "AGE",
+        ],
+        Kind::PersistentVolume => vec![
+            "NAME",
+            "CAPACITY",
+            "ACCESS MODES",
+            "RECLAIM POLICY",
+            "STATUS",
+            "CLAIM",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "REASON",
+            "AGE",
+        ],
+        Kind::PersistentVolumeClaim => vec![
+            "NAME",
+            "STATUS",
+            "VOLUME",
+            "CAPACITY",
+            "ACCESS MODES",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "AGE",
+        ],
+        Kind::StorageClass => vec![
+            "NAME",
+            "PROVISIONER",
+            "RECLAIMPOLICY",
+            "VOLUMEBINDINGMODE",
+            "ALLOWVOLUMEEXPANSION",
+            "AGE",
+        ],
         Kind::Node => vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
         Kind::Service => {
             let mut c = vec![
@@ -122,7 +341,67 @@ fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
     }
 }
 
-fn row(kind: Kind, v: &Value, wide: bool, age: String) -> Vec<String> {
+/// `key=value,…` of a string map (kubectl's `labels.FormatLabels`,
+/// sorted), `<none>` when empty.
+pub fn format_labels(m: Option<&Value>) -> String {
+    let mut pairs: Vec<String> = m
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    pairs.sort();
+    if pairs.is_empty() {
+        "<none>".into()
+    } else {
+        pairs.join(",")
+    }
+}
+
+/// kubectl's short access modes: RWO, ROX, RWX, RWOP.
+fn access_modes(modes: &[Value]) -> String {
+    modes
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A Job's STATUS column: its first finished or notable condition.
+fn job_status(v: &Value) -> String {
+    let has = |t: &str| {
+        list(v, "/status/conditions")
+            .iter()
+            .any(|c| c["type"] == t && c["status"] == "True")
+    };
+    if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if kubus_api::pod::is_terminating(v) {
+        "Terminating"
+    } else if has("Suspended") {
+        "Suspended"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else if has("SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else {
+        "Running"
+    }
+    .into()
+}
+
+fn row(kind: Kind, v: &Value, wide: bool, age: String, now: jiff::Timestamp) -> Vec<String> {
     let name = meta::name(v).unwrap_or_default().to_string();
     let count = |p: &str| {
         v.pointer(p)
@@ -150,13 +429,151 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String) -> Vec<String> {
             n(v, "/status/availableReplicas").to_string(),
             age,
         ],
-        Kind::ReplicaSet => vec![
+        Kind::ReplicaSet | Kind::ReplicationController => vec![
             name,
             n(v, "/spec/replicas").to_string(),
             n(v, "/status/replicas").to_string(),
             n(v, "/status/readyReplicas").to_string(),
             age,
         ],
+        Kind::DaemonSet => vec![
+            name,
+            n(v, "/status/desiredNumberScheduled").to_string(),
+            n(v, "/status/currentNumberScheduled").to_string(),
+            n(v, "/status/numberReady").to_string(),
+            n(v, "/status/updatedNumberScheduled").to_string(),
+            n(v, "/status/numberAvailable").to_string(),
+            format_labels(v.pointer("/spec/template/spec/nodeSelector")),
+            age,
+        ],
+        Kind::StatefulSet => vec![
+            name,
+            format!(
+                "{}/{}",
+                n(v, "/status/readyReplicas"),
+                n(v, "/spec/replicas")
+            ),
+            age,
+        ],
+        Kind::Job => {
+            let succeeded = n(v, "/status/succeeded");
+            let completions = match (
+                v.pointer("/spec/completions").and_then(Value::as_i64),
+                v.pointer("/spec/parallelism").and_then(Value::as_i64),
+            ) {
+                (Some(c), _) => format!("{succeeded}/{c}"),
+                (None, Some(p)) if p > 1 => format!("{succeeded}/1 of {p}"),
+                _ => format!("{succeeded}/1"),
+            };
+            let start = v.pointer("/status/startTime").and_then(Value::as_str);
+            let end = v
+                .pointer("/status/completionTime")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .unwrap_or(now);
+            let duration = match start {
+                Some(_) => crate::print::age(start, end),
+                None => String::new(),
+            };
+            vec![name, job_status(v), completions, duration, age]
+        }
+        Kind::CronJob => vec![
+            name,
+            s(v, "/spec/schedule").into(),
+            or_none(s(v, "/spec/timeZone")),
+            match v.pointer("/spec/suspend").and_then(Value::as_bool) {
+                Some(true) => "True".into(),
+                Some(false) => "False".into(),
+                None => "<unset>".into(),
+            },
+            list(v, "/status/active").len().to_string(),
+            match v
+                .pointer("/status/lastScheduleTime")
+                .and_then(Value::as_str)
+            {
+                Some(t) => crate::print::age(Some(t), now),
+                None => "<none>".into(),
+            },
+            age,
+        ],
+        Kind::PodDisruptionBudget => {
+            let int_or_string = |p: &str| match v.pointer(p) {
+                Some(Value::Number(x)) => x.to_string(),
+                Some(Value::String(x)) => x.clone(),
+                _ => "N/A".into(),
+            };
+            vec![
+                name,
+                int_or_string("/spec/minAvailable"),
+                int_or_string("/spec/maxUnavailable"),
+                n(v, "/status/disruptionsAllowed").to_string(),
+                age,
+            ]
+        }
+        Kind::PersistentVolume => {
+            let claim = match (
+                s(v, "/spec/claimRef/namespace"),
+                s(v, "/spec/claimRef/name"),
+            ) {
+                (_, "") => String::new(),
+                (ns, claim) => format!("{ns}/{claim}"),
+            };
+            vec![
+                name,
+                s(v, "/spec/capacity/storage").into(),
+                access_modes(list(v, "/spec/accessModes")),
+                s(v, "/spec/persistentVolumeReclaimPolicy").into(),
+                s(v, "/status/phase").into(),
+                claim,
+                s(v, "/spec/storageClassName").into(),
+                or_unset(s(v, "/spec/volumeAttributesClassName")),
+                s(v, "/status/reason").into(),
+                age,
+            ]
+        }
+        Kind::PersistentVolumeClaim => {
+            let bound = s(v, "/status/phase") == "Bound";
+            vec![
+                name,
+                s(v, "/status/phase").into(),
+                s(v, "/spec/volumeName").into(),
+                if bound {
+                    s(v, "/status/capacity/storage").into()
+                } else {
+                    String::new()
+                },
+                if bound {
+                    access_modes(list(v, "/status/accessModes"))
+                } else {
+                    String::new()
+                },
+                s(v, "/spec/storageClassName").into(),
+                or_unset(s(v, "/spec/volumeAttributesClassName")),
+                age,
+            ]
+        }
+        Kind::StorageClass => {
+            let default = meta::annotations(v)
+                .get("storageclass.kubernetes.io/is-default-class")
+                .is_some_and(|x| x == "true");
+            let or = |p: &str, d: &str| match s(v, p) {
+                "" => d.to_string(),
+                x => x.to_string(),
+            };
+            vec![
+                if default {
+                    format!("{name} (default)")
+                } else {
+                    name
+                },
+                s(v, "/provisioner").into(),
+                or("/reclaimPolicy", "Delete"),
+                or("/volumeBindingMode", "Immediate"),
+                (v.pointer("/allowVolumeExpansion").and_then(Value::as_bool) == Some(true))
+                    .to_string(),
+                age,
+            ]
+        }
         Kind::Node => {
             let ready = v
                 .pointer("/status/conditions")
@@ -178,66 +595,37 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String) -> Vec<String> {
             ]
         }
         Kind::Service => {
-            let ports: Vec<String> = v
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .map(|ps| {
-                    ps.iter()
-                        .map(|p| {
-                            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-                            match n(p, "/nodePort") {
-                                0 => format!("{}/{proto}", n(p, "/port")),
-                                np => format!("{}:{np}/{proto}", n(p, "/port")),
-                            }
-                        })
-                        .collect()
+            let ports: Vec<String> = list(v, "/spec/ports")
+                .iter()
+                .map(|p| {
+                    let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                    match n(p, "/nodePort") {
+                        0 => format!("{}/{proto}", n(p, "/port")),
+                        np => format!("{}:{np}/{proto}", n(p, "/port")),
+                    }
                 })
-                .unwrap_or_default();
-            let or_none = |x: String| {
-                if x.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    x
-                }
-            };
+                .collect();
             let mut r = vec![
                 name,
                 s(v, "/spec/type").into(),
-                or_none(s(v, "/spec/clusterIP").into()),
+                or_none(s(v, "/spec/clusterIP")),
                 external_ip(v),
-                or_none(ports.join(",")),
+                or_none(&ports.join(",")),
                 age,
             ];
             if wide {
-                let selector = v
-                    .pointer("/spec/selector")
-                    .and_then(Value::as_object)
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or_default()))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                    .unwrap_or_default();
-                r.push(or_none(selector));
+                r.push(format_labels(v.pointer("/spec/selector")));
             }
             r
         }
         Kind::Endpoints => {
             let mut all = Vec::new();
-            for subset in v
-                .pointer("/subsets")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let ports: Vec<i64> = subset["ports"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
+            for subset in list(v, "/subsets") {
+                let ports: Vec<i64> = list(subset, "/ports")
+                    .iter()
                     .map(|p| n(p, "/port"))
                     .collect();
-                for a in subset["addresses"].as_array().into_iter().flatten() {
+                for a in list(subset, "/addresses") {
                     let ip = s(a, "/ip");
                     if ports.is_empty() {
                         all.push(ip.to_string());
@@ -248,19 +636,13 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String) -> Vec<String> {
             vec![name, first_three(&all), age]
         }
         Kind::EndpointSlice => {
-            let ports: Vec<String> = v
-                .pointer("/ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
+            let ports: Vec<String> = list(v, "/ports")
+                .iter()
                 .map(|p| n(p, "/port").to_string())
                 .collect();
-            let addresses: Vec<String> = v
-                .pointer("/endpoints")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+            let addresses: Vec<String> = list(v, "/endpoints")
+                .iter()
+                .flat_map(|e| list(e, "/addresses"))
                 .filter_map(|a| a.as_str().map(str::to_string))
                 .collect();
             vec![
@@ -275,7 +657,13 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String) -> Vec<String> {
                 age,
             ]
         }
-        Kind::Namespace => vec![name, "Active".into(), age],
+        Kind::Namespace => {
+            let phase = match s(v, "/status/phase") {
+                "" => "Active",
+                p => p,
+            };
+            vec![name, phase.into(), age]
+        }
         Kind::ConfigMap => vec![
             name,
             (count("/data") + count("/binaryData")).to_string(),
@@ -294,6 +682,14 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String) -> Vec<String> {
             s(v, "/message").into(),
         ],
         Kind::Lease => vec![name, s(v, "/spec/holderIdentity").into(), age],
+    }
+}
+
+fn or_unset(x: &str) -> String {
+    if x.is_empty() {
+        "<unset>".into()
+    } else {
+        x.into()
     }
 }
 
@@ -346,6 +742,36 @@ pub fn table(
     wide: bool,
     now: jiff::Timestamp,
 ) -> String {
+    columns_text(&table_rows(kind, items, with_namespace, wide, now))
+}
+
+/// A table whose NAME column says the kind, as `kubectl get all` prints
+/// each section: `deployment.apps/web`.
+pub fn table_named(
+    kind: Kind,
+    items: &[Value],
+    with_namespace: bool,
+    wide: bool,
+    now: jiff::Timestamp,
+) -> String {
+    let mut rows = table_rows(kind, items, with_namespace, wide, now);
+    let at = usize::from(with_namespace);
+    for r in rows.iter_mut().skip(1) {
+        if let Some(cell) = r.get_mut(at) {
+            *cell = crate::targets::display_name(kind, cell);
+        }
+    }
+    columns_text(&rows)
+}
+
+/// The cells of [`table`]: the header, then a row per object.
+pub fn table_rows(
+    kind: Kind,
+    items: &[Value],
+    with_namespace: bool,
+    wide: bool,
+    now: jiff::Timestamp,
+) -> Vec<Vec<String>> {
     let mut rows: Vec<Vec<String>> = Vec::with_capacity(items.len() + 1);
     let mut header: Vec<String> = columns(kind, wide).into_iter().map(String::from).collect();
     if with_namespace {
@@ -358,13 +784,86 @@ pub fn table(
             Kind::Event => v.get("lastTimestamp").and_then(Value::as_str),
             _ => meta::meta_str(v, "creationTimestamp"),
         };
-        let mut r = row(kind, v, wide, age(when, now));
+        let mut r = row(kind, v, wide, age(when, now), now);
         if with_namespace {
             r.insert(0, meta::namespace(v).unwrap_or_default().to_string());
         }
         rows.push(r);
     }
-    columns_text(&rows)
+    rows
+}
+
+/// Text aligned as Go's `text/tabwriter` aligns it with kubectl's
+/// settings for `describe` and `rollout history` (minimum width 0,
+/// padding 2, spaces): cells end at a tab, a line's text after its last
+/// tab is in no column, and a column is as wide as its widest cell over
+/// the run of adjacent lines that have a cell in it. Trailing spaces are
+/// dropped.
+pub fn tabbed(text: &str) -> String {
+    let lines: Vec<Vec<&str>> = text.split('\n').map(|l| l.split('\t').collect()).collect();
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut widths = Vec::new();
+    tab_format(&lines, &mut widths, &mut out, 0, lines.len());
+    out
+}
+
+/// Padding between tabbed columns, as kubectl's tabwriters have it.
+const TAB_PADDING: usize = 2;
+
+/// Go's `tabwriter.(*Writer).format`: lines `line0..line1` with the column
+/// widths found so far.
+fn tab_format(
+    lines: &[Vec<&str>],
+    widths: &mut Vec<usize>,
+    out: &mut String,
+    mut line0: usize,
+    line1: usize,
+) {
+    let column = widths.len();
+    let mut this = line0;
+    while this < line1 {
+        if column + 1 >= lines[this].len() {
+            this += 1;
+            continue;
+        }
+        // a column block begins: lines before it are done at this depth
+        tab_write_lines(lines, widths, out, line0, this);
+        line0 = this;
+        let mut width = 0;
+        while this < line1 && column + 1 < lines[this].len() {
+            width = width.max(lines[this][column].chars().count() + TAB_PADDING);
+            this += 1;
+        }
+        widths.push(width);
+        tab_format(lines, widths, out, line0, this);
+        widths.pop();
+        line0 = this;
+    }
+    tab_write_lines(lines, widths, out, line0, line1);
+}
+
+fn tab_write_lines(
+    lines: &[Vec<&str>],
+    widths: &[usize],
+    out: &mut String,
+    line0: usize,
+    line1: usize,
+) {
+    for (i, line) in lines.iter().enumerate().take(line1).skip(line0) {
+        let start = out.len();
+        for (j, cell) in line.iter().enumerate() {
+            out.push_str(cell);
+            if let Some(w) = widths.get(j) {
+                let pad = w.saturating_sub(cell.chars().count());
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        let kept = out[start..].trim_end_matches(' ').len();
+        out.truncate(start + kept);
+        if i + 1 < lines.len() {
+            out.push('\n');
+        }
+    }
 }
 
 /// Rows as kubectl aligns them: each column as wide as its widest cell,
@@ -431,12 +930,431 @@ mod tests {
     fn terminating_pods_show_in_status() {
         let pod = json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:30Z"},
             "status": {"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]}});
-        assert_eq!(pod_status(&pod), "Terminating");
+        assert_eq!(pod_summary(&pod).status, "Terminating");
     }
 
     #[test]
     fn crash_loops_show_in_status() {
         let pod = json!({"status": {"phase": "Running", "containerStatuses": [{"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
-        assert_eq!(pod_status(&pod), "CrashLoopBackOff");
+        assert_eq!(pod_summary(&pod).status, "CrashLoopBackOff");
+    }
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        let table = [
+            (-5, "<invalid>"),
+            (-1, "0s"),
+            (0, "0s"),
+            (119, "119s"),
+            (200, "3m20s"),
+            (540, "9m"),
+            (600, "10m"),
+            (179 * 60, "179m"),
+            (3 * 3600, "3h"),
+            (3 * 3600 + 600, "3h10m"),
+            (10 * 3600, "10h"),
+            (50 * 3600, "2d2h"),
+            (72 * 3600, "3d"),
+            (10 * 86400, "10d"),
+            (3 * 365 * 86400, "3y"),
+            (3 * 365 * 86400 + 86400, "3y1d"),
+            (9 * 365 * 86400, "9y"),
+        ];
+        for (secs, want) in table {
+            assert_eq!(human_duration(secs), want, "{secs}s");
+        }
+    }
+
+    /// kubectl's STATUS, READY and RESTARTS of pods (`printPod`).
+    #[test]
+    fn pod_status_follows_kubectl() {
+        let running = json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}});
+        let waiting = |r: &str| json!({"waiting": {"reason": r}});
+        let terminated =
+            |r: &str, code: i64| json!({"terminated": {"reason": r, "exitCode": code}});
+        let c = |name: &str, state: Value, ready: bool, restarts: i64| json!({"name": name, "state": state, "ready": ready, "restartCount": restarts});
+        let pod = |containers: usize,
+                   inits: usize,
+                   phase: &str,
+                   init_statuses: Vec<Value>,
+                   statuses: Vec<Value>| {
+            let names = |prefix: &str, k: usize| {
+                (0..k)
+                    .map(|i| json!({"name": format!("{prefix}{i}")}))
+                    .collect::<Vec<_>>()
+            };
+            json!({"metadata": {"name": "p"},
+                "spec": {"containers": names("c", containers), "initContainers": names("i", inits)},
+                "status": {"phase": phase, "initContainerStatuses": init_statuses,
+                    "containerStatuses": statuses}})
+        };
+        // (case, pod, STATUS, READY, RESTARTS)
+        let mut cases = vec![
+            (
+                "no status yet",
+                json!({"spec": {"containers": [{"name": "c0"}]}}),
+                "Pending",
+                "0/1",
+                0,
+            ),
+            (
+                "creating",
+                pod(
+                    1,
+                    0,
+                    "Pending",
+                    vec![],
+                    vec![c("c0", waiting("ContainerCreating"), false, 0)],
+                ),
+                "ContainerCreating",
+                "0/1",
+                0,
+            ),
+            (
+                "running",
+                pod(
+                    1,
+                    0,
+                    "Running",
+                    vec![],
+                    vec![c("c0", running.clone(), true, 2)],
+                ),
+                "Running",
+                "1/1",
+                2,
+            ),
+            (
+                "running, not ready",
+                pod(
+                    1,
+                    0,
+                    "Running",
+                    vec![],
+                    vec![c("c0", running.clone(), false, 0)],
+                ),
+                "Running",
+                "0/1",
+                0,
+            ),
+            (
+                "pull backoff",
+                pod(
+                    1,
+                    0,
+                    "Pending",
+                    vec![],
+                    vec![c("c0", waiting("ImagePullBackOff"), false, 0)],
+                ),
+                "ImagePullBackOff",
+                "0/1",
+                0,
+            ),
+            (
+                "pull error",
+                pod(
+                    1,
+                    0,
+                    "Pending",
+                    vec![],
+                    vec![c("c0", waiting("ErrImagePull"), false, 0)],
+                ),
+                "ErrImagePull",
+                "0/1",
+                0,
+            ),
+            (
+                "crash loop",
+                pod(
+                    1,
+                    0,
+                    "Running",
+                    vec![],
+                    vec![c("c0", waiting("CrashLoopBackOff"), false, 5)],
+                ),
+                "CrashLoopBackOff",
+                "0/1",
+                5,
+            ),
+            (
+                "completed",
+                pod(
+                    1,
+                    0,
+                    "Succeeded",
+                    vec![],
+                    vec![c("c0", terminated("Completed", 0), false, 0)],
+                ),
+                "Completed",
+                "0/1",
+                0,
+            ),
+            (
+                "error",
+                pod(
+                    1,
+                    0,
+                    "Failed",
+                    vec![],
+                    vec![c("c0", terminated("Error", 1), false, 0)],
+                ),
+                "Error",
+                "0/1",
+                0,
+            ),
+            (
+                "oom",
+                pod(
+                    1,
+                    0,
+                    "Running",
+                    vec![],
+                    vec![c("c0", terminated("OOMKilled", 137), false, 1)],
+                ),
+                "OOMKilled",
+                "0/1",
+                1,
+            ),
+            (
+                "exit code without reason",
+                pod(
+                    1,
+                    0,
+                    "Failed",
+                    vec![],
+                    vec![c("c0", terminated("", 3), false, 0)],
+                ),
+                "ExitCode:3",
+                "0/1",
+                0,
+            ),
+            // the first container's reason wins (kubectl walks them backwards)
+            (
+                "first container decides",
+                pod(
+                    2,
+                    0,
+                    "Running",
+                    vec![],
+                    vec![
+                        c("c0", waiting("CrashLoopBackOff"), false, 1),
+                        c("c1", waiting("ContainerCreating"), false, 0),
+                    ],
+                ),
+                "CrashLoopBackOff",
+                "0/2",
+                1,
+            ),
+            (
+                "init running",
+                pod(
+                    1,
+                    1,
+                    "Pending",
+                    vec![c("i0", running.clone(), false, 0)],
+                    vec![c("c0", waiting("PodInitializing"), false, 0)],
+                ),
+                "Init:0/1",
+                "0/1",
+                0,
+            ),
+            (
+                "second init running",
+                pod(
+                    1,
+                    2,
+                    "Pending",
+                    vec![
+                        c("i0", terminated("Completed", 0), false, 0),
+                        c("i1", running.clone(), false, 0),
+                    ],
+                    vec![c("c0", waiting("PodInitializing"), false, 0)],
+                ),
+                "Init:1/2",
+                "0/1",
+                0,
+            ),
+            (
+                "init crash loop",
+                pod(
+                    1,
+                    1,
+                    "Pending",
+                    vec![c("i0", waiting("CrashLoopBackOff"), false, 4)],
+                    vec![c("c0", waiting("PodInitializing"), false, 0)],
+                ),
+                "Init:CrashLoopBackOff",
+                "0/1",
+                4,
+            ),
+            (
+                "init error",
+                pod(
+                    1,
+                    1,
+                    "Pending",
+                    vec![c("i0", terminated("Error", 1), false, 0)],
+                    vec![c("c0", waiting("PodInitializing"), false, 0)],
+                ),
+                "Init:Error",
+                "0/1",
+                0,
+            ),
+            (
+                "init exit code",
+                pod(
+                    1,
+                    1,
+                    "Pending",
+                    vec![c("i0", terminated("", 2), false, 0)],
+                    vec![],
+                ),
+                "Init:ExitCode:2",
+                "0/1",
+                0,
+            ),
+            (
+                "initialized, app starting",
+                pod(
+                    1,
+                    1,
+                    "Pending",
+                    vec![c("i0", terminated("Completed", 0), false, 0)],
+                    vec![c("c0", waiting("PodInitializing"), false, 0)],
+                ),
+                "PodInitializing",
+                "0/1",
+                0,
+            ),
+            (
+                "unknown phase",
+                pod(1, 0, "Unknown", vec![], vec![]),
+                "Unknown",
+                "0/1",
+                0,
+            ),
+        ];
+        let mut evicted = pod(1, 0, "Failed", vec![], vec![]);
+        evicted["status"]["reason"] = json!("Evicted");
+        cases.push(("evicted", evicted, "Evicted", "0/1", 0));
+        // one container done, one running: Running when the pod is Ready, else NotReady
+        let mut done_and_running = pod(
+            2,
+            0,
+            "Running",
+            vec![],
+            vec![
+                c("c0", terminated("Completed", 0), false, 0),
+                c("c1", running.clone(), true, 0),
+            ],
+        );
+        cases.push((
+            "completed and running, not ready",
+            done_and_running.clone(),
+            "NotReady",
+            "1/2",
+            0,
+        ));
+        done_and_running["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+        cases.push((
+            "completed and running, ready",
+            done_and_running,
+            "Running",
+            "1/2",
+            0,
+        ));
+        let mut deleting = pod(
+            1,
+            0,
+            "Running",
+            vec![],
+            vec![c("c0", running.clone(), true, 0)],
+        );
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:30Z");
+        cases.push(("terminating", deleting.clone(), "Terminating", "1/1", 0));
+        deleting["status"]["reason"] = json!("NodeLost");
+        cases.push(("node lost", deleting, "Unknown", "1/1", 0));
+        let mut finished = pod(
+            1,
+            0,
+            "Succeeded",
+            vec![],
+            vec![c("c0", terminated("Completed", 0), false, 0)],
+        );
+        finished["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:30Z");
+        cases.push((
+            "finished pods are not terminating",
+            finished,
+            "Completed",
+            "0/1",
+            0,
+        ));
+        // a sidecar (restartable init container) counts as a container
+        let mut sidecar = pod(
+            1,
+            1,
+            "Running",
+            vec![
+                json!({"name": "i0", "state": running.clone(), "ready": true, "started": true, "restartCount": 1}),
+            ],
+            vec![c("c0", running.clone(), true, 0)],
+        );
+        sidecar["spec"]["initContainers"][0]["restartPolicy"] = json!("Always");
+        cases.push(("sidecar", sidecar, "Running", "2/2", 1));
+        let mut gated = json!({"spec": {"containers": [{"name": "c0"}]}, "status": {"phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]}});
+        cases.push((
+            "scheduling gated",
+            gated.take(),
+            "SchedulingGated",
+            "0/1",
+            0,
+        ));
+        for (case, p, status, ready, restarts) in cases {
+            let s = pod_summary(&p);
+            assert_eq!(s.status, status, "{case}");
+            assert_eq!(format!("{}/{}", s.ready, s.total), ready, "{case}");
+            assert_eq!(s.restarts, restarts, "{case}");
+        }
+    }
+
+    #[test]
+    fn tabbed_aligns_like_go_tabwriter() {
+        let text = "Name:\tweb\nNamespace:\tdefault\nLabels:\tapp=web\n\tpod-template-hash=x\nAnnotations:\t<none>\n";
+        assert_eq!(
+            tabbed(text),
+            "Name:         web\nNamespace:    default\nLabels:       app=web\n              pod-template-hash=x\nAnnotations:  <none>\n"
+        );
+        // a line without a tab ends the column block
+        let text = "Pod Template:\n  Labels:\tapp=web\n  Containers:\n   main:\n    Image:\tbusybox\n    Port:\t<none>\n";
+        assert_eq!(
+            tabbed(text),
+            "Pod Template:\n  Labels:  app=web\n  Containers:\n   main:\n    Image:  busybox\n    Port:   <none>\n"
+        );
+        // nested columns: each as wide as its own block
+        let text = "  Type\tReason\tAge\n  ----\t------\t---\n  Normal\tScheduled\t5s\n";
+        assert_eq!(
+            tabbed(text),
+            "  Type    Reason     Age\n  ----    ------     ---\n  Normal  Scheduled  5s\n"
+        );
+    }
+
+    #[test]
+    fn get_all_sections_name_the_kind() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:10Z".parse().expect("ts");
+        let d = json!({"metadata": {"name": "web", "namespace": "default", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"replicas": 2}, "status": {"readyReplicas": 2, "updatedReplicas": 2, "availableReplicas": 2}});
+        assert_eq!(
+            table_named(Kind::Deployment, &[d], false, false, now),
+            "NAME                  READY   UP-TO-DATE   AVAILABLE   AGE\ndeployment.apps/web   2/2     2            2           10s\n"
+        );
+    }
+
+    #[test]
+    fn describe_timestamps() {
+        assert_eq!(
+            rfc1123z("2026-01-02T03:04:05Z"),
+            "Fri, 02 Jan 2026 03:04:05 +0000"
+        );
+        assert_eq!(rfc1123z("soon"), "soon");
     }
 }

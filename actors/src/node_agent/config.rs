@@ -47,6 +47,9 @@ impl SourceKind {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sources {
     pub objects: BTreeMap<(SourceKind, String), Option<Value>>,
+    /// Each PersistentVolumeClaim the pod's volumes name: the path of its
+    /// bound volume on this node, or why it cannot be used yet.
+    pub claims: BTreeMap<String, Result<PathBuf, String>>,
 }
 
 impl Sources {
@@ -649,6 +652,23 @@ pub fn plan_volumes(
                 kind: VolumeKind::Files { kind, files },
                 name,
             }
+        } else if let Some(claim) = v.get("persistentVolumeClaim") {
+            let claim_name = str_at(claim, "claimName").unwrap_or_default();
+            match sources.claims.get(claim_name) {
+                Some(Ok(path)) => PlannedVolume {
+                    host_path: path.clone(),
+                    kind: VolumeKind::HostPath {
+                        check: "DirectoryOrCreate".into(),
+                    },
+                    name,
+                },
+                Some(Err(why)) => return Err(format!("{field}.persistentVolumeClaim: {why}")),
+                None => {
+                    return Err(format!(
+                    "{field}.persistentVolumeClaim: persistentvolumeclaim {claim_name:?} not found"
+                ))
+                }
+            }
         } else {
             let kind = v
                 .as_object()
@@ -656,7 +676,7 @@ pub fn plan_volumes(
                 .cloned()
                 .unwrap_or_default();
             return Err(format!(
-                "{field}: volume {name:?} of type {kind:?} is not supported by this node agent (emptyDir, hostPath, configMap, secret)"
+                "{field}: volume {name:?} of type {kind:?} is not supported by this node agent (emptyDir, hostPath, configMap, secret, persistentVolumeClaim)"
             ));
         };
         out.push(planned);
@@ -753,6 +773,14 @@ mod tests {
         );
         s.objects
             .insert((SourceKind::ConfigMap, "gone".into()), None);
+        s.claims.insert(
+            "unbound".into(),
+            Err("persistentvolumeclaim \"unbound\" is not bound yet".into()),
+        );
+        s.claims.insert(
+            "data".into(),
+            Ok(PathBuf::from("/var/lib/kubus/storage/pvc-1_ns_data")),
+        );
         s.objects.insert(
             (SourceKind::ConfigMap, "dots".into()),
             Some(json!({"metadata": {"name": "dots"}, "data": {"..x": "1"}})),
@@ -1116,7 +1144,15 @@ mod tests {
             ),
             (
                 json!([{"name": "a", "persistentVolumeClaim": {"claimName": "c"}}]),
-                "spec.volumes[0]: volume \"a\" of type \"persistentVolumeClaim\" is not supported",
+                "spec.volumes[0].persistentVolumeClaim: persistentvolumeclaim \"c\" not found",
+            ),
+            (
+                json!([{"name": "a", "persistentVolumeClaim": {"claimName": "unbound"}}]),
+                "spec.volumes[0].persistentVolumeClaim: persistentvolumeclaim \"unbound\" is not bound yet",
+            ),
+            (
+                json!([{"name": "a", "gitRepo": {"repository": "x"}}]),
+                "spec.volumes[0]: volume \"a\" of type \"gitRepo\" is not supported",
             ),
         ];
         for (vols, want) in table {

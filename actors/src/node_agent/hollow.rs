@@ -2,7 +2,9 @@
 //! moment it is started until it is stopped, so one `kubus` process can
 //! host many node agents for scale and performance tests (like kubemark's
 //! hollow nodes or kwok). The delay before a container counts as running is
-//! the node agent's `ready_delay`. Nothing outlives the agent's process, so
+//! the node agent's `ready_delay`; a container whose command is `true`
+//! (or `false`) exits 0 (or 1) twice that long after it started, which is
+//! how a Job runs on hollow nodes. Nothing outlives the agent's process, so
 //! a restarted agent has nothing to adopt: its pods are simply run again.
 
 use std::collections::HashMap;
@@ -61,8 +63,26 @@ impl Runtime for HollowRuntime {
             code: 143,
             reason: "Signal 15".to_string(),
         };
+        // `true` and `false` end by themselves (Job pods on hollow nodes)
+        let ends = match spec.command.as_slice() {
+            [c] if c == "true" => Some((0, "Completed")),
+            [c] if c == "false" => Some((1, "Error")),
+            _ => None,
+        };
         if let Ok(mut r) = self.running.lock() {
             r.insert(id.clone(), (exited, exits));
+        }
+        if let Some((code, reason)) = ends {
+            let (running, id, after) = (self.running.clone(), id.clone(), self.ready_delay * 2);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let entry = running.lock().ok().and_then(|mut r| r.remove(&id));
+                if let Some((mut exited, exits)) = entry {
+                    exited.code = code;
+                    exited.reason = reason.to_string();
+                    let _ = exits.send(exited).await;
+                }
+            });
         }
         Ok(id)
     }

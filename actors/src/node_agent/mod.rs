@@ -38,6 +38,7 @@ pub mod prober;
 pub mod process;
 pub mod refresh;
 pub mod runtime;
+pub mod storage;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -153,6 +154,11 @@ impl NodeConfig {
     }
 }
 
+/// Where this node keeps its local-path volumes.
+pub fn storage_root(cfg: &NodeConfig) -> PathBuf {
+    cfg.root.join("storage")
+}
+
 /// The Node object this agent registers.
 pub fn node_object(cfg: &NodeConfig, runtime_version: &str) -> Value {
     let now = kubus_api::lifecycle::format_time(jiff::Timestamp::now());
@@ -164,6 +170,8 @@ pub fn node_object(cfg: &NodeConfig, runtime_version: &str) -> Value {
             "kubernetes.io/hostname": cfg.name,
             "kubernetes.io/os": "linux",
             "kubernetes.io/arch": std::env::consts::ARCH,
+        }, "annotations": {
+            kubus_api::storage::LOCAL_PATH_ROOT_ANNOTATION: storage_root(cfg).display().to_string(),
         }},
         "spec": {},
         "status": {
@@ -944,7 +952,13 @@ impl<R: Runtime> NodeAgent<R> {
         let mounter = self.mounter.clone();
         let work = async move {
             let namespace = meta::namespace(&pod).unwrap_or("default").to_string();
-            let sources = fetch_sources(&client, &namespace, config::references(&pod)).await;
+            let sources = fetch_sources(
+                &client,
+                &namespace,
+                config::references(&pod),
+                claims_of(&pod),
+            )
+            .await;
             let volumes = match &sources {
                 // a runtime whose containers see no volumes gets none made
                 Ok(s) => match config::plan_volumes(&pod, s, &dir) {
@@ -1044,8 +1058,13 @@ impl<R: Runtime> NodeAgent<R> {
         let mounter = self.mounter.clone();
         let work = async move {
             let namespace = meta::namespace(&pod).unwrap_or("default").to_string();
-            let sources =
-                fetch_sources(&client, &namespace, config::volume_references(&pod)).await?;
+            let sources = fetch_sources(
+                &client,
+                &namespace,
+                config::volume_references(&pod),
+                claims_of(&pod),
+            )
+            .await?;
             let plan = config::plan_volumes(&pod, &sources, &dir)?;
             let changed: Vec<config::PlannedVolume> = config::changed_files(&written, &plan)
                 .into_iter()
@@ -1917,6 +1936,7 @@ async fn fetch_sources(
     client: &Client,
     namespace: &str,
     refs: std::collections::BTreeSet<(config::SourceKind, String)>,
+    claims: Vec<String>,
 ) -> Result<config::Sources, String> {
     let gets = refs.into_iter().map(|(kind, name)| async move {
         let k = match kind {
@@ -1926,7 +1946,10 @@ async fn fetch_sources(
         let got = client.get(k, Some(namespace), &name).await;
         (kind, name, got)
     });
-    let mut sources = config::Sources::default();
+    let mut sources = config::Sources {
+        claims: fetch_claims(client, namespace, claims).await?,
+        ..config::Sources::default()
+    };
     for (kind, name, got) in join_all(gets).await {
         let obj = match got {
             Ok(v) => Some(v),
@@ -1941,6 +1964,68 @@ async fn fetch_sources(
         sources.objects.insert((kind, name), obj);
     }
     Ok(sources)
+}
+
+fn claims_of(pod: &Value) -> Vec<String> {
+    kubus_api::storage::pod_claims(pod)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Where each named claim's volume is on this node, or why it cannot be
+/// used yet (not bound, its volume gone or not a node path); an error
+/// when the store cannot be asked.
+async fn fetch_claims(
+    client: &Client,
+    namespace: &str,
+    claims: Vec<String>,
+) -> Result<BTreeMap<String, Result<PathBuf, String>>, String> {
+    let mut out = BTreeMap::new();
+    for name in claims {
+        let pvc = match client
+            .get(Kind::PersistentVolumeClaim, Some(namespace), &name)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) if e.reason() == Some(Reason::NotFound) => {
+                out.insert(
+                    name.clone(),
+                    Err(format!("persistentvolumeclaim {name:?} not found")),
+                );
+                continue;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot read persistentvolumeclaim {namespace}/{name}: {e}"
+                ))
+            }
+        };
+        let volume = pvc
+            .pointer("/spec/volumeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if volume.is_empty() {
+            out.insert(
+                name.clone(),
+                Err(format!("persistentvolumeclaim {name:?} is not bound yet")),
+            );
+            continue;
+        }
+        let path = match client.get(Kind::PersistentVolume, None, volume).await {
+            Ok(pv) => kubus_api::storage::volume_path(&pv)
+                .map(PathBuf::from)
+                .ok_or_else(|| {
+                    format!("persistentvolume {volume:?} is not a hostPath or local volume")
+                }),
+            Err(e) if e.reason() == Some(Reason::NotFound) => Err(format!(
+                "persistentvolume {volume:?} of claim {name:?} not found"
+            )),
+            Err(e) => return Err(format!("cannot read persistentvolume {volume}: {e}")),
+        };
+        out.insert(name, path);
+    }
+    Ok(out)
 }
 
 /// Stop every running container of `states` with `grace`.
@@ -2074,6 +2159,20 @@ impl<R: Runtime> Actor for NodeAgent<R> {
         }
         ctx.run_later(Duration::from_secs(2), |act, ctx| act.report_images(ctx));
         ctx.run_interval(IMAGES_EVERY, |act, ctx| act.report_images(ctx));
+        ctx.run_interval(storage::SWEEP_EVERY, |act, ctx| {
+            let client = act.client.clone();
+            let root = storage_root(&act.cfg);
+            ctx.spawn(
+                async move {
+                    match storage::sweep(&client, &root).await {
+                        Ok(0) => {}
+                        Ok(n) => info!(removed = n, "removed the directories of deleted volumes"),
+                        Err(e) => debug!(error = %e, "volume sweep"),
+                    }
+                }
+                .into_actor(act),
+            );
+        });
         ctx.run_interval(HEARTBEAT_EVERY, |act, _ctx| {
             let nats = act.client.nats().clone();
             let subject = act.client.subjects().heartbeat(&act.cfg.name);

@@ -146,6 +146,8 @@ impl<'a> View<'a> {
 pub struct Note {
     pub reason: &'static str,
     pub message: String,
+    /// A Warning rather than a Normal Event.
+    pub warning: bool,
 }
 
 /// One write of a plan, with what to say when it lands.
@@ -166,6 +168,19 @@ impl Planned {
             note: Some(Note {
                 reason,
                 message: message.into(),
+                warning: false,
+            }),
+        }
+    }
+
+    /// A write whose landing is worth a Warning Event about the object.
+    pub fn warned(write: Write, reason: &'static str, message: impl Into<String>) -> Planned {
+        Planned {
+            write,
+            note: Some(Note {
+                reason,
+                message: message.into(),
+                warning: true,
             }),
         }
     }
@@ -395,8 +410,16 @@ impl<R: Reconcile> Controller<R> {
                 if let Some(note) = note {
                     let name = meta::name(&obj).unwrap_or_default();
                     let message = note.message.replace("{name}", name);
-                    self.recorder
-                        .record(&owner, EventType::Normal, note.reason, &message);
+                    self.recorder.record(
+                        &owner,
+                        if note.warning {
+                            EventType::Warning
+                        } else {
+                            EventType::Normal
+                        },
+                        note.reason,
+                        &message,
+                    );
                 }
                 self.queue.succeeded(&key);
                 self.queue.add(key);
@@ -580,7 +603,12 @@ mod tests {
                     revision: 1,
                 },
             );
-            Controller::new(ReplicaSetReconciler, informers.clone(), writer.clone()).start();
+            Controller::new(
+                ReplicaSetReconciler::REPLICA_SETS,
+                informers.clone(),
+                writer.clone(),
+            )
+            .start();
             body(writer).await;
         });
     }

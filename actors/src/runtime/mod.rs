@@ -31,6 +31,7 @@ pub use controller::{Controller, Demote, Pending, Plan, Planned, Reconcile, View
 pub use informers::{Informers, Shared};
 
 use crate::gc::GarbageCollector;
+use crate::replicaset::ReplicaSetReconciler;
 use crate::write::Writer;
 
 /// Start every controller of the control plane; returns how to stop them.
@@ -45,7 +46,23 @@ pub fn start_controllers(informers: &Informers, writer: Arc<dyn Writer>) -> Vec<
             .recipient()
     }
     let mut started = vec![
-        start(crate::replicaset::ReplicaSetReconciler, informers, &writer),
+        start(ReplicaSetReconciler::REPLICA_SETS, informers, &writer),
+        start(
+            ReplicaSetReconciler::REPLICATION_CONTROLLERS,
+            informers,
+            &writer,
+        ),
+        start(crate::job::JobReconciler, informers, &writer),
+        start(crate::cronjob::CronJobReconciler, informers, &writer),
+        start(crate::daemonset::DaemonSetReconciler, informers, &writer),
+        start(
+            crate::statefulset::StatefulSetReconciler,
+            informers,
+            &writer,
+        ),
+        start(crate::volume::ClaimBinder, informers, &writer),
+        start(crate::volume::VolumeReclaimer, informers, &writer),
+        start(crate::disruption::DisruptionReconciler, informers, &writer),
         start(crate::deployment::DeploymentReconciler, informers, &writer),
         start(crate::namespace::NamespaceController, informers, &writer),
         start(crate::endpoints::EndpointsReconciler, informers, &writer),

@@ -92,15 +92,28 @@ impl Actor for StoreServer {
         }
         let store = self.api.clone();
         actix::spawn(async move {
-            for ns in service::SYSTEM_NAMESPACES {
+            // the system namespaces, then the built-in StorageClass
+            let builtin = service::SYSTEM_NAMESPACES
+                .iter()
+                .map(|ns| {
+                    (
+                        Kind::Namespace,
+                        kubus_api::lifecycle::empty(Kind::Namespace, None, ns),
+                    )
+                })
+                .chain([(Kind::StorageClass, kubus_api::storage::local_path_class())]);
+            for (kind, object) in builtin {
+                let name = kubus_api::meta::name(&object)
+                    .unwrap_or_default()
+                    .to_string();
                 // With several peers there may be no leader yet: try again
                 // (a follower forwards the write once one is known).
                 for attempt in 1..=NAMESPACE_ATTEMPTS {
-                    let object = kubus_api::lifecycle::empty(Kind::Namespace, None, ns);
-                    let req = ApiRequest::Create { object };
-                    let verb = Verb::Create;
-                    match service::handle(&store, verb, Kind::Namespace, "_", req, None).await {
-                        Ok(_) => info!(namespace = ns, "created namespace"),
+                    let req = ApiRequest::Create {
+                        object: object.clone(),
+                    };
+                    match service::handle(&store, Verb::Create, kind, "_", req, None).await {
+                        Ok(_) => info!(%kind, name, "created"),
                         Err(e) if e.reason == kubus_api::Reason::AlreadyExists => {}
                         Err(e)
                             if e.reason == kubus_api::Reason::Unavailable
@@ -109,7 +122,7 @@ impl Actor for StoreServer {
                             tokio::time::sleep(NAMESPACE_RETRY).await;
                             continue;
                         }
-                        Err(e) => warn!(namespace = ns, error = %e, "cannot create namespace"),
+                        Err(e) => warn!(%kind, name, error = %e, "cannot create"),
                     }
                     break;
                 }

@@ -17,17 +17,22 @@
 
 pub mod defaults;
 pub mod validate;
+pub mod workloads;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
 };
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, ReplicationController};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::error::{ApiError, FieldCause};
@@ -184,6 +189,55 @@ pub fn admit(value: Value) -> Result<Admitted, ApiError> {
             value,
             Some(defaults::deployment),
             validate::deployment,
+        ),
+        Kind::DaemonSet => admit_as::<DaemonSet>(
+            kind,
+            value,
+            Some(workloads::daemon_set),
+            workloads::daemon_set_rules,
+        ),
+        Kind::StatefulSet => admit_as::<StatefulSet>(
+            kind,
+            value,
+            Some(workloads::stateful_set),
+            workloads::stateful_set_rules,
+        ),
+        Kind::Job => admit_as::<Job>(kind, value, Some(workloads::job), workloads::job_rules),
+        Kind::CronJob => admit_as::<CronJob>(
+            kind,
+            value,
+            Some(workloads::cron_job),
+            workloads::cron_job_rules,
+        ),
+        Kind::ReplicationController => admit_as::<ReplicationController>(
+            kind,
+            value,
+            Some(workloads::replication_controller),
+            workloads::replication_controller_rules,
+        ),
+        Kind::PodDisruptionBudget => admit_as::<PodDisruptionBudget>(
+            kind,
+            value,
+            None,
+            workloads::pod_disruption_budget_rules,
+        ),
+        Kind::PersistentVolume => admit_as::<PersistentVolume>(
+            kind,
+            value,
+            Some(workloads::persistent_volume),
+            workloads::persistent_volume_rules,
+        ),
+        Kind::PersistentVolumeClaim => admit_as::<PersistentVolumeClaim>(
+            kind,
+            value,
+            Some(workloads::persistent_volume_claim),
+            workloads::persistent_volume_claim_rules,
+        ),
+        Kind::StorageClass => admit_as::<StorageClass>(
+            kind,
+            value,
+            Some(workloads::storage_class),
+            workloads::storage_class_rules,
         ),
     }
 }
@@ -600,10 +654,75 @@ pub fn validate_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldCause> 
     }
 
     match kind {
-        Kind::Deployment | Kind::ReplicaSet => {
+        Kind::Deployment | Kind::ReplicaSet | Kind::DaemonSet | Kind::Job => {
             let (was, got) = (selector_text(old), selector_text(new));
             if was != got {
                 immutable(&mut causes, "spec.selector", &was, &got);
+            }
+            if kind == Kind::Job {
+                for field in ["completionMode", "template"] {
+                    let at = |v: &Value| v.pointer(&format!("/spec/{field}")).cloned();
+                    if at(old) != at(new) {
+                        causes.add(format!("spec.{field}"), "field is immutable");
+                    }
+                }
+            }
+        }
+        Kind::StatefulSet => {
+            // as Kubernetes: only these may change
+            const MUTABLE: &[&str] = &[
+                "replicas",
+                "ordinals",
+                "template",
+                "updateStrategy",
+                "persistentVolumeClaimRetentionPolicy",
+                "minReadySeconds",
+                "revisionHistoryLimit",
+            ];
+            let fixed = |v: &Value| -> Vec<(String, Value)> {
+                let spec = v.get("spec").and_then(Value::as_object);
+                let mut out: Vec<(String, Value)> = spec
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| !MUTABLE.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                out
+            };
+            if fixed(old) != fixed(new) {
+                causes.add(
+                    "spec",
+                    "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy', 'minReadySeconds' and 'revisionHistoryLimit' are forbidden",
+                );
+            }
+        }
+        Kind::PersistentVolumeClaim => {
+            for field in ["accessModes", "selector", "volumeMode", "dataSource"] {
+                let at = |v: &Value| v.pointer(&format!("/spec/{field}")).cloned();
+                if at(old) != at(new) {
+                    causes.add(format!("spec.{field}"), "field is immutable");
+                }
+            }
+            // a class or a volume may be set once, not changed
+            for field in ["storageClassName", "volumeName"] {
+                let was = str_at(old, &["spec", field]).unwrap_or_default();
+                let got = str_at(new, &["spec", field]).unwrap_or_default();
+                if !was.is_empty() && was != got {
+                    immutable(&mut causes, &format!("spec.{field}"), was, got);
+                }
+            }
+        }
+        Kind::StorageClass => {
+            for field in [
+                "provisioner",
+                "parameters",
+                "reclaimPolicy",
+                "volumeBindingMode",
+            ] {
+                if old.get(field) != new.get(field) {
+                    causes.add(field, "field is immutable");
+                }
             }
         }
         Kind::Pod => pod_update(old, new, &mut causes),
@@ -634,7 +753,15 @@ pub fn validate_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldCause> 
                 immutable(&mut causes, "addressType", was, got);
             }
         }
-        Kind::Namespace | Kind::Node | Kind::Event | Kind::Lease | Kind::Endpoints => {}
+        Kind::Namespace
+        | Kind::Node
+        | Kind::Event
+        | Kind::Lease
+        | Kind::Endpoints
+        | Kind::CronJob
+        | Kind::ReplicationController
+        | Kind::PodDisruptionBudget
+        | Kind::PersistentVolume => {}
     }
     causes.0
 }
@@ -1140,7 +1267,7 @@ mod tests {
             (pod, "/metadata/labelz", json!({"a": "b"}), "metadata.labelz", "unknown field"),
             (pod, "/spek", json!({}), "spek", "unknown field"),
             // kinds
-            (pod, "/kind", json!("StatefulSet"), "kind", "not supported by kubus yet"),
+            (pod, "/kind", json!("Ingress"), "kind", "not supported by kubus yet"),
             (pod, "/kind", json!("Frobnicator"), "kind", "unknown kind"),
             (pod, "/kind", Value::Null, "kind", "required value"),
             (pod, "/kind", json!(7), "kind", "must be a string"),
@@ -1236,7 +1363,7 @@ mod tests {
             e.to_string(),
             "Invalid: Deployment shop/web is invalid: spec.replicas: must be greater than or equal to 0 (got -1)"
         );
-        let e = admit(with(pod(), "/kind", json!("CronJob"))).expect_err("invalid");
+        let e = admit(with(pod(), "/kind", json!("Ingress"))).expect_err("invalid");
         assert_eq!(e.object, None);
         assert_eq!(e.causes[0].field, "kind");
         let e = admit(json!("Pod")).expect_err("invalid");

@@ -239,13 +239,13 @@ impl Causes {
     }
 
     /// One cause per problem, each quoting the offending value.
-    fn problems(&mut self, field: &str, value: &str, problems: Vec<String>) {
+    pub(super) fn problems(&mut self, field: &str, value: &str, problems: Vec<String>) {
         for p in problems {
             self.add(field, format!("{p} (got {})", quote(value)));
         }
     }
 
-    fn one_of(&mut self, field: &str, value: &str, allowed: &[&str]) {
+    pub(super) fn one_of(&mut self, field: &str, value: &str, allowed: &[&str]) {
         if !allowed.contains(&value) {
             let list: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
             self.add(
@@ -255,7 +255,7 @@ impl Causes {
         }
     }
 
-    fn at_least(&mut self, field: &str, value: Option<i64>, min: i64) {
+    pub(super) fn at_least(&mut self, field: &str, value: Option<i64>, min: i64) {
         if let Some(v) = value {
             if v < min {
                 self.add(
@@ -275,7 +275,7 @@ impl Causes {
         }
     }
 
-    fn required(&mut self, field: &str) {
+    pub(super) fn required(&mut self, field: &str) {
         self.add(field, "required value");
     }
 }
@@ -360,7 +360,7 @@ fn max_name_len(kind: Kind) -> usize {
 }
 
 /// Labels and annotations of an object's or a template's metadata.
-fn labels_and_annotations(meta: &ObjectMeta, path: &str, c: &mut Causes) {
+pub(super) fn labels_and_annotations(meta: &ObjectMeta, path: &str, c: &mut Causes) {
     label_map(meta.labels.as_ref(), &format!("{path}.labels"), c);
     let mut total = 0usize;
     for key in meta.annotations.iter().flatten().map(|(k, v)| {
@@ -383,7 +383,7 @@ fn labels_and_annotations(meta: &ObjectMeta, path: &str, c: &mut Causes) {
 
 /// A map of label keys to label values (labels, nodeSelector, Service
 /// selector).
-fn label_map(map: Option<&BTreeMap<String, String>>, path: &str, c: &mut Causes) {
+pub(super) fn label_map(map: Option<&BTreeMap<String, String>>, path: &str, c: &mut Causes) {
     for (k, v) in map.into_iter().flatten() {
         c.problems(path, k, qualified_name_problems(k));
         c.problems(&format!("{path}[{k}]"), v, label_value_problems(v));
@@ -419,12 +419,24 @@ pub(crate) fn pod(pod: &Pod, c: &mut Causes) {
     }
 }
 
-/// A pod template inside a Deployment or ReplicaSet.
+/// A pod template inside a Deployment, ReplicaSet, DaemonSet or StatefulSet.
 fn pod_template(template: &PodTemplateSpec, selector: &LabelSelector, path: &str, c: &mut Causes) {
+    pod_template_with(template, Some(selector), &["Always"], path, c)
+}
+
+/// A pod template whose labels `selector` (when given) must match and
+/// whose restart policy must be one of `restart`.
+pub(super) fn pod_template_with(
+    template: &PodTemplateSpec,
+    selector: Option<&LabelSelector>,
+    restart: &[&str],
+    path: &str,
+    c: &mut Causes,
+) {
     let empty = ObjectMeta::default();
     let meta = template.metadata.as_ref().unwrap_or(&empty);
     labels_and_annotations(meta, &format!("{path}.metadata"), c);
-    if let Ok(sel) = Selector::from_label_selector(selector) {
+    if let Some(Ok(sel)) = selector.map(Selector::from_label_selector) {
         let labels = meta.labels.clone().unwrap_or_default();
         if !sel.is_empty() && !sel.matches(&labels) {
             c.add(
@@ -437,10 +449,15 @@ fn pod_template(template: &PodTemplateSpec, selector: &LabelSelector, path: &str
         Some(spec) => {
             pod_spec(spec, &format!("{path}.spec"), c);
             if let Some(policy) = &spec.restart_policy {
-                if policy != "Always" {
+                if !restart.contains(&policy.as_str()) {
+                    let allowed: Vec<String> = restart.iter().map(|r| format!("{r:?}")).collect();
                     c.add(
                         format!("{path}.spec.restartPolicy"),
-                        format!("must be \"Always\" in a template (got {})", quote(policy)),
+                        format!(
+                            "must be {} in this template (got {})",
+                            allowed.join(" or "),
+                            quote(policy)
+                        ),
                     );
                 }
             }
@@ -795,7 +812,7 @@ fn int_or_name_port(port: &IntOrString, path: &str, c: &mut Causes) {
 
 /// A `maxSurge`/`maxUnavailable` value: an integer ≥ 0 or a percentage.
 /// Returns whether it is zero.
-fn int_or_percent(v: &IntOrString, path: &str, c: &mut Causes) -> bool {
+pub(super) fn int_or_percent(v: &IntOrString, path: &str, c: &mut Causes) -> bool {
     match v {
         IntOrString::Int(n) => {
             c.at_least(path, Some(i64::from(*n)), 0);
@@ -831,7 +848,7 @@ fn int_or_percent(v: &IntOrString, path: &str, c: &mut Causes) -> bool {
     }
 }
 
-fn selector(sel: &LabelSelector, path: &str, c: &mut Causes) {
+pub(super) fn selector(sel: &LabelSelector, path: &str, c: &mut Causes) {
     match Selector::from_label_selector(sel) {
         Ok(s) if s.is_empty() => c.add(
             path,

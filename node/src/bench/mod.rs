@@ -8,6 +8,7 @@ pub mod proxy;
 mod raw_cri;
 pub mod store;
 pub mod watch;
+pub mod workloads;
 
 use hdrhistogram::Histogram;
 

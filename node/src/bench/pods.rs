@@ -33,7 +33,7 @@ use crate::cli::BenchPodsArgs;
 use crate::nats_server::NatsServer;
 
 /// The cluster name the benchmark's subjects use.
-const CLUSTER: &str = "bench";
+pub(super) const CLUSTER: &str = "bench";
 /// Longest wait for the hollow nodes to register.
 const NODES_WAIT_MAX: Duration = Duration::from_secs(300);
 /// The worker's node name.
@@ -68,17 +68,17 @@ pub fn run(args: BenchPodsArgs) -> anyhow::Result<()> {
 }
 
 /// The `kubus up` child, stopped (by its PID) when dropped.
-struct Cluster {
+pub(super) struct Cluster {
     child: Child,
 }
 
 impl Cluster {
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGINT (a clean stop), up to 15 s, then SIGKILL.
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         crate::child::stop(
             &mut self.child,
             nix::sys::signal::Signal::SIGINT,
@@ -94,18 +94,32 @@ impl Drop for Cluster {
 }
 
 fn start_cluster(dir: &Path, url: &str, args: &BenchPodsArgs) -> anyhow::Result<Cluster> {
+    let hollow = (args.runtime != "cri").then_some((args.hollow_nodes, args.hollow_delay_ms));
+    start_up(dir, url, hollow)
+}
+
+/// A `kubus up` child on `url` in `dir`: with `hollow` (nodes, start-up
+/// ms) hollow nodes beside a process-runtime worker, else the cri runtime.
+pub(super) fn start_up(
+    dir: &Path,
+    url: &str,
+    hollow: Option<(usize, u64)>,
+) -> anyhow::Result<Cluster> {
     let exe = std::env::current_exe().context("finding the kubus binary")?;
     let log = std::fs::File::create(dir.join("kubus-up.log")).context("creating the log")?;
     let mut cmd = Command::new(exe);
     cmd.args(["up", "--nats", url, "--cluster", CLUSTER, "--data-dir"])
         .arg(dir.join("data"))
         .args(["--node-name", WORKER]);
-    if args.runtime == "cri" {
-        cmd.args(["--runtime", "cri"]);
-    } else {
-        cmd.args(["--runtime", "process"])
-            .args(["--hollow-nodes", &args.hollow_nodes.to_string()])
-            .args(["--hollow-delay-ms", &args.hollow_delay_ms.to_string()]);
+    match hollow {
+        None => {
+            cmd.args(["--runtime", "cri"]);
+        }
+        Some((nodes, delay_ms)) => {
+            cmd.args(["--runtime", "process"])
+                .args(["--hollow-nodes", &nodes.to_string()])
+                .args(["--hollow-delay-ms", &delay_ms.to_string()]);
+        }
     }
     let child = cmd
         .env("RUST_LOG", "warn")
@@ -250,7 +264,7 @@ fn import_images(dir: &Path, args: &BenchPodsArgs) -> anyhow::Result<std::path::
     Ok(socket)
 }
 
-async fn wait_for_nodes(
+pub(super) async fn wait_for_nodes(
     client: &Client,
     want: usize,
     counts: impl Fn(&Value) -> bool,
@@ -267,20 +281,20 @@ async fn wait_for_nodes(
     bail!("the nodes did not register within {NODES_WAIT_MAX:?}")
 }
 
-fn is_hollow_node(node: &Value) -> bool {
+pub(super) fn is_hollow_node(node: &Value) -> bool {
     node.pointer("/metadata/labels/kubus.io~1hollow")
         .and_then(Value::as_str)
         == Some("true")
 }
 
 /// What one Deployment's pods did.
-struct Outcome {
+pub(super) struct Outcome {
     /// Created (first seen) → Running seen, per pod.
-    startup: Histogram<u64>,
+    pub(super) startup: Histogram<u64>,
     /// Manifest published → Running seen, per pod.
     from_manifest: Histogram<u64>,
-    running: usize,
-    all_running: Option<Duration>,
+    pub(super) running: usize,
+    pub(super) all_running: Option<Duration>,
     /// Store revisions between the manifest and the last pod Running: every
     /// write the cluster made for these pods (creates, bindings, status,
     /// Events, ReplicaSet status).
@@ -290,7 +304,7 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn print(&self, title: &str) {
+    pub(super) fn print(&self, title: &str) {
         println!("\n{title}");
         println!(
             "  pod created → Running seen        {}",
@@ -328,17 +342,32 @@ struct Seen {
 }
 
 /// The pod template's spec for hollow nodes.
-const HOLLOW_POD: &str = "nodeSelector: {kubus.io/hollow: \"true\"}\n      containers:\n      - {name: main, image: busybox, command: [sleep, \"3600\"], resources: {requests: {cpu: 10m, memory: 16Mi}}}";
+pub(super) const HOLLOW_POD: &str = "nodeSelector: {kubus.io/hollow: \"true\"}\n      containers:\n      - {name: main, image: busybox, command: [sleep, \"3600\"], resources: {requests: {cpu: 10m, memory: 16Mi}}}";
 /// The pod template's spec for the cri worker.
 const CRI_POD: &str = "nodeSelector: {kubernetes.io/hostname: bench-worker}\n      containers:\n      - {name: main, image: \"localhost/busybox:latest\", imagePullPolicy: Never, command: [sleep, \"3600\"], resources: {requests: {cpu: 10m, memory: 16Mi}}}";
 
 /// Apply a Deployment of `replicas` pods (`pod_spec`: its template's spec)
 /// labelled `app=name` and watch its pods until all run (or `timeout`).
-async fn deploy(
+pub(super) async fn deploy(
     client: &Client,
     name: &str,
     replicas: usize,
     pod_spec: &str,
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      {pod_spec}\n"
+    );
+    run_until_running(client, name, &manifest, replicas, timeout).await
+}
+
+/// Apply `manifest` and watch the pods labelled `app=name` until
+/// `replicas` of them run (or `timeout`).
+pub(super) async fn run_until_running(
+    client: &Client,
+    name: &str,
+    manifest: &str,
+    replicas: usize,
     timeout: Duration,
 ) -> anyhow::Result<Outcome> {
     let mut items = watch(client.clone(), WatchSpec::all(client, Kind::Pod));
@@ -347,12 +376,9 @@ async fn deploy(
         Ok(Some(WatchItem::Relisted { .. })) => {}
         _ => bail!("the pod watch did not start"),
     }
-    let manifest = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      {pod_spec}\n"
-    );
     let revision_before = store_revision(client).await?;
     let published = Instant::now();
-    let reply = client.apply_manifests(&manifest).await?;
+    let reply = client.apply_manifests(manifest).await?;
     if let Some(e) = &reply.error {
         bail!("the benchmark's manifest was refused: {e}");
     }
@@ -439,7 +465,7 @@ fn micros(d: Duration) -> u64 {
 /// The resident memory of process `pid` now and at its peak (the whole
 /// single-process cluster: store, control plane, hollow nodes), as /proc
 /// says it.
-fn rss(pid: u32) -> String {
+pub(super) fn rss(pid: u32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status

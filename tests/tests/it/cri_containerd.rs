@@ -2001,3 +2001,149 @@ spec:
         "{seen:?}"
     );
 }
+
+/// The StatefulSet pod `name` if it runs, is Ready and is not going.
+fn ready_pod(c: &CriCluster, name: &str) -> Option<Value> {
+    c.pod(name)
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && ready(p))
+}
+
+fn exec_in(c: &CriCluster, pod: &str, script: &str) -> String {
+    let out = c.kubus(&["exec", pod, "--", "sh", "-c", script]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn cri_stateful_set_pods_keep_their_data_on_local_path_volumes() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let c = CriCluster::start();
+    import_debian_images(&c);
+    // the unmodified example: a headless Service and a StatefulSet of 2
+    // with a claim template, on the built-in local-path class
+    let example = kubus_tests::k8s_examples().join("statefulset-web.yaml");
+    let text = std::fs::read_to_string(&example).expect("statefulset-web.yaml");
+    c.apply(&text);
+    let out = c.kubus(&["scale", "statefulset", "web", "--replicas=3"]);
+    assert!(
+        out.status.success(),
+        "scale: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = wait_for(Duration::from_secs(180), || {
+        let pods: Vec<Value> = (0..3)
+            .filter_map(|i| ready_pod(&c, &format!("web-{i}")))
+            .collect();
+        (pods.len() == 3).then_some(pods)
+    })
+    .unwrap_or_else(|| panic!("web-0..2 not ready: {:?}\n{}", c.items("pods"), c.log()));
+    // in order: each was created after the one before it was Ready
+    let created = |p: &Value| {
+        p["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let ready_at = |p: &Value| {
+        p["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .and_then(|c| c["lastTransitionTime"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    for pair in all.windows(2) {
+        assert!(
+            created(&pair[1]) >= ready_at(&pair[0]),
+            "not in order: {pair:?}"
+        );
+    }
+    assert_eq!(all[1]["spec"]["hostname"], "web-1");
+    assert_eq!(all[1]["spec"]["subdomain"], "nginx");
+    // each pod writes to its own claim
+    for i in 0..3 {
+        let name = format!("web-{i}");
+        let said = exec_in(&c, &name, &format!("echo {name} > /usr/share/nginx/html/index.html && cat /usr/share/nginx/html/index.html"));
+        assert_eq!(said, name);
+    }
+    let claims = c.items("pvc");
+    for i in 0..3 {
+        let claim = claims
+            .iter()
+            .find(|p| p["metadata"]["name"] == format!("www-web-{i}"))
+            .unwrap_or_else(|| panic!("no claim www-web-{i}: {claims:?}"));
+        assert_eq!(claim["status"]["phase"], "Bound", "{claim}");
+        assert_eq!(claim["spec"]["storageClassName"], "local-path");
+    }
+    // web-1 deleted: it comes back, with the same name and its data
+    let old_uid = all[1]["metadata"]["uid"].clone();
+    let out = c.kubus(&["delete", "pod", "web-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(120), || {
+        ready_pod(&c, "web-1").filter(|p| p["metadata"]["uid"] != old_uid)
+    })
+    .unwrap_or_else(|| panic!("web-1 did not come back: {:?}", c.pod("web-1")));
+    assert_eq!(
+        exec_in(&c, "web-1", "cat /usr/share/nginx/html/index.html"),
+        "web-1"
+    );
+
+    // scale to 1: web-2 goes before web-1; the claims stay (Retain)
+    let out = c.kubus(&["scale", "statefulset", "web", "--replicas=1"]);
+    assert!(
+        out.status.success(),
+        "scale: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(120), || {
+        let (one, two) = (c.pod("web-1"), c.pod("web-2"));
+        assert!(!(one.is_none() && two.is_some()), "web-1 went before web-2");
+        (one.is_none() && two.is_none()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("did not scale down: {:?}", c.items("pods")));
+    let names: Vec<String> = c
+        .items("pvc")
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names.len(), 3, "Retain keeps every claim: {names:?}");
+
+    // the policy says Delete on scale-down: the claims of gone ordinals go,
+    // their volumes (reclaim Delete) and then their directories too
+    let pv_dirs = || -> Vec<String> {
+        c.items("pv")
+            .iter()
+            .filter_map(|v| v["spec"]["hostPath"]["path"].as_str().map(str::to_string))
+            .collect()
+    };
+    let before = pv_dirs();
+    assert_eq!(before.len(), 3, "{before:?}");
+    c.apply(&text.replace(
+        "  replicas: 2",
+        "  replicas: 1\n  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete}",
+    ));
+    wait_for(Duration::from_secs(60), || {
+        (c.items("pvc").len() == 1 && c.items("pv").len() == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("claims {:?}\nvolumes {:?}", c.items("pvc"), c.items("pv")));
+    let kept = pv_dirs();
+    wait_for(Duration::from_secs(90), || {
+        before
+            .iter()
+            .filter(|d| !kept.contains(d))
+            .all(|d| !Path::new(d).exists())
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("directories of deleted volumes remain: {before:?}"));
+    assert_eq!(
+        exec_in(&c, "web-0", "cat /usr/share/nginx/html/index.html"),
+        "web-0"
+    );
+}

@@ -16,4 +16,6 @@ mod services;
 mod skeleton;
 mod store_leader_kills;
 mod store_peers;
+mod verbs;
 mod watch_guarantees;
+mod workloads;
