@@ -14,7 +14,10 @@
 use std::time::Duration;
 
 use kubus_api::cron::Schedule;
-use kubus_api::{meta, Kind, ObjectRef};
+use kubus_api::{
+    meta::{self, int_at},
+    Kind, ObjectRef,
+};
 use serde_json::{json, Value};
 
 use crate::runtime::{Plan, Planned, Reconcile, View, Watch};
@@ -25,10 +28,6 @@ use crate::write::Write;
 pub const SCHEDULED_TIMESTAMP_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 /// More missed times than this get a Warning Event (Kubernetes' number).
 pub const MISSED_TIMES_MAX: usize = 100;
-
-fn int(v: &Value, pointer: &str) -> Option<i64> {
-    v.pointer(pointer).and_then(Value::as_i64)
-}
 
 fn finished(job: &Value) -> Option<bool> {
     if condition_true(job, "Complete") {
@@ -107,9 +106,12 @@ pub fn reconcile(cj: &Value, jobs: &[&Value], now: jiff::Timestamp) -> Decision 
     for (ok, limit) in [
         (
             true,
-            int(cj, "/spec/successfulJobsHistoryLimit").unwrap_or(3),
+            int_at(cj, "/spec/successfulJobsHistoryLimit").unwrap_or(3),
         ),
-        (false, int(cj, "/spec/failedJobsHistoryLimit").unwrap_or(1)),
+        (
+            false,
+            int_at(cj, "/spec/failedJobsHistoryLimit").unwrap_or(1),
+        ),
     ] {
         let mut done: Vec<&Value> = jobs
             .iter()
@@ -133,7 +135,7 @@ pub fn reconcile(cj: &Value, jobs: &[&Value], now: jiff::Timestamp) -> Decision 
     let last = time_at(cj, "/status/lastScheduleTime")
         .or_else(|| time_at(cj, "/metadata/creationTimestamp"))
         .unwrap_or(now);
-    let deadline = int(cj, "/spec/startingDeadlineSeconds");
+    let deadline = int_at(cj, "/spec/startingDeadlineSeconds");
     let earliest = match deadline {
         Some(s) => {
             last.max(jiff::Timestamp::from_second(now.as_second().saturating_sub(s)).unwrap_or(now))

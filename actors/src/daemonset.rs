@@ -13,7 +13,10 @@
 
 use std::collections::BTreeMap;
 
-use kubus_api::{meta, placement, pod, Kind, ObjectRef};
+use kubus_api::{
+    meta::{self, int_at},
+    placement, pod, Kind, ObjectRef,
+};
 use serde_json::{json, Value};
 
 use crate::deployment::{resolve, template_hash};
@@ -22,16 +25,11 @@ use crate::runtime::{Plan, Planned, Reconcile, View, Watch};
 use crate::workload::{pod_from, with_status};
 use crate::write::Write;
 
-/// The label tying a daemon (or stateful) pod to its template revision.
-pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
+pub use crate::revisions::REVISION_HASH_LABEL;
 /// The label carrying the set's generation when the pod was made.
 pub const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
 /// Most pod writes one sync asks for (the next sync follows at once).
 pub const WRITES_PER_SYNC_MAX: usize = 256;
-
-fn int(v: &Value, pointer: &str) -> Option<i64> {
-    v.pointer(pointer).and_then(Value::as_i64)
-}
 
 /// Whether the set's pods belong on `node`.
 pub fn should_run(ds: &Value, node: &Value) -> bool {
@@ -59,7 +57,7 @@ pub fn should_run(ds: &Value, node: &Value) -> bool {
 /// A daemon pod for `node`.
 pub fn daemon_pod(ds: &Value, node: &str, hash: &str) -> Value {
     let mut p = pod_from(ds, None);
-    let generation = int(ds, "/metadata/generation").unwrap_or(1);
+    let generation = int_at(ds, "/metadata/generation").unwrap_or(1);
     if let Some(labels) = p
         .pointer_mut("/metadata")
         .and_then(Value::as_object_mut)
@@ -123,7 +121,7 @@ pub fn reconcile(ds: &Value, nodes: &[&Value], pods: &[&Value], now: i64) -> Dec
         return d;
     }
     let hash = template_hash(ds);
-    let min_ready = int(ds, "/spec/minReadySeconds").unwrap_or(0);
+    let min_ready = int_at(ds, "/spec/minReadySeconds").unwrap_or(0);
     let on_delete = ds
         .pointer("/spec/updateStrategy/type")
         .and_then(Value::as_str)
@@ -280,6 +278,7 @@ impl Reconcile for DaemonSetReconciler {
     fn watches(&self) -> Vec<Watch> {
         vec![
             Watch::Owns(Kind::Pod),
+            Watch::Owns(Kind::ControllerRevision),
             Watch::Maps(Kind::Node, all_daemon_sets),
         ]
     }
@@ -311,12 +310,22 @@ impl Reconcile for DaemonSetReconciler {
             )
         });
         let status = d.status.map(|s| Planned::quiet(Write::Update(s)));
+        let in_use: std::collections::BTreeSet<String> = pods
+            .iter()
+            .filter_map(|p| meta::labels(p).get(REVISION_HASH_LABEL).cloned())
+            .map(|h| crate::revisions::name_of(ds, &h))
+            .collect();
+        let revisions = view.owned(Kind::ControllerRevision, meta::uid(ds).unwrap_or_default());
+        let history = crate::revisions::plan(ds, &hash, &revisions, &in_use)
+            .into_iter()
+            .map(Planned::quiet);
         Plan::writes(
             creates
                 .collect::<Vec<_>>()
                 .into_iter()
                 .chain(deletes)
-                .chain(status),
+                .chain(status)
+                .chain(history),
         )
     }
 }

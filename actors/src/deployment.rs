@@ -6,7 +6,10 @@
 //! [`reconcile`] decides; [`DeploymentReconciler`] puts it on the
 //! controller runtime.
 
-use kubus_api::{meta, Kind};
+use kubus_api::{
+    meta::{self, int_at},
+    Kind,
+};
 use serde_json::{json, Value};
 
 use crate::runtime::{Plan, Planned, Reconcile, View, Watch};
@@ -17,10 +20,6 @@ use crate::write::Write;
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 /// The annotation carrying a ReplicaSet's revision number.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
-
-fn int(v: &Value, pointer: &str) -> Option<i64> {
-    v.pointer(pointer).and_then(Value::as_i64)
-}
 
 /// The template hash, as a short lowercase token.
 pub fn template_hash(deployment: &Value) -> String {
@@ -153,13 +152,13 @@ pub fn decide(
 /// A paused Deployment rolls nothing out; a change of `replicas` still
 /// scales its one active ReplicaSet.
 fn paused(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
-    let desired = int(deployment, "/spec/replicas").unwrap_or(1).max(0);
+    let desired = int_at(deployment, "/spec/replicas").unwrap_or(1).max(0);
     let active: Vec<&&Value> = owned
         .iter()
-        .filter(|rs| int(rs, "/spec/replicas").unwrap_or(0) > 0)
+        .filter(|rs| int_at(rs, "/spec/replicas").unwrap_or(0) > 0)
         .collect();
     match active.as_slice() {
-        [only] if int(only, "/spec/replicas") != Some(desired) => {
+        [only] if int_at(only, "/spec/replicas") != Some(desired) => {
             vec![with_replicas(only, desired)]
         }
         _ => Vec::new(),
@@ -168,10 +167,10 @@ fn paused(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
 
 /// The ReplicaSet writes that roll the current template out.
 fn rollout(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
-    let desired = int(deployment, "/spec/replicas").unwrap_or(1).max(0);
+    let desired = int_at(deployment, "/spec/replicas").unwrap_or(1).max(0);
     let hash = template_hash(deployment);
-    let spec_of = |rs: &Value| int(rs, "/spec/replicas").unwrap_or(0);
-    let available_of = |rs: &Value| int(rs, "/status/availableReplicas").unwrap_or(0);
+    let spec_of = |rs: &Value| int_at(rs, "/spec/replicas").unwrap_or(0);
+    let available_of = |rs: &Value| int_at(rs, "/status/availableReplicas").unwrap_or(0);
     let new_rs = owned
         .iter()
         .copied()
@@ -195,7 +194,7 @@ fn rollout(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
     let new_target = if recreate {
         let old_pods: i64 = old
             .iter()
-            .map(|rs| int(rs, "/status/replicas").unwrap_or(0))
+            .map(|rs| int_at(rs, "/status/replicas").unwrap_or(0))
             .sum();
         if old_total == 0 && old_pods == 0 {
             desired
@@ -291,12 +290,12 @@ fn rollout(deployment: &Value, owned: &[&Value]) -> Vec<Write> {
     }
 
     // History: old sets at zero beyond revisionHistoryLimit are deleted.
-    let limit = int(deployment, "/spec/revisionHistoryLimit")
+    let limit = int_at(deployment, "/spec/revisionHistoryLimit")
         .unwrap_or(10)
         .max(0) as usize;
     let idle: Vec<&&Value> = old
         .iter()
-        .filter(|rs| spec_of(rs) == 0 && int(rs, "/status/replicas").unwrap_or(0) == 0)
+        .filter(|rs| spec_of(rs) == 0 && int_at(rs, "/status/replicas").unwrap_or(0) == 0)
         .collect();
     if idle.len() > limit {
         for rs in idle.iter().take(idle.len() - limit) {
@@ -319,16 +318,21 @@ fn status(
     now: jiff::Timestamp,
 ) -> (Option<Value>, Option<std::time::Duration>) {
     use crate::workload::{conditions, set_condition, time, time_at};
-    let desired = int(deployment, "/spec/replicas").unwrap_or(1).max(0);
+    let desired = int_at(deployment, "/spec/replicas").unwrap_or(1).max(0);
     let hash = template_hash(deployment);
     let new_rs = owned
         .iter()
         .copied()
         .find(|rs| meta::labels(rs).get(TEMPLATE_HASH_LABEL) == Some(&hash));
-    let sum = |p: &str| owned.iter().map(|rs| int(rs, p).unwrap_or(0)).sum::<i64>();
+    let sum = |p: &str| {
+        owned
+            .iter()
+            .map(|rs| int_at(rs, p).unwrap_or(0))
+            .sum::<i64>()
+    };
     let available = sum("/status/availableReplicas");
     let replicas = sum("/status/replicas");
-    let updated = new_rs.map_or(0, |rs| int(rs, "/status/replicas").unwrap_or(0));
+    let updated = new_rs.map_or(0, |rs| int_at(rs, "/status/replicas").unwrap_or(0));
     let ready = sum("/status/readyReplicas");
     let old = |p: &str| {
         deployment
@@ -382,10 +386,10 @@ fn status(
         && available == desired
         && owned.iter().all(|rs| {
             rs.pointer("/spec/replicas") == new_rs.and_then(|n| n.pointer("/spec/replicas"))
-                || int(rs, "/status/replicas").unwrap_or(0) == 0
+                || int_at(rs, "/status/replicas").unwrap_or(0) == 0
         });
     let mut requeue = None;
-    let deadline = int(deployment, "/spec/progressDeadlineSeconds");
+    let deadline = int_at(deployment, "/spec/progressDeadlineSeconds");
     let exceeded = kubus_api::pod::condition(deployment, "Progressing").is_some_and(|c| {
         c.get("reason").and_then(Value::as_str) == Some("ProgressDeadlineExceeded")
     });
@@ -499,12 +503,12 @@ fn scaling_message(write: &Write, owned: &[&Value]) -> Option<String> {
             let before = owned
                 .iter()
                 .find(|o| meta::uid(o) == meta::uid(rs))
-                .and_then(|old| int(old, "/spec/replicas"));
+                .and_then(|old| int_at(old, "/spec/replicas"));
             (rs, before?)
         }
         _ => return None,
     };
-    let after = int(rs, "/spec/replicas")?;
+    let after = int_at(rs, "/spec/replicas")?;
     let name = meta::name(rs)?;
     match after.cmp(&before) {
         std::cmp::Ordering::Greater => Some(format!("Scaled up replica set {name} to {after}")),
@@ -583,11 +587,11 @@ mod tests {
             .filter_map(|w| match w {
                 Write::Update(v) if meta::kind_of(v) == Some(Kind::ReplicaSet) => Some((
                     meta::name(v).unwrap_or_default().to_string(),
-                    int(v, "/spec/replicas").unwrap_or(-1),
+                    int_at(v, "/spec/replicas").unwrap_or(-1),
                 )),
                 Write::Create(v) => Some((
                     format!("new:{}", meta::name(v).unwrap_or_default()),
-                    int(v, "/spec/replicas").unwrap_or(-1),
+                    int_at(v, "/spec/replicas").unwrap_or(-1),
                 )),
                 _ => None,
             })

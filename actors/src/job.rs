@@ -13,7 +13,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kubus_api::{meta, pod, Kind, ObjectRef};
+use kubus_api::{
+    meta::{self, int_at},
+    pod, Kind, ObjectRef,
+};
 use serde_json::{json, Value};
 
 use crate::runtime::{Pending, Plan, Planned, Reconcile, View, Watch};
@@ -32,10 +35,6 @@ pub const FAILURE_BACKOFF: Duration = Duration::from_secs(10);
 pub const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(360);
 /// Most pod writes one sync issues.
 pub const WRITES_PER_SYNC_MAX: usize = 64;
-
-fn int(v: &Value, pointer: &str) -> Option<i64> {
-    v.pointer(pointer).and_then(Value::as_i64)
-}
 
 /// The index of an Indexed Job's pod.
 fn index_of(pod: &Value) -> Option<i64> {
@@ -220,9 +219,9 @@ pub fn reconcile(job: &Value, pods: &[&Value], pending: Pending, now: jiff::Time
     if kubus_api::lifecycle::is_marked(job) {
         return d;
     }
-    let parallelism = int(job, "/spec/parallelism").unwrap_or(1).max(0);
-    let completions = int(job, "/spec/completions").map(|c| c.max(0));
-    let backoff_limit = int(job, "/spec/backoffLimit").unwrap_or(6).max(0);
+    let parallelism = int_at(job, "/spec/parallelism").unwrap_or(1).max(0);
+    let completions = int_at(job, "/spec/completions").map(|c| c.max(0));
+    let backoff_limit = int_at(job, "/spec/backoffLimit").unwrap_or(6).max(0);
     let indexed = job.pointer("/spec/completionMode").and_then(Value::as_str) == Some("Indexed");
     let suspended = job.pointer("/spec/suspend") == Some(&Value::Bool(true));
     let on_failure = job
@@ -231,8 +230,10 @@ pub fn reconcile(job: &Value, pods: &[&Value], pending: Pending, now: jiff::Time
         == Some("OnFailure");
     let mut t = tally(pods, on_failure);
     // pods may be deleted after they were counted: counts never go back
-    t.succeeded = t.succeeded.max(int(job, "/status/succeeded").unwrap_or(0));
-    t.failed = t.failed.max(int(job, "/status/failed").unwrap_or(0));
+    t.succeeded = t
+        .succeeded
+        .max(int_at(job, "/status/succeeded").unwrap_or(0));
+    t.failed = t.failed.max(int_at(job, "/status/failed").unwrap_or(0));
     if indexed {
         let recorded = job
             .pointer("/status/completedIndexes")
@@ -256,7 +257,7 @@ pub fn reconcile(job: &Value, pods: &[&Value], pending: Pending, now: jiff::Time
         if pending.deletes == 0 {
             d.deletes = refs(t.active.iter().copied().take(WRITES_PER_SYNC_MAX));
         }
-        if let Some(ttl) = int(job, "/spec/ttlSecondsAfterFinished") {
+        if let Some(ttl) = int_at(job, "/spec/ttlSecondsAfterFinished") {
             let done_at = time_at(job, "/status/completionTime").or_else(|| {
                 pod::condition(job, "Failed").and_then(|c| time_at(c, "/lastTransitionTime"))
             });
@@ -306,8 +307,8 @@ pub fn reconcile(job: &Value, pods: &[&Value], pending: Pending, now: jiff::Time
         if start_time.is_none() {
             start_time = Some(json!(now_text));
         }
-        let deadline =
-            int(job, "/spec/activeDeadlineSeconds").map(|s| started.as_second().saturating_add(s));
+        let deadline = int_at(job, "/spec/activeDeadlineSeconds")
+            .map(|s| started.as_second().saturating_add(s));
         let complete = match (indexed, completions) {
             (true, Some(c)) => t.succeeded_indexes.len() as i64 >= c,
             (_, Some(c)) => t.succeeded >= c,

@@ -28,6 +28,7 @@ pub mod namespace;
 pub mod node_agent;
 pub mod proxy;
 pub mod replicaset;
+pub mod revisions;
 pub mod runtime;
 pub mod scheduler;
 pub mod statefulset;

@@ -14,7 +14,10 @@
 
 use std::collections::BTreeMap;
 
-use kubus_api::{meta, pod, Kind, ObjectRef};
+use kubus_api::{
+    meta::{self, int_at, str_at},
+    pod, Kind, ObjectRef,
+};
 use serde_json::{json, Value};
 
 use crate::daemonset::REVISION_HASH_LABEL;
@@ -28,14 +31,6 @@ use crate::write::Write;
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 /// The label carrying a stateful pod's ordinal.
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
-
-fn int(v: &Value, pointer: &str) -> Option<i64> {
-    v.pointer(pointer).and_then(Value::as_i64)
-}
-
-fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
 
 /// The ordinal of `pod` in the set named `set`.
 pub fn ordinal(set: &str, pod: &Value) -> Option<i64> {
@@ -52,11 +47,7 @@ pub fn ordinal(set: &str, pod: &Value) -> Option<i64> {
 
 /// The revision name of the set's current template.
 pub fn revision(sts: &Value) -> String {
-    format!(
-        "{}-{}",
-        meta::name(sts).unwrap_or("set"),
-        template_hash(sts)
-    )
+    crate::revisions::name_of(sts, &template_hash(sts))
 }
 
 /// The claim of `template` for ordinal `i`.
@@ -75,7 +66,7 @@ fn claim_templates(sts: &Value) -> Vec<&Value> {
 pub fn claims_for(sts: &Value, i: i64) -> Vec<Value> {
     let set = meta::name(sts).unwrap_or("set");
     let ns = meta::namespace(sts).unwrap_or("default");
-    let delete_with_set = text(
+    let delete_with_set = str_at(
         sts,
         "/spec/persistentVolumeClaimRetentionPolicy/whenDeleted",
     ) == "Delete";
@@ -128,7 +119,7 @@ pub fn stateful_pod(sts: &Value, i: i64) -> Value {
         labels.insert(POD_INDEX_LABEL.into(), json!(i.to_string()));
         labels.insert(REVISION_HASH_LABEL.into(), json!(revision(sts)));
     }
-    let service = text(sts, "/spec/serviceName").to_string();
+    let service = str_at(sts, "/spec/serviceName").to_string();
     let claims: Vec<(String, String)> = claim_templates(sts)
         .into_iter()
         .filter_map(|t| meta::name(t))
@@ -176,19 +167,19 @@ pub fn reconcile(
         return d;
     }
     let set = meta::name(sts).unwrap_or("set");
-    let replicas = int(sts, "/spec/replicas").unwrap_or(1).max(0);
-    let start = int(sts, "/spec/ordinals/start").unwrap_or(0).max(0);
+    let replicas = int_at(sts, "/spec/replicas").unwrap_or(1).max(0);
+    let start = int_at(sts, "/spec/ordinals/start").unwrap_or(0).max(0);
     let end = start + replicas;
-    let parallel = text(sts, "/spec/podManagementPolicy") == "Parallel";
-    let on_delete = text(sts, "/spec/updateStrategy/type") == "OnDelete";
-    let partition = int(sts, "/spec/updateStrategy/rollingUpdate/partition").unwrap_or(0);
-    let min_ready = int(sts, "/spec/minReadySeconds").unwrap_or(0);
+    let parallel = str_at(sts, "/spec/podManagementPolicy") == "Parallel";
+    let on_delete = str_at(sts, "/spec/updateStrategy/type") == "OnDelete";
+    let partition = int_at(sts, "/spec/updateStrategy/rollingUpdate/partition").unwrap_or(0);
+    let min_ready = int_at(sts, "/spec/minReadySeconds").unwrap_or(0);
     let delete_scaled =
-        text(sts, "/spec/persistentVolumeClaimRetentionPolicy/whenScaled") == "Delete";
+        str_at(sts, "/spec/persistentVolumeClaimRetentionPolicy/whenScaled") == "Delete";
     let update = revision(sts);
     let is_updated = |p: &Value| meta::labels(p).get(REVISION_HASH_LABEL) == Some(&update);
     let healthy = |p: &Value| {
-        !pod::is_terminating(p) && text(p, "/status/phase") == "Running" && pod::is_ready(p)
+        !pod::is_terminating(p) && str_at(p, "/status/phase") == "Running" && pod::is_ready(p)
     };
 
     let mut by_ordinal: BTreeMap<i64, &Value> = BTreeMap::new();
@@ -350,6 +341,7 @@ impl Reconcile for StatefulSetReconciler {
     fn watches(&self) -> Vec<Watch> {
         vec![
             Watch::Owns(Kind::Pod),
+            Watch::Owns(Kind::ControllerRevision),
             Watch::Maps(Kind::PersistentVolumeClaim, sets_of_claim),
         ]
     }
@@ -398,7 +390,21 @@ impl Reconcile for StatefulSetReconciler {
             )
         });
         let status = d.status.map(|s| Planned::quiet(Write::Update(s)));
-        Plan::writes(claims.chain(creates).chain(deletes).chain(status))
+        let in_use: std::collections::BTreeSet<String> = pods
+            .iter()
+            .filter_map(|p| meta::labels(p).get(REVISION_HASH_LABEL).cloned())
+            .collect();
+        let revisions = view.owned(Kind::ControllerRevision, meta::uid(sts).unwrap_or_default());
+        let history = crate::revisions::plan(sts, &template_hash(sts), &revisions, &in_use)
+            .into_iter()
+            .map(Planned::quiet);
+        Plan::writes(
+            claims
+                .chain(creates)
+                .chain(deletes)
+                .chain(status)
+                .chain(history),
+        )
     }
 }
 

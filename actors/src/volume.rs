@@ -14,7 +14,10 @@
 use kubus_api::storage::{
     self, LOCAL_PATH_PROVISIONER, LOCAL_PATH_ROOT_ANNOTATION, SELECTED_NODE_ANNOTATION,
 };
-use kubus_api::{meta, Kind, ObjectRef};
+use kubus_api::{
+    meta::{self, str_at},
+    Kind, ObjectRef,
+};
 use kubus_bus::client::DeleteOptions;
 use serde_json::{json, Value};
 
@@ -24,10 +27,6 @@ use crate::write::Write;
 
 /// Where local-path volumes live on a node that does not say.
 pub const DEFAULT_LOCAL_PATH_ROOT: &str = "/var/lib/kubus/storage";
-
-fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
 
 fn with(object: &Value, pointer: &str, value: Value) -> Value {
     let mut o = object.clone();
@@ -89,7 +88,7 @@ pub fn bind(pvc: &Value, volumes: &[&Value], classes: &[&Value], nodes: &[&Value
         meta::namespace(pvc).unwrap_or("default"),
         meta::name(pvc).unwrap_or_default()
     );
-    let volume_name = text(pvc, "/spec/volumeName");
+    let volume_name = str_at(pvc, "/spec/volumeName");
     if !volume_name.is_empty() {
         let pv = volumes
             .iter()
@@ -99,7 +98,7 @@ pub fn bind(pvc: &Value, volumes: &[&Value], classes: &[&Value], nodes: &[&Value
             None => claim_status(pvc, "Lost", None).map(|c| {
                 noted(Write::Update(c), "ClaimLost", "Bound claim has lost reference to PersistentVolume. Data on the volume is lost!".to_string())
             }),
-            Some(pv) if text(pv, "/spec/claimRef/uid").is_empty() => {
+            Some(pv) if str_at(pv, "/spec/claimRef/uid").is_empty() => {
                 Some(step(Write::Update(with(pv, "/spec/claimRef", storage::claim_ref(pvc)))))
             }
             Some(pv) if storage::claimed_by(pv, pvc) => claim_status(pvc, "Bound", Some(pv)).map(|c| step(Write::Update(c))),
@@ -113,7 +112,7 @@ pub fn bind(pvc: &Value, volumes: &[&Value], classes: &[&Value], nodes: &[&Value
         };
     }
     // a claim without a class gets the default one (when there is one)
-    let class_name = text(pvc, "/spec/storageClassName");
+    let class_name = str_at(pvc, "/spec/storageClassName");
     if pvc
         .pointer("/spec/storageClassName")
         .is_none_or(Value::is_null)
@@ -175,7 +174,7 @@ pub fn bind(pvc: &Value, volumes: &[&Value], classes: &[&Value], nodes: &[&Value
             format!("storageclass.storage.k8s.io {class_name:?} not found"),
         );
     };
-    let provisioner = text(class, "/provisioner");
+    let provisioner = str_at(class, "/provisioner");
     if provisioner != LOCAL_PATH_PROVISIONER {
         return pending(
             "ExternalProvisioning",
@@ -246,12 +245,12 @@ pub fn reclaim(pv: &Value, claim: Option<&Value>) -> Option<Step> {
         }
         (Some(_), _) => "Released",
     };
-    if phase == "Released" && text(pv, "/spec/persistentVolumeReclaimPolicy") == "Delete" {
+    if phase == "Released" && str_at(pv, "/spec/persistentVolumeReclaimPolicy") == "Delete" {
         let r = meta::object_ref(pv)?;
         let claim_name = claim_ref.map(|c| {
             (
-                text(c, "/namespace").to_string(),
-                text(c, "/name").to_string(),
+                str_at(c, "/namespace").to_string(),
+                str_at(c, "/name").to_string(),
             )
         });
         let only_if_absent = claim_name
@@ -295,7 +294,7 @@ fn unbound_claims(_: &Delta, view: &View<'_>) -> Vec<String> {
         .map(|c| {
             c.cache
                 .values()
-                .filter(|pvc| text(pvc, "/spec/volumeName").is_empty())
+                .filter(|pvc| str_at(pvc, "/spec/volumeName").is_empty())
                 .map(key_of)
                 .collect()
         })
@@ -312,8 +311,8 @@ fn volumes_of_claim(delta: &Delta, view: &View<'_>) -> Vec<String> {
             c.cache
                 .values()
                 .filter(|pv| {
-                    text(pv, "/spec/claimRef/namespace") == ns
-                        && text(pv, "/spec/claimRef/name") == name
+                    str_at(pv, "/spec/claimRef/namespace") == ns
+                        && str_at(pv, "/spec/claimRef/name") == name
                 })
                 .map(key_of)
                 .collect()

@@ -43,6 +43,8 @@ pub enum Kind {
     PersistentVolumeClaim,
     /// `storage.k8s.io/v1`, cluster-scoped: how claims of a class are provisioned.
     StorageClass,
+    /// `apps/v1`: one template revision of a DaemonSet or StatefulSet.
+    ControllerRevision,
 }
 
 /// Why an `apiVersion`/`kind` pair (or a resource word) is not served.
@@ -67,7 +69,6 @@ pub enum KindError {
 /// Kubernetes kinds kubus knows about but does not serve yet, with the
 /// apiVersion they are current in.
 const NOT_YET: &[(&str, &str)] = &[
-    ("apps/v1", "ControllerRevision"),
     ("v1", "ServiceAccount"),
     ("v1", "LimitRange"),
     ("v1", "ResourceQuota"),
@@ -86,7 +87,7 @@ const NOT_YET: &[(&str, &str)] = &[
 /// keeps in its caches, collects by owner references, and empties a
 /// deleted namespace of (Events expire by themselves and are too many to
 /// cache). A test keeps it in step with [`Kind::ALL`].
-pub const NAMESPACED_CONTENT: [Kind; 16] = [
+pub const NAMESPACED_CONTENT: [Kind; 17] = [
     Kind::Deployment,
     Kind::ReplicaSet,
     Kind::Pod,
@@ -103,6 +104,7 @@ pub const NAMESPACED_CONTENT: [Kind; 16] = [
     Kind::ReplicationController,
     Kind::PodDisruptionBudget,
     Kind::PersistentVolumeClaim,
+    Kind::ControllerRevision,
 ];
 
 /// Old apiVersions that Kubernetes has removed, mapped to the current group
@@ -125,7 +127,7 @@ const OLD_GROUPS: &[(&str, &str)] = &[
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 21] = [
+    pub const ALL: [Kind; 22] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -147,12 +149,17 @@ impl Kind {
         Kind::PersistentVolume,
         Kind::PersistentVolumeClaim,
         Kind::StorageClass,
+        Kind::ControllerRevision,
     ];
 
     /// The `apiVersion` this kind is served at.
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::ReplicaSet | Kind::Deployment | Kind::DaemonSet | Kind::StatefulSet => "apps/v1",
+            Kind::ReplicaSet
+            | Kind::Deployment
+            | Kind::DaemonSet
+            | Kind::StatefulSet
+            | Kind::ControllerRevision => "apps/v1",
             Kind::Job | Kind::CronJob => "batch/v1",
             Kind::PodDisruptionBudget => "policy/v1",
             Kind::StorageClass => "storage.k8s.io/v1",
@@ -186,6 +193,7 @@ impl Kind {
             Kind::PersistentVolume => "PersistentVolume",
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::StorageClass => "StorageClass",
+            Kind::ControllerRevision => "ControllerRevision",
         }
     }
 
@@ -214,6 +222,7 @@ impl Kind {
             Kind::PersistentVolume => "persistentvolumes",
             Kind::PersistentVolumeClaim => "persistentvolumeclaims",
             Kind::StorageClass => "storageclasses",
+            Kind::ControllerRevision => "controllerrevisions",
         }
     }
 
@@ -295,6 +304,7 @@ impl Kind {
                 Kind::PersistentVolumeClaim
             }
             "sc" | "storageclass" | "storageclasses" => Kind::StorageClass,
+            "controllerrevision" | "controllerrevisions" => Kind::ControllerRevision,
             _ => return Err(KindError::UnknownResource(word.to_string())),
         };
         Ok(k)
@@ -375,7 +385,7 @@ mod tests {
         assert!(e.to_string().contains("batch/v1"), "{e}");
         let e = Kind::from_type("extensions/v1beta1", "Deployment").expect_err("refused");
         assert!(e.to_string().contains("apps/v1"), "{e}");
-        let e = Kind::from_type("apps/v1", "ControllerRevision").expect_err("refused");
+        let e = Kind::from_type("networking.k8s.io/v1", "Ingress").expect_err("refused");
         assert!(e.to_string().contains("not supported by kubus yet"), "{e}");
         assert!(matches!(
             Kind::from_type("v1", "Frobnicator"),

@@ -1,4 +1,5 @@
-//! Reading and writing `metadata` of an object held in its JSON form.
+//! Reading and writing `metadata` of an object held in its JSON form, and
+//! reading any field of it by JSON pointer.
 //!
 //! These helpers never panic: a missing or mistyped field reads as absent.
 
@@ -26,6 +27,17 @@ fn metadata_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
 /// A string field of `metadata`.
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     metadata(obj)?.get(field)?.as_str()
+}
+
+/// The string at a JSON `pointer` of any object ("" when absent or not a
+/// string).
+pub fn str_at<'a>(obj: &'a Value, pointer: &str) -> &'a str {
+    obj.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The integer at a JSON `pointer` of any object.
+pub fn int_at(obj: &Value, pointer: &str) -> Option<i64> {
+    obj.pointer(pointer).and_then(Value::as_i64)
 }
 
 /// Set a field of `metadata` (creating `metadata` if needed).

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::meta;
+use crate::meta::{self, str_at};
 
 /// The provisioner of kubus' built-in StorageClass.
 pub const LOCAL_PATH_PROVISIONER: &str = "kubus.io/local-path";
@@ -22,10 +22,6 @@ pub const SELECTED_NODE_ANNOTATION: &str = "volume.kubernetes.io/selected-node";
 pub const PROVISIONED_BY_ANNOTATION: &str = "pv.kubernetes.io/provisioned-by";
 /// A StorageClass that is the default.
 pub use crate::admission::workloads::DEFAULT_CLASS_ANNOTATION;
-
-fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
 
 /// The built-in StorageClass: the default one, binding when a pod first
 /// uses the claim, volumes deleted with their claim.
@@ -53,22 +49,23 @@ pub fn default_class<'a>(classes: &[&'a Value]) -> Option<&'a Value> {
                 .map(String::as_str)
                 == Some("true")
         })
-        .max_by_key(|c| text(c, "/metadata/creationTimestamp").to_string())
+        .max_by_key(|c| str_at(c, "/metadata/creationTimestamp").to_string())
 }
 
 /// Whether a class binds when the first pod uses the claim.
 pub fn waits_for_consumer(class: &Value) -> bool {
-    text(class, "/volumeBindingMode") == "WaitForFirstConsumer"
+    str_at(class, "/volumeBindingMode") == "WaitForFirstConsumer"
 }
 
 /// A claim's requested storage, in bytes.
 pub fn requested_bytes(pvc: &Value) -> i128 {
-    crate::quantity::parse_milli(text(pvc, "/spec/resources/requests/storage")).unwrap_or(0) / 1000
+    crate::quantity::parse_milli(str_at(pvc, "/spec/resources/requests/storage")).unwrap_or(0)
+        / 1000
 }
 
 /// A volume's capacity, in bytes.
 pub fn capacity_bytes(pv: &Value) -> i128 {
-    crate::quantity::parse_milli(text(pv, "/spec/capacity/storage")).unwrap_or(0) / 1000
+    crate::quantity::parse_milli(str_at(pv, "/spec/capacity/storage")).unwrap_or(0) / 1000
 }
 
 fn modes(v: &Value) -> Vec<&str> {
@@ -87,15 +84,16 @@ pub fn fits(pv: &Value, pvc: &Value, class: &str) -> bool {
     if let Some(r) = pv.pointer("/spec/claimRef").filter(|r| !r.is_null()) {
         return claimed_by(pv, pvc)
             || (r.get("uid").is_none()
-                && text(r, "/name") == meta::name(pvc).unwrap_or_default()
-                && text(r, "/namespace") == meta::namespace(pvc).unwrap_or_default());
+                && str_at(r, "/name") == meta::name(pvc).unwrap_or_default()
+                && str_at(r, "/namespace") == meta::namespace(pvc).unwrap_or_default());
     }
-    if crate::pod::is_terminating(pv) || matches!(text(pv, "/status/phase"), "Released" | "Failed")
+    if crate::pod::is_terminating(pv)
+        || matches!(str_at(pv, "/status/phase"), "Released" | "Failed")
     {
         return false;
     }
     let pv_modes = modes(pv);
-    text(pv, "/spec/storageClassName") == class
+    str_at(pv, "/spec/storageClassName") == class
         && modes(pvc).iter().all(|m| pv_modes.contains(m))
         && capacity_bytes(pv) >= requested_bytes(pvc)
 }
@@ -103,7 +101,7 @@ pub fn fits(pv: &Value, pvc: &Value, class: &str) -> bool {
 /// Whether `pv`'s claim reference names `pvc` (by uid).
 pub fn claimed_by(pv: &Value, pvc: &Value) -> bool {
     let uid = meta::uid(pvc).unwrap_or_default();
-    !uid.is_empty() && text(pv, "/spec/claimRef/uid") == uid
+    !uid.is_empty() && str_at(pv, "/spec/claimRef/uid") == uid
 }
 
 /// A claim reference to `pvc`.

@@ -308,6 +308,7 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
             "VOLUMEATTRIBUTESCLASS",
             "AGE",
         ],
+        Kind::ControllerRevision => vec!["NAME", "CONTROLLER", "REVISION", "AGE"],
         Kind::StorageClass => vec![
             "NAME",
             "PROVISIONER",
@@ -551,6 +552,19 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String, now: jiff::Timestamp) -> 
                 or_unset(s(v, "/spec/volumeAttributesClassName")),
                 age,
             ]
+        }
+        Kind::ControllerRevision => {
+            // kubectl: the controller as <resource>.<group>/<name>
+            let controller = v
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
+                .map(|r| {
+                    let kind = r["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
+                    format!("{kind}.apps/{}", r["name"].as_str().unwrap_or_default())
+                })
+                .unwrap_or_else(|| "<none>".into());
+            vec![name, controller, n(v, "/revision").to_string(), age]
         }
         Kind::StorageClass => {
             let default = meta::annotations(v)

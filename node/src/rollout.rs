@@ -93,10 +93,74 @@ fn opt_int(v: &Value, pointer: &str) -> Option<i64> {
     v.pointer(pointer).and_then(Value::as_i64)
 }
 
+/// A revision's number: a ReplicaSet's annotation, a ControllerRevision's
+/// `revision`.
 fn revision_of(obj: &Value) -> Option<i64> {
+    if meta::kind_of(obj) == Some(Kind::ControllerRevision) {
+        return obj.get("revision").and_then(Value::as_i64);
+    }
     meta::annotations(obj)
         .get(REVISION_ANNOTATION)
         .and_then(|r| r.parse().ok())
+}
+
+/// The pod template a revision holds (a ControllerRevision's without its
+/// `$patch` directive).
+fn template_of(revision: &Value) -> Value {
+    if meta::kind_of(revision) == Some(Kind::ControllerRevision) {
+        let mut t = revision
+            .pointer("/data/spec/template")
+            .cloned()
+            .unwrap_or(Value::Null);
+        if let Some(t) = t.as_object_mut() {
+            t.remove("$patch");
+        }
+        return t;
+    }
+    revision
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Where a kind keeps its history: ReplicaSets for a Deployment,
+/// ControllerRevisions for a DaemonSet or StatefulSet.
+fn history_kind(obj: &Value, verb: &'static str) -> Result<Kind, RolloutError> {
+    match meta::kind_of(obj) {
+        Some(Kind::Deployment) => Ok(Kind::ReplicaSet),
+        Some(Kind::DaemonSet | Kind::StatefulSet) => Ok(Kind::ControllerRevision),
+        _ => Err(RolloutError::NotImplemented {
+            verb,
+            kind: obj["kind"].as_str().unwrap_or_default().to_string(),
+        }),
+    }
+}
+
+/// `rollout undo` of a DaemonSet or StatefulSet: the template of revision
+/// `to_revision` (0: the one before the latest) put back.
+pub fn undo_set(set: &Value, revisions: &[&Value], to_revision: i64) -> Result<Undo, RolloutError> {
+    let name = meta::name(set).unwrap_or_default();
+    let by = by_revision(revisions);
+    let to_revision = if to_revision == 0 {
+        let mut keys = by.keys().rev();
+        match (keys.next(), keys.next()) {
+            (Some(_), Some(previous)) => *previous,
+            _ => return Err(RolloutError::NoHistory(name.into())),
+        }
+    } else {
+        to_revision
+    };
+    let revision = by
+        .get(&to_revision)
+        .ok_or(RolloutError::RevisionNotFound(to_revision))?;
+    let template = template_of(revision);
+    let current = set.pointer("/spec/template").unwrap_or(&Value::Null);
+    if same_template(&template, current) {
+        return Ok(Undo::Skipped(to_revision));
+    }
+    let mut new = set.clone();
+    new["spec"]["template"] = template;
+    Ok(Undo::RollBack(new))
 }
 
 /// kubectl's `error: deployments.apps "web" …` subject.
@@ -269,7 +333,8 @@ pub fn status(obj: &Value, revision: Option<i64>) -> Result<Progress, RolloutErr
     }
 }
 
-/// The ReplicaSets among `sets` that `deployment` controls.
+/// The revisions (ReplicaSets or ControllerRevisions) among `sets` that
+/// `deployment` (or a DaemonSet or StatefulSet) controls.
 pub fn owned<'a>(deployment: &Value, sets: &'a [Value]) -> Vec<&'a Value> {
     let uid = meta::uid(deployment).unwrap_or_default();
     sets.iter()
@@ -310,8 +375,7 @@ pub fn history_revision(sets: &[&Value], revision: i64) -> Result<String, String
     let rs = revisions
         .get(&revision)
         .ok_or_else(|| "unable to find the specified revision".to_string())?;
-    let template = rs.pointer("/spec/template").unwrap_or(&Value::Null);
-    Ok(describe::pod_template_text(template))
+    Ok(describe::pod_template_text(&template_of(rs)))
 }
 
 /// What `rollout undo` decided.
@@ -565,15 +629,8 @@ async fn run_status(client: &Client, args: RolloutStatusArgs) -> anyhow::Result<
 
 async fn run_history(client: &Client, args: RolloutHistoryArgs) -> anyhow::Result<()> {
     let obj = one(client, &args.resources, &args.namespace).await?;
-    if meta::kind_of(&obj) != Some(Kind::Deployment) {
-        bail!(RolloutError::NotImplemented {
-            verb: "history viewer",
-            kind: obj["kind"].as_str().unwrap_or_default().to_string(),
-        });
-    }
-    let (sets, _) = client
-        .list(Kind::ReplicaSet, Some(&args.namespace), None, None)
-        .await?;
+    let kind = history_kind(&obj, "history viewer")?;
+    let (sets, _) = client.list(kind, Some(&args.namespace), None, None).await?;
     let owned = owned(&obj, &sets);
     let name = display_object(&obj);
     match args.revision {
@@ -589,20 +646,18 @@ async fn run_history(client: &Client, args: RolloutHistoryArgs) -> anyhow::Resul
 
 async fn run_undo(client: &Client, args: RolloutUndoArgs) -> anyhow::Result<()> {
     let obj = one(client, &args.resources, &args.namespace).await?;
-    if meta::kind_of(&obj) != Some(Kind::Deployment) {
-        bail!(RolloutError::NotImplemented {
-            verb: "rollbacker",
-            kind: obj["kind"].as_str().unwrap_or_default().to_string(),
-        });
-    }
+    let kind = history_kind(&obj, "rollbacker")?;
     let name = display_object(&obj);
-    let (sets, _) = client
-        .list(Kind::ReplicaSet, Some(&args.namespace), None, None)
-        .await?;
+    let (sets, _) = client.list(kind, Some(&args.namespace), None, None).await?;
     let to_revision = args.to_revision;
     let (_, said, _) = targets::modify(client, obj, |d| {
         let owned = owned(d, &sets);
-        Ok(match undo(d, &owned, to_revision)? {
+        let decided = if kind == Kind::ReplicaSet {
+            undo(d, &owned, to_revision)?
+        } else {
+            undo_set(d, &owned, to_revision)?
+        };
+        Ok(match decided {
             Undo::Skipped(r) => Edit::Unchanged(format!(
                 "skipped rollback (current template already matches revision {r})"
             )),
@@ -806,5 +861,34 @@ mod tests {
             restarted["spec"]["template"]["metadata"]["labels"]["app"],
             "web"
         );
+    }
+
+    #[test]
+    fn daemon_and_stateful_sets_roll_back_to_a_controller_revision() {
+        let revision = |n: i64, image: &str| {
+            json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+                "metadata": {"name": format!("agent-{n}"), "namespace": "default"},
+                "revision": n,
+                "data": {"spec": {"template": {"$patch": "replace", "metadata": {"labels": {"app": "a"}},
+                    "spec": {"containers": [{"name": "c", "image": image}]}}}}})
+        };
+        let (r1, r2) = (revision(1, "v1"), revision(2, "v2"));
+        let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+            "spec": {"template": {"metadata": {"labels": {"app": "a"}},
+                "spec": {"containers": [{"name": "c", "image": "v2"}]}}}});
+        let Ok(Undo::RollBack(back)) = undo_set(&ds, &[&r1, &r2], 0) else {
+            panic!("expected a rollback")
+        };
+        assert_eq!(
+            back["spec"]["template"]["spec"]["containers"][0]["image"],
+            "v1"
+        );
+        assert!(back["spec"]["template"].get("$patch").is_none());
+        assert_eq!(undo_set(&ds, &[&r1, &r2], 2), Ok(Undo::Skipped(2)));
+        assert_eq!(
+            undo_set(&ds, &[&r1, &r2], 7),
+            Err(RolloutError::RevisionNotFound(7))
+        );
+        assert!(history(&[&r1, &r2]).contains("2"));
     }
 }

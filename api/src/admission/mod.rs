@@ -23,7 +23,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -233,6 +235,9 @@ pub fn admit(value: Value) -> Result<Admitted, ApiError> {
             Some(workloads::persistent_volume_claim),
             workloads::persistent_volume_claim_rules,
         ),
+        Kind::ControllerRevision => {
+            admit_as::<ControllerRevision>(kind, value, None, workloads::controller_revision_rules)
+        }
         Kind::StorageClass => admit_as::<StorageClass>(
             kind,
             value,
@@ -711,6 +716,11 @@ pub fn validate_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldCause> 
                 if !was.is_empty() && was != got {
                     immutable(&mut causes, &format!("spec.{field}"), was, got);
                 }
+            }
+        }
+        Kind::ControllerRevision => {
+            if old.get("data") != new.get("data") {
+                causes.add("data", "field is immutable");
             }
         }
         Kind::StorageClass => {

@@ -5,8 +5,9 @@
 //! rules, each reported with the field and the rule in words.
 
 use k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetUpdateStrategy, RollingUpdateDaemonSet, RollingUpdateStatefulSetStrategy,
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetUpdateStrategy,
+    ControllerRevision, DaemonSet, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -631,6 +632,11 @@ pub(crate) fn persistent_volume_rules(pv: &PersistentVolume, c: &mut Causes) {
             "must specify a volume type: kubus serves hostPath and local volumes",
         ),
     }
+}
+
+pub(crate) fn controller_revision_rules(cr: &ControllerRevision, c: &mut Causes) {
+    object_meta(Kind::ControllerRevision, &cr.metadata, c);
+    c.at_least("revision", Some(cr.revision), 0);
 }
 
 pub(crate) fn storage_class_rules(sc: &StorageClass, c: &mut Causes) {

@@ -138,6 +138,43 @@ fn daemon_set_runs_one_pod_per_matching_node() {
             .then_some(s)
     });
     assert!(status.is_some(), "{:?}", c.items("daemonsets"));
+
+    // a new template rolls out node by node; its history is kept in
+    // ControllerRevisions, and undo puts the old template back
+    let run = |args: &[&str]| {
+        let out = c.kubus(args);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "kubus {args:?}: {said}");
+        said
+    };
+    run(&["set", "image", "daemonset/agent", "agent=busybox:2"]);
+    run(&["rollout", "status", "daemonset/agent", "--timeout=90s"]);
+    let pods = c.items("pods");
+    let images: Vec<&Value> = owned_by(&pods, "DaemonSet", "agent")
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| &p["spec"]["containers"][0]["image"])
+        .collect();
+    assert!(
+        images.len() == 2 && images.iter().all(|i| *i == "busybox:2"),
+        "{images:?}"
+    );
+    let history = run(&["rollout", "history", "daemonset/agent"]);
+    assert!(history.contains('1') && history.contains('2'), "{history}");
+    run(&["rollout", "undo", "daemonset/agent"]);
+    let back = wait_for(Duration::from_secs(60), || {
+        let ds = c
+            .items("daemonsets")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == "agent")?;
+        (ds["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox").then_some(ds)
+    });
+    assert!(back.is_some(), "undo did not restore the template");
+    run(&["rollout", "status", "daemonset/agent", "--timeout=90s"]);
 }
 
 fn job(name: &str, spec: &str, script: &str) -> String {
