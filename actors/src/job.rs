@@ -165,22 +165,13 @@ pub fn job_pod(job: &Value, index: Option<i64>) -> Value {
     if let Some(spec) = p.get_mut("spec").and_then(Value::as_object_mut) {
         spec.entry("hostname")
             .or_insert_with(|| json!(format!("{name}-{i}")));
-        for list in ["initContainers", "containers"] {
-            for c in spec
-                .get_mut(list)
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                let env = c
-                    .as_object_mut()
-                    .map(|c| c.entry("env").or_insert_with(|| json!([])));
-                if let Some(env) = env.and_then(Value::as_array_mut) {
-                    env.retain(|e| {
-                        e.get("name").and_then(Value::as_str) != Some(COMPLETION_INDEX_ENV)
-                    });
-                    env.push(json!({"name": COMPLETION_INDEX_ENV, "value": text}));
-                }
+        for c in pod::containers_mut(spec) {
+            let env = c
+                .as_object_mut()
+                .map(|c| c.entry("env").or_insert_with(|| json!([])));
+            if let Some(env) = env.and_then(Value::as_array_mut) {
+                env.retain(|e| e.get("name").and_then(Value::as_str) != Some(COMPLETION_INDEX_ENV));
+                env.push(json!({"name": COMPLETION_INDEX_ENV, "value": text}));
             }
         }
     }

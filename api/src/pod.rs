@@ -33,6 +33,16 @@ pub fn condition<'a>(pod: &'a Value, kind: &str) -> Option<&'a Value> {
         .find(|c| c.get("type").and_then(Value::as_str) == Some(kind))
 }
 
+/// The init containers and containers of a pod spec (its JSON map), to
+/// change in place.
+pub fn containers_mut(
+    spec: &mut serde_json::Map<String, Value>,
+) -> impl Iterator<Item = &mut Value> {
+    spec.iter_mut()
+        .filter(|(k, _)| *k == "initContainers" || *k == "containers")
+        .flat_map(|(_, v)| v.as_array_mut().into_iter().flatten())
+}
+
 /// Whether a pod is Ready (condition `Ready` is `True`).
 pub fn is_ready(pod: &Value) -> bool {
     condition(pod, "Ready").and_then(|c| c.get("status")?.as_str()) == Some("True")

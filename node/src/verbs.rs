@@ -360,17 +360,10 @@ pub fn set_images(obj: &Value, images: &[(String, String)]) -> Result<Edit<Strin
         })?;
     for (container, image) in images {
         let mut found = false;
-        for list in ["initContainers", "containers"] {
-            for c in spec
-                .get_mut(list)
-                .and_then(Value::as_array_mut)
-                .into_iter()
-                .flatten()
-            {
-                if container == "*" || c["name"] == container.as_str() {
-                    found = true;
-                    c["image"] = Value::String(image.clone());
-                }
+        for c in kubus_api::pod::containers_mut(spec) {
+            if container == "*" || c["name"] == container.as_str() {
+                found = true;
+                c["image"] = Value::String(image.clone());
             }
         }
         if !found {

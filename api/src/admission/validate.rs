@@ -859,6 +859,12 @@ pub(super) fn selector(sel: &LabelSelector, path: &str, c: &mut Causes) {
     }
 }
 
+/// `spec.replicas` and `spec.minReadySeconds` of a workload: not negative.
+pub(super) fn counts(replicas: Option<i32>, min_ready_seconds: Option<i32>, c: &mut Causes) {
+    c.at_least("spec.replicas", replicas.map(i64::from), 0);
+    c.at_least("spec.minReadySeconds", min_ready_seconds.map(i64::from), 0);
+}
+
 fn workload(
     replicas: Option<i32>,
     min_ready_seconds: Option<i32>,
@@ -866,8 +872,7 @@ fn workload(
     template: Option<&PodTemplateSpec>,
     c: &mut Causes,
 ) {
-    c.at_least("spec.replicas", replicas.map(i64::from), 0);
-    c.at_least("spec.minReadySeconds", min_ready_seconds.map(i64::from), 0);
+    counts(replicas, min_ready_seconds, c);
     selector(sel, "spec.selector", c);
     match template {
         Some(t) => pod_template(t, sel, "spec.template", c),

@@ -21,8 +21,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::defaults::{pod_spec, REVISION_HISTORY_LIMIT};
 use super::validate::{
-    dns1123_label_problems, dns1123_subdomain_problems, int_or_percent, label_map, object_meta,
-    pod_template_with, quote, selector, Causes,
+    counts, dns1123_label_problems, dns1123_subdomain_problems, int_or_percent, label_map,
+    object_meta, pod_template_with, quote, selector, Causes,
 };
 use crate::kind::Kind;
 use crate::quantity;
@@ -251,12 +251,7 @@ pub(crate) fn stateful_set_rules(sts: &StatefulSet, c: &mut Causes) {
     let Some(spec) = &sts.spec else {
         return c.required("spec");
     };
-    c.at_least("spec.replicas", spec.replicas.map(i64::from), 0);
-    c.at_least(
-        "spec.minReadySeconds",
-        spec.min_ready_seconds.map(i64::from),
-        0,
-    );
+    counts(spec.replicas, spec.min_ready_seconds, c);
     c.at_least(
         "spec.revisionHistoryLimit",
         spec.revision_history_limit.map(i64::from),
@@ -478,12 +473,7 @@ pub(crate) fn replication_controller_rules(rc: &ReplicationController, c: &mut C
     let Some(spec) = &rc.spec else {
         return c.required("spec");
     };
-    c.at_least("spec.replicas", spec.replicas.map(i64::from), 0);
-    c.at_least(
-        "spec.minReadySeconds",
-        spec.min_ready_seconds.map(i64::from),
-        0,
-    );
+    counts(spec.replicas, spec.min_ready_seconds, c);
     label_map(spec.selector.as_ref(), "spec.selector", c);
     let sel = LabelSelector {
         match_labels: spec.selector.clone(),
