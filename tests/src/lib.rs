@@ -48,6 +48,15 @@ pub fn k8s_examples() -> PathBuf {
     }
 }
 
+/// Whether the tests run as root (what containerd, mounts and network
+/// namespaces need).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
 /// Poll `f` every 100 ms until it returns Some, for at most `timeout`.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

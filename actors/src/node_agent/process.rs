@@ -1,6 +1,10 @@
 //! The `process` runtime: each container is a child process group on the
-//! host, running the container's `command` + `args` with its env. No image,
-//! no isolation: for machines without containerd and for fast tests.
+//! host, running the container's `command` + `args` with its env. No image
+//! and no isolation beyond two namespaces: the pod's network namespace
+//! when it has one, and, as root, a mount namespace of the container's own
+//! in which its volumes (emptyDir, configMap, secret, hostPath,
+//! persistentVolumeClaim) are bound over paths that exist on the node. For
+//! machines without containerd and for fast tests.
 //!
 //! Every started group is recorded as `<root>/<pgid>.pid` with the kernel's
 //! start time of its leader, so a later agent run can stop exactly what an
@@ -26,12 +30,17 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::config::Mount;
 use super::logs;
 use super::podnet::PodNetwork;
 use super::runtime::{
     ContainerSpec, ExecOutput, Exited, FoundContainer, FoundPod, FoundState, Leftovers, Runtime,
     RuntimeError,
 };
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
 
 /// How often `stop` looks whether the group is gone.
 const STOP_POLL: Duration = Duration::from_millis(50);
@@ -53,6 +62,36 @@ struct ExecContext {
     /// The pod's network namespace, if it has one: commands run in it
     /// (`ip netns exec`, which also gives them the pod's resolv.conf).
     netns: Option<String>,
+    /// Volumes bound over paths of the node in a mount namespace of the
+    /// command's own (`unshare --mount`): the host does not see them.
+    mounts: Vec<Mount>,
+}
+
+/// The shell that binds each `SOURCE TARGET ro|rw` triple, then runs the
+/// command after `--`; a failed mount fails the start (exit 127).
+const BIND_SCRIPT: &str = r#"while [ "$1" != "--" ]; do mount --bind "$1" "$2" || exit 127; if [ "$3" = ro ]; then mount -o remount,bind,ro "$2" || exit 127; fi; shift 3; done; shift; exec "$@""#;
+
+/// Why the process runtime cannot give a container its mounts, if it
+/// cannot: they need root (a mount namespace per command), and a target
+/// that exists on the node (the runtime has no root filesystem of its own
+/// to make one in).
+pub fn mounts_problem(container: &str, mounts: &[Mount], root: bool) -> Option<String> {
+    let first = mounts.first()?;
+    if !root {
+        return Some(format!(
+            "container {container:?} mounts a volume at {}: the process runtime binds volumes in a mount namespace of the container's own, which needs root (or use the cri runtime)",
+            first.container_path
+        ));
+    }
+    mounts
+        .iter()
+        .find(|m| !Path::new(&m.container_path).exists())
+        .map(|m| {
+            format!(
+                "container {container:?} mounts a volume at {}: the process runtime runs host processes and binds a volume only over a path that exists on the node, which {} does not (use the cri runtime)",
+                m.container_path, m.container_path
+            )
+        })
 }
 
 impl ExecContext {
@@ -63,15 +102,36 @@ impl ExecContext {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = tokio::process::Command::new("ip");
-                c.args(["netns", "exec", ns.as_str(), program]);
-                c
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip", "netns", "exec", ns.as_str()].map(Into::into));
+        }
+        if !self.mounts.is_empty() {
+            argv.extend(
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "sh",
+                    "-c",
+                    BIND_SCRIPT,
+                    "sh",
+                ]
+                .map(Into::into),
+            );
+            for m in &self.mounts {
+                argv.push(m.host_path.clone().into_os_string());
+                argv.push(m.container_path.clone().into());
+                argv.push(if m.read_only { "ro" } else { "rw" }.into());
             }
-            None => tokio::process::Command::new(program),
-        };
-        cmd.args(args)
+            argv.push("--".into());
+        }
+        argv.push(program.into());
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .args(args)
             .env_clear()
             .env("PATH", PATH)
             .env("HOSTNAME", &self.hostname)
@@ -164,13 +224,10 @@ impl Runtime for ProcessRuntime {
                 ),
             });
         };
-        if let Some(m) = spec.mounts.first() {
+        if let Some(message) = mounts_problem(&spec.container, &spec.mounts, is_root()) {
             return Err(RuntimeError::Invalid {
                 reason: "VolumeMountsUnsupported",
-                message: format!(
-                    "container {:?} mounts a volume at {}: the process runtime runs host processes and cannot mount volumes (use the cri runtime)",
-                    spec.container, m.container_path
-                ),
+                message,
             });
         }
         if let Some(dir) = spec.log_path.parent() {
@@ -184,6 +241,7 @@ impl Runtime for ProcessRuntime {
                 .net
                 .as_ref()
                 .and_then(|n| n.namespace_of(&spec.pod_uid)),
+            mounts: spec.mounts.clone(),
         };
         let mut cmd = exec_ctx.command(program, argv);
         cmd.process_group(0).kill_on_drop(false);
@@ -266,6 +324,12 @@ impl Runtime for ProcessRuntime {
 
     fn prepares_pods(&self) -> bool {
         self.net.is_some()
+    }
+
+    /// As root, volumes are bound into each container's own mount
+    /// namespace; otherwise none are made.
+    fn binds_volumes(&self) -> bool {
+        is_root()
     }
 
     fn pod_netns(&self, pod_uid: &str) -> Option<PathBuf> {
@@ -579,5 +643,68 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn mounts_need_root_and_an_existing_target() {
+        let m = |target: &str| Mount {
+            container_path: target.into(),
+            host_path: "/var/lib/kubus/storage/pvc-1".into(),
+            read_only: false,
+        };
+        assert_eq!(mounts_problem("c", &[], false), None);
+        let e = mounts_problem("c", &[m("/tmp")], false).expect("refused");
+        assert!(e.contains("needs root"), "{e}");
+        assert_eq!(mounts_problem("c", &[m("/tmp")], true), None);
+        let e = mounts_problem("c", &[m("/tmp"), m("/no/such/dir")], true).expect("refused");
+        assert!(
+            e.contains("/no/such/dir") && e.contains("cri runtime"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn mounted_commands_bind_in_a_namespace_of_their_own() {
+        let ctx = ExecContext {
+            env: vec![],
+            hostname: "p".into(),
+            working_dir: None,
+            netns: Some("kubus-abc".into()),
+            mounts: vec![Mount {
+                container_path: "/data".into(),
+                host_path: "/s/pvc-1".into(),
+                read_only: true,
+            }],
+        };
+        let cmd = ctx.command("sleep", ["1"]);
+        let std = cmd.as_std();
+        let argv: Vec<String> = std::iter::once(std.get_program())
+            .chain(std.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            argv,
+            [
+                "ip",
+                "netns",
+                "exec",
+                "kubus-abc",
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                BIND_SCRIPT,
+                "sh",
+                "/s/pvc-1",
+                "/data",
+                "ro",
+                "--",
+                "sleep",
+                "1"
+            ]
+        );
     }
 }

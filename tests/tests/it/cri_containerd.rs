@@ -235,12 +235,7 @@ impl Drop for CriCluster {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
+use kubus_tests::is_root;
 
 /// An HTTP GET from the host; the body, if it answered.
 fn http_get(ip: &str, port: u16) -> Option<String> {

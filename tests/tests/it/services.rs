@@ -464,12 +464,7 @@ spec:
     );
 }
 
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
+use kubus_tests::is_root;
 
 /// With `--process-network netns` each process pod has a network namespace
 /// of its own: two replicas listening on one port both run, each with its

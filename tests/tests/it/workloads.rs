@@ -498,3 +498,74 @@ fn kubernetes_workload_examples_are_accepted_and_run() {
         "{classes:?}"
     );
 }
+
+#[test]
+fn process_pods_keep_their_claims_data() {
+    if !kubus_tests::is_root() {
+        eprintln!("skipped: the process runtime binds volumes only as root (CI runs it)");
+        return;
+    }
+    let c = Cluster::start();
+    // /srv exists (empty) on the node; each pod gets its claim bound over it
+    applied(
+        &c,
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: keeper}
+spec:
+  replicas: 2
+  serviceName: keeper
+  selector: {matchLabels: {app: keeper}}
+  template:
+    metadata: {labels: {app: keeper}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: keep
+        image: busybox
+        command: ["sh", "-c", "[ -f /srv/first ] || echo $HOSTNAME > /srv/first; while true; do sleep 1; done"]
+        volumeMounts: [{name: data, mountPath: /srv}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 10Mi}}}
+"#,
+    );
+    let running = |name: &str| {
+        c.items("pods").into_iter().find(|p| {
+            p["metadata"]["name"] == name
+                && p["status"]["phase"] == "Running"
+                && p["metadata"]["deletionTimestamp"].is_null()
+        })
+    };
+    let first = |pod: &str| {
+        let out = c.kubus(&["exec", pod, "--", "cat", "/srv/first"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let both = wait_for(Duration::from_secs(90), || {
+        Some((running("keeper-0")?, running("keeper-1")?))
+    });
+    let (_, one) =
+        both.unwrap_or_else(|| panic!("keepers not running: {:?}\n{}", c.items("pods"), c.log()));
+    wait_for(Duration::from_secs(10), || {
+        (first("keeper-1") == "keeper-1").then_some(())
+    })
+    .unwrap_or_else(|| panic!("keeper-1 wrote {:?}", first("keeper-1")));
+    assert_eq!(first("keeper-0"), "keeper-0");
+    assert!(
+        !Path::new("/srv/first").exists(),
+        "the mount leaked to the node"
+    );
+    // keeper-1 goes and comes back to the same data
+    let out = c.kubus(&["delete", "pod", "keeper-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(60), || {
+        running("keeper-1").filter(|p| p["metadata"]["uid"] != one["metadata"]["uid"])
+    })
+    .unwrap_or_else(|| panic!("keeper-1 did not come back: {:?}", c.items("pods")));
+    assert_eq!(first("keeper-1"), "keeper-1");
+}
