@@ -435,7 +435,16 @@ async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {
 
 async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
     if args.kind == "all" {
-        return get_all(client, &args).await;
+        return get_several(client, &args, &ALL_KINDS).await;
+    }
+    if args.kind.contains(',') {
+        // kubectl's `get pods,svc`: a table per kind, named KIND/NAME
+        let kinds = args
+            .kind
+            .split(',')
+            .map(Kind::from_resource)
+            .collect::<Result<Vec<_>, _>>()?;
+        return get_several(client, &args, &kinds).await;
     }
     let kind = Kind::from_resource(&args.kind)?;
     let namespace = if args.all_namespaces {
@@ -544,17 +553,21 @@ const ALL_KINDS: [Kind; 9] = [
     Kind::Job,
 ];
 
-/// `kubus get all`: a table for each kind of [`ALL_KINDS`] that has
-/// objects, each NAME as `KIND/NAME`, a blank line apart.
-async fn get_all(client: &Client, args: &GetArgs) -> anyhow::Result<()> {
+/// `kubus get all` ([`ALL_KINDS`]) and `kubus get pods,svc`: a table for
+/// each of `kinds` that has objects, each NAME as `KIND/NAME`, a blank
+/// line apart.
+async fn get_several(client: &Client, args: &GetArgs, kinds: &[Kind]) -> anyhow::Result<()> {
     if args.name.is_some() || args.watch || args.revision.is_some() {
-        bail!("`get all` lists: it takes no name, --watch or --revision");
+        bail!(
+            "`get {}` lists: it takes no name, --watch or --revision",
+            args.kind
+        );
     }
     let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
     let mut everything = Vec::new();
     let mut sections = Vec::new();
     let now = jiff::Timestamp::now();
-    for kind in ALL_KINDS {
+    for &kind in kinds {
         let (mut items, _) = client
             .list(kind, namespace, args.selector.as_deref(), None)
             .await?;
