@@ -26,6 +26,7 @@ pub mod informer;
 pub mod job;
 pub mod namespace;
 pub mod node_agent;
+pub mod nodelifecycle;
 pub mod proxy;
 pub mod replicaset;
 pub mod revisions;

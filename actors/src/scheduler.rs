@@ -30,6 +30,8 @@ pub const BINDINGS_IN_FLIGHT_MAX: usize = 128;
 pub struct NodeInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// Its `spec.taints` (most nodes have none).
+    pub taints: Vec<Value>,
     pub ready: bool,
     pub unschedulable: bool,
     pub cpu_millis: i64,
@@ -99,6 +101,11 @@ pub fn node_info(node: &Value) -> NodeInfo {
     NodeInfo {
         name: meta::name(node).unwrap_or_default().to_string(),
         labels: meta::labels(node),
+        taints: node
+            .pointer("/spec/taints")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         ready,
         unschedulable: node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true),
         cpu_millis: alloc("cpu", quantity::cpu_millis),
@@ -153,6 +160,13 @@ pub fn schedule_from(
                 .collect()
         })
         .unwrap_or_default();
+    let pod_spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+    let required_affinity = pod_spec
+        .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution")
+        .is_some();
+    // the rules of api::placement, on the node as the scheduler knows it
+    // (built only for nodes with taints, or pods with node affinity)
+    let as_node = |n: &NodeInfo| json!({"metadata": {"name": n.name, "labels": n.labels}, "spec": {"taints": n.taints}});
     let enough = feasible_to_find(nodes.len());
     let mut feasible = 0;
     let mut examined = 0;
@@ -173,6 +187,17 @@ pub fn schedule_from(
         } else if n.unschedulable {
             Some("node(s) were unschedulable")
         } else if selector.iter().any(|(k, v)| n.labels.get(k) != Some(v)) {
+            Some("node(s) didn't match Pod's node affinity/selector")
+        } else if !n.taints.is_empty()
+            && kubus_api::placement::untolerated_taint(
+                &pod_spec,
+                &as_node(n),
+                &["NoSchedule", "NoExecute"],
+            )
+            .is_some()
+        {
+            Some("node(s) had untolerated taint")
+        } else if required_affinity && !kubus_api::placement::selected(&pod_spec, &as_node(n)) {
             Some("node(s) didn't match Pod's node affinity/selector")
         } else if allowed.is_some_and(|a| !a.contains(&n.name)) {
             Some("node(s) had volume node affinity conflict")

@@ -67,6 +67,13 @@ pub enum Command {
     /// Set a Deployment's, ReplicaSet's or StatefulSet's replicas:
     /// kubus scale deployment/web --replicas=3 [--current-replicas=2].
     Scale(ScaleArgs),
+    /// Mark nodes unschedulable: kubus cordon NODE...
+    Cordon(NodesArgs),
+    /// Mark nodes schedulable again: kubus uncordon NODE...
+    Uncordon(NodesArgs),
+    /// Add, change (--overwrite) or remove taints of nodes:
+    /// kubus taint nodes NODE key=value:NoSchedule key:NoExecute- key-
+    Taint(TaintArgs),
     /// Add, change (--overwrite) or remove (KEY-) labels:
     /// kubus label pod x tier=web env- [--overwrite] [-l SELECTOR].
     Label(LabelArgs),
@@ -375,6 +382,10 @@ pub struct ElectionArgs {
     /// How often candidates read and the leader renews the Lease.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     pub lease_retry_period_secs: u64,
+    /// A node whose Lease in kube-node-lease was not renewed for this long
+    /// is NotReady (Ready Unknown) and tainted unreachable.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_monitor_grace_period_secs: u64,
 }
 
 /// How much change history the store role keeps (for watchers that resume
@@ -647,6 +658,26 @@ pub struct ScaleArgs {
     /// Only if the current number of replicas is this.
     #[arg(long)]
     pub current_replicas: Option<i64>,
+    #[command(flatten)]
+    pub pick: Pick,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodesArgs {
+    /// NODE... or node/NODE... (or -l SELECTOR / --all).
+    pub nodes: Vec<String>,
+    #[command(flatten)]
+    pub pick: Pick,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TaintArgs {
+    /// nodes NODE... then KEY[=VALUE]:EFFECT..., KEY:EFFECT-... or KEY-...
+    #[arg(required = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// Change a taint that already has another value.
+    #[arg(long)]
+    pub overwrite: bool,
     #[command(flatten)]
     pub pick: Pick,
 }

@@ -18,7 +18,7 @@ use kubus_actors::proxy::ServiceProxy;
 use kubus_actors::runtime::elector::{
     Elector, LeaseConfig, Release, Starter, CONTROLLERS_LEASE, SCHEDULER_LEASE,
 };
-use kubus_actors::runtime::{start_controllers, Informers};
+use kubus_actors::runtime::{start_controllers, ControllerSettings, Informers};
 use kubus_actors::scheduler::Scheduler;
 use kubus_actors::store::StoreServer;
 use kubus_api::service::ServiceNet;
@@ -254,7 +254,10 @@ fn start_control(client: &Client, mesh: &MeshNode, informers: &Informers) -> Vec
     let cell = FenceCell::default();
     let writer: Arc<dyn kubus_actors::write::Writer> = Arc::new(fenced(&cell));
     let shared = informers.clone();
-    let start: Starter = Box::new(move || start_controllers(&shared, writer.clone()));
+    let settings = ControllerSettings {
+        node_grace: Duration::from_secs(mesh.election.node_monitor_grace_period_secs),
+    };
+    let start: Starter = Box::new(move || start_controllers(&shared, writer.clone(), settings));
     let controllers = Elector::new(config(CONTROLLERS_LEASE), client.clone(), cell, start).start();
     let cell = FenceCell::default();
     let scheduler_client = fenced(&cell);

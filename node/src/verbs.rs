@@ -13,7 +13,7 @@ use kubus_api::{meta, Kind};
 use kubus_bus::Client;
 use serde_json::{Map, Value};
 
-use crate::cli::{AnnotateArgs, LabelArgs, ScaleArgs, SetImageArgs};
+use crate::cli::{AnnotateArgs, LabelArgs, NodesArgs, Pick, ScaleArgs, SetImageArgs, TaintArgs};
 use crate::commands::emit;
 use crate::targets::{self, display_object, Edit};
 
@@ -50,6 +50,179 @@ pub enum VerbError {
     NoPodTemplate { object: String, kind: String },
     #[error("unable to find container named {0:?}")]
     NoSuchContainer(String),
+    #[error("{0}: only nodes can be cordoned, uncordoned or tainted")]
+    NotANode(String),
+    #[error("invalid taint spec: {spec:?}: {rule}")]
+    BadTaint { spec: String, rule: String },
+    #[error("node {node} already has {key} taint(s) with same effect(s) and --overwrite is false")]
+    TaintOverwrite { node: String, key: String },
+    #[error("taint {0:?} not found")]
+    TaintNotFound(String),
+}
+
+/// One `kubus taint` argument: add (or change) a taint, or remove taints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaintSpec {
+    Add {
+        key: String,
+        value: String,
+        effect: String,
+    },
+    /// `key-` (every effect) or `key:Effect-`.
+    Remove { key: String, effect: Option<String> },
+}
+
+const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
+
+/// kubectl's taint syntax: `key=value:Effect`, `key:Effect`, `key:Effect-`, `key-`.
+pub fn parse_taint(spec: &str) -> Result<TaintSpec, VerbError> {
+    let bad = |rule: &str| VerbError::BadTaint {
+        spec: spec.to_string(),
+        rule: rule.to_string(),
+    };
+    let check_effect = |e: &str| -> Result<String, VerbError> {
+        if TAINT_EFFECTS.contains(&e) {
+            Ok(e.to_string())
+        } else {
+            Err(bad(
+                "the effect must be one of NoSchedule, PreferNoSchedule, NoExecute",
+            ))
+        }
+    };
+    let check_key = |k: &str| -> Result<String, VerbError> {
+        match kubus_api::admission::validate::qualified_name_problems(k).first() {
+            None if !k.is_empty() => Ok(k.to_string()),
+            None => Err(bad("the key is empty")),
+            Some(p) => Err(bad(p)),
+        }
+    };
+    if let Some(rest) = spec.strip_suffix('-') {
+        return Ok(match rest.split_once(':') {
+            Some((key, effect)) => TaintSpec::Remove {
+                key: check_key(key)?,
+                effect: Some(check_effect(effect)?),
+            },
+            None => TaintSpec::Remove {
+                key: check_key(rest)?,
+                effect: None,
+            },
+        });
+    }
+    let (kv, effect) = spec
+        .split_once(':')
+        .ok_or_else(|| bad("a taint to add needs an effect: KEY[=VALUE]:EFFECT"))?;
+    let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+    if !value.is_empty() {
+        if let Some(p) = kubus_api::admission::validate::label_value_problems(value).first() {
+            return Err(bad(p));
+        }
+    }
+    Ok(TaintSpec::Add {
+        key: check_key(key)?,
+        value: value.to_string(),
+        effect: check_effect(effect)?,
+    })
+}
+
+fn node_only(obj: &Value) -> Result<(), VerbError> {
+    if meta::kind_of(obj) == Some(Kind::Node) {
+        Ok(())
+    } else {
+        Err(VerbError::NotANode(display_object(obj)))
+    }
+}
+
+/// `cordon` (`on`) and `uncordon`: a node's `spec.unschedulable`.
+pub fn cordon(obj: &Value, on: bool) -> Result<Edit<String>, VerbError> {
+    node_only(obj)?;
+    let word = if on { "cordoned" } else { "uncordoned" };
+    let now = obj.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true);
+    if now == on {
+        return Ok(Edit::Unchanged(format!("already {word}")));
+    }
+    let mut new = obj.clone();
+    match new.get_mut("spec").and_then(Value::as_object_mut) {
+        Some(spec) if on => {
+            spec.insert("unschedulable".into(), Value::Bool(true));
+        }
+        Some(spec) => {
+            spec.remove("unschedulable");
+        }
+        None => new["spec"] = serde_json::json!({"unschedulable": on}),
+    }
+    Ok(Edit::Changed(new, word.into()))
+}
+
+/// `taint`: add, change (`overwrite`) or remove a node's taints.
+pub fn taint(obj: &Value, specs: &[TaintSpec], overwrite: bool) -> Result<Edit<String>, VerbError> {
+    node_only(obj)?;
+    let node = meta::name(obj).unwrap_or_default().to_string();
+    let mut taints: Vec<Value> = obj
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let text = |t: &Value, k: &str| t.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut removed = false;
+    for spec in specs {
+        match spec {
+            TaintSpec::Add { key, value, effect } => {
+                let same = taints
+                    .iter()
+                    .position(|t| text(t, "key") == *key && text(t, "effect") == *effect);
+                match same {
+                    Some(i) if text(&taints[i], "value") == *value => {}
+                    Some(_) if !overwrite => {
+                        return Err(VerbError::TaintOverwrite {
+                            node,
+                            key: key.clone(),
+                        })
+                    }
+                    Some(i) => {
+                        taints[i] =
+                            serde_json::json!({"key": key, "value": value, "effect": effect})
+                    }
+                    None => taints
+                        .push(serde_json::json!({"key": key, "value": value, "effect": effect})),
+                }
+            }
+            TaintSpec::Remove { key, effect } => {
+                let before = taints.len();
+                taints.retain(|t| {
+                    !(text(t, "key") == *key
+                        && effect.as_ref().is_none_or(|e| text(t, "effect") == *e))
+                });
+                if taints.len() == before {
+                    let what = match effect {
+                        Some(e) => format!("{key}:{e}"),
+                        None => key.clone(),
+                    };
+                    return Err(VerbError::TaintNotFound(what));
+                }
+                removed = true;
+            }
+        }
+    }
+    let mut new = obj.clone();
+    if new.get("spec").is_none_or(|s| !s.is_object()) {
+        new["spec"] = serde_json::json!({});
+    }
+    if taints.is_empty() {
+        if let Some(spec) = new["spec"].as_object_mut() {
+            spec.remove("taints");
+        }
+    } else {
+        new["spec"]["taints"] = Value::Array(taints);
+    }
+    let word = if removed && specs.iter().all(|s| matches!(s, TaintSpec::Remove { .. })) {
+        "untainted"
+    } else {
+        "tainted"
+    };
+    if new == *obj {
+        return Ok(Edit::Unchanged(String::new()));
+    }
+    Ok(Edit::Changed(new, word.into()))
 }
 
 /// Labels or annotations to set and to remove.
@@ -450,6 +623,49 @@ pub async fn run_scale(client: &Client, args: ScaleArgs) -> anyhow::Result<()> {
         targets::resolve(client, &p.namespace, &targets, p.selector.as_deref(), p.all).await?;
     change_each(client, objects, &p.namespace, |o| {
         scale(o, args.replicas, args.current_replicas)
+    })
+    .await
+}
+
+/// The nodes a cordon/uncordon/taint command names: NAME or node/NAME
+/// (or `-l SELECTOR` / `--all` with no names).
+async fn nodes_named(client: &Client, names: &[String], p: &Pick) -> anyhow::Result<Vec<Value>> {
+    let mut resources = vec!["nodes".to_string()];
+    resources.extend(
+        names
+            .iter()
+            .map(|n| n.strip_prefix("node/").unwrap_or(n).to_string()),
+    );
+    let targets = targets::parse(&resources)?;
+    targets::resolve(client, &p.namespace, &targets, p.selector.as_deref(), p.all).await
+}
+
+pub async fn run_cordon(client: &Client, args: NodesArgs, on: bool) -> anyhow::Result<()> {
+    let objects = nodes_named(client, &args.nodes, &args.pick).await?;
+    change_each(client, objects, &args.pick.namespace, |o| cordon(o, on)).await
+}
+
+pub async fn run_taint(client: &Client, args: TaintArgs) -> anyhow::Result<()> {
+    let mut args_iter = args.args.iter();
+    let kind = args_iter.next().map(String::as_str).unwrap_or_default();
+    if !matches!(kind, "node" | "nodes" | "no") {
+        anyhow::bail!(
+            "kubus taint takes nodes: kubus taint nodes NAME KEY[=VALUE]:EFFECT ... (got {kind:?})"
+        );
+    }
+    let (names, specs): (Vec<&String>, Vec<&String>) =
+        args_iter.partition(|a| !a.contains(':') && !a.ends_with('-'));
+    if specs.is_empty() {
+        anyhow::bail!("at least one taint update is required");
+    }
+    let specs = specs
+        .into_iter()
+        .map(|s| parse_taint(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = names.into_iter().cloned().collect();
+    let objects = nodes_named(client, &names, &args.pick).await?;
+    change_each(client, objects, &args.pick.namespace, |o| {
+        taint(o, &specs, args.overwrite)
     })
     .await
 }

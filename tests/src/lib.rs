@@ -271,6 +271,24 @@ impl Cluster {
         child.wait_with_output().expect("kubus apply")
     }
 
+    /// A worker mesh node `name` on the cluster's bus, with process pods
+    /// on the node's network (its own data directory; stopped by its PID
+    /// when dropped).
+    pub fn worker(&self, name: &str) -> Proc {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("worker dir");
+        let mut cmd = Command::new(kubus_bin());
+        cmd.args(["node", "--roles", "worker", "--node-name", name])
+            .args(["--runtime", "process", "--process-network", "host"])
+            .args(["--service-cidr", &self.service_cidr()])
+            .arg("--nats")
+            .arg(&self.nats_url)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("RUST_LOG", "info");
+        Proc::spawn(&mut cmd, &dir.join("node.log"))
+    }
+
     /// `kubus get KIND -o json` items.
     pub fn items(&self, kind: &str) -> Vec<Value> {
         let out = self.kubus(&["get", kind, "-o", "json"]);

@@ -78,6 +78,11 @@ use runtime::{Adoption, ContainerSpec, Exited, Leftovers, Runtime, RuntimeError,
 /// is honoured up to it; Kubernetes' default is 30 s).
 pub const GRACE_MAX: Duration = Duration::from_secs(3600);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+/// How often the agent renews its node's Lease in `kube-node-lease` (the
+/// kubelet's default); the node lifecycle controller judges it by that.
+const NODE_LEASE_RENEW_EVERY: Duration = Duration::from_secs(10);
+/// The `leaseDurationSeconds` the agent writes (the kubelet's 40 s).
+const NODE_LEASE_DURATION_SECS: i64 = 40;
 /// How often the Node's `status.images` is brought up to date (the
 /// kubelet's node status period; a write only when they changed).
 const IMAGES_EVERY: Duration = Duration::from_secs(10);
@@ -645,6 +650,34 @@ impl<R: Runtime> NodeAgent<R> {
                     act.images_reported = Some(status);
                 }
             }),
+        );
+    }
+
+    /// Renew this node's Lease (`kube-node-lease/<node>`), creating it
+    /// the first time: the node lifecycle controller's sign of life.
+    fn renew_lease(&mut self, ctx: &mut Context<Self>) {
+        let client = self.client.clone();
+        let name = self.cfg.name.clone();
+        ctx.spawn(
+            async move {
+                let now = kubus_api::lifecycle::format_micro_time(jiff::Timestamp::now());
+                let r = kubus_api::ObjectRef::new(Kind::Lease, Some(crate::nodelifecycle::NODE_LEASE_NAMESPACE), &name);
+                let renewed = client.patch(&r, json!({"spec": {"renewTime": now}})).await;
+                match renewed {
+                    Ok(_) => {}
+                    Err(e) if e.reason() == Some(Reason::NotFound) => {
+                        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                            "metadata": {"name": name, "namespace": crate::nodelifecycle::NODE_LEASE_NAMESPACE},
+                            "spec": {"holderIdentity": name, "leaseDurationSeconds": NODE_LEASE_DURATION_SECS,
+                                "renewTime": now}});
+                        if let Err(e) = client.create(lease).await {
+                            debug!(error = %e, "cannot create the node's lease");
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "cannot renew the node's lease"),
+                }
+            }
+            .into_actor(self),
         );
     }
 
@@ -2173,6 +2206,8 @@ impl<R: Runtime> Actor for NodeAgent<R> {
                 .into_actor(act),
             );
         });
+        ctx.run_later(Duration::from_millis(500), |act, ctx| act.renew_lease(ctx));
+        ctx.run_interval(NODE_LEASE_RENEW_EVERY, |act, ctx| act.renew_lease(ctx));
         ctx.run_interval(HEARTBEAT_EVERY, |act, _ctx| {
             let nats = act.client.nats().clone();
             let subject = act.client.subjects().heartbeat(&act.cfg.name);

@@ -34,8 +34,27 @@ use crate::gc::GarbageCollector;
 use crate::replicaset::ReplicaSetReconciler;
 use crate::write::Writer;
 
+/// What the control plane's controllers are told at start.
+#[derive(Debug, Clone, Copy)]
+pub struct ControllerSettings {
+    /// How long a node's Lease may go unrenewed before it is NotReady.
+    pub node_grace: std::time::Duration,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            node_grace: crate::nodelifecycle::GRACE_DEFAULT,
+        }
+    }
+}
+
 /// Start every controller of the control plane; returns how to stop them.
-pub fn start_controllers(informers: &Informers, writer: Arc<dyn Writer>) -> Vec<Recipient<Demote>> {
+pub fn start_controllers(
+    informers: &Informers,
+    writer: Arc<dyn Writer>,
+    settings: ControllerSettings,
+) -> Vec<Recipient<Demote>> {
     fn start<R: Reconcile>(
         r: R,
         informers: &Informers,
@@ -63,6 +82,14 @@ pub fn start_controllers(informers: &Informers, writer: Arc<dyn Writer>) -> Vec<
         start(crate::volume::ClaimBinder, informers, &writer),
         start(crate::volume::VolumeReclaimer, informers, &writer),
         start(crate::disruption::DisruptionReconciler, informers, &writer),
+        start(
+            crate::nodelifecycle::NodeLifecycle {
+                grace: settings.node_grace,
+            },
+            informers,
+            &writer,
+        ),
+        start(crate::nodelifecycle::TaintEviction, informers, &writer),
         start(crate::deployment::DeploymentReconciler, informers, &writer),
         start(crate::namespace::NamespaceController, informers, &writer),
         start(crate::endpoints::EndpointsReconciler, informers, &writer),

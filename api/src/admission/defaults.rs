@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
 };
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe, Secret, Service};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe, Secret, Service, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 
@@ -103,9 +103,42 @@ pub fn pod_spec(spec: &mut PodSpec) {
     }
 }
 
+/// How long a pod stays on a node that is not ready or unreachable
+/// (Kubernetes' DefaultTolerationSeconds admission plugin).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// As Kubernetes' DefaultTolerationSeconds: a pod that does not say how
+/// long it tolerates its node being not ready or unreachable tolerates it
+/// for [`DEFAULT_TOLERATION_SECONDS`].
+fn default_tolerations(spec: &mut PodSpec) {
+    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+    for key in [
+        crate::placement::TAINT_NOT_READY,
+        crate::placement::TAINT_UNREACHABLE,
+    ] {
+        let covered = tolerations.iter().any(|t| {
+            let effect = t.effect.as_deref().unwrap_or("");
+            let key_ok = t.key.as_deref() == Some(key)
+                || (t.key.as_deref().unwrap_or("").is_empty()
+                    && t.operator.as_deref() == Some("Exists"));
+            key_ok && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !covered {
+            tolerations.push(Toleration {
+                key: Some(key.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoExecute".into()),
+                toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
+                value: None,
+            });
+        }
+    }
+}
+
 pub fn pod(pod: &mut Pod) {
     if let Some(spec) = &mut pod.spec {
         pod_spec(spec);
+        default_tolerations(spec);
         // As Kubernetes does for Pods (not templates): a resource with a
         // limit and no request requests its limit, so the scheduler sees it.
         for c in spec

@@ -11,6 +11,7 @@ mod graceful_delete;
 mod hollow_scale;
 mod lifecycle;
 mod manifests;
+mod nodes;
 mod process_runtime;
 mod services;
 mod skeleton;

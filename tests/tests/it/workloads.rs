@@ -4,28 +4,11 @@
 //! its runs, and the unmodified Kubernetes examples being accepted.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use kubus_api::{Kind, ObjectRef};
-use kubus_tests::{kubus_bin, wait_for, Cluster, Proc};
+use kubus_tests::{wait_for, Cluster, Proc};
 use serde_json::{json, Value};
-
-/// A worker mesh node on the cluster's bus, with its own process pods.
-fn worker(c: &Cluster, name: &str) -> Proc {
-    let dir = c.dir.path().join(name);
-    std::fs::create_dir_all(&dir).expect("worker dir");
-    let mut cmd = Command::new(kubus_bin());
-    cmd.args(["node", "--roles", "worker", "--node-name", name])
-        .args(["--runtime", "process", "--process-network", "host"])
-        .args(["--service-cidr", &c.service_cidr()])
-        .arg("--nats")
-        .arg(&c.nats_url)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("RUST_LOG", "info");
-    Proc::spawn(&mut cmd, &dir.join("node.log"))
-}
 
 fn label_node(c: &Cluster, node: &str, value: Value) {
     let (rt, client) = kubus_tests::bus_client(&c.nats_url);
@@ -89,8 +72,8 @@ spec:
 fn daemon_set_runs_one_pod_per_matching_node() {
     let c = Cluster::start();
     let logs = |procs: &[&Proc]| kubus_tests::logs_of(procs.iter().copied());
-    let w1 = worker(&c, "w1");
-    let w2 = worker(&c, "w2");
+    let w1 = c.worker("w1");
+    let w2 = c.worker("w2");
     wait_for(Duration::from_secs(30), || {
         (c.items("nodes").len() == 3).then_some(())
     })
@@ -105,7 +88,7 @@ fn daemon_set_runs_one_pod_per_matching_node() {
     .unwrap_or_else(|| panic!("daemon pods on {:?}\n{}", daemon_nodes(&c), c.log()));
 
     // a node that joins and matches gets one
-    let w3 = worker(&c, "w3");
+    let w3 = c.worker("w3");
     wait_for(Duration::from_secs(30), || {
         (c.items("nodes").len() == 4).then_some(())
     })

@@ -1,0 +1,209 @@
+//! Node loss heals itself (issue 20, first part): a worker mesh node
+//! killed with SIGKILL turns NotReady within the (shortened) grace period,
+//! is tainted unreachable, its pods are evicted after their toleration and
+//! come back Running on the other workers; taints and cordons steer the
+//! scheduler, and a pod that fits nowhere says why.
+
+use std::time::Duration;
+
+use kubus_tests::{events_about, wait_for, Cluster};
+use serde_json::Value;
+
+fn run(c: &Cluster, args: &[&str]) -> String {
+    let out = c.kubus(args);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubus {args:?}: {said}");
+    said
+}
+
+fn node(c: &Cluster, name: &str) -> Option<Value> {
+    c.items("nodes")
+        .into_iter()
+        .find(|n| n["metadata"]["name"] == name)
+}
+
+fn ready(n: &Value) -> String {
+    n["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The app's pods that run and are not going: (name, node).
+fn placed(c: &Cluster) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = c
+        .items("pods")
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"]["app"] == "spread")
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .map(|p| {
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: spread}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: spread}}
+  template:
+    metadata: {labels: {app: spread}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 5}
+      - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 5}
+      containers:
+      - name: main
+        image: busybox
+        command: ["sh", "-c", "while true; do sleep 1; done"]
+        resources: {requests: {cpu: 10m, memory: 16Mi}}
+"#;
+
+#[test]
+fn a_killed_worker_turns_not_ready_and_its_pods_move() {
+    let c = Cluster::start_with(&["--node-monitor-grace-period-secs", "5"]);
+    let own = c.items("nodes")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut workers = [c.worker("w1"), c.worker("w2"), c.worker("w3")];
+    wait_for(Duration::from_secs(30), || {
+        (c.items("nodes").len() == 4).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "workers did not join\n{}",
+            kubus_tests::logs_of(workers.iter())
+        )
+    });
+    // only the workers take pods
+    let said = run(&c, &["cordon", &own]);
+    assert!(said.contains("cordoned"), "{said}");
+    let out = c.apply(DEPLOYMENT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = wait_for(Duration::from_secs(60), || {
+        let p = placed(&c);
+        (p.len() == 3).then_some(p)
+    })
+    .unwrap_or_else(|| panic!("pods not running: {:?}\n{}", c.items("pods"), c.log()));
+    assert!(
+        before.iter().all(|(_, n)| n != &own),
+        "a pod on the cordoned node: {before:?}"
+    );
+
+    // SIGKILL the worker of the first pod
+    let victim = before[0].1.clone();
+    let index = ["w1", "w2", "w3"]
+        .iter()
+        .position(|w| *w == victim)
+        .expect("a worker");
+    workers[index].kill9();
+    let gone = wait_for(Duration::from_secs(30), || {
+        let n = node(&c, &victim)?;
+        let tainted = n["spec"]["taints"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute")
+        });
+        (ready(&n) == "Unknown" && tainted).then_some(n)
+    });
+    assert!(
+        gone.is_some(),
+        "{victim} never turned NotReady: {:?}\n{}",
+        node(&c, &victim),
+        c.log()
+    );
+    // its pods are evicted after 5 s and replaced on the others
+    let after = wait_for(Duration::from_secs(60), || {
+        let p = placed(&c);
+        (p.len() == 3 && p.iter().all(|(_, n)| n != &victim)).then_some(p)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "pods did not move off {victim}: {:?}\n{}",
+            placed(&c),
+            c.log()
+        )
+    });
+    assert!(after.iter().all(|(_, n)| n != &own), "{after:?}");
+    let events = c.items("events");
+    let evicted = events.iter().any(|e| e["reason"] == "TaintManagerEviction");
+    let not_ready = events_about(&events, &victim)
+        .iter()
+        .any(|(r, _)| r == "NodeNotReady");
+    assert!(
+        evicted && not_ready,
+        "{:?}",
+        events
+            .iter()
+            .map(|e| (&e["reason"], &e["message"]))
+            .collect::<Vec<_>>()
+    );
+
+    // taints steer the scheduler: with every live worker tainted a new pod
+    // waits and says why; untainting one lets it run there
+    let live: Vec<&str> = ["w1", "w2", "w3"]
+        .into_iter()
+        .filter(|w| *w != victim)
+        .collect();
+    for w in &live {
+        let said = run(&c, &["taint", "nodes", w, "dedicated=db:NoSchedule"]);
+        assert!(said.contains("tainted"), "{said}");
+    }
+    run(&c, &["scale", "deployment/spread", "--replicas=4"]);
+    let pending = wait_for(Duration::from_secs(30), || {
+        c.items("pods").into_iter().find(|p| {
+            p["metadata"]["labels"]["app"] == "spread"
+                && p["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+                })
+        })
+    })
+    .unwrap_or_else(|| panic!("no pod waits: {:?}", c.items("pods")));
+    let message = pending["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "PodScheduled"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("untolerated taint") && message.contains("unschedulable"),
+        "{message}"
+    );
+    let said = run(&c, &["taint", "nodes", live[0], "dedicated:NoSchedule-"]);
+    assert!(said.contains("untainted"), "{said}");
+    wait_for(Duration::from_secs(30), || {
+        (placed(&c).len() == 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the 4th pod did not run: {:?}", placed(&c)));
+    let out = c.kubus(&["taint", "nodes", live[1], "dedicated=web:NoSchedule"]);
+    assert!(!out.status.success(), "a changed value needs --overwrite");
+    run(&c, &["uncordon", &own]);
+}
