@@ -252,6 +252,19 @@ impl Cluster {
             .expect("run kubus")
     }
 
+    /// Run `kubus ARGS`, which must succeed; what it printed (stdout,
+    /// then stderr).
+    pub fn kubus_ok(&self, args: &[&str]) -> String {
+        let out = self.kubus(args);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "kubus {args:?}: {said}");
+        said
+    }
+
     /// Apply a manifest given as text (through `kubus apply -f -`).
     pub fn apply(&self, manifest: &str) -> Output {
         use std::io::Write;

@@ -9,17 +9,6 @@ use std::time::Duration;
 use kubus_tests::{events_about, wait_for, Cluster};
 use serde_json::Value;
 
-fn run(c: &Cluster, args: &[&str]) -> String {
-    let out = c.kubus(args);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "kubus {args:?}: {said}");
-    said
-}
-
 fn node(c: &Cluster, name: &str) -> Option<Value> {
     c.items("nodes")
         .into_iter()
@@ -100,7 +89,7 @@ fn a_killed_worker_turns_not_ready_and_its_pods_move() {
         )
     });
     // only the workers take pods
-    let said = run(&c, &["cordon", &own]);
+    let said = c.kubus_ok(&["cordon", &own]);
     assert!(said.contains("cordoned"), "{said}");
     let out = c.apply(DEPLOYMENT);
     assert!(
@@ -173,10 +162,10 @@ fn a_killed_worker_turns_not_ready_and_its_pods_move() {
         .filter(|w| *w != victim)
         .collect();
     for w in &live {
-        let said = run(&c, &["taint", "nodes", w, "dedicated=db:NoSchedule"]);
+        let said = c.kubus_ok(&["taint", "nodes", w, "dedicated=db:NoSchedule"]);
         assert!(said.contains("tainted"), "{said}");
     }
-    run(&c, &["scale", "deployment/spread", "--replicas=4"]);
+    c.kubus_ok(&["scale", "deployment/spread", "--replicas=4"]);
     let pending = wait_for(Duration::from_secs(30), || {
         c.items("pods").into_iter().find(|p| {
             p["metadata"]["labels"]["app"] == "spread"
@@ -197,7 +186,7 @@ fn a_killed_worker_turns_not_ready_and_its_pods_move() {
         message.contains("untolerated taint") && message.contains("unschedulable"),
         "{message}"
     );
-    let said = run(&c, &["taint", "nodes", live[0], "dedicated:NoSchedule-"]);
+    let said = c.kubus_ok(&["taint", "nodes", live[0], "dedicated:NoSchedule-"]);
     assert!(said.contains("untainted"), "{said}");
     wait_for(Duration::from_secs(30), || {
         (placed(&c).len() == 4).then_some(())
@@ -205,5 +194,5 @@ fn a_killed_worker_turns_not_ready_and_its_pods_move() {
     .unwrap_or_else(|| panic!("the 4th pod did not run: {:?}", placed(&c)));
     let out = c.kubus(&["taint", "nodes", live[1], "dedicated=web:NoSchedule"]);
     assert!(!out.status.success(), "a changed value needs --overwrite");
-    run(&c, &["uncordon", &own]);
+    c.kubus_ok(&["uncordon", &own]);
 }

@@ -124,16 +124,7 @@ fn daemon_set_runs_one_pod_per_matching_node() {
 
     // a new template rolls out node by node; its history is kept in
     // ControllerRevisions, and undo puts the old template back
-    let run = |args: &[&str]| {
-        let out = c.kubus(args);
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "kubus {args:?}: {said}");
-        said
-    };
+    let run = |args: &[&str]| c.kubus_ok(args);
     run(&["set", "image", "daemonset/agent", "agent=busybox:2"]);
     run(&["rollout", "status", "daemonset/agent", "--timeout=90s"]);
     let pods = c.items("pods");
