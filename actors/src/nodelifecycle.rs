@@ -14,7 +14,10 @@
 //!   DefaultTolerationSeconds does). Their controllers replace them on
 //!   other nodes.
 //!
-//! [`judge`] and [`evictions`] decide; the reconcilers put them on the runtime.
+//! - [`PodGc`] removes the pods of a node that was deleted.
+//!
+//! [`judge`], [`evictions`] and [`orphaned`] decide; the reconcilers put
+//! them on the runtime.
 
 use std::time::Duration;
 
@@ -349,6 +352,78 @@ impl Reconcile for TaintEviction {
     }
 }
 
+/// What becomes of a pod whose node is gone: removed at once (grace 0 —
+/// no agent is left to stop it), only if the node is still absent when
+/// the delete is applied (checked in its Raft entry). Kubernetes' PodGC.
+pub fn orphaned(pod: &Value, node_exists: bool) -> Option<Write> {
+    let node = str_at(pod, "/spec/nodeName");
+    if node.is_empty() || node_exists {
+        return None;
+    }
+    let r = meta::object_ref(pod)?;
+    Some(Write::Delete(
+        r,
+        kubus_bus::client::DeleteOptions {
+            grace_period_seconds: Some(0),
+            uid: meta::uid(pod).map(str::to_string),
+            only_if_absent: vec![ObjectRef::new(Kind::Node, None, node)],
+            ..Default::default()
+        },
+    ))
+}
+
+fn pods_of_deleted_node(delta: &Delta, view: &View<'_>) -> Vec<String> {
+    if !delta.deleted {
+        return Vec::new();
+    }
+    let name = meta::name(&delta.object).unwrap_or_default();
+    view.own()
+        .map(|c| {
+            c.cache
+                .values()
+                .filter(|p| str_at(p, "/spec/nodeName") == name)
+                .map(crate::informer::key_of)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pod garbage collector on the runtime.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PodGc;
+
+impl Reconcile for PodGc {
+    fn kind(&self) -> Kind {
+        Kind::Pod
+    }
+
+    fn name(&self) -> &'static str {
+        "pod-garbage-collector"
+    }
+
+    fn watches(&self) -> Vec<Watch> {
+        vec![Watch::Maps(Kind::Node, pods_of_deleted_node)]
+    }
+
+    fn reconcile(&self, pod: &Value, view: &View<'_>) -> Plan {
+        if view.pending.deletes > 0 {
+            return Plan::default();
+        }
+        let node = str_at(pod, "/spec/nodeName");
+        let exists = node.is_empty()
+            || view
+                .cache(Kind::Node)
+                .is_some_and(|c| c.cache.get(node).is_some());
+        Plan::writes(orphaned(pod, exists).map(|w| {
+            Planned::noted(
+                w,
+                "PodGCOrphaned",
+                format!("Deleting pod {{name}}: its node {node} is gone"),
+            )
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,5 +529,23 @@ mod tests {
                 .0
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn pods_of_a_gone_node_are_removed_only_if_it_stays_gone() {
+        let p = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default", "uid": "u"}, "spec": {"nodeName": "w9"}});
+        assert!(orphaned(&p, true).is_none());
+        let Some(Write::Delete(r, opts)) = orphaned(&p, false) else {
+            panic!("a delete")
+        };
+        assert_eq!(r.name, "p");
+        assert_eq!(opts.grace_period_seconds, Some(0));
+        assert_eq!(
+            opts.only_if_absent,
+            vec![ObjectRef::new(Kind::Node, None, "w9")]
+        );
+        let unbound = json!({"metadata": {"name": "q", "namespace": "default"}, "spec": {}});
+        assert!(orphaned(&unbound, false).is_none());
     }
 }

@@ -90,6 +90,7 @@ pub fn start_controllers(
             &writer,
         ),
         start(crate::nodelifecycle::TaintEviction, informers, &writer),
+        start(crate::nodelifecycle::PodGc, informers, &writer),
         start(crate::deployment::DeploymentReconciler, informers, &writer),
         start(crate::namespace::NamespaceController, informers, &writer),
         start(crate::endpoints::EndpointsReconciler, informers, &writer),

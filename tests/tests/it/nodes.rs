@@ -2,7 +2,8 @@
 //! killed with SIGKILL turns NotReady within the (shortened) grace period,
 //! is tainted unreachable, its pods are evicted after their toleration and
 //! come back Running on the other workers; taints and cordons steer the
-//! scheduler, and a pod that fits nowhere says why.
+//! scheduler, a pod that fits nowhere says why, and the pods of a deleted
+//! node are collected.
 
 use std::time::Duration;
 
@@ -195,4 +196,18 @@ fn a_killed_worker_turns_not_ready_and_its_pods_move() {
     let out = c.kubus(&["taint", "nodes", live[1], "dedicated=web:NoSchedule"]);
     assert!(!out.status.success(), "a changed value needs --overwrite");
     c.kubus_ok(&["uncordon", &own]);
+
+    // the lost node deleted: its Terminating pods go with it (pod GC)
+    let on_victim = |c: &Cluster| {
+        c.items("pods")
+            .into_iter()
+            .filter(|p| p["spec"]["nodeName"] == victim.as_str())
+            .count()
+    };
+    assert!(on_victim(&c) > 0, "the evicted pods wait for their node");
+    c.kubus_ok(&["delete", "node", &victim]);
+    wait_for(Duration::from_secs(30), || {
+        (on_victim(&c) == 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("pods of the deleted node remain: {:?}", c.items("pods")));
 }
