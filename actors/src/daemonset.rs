@@ -33,17 +33,18 @@ pub const WRITES_PER_SYNC_MAX: usize = 256;
 
 /// Whether the set's pods belong on `node`.
 pub fn should_run(ds: &Value, node: &Value) -> bool {
-    let spec = ds
+    runs_on(&daemon_spec(ds), node)
+}
+
+/// The set's pod spec with the tolerations every daemon pod gets.
+fn daemon_spec(ds: &Value) -> Value {
+    let mut spec = ds
         .pointer("/spec/template/spec")
         .cloned()
         .unwrap_or(json!({}));
-    if !placement::selected(&spec, node) {
-        return false;
-    }
-    let mut with_daemon = spec.clone();
     let host_network = spec.get("hostNetwork") == Some(&Value::Bool(true));
-    if let Some(obj) = with_daemon.as_object_mut() {
-        let mut tolerations = spec
+    if let Some(obj) = spec.as_object_mut() {
+        let mut tolerations = obj
             .get("tolerations")
             .and_then(Value::as_array)
             .cloned()
@@ -51,7 +52,13 @@ pub fn should_run(ds: &Value, node: &Value) -> bool {
         tolerations.extend(placement::daemon_tolerations(host_network));
         obj.insert("tolerations".into(), Value::Array(tolerations));
     }
-    placement::untolerated_taint(&with_daemon, node, &["NoSchedule", "NoExecute"]).is_none()
+    spec
+}
+
+/// Whether a daemon pod of `spec` (see [`daemon_spec`]) belongs on `node`.
+fn runs_on(spec: &Value, node: &Value) -> bool {
+    placement::selected(spec, node)
+        && placement::untolerated_taint(spec, node, &["NoSchedule", "NoExecute"]).is_none()
 }
 
 /// A daemon pod for `node`.
@@ -146,9 +153,10 @@ pub fn reconcile(ds: &Value, nodes: &[&Value], pods: &[&Value], now: i64) -> Dec
         }
         by_node.entry(node).or_default().push(p);
     }
+    let spec = daemon_spec(ds);
     let mut eligible: Vec<&str> = nodes
         .iter()
-        .filter(|n| should_run(ds, n))
+        .filter(|n| runs_on(&spec, n))
         .filter_map(|n| meta::name(n))
         .collect();
     eligible.sort_unstable();

@@ -160,7 +160,7 @@ pub fn schedule_from(
                 .collect()
         })
         .unwrap_or_default();
-    let pod_spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+    let pod_spec = pod.get("spec").unwrap_or(&Value::Null);
     let required_affinity = pod_spec
         .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution")
         .is_some();
@@ -190,14 +190,14 @@ pub fn schedule_from(
             Some("node(s) didn't match Pod's node affinity/selector")
         } else if !n.taints.is_empty()
             && kubus_api::placement::untolerated_taint(
-                &pod_spec,
+                pod_spec,
                 &as_node(n),
                 &["NoSchedule", "NoExecute"],
             )
             .is_some()
         {
             Some("node(s) had untolerated taint")
-        } else if required_affinity && !kubus_api::placement::selected(&pod_spec, &as_node(n)) {
+        } else if required_affinity && !kubus_api::placement::selected(pod_spec, &as_node(n)) {
             Some("node(s) didn't match Pod's node affinity/selector")
         } else if allowed.is_some_and(|a| !a.contains(&n.name)) {
             Some("node(s) had volume node affinity conflict")

@@ -72,15 +72,15 @@ pub fn rfc1123z(ts: &str) -> String {
     }
 }
 
-fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
+pub(crate) fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
-fn n(v: &Value, pointer: &str) -> i64 {
+pub(crate) fn n(v: &Value, pointer: &str) -> i64 {
     v.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn list<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
+pub(crate) fn list<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
     v.pointer(pointer)
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice)
