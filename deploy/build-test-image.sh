@@ -63,7 +63,22 @@ tar_out=${tar_out:-$work/busybox.tar}
 tar -C "$img" -cf "$tar_out" manifest.json config.json layer.tar
 
 if [ -n "$address" ]; then
-  ctr --address "$address" -n k8s.io images import "$tar_out" >/dev/null
+  # kubus up may be importing its sandbox image at the same moment: an
+  # image another import just made counts as imported; other failures are
+  # tried again (at most 5 times, 1 s apart)
+  for attempt in 1 2 3 4 5; do
+    if out=$(ctr --address "$address" -n k8s.io images import "$tar_out" 2>&1 >/dev/null); then
+      break
+    fi
+    case "$out" in
+      *"already exists"*) break ;;
+    esac
+    if [ "$attempt" = 5 ]; then
+      echo "$out" >&2
+      exit 1
+    fi
+    sleep 1
+  done
   echo "build-test-image: imported ${names[*]} into $address"
 else
   echo "build-test-image: built $tar_out (${names[*]})"
