@@ -21,6 +21,7 @@ pub mod disruption;
 pub mod dns;
 pub mod endpoints;
 pub mod events;
+pub mod eviction;
 pub mod gc;
 pub mod informer;
 pub mod job;

@@ -22,6 +22,10 @@ pub enum Reason {
     Forbidden,
     /// The store cannot serve now; retry after `retry_after_ms`.
     Unavailable,
+    /// Refused for now, as Kubernetes' HTTP 429: an eviction that a
+    /// PodDisruptionBudget does not allow at the moment. The same request
+    /// may succeed later; `retry_after_ms` says when to try again.
+    TooManyRequests,
     TooLarge,
     Internal,
     /// The requested revision is older than the history kept (Kubernetes'
@@ -127,6 +131,14 @@ impl ApiError {
         ApiError {
             retry_after_ms: Some(retry_after_ms),
             ..ApiError::new(Reason::Unavailable, message)
+        }
+    }
+
+    /// Refused for now (HTTP 429); try again after `retry_after_ms`.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_ms: u64) -> ApiError {
+        ApiError {
+            retry_after_ms: Some(retry_after_ms),
+            ..ApiError::new(Reason::TooManyRequests, message)
         }
     }
 

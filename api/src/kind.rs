@@ -45,6 +45,8 @@ pub enum Kind {
     StorageClass,
     /// `apps/v1`: one template revision of a DaemonSet or StatefulSet.
     ControllerRevision,
+    /// `scheduling.k8s.io/v1`, cluster-scoped: a named pod priority.
+    PriorityClass,
 }
 
 /// Why an `apiVersion`/`kind` pair (or a resource word) is not served.
@@ -127,7 +129,7 @@ const OLD_GROUPS: &[(&str, &str)] = &[
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -150,6 +152,7 @@ impl Kind {
         Kind::PersistentVolumeClaim,
         Kind::StorageClass,
         Kind::ControllerRevision,
+        Kind::PriorityClass,
     ];
 
     /// The `apiVersion` this kind is served at.
@@ -163,6 +166,7 @@ impl Kind {
             Kind::Job | Kind::CronJob => "batch/v1",
             Kind::PodDisruptionBudget => "policy/v1",
             Kind::StorageClass => "storage.k8s.io/v1",
+            Kind::PriorityClass => "scheduling.k8s.io/v1",
             Kind::Lease => "coordination.k8s.io/v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             _ => "v1",
@@ -194,6 +198,7 @@ impl Kind {
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::StorageClass => "StorageClass",
             Kind::ControllerRevision => "ControllerRevision",
+            Kind::PriorityClass => "PriorityClass",
         }
     }
 
@@ -223,6 +228,7 @@ impl Kind {
             Kind::PersistentVolumeClaim => "persistentvolumeclaims",
             Kind::StorageClass => "storageclasses",
             Kind::ControllerRevision => "controllerrevisions",
+            Kind::PriorityClass => "priorityclasses",
         }
     }
 
@@ -230,7 +236,11 @@ impl Kind {
     pub fn namespaced(self) -> bool {
         !matches!(
             self,
-            Kind::Namespace | Kind::Node | Kind::PersistentVolume | Kind::StorageClass
+            Kind::Namespace
+                | Kind::Node
+                | Kind::PersistentVolume
+                | Kind::StorageClass
+                | Kind::PriorityClass
         )
     }
 
@@ -305,6 +315,7 @@ impl Kind {
             }
             "sc" | "storageclass" | "storageclasses" => Kind::StorageClass,
             "controllerrevision" | "controllerrevisions" => Kind::ControllerRevision,
+            "pc" | "priorityclass" | "priorityclasses" => Kind::PriorityClass,
             _ => return Err(KindError::UnknownResource(word.to_string())),
         };
         Ok(k)

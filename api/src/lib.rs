@@ -34,6 +34,7 @@ pub mod meta;
 pub mod patch;
 pub mod placement;
 pub mod pod;
+pub mod priority;
 pub mod quantity;
 pub mod selector;
 pub mod service;

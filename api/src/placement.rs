@@ -5,6 +5,8 @@
 //! and TaintToleration plugins and in `component-helpers`; the DaemonSet
 //! controller asks them for each node, as Kubernetes' does.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 /// Taint keys the node lifecycle sets, which daemon pods tolerate.
@@ -12,11 +14,8 @@ pub const TAINT_NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub const TAINT_UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 
-fn labels(node: &Value) -> serde_json::Map<String, Value> {
-    node.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default()
+fn labels(node: &Value) -> BTreeMap<String, String> {
+    crate::meta::labels(node)
 }
 
 fn strings(v: Option<&Value>) -> Vec<&str> {
@@ -50,19 +49,26 @@ fn requirement(req: &Value, value: Option<&str>) -> bool {
 /// A `nodeSelectorTerm`: all its expressions and fields hold (an empty
 /// term matches nothing, as in Kubernetes).
 pub fn term_matches(term: &Value, node: &Value) -> bool {
+    let name = node
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    term_matches_on(term, &labels(node), name)
+}
+
+/// [`term_matches`] on a node known by its labels and name.
+pub fn term_matches_on(term: &Value, labels: &BTreeMap<String, String>, name: &str) -> bool {
     let exprs = term.get("matchExpressions").and_then(Value::as_array);
     let fields = term.get("matchFields").and_then(Value::as_array);
     if exprs.is_none_or(Vec::is_empty) && fields.is_none_or(Vec::is_empty) {
         return false;
     }
-    let labels = labels(node);
-    let name = node.pointer("/metadata/name").and_then(Value::as_str);
     exprs.into_iter().flatten().all(|r| {
         let key = r.get("key").and_then(Value::as_str).unwrap_or("");
-        requirement(r, labels.get(key).and_then(Value::as_str))
+        requirement(r, labels.get(key).map(String::as_str))
     }) && fields.into_iter().flatten().all(|r| {
         let value = match r.get("key").and_then(Value::as_str) {
-            Some("metadata.name") => name,
+            Some("metadata.name") => Some(name),
             _ => None,
         };
         requirement(r, value)
@@ -71,19 +77,27 @@ pub fn term_matches(term: &Value, node: &Value) -> bool {
 
 /// `spec.nodeSelector` and required node affinity of a pod spec hold on `node`.
 pub fn selected(pod_spec: &Value, node: &Value) -> bool {
-    let labels = labels(node);
+    let name = node
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    selected_on(pod_spec, &labels(node), name)
+}
+
+/// [`selected`] on a node known by its labels and name.
+pub fn selected_on(pod_spec: &Value, labels: &BTreeMap<String, String>, name: &str) -> bool {
     let selector_ok = pod_spec
         .get("nodeSelector")
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+        .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str());
     let terms = pod_spec
         .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
         .and_then(Value::as_array);
     let affinity_ok = match terms {
         None => true,
-        Some(terms) => terms.iter().any(|t| term_matches(t, node)),
+        Some(terms) => terms.iter().any(|t| term_matches_on(t, labels, name)),
     };
     selector_ok && affinity_ok
 }
@@ -113,13 +127,31 @@ pub fn untolerated_taint<'a>(
     node: &'a Value,
     effects: &[&str],
 ) -> Option<&'a Value> {
-    let tolerations = pod_spec
-        .get("tolerations")
+    let taints = node
+        .pointer("/spec/taints")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    node.pointer("/spec/taints")
-        .and_then(Value::as_array)?
+    untolerated_among(tolerations(pod_spec), taints, effects)
+}
+
+/// A pod spec's `tolerations`.
+pub fn tolerations(pod_spec: &Value) -> &[Value] {
+    pod_spec
+        .get("tolerations")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// The first of `taints` with one of `effects` that none of `tolerations`
+/// tolerates.
+pub fn untolerated_among<'a>(
+    tolerations: &[Value],
+    taints: &'a [Value],
+    effects: &[&str],
+) -> Option<&'a Value> {
+    taints
         .iter()
         .filter(|t| effects.contains(&t.get("effect").and_then(Value::as_str).unwrap_or("")))
         .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))

@@ -210,6 +210,16 @@ impl Selector {
         Ok(Selector::from_requirements(requirements))
     }
 
+    /// A stored `LabelSelector` as JSON; None when it is null, absent or
+    /// malformed (admission has refused malformed ones, so a stored object
+    /// has none: callers treat None as "selects nothing", as Kubernetes
+    /// does a null selector).
+    pub fn from_value(v: Option<&serde_json::Value>) -> Option<Selector> {
+        let v = v.filter(|v| !v.is_null())?;
+        let ls: LabelSelector = serde_json::from_value(v.clone()).ok()?;
+        Selector::from_label_selector(&ls).ok()
+    }
+
     /// `key=value` for every entry (a Service's `spec.selector`, an RS's
     /// `matchLabels`). Not validated: the labels come from stored objects.
     pub fn from_match_labels(m: &BTreeMap<String, String>) -> Selector {

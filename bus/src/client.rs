@@ -73,6 +73,18 @@ pub struct DeleteOptions {
     pub only_if_absent: Vec<ObjectRef>,
 }
 
+/// What an eviction asks for besides the pod's name (see
+/// [`ApiRequest::Evict`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EvictOptions {
+    /// The pod's grace period in seconds (None: its own).
+    pub grace_period_seconds: Option<i64>,
+    /// Only if the pod is still at this revision.
+    pub resource_version: Option<u64>,
+    /// Only if the pod is this one, not a re-created one of its name.
+    pub uid: Option<String>,
+}
+
 /// Retries of a request the store answered `Unavailable`.
 pub const UNAVAILABLE_RETRIES: usize = 5;
 
@@ -171,13 +183,17 @@ impl Client {
         Some(h)
     }
 
-    /// Connect to `url` (bounded retries are the caller's business).
-    pub async fn connect(url: &str, cluster: &str) -> Result<Client> {
-        let nats = async_nats::ConnectOptions::new()
-            .name("kubus")
-            .connect(url)
+    /// Connect to one of the servers `urls` names (one URL, or several
+    /// separated by commas: the members of a NATS cluster), reconnecting
+    /// to another when it goes ([`crate::connect`]). Bounded retries of
+    /// the first connection are the caller's business.
+    pub async fn connect(urls: &str, cluster: &str) -> Result<Client> {
+        let servers =
+            crate::connect::servers(urls).map_err(|e| ClientError::Nats(e.to_string()))?;
+        let nats = crate::connect::options("kubus")
+            .connect(servers)
             .await
-            .map_err(|e| ClientError::Nats(format!("connect to {url}: {e}")))?;
+            .map_err(|e| ClientError::Nats(format!("connect to {urls}: {e}")))?;
         Ok(Client::new(nats, cluster))
     }
 
@@ -508,6 +524,26 @@ impl Client {
         {
             ApiResponse::Object(v) => Ok(v),
             other => Err(unexpected("delete", &other)),
+        }
+    }
+
+    /// Evict a pod through the eviction subresource (see
+    /// [`ApiRequest::Evict`]). A budget's refusal is
+    /// `Reason::TooManyRequests`, not retried here: the caller decides
+    /// when to ask again.
+    pub async fn evict(&self, pod: &ObjectRef, options: EvictOptions) -> Result<Value> {
+        let req = ApiRequest::Evict {
+            name: pod.name.clone(),
+            grace_period_seconds: options.grace_period_seconds,
+            resource_version: options.resource_version,
+            uid: options.uid,
+        };
+        match self
+            .api(Verb::Evict, pod.kind, pod.namespace.as_deref(), req)
+            .await?
+        {
+            ApiResponse::Object(v) => Ok(v),
+            other => Err(unexpected("evict", &other)),
         }
     }
 

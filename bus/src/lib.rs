@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - [`subject`]: the only module that builds subjects and header names.
+//! - [`connect`]: connection options: a list of servers, bounded
+//!   reconnects.
 //! - [`codec`]: MessagePack (named) bodies, JSON on request.
 //! - [`frame`]: messages over the payload limit (Raft snapshots) as
 //!   several publishes, and put back together.
@@ -13,9 +15,12 @@
 //! - [`client`]: typed API calls over request/reply.
 //! - [`watch`]: list-then-watch with gap detection.
 //! - [`stream`]: a TCP connection carried over NATS (port-forward).
+//! - [`backup`]: a backup file pulled from a store peer in chunks.
 
+pub mod backup;
 pub mod client;
 pub mod codec;
+pub mod connect;
 pub mod frame;
 pub mod protocol;
 pub mod stream;

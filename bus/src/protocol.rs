@@ -79,6 +79,31 @@ pub enum ApiRequest {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         only_if_absent: Vec<ObjectRef>,
     },
+    /// Evict a pod (Kubernetes' `pods/eviction` subresource, a policy/v1
+    /// `Eviction`): a graceful delete, as `Delete` does it, that the
+    /// PodDisruptionBudget selecting the pod may refuse — `TooManyRequests`
+    /// while it allows no disruption (try again later), `Internal` when
+    /// two budgets select the pod. A granted eviction charges the budget
+    /// (`status.disruptionsAllowed` − 1, the pod in
+    /// `status.disruptedPods`) in the same Raft entry as the delete. Pods
+    /// that finished, are `Pending` or are already terminating are deleted
+    /// without consulting budgets. The reply is the pod as `Delete` gives
+    /// it. Only on the `evict` verb of `pods`.
+    Evict {
+        name: String,
+        /// As `Delete`'s: seconds the containers get to stop; absent: the
+        /// pod's own.
+        #[serde(default)]
+        grace_period_seconds: Option<i64>,
+        /// Evict only if the pod is still at this revision (no retry when
+        /// it moved on).
+        #[serde(default)]
+        resource_version: Option<u64>,
+        /// Evict only if the pod is this one (not a re-created one of the
+        /// same name).
+        #[serde(default)]
+        uid: Option<String>,
+    },
     /// Create, or update what the manifest says while keeping status.
     Apply {
         object: Value,

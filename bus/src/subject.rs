@@ -46,10 +46,13 @@ pub enum Verb {
     Patch,
     /// The changes after a revision, from the store's history.
     Watch,
+    /// Evict a pod: a graceful delete that its PodDisruptionBudget may
+    /// refuse (Kubernetes' `pods/eviction` subresource).
+    Evict,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 8] = [
+    pub const ALL: [Verb; 9] = [
         Verb::Get,
         Verb::List,
         Verb::Create,
@@ -58,6 +61,7 @@ impl Verb {
         Verb::Apply,
         Verb::Patch,
         Verb::Watch,
+        Verb::Evict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +74,7 @@ impl Verb {
             Verb::Apply => "apply",
             Verb::Patch => "patch",
             Verb::Watch => "watch",
+            Verb::Evict => "evict",
         }
     }
 
@@ -264,14 +269,18 @@ pub enum StoreOp {
     RemovePeer,
     /// Hand leadership to a voter (asked of the leader).
     TransferLeader,
+    /// One chunk of a backup file (`kubus store snapshot save`; asked of
+    /// one peer, see [`crate::backup`]).
+    Snapshot,
 }
 
 impl StoreOp {
-    pub const ALL: [StoreOp; 4] = [
+    pub const ALL: [StoreOp; 5] = [
         StoreOp::Status,
         StoreOp::AddPeer,
         StoreOp::RemovePeer,
         StoreOp::TransferLeader,
+        StoreOp::Snapshot,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -280,6 +289,7 @@ impl StoreOp {
             StoreOp::AddPeer => "add-peer",
             StoreOp::RemovePeer => "remove-peer",
             StoreOp::TransferLeader => "transfer-leader",
+            StoreOp::Snapshot => "snapshot",
         }
     }
 }

@@ -152,3 +152,30 @@ fn every_delete_field_is_documented() {
         );
     }
 }
+
+/// Every field an eviction takes is named in the doc (issue 20: the
+/// eviction subresource).
+#[test]
+fn every_evict_field_is_documented() {
+    use kubus_bus::protocol::ApiRequest;
+    let text = std::fs::read_to_string(subjects_md()).expect("docs/subjects.md");
+    let evict = ApiRequest::Evict {
+        name: String::new(),
+        grace_period_seconds: Some(0),
+        resource_version: Some(1),
+        uid: Some(String::new()),
+    };
+    let wire = serde_json::to_value(&evict).expect("json");
+    let fields = wire["evict"].as_object().expect("evict fields");
+    assert_eq!(fields.len(), 4, "{wire}");
+    for name in fields.keys() {
+        assert!(
+            text.contains(&format!("`{name}`")),
+            "evict field {name:?} undocumented"
+        );
+    }
+    assert!(
+        text.contains("`TooManyRequests`"),
+        "the reason an eviction is refused with"
+    );
+}

@@ -21,7 +21,9 @@ pub struct Cli {
 /// address `kubus up` recorded.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// NATS URL of the cluster's bus.
+    /// NATS URL of the cluster's bus; several separated by commas (the
+    /// members of a NATS cluster): the client uses one and moves to
+    /// another when it goes.
     #[arg(long, global = true, env = "KUBUS_NATS")]
     pub nats: Option<String>,
     /// Cluster name (the second token of every subject).
@@ -67,6 +69,9 @@ pub enum Command {
     /// Set a Deployment's, ReplicaSet's or StatefulSet's replicas:
     /// kubus scale deployment/web --replicas=3 [--current-replicas=2].
     Scale(ScaleArgs),
+    /// Why a pod is pending: each node with each scheduling rule's verdict
+    /// and what would make the pod fit: kubus explain pod NAME.
+    Explain(ExplainArgs),
     /// Mark nodes unschedulable: kubus cordon NODE...
     Cordon(NodesArgs),
     /// Mark nodes schedulable again: kubus uncordon NODE...
@@ -74,6 +79,14 @@ pub enum Command {
     /// Add, change (--overwrite) or remove taints of nodes:
     /// kubus taint nodes NODE key=value:NoSchedule key:NoExecute- key-
     Taint(TaintArgs),
+    /// Cordon nodes and evict their pods, honouring PodDisruptionBudgets:
+    /// kubus drain NODE [--ignore-daemonsets] [--delete-emptydir-data]
+    /// [--force] [--timeout=5m] [--pod-selector=SEL] [--dry-run].
+    Drain(crate::drain::DrainArgs),
+    /// Move pods from crowded nodes to idle or new ones, one eviction at a
+    /// time within PodDisruptionBudgets, printing the plan first:
+    /// kubus rebalance [--dry-run] [--max-moves=10] [--threshold=5].
+    Rebalance(crate::rebalance::RebalanceArgs),
     /// Add, change (--overwrite) or remove (KEY-) labels:
     /// kubus label pod x tier=web env- [--overwrite] [-l SELECTOR].
     Label(LabelArgs),
@@ -116,6 +129,36 @@ pub enum StoreCommand {
     RemovePeer { peer_id: u64 },
     /// Hand leadership to a voter (then watch `kubus store status`).
     TransferLeader { peer_id: u64 },
+    /// Backups: save a running cluster's objects to a file, check one,
+    /// restore one into a new data directory (docs/backup.md).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+/// `kubus store snapshot …`, as `etcdctl snapshot save / status / restore`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save every object at one revision to FILE, streamed from the store
+    /// leader (or --peer); written to FILE.tmp, checked, then renamed.
+    Save {
+        file: PathBuf,
+        /// Save from this store peer instead of the leader (a follower's
+        /// state may be a little behind).
+        #[arg(long)]
+        peer: Option<u64>,
+    },
+    /// Check FILE (format, count, checksum) and say what it holds.
+    Status { file: PathBuf },
+    /// Make a new data directory from FILE, offline: a store of one peer
+    /// (peer 1) holding the same objects at the same revisions. Then
+    /// `kubus up --data-dir DIR` (or `kubus node --roles store,…
+    /// --data-dir DIR`).
+    Restore {
+        file: PathBuf,
+        /// The data directory to make: absent or empty.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +179,26 @@ pub enum BenchCommand {
     /// every node and a Job of many completions, beside a Deployment of
     /// the same pods.
     Workloads(BenchWorkloadsArgs),
+    /// Scheduling throughput on many Node objects without agents: plain
+    /// pods, required anti-affinity and topology spread, beside pods
+    /// created already bound.
+    Scheduler(BenchSchedulerArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchSchedulerArgs {
+    /// Node objects to schedule onto.
+    #[arg(long, default_value_t = 5_000)]
+    pub nodes: usize,
+    /// Pods per case.
+    #[arg(long, default_value_t = 10_000)]
+    pub pods: usize,
+    /// Only these cases (plain, anti, spread; the baseline always runs).
+    #[arg(long, value_delimiter = ',')]
+    pub cases: Vec<String>,
+    /// Give up waiting after this long (each case).
+    #[arg(long, default_value_t = 600)]
+    pub timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -345,7 +408,8 @@ pub struct UpArgs {
     /// Cluster name.
     #[arg(long, default_value = "kubus")]
     pub cluster: String,
-    /// Use this NATS server instead of starting one.
+    /// Use this NATS server (or these, separated by commas: a NATS
+    /// cluster) instead of starting one.
     #[arg(long)]
     pub nats: Option<String>,
     /// The worker's node name (default: the host name).
@@ -476,8 +540,10 @@ pub struct NodeArgs {
     /// Comma-separated roles: store, control, worker.
     #[arg(long, value_delimiter = ',', default_value = "store,control,worker")]
     pub roles: Vec<String>,
-    /// NATS URL of the bus.
-    #[arg(long)]
+    /// NATS URL of the bus; several separated by commas (the members of
+    /// a NATS cluster, docs/mesh.md): every connection of this mesh node
+    /// uses one and reconnects to another when it goes.
+    #[arg(long, env = "KUBUS_NATS")]
     pub nats: String,
     #[arg(long, env = "KUBUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -645,6 +711,15 @@ pub struct DescribeArgs {
     pub namespace: String,
     #[arg(short = 'l', long)]
     pub selector: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// `pod` (with NAME) or `pod/NAME`.
+    pub resource: String,
+    pub name: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,6 +6,7 @@
 //! client that speaks only NATS. This crate only wires and prints: `anyhow`
 //! lives here and nowhere else.
 
+mod backup;
 mod bench;
 mod child;
 mod cli;
@@ -14,12 +15,15 @@ mod config;
 mod containerd;
 mod create;
 mod describe;
+mod drain;
 mod edit;
+mod explain;
 mod expose;
 mod mesh;
 mod nats_server;
 mod print;
 mod raft_transport;
+mod rebalance;
 mod rollout;
 mod store_admin;
 mod targets;
@@ -64,7 +68,14 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Bench(cli::BenchCommand::Store(args)) => bench::store::run(args),
         cli::Command::Bench(cli::BenchCommand::Proxy(args)) => bench::proxy::run(args),
         cli::Command::Bench(cli::BenchCommand::Workloads(args)) => bench::workloads::run(args),
+        cli::Command::Bench(cli::BenchCommand::Scheduler(args)) => bench::scheduler::run(args),
         cli::Command::Node(args) => mesh::node(args),
+        // offline: a file and a directory, no cluster
+        cli::Command::Store(cli::StoreCommand::Snapshot(c))
+            if !matches!(c, cli::SnapshotCommand::Save { .. }) =>
+        {
+            backup::offline(c)
+        }
         other => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -607,10 +607,16 @@ async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> 
     .await
     .context("subscribing to raft messages")?;
     tokio::spawn(inbound);
-    let admin = kubus_actors::store::admin::serve(store.clone(), client.nats().clone(), subjects)
-        .await
-        .context("subscribing to store administration")?;
+    let admin =
+        kubus_actors::store::admin::serve(store.clone(), client.nats().clone(), subjects.clone())
+            .await
+            .context("subscribing to store administration")?;
     tokio::spawn(admin);
+    let backups =
+        kubus_actors::store::backup::serve(store.clone(), client.nats().clone(), subjects)
+            .await
+            .context("subscribing to backup requests")?;
+    tokio::spawn(backups);
     StoreServer::start(
         store.clone(),
         changes,

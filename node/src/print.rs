@@ -309,6 +309,7 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
             "AGE",
         ],
         Kind::ControllerRevision => vec!["NAME", "CONTROLLER", "REVISION", "AGE"],
+        Kind::PriorityClass => vec!["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"],
         Kind::StorageClass => vec![
             "NAME",
             "PROVISIONER",
@@ -566,6 +567,13 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String, now: jiff::Timestamp) -> 
                 .unwrap_or_else(|| "<none>".into());
             vec![name, controller, n(v, "/revision").to_string(), age]
         }
+        Kind::PriorityClass => vec![
+            name,
+            n(v, "/value").to_string(),
+            (v.pointer("/globalDefault").and_then(Value::as_bool) == Some(true)).to_string(),
+            age,
+            s(v, "/preemptionPolicy").to_string(),
+        ],
         Kind::StorageClass => {
             let default = meta::annotations(v)
                 .get("storageclass.kubernetes.io/is-default-class")

@@ -1,6 +1,7 @@
-//! `kubus store status | add-peer N | remove-peer N | transfer-leader N`:
-//! store administration over the bus (`kubus.<c>.store.…`), answered by
-//! the store peers.
+//! `kubus store status | add-peer N | remove-peer N | transfer-leader N`
+//! and `kubus store snapshot save FILE`: store administration over the
+//! bus (`kubus.<c>.store.…`), answered by the store peers. (The offline
+//! `snapshot status` and `restore` are in `backup`.)
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use kubus_bus::protocol::PeerStatus;
 use kubus_bus::subject::StoreOp;
 use kubus_bus::Client;
 
-use crate::cli::StoreCommand;
+use crate::cli::{SnapshotCommand, StoreCommand};
 
 /// How long `status` gathers replies.
 const STATUS_WINDOW: Duration = Duration::from_millis(700);
@@ -29,6 +30,12 @@ pub async fn run(client: &Client, cmd: StoreCommand) -> anyhow::Result<()> {
         StoreCommand::AddPeer { peer_id } => (StoreOp::AddPeer, peer_id),
         StoreCommand::RemovePeer { peer_id } => (StoreOp::RemovePeer, peer_id),
         StoreCommand::TransferLeader { peer_id } => (StoreOp::TransferLeader, peer_id),
+        StoreCommand::Snapshot(SnapshotCommand::Save { file, peer }) => {
+            return crate::backup::save(client, &peers, &file, peer).await;
+        }
+        StoreCommand::Snapshot(other) => {
+            bail!("`kubus store snapshot {other:?}` runs offline")
+        }
     };
     let Some(leader) = leader_of(&peers) else {
         bail!(

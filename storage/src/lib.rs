@@ -66,6 +66,9 @@
 //! - Membership and leadership: [`Store::add_peer`],
 //!   [`Store::remove_peer`] (on the leader; they answer with the voters
 //!   once the change is applied), [`Store::transfer_leader`] (any peer).
+//! - Backups: [`Store::backup`] streams a backup file of this peer's
+//!   applied state in bounded chunks; [`backup::restore`] makes a new
+//!   store directory from one (see [`backup`]).
 //! - [`Store::status`] ([`StoreStatus`]: role, term, indexes, voters, the
 //!   leader's view of each peer's progress), [`Store::persist_stats`]
 //!   (log writes, syncs and entries: group commit), [`Store::is_leader`],
@@ -211,6 +214,8 @@
 //!
 //! # Layout
 //! - [`store`]: [`Store`], the handle: open, propose, step, reads.
+//! - [`backup`]: backup files (`kubus store snapshot save / restore`),
+//!   streamed both ways.
 //! - `peer`: the Raft thread and its Ready loop.
 //! - `log_writer`: the thread that writes and syncs the Raft log.
 //! - [`raft_storage`]: [`RocksStorage`], raft-rs's `Storage` on RocksDB.
@@ -245,6 +250,7 @@ pub const FAILPOINTS: &[&str] = &[
     failpoints::AFTER_SNAPSHOT_APPLY,
 ];
 
+pub mod backup;
 pub mod clock;
 mod coalesce;
 pub mod config;

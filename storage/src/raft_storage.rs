@@ -475,6 +475,36 @@ impl RocksStorage {
         Ok(())
     }
 
+    /// Stages the Raft half of a store restored from a backup file: a new
+    /// Raft group of `voters`, as if a snapshot at the bootstrap point
+    /// ([`RAFT_INIT_INDEX`], [`RAFT_INIT_TERM`]) had been installed —
+    /// [`RocksStorage::stage_snapshot`], the path a peer takes when its
+    /// leader sends it one — with the HardState a bootstrap writes. No
+    /// trace of the old group's log, terms or members is kept.
+    pub fn stage_restore(
+        &mut self,
+        wb: &mut WriteBatch,
+        voters: Vec<u64>,
+    ) -> Result<(), StoreError> {
+        let mut meta = raft::prelude::SnapshotMetadata {
+            index: RAFT_INIT_INDEX,
+            term: RAFT_INIT_TERM,
+            ..Default::default()
+        };
+        meta.set_conf_state(ConfState {
+            voters,
+            ..Default::default()
+        });
+        self.stage_snapshot(wb, &meta)?;
+        self.written_through = RAFT_INIT_INDEX;
+        let hs = HardState {
+            term: RAFT_INIT_TERM,
+            commit: RAFT_INIT_INDEX,
+            ..Default::default()
+        };
+        self.stage_hard_state(wb, &hs)
+    }
+
     fn stage_truncation(
         &mut self,
         wb: &mut WriteBatch,

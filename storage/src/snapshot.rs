@@ -49,6 +49,29 @@ pub fn build(db: &DB) -> Result<Vec<u8>, StoreError> {
 
 /// Scans the RocksDB snapshot `snap` of `db` into snapshot bytes.
 pub fn build_from(db: &DB, snap: &rocksdb::Snapshot<'_>) -> Result<Vec<u8>, StoreError> {
+    let (revision, heads) = read_state(db, snap)?;
+    let mut out = Vec::with_capacity(64 * 1024);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&be(revision));
+    out.extend_from_slice(&(heads.len() as u32).to_be_bytes());
+    for (name, head) in &heads {
+        put_bytes(&mut out, name)?;
+        out.extend_from_slice(&be(*head));
+    }
+    for item in snap.iterator_cf(cf(db, CF_OBJECTS)?, IteratorMode::Start) {
+        let (k, v) = item?;
+        put_bytes(&mut out, &k)?;
+        put_bytes(&mut out, &v)?;
+    }
+    Ok(out)
+}
+
+/// Every stream head: `(name, head revision)`.
+pub type StreamHeads = Vec<(Vec<u8>, u64)>;
+
+/// The revision and every stream head as the RocksDB snapshot `snap` of
+/// `db` has them.
+pub fn read_state(db: &DB, snap: &rocksdb::Snapshot<'_>) -> Result<(u64, StreamHeads), StoreError> {
     let meta = cf(db, CF_META)?;
     let revision = match snap.get_cf(meta, KEY_REVISION)? {
         Some(v) => read_u64("revision", &v)?,
@@ -69,20 +92,7 @@ pub fn build_from(db: &DB, snap: &rocksdb::Snapshot<'_>) -> Result<Vec<u8>, Stor
         let name = &k[STREAM_HEAD_PREFIX.len()..];
         heads.push((name.to_vec(), read_u64("stream head", &v)?));
     }
-    let mut out = Vec::with_capacity(64 * 1024);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&be(revision));
-    out.extend_from_slice(&(heads.len() as u32).to_be_bytes());
-    for (name, head) in &heads {
-        put_bytes(&mut out, name)?;
-        out.extend_from_slice(&be(*head));
-    }
-    for item in snap.iterator_cf(cf(db, CF_OBJECTS)?, IteratorMode::Start) {
-        let (k, v) = item?;
-        put_bytes(&mut out, &k)?;
-        put_bytes(&mut out, &v)?;
-    }
-    Ok(out)
+    Ok((revision, heads))
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), StoreError> {
@@ -181,6 +191,19 @@ fn walk(
 /// revision. (The applied index and the Raft state are staged by the
 /// caller in the same batch.)
 pub fn stage_install(db: &DB, wb: &mut WriteBatch, data: &SnapshotData) -> Result<(), StoreError> {
+    stage_clear(db, wb)?;
+    let objects = cf(db, CF_OBJECTS)?;
+    for (k, v) in &data.objects {
+        wb.put_cf(objects, k, v);
+    }
+    stage_state(db, wb, data.revision, &data.stream_heads)
+}
+
+/// Stages the removal of every object, the whole history and every stream
+/// head: the first half of an install (a restore from a backup file stages
+/// it into an empty store, where it does nothing, and puts the objects in
+/// batches of its own).
+pub fn stage_clear(db: &DB, wb: &mut WriteBatch) -> Result<(), StoreError> {
     let objects = cf(db, CF_OBJECTS)?;
     // Keys are UTF-8 strings: no key holds the byte 0xff.
     wb.delete_range_cf(objects, b"".as_slice(), b"\xff".as_slice());
@@ -191,14 +214,24 @@ pub fn stage_install(db: &DB, wb: &mut WriteBatch, data: &SnapshotData) -> Resul
     if let Some(end) = prefix_end(STREAM_HEAD_PREFIX.as_bytes()) {
         wb.delete_range_cf(meta, STREAM_HEAD_PREFIX.as_bytes(), end.as_slice());
     }
-    for (k, v) in &data.objects {
-        wb.put_cf(objects, k, v);
-    }
-    for (stream, head) in &data.stream_heads {
+    Ok(())
+}
+
+/// Stages what an installed state says of itself besides its objects:
+/// the stream heads, the revision, and a history recorded as compacted up
+/// to that revision (a watcher asking for an older change relists).
+pub fn stage_state(
+    db: &DB,
+    wb: &mut WriteBatch,
+    revision: u64,
+    stream_heads: &[(String, u64)],
+) -> Result<(), StoreError> {
+    let meta = cf(db, CF_META)?;
+    for (stream, head) in stream_heads {
         wb.put_cf(meta, crate::layout::stream_head_key(stream), be(*head));
     }
-    wb.put_cf(meta, KEY_REVISION, be(data.revision));
-    wb.put_cf(meta, KEY_HISTORY_COMPACTED_TO, be(data.revision));
+    wb.put_cf(meta, KEY_REVISION, be(revision));
+    wb.put_cf(meta, KEY_HISTORY_COMPACTED_TO, be(revision));
     Ok(())
 }
 

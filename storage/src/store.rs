@@ -573,6 +573,18 @@ impl Store {
     pub fn shutdown(&self) {
         self.inner.shutdown();
     }
+
+    /// Starts a backup of this peer's applied state as it is now (one
+    /// RocksDB snapshot, consistent: every apply batch is in it whole or
+    /// not at all), streamed in chunks of `chunk_bytes` from a thread of
+    /// its own (see [`crate::backup::stream`]). A follower's state may lag
+    /// the leader's; ask the leader for the newest.
+    pub fn backup(
+        &self,
+        chunk_bytes: usize,
+    ) -> Result<crate::backup::BackupStream, crate::backup::BackupError> {
+        crate::backup::stream(Arc::clone(&self.inner.shared.db), chunk_bytes)
+    }
 }
 
 impl Inner {

@@ -112,6 +112,15 @@ impl Cluster {
     /// (`10.<N>.0.0/16`, N from 100), so clusters of tests running at once
     /// never answer for each other's cluster IPs or DNS.
     pub fn start_with(up_args: &[&str]) -> Cluster {
+        let mut c = Cluster::unstarted(up_args);
+        c.launch();
+        c
+    }
+
+    /// A cluster in a fresh directory, not started yet: fill its
+    /// [`Cluster::data_dir`] first (a restore), then [`Cluster::launch`].
+    /// The same arguments as [`Cluster::start_with`].
+    pub fn unstarted(up_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut up_args: Vec<String> = up_args.iter().map(|a| a.to_string()).collect();
         if !up_args.iter().any(|a| a == "--runtime") {
@@ -125,15 +134,13 @@ impl Cluster {
         if !up_args.iter().any(|a| a == "--service-cidr") {
             up_args.extend(["--service-cidr".to_string(), unique_service_cidr()]);
         }
-        let mut c = Cluster {
+        Cluster {
             dir,
             child: None,
             nats_url: String::new(),
             nats_pid: None,
             up_args,
-        };
-        c.launch();
-        c
+        }
     }
 
     /// The cluster's service range, as given to `kubus up`.
@@ -489,6 +496,66 @@ pub fn nats_server(dir: &Path) -> (Proc, String) {
     })
     .expect("nats-server up");
     (proc, format!("nats://127.0.0.1:{port}"))
+}
+
+/// A NATS cluster of `n` nats-server processes on free loopback ports,
+/// each with a route to every other (`--routes`), in `dir`; returns them
+/// and their client URLs, once every one accepts connections and sees
+/// its routes.
+pub fn nats_cluster(dir: &Path, n: usize) -> (Vec<Proc>, Vec<String>) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    };
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free(), free())).collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, cluster)| format!("nats-route://127.0.0.1:{cluster}"))
+        .collect();
+    let mut procs = Vec::with_capacity(n);
+    for (i, (client, cluster)) in ports.iter().enumerate() {
+        let others: Vec<&str> = routes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, r)| r.as_str())
+            .collect();
+        let mut cmd = Command::new("nats-server");
+        cmd.args(["-a", "127.0.0.1", "-p", &client.to_string()])
+            .args(["--cluster_name", "kubus-test"])
+            .args(["--cluster", &format!("nats://127.0.0.1:{cluster}")])
+            .args(["--routes", &others.join(",")])
+            .args(["-n", &format!("nats-{}", i + 1)]);
+        procs.push(Proc::spawn(
+            &mut cmd,
+            &dir.join(format!("nats-{}.log", i + 1)),
+        ));
+    }
+    for (client, _) in &ports {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *client));
+        wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        })
+        .unwrap_or_else(|| panic!("nats-server on {addr} up\n{}", logs_of(&procs)));
+    }
+    // routes: every server logs one "Route connection created" per peer
+    wait_for(Duration::from_secs(10), || {
+        procs
+            .iter()
+            .all(|p| {
+                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                log.matches("Route connection created").count() >= n - 1
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("nats routes not up in 10 s\n{}", logs_of(&procs)));
+    let urls = ports
+        .iter()
+        .map(|(client, _)| format!("nats://127.0.0.1:{client}"))
+        .collect();
+    (procs, urls)
 }
 
 /// The ends of the logs of `procs`, each under its file name: what a

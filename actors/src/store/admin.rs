@@ -65,7 +65,12 @@ async fn change_membership(store: &Store, op: StoreOp, req: &MembershipRequest) 
             }
             store.transfer_leader(req.peer_id).map(|()| voters)
         }
-        StoreOp::Status => return Err(ApiError::bad_request("status is not a membership change")),
+        StoreOp::Status | StoreOp::Snapshot => {
+            return Err(ApiError::bad_request(format!(
+                "{} is not a membership change",
+                op.as_str()
+            )))
+        }
     };
     result.map_err(membership_error)
 }
@@ -115,7 +120,9 @@ pub async fn serve(
                     };
                     codec.encode(&r)
                 }
-                None => continue,
+                // backups are answered by `backup::serve`, on a task of
+                // their own (a save must not wait behind a membership change)
+                Some(StoreOp::Snapshot) | None => continue,
             };
             match body {
                 Ok(b) => {

@@ -5,6 +5,7 @@
 //! The actor only routes messages; every decision is in [`service`].
 
 pub mod admin;
+pub mod backup;
 pub mod service;
 
 use std::collections::HashMap;
@@ -92,7 +93,8 @@ impl Actor for StoreServer {
         }
         let store = self.api.clone();
         actix::spawn(async move {
-            // the system namespaces, then the built-in StorageClass
+            // the system namespaces, then the built-in StorageClass and
+            // PriorityClasses
             let builtin = service::SYSTEM_NAMESPACES
                 .iter()
                 .map(|ns| {
@@ -101,7 +103,12 @@ impl Actor for StoreServer {
                         kubus_api::lifecycle::empty(Kind::Namespace, None, ns),
                     )
                 })
-                .chain([(Kind::StorageClass, kubus_api::storage::local_path_class())]);
+                .chain([(Kind::StorageClass, kubus_api::storage::local_path_class())])
+                .chain(
+                    kubus_api::priority::system_classes()
+                        .into_iter()
+                        .map(|c| (Kind::PriorityClass, c)),
+                );
             for (kind, object) in builtin {
                 let name = kubus_api::meta::name(&object)
                     .unwrap_or_default()

@@ -20,6 +20,8 @@ use kubus_bus::subject::{Verb, ALL_NAMESPACES, CLUSTER_SCOPED};
 use kubus_storage::{KeyValue, Op, Precondition, Store, StoreError, Txn, TxnOutcome};
 use serde_json::Value;
 
+mod evict;
+
 /// How many times a write retries when a concurrent write moved an object
 /// between our read and our proposal.
 const WRITE_ATTEMPTS: usize = 3;
@@ -151,6 +153,25 @@ async fn serve(store: &Api, verb: Verb, kind: Kind, ns_token: &str, req: ApiRequ
             )
             .await
             .map(ApiResponse::Object)
+        }
+        (
+            Verb::Evict,
+            ApiRequest::Evict {
+                name,
+                grace_period_seconds,
+                resource_version,
+                uid,
+            },
+        ) => {
+            let r = ObjectRef::new(kind, namespace.as_deref(), &name);
+            let preconditions = Preconditions {
+                resource_version,
+                uid,
+                absent: Vec::new(),
+            };
+            evict::evict(store, r, &preconditions, grace_period_seconds)
+                .await
+                .map(ApiResponse::Object)
         }
         (Verb::Apply, ApiRequest::Apply { object }) => {
             let admitted = admit_in(object, namespace.as_deref())?;
@@ -629,6 +650,32 @@ fn check_namespace(store: &Store, r: &ObjectRef, namespace: &str) -> Result<(), 
     }
 }
 
+/// Kubernetes' Priority admission: a new pod's `spec.priority` from its
+/// PriorityClass (see [`kubus_api::priority::resolve`]).
+fn resolve_priority(store: &Store, r: &ObjectRef, obj: &mut Value) -> Result<(), ApiError> {
+    if r.kind != Kind::Pod {
+        return Ok(());
+    }
+    let classes_prefix = prefix(Kind::PriorityClass, None);
+    let page = store
+        .range_from(&classes_prefix, &classes_prefix, PRIORITY_CLASSES_MAX)
+        .map_err(store_error)?;
+    let classes = page
+        .items
+        .iter()
+        .map(decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&Value> = classes.iter().collect();
+    kubus_api::priority::resolve(obj, &refs).map_err(|e| ApiError {
+        message: format!("{r} is forbidden: {e}"),
+        object: Some(r.clone()),
+        ..ApiError::new(kubus_api::Reason::Forbidden, "")
+    })
+}
+
+/// The most PriorityClasses a pod's admission reads.
+const PRIORITY_CLASSES_MAX: usize = 1000;
+
 /// Propose `txn`; under a fence, with a check in the same Raft entry
 /// that the writer's Lease is still the one it acquired.
 async fn propose(store: &Store, mut txn: Txn) -> Result<TxnOutcome, ApiError> {
@@ -679,6 +726,8 @@ async fn create(store: &Api, admitted: Admitted) -> Result<Value, ApiError> {
     if let Some(ns) = r.namespace.as_deref() {
         check_namespace(store, &r, ns)?;
     }
+    let mut prepared = prepared;
+    resolve_priority(store, &r, &mut prepared)?;
     for _ in 0..CLAIM_ATTEMPTS {
         let mut obj = prepared.clone();
         let claims = allocate(store, &r, &mut obj, None, &BTreeSet::new())?;
@@ -997,6 +1046,7 @@ async fn apply_all(
                         &name_suffix(),
                     );
                     let r = meta::object_ref(&obj).unwrap_or_else(|| a.object.clone());
+                    resolve_priority(store, &r, &mut obj)?;
                     let claims = allocate(store, &r, &mut obj, None, &taken)?;
                     ops.push(Op::Put {
                         key: r.key(),

@@ -34,6 +34,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, ReplicationController};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -243,6 +244,12 @@ pub fn admit(value: Value) -> Result<Admitted, ApiError> {
             value,
             Some(workloads::storage_class),
             workloads::storage_class_rules,
+        ),
+        Kind::PriorityClass => admit_as::<PriorityClass>(
+            kind,
+            value,
+            Some(workloads::priority_class),
+            workloads::priority_class_rules,
         ),
     }
 }
@@ -721,6 +728,13 @@ pub fn validate_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldCause> 
         Kind::ControllerRevision => {
             if old.get("data") != new.get("data") {
                 causes.add("data", "field is immutable");
+            }
+        }
+        Kind::PriorityClass => {
+            for field in ["value", "preemptionPolicy"] {
+                if old.get(field) != new.get(field) {
+                    causes.add(field, "field is immutable");
+                }
             }
         }
         Kind::StorageClass => {

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
     PersistentVolumeClaimVolumeSource, PodTemplateSpec, ReplicationController, Volume,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -175,6 +176,10 @@ pub fn persistent_volume_claim(pvc: &mut PersistentVolumeClaim) {
     if let Some(spec) = &mut pvc.spec {
         set_str(&mut spec.volume_mode, "Filesystem");
     }
+}
+
+pub fn priority_class(pc: &mut PriorityClass) {
+    set_str(&mut pc.preemption_policy, "PreemptLowerPriority");
 }
 
 pub fn storage_class(sc: &mut StorageClass) {
@@ -627,6 +632,37 @@ pub(crate) fn persistent_volume_rules(pv: &PersistentVolume, c: &mut Causes) {
 pub(crate) fn controller_revision_rules(cr: &ControllerRevision, c: &mut Causes) {
     object_meta(Kind::ControllerRevision, &cr.metadata, c);
     c.at_least("revision", Some(cr.revision), 0);
+}
+
+/// The highest priority a user's PriorityClass may have; above it are the
+/// `system-` classes (Kubernetes' `HighestUserDefinablePriority`).
+pub const PRIORITY_USER_MAX: i32 = 1_000_000_000;
+
+pub(crate) fn priority_class_rules(pc: &PriorityClass, c: &mut Causes) {
+    object_meta(Kind::PriorityClass, &pc.metadata, c);
+    let name = pc.metadata.name.as_deref().unwrap_or("");
+    let system = crate::priority::SYSTEM_CLASSES
+        .iter()
+        .any(|(n, _)| *n == name);
+    if name.starts_with("system-") && !system {
+        c.add(
+            "metadata.name",
+            "priority class names with 'system-' prefix are reserved for system use only",
+        );
+    }
+    if !system && pc.value > PRIORITY_USER_MAX {
+        c.add(
+            "value",
+            format!("maximum allowed value of a user defined priority is {PRIORITY_USER_MAX}"),
+        );
+    }
+    if let Some(policy) = &pc.preemption_policy {
+        c.one_of(
+            "preemptionPolicy",
+            policy,
+            &["PreemptLowerPriority", "Never"],
+        );
+    }
 }
 
 pub(crate) fn storage_class_rules(sc: &StorageClass, c: &mut Causes) {

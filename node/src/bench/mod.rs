@@ -6,6 +6,7 @@ mod etcd;
 pub mod pods;
 pub mod proxy;
 mod raw_cri;
+pub mod scheduler;
 pub mod store;
 pub mod watch;
 pub mod workloads;

@@ -37,7 +37,7 @@ pub(super) const CLUSTER: &str = "bench";
 /// Longest wait for the hollow nodes to register.
 const NODES_WAIT_MAX: Duration = Duration::from_secs(300);
 /// The worker's node name.
-const WORKER: &str = "bench-worker";
+pub(super) const WORKER: &str = "bench-worker";
 /// The image of the cri runtime's pods (imported by the images script).
 const CRI_IMAGE: &str = "localhost/busybox:latest";
 /// Longest wait for the private containerd's socket.
@@ -95,15 +95,17 @@ impl Drop for Cluster {
 
 fn start_cluster(dir: &Path, url: &str, args: &BenchPodsArgs) -> anyhow::Result<Cluster> {
     let hollow = (args.runtime != "cri").then_some((args.hollow_nodes, args.hollow_delay_ms));
-    start_up(dir, url, hollow)
+    start_up(dir, url, hollow, &[])
 }
 
 /// A `kubus up` child on `url` in `dir`: with `hollow` (nodes, start-up
-/// ms) hollow nodes beside a process-runtime worker, else the cri runtime.
+/// ms) hollow nodes beside a process-runtime worker, else the cri runtime;
+/// `extra` flags for `kubus up`.
 pub(super) fn start_up(
     dir: &Path,
     url: &str,
     hollow: Option<(usize, u64)>,
+    extra: &[&str],
 ) -> anyhow::Result<Cluster> {
     let exe = std::env::current_exe().context("finding the kubus binary")?;
     let log = std::fs::File::create(dir.join("kubus-up.log")).context("creating the log")?;
@@ -122,6 +124,7 @@ pub(super) fn start_up(
         }
     }
     let child = cmd
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("log")?)

@@ -36,6 +36,7 @@ pub fn run(args: BenchWorkloadsArgs) -> anyhow::Result<()> {
         dir.path(),
         &url,
         Some((args.hollow_nodes, args.hollow_delay_ms)),
+        &[],
     )
     .and_then(|mut cluster| {
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -368,6 +368,15 @@ pub async fn run(client: &Client, args: DescribeArgs) -> anyhow::Result<()> {
             emit("\n\n");
         }
         emit(&describe(kind, obj, &related, jiff::Timestamp::now()));
+        // beyond kubectl: why a pod waits for a node
+        let unbound = obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if kind == Kind::Pod && unbound && !kubus_api::pod::is_finished(obj) {
+            emit("\nScheduling (kubus explain pod):\n");
+            emit(&crate::explain::explanation(client, obj).await?);
+        }
     }
     Ok(())
 }

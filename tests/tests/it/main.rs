@@ -3,16 +3,20 @@
 //! kubus and (where needed) containerd processes through public subjects.
 
 mod api;
+mod backup;
 mod bus_outage;
 mod control_plane;
 mod cri_containerd;
+mod drain;
 mod foreign_client;
 mod graceful_delete;
 mod hollow_scale;
 mod lifecycle;
 mod manifests;
+mod nats_mesh;
 mod nodes;
 mod process_runtime;
+mod scheduling;
 mod services;
 mod skeleton;
 mod store_leader_kills;
