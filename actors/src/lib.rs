@@ -28,6 +28,7 @@ pub mod job;
 pub mod namespace;
 pub mod node_agent;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod proxy;
 pub mod replicaset;
 pub mod revisions;

@@ -450,6 +450,10 @@ pub struct ElectionArgs {
     /// is NotReady (Ready Unknown) and tainted unreachable.
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]
     pub node_monitor_grace_period_secs: u64,
+    /// Finished (Succeeded or Failed) pods kept; past this many the oldest
+    /// are deleted (Kubernetes' default).
+    #[arg(long, default_value_t = 12_500)]
+    pub terminated_pod_gc_threshold: usize,
 }
 
 /// How much change history the store role keeps (for watchers that resume

@@ -256,6 +256,7 @@ fn start_control(client: &Client, mesh: &MeshNode, informers: &Informers) -> Vec
     let shared = informers.clone();
     let settings = ControllerSettings {
         node_grace: Duration::from_secs(mesh.election.node_monitor_grace_period_secs),
+        terminated_pod_gc_threshold: mesh.election.terminated_pod_gc_threshold,
     };
     let start: Starter = Box::new(move || start_controllers(&shared, writer.clone(), settings));
     let controllers = Elector::new(config(CONTROLLERS_LEASE), client.clone(), cell, start).start();

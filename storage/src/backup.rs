@@ -160,50 +160,18 @@ pub struct BackupSummary {
 
 // ---- CRC-32C --------------------------------------------------------------
 
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-    }
-    table
-}
-
-static CRC_TABLE: [u32; 256] = crc_table();
-
 /// A running CRC-32C (Castagnoli, the checksum of iSCSI, ext4 and
-/// RocksDB's own blocks).
-#[derive(Debug, Clone, Copy)]
+/// RocksDB's own blocks), by the `crc32c` crate (SSE 4.2 where there is).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Crc32c(u32);
-
-impl Default for Crc32c {
-    fn default() -> Self {
-        Crc32c(!0)
-    }
-}
 
 impl Crc32c {
     pub fn update(&mut self, bytes: &[u8]) {
-        let mut s = self.0;
-        for &b in bytes {
-            s = CRC_TABLE[((s ^ u32::from(b)) & 0xff) as usize] ^ (s >> 8);
-        }
-        self.0 = s;
+        self.0 = crc32c::crc32c_append(self.0, bytes);
     }
 
     pub fn value(&self) -> u32 {
-        !self.0
+        self.0
     }
 }
 
@@ -662,6 +630,14 @@ fn build_store<R: Read>(input: R, staging: &Path, voters: Vec<u64>) -> Result<Ba
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc32c_of_the_check_string() {
+        let mut c = Crc32c::default();
+        c.update(b"1234");
+        c.update(b"56789");
+        assert_eq!(c.value(), 0xE306_9283);
+    }
     use crate::layout::{open_db, stream_head_key, KEY_REVISION};
 
     #[test]

@@ -39,12 +39,15 @@ use crate::write::Writer;
 pub struct ControllerSettings {
     /// How long a node's Lease may go unrenewed before it is NotReady.
     pub node_grace: std::time::Duration,
+    /// Finished pods kept before the oldest are deleted.
+    pub terminated_pod_gc_threshold: usize,
 }
 
 impl Default for ControllerSettings {
     fn default() -> Self {
         ControllerSettings {
             node_grace: crate::nodelifecycle::GRACE_DEFAULT,
+            terminated_pod_gc_threshold: crate::podgc::THRESHOLD_DEFAULT,
         }
     }
 }
@@ -96,6 +99,15 @@ pub fn start_controllers(
         start(crate::endpoints::EndpointsReconciler, informers, &writer),
         start(crate::endpoints::LoadBalancerReconciler, informers, &writer),
     ];
+    started.push(
+        crate::podgc::TerminatedPodGc::new(
+            informers.clone(),
+            writer.clone(),
+            settings.terminated_pod_gc_threshold,
+        )
+        .start()
+        .recipient(),
+    );
     // one collector, run once per kind it follows
     for kind in crate::gc::KINDS {
         started.push(start(GarbageCollector::new(kind), informers, &writer));

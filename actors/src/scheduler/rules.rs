@@ -428,6 +428,10 @@ pub struct Candidate<'a> {
     pub tolerations: &'a [Value],
     /// `nodeSelector` or required node affinity is set.
     pub node_constrained: bool,
+    /// `nodeSelector`, read once (not per node).
+    pub node_selector: Vec<(&'a str, &'a str)>,
+    /// Required node affinity's `nodeSelectorTerms`, read once.
+    pub required_node_terms: Option<&'a [Value]>,
     /// Preferred node affinity terms with their weights.
     pub preferred_nodes: Vec<(i64, &'a Value)>,
     pub affinity: Vec<PodTerm>,
@@ -470,7 +474,20 @@ impl<'a> Candidate<'a> {
             .flatten()
             .map(|c| Spread::parse(c, &labels))
             .collect();
+        let node_selector = spec
+            .get("nodeSelector")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+            .collect();
+        let required_node_terms = spec
+            .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice);
         Candidate {
+            node_selector,
+            required_node_terms,
             key: key.to_string(),
             requests: pod_requests(pod),
             host_ports: host_ports(pod),
@@ -493,6 +510,19 @@ impl<'a> Candidate<'a> {
             labels,
             namespace,
         }
+    }
+
+    /// Whether `nodeSelector` and required node affinity hold on `node`
+    /// (as [`placement::selected`], without reading the spec per node).
+    pub fn selects(&self, node: &NodeInfo) -> bool {
+        self.node_selector
+            .iter()
+            .all(|(k, v)| node.labels.get(*k).map(String::as_str) == Some(*v))
+            && self.required_node_terms.is_none_or(|terms| {
+                terms
+                    .iter()
+                    .any(|t| placement::term_matches_on(t, &node.labels, &node.name))
+            })
     }
 
     /// Whether the pod has rules that look at other pods.
@@ -905,7 +935,7 @@ pub fn spread_eligible(cand: &Candidate, node: &NodeInfo) -> bool {
     cand.spread
         .iter()
         .all(|c| node.labels.contains_key(&c.topology_key))
-        && (!cand.node_constrained || placement::selected_on(cand.spec, &node.labels, &node.name))
+        && (!cand.node_constrained || cand.selects(node))
 }
 
 // ---- the filters, in kube-scheduler's order ----
@@ -961,7 +991,7 @@ pub fn taints(cand: &Candidate, node: &NodeInfo) -> Result<(), Misfit> {
 }
 
 pub fn node_affinity(cand: &Candidate, node: &NodeInfo) -> Result<(), Misfit> {
-    if !cand.node_constrained || placement::selected_on(cand.spec, &node.labels, &node.name) {
+    if !cand.node_constrained || cand.selects(node) {
         Ok(())
     } else {
         Err(Misfit::NodeAffinity)

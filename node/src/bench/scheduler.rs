@@ -28,6 +28,8 @@ use crate::nats_server::NatsServer;
 
 /// Creates in flight at once.
 const CREATES_IN_FLIGHT: usize = 128;
+/// How long the pod watch may take to list what earlier cases made.
+const WATCH_START_MAX: Duration = Duration::from_secs(120);
 /// Zones the nodes are spread over.
 const ZONES: usize = 10;
 /// Anti-affinity groups.
@@ -125,7 +127,7 @@ async fn run_case(
     timeout: Duration,
 ) -> anyhow::Result<Outcome> {
     let mut items = watch(client.clone(), WatchSpec::all(client, Kind::Pod));
-    match tokio::time::timeout(Duration::from_secs(30), items.recv()).await {
+    match tokio::time::timeout(WATCH_START_MAX, items.recv()).await {
         Ok(Some(WatchItem::Relisted { .. })) => {}
         _ => bail!("the pod watch did not start"),
     }

@@ -211,3 +211,58 @@ fn a_killed_worker_turns_not_ready_and_its_pods_move() {
     })
     .unwrap_or_else(|| panic!("pods of the deleted node remain: {:?}", c.items("pods")));
 }
+
+/// Finished pods past `--terminated-pod-gc-threshold` are collected,
+/// oldest first; running pods and those within the threshold stay.
+#[test]
+fn finished_pods_past_the_threshold_are_collected() {
+    let c = Cluster::start_with(&["--terminated-pod-gc-threshold", "2"]);
+    let pod = |name: &str, command: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: done}}}}\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: main, image: busybox, command: [\"sh\", \"-c\", \"{command}\"]}}\n"
+        )
+    };
+    let finished = |c: &Cluster| -> Vec<String> {
+        let mut v: Vec<String> = c
+            .items("pods")
+            .into_iter()
+            .filter(|p| p["status"]["phase"] == "Succeeded")
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    };
+    let out = c.apply(&pod("keeps-running", "while true; do sleep 1; done"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // one at a time, so their finish times are ordered
+    for name in ["done-1", "done-2", "done-3", "done-4"] {
+        let out = c.apply(&pod(name, "true"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_for(Duration::from_secs(30), || {
+            finished(&c).contains(&name.to_string()).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{name} did not finish: {:?}", c.items("pods")));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    // the collector looks every 20 s
+    let left = wait_for(Duration::from_secs(60), || {
+        let f = finished(&c);
+        (f.len() == 2).then_some(f)
+    })
+    .unwrap_or_else(|| panic!("finished pods were not collected: {:?}", finished(&c)));
+    assert_eq!(left, vec!["done-3".to_string(), "done-4".to_string()]);
+    assert!(
+        c.items("pods")
+            .iter()
+            .any(|p| p["metadata"]["name"] == "keeps-running"),
+        "a running pod is never collected"
+    );
+}
