@@ -296,8 +296,16 @@ spec:
         "web-a left the endpoints {:?} after its mark went",
         started.elapsed()
     );
+    // the proxy follows the slice on its own watch: give it a bounded moment
+    let routed_out = wait_for(Duration::from_secs(10), || {
+        (!answering(cluster, 5).contains("web-a")).then_some(())
+    });
+    println!(
+        "web-a left the proxy's rotation {:?} after its mark went",
+        started.elapsed()
+    );
     let seen = answering(cluster, 20);
-    assert!(!seen.contains("web-a"), "{seen:?}");
+    assert!(routed_out.is_some() && !seen.contains("web-a"), "{seen:?}");
 
     // back in, then scale down to it alone
     std::fs::write(&mark, b"").expect("mark");
