@@ -207,6 +207,12 @@ impl Subjects {
         format!("{}.raft.{}", self.root, peer_id)
     }
 
+    /// `kubus.<c>.raft.<peer-id>.snapshot`: requests for chunks of the Raft
+    /// snapshots peer `peer_id` is sending (`ChunkRequest` → one chunk).
+    pub fn raft_snapshot(&self, peer_id: u64) -> String {
+        format!("{}.raft.{}.snapshot", self.root, peer_id)
+    }
+
     /// `kubus.<c>.store.<op>`: a store administration request every store
     /// peer answers (`status` gathers one reply per peer).
     pub fn store(&self, op: StoreOp) -> String {

@@ -31,6 +31,7 @@ fn built() -> BTreeSet<String> {
     out.insert(generic(s.events("nsx", Kind::ConfigMap, "namex")));
     out.insert(generic(s.heartbeat("nodex")));
     out.insert(generic(s.raft(77)));
+    out.insert(generic(s.raft_snapshot(77)));
     out.insert(generic(s.store(StoreOp::Status)));
     out.insert(generic(s.store_peer(StoreOp::Status, 77)));
     out.insert(generic(s.agent("nodex", AgentOp::Logs)));

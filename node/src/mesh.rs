@@ -599,15 +599,9 @@ async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> 
     let transport = NatsTransport::start(client.nats().clone(), subjects.clone(), mesh.peer_id);
     let (store, changes) = Store::open(cfg, Box::new(transport))
         .with_context(|| format!("opening store in {}", dir.display()))?;
-    let inbound = raft_transport::receive(
-        client.nats(),
-        &subjects,
-        mesh.peer_id,
-        raft_transport::step_into(store.clone()),
-    )
-    .await
-    .context("subscribing to raft messages")?;
-    tokio::spawn(inbound);
+    raft_transport::serve_peer(client.nats(), &subjects, mesh.peer_id, &store)
+        .await
+        .context("subscribing to raft messages and snapshot chunk requests")?;
     let admin =
         kubus_actors::store::admin::serve(store.clone(), client.nats().clone(), subjects.clone())
             .await

@@ -13,7 +13,16 @@
 //!   splits it into frames ([`kubus_bus::frame`]) carrying at most 512 KiB
 //!   each (`CHUNK_BYTES_DEFAULT`; less if the server's payload limit is
 //!   smaller; only snapshots and very large appends need more than one)
-//!   and publishes them on `kubus.<c>.raft.<to>`.
+//!   and publishes them on `kubus.<c>.raft.<to>`. A snapshot message is
+//!   small: it carries a descriptor, and the receiver pulls the state.
+//! - **Snapshot chunks**: a peer being sent a snapshot asks its leader
+//!   for one chunk at a time ([`NatsFetcher`], a NATS request on
+//!   `kubus.<c>.raft.<leader>.snapshot`, at most
+//!   [`kubus_storage::snapshot::CHUNK_REQUEST_TIMEOUT`] each); the leader
+//!   answers with [`serve_snapshots`] (`Store::snapshot_chunk`, off the
+//!   runtime's workers). A chunk is at most the store's
+//!   `snapshot_chunk_bytes` (256 KiB), under NATS' payload limit; see
+//!   `kubus_storage::snapshot` for the flow control and the bounds.
 //! - **Receiving**: [`receive`] subscribes to this peer's subject, puts
 //!   frames back together (bounded in messages, bytes and time), decodes
 //!   each message and hands it to a [`Delivery`] function — for a store
@@ -27,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use kubus_bus::frame::{self, Limits, Reassembler};
 use kubus_bus::Subjects;
-use kubus_storage::{Store, StoreError, Transport};
+use kubus_storage::{ChunkRequest, SnapshotChunk, SnapshotFetcher, Store, StoreError, Transport};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use tokio::sync::mpsc;
@@ -40,9 +49,11 @@ pub const QUEUE_MESSAGES_MAX: usize = 4096;
 /// default payload limit, so one frame never holds the connection for long)
 /// and its header; a server that allows less is obeyed.
 pub const FRAME_BYTES_MAX: usize = kubus_storage::CHUNK_BYTES_DEFAULT + frame::HEADER_BYTES;
-/// Largest message put back together (a snapshot of the whole store).
-pub const MESSAGE_BYTES_MAX: usize = 1 << 30;
-/// Messages partly received at once (snapshots from different peers).
+/// Largest message put back together: an append (1 MiB of entries and
+/// one entry of up to the store's entry limit) with room to spare.
+/// Snapshots do not come this way: their state is pulled in chunks.
+pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
+/// Messages partly received at once (large appends from different peers).
 pub const PARTIAL_MESSAGES_MAX: usize = 4;
 /// A partly received message not completed in this time is dropped.
 pub const PARTIAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,13 +65,43 @@ const DROPS_PER_WARNING: u64 = 1000;
 pub struct NatsTransport {
     tx: mpsc::Sender<Message>,
     dropped: Arc<AtomicU64>,
+    fetcher: Option<Arc<NatsFetcher>>,
+}
+
+/// Asks other peers for snapshot chunks over NATS, from the store's
+/// receiving thread (never a runtime worker): it blocks on the runtime the
+/// transport was started on.
+pub struct NatsFetcher {
+    nats: async_nats::Client,
+    subjects: Subjects,
+    runtime: tokio::runtime::Handle,
+}
+
+impl SnapshotFetcher for NatsFetcher {
+    fn fetch(&self, req: &ChunkRequest, timeout: Duration) -> Result<SnapshotChunk, String> {
+        let subject = self.subjects.raft_snapshot(req.from);
+        let payload = req.encode();
+        let reply = self.runtime.block_on(async {
+            tokio::time::timeout(timeout, self.nats.request(subject, payload.into())).await
+        });
+        match reply {
+            Ok(Ok(msg)) => SnapshotChunk::decode(&msg.payload).map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer in {timeout:?}")),
+        }
+    }
 }
 
 impl NatsTransport {
     /// A transport for peer `from` and its sending task, spawned on the
     /// current tokio runtime; the task ends when the transport is dropped.
     pub fn start(nats: async_nats::Client, subjects: Subjects, from: u64) -> NatsTransport {
-        let (transport, rx) = NatsTransport::with_queue(QUEUE_MESSAGES_MAX);
+        let (mut transport, rx) = NatsTransport::with_queue(QUEUE_MESSAGES_MAX);
+        transport.fetcher = Some(Arc::new(NatsFetcher {
+            nats: nats.clone(),
+            subjects: subjects.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        }));
         let frame_bytes_max = match nats.server_info().max_payload {
             0 => FRAME_BYTES_MAX,
             n => n.min(FRAME_BYTES_MAX),
@@ -76,6 +117,7 @@ impl NatsTransport {
             NatsTransport {
                 tx,
                 dropped: Arc::new(AtomicU64::new(0)),
+                fetcher: None,
             },
             rx,
         )
@@ -102,6 +144,70 @@ impl Transport for NatsTransport {
             }
         }
     }
+
+    fn snapshot_fetcher(&self) -> Option<Arc<dyn SnapshotFetcher>> {
+        self.fetcher
+            .as_ref()
+            .map(|f| Arc::clone(f) as Arc<dyn SnapshotFetcher>)
+    }
+}
+
+/// Everything store peer `me` hears from its peers, spawned on the
+/// current runtime: Raft messages stepped into `store` ([`receive`] with
+/// [`step_into`]) and snapshot chunk requests answered from it
+/// ([`serve_snapshots`]). The tasks end with their subscriptions.
+pub async fn serve_peer(
+    nats: &async_nats::Client,
+    subjects: &Subjects,
+    me: u64,
+    store: &Store,
+) -> Result<[tokio::task::JoinHandle<()>; 2], async_nats::SubscribeError> {
+    let inbound = receive(nats, subjects, me, step_into(store.clone())).await?;
+    let snapshots = serve_snapshots(nats.clone(), subjects, me, store.clone()).await?;
+    Ok([tokio::spawn(inbound), tokio::spawn(snapshots)])
+}
+
+/// Answers the snapshot chunk requests addressed to peer `me` from
+/// `store` until the subscription ends. One request at a time: a chunk is
+/// made on a blocking thread ([`Store::snapshot_chunk`] waits for the
+/// scan), and each receiver asks for one chunk at a time.
+pub async fn serve_snapshots(
+    nats: async_nats::Client,
+    subjects: &Subjects,
+    me: u64,
+    store: Store,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, async_nats::SubscribeError> {
+    let mut sub = nats.subscribe(subjects.raft_snapshot(me)).await?;
+    Ok(async move {
+        while let Some(msg) = sub.next().await {
+            let Some(reply) = msg.reply else { continue };
+            let req = match ChunkRequest::decode(&msg.payload) {
+                Ok(r) if r.from == me => r,
+                Ok(r) => {
+                    debug!(
+                        from = r.from,
+                        me, "snapshot chunk request for another peer dropped"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    debug!(error = %e, "snapshot chunk request dropped");
+                    continue;
+                }
+            };
+            let s = store.clone();
+            let chunk = match tokio::task::spawn_blocking(move || s.snapshot_chunk(&req)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "snapshot chunk not made");
+                    continue;
+                }
+            };
+            if let Err(e) = nats.publish(reply, chunk.encode().into()).await {
+                debug!(error = %e, "snapshot chunk not published");
+            }
+        }
+    })
 }
 
 /// A sequence number no earlier run of this peer used: message numbers

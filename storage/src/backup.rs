@@ -52,9 +52,6 @@ use crate::snapshot;
 
 /// The first bytes of every backup file.
 pub const MAGIC: &[u8] = b"KSNAP2";
-/// The first bytes of the older, in-memory Raft snapshot format: named in
-/// the error when someone restores one of those.
-const MAGIC_RAFT_SNAPSHOT: &[u8] = b"KSNAP1";
 /// Tag of an object record.
 const TAG_OBJECT: u8 = 0x01;
 /// Tag of the trailer.
@@ -85,9 +82,6 @@ pub enum BackupError {
     /// The bytes do not start like a backup file.
     #[error("not a kubus snapshot file (it does not start with {magic:?})", magic = String::from_utf8_lossy(MAGIC))]
     NotASnapshot,
-    /// An in-memory Raft snapshot, not a backup file.
-    #[error("a Raft snapshot of the older KSNAP1 format, not a backup file (save one with `kubus store snapshot save`)")]
-    RaftSnapshot,
     /// The bytes end before the trailer.
     #[error("truncated: it ends at byte {offset} while reading {what} (after {objects} objects); the save did not finish or the copy is incomplete")]
     Truncated {
@@ -291,6 +285,20 @@ pub enum Chunk {
 #[derive(Debug)]
 pub struct BackupStream {
     rx: mpsc::Receiver<Chunk>,
+    /// The scan's thread, joined on drop (it holds the database open).
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for BackupStream {
+    /// Stops the scan and waits for its thread, which ends at its next
+    /// chunk: the database is let go of when the stream is.
+    fn drop(&mut self) {
+        self.rx.close();
+        while self.rx.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl BackupStream {
@@ -344,14 +352,20 @@ impl Write for ChunkSender {
 }
 
 /// Starts making a backup of `db` as it is now, in chunks of
-/// `chunk_bytes` (clamped to 1..=[`CHUNK_BYTES_MAX`]).
+/// `chunk_bytes` (clamped to 1..=[`CHUNK_BYTES_MAX`]). Returns once the
+/// scan's thread holds its RocksDB snapshot (microseconds), so the
+/// backup is exactly the state at the call: the Raft thread, which starts
+/// the stream of a Raft snapshot between two apply batches, may apply
+/// more as soon as this returns.
 pub fn stream(db: Arc<DB>, chunk_bytes: usize) -> Result<BackupStream> {
     let chunk_bytes = chunk_bytes.clamp(1, CHUNK_BYTES_MAX);
     let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
-    std::thread::Builder::new()
+    let (taken_tx, taken_rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
         .name("kubus-backup".into())
         .spawn(move || {
             let snap = db.snapshot();
+            let _ = taken_tx.send(());
             let mut out = ChunkSender {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(chunk_bytes),
@@ -365,7 +379,11 @@ pub fn stream(db: Arc<DB>, chunk_bytes: usize) -> Result<BackupStream> {
             drop(snap);
             let _ = tx.blocking_send(last);
         })?;
-    Ok(BackupStream { rx })
+    let _ = taken_rx.recv();
+    Ok(BackupStream {
+        rx,
+        thread: Some(thread),
+    })
 }
 
 // ---- reading --------------------------------------------------------------
@@ -449,9 +467,6 @@ pub fn read_from<R: Read>(
     match r.exact("the format's name", &mut magic) {
         Err(BackupError::Truncated { .. }) => return Err(BackupError::NotASnapshot),
         other => other?,
-    }
-    if magic == MAGIC_RAFT_SNAPSHOT {
-        return Err(BackupError::RaftSnapshot);
     }
     if magic != MAGIC {
         return Err(BackupError::NotASnapshot);
@@ -588,12 +603,18 @@ pub fn restore<R: Read>(input: R, dir: &Path, voters: Vec<u64>) -> Result<Backup
     Ok(summary)
 }
 
-fn build_store<R: Read>(input: R, staging: &Path, voters: Vec<u64>) -> Result<BackupSummary> {
-    std::fs::create_dir_all(staging)?;
-    let db = Arc::new(layout::open_db(staging)?);
+/// Replaces every object of `db` by the objects of the backup read from
+/// `input`, in unsynced batches of about [`RESTORE_BATCH_BYTES`] (the
+/// first also clears the history and the stream heads:
+/// [`snapshot::stage_clear`]); returns what the backup held and a batch
+/// of the last objects, not yet written. The caller stages the state
+/// after them ([`snapshot::stage_state`]) in that batch and writes it
+/// synced, which makes the earlier batches durable too. Used by
+/// [`restore`] and by a peer installing a Raft snapshot it received.
+pub(crate) fn write_objects<R: Read>(db: &DB, input: R) -> Result<(BackupSummary, WriteBatch)> {
     let mut wb = WriteBatch::default();
-    snapshot::stage_clear(&db, &mut wb)?;
-    let objects = cf(&db, CF_OBJECTS)?;
+    snapshot::stage_clear(db, &mut wb)?;
+    let objects = cf(db, CF_OBJECTS)?;
     let mut unsynced = WriteOptions::default();
     unsynced.set_sync(false);
     let summary = read_from(
@@ -607,6 +628,13 @@ fn build_store<R: Read>(input: R, staging: &Path, voters: Vec<u64>) -> Result<Ba
             Ok(())
         },
     )?;
+    Ok((summary, wb))
+}
+
+fn build_store<R: Read>(input: R, staging: &Path, voters: Vec<u64>) -> Result<BackupSummary> {
+    std::fs::create_dir_all(staging)?;
+    let db = Arc::new(layout::open_db(staging)?);
+    let (summary, mut wb) = write_objects(&db, input)?;
     let h = &summary.header;
     snapshot::stage_state(&db, &mut wb, h.revision, &h.stream_heads)?;
     wb.put_cf(cf(&db, CF_META)?, KEY_APPLIED_INDEX, be(RAFT_INIT_INDEX));
@@ -631,13 +659,6 @@ fn build_store<R: Read>(input: R, staging: &Path, voters: Vec<u64>) -> Result<Ba
 mod tests {
     use super::*;
 
-    #[test]
-    fn crc32c_of_the_check_string() {
-        let mut c = Crc32c::default();
-        c.update(b"1234");
-        c.update(b"56789");
-        assert_eq!(c.value(), 0xE306_9283);
-    }
     use crate::layout::{open_db, stream_head_key, KEY_REVISION};
 
     #[test]
@@ -679,6 +700,20 @@ mod tests {
     }
 
     type Objects = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// Revision, stream heads and every object, as `db` has them now.
+    fn state_of(db: &DB) -> (u64, snapshot::StreamHeads, Objects) {
+        let snap = db.snapshot();
+        let (revision, heads) = snapshot::read_state(db, &snap).expect("state");
+        let objects = snap
+            .iterator_cf(
+                cf(db, CF_OBJECTS).expect("objects"),
+                rocksdb::IteratorMode::Start,
+            )
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("object"))
+            .collect();
+        (revision, heads, objects)
+    }
 
     fn read(bytes: &[u8]) -> Result<(BackupSummary, Objects)> {
         let mut objects = Vec::new();
@@ -761,10 +796,6 @@ mod tests {
             read(b"hello world, not a backup"),
             Err(BackupError::NotASnapshot)
         ));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = sample_db(dir.path(), 1);
-        let raft = snapshot::build(&db).expect("raft snapshot");
-        assert!(matches!(read(&raft), Err(BackupError::RaftSnapshot)));
         // a length over the bound is refused before anything is allocated
         let mut huge = Vec::from(MAGIC);
         huge.extend_from_slice(&[0u8; 24]);
@@ -820,10 +851,7 @@ mod tests {
         assert!(!staging_dir(&target).exists());
 
         let restored = Arc::new(open_db(&target).expect("open"));
-        assert_eq!(
-            snapshot::parse(&snapshot::build(&restored).expect("build")).expect("parse"),
-            snapshot::parse(&snapshot::build(&db).expect("build")).expect("parse"),
-        );
+        assert_eq!(state_of(&restored), state_of(&db));
         assert_eq!(
             layout::meta_u64(&restored, layout::KEY_HISTORY_COMPACTED_TO, "c").expect("c"),
             42

@@ -86,9 +86,14 @@ pub struct StoreConfig {
     /// it the caller gets [`StoreError::Timeout`] (a write's outcome is then
     /// unknown: it may still be applied).
     pub request_timeout_ms: u64,
-    /// A snapshot sent to a peer that has not caught up after this long is
-    /// reported lost to Raft, which then sends a fresh one.
+    /// A snapshot transfer no chunk of which was asked for in this long is
+    /// given up and reported lost to Raft, which then sends a fresh one
+    /// (see [`crate::snapshot`]).
     pub snapshot_resend_ms: u64,
+    /// The size of the chunks a snapshot is streamed in (at most
+    /// [`crate::backup::CHUNK_BYTES_MAX`]; under the transport's payload
+    /// limit).
+    pub snapshot_chunk_bytes: usize,
     /// RocksDB's memtable budget for the whole store, in bytes: past it
     /// the memtables are flushed to disk (all column families at once).
     /// The state machine's writes bypass RocksDB's write-ahead log, so
@@ -128,6 +133,7 @@ impl StoreConfig {
             memtable_bytes: MEMTABLE_BYTES_DEFAULT,
             request_timeout_ms: 5_000,
             snapshot_resend_ms: 10_000,
+            snapshot_chunk_bytes: crate::backup::CHUNK_BYTES_DEFAULT,
             clock: Arc::new(SystemClock),
         }
     }
@@ -184,6 +190,11 @@ impl StoreConfig {
         }
         if self.request_timeout_ms == 0 || self.snapshot_resend_ms == 0 {
             return bad("request_timeout_ms and snapshot_resend_ms must be at least 1");
+        }
+        if self.snapshot_chunk_bytes == 0
+            || self.snapshot_chunk_bytes > crate::backup::CHUNK_BYTES_MAX
+        {
+            return bad("snapshot_chunk_bytes must be 1 to backup::CHUNK_BYTES_MAX");
         }
         if self.history_retention_revisions == 0 {
             return bad("history_retention_revisions must be at least 1");

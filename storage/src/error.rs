@@ -66,6 +66,9 @@ pub enum StoreError {
     /// Too many proposals or inbound messages are queued; retry later.
     #[error("the store is busy (too many requests in flight)")]
     Busy,
+    /// A streamed Raft snapshot could not be sent, received or installed.
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     /// The data on disk breaks an invariant of the store.
     #[error("corrupt store: {0}")]
     Corrupt(String),

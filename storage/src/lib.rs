@@ -278,5 +278,8 @@ pub use model::{
 };
 pub use peer::{PeerProgress, PersistStats};
 pub use raft_storage::RocksStorage;
+pub use snapshot::{SendStats, SnapshotError};
 pub use store::{ChangeReceiver, Store, StoreStatus, CHANGES_MAX, RANGE_ITEMS_MAX};
-pub use transport::{NoPeers, Transport, CHUNK_BYTES_DEFAULT};
+pub use transport::{
+    ChunkRequest, NoPeers, SnapshotChunk, SnapshotFetcher, Transport, CHUNK_BYTES_DEFAULT,
+};

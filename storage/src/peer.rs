@@ -38,8 +38,8 @@ use crate::model::{Change, KeyValue, Txn, TxnOutcome};
 use crate::object_cache::{self, ObjectCache};
 use crate::raft_storage::RocksStorage;
 use crate::record;
-use crate::snapshot;
-use crate::transport::Transport;
+use crate::snapshot::{self, Descriptor, Outgoing, SnapshotError};
+use crate::transport::{SnapshotFetcher, Transport};
 
 /// Most history revisions pruned by one apply batch or one timer tick.
 const HISTORY_PRUNE_CHUNK: u64 = 4096;
@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     pub log_entries: AtomicU64,
     /// The objects applied last (filled by the Raft thread only).
     pub objects: Arc<Mutex<ObjectCache>>,
+    /// The snapshots this peer streams to others (see [`crate::snapshot`]).
+    pub outgoing: Arc<Outgoing>,
 }
 
 /// How the Raft log has been written since the store opened: group commit
@@ -127,9 +129,10 @@ pub struct PeerProgress {
 }
 
 impl Shared {
-    pub fn new(db: Arc<DB>) -> Shared {
+    pub fn new(db: Arc<DB>, outgoing: Outgoing) -> Shared {
         Shared {
             db,
+            outgoing: Arc::new(outgoing),
             revision: AtomicU64::new(0),
             applied_index: AtomicU64::new(0),
             first_log_index: AtomicU64::new(0),
@@ -265,6 +268,11 @@ pub(crate) enum Command {
     Shutdown,
     /// The log writer wrote more (or failed): see [`LogWriter::persisted`].
     Persisted,
+    /// The data of this snapshot message was received and staged (by the
+    /// receiving thread [`Peer::start_receive`] started): step it.
+    SnapshotReceived(Message),
+    /// Receiving the data of snapshot `id` failed.
+    SnapshotFailed(u64),
 }
 
 /// A proposal in the Raft log, waiting to be applied.
@@ -317,8 +325,17 @@ pub(crate) struct Peer {
     read_waiters: BTreeMap<u64, Vec<WaitingRead>>,
     /// Membership changes in the log, by index.
     conf_waiters: BTreeMap<u64, ConfWaiter>,
-    /// Peers sent a snapshot, and when.
-    snapshots_sent: HashMap<u64, Instant>,
+    /// How this peer fetches the data of the snapshots it is sent.
+    fetcher: Option<Arc<dyn SnapshotFetcher>>,
+    /// The command channel, for the thread that receives a snapshot.
+    wake: SyncSender<Command>,
+    /// `(from, id)` of the snapshot being received, if one is.
+    receiving: Option<(u64, u64)>,
+    /// `(from, id)` of the snapshot received and staged, not yet
+    /// installed.
+    staged: Option<(u64, u64)>,
+    /// Set when the peer stops: the receiving thread gives up.
+    cancel: Arc<AtomicBool>,
     request_timeout: Duration,
     applied_index: u64,
     revision: u64,
@@ -358,6 +375,20 @@ impl Peer {
     ) -> Result<Peer, StoreError> {
         let db = Arc::clone(&shared.db);
         let mut storage = RocksStorage::load(Arc::clone(&db))?;
+        storage.set_outgoing(Arc::clone(&shared.outgoing));
+        if let Some(marker) = db.get_cf(cf(&db, CF_META)?, KEY_SNAPSHOT_INSTALLING)? {
+            // A crash interrupted an install: the state machine is half
+            // replaced. Install the staged snapshot again, from the start.
+            let (from, id, meta) = decode_install_marker(&marker)?;
+            let path = snapshot::staged_path(&cfg.data_dir, from, id);
+            tracing::warn!(
+                peer = cfg.peer_id,
+                index = meta.index,
+                "finishing a snapshot install a crash interrupted"
+            );
+            install_staged(&db, &mut storage, &path, (from, id), &meta, cfg.fsync)?;
+        }
+        snapshot::clear_staging(&cfg.data_dir, None);
         // A joining peer (no initial peers) writes nothing: its log stays
         // empty at index 0, below the start of every bootstrapped log, so
         // the leader must send it a snapshot (which carries the
@@ -430,12 +461,13 @@ impl Peer {
         apply_write.set_sync(false);
         apply_write.disable_wal(true);
         let request_timeout = Duration::from_millis(cfg.request_timeout_ms);
+        let fetcher = transport.snapshot_fetcher();
         let transport: SharedTransport = Arc::new(Mutex::new(transport));
         let writer = LogWriter::start(
             cfg.peer_id,
             Arc::clone(&shared),
             Arc::clone(&transport),
-            wake,
+            wake.clone(),
         )?;
         let mut peer = Peer {
             cfg,
@@ -456,7 +488,11 @@ impl Peer {
             next_read_ctx: 1,
             read_waiters: BTreeMap::new(),
             conf_waiters: BTreeMap::new(),
-            snapshots_sent: HashMap::new(),
+            fetcher,
+            wake,
+            receiving: None,
+            staged: None,
+            cancel: Arc::new(AtomicBool::new(false)),
             request_timeout,
             applied_index,
             revision,
@@ -493,7 +529,7 @@ impl Peer {
     /// commands into the Raft node, tick, handle the Ready. Returns when
     /// asked to stop, when every handle is gone, or on an I/O error.
     pub fn run(mut self) {
-        let _stopped = StoppedOnExit(Arc::clone(&self.shared));
+        let _stopped = StoppedOnExit(Arc::clone(&self.shared), Arc::clone(&self.cancel));
         let tick = Duration::from_millis(self.cfg.tick_interval_ms);
         let mut next_tick = Instant::now() + tick;
         loop {
@@ -614,8 +650,17 @@ impl Peer {
                     }
                 }
                 if m.get_msg_type() == MessageType::MsgSnapshot {
-                    if let Err(e) = snapshot::check(&m.get_snapshot().data) {
-                        tracing::warn!(from = m.from, error = %e, "damaged snapshot dropped");
+                    // Its data is a descriptor: the state is fetched and
+                    // staged first, then the message is stepped.
+                    let d = match Descriptor::decode(&m.get_snapshot().data) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            tracing::warn!(from = m.from, error = %e, "damaged snapshot dropped");
+                            return false;
+                        }
+                    };
+                    if self.staged != Some((m.from, d.id)) {
+                        self.start_receive(m, d);
                         return false;
                     }
                 }
@@ -632,8 +677,71 @@ impl Peer {
             Command::Shutdown => return true,
             // the loop asks the writer after every batch of commands
             Command::Persisted => {}
+            Command::SnapshotReceived(m) => {
+                let d = Descriptor::decode(&m.get_snapshot().data).ok();
+                self.receiving = None;
+                if let Some(d) = d {
+                    self.staged = Some((m.from, d.id));
+                    if let Err(e) = self.raw.step(m) {
+                        tracing::debug!(error = %e, "snapshot not stepped");
+                    }
+                }
+            }
+            Command::SnapshotFailed(id) => {
+                if self.receiving.is_some_and(|(_, r)| r == id) {
+                    self.receiving = None;
+                }
+            }
         }
         false
+    }
+
+    /// Starts fetching the data of the snapshot `m` describes on a thread
+    /// of its own, into a staging file; the thread hands `m` back
+    /// ([`Command::SnapshotReceived`]) once the file is complete and
+    /// checked. One snapshot is received at a time: another that comes
+    /// meanwhile is dropped (its sender gives it up and sends again).
+    fn start_receive(&mut self, m: Message, d: Descriptor) {
+        if self.receiving.is_some() {
+            tracing::debug!(
+                from = m.from,
+                id = d.id,
+                "a snapshot is being received; another dropped"
+            );
+            return;
+        }
+        let Some(fetcher) = self.fetcher.clone() else {
+            tracing::warn!(from = m.from, error = %SnapshotError::NoFetcher, "snapshot dropped");
+            return;
+        };
+        let (from, me, id) = (m.from, self.cfg.peer_id, d.id);
+        let path = snapshot::staged_path(&self.cfg.data_dir, from, id);
+        snapshot::clear_staging(&self.cfg.data_dir, None);
+        self.staged = None;
+        let (wake, cancel) = (self.wake.clone(), Arc::clone(&self.cancel));
+        let spawned = std::thread::Builder::new()
+            .name(format!("kubus-snap-recv-{me}"))
+            .spawn(move || {
+                // However this thread ends (a panic included), the peer
+                // hears of it and may receive another snapshot.
+                let mut done = ReceiveDone {
+                    wake,
+                    id,
+                    message: None,
+                };
+                tracing::info!(peer = me, from, id, index = d.index, "receiving a snapshot");
+                match snapshot::receive(fetcher.as_ref(), (from, me, id), &path, &cancel) {
+                    Ok(_) => done.message = Some(m),
+                    Err(e) => {
+                        tracing::warn!(peer = me, from, id, error = %e, "cannot receive a snapshot");
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => self.receiving = Some((from, id)),
+            Err(e) => tracing::warn!(error = %e, "cannot start a snapshot receiving thread"),
+        }
     }
 
     /// Asks Raft for one read index on behalf of every read that arrived
@@ -719,26 +827,30 @@ impl Peer {
         // Timed-out reads dropped above answer their caller with Timeout
         // through the closed channel (see `Store::read_index`).
 
-        let resend = Duration::from_millis(self.cfg.snapshot_resend_ms);
-        let mut lost = Vec::new();
-        self.snapshots_sent.retain(|to, sent| {
-            if now.duration_since(*sent) < resend {
-                return true;
+        // Snapshot transfers: give up the idle ones, and tell raft-rs how
+        // those that ended went (it probes again, and sends a new
+        // snapshot if one is still needed).
+        let outgoing = Arc::clone(&self.shared.outgoing);
+        if self.raw.raft.state == StateRole::Leader {
+            outgoing.expire(now);
+            for (to, finished) in outgoing.ended() {
+                let status = if finished {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                let in_snapshot = self
+                    .raw
+                    .raft
+                    .prs()
+                    .get(to)
+                    .is_some_and(|p| p.state == ProgressState::Snapshot);
+                if in_snapshot {
+                    self.raw.report_snapshot(to, status);
+                }
             }
-            lost.push(*to);
-            false
-        });
-        for to in lost {
-            let stuck = self
-                .raw
-                .raft
-                .prs()
-                .get(to)
-                .is_some_and(|p| p.state == ProgressState::Snapshot);
-            if stuck {
-                tracing::warn!(to, "snapshot not acknowledged in time; sending a new one");
-                self.raw.report_snapshot(to, SnapshotStatus::Failure);
-            }
+        } else if outgoing.running() > 0 {
+            outgoing.clear();
         }
         self.publish_progress();
     }
@@ -769,18 +881,15 @@ impl Peer {
         }
     }
 
-    /// Sends messages, noting snapshots (a lost one must be re-sent).
+    /// Sends messages (noting snapshots in the log).
     fn send(&mut self, messages: Vec<Message>) {
-        let now = Instant::now();
         for m in &messages {
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 tracing::info!(
                     to = m.to,
                     index = m.get_snapshot().get_metadata().index,
-                    bytes = m.get_snapshot().data.len(),
                     "sending a snapshot"
                 );
-                self.snapshots_sent.insert(m.to, now);
             }
         }
         log_writer::send(&self.transport, messages);
@@ -1005,27 +1114,36 @@ impl Peer {
     }
 
     /// Replaces the state machine and the log with a snapshot from the
-    /// leader, in one synced write.
+    /// leader, from the file it was staged in (see [`install_staged`]).
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), StoreError> {
         let meta = snap.get_metadata();
-        let data = snapshot::parse(&snap.data)?;
+        let d = Descriptor::decode(&snap.data)?;
+        let Some((from, id)) = self.staged.take().filter(|(_, id)| *id == d.id) else {
+            return Err(StoreError::Corrupt(format!(
+                "raft hands out snapshot {} at {}, which was not received",
+                d.id, meta.index
+            )));
+        };
+        let path = snapshot::staged_path(&self.cfg.data_dir, from, id);
         let db = Arc::clone(&self.shared.db);
-        let mut wb = WriteBatch::default();
-        snapshot::stage_install(&db, &mut wb, &data)?;
         self.stream_heads.clear();
-        // Before the write: no reader may find a replaced object here once
-        // the snapshot's objects are on disk.
+        // Before the first write: no reader may find a replaced object
+        // here once the snapshot's objects are on disk.
         lock(&self.shared.objects).clear();
-        wb.put_cf(cf(&db, CF_META)?, KEY_APPLIED_INDEX, be(meta.index));
-        self.raw.mut_store().stage_snapshot(&mut wb, meta)?;
-        failpoint!(crate::failpoints::SNAPSHOT_APPLY);
-        db.write_opt(wb, &sync_write(self.cfg.fsync))?;
-        failpoint!(crate::failpoints::AFTER_SNAPSHOT_APPLY);
+        let summary = install_staged(
+            &db,
+            self.raw.mut_store(),
+            &path,
+            (from, id),
+            meta,
+            self.cfg.fsync,
+        )?;
+        let data = summary.header;
         tracing::info!(
             peer = self.cfg.peer_id,
             index = meta.index,
             revision = data.revision,
-            objects = data.objects.len(),
+            objects = summary.objects,
             "installed a snapshot"
         );
         self.applied_index = meta.index;
@@ -1495,14 +1613,120 @@ fn parse_conf_change<M: protobuf::Message>(data: &[u8]) -> Result<M, StoreError>
     Ok(m)
 }
 
-/// Marks the store stopped when the Raft thread ends, even by a panic.
-struct StoppedOnExit(Arc<Shared>);
+/// Marks the store stopped when the Raft thread ends, even by a panic;
+/// stops the snapshot transfers (their scans hold the database open).
+struct StoppedOnExit(Arc<Shared>, Arc<AtomicBool>);
 
 impl Drop for StoppedOnExit {
     fn drop(&mut self) {
         self.0.stopped.store(true, Ordering::Release);
         self.0.is_leader.store(false, Ordering::Release);
+        self.0.outgoing.clear();
+        self.1.store(true, Ordering::Release);
     }
+}
+
+/// Tells the Raft thread how the receiving of snapshot `id` ended when
+/// dropped: [`Command::SnapshotReceived`] with its message once staged,
+/// else [`Command::SnapshotFailed`].
+struct ReceiveDone {
+    wake: SyncSender<Command>,
+    id: u64,
+    message: Option<Message>,
+}
+
+impl Drop for ReceiveDone {
+    fn drop(&mut self) {
+        let cmd = match self.message.take() {
+            Some(m) => Command::SnapshotReceived(m),
+            None => Command::SnapshotFailed(self.id),
+        };
+        let _ = self.wake.send(cmd);
+    }
+}
+
+/// The `meta` key naming a snapshot being installed (see
+/// [`install_staged`]).
+const KEY_SNAPSHOT_INSTALLING: &[u8] = b"snapshot_installing";
+
+/// `from u64 | id u64 | SnapshotMetadata (protobuf)`.
+fn encode_install_marker(
+    from: u64,
+    id: u64,
+    meta: &raft::prelude::SnapshotMetadata,
+) -> Result<Vec<u8>, StoreError> {
+    use protobuf::Message as _;
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&be(from));
+    out.extend_from_slice(&be(id));
+    let m = meta
+        .write_to_bytes()
+        .map_err(|source| CodecError::Protobuf {
+            what: "snapshot metadata",
+            source,
+        })?;
+    out.extend_from_slice(&m);
+    Ok(out)
+}
+
+fn decode_install_marker(
+    b: &[u8],
+) -> Result<(u64, u64, raft::prelude::SnapshotMetadata), StoreError> {
+    use protobuf::Message as _;
+    if b.len() < 16 {
+        return Err(CodecError::Length {
+            what: "snapshot install marker",
+            expected: 16,
+            found: b.len(),
+        }
+        .into());
+    }
+    let from = read_u64("snapshot install marker", &b[..8])?;
+    let id = read_u64("snapshot install marker", &b[8..16])?;
+    let meta = raft::prelude::SnapshotMetadata::parse_from_bytes(&b[16..]).map_err(|source| {
+        CodecError::Protobuf {
+            what: "snapshot metadata",
+            source,
+        }
+    })?;
+    Ok((from, id, meta))
+}
+
+/// Installs the snapshot staged at `path` (received from peer `from` as
+/// transfer `id`) with the Raft metadata `meta`: a marker naming it and
+/// the removal of the old state (synced), the objects in bounded batches
+/// ([`crate::backup`]'s restore writes them the same way), then the
+/// state, the applied index, the Raft log's new start and the marker's
+/// removal in one synced batch. A crash before that last write leaves the
+/// marker: the peer installs the file again when it opens. The file is
+/// removed once installed.
+fn install_staged(
+    db: &Arc<DB>,
+    storage: &mut RocksStorage,
+    path: &std::path::Path,
+    (from, id): (u64, u64),
+    meta: &raft::prelude::SnapshotMetadata,
+    fsync: bool,
+) -> Result<crate::backup::BackupSummary, StoreError> {
+    let marker = encode_install_marker(from, id, meta)?;
+    let meta_cf = cf(db, CF_META)?;
+    let mut wb = WriteBatch::default();
+    wb.put_cf(meta_cf, KEY_SNAPSHOT_INSTALLING, marker);
+    db.write_opt(wb, &sync_write(fsync))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| SnapshotError::File(format!("{}: {e}", path.display())))?;
+    let (summary, mut wb) =
+        crate::backup::write_objects(db, file).map_err(|e| SnapshotError::File(e.to_string()))?;
+    let h = &summary.header;
+    snapshot::stage_state(db, &mut wb, h.revision, &h.stream_heads)?;
+    wb.put_cf(meta_cf, KEY_APPLIED_INDEX, be(meta.index));
+    storage.stage_snapshot(&mut wb, meta)?;
+    wb.delete_cf(meta_cf, KEY_SNAPSHOT_INSTALLING);
+    failpoint!(crate::failpoints::SNAPSHOT_APPLY);
+    db.write_opt(wb, &sync_write(fsync))?;
+    failpoint!(crate::failpoints::AFTER_SNAPSHOT_APPLY);
+    let _ = std::fs::remove_file(path);
+    Ok(summary)
 }
 
 /// One apply batch: the RocksDB writes of every entry applied in one go,

@@ -15,7 +15,7 @@
 //! RocksDB.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
@@ -26,7 +26,7 @@ use crate::error::{CodecError, StoreError};
 use crate::layout::{
     be, cf, read_u64, CF_RAFT_LOG, CF_RAFT_STATE, KEY_CONF_STATE, KEY_HARD_STATE, KEY_LOG_TRUNCATED,
 };
-use crate::peer::lock;
+use crate::snapshot::{Descriptor, Outgoing};
 
 /// Index (and term) a fresh store's log starts after. Bootstrapped voters
 /// hold their configuration as if a snapshot at this index had been
@@ -160,39 +160,14 @@ pub struct RocksStorage {
     last_term: u64,
     /// Set by the driver after each apply; bounds snapshots.
     applied_index: u64,
-    /// The snapshot built (or being built) for lagging peers.
-    snapshots: Arc<Mutex<SnapshotSlot>>,
+    /// The snapshots being streamed to lagging peers (none until the
+    /// driver sets it: see [`RocksStorage::set_outgoing`]).
+    outgoing: Option<Arc<Outgoing>>,
     /// The newest entries, as staged.
     cache: EntryCache,
     /// Entries up to here are written to RocksDB (the rest are staged and
     /// queued for the log writer, and only the cache holds them).
     written_through: u64,
-}
-
-/// At most one snapshot is built at a time, on its own thread, so that a
-/// large scan never stalls the Raft thread's heartbeats; the last one built
-/// is kept and sent to every peer that needs one until the log moves past
-/// it.
-#[derive(Default)]
-struct SnapshotSlot {
-    building: bool,
-    ready: Option<Snapshot>,
-    /// The thread building one, joined when the storage is dropped (it
-    /// holds the database open).
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for RocksStorage {
-    /// Waits for a snapshot being built: the peer's database must be
-    /// closed when the peer is gone (a reopen would find it locked).
-    fn drop(&mut self) {
-        let thread = lock(&self.snapshots).thread.take();
-        if let Some(t) = thread {
-            if t.join().is_err() {
-                tracing::error!("the snapshot thread panicked");
-            }
-        }
-    }
 }
 
 fn raft_err(e: StoreError) -> raft::Error {
@@ -245,7 +220,7 @@ impl RocksStorage {
             last_index: truncated_index,
             last_term: truncated_term,
             applied_index: 0,
-            snapshots: Arc::default(),
+            outgoing: None,
             cache: EntryCache::default(),
             written_through: 0,
         };
@@ -308,6 +283,12 @@ impl RocksStorage {
     /// The index of the last entry in the log.
     pub fn last_log_index(&self) -> u64 {
         self.last_index
+    }
+
+    /// Where [`raft::Storage::snapshot`] starts the transfers of
+    /// snapshots (see [`crate::snapshot`]).
+    pub fn set_outgoing(&mut self, outgoing: Arc<Outgoing>) {
+        self.outgoing = Some(outgoing);
     }
 
     /// Records how far the state machine has applied (bounds snapshots).
@@ -630,105 +611,38 @@ impl raft::Storage for RocksStorage {
         Ok(self.last_index)
     }
 
-    /// A snapshot at (or after) `request_index`: the metadata (index,
-    /// term, ConfState) and the state machine scanned by
-    /// `snapshot::build_from`. The last one built is handed out while it is
-    /// still usable (not older than the start of the log). Otherwise a new
-    /// one is started on its own thread from a RocksDB snapshot taken here,
-    /// between apply batches (so it holds exactly the state at
-    /// `applied_index`), and raft-rs is told "temporarily unavailable": it
-    /// asks again at the peer's next heartbeat response.
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    /// A snapshot at the applied index (at or after `request_index`) for
+    /// peer `to`: the metadata (index, term, ConfState) and, as its data,
+    /// a [`Descriptor`] of the transfer [`Outgoing::start`] begins — a scan
+    /// of a RocksDB snapshot taken here, between apply batches, so it holds
+    /// exactly the state at the applied index, which `to` then pulls in
+    /// chunks (see [`crate::snapshot`]). Nothing of the state is read
+    /// here. "Temporarily unavailable" (raft-rs asks again at the peer's
+    /// next heartbeat response) while too many transfers run.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
         if self.applied_index < request_index {
             return Err(unavailable());
         }
-        let mut slot = lock(&self.snapshots);
-        if let Some(snap) = &slot.ready {
-            let index = snap.get_metadata().index;
-            // Usable while the log still continues it and the
-            // configuration has not changed (a joining peer must find
-            // itself in the snapshot's).
-            let conf_same = snap.get_metadata().get_conf_state() == &self.conf_state;
-            if index >= request_index && index >= self.truncated_index && conf_same {
-                return Ok(snap.clone());
-            }
-            slot.ready = None;
-        }
-        if slot.building {
+        let Some(outgoing) = &self.outgoing else {
             return Err(unavailable());
-        }
+        };
         let term = self.entry_term(self.applied_index).map_err(raft_err)?;
+        let Some(id) = outgoing.start(Arc::clone(&self.db), to) else {
+            return Err(unavailable());
+        };
         let mut snap = Snapshot::default();
         let meta = snap.mut_metadata();
         meta.index = self.applied_index;
         meta.term = term;
         meta.set_conf_state(self.conf_state.clone());
-        let (taken_tx, taken_rx) = std::sync::mpsc::sync_channel(1);
-        let (db, slot_shared) = (Arc::clone(&self.db), Arc::clone(&self.snapshots));
-        let spawned = std::thread::Builder::new()
-            .name("kubus-snapshot".into())
-            .spawn(move || build_snapshot(&db, snap, &slot_shared, &taken_tx));
-        match spawned {
-            Ok(thread) => {
-                // The previous thread is done with the slot (`building` was
-                // false) and about to end: join it, so that none outlives
-                // the storage.
-                if let Some(done) = slot.thread.replace(thread) {
-                    let _ = done.join();
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start a snapshot thread");
-                return Err(unavailable());
-            }
+        snap.data = Descriptor {
+            id,
+            index: self.applied_index,
         }
-        slot.building = true;
-        drop(slot);
-        // Wait until the thread holds its RocksDB snapshot (microseconds):
-        // only then may the Raft thread apply more.
-        let _ = taken_rx.recv();
-        Err(unavailable())
-    }
-}
-
-/// The snapshot thread: takes a RocksDB snapshot, says so, scans it, and
-/// leaves the result in `slot`.
-fn build_snapshot(
-    db: &DB,
-    mut snap: Snapshot,
-    slot: &Mutex<SnapshotSlot>,
-    taken: &std::sync::mpsc::SyncSender<()>,
-) {
-    // However this thread ends (a panic included), the next request may
-    // start another one.
-    let _done = BuildingDone(slot);
-    let db_snap = db.snapshot();
-    let _ = taken.send(());
-    let built = crate::snapshot::build_from(db, &db_snap);
-    drop(db_snap);
-    failpoint!(crate::failpoints::SNAPSHOT_SAVE);
-    let mut slot = lock(slot);
-    match built {
-        Ok(data) => {
-            snap.data = data.into();
-            tracing::info!(
-                index = snap.get_metadata().index,
-                bytes = snap.data.len(),
-                "built a snapshot"
-            );
-            slot.ready = Some(snap);
-        }
-        Err(e) => tracing::error!(error = %e, "cannot build a snapshot"),
-    }
-}
-
-/// Clears [`SnapshotSlot::building`] when dropped.
-struct BuildingDone<'a>(&'a Mutex<SnapshotSlot>);
-
-impl Drop for BuildingDone<'_> {
-    fn drop(&mut self) {
-        lock(self.0).building = false;
+        .encode()
+        .into();
+        Ok(snap)
     }
 }
 
@@ -833,25 +747,24 @@ mod tests {
             s.entries(4, 6, None, ctx()),
             Err(raft::Error::Store(StorageError::Compacted))
         ));
-        // Built on its own thread: unavailable until it is done.
-        let mut snap = None;
-        for _ in 0..500 {
-            match s.snapshot(5, 2) {
-                Ok(built) => {
-                    snap = Some(built);
-                    break;
-                }
-                Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)) => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => panic!("snapshot: {e}"),
-            }
-        }
-        let snap = snap.expect("a snapshot within 5 s");
+        // No transfers without somewhere to keep them.
+        assert!(matches!(
+            s.snapshot(5, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        let outgoing = Arc::new(Outgoing::new(1024, std::time::Duration::from_secs(10)));
+        s.set_outgoing(Arc::clone(&outgoing));
+        let snap = s.snapshot(5, 2).expect("snapshot");
         assert_eq!(
             (snap.get_metadata().index, snap.get_metadata().term),
             (5, 1)
         );
+        let d = Descriptor::decode(&snap.data).expect("a descriptor");
+        assert_eq!(d.index, 5);
+        assert_eq!(outgoing.running(), 1);
+        outgoing.clear();
 
         let hs = HardState {
             term: 2,

@@ -26,7 +26,7 @@ use crate::peer::{
     ReadRequest, Shared,
 };
 use crate::record::{self, StoredChange, ValueSource};
-use crate::transport::Transport;
+use crate::transport::{ChunkRequest, SnapshotChunk, Transport};
 
 /// Most items one [`Store::range`] returns.
 pub const RANGE_ITEMS_MAX: usize = 100_000;
@@ -122,7 +122,11 @@ impl Store {
         sync.set_sync(cfg.fsync);
         db.write_opt(wb, &sync)?;
 
-        let shared = Arc::new(Shared::new(db));
+        let outgoing = crate::snapshot::Outgoing::new(
+            cfg.snapshot_chunk_bytes,
+            std::time::Duration::from_millis(cfg.snapshot_resend_ms),
+        );
+        let shared = Arc::new(Shared::new(db, outgoing));
         let (tx, rx) = sync_channel(cfg.proposals_max_in_flight + cfg.messages_max_queued);
         let (changes_tx, changes_rx) = mpsc::channel(cfg.changes_channel_capacity);
         let peer_id = cfg.peer_id;
@@ -584,6 +588,23 @@ impl Store {
         chunk_bytes: usize,
     ) -> Result<crate::backup::BackupStream, crate::backup::BackupError> {
         crate::backup::stream(Arc::clone(&self.inner.shared.db), chunk_bytes)
+    }
+}
+
+impl Store {
+    /// Answers another peer's request for a chunk of a snapshot this peer
+    /// sends it (see [`crate::snapshot`]): the next chunk, the last one
+    /// again, [`SnapshotChunk::End`] or [`SnapshotChunk::Gone`]. Blocks
+    /// while the scan makes the chunk (a few milliseconds; the scan runs
+    /// ahead of the requests): call it from a thread that may block (in
+    /// tokio, `spawn_blocking`).
+    pub fn snapshot_chunk(&self, req: &ChunkRequest) -> SnapshotChunk {
+        self.inner.shared.outgoing.chunk(req)
+    }
+
+    /// What this peer sent of snapshots so far.
+    pub fn snapshot_stats(&self) -> crate::snapshot::SendStats {
+        self.inner.shared.outgoing.stats()
     }
 }
 

@@ -55,7 +55,7 @@ use super::etcd::Etcd;
 use super::histogram;
 use crate::cli::BenchStoreArgs;
 use crate::nats_server::NatsServer;
-use crate::raft_transport::{self, step_into, NatsTransport};
+use crate::raft_transport::{self, NatsTransport};
 
 /// Most puts in flight a case may ask for.
 pub const IN_FLIGHT_MAX: usize = 1024;
@@ -544,10 +544,7 @@ impl Bench {
                     let transport = NatsTransport::start(nats.clone(), subjects.clone(), id);
                     let (store, changes) = Store::open(cfg, Box::new(transport))?;
                     drop(changes);
-                    let inbound =
-                        raft_transport::receive(&nats, &subjects, id, step_into(store.clone()))
-                            .await?;
-                    tasks.push(tokio::spawn(inbound));
+                    tasks.extend(raft_transport::serve_peer(&nats, &subjects, id, &store).await?);
                     stores.push(store);
                 }
                 let leader = wait_one_leader(&stores).await?;

@@ -4,9 +4,11 @@
 //! partitions them by a seeded random schedule.
 //!
 //! Like a NATS transport, the simulated one encodes every message
-//! (protobuf) and splits one larger than [`Net::chunk_bytes_max`] (a
-//! snapshot) into chunks; each chunk is dropped, delayed and partitioned
-//! on its own, and the receiving side puts them back together.
+//! (protobuf) and splits one larger than [`Net::chunk_bytes_max`] into
+//! chunks; each chunk is dropped, delayed and partitioned on its own, and
+//! the receiving side puts them back together. A snapshot's data is
+//! pulled by its receiver chunk by chunk ([`SimFetcher`]), each request
+//! cut by the same partitions and drops.
 //!
 //! The seed fixes the fault schedule and the clients' choices; thread
 //! timing is the operating system's, so a replayed seed reproduces the
@@ -25,7 +27,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kubus_storage::{Store, StoreConfig, StoreError, Transport};
+use kubus_storage::{
+    ChunkRequest, SnapshotChunk, SnapshotFetcher, Store, StoreConfig, StoreError, Transport,
+};
 use raft::eraftpb::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -177,6 +181,40 @@ pub struct SimTransport {
     tx: SyncSender<Packet>,
     chunk_bytes_max: usize,
     next_message: Arc<AtomicU64>,
+    fetcher: Arc<SimFetcher>,
+}
+
+/// Snapshot chunk requests: a direct call to the sending peer's
+/// [`Store::snapshot_chunk`], cut by the same partitions and dropped with
+/// the same probability as messages (a lost request or reply fails after
+/// a short wait, as a timeout would).
+pub struct SimFetcher {
+    /// Weak: the peers' transports must not keep the peers alive.
+    peers: std::sync::Weak<Mutex<HashMap<u64, Store>>>,
+    faults: Arc<Mutex<Faults>>,
+    rng: Mutex<StdRng>,
+}
+
+/// How long a lost chunk request takes to fail in the simulation.
+const FETCH_LOST_WAIT: Duration = Duration::from_millis(20);
+
+impl SnapshotFetcher for SimFetcher {
+    fn fetch(&self, req: &ChunkRequest, _timeout: Duration) -> Result<SnapshotChunk, String> {
+        let f = lock(&self.faults).clone();
+        if f.blocks(req.from, req.to) || lock(&self.rng).gen_bool(f.drop.clamp(0.0, 1.0)) {
+            std::thread::sleep(FETCH_LOST_WAIT);
+            return Err("lost".into());
+        }
+        let store = self
+            .peers
+            .upgrade()
+            .and_then(|peers| lock(&peers).get(&req.from).cloned());
+        let Some(store) = store else {
+            std::thread::sleep(FETCH_LOST_WAIT);
+            return Err(format!("peer {} is not on the network", req.from));
+        };
+        Ok(store.snapshot_chunk(req))
+    }
 }
 
 impl Transport for SimTransport {
@@ -191,6 +229,10 @@ impl Transport for SimTransport {
                 }
             }
         }
+    }
+
+    fn snapshot_fetcher(&self) -> Option<Arc<dyn SnapshotFetcher>> {
+        Some(Arc::clone(&self.fetcher) as Arc<dyn SnapshotFetcher>)
     }
 }
 
@@ -230,10 +272,18 @@ impl Net {
     }
 
     pub fn transport(&self) -> Box<dyn Transport> {
+        let seed = self
+            .next_message
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Box::new(SimTransport {
             tx: self.tx.clone(),
             chunk_bytes_max: self.chunk_bytes_max,
             next_message: Arc::clone(&self.next_message),
+            fetcher: Arc::new(SimFetcher {
+                peers: Arc::downgrade(&self.peers),
+                faults: Arc::clone(&self.faults),
+                rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            }),
         })
     }
 

@@ -782,8 +782,11 @@ fn lagging_and_new_peers_catch_up_by_snapshot_and_membership_changes() {
         .net
         .packet_bytes_largest
         .load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!("snapshot: {chunked} chunked messages delivered; largest packet {largest} bytes");
-    assert!(chunked >= 1, "the snapshot crossed in chunks");
+    let sent = cluster.store(leader).snapshot_stats();
+    eprintln!(
+        "snapshot: {chunked} chunked messages delivered; largest packet {largest} bytes; {sent:?}"
+    );
+    assert!(sent.chunks >= 1, "the snapshot was pulled in chunks");
     assert!(largest <= SMALL_CHUNK, "a packet of {largest} bytes");
 
     // Replace a dead peer with a fresh one: remove a wiped follower, add 4.
@@ -1082,4 +1085,48 @@ fn group_commit_writes_many_entries_per_fsync() {
         "no peer wrote all {} entries at more than 2 per fsync",
         IN_FLIGHT * PER_WRITER
     );
+}
+
+/// Issue 20: a snapshot is streamed. A peer added after the log was
+/// compacted pulls the leader's state in many chunks of the configured
+/// size (the Raft message carries only a descriptor), and ends with the
+/// leader's objects and revision.
+#[test]
+fn a_joining_peer_pulls_its_snapshot_in_bounded_chunks() {
+    const CHUNK: usize = 8 * 1024;
+    fn small_chunks(cfg: &mut StoreConfig) {
+        cfg.snapshot_chunk_bytes = CHUNK;
+    }
+    let mut cluster = Cluster::start(31, &[1, 2, 3], small_chunks);
+    let rt = runtime();
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    rt.block_on(async {
+        for i in 0..400u64 {
+            let txn = || Txn {
+                ops: vec![Op::Put {
+                    key: format!("/stream/{i:04}"),
+                    value: vec![(i % 251) as u8; 1024],
+                    expect: Precondition::None,
+                }],
+            };
+            propose_retrying(cluster.store(leader), txn).await;
+        }
+    });
+    let st = cluster.store(leader).status();
+    assert!(st.first_log_index > 300, "log compacted: {st:?}");
+    cluster.open(4, Vec::new());
+    let voters = rt.block_on(cluster.store(leader).add_peer(4)).expect("add");
+    assert!(voters.contains(&4), "{voters:?}");
+    cluster.wait_converged(Duration::from_secs(30));
+    assert_eq!(cluster.state_hash(4), cluster.state_hash(leader));
+    assert_eq!(
+        cluster.store(4).revision(),
+        cluster.store(leader).revision()
+    );
+    let sent = cluster.store(leader).snapshot_stats();
+    eprintln!("{sent:?}");
+    // 400 KiB of values: about fifty chunks of 8 KiB.
+    assert!(sent.chunks >= 40, "{sent:?}");
+    assert!(sent.chunk_bytes_largest <= CHUNK as u64, "{sent:?}");
+    assert!(sent.finished >= 1, "{sent:?}");
 }
