@@ -681,9 +681,17 @@ impl Peer {
                 let d = Descriptor::decode(&m.get_snapshot().data).ok();
                 self.receiving = None;
                 if let Some(d) = d {
-                    self.staged = Some((m.from, d.id));
+                    let from = m.from;
+                    self.staged = Some((from, d.id));
                     if let Err(e) = self.raw.step(m) {
                         tracing::debug!(error = %e, "snapshot not stepped");
+                    }
+                    // Raft may refuse it (stale by now): then nothing will
+                    // ask for the staged file, and another may come.
+                    if self.raw.raft.raft_log.unstable.snapshot.is_none() {
+                        tracing::info!(from, id = d.id, "a received snapshot was not taken");
+                        self.staged = None;
+                        snapshot::clear_staging(&self.cfg.data_dir, None);
                     }
                 }
             }
@@ -702,11 +710,14 @@ impl Peer {
     /// checked. One snapshot is received at a time: another that comes
     /// meanwhile is dropped (its sender gives it up and sends again).
     fn start_receive(&mut self, m: Message, d: Descriptor) {
-        if self.receiving.is_some() {
+        // One at a time: a snapshot being received, or received and taken
+        // by Raft but not yet installed (its staged file is kept for the
+        // install), makes another be dropped.
+        if self.receiving.is_some() || self.staged.is_some() {
             tracing::debug!(
                 from = m.from,
                 id = d.id,
-                "a snapshot is being received; another dropped"
+                "a snapshot is being received or installed; another dropped"
             );
             return;
         }
@@ -717,7 +728,6 @@ impl Peer {
         let (from, me, id) = (m.from, self.cfg.peer_id, d.id);
         let path = snapshot::staged_path(&self.cfg.data_dir, from, id);
         snapshot::clear_staging(&self.cfg.data_dir, None);
-        self.staged = None;
         let (wake, cancel) = (self.wake.clone(), Arc::clone(&self.cancel));
         let spawned = std::thread::Builder::new()
             .name(format!("kubus-snap-recv-{me}"))
