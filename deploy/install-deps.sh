@@ -38,5 +38,16 @@ if ! python3 -c 'import nats' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore nats-py
 fi
 
+# The Kubernetes API tests drive it with the Python client (PyPI) and with
+# kubectl (the machine image's; Debian's kubernetes-client where none is).
+if ! python3 -c 'import kubernetes' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes
+fi
+if ! command -v kubectl >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends kubernetes-client
+fi
+
 command -v cargo >/dev/null || { echo "install-deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 echo "install-deps: ok (nats-server $(nats-server --version 2>/dev/null | head -n1))"

@@ -288,37 +288,141 @@ impl Kind {
     /// The kind a CLI word names: plural, singular, kind or short name, any case.
     pub fn from_resource(word: &str) -> Result<Kind, KindError> {
         let w = word.to_ascii_lowercase();
-        let k = match w.as_str() {
-            "ns" | "namespace" | "namespaces" => Kind::Namespace,
-            "no" | "node" | "nodes" => Kind::Node,
-            "po" | "pod" | "pods" => Kind::Pod,
-            "svc" | "service" | "services" => Kind::Service,
-            "cm" | "configmap" | "configmaps" => Kind::ConfigMap,
-            "secret" | "secrets" => Kind::Secret,
-            "ev" | "event" | "events" => Kind::Event,
-            "rs" | "replicaset" | "replicasets" => Kind::ReplicaSet,
-            "deploy" | "deployment" | "deployments" => Kind::Deployment,
-            "lease" | "leases" => Kind::Lease,
-            "ep" | "endpoints" => Kind::Endpoints,
-            "endpointslice" | "endpointslices" => Kind::EndpointSlice,
-            "ds" | "daemonset" | "daemonsets" => Kind::DaemonSet,
-            "sts" | "statefulset" | "statefulsets" => Kind::StatefulSet,
-            "job" | "jobs" => Kind::Job,
-            "cj" | "cronjob" | "cronjobs" => Kind::CronJob,
-            "rc" | "replicationcontroller" | "replicationcontrollers" => {
-                Kind::ReplicationController
-            }
-            "pdb" | "poddisruptionbudget" | "poddisruptionbudgets" => Kind::PodDisruptionBudget,
-            "pv" | "persistentvolume" | "persistentvolumes" => Kind::PersistentVolume,
-            "pvc" | "persistentvolumeclaim" | "persistentvolumeclaims" => {
-                Kind::PersistentVolumeClaim
-            }
-            "sc" | "storageclass" | "storageclasses" => Kind::StorageClass,
-            "controllerrevision" | "controllerrevisions" => Kind::ControllerRevision,
-            "pc" | "priorityclass" | "priorityclasses" => Kind::PriorityClass,
-            _ => return Err(KindError::UnknownResource(word.to_string())),
-        };
-        Ok(k)
+        Kind::ALL
+            .iter()
+            .copied()
+            .find(|k| {
+                k.resource() == w || k.singular() == w || k.short_names().contains(&w.as_str())
+            })
+            .ok_or_else(|| KindError::UnknownResource(word.to_string()))
+    }
+
+    /// The kinds `all` names (Kubernetes' `all` category), in the order
+    /// `kubectl get all` prints them.
+    pub const CATEGORY_ALL: [Kind; 9] = [
+        Kind::Pod,
+        Kind::ReplicationController,
+        Kind::Service,
+        Kind::DaemonSet,
+        Kind::Deployment,
+        Kind::ReplicaSet,
+        Kind::StatefulSet,
+        Kind::CronJob,
+        Kind::Job,
+    ];
+
+    /// The API group: `""` for the core group, else `apps`, `batch`…
+    pub fn group(self) -> &'static str {
+        self.api_version()
+            .rsplit_once('/')
+            .map_or("", |(group, _)| group)
+    }
+
+    /// The version within the group (`v1`).
+    pub fn version(self) -> &'static str {
+        self.api_version()
+            .rsplit_once('/')
+            .map_or(self.api_version(), |(_, version)| version)
+    }
+
+    /// The singular resource name (the lowercased kind).
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespace",
+            Kind::Node => "node",
+            Kind::Pod => "pod",
+            Kind::Service => "service",
+            Kind::ConfigMap => "configmap",
+            Kind::Secret => "secret",
+            Kind::Event => "event",
+            Kind::ReplicaSet => "replicaset",
+            Kind::Deployment => "deployment",
+            Kind::Lease => "lease",
+            Kind::Endpoints => "endpoints",
+            Kind::EndpointSlice => "endpointslice",
+            Kind::DaemonSet => "daemonset",
+            Kind::StatefulSet => "statefulset",
+            Kind::Job => "job",
+            Kind::CronJob => "cronjob",
+            Kind::ReplicationController => "replicationcontroller",
+            Kind::PodDisruptionBudget => "poddisruptionbudget",
+            Kind::PersistentVolume => "persistentvolume",
+            Kind::PersistentVolumeClaim => "persistentvolumeclaim",
+            Kind::StorageClass => "storageclass",
+            Kind::ControllerRevision => "controllerrevision",
+            Kind::PriorityClass => "priorityclass",
+        }
+    }
+
+    /// Kubernetes' short names for the kind (`po`, `deploy`…).
+    pub fn short_names(self) -> &'static [&'static str] {
+        match self {
+            Kind::Namespace => &["ns"],
+            Kind::Node => &["no"],
+            Kind::Pod => &["po"],
+            Kind::Service => &["svc"],
+            Kind::ConfigMap => &["cm"],
+            Kind::Event => &["ev"],
+            Kind::ReplicaSet => &["rs"],
+            Kind::Deployment => &["deploy"],
+            Kind::Endpoints => &["ep"],
+            Kind::DaemonSet => &["ds"],
+            Kind::StatefulSet => &["sts"],
+            Kind::CronJob => &["cj"],
+            Kind::ReplicationController => &["rc"],
+            Kind::PodDisruptionBudget => &["pdb"],
+            Kind::PersistentVolume => &["pv"],
+            Kind::PersistentVolumeClaim => &["pvc"],
+            Kind::StorageClass => &["sc"],
+            Kind::PriorityClass => &["pc"],
+            Kind::Secret
+            | Kind::Lease
+            | Kind::EndpointSlice
+            | Kind::Job
+            | Kind::ControllerRevision => &[],
+        }
+    }
+
+    /// Kubernetes' categories of the kind (`all`).
+    pub fn categories(self) -> &'static [&'static str] {
+        if Kind::CATEGORY_ALL.contains(&self) {
+            &["all"]
+        } else {
+            &[]
+        }
+    }
+
+    /// Whether the kind has a `status` subresource.
+    pub fn has_status(self) -> bool {
+        !matches!(
+            self,
+            Kind::ConfigMap
+                | Kind::Secret
+                | Kind::Event
+                | Kind::Lease
+                | Kind::Endpoints
+                | Kind::EndpointSlice
+                | Kind::StorageClass
+                | Kind::ControllerRevision
+                | Kind::PriorityClass
+        )
+    }
+
+    /// Whether the kind has a `scale` subresource (`spec.replicas`).
+    pub fn scalable(self) -> bool {
+        matches!(
+            self,
+            Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet | Kind::ReplicationController
+        )
+    }
+
+    /// The kind served under `group`/`version` as the plural `resource`
+    /// (the REST path's words; no short names).
+    pub fn from_plural(group: &str, version: &str, resource: &str) -> Option<Kind> {
+        Kind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.group() == group && k.version() == version && k.resource() == resource)
     }
 }
 

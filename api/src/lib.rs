@@ -8,12 +8,14 @@
 //! - [`kind`]: the kinds kubus serves, their resource names and store keys.
 //! - [`error`]: [`ApiError`], the typed error of every API call.
 //! - [`meta`]: reading and writing `metadata` on an object in its JSON form.
-//! - [`patch`]: JSON merge patch, and the three-way merge of `apply`.
+//! - [`patch`]: the patches clients send (JSON merge, JSON, strategic
+//!   merge), and the three-way merge of `apply`.
 //! - [`manifest`]: multi-document YAML / JSON / `List` parsing.
 //! - [`admission`]: identify, default and validate one object.
 //! - [`lifecycle`]: what the store keeps and sets on create, update, apply.
 //! - [`pod`]: pod predicates (active, terminating, Ready, available).
-//! - [`selector`]: label selectors (structured and string form).
+//! - [`selector`]: label selectors (structured and string form) and field
+//!   selectors.
 //! - [`quantity`]: resource quantities (`500m`, `128Mi`).
 //! - [`service`]: service address and node port allocation, service env variables.
 //! - [`endpoints`]: which pods back a Service (EndpointSlice and Endpoints rules).
@@ -34,6 +36,7 @@ pub mod meta;
 pub mod patch;
 pub mod placement;
 pub mod pod;
+pub mod print;
 pub mod priority;
 pub mod quantity;
 pub mod selector;

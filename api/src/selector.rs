@@ -8,14 +8,23 @@
 //! selector matches everything. Keys and values are checked with the same
 //! rules as object labels, so a selector that parses can only name labels
 //! that can exist.
+//!
+//! Field selectors (`spec.nodeName=n1,status.phase!=Running`) are here too:
+//! [`FieldSelector`], with the fields each kind serves and the value each
+//! one reads ([`selectable_fields`], [`field_value`]), as the Kubernetes API
+//! server states them. The store and the HTTP gateway both parse with it,
+//! so a selector means the same on the bus and through kubectl.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde_json::Value;
 
 use crate::admission::validate::{label_value_problems, qualified_name_problems};
+use crate::error::ApiError;
+use crate::kind::Kind;
 
 /// Longest selector string accepted (bounds parsing work on wire input).
 const INPUT_LEN_MAX: usize = 16 * 1024;
@@ -461,6 +470,337 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// How a field selector term compares a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum FieldOperator {
+    /// `field=value` / `field==value`.
+    Equals,
+    /// `field!=value`.
+    NotEquals,
+}
+
+/// One ANDed condition on one field.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct FieldTerm {
+    field: String,
+    operator: FieldOperator,
+    value: String,
+}
+
+/// A field selector: `field=value`, `field==value` and `field!=value`
+/// terms, ANDed, as `fieldSelector` of a list or watch. The empty selector
+/// matches everything.
+///
+/// Semantics follow `k8s.io/apimachinery/pkg/fields`: a field an object
+/// does not set reads as its zero value (`""`, `false`, `0`), so
+/// `spec.nodeName=` selects unscheduled pods and `!=` matches objects
+/// without the field; `\,`, `\=` and `\\` escape those characters in a
+/// value. Which fields a kind serves is [`FieldSelector::check`]'s
+/// business, so one parsed selector can be checked against a kind later.
+///
+/// ```
+/// use kubus_api::selector::FieldSelector;
+/// use kubus_api::Kind;
+/// use serde_json::json;
+///
+/// let s = FieldSelector::parse("spec.nodeName=n1,status.phase!=Succeeded").unwrap();
+/// assert!(s.check(Kind::Pod).is_ok());
+/// assert!(s.matches(Kind::Pod, &json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Running"}})));
+/// assert_eq!(
+///     s.check(Kind::ConfigMap).unwrap_err().message,
+///     r#""spec.nodeName" is not a known field selector: only "metadata.name", "metadata.namespace""#
+/// );
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct FieldSelector {
+    /// Sorted and without duplicates, so equal selectors compare equal.
+    terms: Vec<FieldTerm>,
+}
+
+/// The fields every kind serves without one of its own list.
+const META_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
+
+/// The fields a field selector may name for `kind`: what the Kubernetes
+/// API server accepts for the kind (its field label conversion), with the
+/// object's `metadata.name` (and `metadata.namespace` where Kubernetes
+/// accepts it).
+pub fn selectable_fields(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Pod => &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        Kind::Event => &[
+            "metadata.name",
+            "metadata.namespace",
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        Kind::Secret => &["metadata.name", "metadata.namespace", "type"],
+        Kind::Service => &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.clusterIP",
+            "spec.type",
+        ],
+        // Cluster-scoped kinds with their own list do not take
+        // metadata.namespace, as in Kubernetes.
+        Kind::Node => &["metadata.name", "spec.unschedulable"],
+        Kind::Namespace => &["metadata.name", "status.phase"],
+        Kind::Job => &["metadata.name", "metadata.namespace", "status.successful"],
+        Kind::ReplicaSet | Kind::ReplicationController => {
+            &["metadata.name", "metadata.namespace", "status.replicas"]
+        }
+        _ => META_FIELDS,
+    }
+}
+
+/// The value field selectors compare for `field` of `obj`, an object of
+/// `kind`: a string field as it is, a boolean or count as Kubernetes prints
+/// it; the zero value when the object does not set it.
+pub fn field_value(kind: Kind, obj: &Value, field: &str) -> String {
+    let text = |pointer: &str| {
+        obj.pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let count = |pointer: &str| {
+        obj.pointer(pointer)
+            .and_then(Value::as_i64)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let flag = |pointer: &str| {
+        obj.pointer(pointer)
+            .and_then(Value::as_bool)
+            .unwrap_or_default()
+            .to_string()
+    };
+    match (kind, field) {
+        (Kind::Pod, "spec.hostNetwork") => flag("/spec/hostNetwork"),
+        // The first of podIPs, which is what status.podIP mirrors.
+        (Kind::Pod, "status.podIP") => match obj.pointer("/status/podIPs/0/ip") {
+            Some(Value::String(ip)) => ip.clone(),
+            _ => text("/status/podIP"),
+        },
+        (Kind::Node, "spec.unschedulable") => flag("/spec/unschedulable"),
+        (Kind::Job, "status.successful") => count("/status/succeeded"),
+        (Kind::ReplicaSet | Kind::ReplicationController, "status.replicas") => {
+            count("/status/replicas")
+        }
+        // The component that reported the Event, under either name.
+        (Kind::Event, "source") => match text("/source/component") {
+            component if component.is_empty() => text("/reportingComponent"),
+            component => component,
+        },
+        (_, field) => text(&format!("/{}", field.replace('.', "/"))),
+    }
+}
+
+impl FieldSelector {
+    /// The selector that matches every object.
+    pub fn everything() -> FieldSelector {
+        FieldSelector::default()
+    }
+
+    /// Parse the string form; the empty string (and empty terms) select
+    /// everything. Whitespace around a field or value is ignored. Refused
+    /// (`BadRequest`): a term without an operator, a value with an
+    /// unescaped `,` or `=` or a bad escape, an input over 16 KiB.
+    pub fn parse(s: &str) -> Result<FieldSelector, ApiError> {
+        if s.len() > INPUT_LEN_MAX {
+            return Err(ApiError::bad_request(format!(
+                "field selector is too long ({} bytes; at most {INPUT_LEN_MAX})",
+                s.len()
+            )));
+        }
+        let mut terms = Vec::new();
+        for term in split_field_terms(s) {
+            if term.trim().is_empty() {
+                continue;
+            }
+            let not_understood = || {
+                ApiError::bad_request(format!(
+                    "invalid selector: '{s}'; can't understand '{term}'"
+                ))
+            };
+            let (field, operator, raw) = split_field_term(term).ok_or_else(not_understood)?;
+            let field = field.trim();
+            if field.is_empty() {
+                return Err(not_understood());
+            }
+            terms.push(FieldTerm {
+                field: field.to_string(),
+                operator,
+                value: unescape_field_value(raw.trim())?,
+            });
+        }
+        terms.sort();
+        terms.dedup();
+        Ok(FieldSelector { terms })
+    }
+
+    /// Parse `s` and [`check`](FieldSelector::check) it for `kind`.
+    pub fn parse_for(kind: Kind, s: &str) -> Result<FieldSelector, ApiError> {
+        let selector = FieldSelector::parse(s)?;
+        selector.check(kind)?;
+        Ok(selector)
+    }
+
+    /// Refuse (`BadRequest`) a selector naming a field `kind` does not
+    /// serve, with the Kubernetes API server's message.
+    pub fn check(&self, kind: Kind) -> Result<(), ApiError> {
+        let served = selectable_fields(kind);
+        match self
+            .terms
+            .iter()
+            .find(|t| !served.contains(&t.field.as_str()))
+        {
+            None => Ok(()),
+            Some(t) if served == META_FIELDS => Err(ApiError::bad_request(format!(
+                "{:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
+                t.field
+            ))),
+            Some(t) => Err(ApiError::bad_request(format!(
+                "field label not supported: {}",
+                t.field
+            ))),
+        }
+    }
+
+    /// Whether every term holds for `obj`, an object of `kind`.
+    pub fn matches(&self, kind: Kind, obj: &Value) -> bool {
+        self.terms.iter().all(|t| {
+            let equal = field_value(kind, obj, &t.field) == t.value;
+            match t.operator {
+                FieldOperator::Equals => equal,
+                FieldOperator::NotEquals => !equal,
+            }
+        })
+    }
+
+    /// Whether this selector has no terms (and so matches everything).
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+}
+
+impl fmt::Display for FieldSelector {
+    /// The canonical string form: terms sorted, `=` for equality, values
+    /// escaped; it parses back to the same selector.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, t) in self.terms.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let operator = match t.operator {
+                FieldOperator::Equals => "=",
+                FieldOperator::NotEquals => "!=",
+            };
+            write!(f, "{}{operator}", t.field)?;
+            for c in t.value.chars() {
+                if matches!(c, '\\' | ',' | '=') {
+                    f.write_str("\\")?;
+                }
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for FieldSelector {
+    type Err = ApiError;
+
+    fn from_str(s: &str) -> Result<FieldSelector, ApiError> {
+        FieldSelector::parse(s)
+    }
+}
+
+/// The terms of a field selector: split at commas not escaped by `\`.
+fn split_field_terms(s: &str) -> Vec<&str> {
+    let mut terms = Vec::new();
+    let mut start = 0;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            ',' => {
+                terms.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(&s[start..]);
+    terms
+}
+
+/// A term split at its first operator: `!=`, `==` or `=`, whichever
+/// starts first (a field name cannot hold one).
+fn split_field_term(term: &str) -> Option<(&str, FieldOperator, &str)> {
+    const OPERATORS: [(&str, FieldOperator); 3] = [
+        ("!=", FieldOperator::NotEquals),
+        ("==", FieldOperator::Equals),
+        ("=", FieldOperator::Equals),
+    ];
+    term.char_indices().find_map(|(i, _)| {
+        let (field, rest) = term.split_at(i);
+        OPERATORS
+            .iter()
+            .find_map(|(op, operator)| rest.strip_prefix(op).map(|value| (field, *operator, value)))
+    })
+}
+
+/// A field selector value without its escapes (`\\`, `\,`, `\=`).
+fn unescape_field_value(raw: &str) -> Result<String, ApiError> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e @ ('\\' | ',' | '=')) => out.push(e),
+                Some(e) => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid field selector: invalid escape sequence: \\{e}"
+                    )))
+                }
+                None => {
+                    return Err(ApiError::bad_request(
+                        "invalid field selector: invalid escape sequence: \\",
+                    ))
+                }
+            },
+            ',' | '=' => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector: unescaped character in value: {c}"
+                )))
+            }
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,5 +967,199 @@ mod tests {
         assert!(Selector::everything().is_empty());
         assert!(Selector::everything().matches(&labels(&[])));
         assert!(Selector::from_match_labels(&BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn field_selectors_parse_and_print() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("", Some("")),
+            (" , ,", Some("")),
+            ("spec.nodeName=n1", Some("spec.nodeName=n1")),
+            ("spec.nodeName==n1", Some("spec.nodeName=n1")),
+            (" spec.nodeName = n1 ", Some("spec.nodeName=n1")),
+            ("status.phase!=Running", Some("status.phase!=Running")),
+            // Sorted and deduplicated.
+            (
+                "status.phase!=Failed,metadata.name=a,metadata.name==a",
+                Some("metadata.name=a,status.phase!=Failed"),
+            ),
+            ("spec.nodeName=", Some("spec.nodeName=")),
+            ("spec.nodeName!=", Some("spec.nodeName!=")),
+            // Escapes in values.
+            (
+                r"metadata.name=a\,b\=c\\d",
+                Some(r"metadata.name=a\,b\=c\\d"),
+            ),
+            // The first operator splits the term.
+            ("a!b=c", Some("a!b=c")),
+            ("a==b", Some("a=b")),
+            ("nonsense", None),
+            ("=value", None),
+            ("a=b=c", None),
+            ("a=b,c", None),
+            (r"a=b\x", None),
+            (r"a=b\", None),
+        ];
+        for (input, want) in table {
+            let got = FieldSelector::parse(input).map(|s| s.to_string());
+            match want {
+                Some(want) => assert_eq!(got.as_deref(), Ok(*want), "{input:?}"),
+                None => assert_eq!(
+                    got.map_err(|e| e.reason),
+                    Err(crate::Reason::BadRequest),
+                    "{input:?}"
+                ),
+            }
+        }
+        // The printed form parses back to the same selector.
+        let s = FieldSelector::parse(r"metadata.name=a\,b,spec.nodeName!=").expect("parses");
+        assert_eq!(FieldSelector::parse(&s.to_string()), Ok(s));
+        let too_long = "a=".to_string() + &"b".repeat(INPUT_LEN_MAX);
+        assert!(FieldSelector::parse(&too_long).is_err());
+        assert_eq!(
+            FieldSelector::parse("nonsense").map_err(|e| e.message),
+            Err("invalid selector: 'nonsense'; can't understand 'nonsense'".to_string())
+        );
+    }
+
+    #[test]
+    fn field_selectors_check_the_kind() {
+        let table: &[(Kind, &str, Result<(), &str>)] = &[
+            (
+                Kind::Pod,
+                "spec.nodeName=n,status.phase=Running,metadata.namespace=d",
+                Ok(()),
+            ),
+            (
+                Kind::Pod,
+                "spec.hostNetwork=true,status.podIP=10.0.0.1",
+                Ok(()),
+            ),
+            (
+                Kind::Pod,
+                "spec.foo=1",
+                Err("field label not supported: spec.foo"),
+            ),
+            (
+                Kind::Event,
+                "involvedObject.kind=Pod,involvedObject.name=p,involvedObject.uid=u,\
+                 reason=Killing,type=Normal,source=kubelet,reportingComponent=x",
+                Ok(()),
+            ),
+            (
+                Kind::Event,
+                "message=x",
+                Err("field label not supported: message"),
+            ),
+            (Kind::Secret, "type=Opaque", Ok(())),
+            (
+                Kind::Node,
+                "spec.unschedulable=false,metadata.name=n1",
+                Ok(()),
+            ),
+            (
+                Kind::Node,
+                "metadata.namespace=x",
+                Err("field label not supported: metadata.namespace"),
+            ),
+            (Kind::Namespace, "status.phase=Active", Ok(())),
+            (Kind::Job, "status.successful=1", Ok(())),
+            (Kind::ReplicaSet, "status.replicas=0", Ok(())),
+            (Kind::ReplicationController, "status.replicas=0", Ok(())),
+            (Kind::Service, "spec.type=ClusterIP", Ok(())),
+            (
+                Kind::Deployment,
+                "metadata.name=web,metadata.namespace=d",
+                Ok(()),
+            ),
+            (
+                Kind::Deployment,
+                "status.phase=x",
+                Err(
+                    r#""status.phase" is not a known field selector: only "metadata.name", "metadata.namespace""#,
+                ),
+            ),
+            (Kind::ConfigMap, "", Ok(())),
+        ];
+        for (kind, input, want) in table {
+            let got = FieldSelector::parse_for(*kind, input);
+            match want {
+                Ok(()) => assert!(got.is_ok(), "{kind:?} {input:?}: {got:?}"),
+                Err(message) => {
+                    let e = got.expect_err(input);
+                    assert_eq!(e.reason, crate::Reason::BadRequest, "{input:?}");
+                    assert_eq!(&e.message, message, "{kind:?} {input:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn field_selectors_match() {
+        use serde_json::json;
+        let pod = json!({"metadata": {"name": "p", "namespace": "d"},
+            "spec": {"nodeName": "n1", "restartPolicy": "Always"},
+            "status": {"phase": "Running", "podIP": "10.0.0.9",
+                "podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}]}});
+        let unscheduled = json!({"metadata": {"name": "q", "namespace": "d"}, "spec": {}});
+        let event = json!({"metadata": {"name": "e", "namespace": "d"},
+            "involvedObject": {"kind": "Pod", "name": "p", "uid": "u-1"},
+            "reason": "Scheduled", "type": "Normal", "reportingComponent": "default-scheduler"});
+        let table: &[(Kind, &Value, &str, bool)] = &[
+            (Kind::Pod, &pod, "", true),
+            (Kind::Pod, &pod, "spec.nodeName=n1", true),
+            (Kind::Pod, &pod, "spec.nodeName=n2", false),
+            (
+                Kind::Pod,
+                &pod,
+                "spec.nodeName!=n2,status.phase=Running",
+                true,
+            ),
+            (
+                Kind::Pod,
+                &pod,
+                "metadata.name=p,metadata.namespace=d",
+                true,
+            ),
+            (Kind::Pod, &pod, "status.podIP=10.0.0.1", true),
+            (Kind::Pod, &pod, "spec.hostNetwork=false", true),
+            (Kind::Pod, &unscheduled, "spec.nodeName=", true),
+            (Kind::Pod, &unscheduled, "spec.nodeName!=", false),
+            (Kind::Pod, &unscheduled, "status.phase!=Running", true),
+            (
+                Kind::Event,
+                &event,
+                "involvedObject.kind=Pod,involvedObject.name=p",
+                true,
+            ),
+            (Kind::Event, &event, "involvedObject.uid=u-2", false),
+            (Kind::Event, &event, "source=default-scheduler", true),
+            (
+                Kind::Event,
+                &event,
+                "reportingComponent=default-scheduler,type=Normal",
+                true,
+            ),
+        ];
+        for (kind, obj, input, want) in table {
+            let s = FieldSelector::parse_for(*kind, input).expect(input);
+            assert_eq!(s.matches(*kind, obj), *want, "{kind:?} {input:?}");
+        }
+        let zeroes = json!({"metadata": {"name": "x"}});
+        assert_eq!(
+            field_value(Kind::Node, &zeroes, "spec.unschedulable"),
+            "false"
+        );
+        assert_eq!(field_value(Kind::Job, &zeroes, "status.successful"), "0");
+        assert_eq!(
+            field_value(Kind::ReplicaSet, &zeroes, "status.replicas"),
+            "0"
+        );
+        let job = json!({"status": {"succeeded": 3}});
+        assert_eq!(field_value(Kind::Job, &job, "status.successful"), "3");
+        let event = json!({"source": {"component": "kubelet"}, "reportingComponent": "x"});
+        assert_eq!(field_value(Kind::Event, &event, "source"), "kubelet");
+        assert!(FieldSelector::everything().is_empty());
+        assert!(FieldSelector::everything().matches(Kind::Pod, &zeroes));
     }
 }

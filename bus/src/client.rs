@@ -88,6 +88,13 @@ pub struct EvictOptions {
 /// Retries of a request the store answered `Unavailable`.
 pub const UNAVAILABLE_RETRIES: usize = 5;
 
+/// How often a followed log is asked for more ([`Client::follow_logs`]).
+pub const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// Failed asks in a row after which a followed log gives up.
+pub const FOLLOW_FAILURES_MAX: u32 = 20;
+/// Pieces of a followed log buffered before the follower waits.
+const FOLLOW_CHUNKS: usize = 16;
+
 /// How long one request waits for its reply.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -625,6 +632,56 @@ impl Client {
 
     /// Ask a node agent to run a command in a container; waits as long as
     /// the command may run, and a little more.
+    /// A container's log as it is written: the text so far (as
+    /// [`Client::logs`] answers `req`), then what is written after, asked
+    /// for every [`FOLLOW_POLL`], until the run ends (the log is
+    /// finished, or a new run began), the receiver is dropped, or
+    /// [`FOLLOW_FAILURES_MAX`] asks in a row fail (the last error is sent).
+    pub fn follow_logs(
+        &self,
+        node: String,
+        mut req: LogsRequest,
+    ) -> tokio::sync::mpsc::Receiver<Result<String>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(FOLLOW_CHUNKS);
+        let client = self.clone();
+        tokio::spawn(async move {
+            let mut chunk = match client.logs(&node, &req).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            if tx.send(Ok(std::mem::take(&mut chunk.text))).await.is_err() {
+                return;
+            }
+            let mut failures = 0;
+            while !chunk.finished {
+                tokio::time::sleep(FOLLOW_POLL).await;
+                req.from_offset = Some(chunk.offset);
+                match client.logs(&node, &req).await {
+                    // a new run began: this one has ended
+                    Ok(next) if next.restart != chunk.restart => return,
+                    Ok(mut next) => {
+                        failures = 0;
+                        if tx.send(Ok(std::mem::take(&mut next.text))).await.is_err() {
+                            return;
+                        }
+                        chunk = next;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= FOLLOW_FAILURES_MAX {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        rx
+    }
+
     pub async fn exec(&self, node: &str, req: &ExecRequest) -> Result<ExecResult> {
         let secs = req
             .timeout_secs

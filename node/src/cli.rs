@@ -183,6 +183,16 @@ pub enum BenchCommand {
     /// pods, required anti-affinity and topology spread, beside pods
     /// created already bound.
     Scheduler(BenchSchedulerArgs),
+    /// The Kubernetes API gateway: get, list and create through it (HTTPS)
+    /// beside the same calls over the bus, 1 and 64 in flight.
+    Gateway(BenchGatewayArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchGatewayArgs {
+    /// Requests per case with 64 in flight (at most 2,000 with 1).
+    #[arg(long, default_value_t = 5_000)]
+    pub requests: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -430,6 +440,33 @@ pub struct UpArgs {
     pub election: ElectionArgs,
     #[command(flatten)]
     pub network: NetworkArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// The Kubernetes API (HTTPS, for kubectl and client libraries): where
+/// it listens and where its kubeconfig goes.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Serve the Kubernetes API on this address (`off`: not at all; port
+    /// 0: a free port, written into the kubeconfig). `kubus up` serves on
+    /// 127.0.0.1:6443 by default; a mesh node (`kubus node`) only when
+    /// given one.
+    #[arg(long, env = "KUBUS_API_ADDRESS")]
+    pub api_address: Option<String>,
+    /// Another name or IP address the API's certificate carries (for
+    /// clients on other machines); repeatable.
+    #[arg(long)]
+    pub api_san: Vec<String>,
+    /// Where to write the kubeconfig (default: $KUBUS_HOME/kubeconfig,
+    /// i.e. ~/.kubus/kubeconfig).
+    #[arg(long)]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// Also merge the cluster, user and context (named after --cluster)
+    /// into ~/.kube/config (or the first file of $KUBECONFIG), as k3s
+    /// does; other entries and the current context are kept.
+    #[arg(long)]
+    pub kubeconfig_merge: bool,
 }
 
 /// How the control role elects the one mesh node that runs the scheduler
@@ -583,6 +620,8 @@ pub struct NodeArgs {
     pub election: ElectionArgs,
     #[command(flatten)]
     pub network: NetworkArgs,
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 #[derive(Debug, Clone, Args)]

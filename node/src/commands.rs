@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use kubus_api::lifecycle::Propagation;
@@ -441,7 +440,7 @@ async fn apply(client: &Client, args: ApplyArgs) -> anyhow::Result<()> {
 
 async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
     if args.kind == "all" {
-        return get_several(client, &args, &ALL_KINDS).await;
+        return get_several(client, &args, &Kind::CATEGORY_ALL).await;
     }
     if args.kind.contains(',') {
         // kubectl's `get pods,svc`: a table per kind, named KIND/NAME
@@ -547,19 +546,7 @@ async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
 }
 
 /// The kinds `kubectl get all` shows, in its order.
-const ALL_KINDS: [Kind; 9] = [
-    Kind::Pod,
-    Kind::ReplicationController,
-    Kind::Service,
-    Kind::DaemonSet,
-    Kind::Deployment,
-    Kind::ReplicaSet,
-    Kind::StatefulSet,
-    Kind::CronJob,
-    Kind::Job,
-];
-
-/// `kubus get all` ([`ALL_KINDS`]) and `kubus get pods,svc`: a table for
+/// `kubus get all` ([`Kind::CATEGORY_ALL`]) and `kubus get pods,svc`: a table for
 /// each of `kinds` that has objects, each NAME as `KIND/NAME`, a blank
 /// line apart.
 async fn get_several(client: &Client, args: &GetArgs, kinds: &[Kind]) -> anyhow::Result<()> {
@@ -718,50 +705,26 @@ fn node_of(pod: &Value, namespace: &str) -> anyhow::Result<String> {
         })
 }
 
-/// How often `kubus logs -f` asks for more.
-const FOLLOW_POLL: Duration = Duration::from_millis(500);
-/// Failed asks in a row after which `kubus logs -f` gives up.
-const FOLLOW_FAILURES_MAX: u32 = 20;
-
 async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<()> {
     let pod = pod_named(client, &args.namespace, &args.pod).await?;
     let pod_name = meta::name(&pod).unwrap_or_default().to_string();
     let node = node_of(&pod, &args.namespace)?;
-    let mut req = LogsRequest {
+    let req = LogsRequest {
         namespace: args.namespace.clone(),
         pod: pod_name.clone(),
         container: args.container.clone(),
         previous: args.previous,
         ..LogsRequest::default()
     };
-    let mut chunk = client.logs(&node, &req).await?;
-    emit(&chunk.text);
     if !args.follow {
+        emit(&client.logs(&node, &req).await?.text);
         return Ok(());
     }
-    // follow this run of the container until it ends; each ask is bounded
-    // by the request timeout and the reply size, failures in a row by count
-    let mut failures = 0;
-    while !chunk.finished {
-        tokio::time::sleep(FOLLOW_POLL).await;
-        req.from_offset = Some(chunk.offset);
-        match client.logs(&node, &req).await {
-            Ok(next) if next.restart != chunk.restart => {
-                // a new run began: this one has ended
-                break;
-            }
-            Ok(next) => {
-                failures = 0;
-                emit(&next.text);
-                chunk = next;
-            }
-            Err(e) => {
-                failures += 1;
-                if failures >= FOLLOW_FAILURES_MAX {
-                    return Err(e).context("following the log");
-                }
-            }
-        }
+    // this run of the container until it ends (bounded asks, see
+    // Client::follow_logs)
+    let mut texts = client.follow_logs(node, req);
+    while let Some(text) = texts.recv().await {
+        emit(&text.context("following the log")?);
     }
     Ok(())
 }

@@ -16,9 +16,15 @@ pub struct Current {
     /// The pid of the nats-server child, when `kubus up` started one.
     #[serde(default)]
     pub nats_pid: Option<u32>,
+    /// The Kubernetes API's URL, when it is served.
+    #[serde(default)]
+    pub api: Option<String>,
+    /// The kubeconfig written for it.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
 }
 
-fn home() -> PathBuf {
+pub fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }
 

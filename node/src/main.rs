@@ -6,6 +6,7 @@
 //! client that speaks only NATS. This crate only wires and prints: `anyhow`
 //! lives here and nowhere else.
 
+mod api_server;
 mod backup;
 mod bench;
 mod child;
@@ -69,6 +70,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Command::Bench(cli::BenchCommand::Proxy(args)) => bench::proxy::run(args),
         cli::Command::Bench(cli::BenchCommand::Workloads(args)) => bench::workloads::run(args),
         cli::Command::Bench(cli::BenchCommand::Scheduler(args)) => bench::scheduler::run(args),
+        cli::Command::Bench(cli::BenchCommand::Gateway(args)) => bench::gateway::run(args),
         cli::Command::Node(args) => mesh::node(args),
         // offline: a file and a directory, no cluster
         cli::Command::Store(cli::StoreCommand::Snapshot(c))

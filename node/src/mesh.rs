@@ -26,6 +26,7 @@ use kubus_bus::{Client, FenceCell};
 use kubus_storage::{Store, StoreConfig};
 use tracing::{error, info};
 
+use crate::api_server::{self, ApiStart};
 use crate::cli::{ElectionArgs, HistoryArgs, NodeArgs, RuntimeArgs, UpArgs};
 use crate::config::{self, Current};
 use crate::containerd::{self, Containerd};
@@ -79,6 +80,8 @@ pub struct MeshNode {
     pub election: ElectionArgs,
     /// The cluster's service ranges.
     pub net: ServiceNet,
+    /// The Kubernetes API's bound listener, when it is served.
+    pub api: Option<ApiStart>,
 }
 
 /// The store's peer id and initial voters from `--peer-id` and
@@ -159,6 +162,14 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         }
         (None, None) => bail!("no bus"),
     };
+    let node_name = args.node_name.unwrap_or_else(config::host_name);
+    let api = api_server::prepare(
+        &args.api,
+        Some(api_server::DEFAULT_ADDRESS),
+        &args.cluster,
+        &data_dir.join("pki"),
+        &node_name,
+    )?;
     let pid = std::process::id();
     config::write_current(&Current {
         nats: nats_url.clone(),
@@ -166,7 +177,16 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         pid,
         nats_pid,
+        api: api.as_ref().map(|a| a.url.clone()),
+        kubeconfig: api.as_ref().map(|a| a.kubeconfig.clone()),
     })?;
+    if let Some(a) = &api {
+        println!(
+            "kubus: Kubernetes API at {}; kubectl: export KUBECONFIG={}",
+            a.url,
+            a.kubeconfig.display()
+        );
+    }
     println!(
         "kubus: cluster {:?} is starting; bus at {nats_url}, data in {}",
         args.cluster,
@@ -181,7 +201,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         nats_url,
         cluster: args.cluster,
         data_dir,
-        node_name: args.node_name.unwrap_or_else(config::host_name),
+        node_name,
         hollow_nodes: args.hollow_nodes,
         hollow_delay_ms: args.hollow_delay_ms,
         peer_id: 1,
@@ -191,6 +211,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         runtime: resolve_runtime(args.runtime),
         election: args.election,
         net,
+        api,
     };
     let result = run(mesh, nats.clone());
     config::clear_current(pid);
@@ -204,12 +225,30 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
 
 pub fn node(args: NodeArgs) -> anyhow::Result<()> {
     let (peer_id, initial_peers) = store_peers(args.peer_id, args.initial_peers)?;
+    let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
+    let node_name = args.node_name.unwrap_or_else(config::host_name);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let api = api_server::prepare(
+        &args.api,
+        None,
+        &args.cluster,
+        &data_dir.join("pki"),
+        &node_name,
+    )?;
+    if let Some(a) = &api {
+        println!(
+            "kubus: Kubernetes API at {}; kubeconfig {}",
+            a.url,
+            a.kubeconfig.display()
+        );
+    }
     let mesh = MeshNode {
         roles: Roles::parse(&args.roles)?,
         nats_url: args.nats,
         cluster: args.cluster,
-        data_dir: args.data_dir.unwrap_or_else(config::default_data_dir),
-        node_name: args.node_name.unwrap_or_else(config::host_name),
+        data_dir,
+        node_name,
         hollow_nodes: args.hollow_nodes,
         hollow_delay_ms: args.hollow_delay_ms,
         peer_id,
@@ -219,9 +258,8 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         runtime: resolve_runtime(args.runtime),
         election: args.election,
         net: args.network.net()?,
+        api,
     };
-    std::fs::create_dir_all(&mesh.data_dir)
-        .with_context(|| format!("creating {}", mesh.data_dir.display()))?;
     run(mesh, None)
 }
 
@@ -313,8 +351,9 @@ pub fn two_core_system() -> actix::SystemRunner {
     })
 }
 
-fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<()> {
+fn run(mut mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<()> {
     let system = two_core_system();
+    let api = mesh.api.take();
     system.block_on(async move {
         let client = connect(&mesh.nats_url, &mesh.cluster).await?;
         // Each role has its own connection, as it would in its own process:
@@ -349,6 +388,14 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
             ClusterDns::new(dns_ip, 53, &resolv_conf, informers).start();
             info!(node = %mesh.node_name, runtime = %mesh.runtime.runtime, "worker role: node agent, service proxy and cluster DNS started");
         }
+        // the Kubernetes API: any role may serve it; it needs only the bus
+        let gateway = match api {
+            Some(a) => {
+                let own = connect(&mesh.nats_url, &mesh.cluster).await?;
+                Some(kubus_gateway::Gateway::start(own, a.listener, a.tls)?)
+            }
+            None => None,
+        };
         let containerd = worker.containerd.take().map(|c| Arc::new(Mutex::new(c)));
         let hollow = start_hollow_nodes(&mesh).await?;
         println!("kubus: ready (node {:?}); stop with Ctrl-C", mesh.node_name);
@@ -390,6 +437,9 @@ fn run(mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<(
             r = supervised_containerd => r,
         };
         info!("stopping");
+        if let Some(g) = gateway {
+            g.shutdown().await;
+        }
         for e in electors {
             let _ = tokio::time::timeout(Duration::from_secs(2), e.send(Release)).await;
         }

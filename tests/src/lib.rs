@@ -180,9 +180,16 @@ impl Cluster {
             .open(self.dir.path().join("kubus.log"))
             .expect("log file");
         let _ = std::fs::remove_file(self.home().join("current.json"));
+        // every test cluster serves the Kubernetes API on a port of its own
+        let api: &[&str] = if self.up_args.iter().any(|a| a.starts_with("--api-address")) {
+            &[]
+        } else {
+            &["--api-address", "127.0.0.1:0"]
+        };
         let child = Command::new(kubus_bin())
             .args(["up", "--node-name", "node-1", "--data-dir"])
             .arg(self.data_dir())
+            .args(api)
             .args(&self.up_args)
             .env("KUBUS_HOME", self.home())
             .env("RUST_LOG", "info")
@@ -270,6 +277,40 @@ impl Cluster {
         );
         assert!(out.status.success(), "kubus {args:?}: {said}");
         said
+    }
+
+    /// The machine's kubectl build for `minor` (`"1.33"`, `"1.27"`), or
+    /// None when it has none (the one on the PATH is a dispatcher that
+    /// picks the server's minor).
+    pub fn kubectl_build(minor: &str) -> Option<PathBuf> {
+        let p = PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{minor}"));
+        p.is_file().then_some(p)
+    }
+
+    /// Run kubectl (`binary`) against this cluster's Kubernetes API with
+    /// the kubeconfig `kubus up` wrote, `stdin` as its input; a HOME of
+    /// its own per binary (kubectl caches discovery there).
+    pub fn kubectl_in(&self, binary: &Path, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let name = binary
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let home = self.dir.path().join(format!("home-{name}"));
+        let _ = std::fs::create_dir_all(&home);
+        let mut child = Command::new(binary)
+            .args(args)
+            .env("KUBECONFIG", self.home().join("kubeconfig"))
+            .env("HOME", &home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin.as_bytes());
+        }
+        child.wait_with_output().expect("kubectl")
     }
 
     /// Apply a manifest given as text (through `kubus apply -f -`).

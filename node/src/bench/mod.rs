@@ -3,6 +3,7 @@
 //! none is a test and none asserts a time.
 
 mod etcd;
+pub mod gateway;
 pub mod pods;
 pub mod proxy;
 mod raw_cri;

@@ -11,6 +11,7 @@ mod drain;
 mod foreign_client;
 mod graceful_delete;
 mod hollow_scale;
+mod kubectl;
 mod lifecycle;
 mod manifests;
 mod nats_mesh;

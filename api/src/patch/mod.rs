@@ -1,7 +1,15 @@
 //! Patches and the client-side apply merge, on objects in their JSON form.
 //!
-//! - [`merge_patch`]: RFC 7386 JSON Merge Patch (`PATCH` with
-//!   `application/merge-patch+json`).
+//! - [`PatchType`] and [`apply_patch`]: the three `PATCH` bodies Kubernetes
+//!   clients send, chosen by `Content-Type`:
+//!   - [`merge_patch`]: RFC 7386 JSON Merge Patch
+//!     (`application/merge-patch+json`);
+//!   - RFC 6902 JSON Patch (`application/json-patch+json`), a list of
+//!     operations, through the `json-patch` crate;
+//!   - Kubernetes' strategic merge patch
+//!     (`application/strategic-merge-patch+json`, what `kubectl patch` and
+//!     client-side `kubectl apply` send): [`strategic`], with each field's
+//!     strategy in the one table of [`schema`].
 //! - [`three_way_merge`]: what `kubectl apply` (client side) computes from
 //!   the configuration it applied last time, the new manifest and the live
 //!   object, so that fields a user stops writing are removed while fields
@@ -10,21 +18,190 @@
 //!   where that last configuration is kept, exactly as kubectl keeps it, so
 //!   objects move between kubectl and kubus without losing their history.
 //!
-//! Lists are always replaced wholesale. Kubernetes' strategic merge patch
-//! merges some lists by key (containers by `name`); kubectl uses plain JSON
-//! merge semantics for kinds without that schema (custom resources), and so
-//! does kubus for every kind. A value defaulted inside a list element is
-//! therefore dropped by an apply and filled in again by admission.
+//! In [`three_way_merge`] (kubus' own apply) lists are always replaced
+//! wholesale: it uses plain JSON merge semantics for every kind, as kubectl
+//! does for kinds without a patch schema (custom resources). A value
+//! defaulted inside a list element is therefore dropped by such an apply
+//! and filled in again by admission. A strategic merge patch from kubectl
+//! merges the lists its schema merges (containers by `name`).
 //!
 //! Pure functions on [`serde_json::Value`]; like the rest of this crate, no
 //! I/O. Recursion follows the value's depth, which parsing already bounds
 //! (serde_json and the manifest parser both limit nesting).
 
+pub mod schema;
+pub mod strategic;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::error::{ApiError, FieldCause};
+use crate::kind::{Kind, ObjectRef};
+use crate::meta;
 
 /// The annotation in which kubectl (and kubus) keep the configuration last
 /// applied to an object, as compact JSON.
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// `Content-Type` of an RFC 7386 JSON merge patch.
+pub const MERGE_PATCH_CONTENT_TYPE: &str = "application/merge-patch+json";
+/// `Content-Type` of an RFC 6902 JSON patch.
+pub const JSON_PATCH_CONTENT_TYPE: &str = "application/json-patch+json";
+/// `Content-Type` of a Kubernetes strategic merge patch.
+pub const STRATEGIC_MERGE_PATCH_CONTENT_TYPE: &str = "application/strategic-merge-patch+json";
+
+/// Most operations one JSON patch may hold, as the Kubernetes API server
+/// allows (`maxJSONPatchOperations`): each operation walks the object, so
+/// the work of one request stays bounded.
+pub const JSON_PATCH_OPERATIONS_MAX: usize = 10_000;
+
+/// Which kind of patch a `PATCH` body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PatchType {
+    /// RFC 7386 JSON merge patch: objects merge, `null` deletes, lists and
+    /// scalars replace.
+    #[default]
+    Merge,
+    /// RFC 6902 JSON patch: a list of `add`/`remove`/`replace`/`move`/
+    /// `copy`/`test` operations.
+    Json,
+    /// Kubernetes' strategic merge patch: a merge patch whose lists merge
+    /// by the field's strategy, with `$patch`-style directives.
+    Strategic,
+}
+
+impl PatchType {
+    /// The patch type a request's `Content-Type` names; parameters
+    /// (`; charset=utf-8`) and case are ignored. `None` for anything else,
+    /// including server-side apply's `application/apply-patch+yaml`, which
+    /// is not a patch of the current object.
+    pub fn from_content_type(content_type: &str) -> Option<PatchType> {
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        [PatchType::Merge, PatchType::Json, PatchType::Strategic]
+            .into_iter()
+            .find(|t| t.content_type().eq_ignore_ascii_case(media))
+    }
+
+    /// The `Content-Type` a client sends this patch with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            PatchType::Merge => MERGE_PATCH_CONTENT_TYPE,
+            PatchType::Json => JSON_PATCH_CONTENT_TYPE,
+            PatchType::Strategic => STRATEGIC_MERGE_PATCH_CONTENT_TYPE,
+        }
+    }
+}
+
+/// `current`, an object of `kind`, with `patch` applied as `patch_type`
+/// says. The result is not admitted: the caller runs admission on it as on
+/// any update.
+///
+/// A patch that is malformed, or malformed for this object (a strategic
+/// list element without its merge key, an unknown `$` directive), is
+/// `BadRequest`; a JSON patch whose operation does not apply (a `test`
+/// that fails, a path that does not exist) is `Invalid` with the
+/// operation's path as the cause. Every error names the object.
+///
+/// ```
+/// use kubus_api::patch::{apply_patch, PatchType};
+/// use kubus_api::Kind;
+/// use serde_json::json;
+///
+/// let live = json!({"kind": "Deployment", "metadata": {"name": "web"},
+///     "spec": {"template": {"spec": {"containers": [
+///         {"name": "web", "image": "nginx:1.25"},
+///         {"name": "log", "image": "busybox"}]}}}});
+/// let patch = json!({"spec": {"template": {"spec": {"containers": [
+///     {"name": "web", "image": "nginx:1.27"}]}}}});
+/// let got = apply_patch(Kind::Deployment, &live, PatchType::Strategic, &patch).unwrap();
+/// let containers = &got["spec"]["template"]["spec"]["containers"];
+/// assert_eq!(containers[0]["image"], "nginx:1.27");
+/// assert_eq!(containers[1]["name"], "log"); // merged by name, not replaced
+/// ```
+pub fn apply_patch(
+    kind: Kind,
+    current: &Value,
+    patch_type: PatchType,
+    patch: &Value,
+) -> Result<Value, ApiError> {
+    let object = ObjectRef::new(
+        kind,
+        meta::namespace(current),
+        meta::name(current).unwrap_or_default(),
+    );
+    let bad_request = |message: String| ApiError {
+        object: Some(object.clone()),
+        ..ApiError::bad_request(message)
+    };
+    match patch_type {
+        PatchType::Merge => {
+            if !patch.is_object() {
+                return Err(bad_request(format!(
+                    "merge patch of {object}: the patch must be a JSON object"
+                )));
+            }
+            Ok(merge_patch(current, patch))
+        }
+        PatchType::Json => json_patch(&object, current, patch),
+        PatchType::Strategic => strategic::strategic_merge_patch(kind, current, patch)
+            .map_err(|e| bad_request(format!("strategic merge patch of {object}: {e}"))),
+    }
+}
+
+/// Apply an RFC 6902 JSON patch to `current`.
+fn json_patch(object: &ObjectRef, current: &Value, patch: &Value) -> Result<Value, ApiError> {
+    let bad_request = |message: String| ApiError {
+        object: Some(object.clone()),
+        ..ApiError::bad_request(format!("json patch of {object}: {message}"))
+    };
+    let Value::Array(operations) = patch else {
+        return Err(bad_request(
+            "the patch must be a JSON list of operations".to_string(),
+        ));
+    };
+    if operations.len() > JSON_PATCH_OPERATIONS_MAX {
+        return Err(ApiError {
+            object: Some(object.clone()),
+            ..ApiError::too_large(format!(
+                "json patch of {object}: {} operations; at most {JSON_PATCH_OPERATIONS_MAX} are allowed",
+                operations.len()
+            ))
+        });
+    }
+    let mut parsed = Vec::with_capacity(operations.len());
+    for (i, op) in operations.iter().enumerate() {
+        let op = json_patch::PatchOperation::deserialize(op)
+            .map_err(|e| bad_request(format!("operation {i}: {e}")))?;
+        parsed.push(op);
+    }
+    let mut out = current.clone();
+    match json_patch::patch(&mut out, &parsed) {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            let rule = match e.kind {
+                json_patch::PatchErrorKind::TestFailed => {
+                    "test failed: the value differs".to_string()
+                }
+                json_patch::PatchErrorKind::InvalidPointer => "the path does not exist".to_string(),
+                json_patch::PatchErrorKind::InvalidFromPointer => {
+                    "the \"from\" path does not exist".to_string()
+                }
+                json_patch::PatchErrorKind::CannotMoveInsideItself => {
+                    "cannot move a value inside itself".to_string()
+                }
+                other => other.to_string(),
+            };
+            Err(ApiError::invalid(
+                Some(object.clone()),
+                vec![FieldCause::new(
+                    e.path.to_string(),
+                    format!("json patch operation {}: {rule}", e.operation),
+                )],
+            ))
+        }
+    }
+}
 
 /// Apply an RFC 7386 JSON merge patch: `null` deletes, objects merge
 /// recursively, anything else replaces. A patch that is not an object
@@ -171,6 +348,183 @@ fn annotations_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn patch_types_from_content_types() {
+        let table = [
+            ("application/merge-patch+json", Some(PatchType::Merge)),
+            ("application/json-patch+json", Some(PatchType::Json)),
+            (
+                "application/strategic-merge-patch+json",
+                Some(PatchType::Strategic),
+            ),
+            (
+                "application/strategic-merge-patch+json; charset=utf-8",
+                Some(PatchType::Strategic),
+            ),
+            (
+                " Application/JSON-Patch+JSON ;charset=UTF-8",
+                Some(PatchType::Json),
+            ),
+            ("application/apply-patch+yaml", None),
+            ("application/json", None),
+            ("", None),
+        ];
+        for (content_type, want) in table {
+            assert_eq!(
+                PatchType::from_content_type(content_type),
+                want,
+                "{content_type:?}"
+            );
+        }
+        for t in [PatchType::Merge, PatchType::Json, PatchType::Strategic] {
+            assert_eq!(PatchType::from_content_type(t.content_type()), Some(t));
+        }
+        assert_eq!(PatchType::default(), PatchType::Merge);
+        let names: Vec<Value> = [PatchType::Merge, PatchType::Json, PatchType::Strategic]
+            .iter()
+            .map(|t| serde_json::to_value(t).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            vec![json!("merge"), json!("json"), json!("strategic")]
+        );
+    }
+
+    fn deployment() -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [
+                {"name": "a", "image": "i"}, {"name": "b", "image": "j"}]}}}})
+    }
+
+    #[test]
+    fn apply_patch_by_type() {
+        let live = deployment();
+        let table: Vec<(&str, PatchType, Value, Value)> = vec![
+            (
+                "merge patch replaces lists",
+                PatchType::Merge,
+                json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [
+                    {"name": "a", "image": "i2"}]}}}}),
+                json!([{"name": "a", "image": "i2"}]),
+            ),
+            (
+                "strategic merge patch merges containers by name",
+                PatchType::Strategic,
+                json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [
+                    {"name": "a", "image": "i2"}]}}}}),
+                json!([{"name": "a", "image": "i2"}, {"name": "b", "image": "j"}]),
+            ),
+            (
+                "json patch operations in order",
+                PatchType::Json,
+                json!([
+                    {"op": "test", "path": "/spec/replicas", "value": 2},
+                    {"op": "replace", "path": "/spec/replicas", "value": 3},
+                    {"op": "remove", "path": "/spec/template/spec/containers/1"},
+                    {"op": "add", "path": "/spec/template/spec/containers/-",
+                        "value": {"name": "c", "image": "k"}},
+                    {"op": "copy", "from": "/spec/template/spec/containers/0/image",
+                        "path": "/spec/template/spec/containers/1/image"}
+                ]),
+                json!([{"name": "a", "image": "i"}, {"name": "c", "image": "i"}]),
+            ),
+        ];
+        for (name, patch_type, patch, containers) in table {
+            let got = apply_patch(Kind::Deployment, &live, patch_type, &patch);
+            let got = got.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(got["spec"]["replicas"], 3, "{name}");
+            assert_eq!(
+                got["spec"]["template"]["spec"]["containers"], containers,
+                "{name}"
+            );
+            assert_eq!(got["metadata"]["labels"], json!({"app": "web"}), "{name}");
+        }
+    }
+
+    #[test]
+    fn apply_patch_errors_name_the_object_and_the_path() {
+        use crate::error::Reason;
+        let live = deployment();
+        let table: Vec<(&str, PatchType, Value, Reason, &str)> = vec![
+            (
+                "a merge patch that is not an object",
+                PatchType::Merge,
+                json!([1]),
+                Reason::BadRequest,
+                "merge patch of Deployment default/web: the patch must be a JSON object",
+            ),
+            (
+                "a json patch that is not a list",
+                PatchType::Json,
+                json!({"op": "add"}),
+                Reason::BadRequest,
+                "json patch of Deployment default/web: the patch must be a JSON list of operations",
+            ),
+            (
+                "an unknown operation",
+                PatchType::Json,
+                json!([{"op": "frobnicate", "path": "/spec"}]),
+                Reason::BadRequest,
+                "json patch of Deployment default/web: operation 0: ",
+            ),
+            (
+                "an operation without a path",
+                PatchType::Json,
+                json!([{"op": "remove"}]),
+                Reason::BadRequest,
+                "json patch of Deployment default/web: operation 0: ",
+            ),
+            (
+                "a failed test",
+                PatchType::Json,
+                json!([{"op": "replace", "path": "/spec/replicas", "value": 5},
+                    {"op": "test", "path": "/spec/replicas", "value": 2}]),
+                Reason::Invalid,
+                "Deployment default/web is invalid: /spec/replicas: json patch operation 1: test failed",
+            ),
+            (
+                "a path that does not exist",
+                PatchType::Json,
+                json!([{"op": "remove", "path": "/spec/paused"}]),
+                Reason::Invalid,
+                "Deployment default/web is invalid: /spec/paused: json patch operation 0: the path does not exist",
+            ),
+            (
+                "a strategic patch element without its merge key",
+                PatchType::Strategic,
+                json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}),
+                Reason::BadRequest,
+                "strategic merge patch of Deployment default/web: \
+                 spec.template.spec.containers[0]: has no merge key \"name\"",
+            ),
+        ];
+        for (name, patch_type, patch, reason, message) in table {
+            let e = apply_patch(Kind::Deployment, &live, patch_type, &patch).expect_err(name);
+            assert_eq!(e.reason, reason, "{name}: {e}");
+            assert!(e.message.starts_with(message), "{name}: {}", e.message);
+            assert_eq!(e.object.map(|o| o.name), Some("web".to_string()), "{name}");
+        }
+        // The failed operation's path is the cause's field.
+        let e = apply_patch(
+            Kind::Deployment,
+            &live,
+            PatchType::Json,
+            &json!([{"op": "test", "path": "/spec/replicas", "value": 9}]),
+        );
+        let causes = e.map_err(|e| e.causes);
+        assert_eq!(
+            causes.as_ref().err().map(|c| c[0].field.as_str()),
+            Some("/spec/replicas")
+        );
+        let too_many = Value::Array(vec![
+            json!({"op": "test", "path": "/spec/replicas", "value": 2});
+            JSON_PATCH_OPERATIONS_MAX + 1
+        ]);
+        let e = apply_patch(Kind::Deployment, &live, PatchType::Json, &too_many);
+        assert_eq!(e.map_err(|e| e.reason), Err(Reason::TooLarge));
+    }
 
     /// RFC 7386 Appendix A, every example, plus the example of section 3.
     #[test]
