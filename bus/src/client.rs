@@ -455,13 +455,19 @@ impl Client {
     }
 
     pub async fn create(&self, object: Value) -> Result<Value> {
+        self.create_with(object, false).await
+    }
+
+    /// Create; with `dry_run`, only admitted and prepared: the answer is
+    /// what would be stored, and nothing is written.
+    pub async fn create_with(&self, object: Value, dry_run: bool) -> Result<Value> {
         let (kind, ns) = target(&object)?;
         match self
             .api(
                 Verb::Create,
                 kind,
                 ns.as_deref(),
-                ApiRequest::Create { object },
+                ApiRequest::Create { object, dry_run },
             )
             .await?
         {
@@ -473,13 +479,19 @@ impl Client {
     /// Replace an object; a set `metadata.resourceVersion` makes it a
     /// compare-and-swap (Conflict when the object moved on).
     pub async fn update(&self, object: Value) -> Result<Value> {
+        self.update_with(object, false).await
+    }
+
+    /// Replace; with `dry_run`, nothing is written (see
+    /// [`Client::create_with`]).
+    pub async fn update_with(&self, object: Value, dry_run: bool) -> Result<Value> {
         let (kind, ns) = target(&object)?;
         match self
             .api(
                 Verb::Update,
                 kind,
                 ns.as_deref(),
-                ApiRequest::Update { object },
+                ApiRequest::Update { object, dry_run },
             )
             .await?
         {

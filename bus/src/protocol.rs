@@ -18,8 +18,9 @@ pub enum ApiRequest {
     List {
         #[serde(default)]
         label_selector: Option<String>,
-        /// Only `spec.nodeName=…`, `metadata.name=…` and
-        /// `metadata.namespace=…` are served.
+        /// Kubernetes' field selector (`=`, `==`, `!=`, comma-separated)
+        /// over the fields Kubernetes serves for the kind
+        /// (`kubus_api::selector::FieldSelector`); others are refused.
         #[serde(default)]
         field_selector: Option<String>,
         /// At most this many items (0 or absent: all, up to the store's cap).
@@ -43,10 +44,17 @@ pub enum ApiRequest {
     },
     Create {
         object: Value,
+        /// Admit and prepare it, answer what would be stored, write
+        /// nothing (Kubernetes' `dryRun=All`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dry_run: bool,
     },
     /// Replace; compare-and-swap on `metadata.resourceVersion` when set.
     Update {
         object: Value,
+        /// As `Create`'s.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dry_run: bool,
     },
     /// A pod bound to a node and still running is not removed at once:
     /// it gets `metadata.deletionTimestamp` (now + the grace period) and
@@ -118,7 +126,8 @@ pub enum ApiRequest {
         since: u64,
         #[serde(default)]
         limit: Option<usize>,
-        /// Only `spec.nodeName=<node>`: the changes of one node's stream.
+        /// A field selector as `List`'s; `spec.nodeName=<node>` reads the
+        /// changes of that node's stream.
         #[serde(default)]
         field_selector: Option<String>,
     },

@@ -49,6 +49,11 @@ fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
+/// An empty body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
 /// A response with `body` and a content type.
 pub fn bytes(
     code: StatusCode,

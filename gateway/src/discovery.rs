@@ -150,6 +150,13 @@ pub fn subresources(kind: Kind) -> Vec<SubResource> {
     if kind == Kind::Pod {
         out.push(own(Sub::Log, &["get"]));
         out.push(SubResource {
+            sub: Sub::Exec,
+            group: "",
+            version: "v1",
+            kind: "PodExecOptions",
+            verbs: &["create", "get"],
+        });
+        out.push(SubResource {
             sub: Sub::Eviction,
             group: "policy",
             version: "v1",
@@ -381,7 +388,7 @@ mod tests {
             .iter()
             .filter_map(|s| s["subresource"].as_str())
             .collect();
-        assert_eq!(subs, ["status", "log", "eviction"]);
+        assert_eq!(subs, ["status", "log", "exec", "eviction"]);
         let groups = aggregated(Format::AggregatedV2, false);
         assert_eq!(
             groups["items"].as_array().map(Vec::len),

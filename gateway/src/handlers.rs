@@ -76,8 +76,9 @@ where
             "a client certificate signed by the cluster's CA is required (see the kubeconfig `kubus up` writes)",
         ));
     }
-    let streaming =
-        matches!(&route, Route::Resource(t) if t.name.is_none() || t.sub == Some(Sub::Log));
+    // lists and watches, logs and execs are bounded by their own limits
+    let streaming = matches!(&route, Route::Resource(t)
+        if t.name.is_none() || matches!(t.sub, Some(Sub::Log | Sub::Exec)));
     let _permit = if streaming {
         None
     } else {
@@ -217,14 +218,14 @@ where
         }
         (&Method::GET, Some(name), Some(Sub::Log)) => logs(c, &t, name, &q).await,
         (&Method::POST, None, None) => {
-            query::refuse_dry_run(&q).map_err(api)?;
+            let dry_run = query::dry_run(&q).map_err(api)?;
             FieldValidation::parse(&q).map_err(api)?;
             if t.kind.namespaced() && t.namespace.is_none() {
                 return Err(not_allowed());
             }
             let obj = read_object(req, &content_type).await?;
             let obj = stamp(&t, obj, None).map_err(api)?;
-            let created = c.create(obj).await.map_err(client)?;
+            let created = c.create_with(obj, dry_run).await.map_err(client)?;
             Ok(body::json(StatusCode::CREATED, &created))
         }
         (&Method::POST, Some(name), Some(Sub::Eviction)) => {
@@ -232,30 +233,30 @@ where
             evict(c, &t, name, &eviction).await
         }
         (&Method::PUT, Some(name), None | Some(Sub::Status)) => {
-            query::refuse_dry_run(&q).map_err(api)?;
+            let dry_run = query::dry_run(&q).map_err(api)?;
             FieldValidation::parse(&q).map_err(api)?;
             let obj = read_object(req, &content_type).await?;
             let obj = stamp(&t, obj, Some(name)).map_err(api)?;
-            let updated = c.update(obj).await.map_err(client)?;
+            let updated = c.update_with(obj, dry_run).await.map_err(client)?;
             Ok(body::json(StatusCode::OK, &updated))
         }
         (&Method::PUT, Some(name), Some(Sub::Scale)) => {
-            query::refuse_dry_run(&q).map_err(api)?;
+            let dry_run = query::dry_run(&q).map_err(api)?;
             let scale = read_object(req, &content_type).await?;
             let replicas = replicas_of_scale(&scale).map_err(api)?;
             let precondition = meta::resource_version(&scale);
-            set_replicas(c, &t, name, replicas, precondition).await
+            set_replicas(c, &t, name, replicas, precondition, dry_run).await
         }
         (&Method::PATCH, Some(name), None | Some(Sub::Status)) => {
-            query::refuse_dry_run(&q).map_err(api)?;
+            let dry_run = query::dry_run(&q).map_err(api)?;
             FieldValidation::parse(&q).map_err(api)?;
             let ty = patch_type(&content_type)?;
             let patch = read_json(req).await?;
-            let patched = patch_object(c, &t, name, ty, &patch).await?;
+            let patched = patch_object(c, &t, name, ty, &patch, dry_run).await?;
             Ok(body::json(StatusCode::OK, &patched))
         }
         (&Method::PATCH, Some(name), Some(Sub::Scale)) => {
-            query::refuse_dry_run(&q).map_err(api)?;
+            let dry_run = query::dry_run(&q).map_err(api)?;
             let ty = patch_type(&content_type)?;
             let patch = read_json(req).await?;
             let obj = c
@@ -268,7 +269,7 @@ where
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 .and_then(|rv| rv.parse().ok());
-            set_replicas(c, &t, name, replicas, precondition).await
+            set_replicas(c, &t, name, replicas, precondition, dry_run).await
         }
         (&Method::DELETE, Some(name), None) => {
             let raw = read_body(req).await?;
@@ -298,11 +299,15 @@ where
                 .map_err(client)?;
             Ok(body::json(StatusCode::OK, &removed))
         }
-        (_, Some(_), Some(Sub::Exec | Sub::Attach | Sub::PortForward)) => Err(status::plain(
+        (&Method::GET | &Method::POST, Some(name), Some(Sub::Exec)) => {
+            let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+            crate::exec::serve(c, &ns, name, req).await
+        }
+        (_, Some(_), Some(Sub::Attach | Sub::PortForward)) => Err(status::plain(
             StatusCode::NOT_IMPLEMENTED,
             "NotImplemented",
-            "exec, attach and port-forward are not served through the Kubernetes API yet; \
-             use `kubus exec POD -- CMD` and `kubus port-forward POD PORT`",
+            "attach and port-forward are not served through the Kubernetes API yet; \
+             use `kubus port-forward POD PORT`",
         )),
         _ => Err(not_allowed()),
     }
@@ -540,12 +545,14 @@ fn one(kind: Kind, obj: Value, accept: &str, q: &Query) -> Answer {
 /// `kubus_api::patch`) to the object read, written back at the revision
 /// read; retried when the object moved on meanwhile, unless the patch
 /// itself names a `resourceVersion` (then that is a precondition).
+/// `dry_run`: the patched object as it would be stored, nothing written.
 async fn patch_object(
     c: &Client,
     t: &Target,
     name: &str,
     ty: PatchType,
     patch: &Value,
+    dry_run: bool,
 ) -> Result<Value, Failure> {
     let pinned = patch.pointer("/metadata/resourceVersion").is_some();
     let mut last = None;
@@ -555,7 +562,7 @@ async fn patch_object(
             .await
             .map_err(client)?;
         let patched = apply_patch(t.kind, &current, ty, patch).map_err(api)?;
-        match c.update(patched).await {
+        match c.update_with(patched, dry_run).await {
             Ok(v) => return Ok(v),
             Err(ClientError::Api(e)) if e.reason == Reason::Conflict && !pinned => {
                 last = Some(e);
@@ -631,6 +638,7 @@ async fn set_replicas(
     name: &str,
     replicas: i64,
     precondition: Option<u64>,
+    dry_run: bool,
 ) -> Answer {
     let patch = match precondition {
         Some(rv) => {
@@ -638,7 +646,7 @@ async fn set_replicas(
         }
         None => json!({"spec": {"replicas": replicas}}),
     };
-    let updated = patch_object(c, t, name, PatchType::Merge, &patch).await?;
+    let updated = patch_object(c, t, name, PatchType::Merge, &patch, dry_run).await?;
     Ok(body::json(StatusCode::OK, &scale_of(t.kind, &updated)))
 }
 

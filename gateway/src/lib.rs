@@ -14,6 +14,7 @@
 //! - [`table`]: `meta.k8s.io/v1` `Table`s from `kubus_api::print`, the
 //!   printer `kubus get` uses;
 //! - [`status`]: every error as a Kubernetes `Status` with its code;
+//! - [`exec`]: `pods/exec` over a websocket (`v5.channel.k8s.io`);
 //! - [`pki`] and [`kubeconfig`]: the CA, certificates and kubeconfig
 //!   `kubus up` writes (as k3s does).
 //!
@@ -24,6 +25,7 @@
 
 pub mod body;
 pub mod discovery;
+pub mod exec;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod openapi;

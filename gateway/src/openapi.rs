@@ -11,9 +11,15 @@
 //! of its own. The patch operations carry no request body schema, so
 //! kubectl's client-side apply computes strategic merge patches from its
 //! compiled-in Kubernetes types (the same merge keys kubus's
-//! `kubus_api::patch` applies). No `components.schemas` yet: `kubectl
-//! explain` needs them.
+//! `kubus_api::patch` applies). `components.schemas` hold every served
+//! kind's schema and what it refers to, from k8s-openapi's types (the
+//! root ones marked with `x-kubernetes-group-version-kind`): what
+//! `kubectl explain` reads. The documents are made once per process.
 
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, policy, scheduling, storage};
 use kubus_api::Kind;
 use serde_json::{json, Value};
 
@@ -28,25 +34,44 @@ fn gv_path(group: &str, version: &str) -> String {
     }
 }
 
+/// Every group version's document and its hash, made once.
+fn documents() -> &'static BTreeMap<String, (Value, String)> {
+    static DOCS: OnceLock<BTreeMap<String, (Value, String)>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        let mut out = BTreeMap::new();
+        for k in Kind::ALL {
+            let path = gv_path(k.group(), k.version());
+            out.entry(path).or_insert_with(|| {
+                let doc = build(k.group(), k.version());
+                let h = hash(&doc);
+                (doc, h)
+            });
+        }
+        out
+    })
+}
+
 /// `/openapi/v3`: every group version's document and its hash (clients
 /// cache documents by it).
 pub fn index() -> Value {
-    let mut paths = serde_json::Map::new();
-    let mut seen: Vec<(&str, &str)> = Vec::new();
-    for k in Kind::ALL {
-        let gv = (k.group(), k.version());
-        if seen.contains(&gv) {
-            continue;
-        }
-        seen.push(gv);
-        let path = gv_path(gv.0, gv.1);
-        let hash = hash(&document(gv.0, gv.1));
-        paths.insert(
-            path.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
-        );
-    }
+    let paths: serde_json::Map<String, Value> = documents()
+        .iter()
+        .map(|(path, (_, hash))| {
+            (
+                path.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
+            )
+        })
+        .collect();
     json!({ "paths": paths })
+}
+
+/// The document of one group version (made once).
+pub fn document(group: &str, version: &str) -> Value {
+    documents()
+        .get(&gv_path(group, version))
+        .map(|(doc, _)| doc.clone())
+        .unwrap_or_else(|| build(group, version))
 }
 
 /// A stable hash of a document's bytes (CRC-32C, hex).
@@ -80,9 +105,64 @@ fn capitalised(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The schema of `kind`'s type (a `$ref` into `gen`'s definitions).
+fn schema_of(kind: Kind, gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    match kind {
+        Kind::Namespace => gen.subschema_for::<core::v1::Namespace>(),
+        Kind::Node => gen.subschema_for::<core::v1::Node>(),
+        Kind::Pod => gen.subschema_for::<core::v1::Pod>(),
+        Kind::Service => gen.subschema_for::<core::v1::Service>(),
+        Kind::ConfigMap => gen.subschema_for::<core::v1::ConfigMap>(),
+        Kind::Secret => gen.subschema_for::<core::v1::Secret>(),
+        Kind::Event => gen.subschema_for::<core::v1::Event>(),
+        Kind::Endpoints => gen.subschema_for::<core::v1::Endpoints>(),
+        Kind::ReplicationController => gen.subschema_for::<core::v1::ReplicationController>(),
+        Kind::PersistentVolume => gen.subschema_for::<core::v1::PersistentVolume>(),
+        Kind::PersistentVolumeClaim => gen.subschema_for::<core::v1::PersistentVolumeClaim>(),
+        Kind::ReplicaSet => gen.subschema_for::<apps::v1::ReplicaSet>(),
+        Kind::Deployment => gen.subschema_for::<apps::v1::Deployment>(),
+        Kind::DaemonSet => gen.subschema_for::<apps::v1::DaemonSet>(),
+        Kind::StatefulSet => gen.subschema_for::<apps::v1::StatefulSet>(),
+        Kind::ControllerRevision => gen.subschema_for::<apps::v1::ControllerRevision>(),
+        Kind::Job => gen.subschema_for::<batch::v1::Job>(),
+        Kind::CronJob => gen.subschema_for::<batch::v1::CronJob>(),
+        Kind::Lease => gen.subschema_for::<coordination::v1::Lease>(),
+        Kind::EndpointSlice => gen.subschema_for::<discovery::v1::EndpointSlice>(),
+        Kind::PodDisruptionBudget => gen.subschema_for::<policy::v1::PodDisruptionBudget>(),
+        Kind::StorageClass => gen.subschema_for::<storage::v1::StorageClass>(),
+        Kind::PriorityClass => gen.subschema_for::<scheduling::v1::PriorityClass>(),
+    }
+}
+
+/// The schemas of the kinds served in `group`/`version` and of every
+/// type they refer to, the kinds' own marked with their group, version
+/// and kind.
+fn components(group: &str, version: &str) -> serde_json::Map<String, Value> {
+    let mut gen = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let roots: Vec<(Kind, schemars::Schema)> = Kind::ALL
+        .into_iter()
+        .filter(|k| k.group() == group && k.version() == version)
+        .map(|k| (k, schema_of(k, &mut gen)))
+        .collect();
+    let mut defs = gen.take_definitions(true);
+    for (k, root) in roots {
+        let name = root
+            .as_value()
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            .map(str::to_string);
+        if let Some(def) = name.and_then(|n| defs.get_mut(&n)) {
+            def["x-kubernetes-group-version-kind"] =
+                json!([{"group": k.group(), "version": k.version(), "kind": k.as_str()}]);
+        }
+    }
+    defs
+}
+
 /// The document of one group version: a create (collection) and a patch
-/// and replace (object) operation per kind.
-pub fn document(group: &str, version: &str) -> Value {
+/// and replace (object) operation per kind, and the schemas.
+fn build(group: &str, version: &str) -> Value {
     let mut paths = serde_json::Map::new();
     for k in Kind::ALL
         .into_iter()
@@ -113,7 +193,7 @@ pub fn document(group: &str, version: &str) -> Value {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": format!("v1.{}.0", crate::KUBERNETES_MINOR)},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": components(group, version)},
     })
 }
 
@@ -136,6 +216,16 @@ mod tests {
             .iter()
             .any(|p| p["name"] == "fieldValidation"));
         assert!(op.get("requestBody").is_none());
+        let strategy = &d["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentStrategy"];
+        assert!(
+            strategy["properties"]["rollingUpdate"].is_object(),
+            "{strategy}"
+        );
+        assert_eq!(
+            d["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"]
+                ["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
         let core = document("", "v1");
         assert!(core["paths"]["/api/v1/nodes/{name}"]["patch"].is_object());
         assert_eq!(

@@ -140,15 +140,12 @@ impl ListQuery {
     }
 }
 
-/// Refuses `dryRun` (kubus has no dry runs through the gateway yet): a
-/// write that was asked not to happen must never happen.
-pub fn refuse_dry_run(q: &Query) -> Result<(), ApiError> {
+/// `dryRun=All`: admit and answer, write nothing (creates, replaces and
+/// patches).
+pub fn dry_run(q: &Query) -> Result<bool, ApiError> {
     match q.all("dryRun").iter().find(|v| !v.is_empty()) {
-        None => Ok(()),
-        Some(v) if v == "All" => Err(ApiError::bad_request(
-            "dryRun=All is not supported by kubus yet; nothing was written \
-             (kubectl diff and --dry-run=server need it; --dry-run=client works)",
-        )),
+        None => Ok(false),
+        Some(v) if v == "All" => Ok(true),
         Some(v) => Err(bad("dryRun", v, "All")),
     }
 }
@@ -185,12 +182,11 @@ pub struct DeleteQuery {
 
 impl DeleteQuery {
     pub fn parse(q: &Query, body: &serde_json::Value) -> Result<DeleteQuery, ApiError> {
-        refuse_dry_run(q)?;
-        if body
+        let in_body = body
             .get("dryRun")
             .and_then(|v| v.as_array())
-            .is_some_and(|a| !a.is_empty())
-        {
+            .is_some_and(|a| !a.is_empty());
+        if dry_run(q)? || in_body {
             return Err(ApiError::bad_request(
                 "DeleteOptions.dryRun is not supported by kubus yet; nothing was deleted",
             ));

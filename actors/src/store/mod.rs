@@ -118,6 +118,7 @@ impl Actor for StoreServer {
                 for attempt in 1..=NAMESPACE_ATTEMPTS {
                     let req = ApiRequest::Create {
                         object: object.clone(),
+                        dry_run: false,
                     };
                     match service::handle(&store, Verb::Create, kind, "_", req, None).await {
                         Ok(_) => info!(%kind, name, "created"),

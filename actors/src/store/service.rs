@@ -119,13 +119,17 @@ async fn serve(store: &Api, verb: Verb, kind: Kind, ns_token: &str, req: ApiRequ
             let r = ObjectRef::new(kind, namespace.as_deref(), &name);
             patch_object(store, r, patch).await.map(ApiResponse::Object)
         }
-        (Verb::Create, ApiRequest::Create { object }) => {
+        (Verb::Create, ApiRequest::Create { object, dry_run }) => {
             let admitted = admit_in(object, namespace.as_deref())?;
-            create(store, admitted).await.map(ApiResponse::Object)
+            create(store, admitted, dry_run)
+                .await
+                .map(ApiResponse::Object)
         }
-        (Verb::Update, ApiRequest::Update { object }) => {
+        (Verb::Update, ApiRequest::Update { object, dry_run }) => {
             let admitted = admit_in(object, namespace.as_deref())?;
-            update(store, admitted).await.map(ApiResponse::Object)
+            update(store, admitted, dry_run)
+                .await
+                .map(ApiResponse::Object)
         }
         (
             Verb::Delete,
@@ -555,7 +559,9 @@ async fn patch_object(store: &Api, r: ObjectRef, patch: Value) -> Result<Value, 
                 )],
             ));
         }
-        if let Some(obj) = replace(store, &r, &current, kv.mod_revision, admitted.value).await? {
+        if let Some(obj) =
+            replace(store, &r, &current, kv.mod_revision, admitted.value, false).await?
+        {
             return Ok(obj);
         }
     }
@@ -670,7 +676,10 @@ pub fn fenced(lease: &ObjectRef, fence: &Fence) -> ApiError {
     }
 }
 
-async fn create(store: &Api, admitted: Admitted) -> Result<Value, ApiError> {
+/// Creates the object; `dry_run`: answers what would be stored (names
+/// generated, defaults and a Service's addresses filled in) and writes
+/// nothing.
+async fn create(store: &Api, admitted: Admitted, dry_run: bool) -> Result<Value, ApiError> {
     let prepared = lifecycle::prepare_create(
         admitted.value,
         &uuid::Uuid::new_v4().to_string(),
@@ -687,6 +696,12 @@ async fn create(store: &Api, admitted: Admitted) -> Result<Value, ApiError> {
     for _ in 0..CLAIM_ATTEMPTS {
         let mut obj = prepared.clone();
         let claims = allocate(store, &r, &mut obj, None, &BTreeSet::new())?;
+        if dry_run {
+            return match read_kv(store, &r.key())? {
+                Some(_) => Err(ApiError::already_exists(r)),
+                None => Ok(obj),
+            };
+        }
         let mut ops = vec![Op::Put {
             key: r.key(),
             value: encode(&obj)?,
@@ -768,7 +783,7 @@ fn claim_ops(
     Ok(ops)
 }
 
-async fn update(store: &Api, admitted: Admitted) -> Result<Value, ApiError> {
+async fn update(store: &Api, admitted: Admitted, dry_run: bool) -> Result<Value, ApiError> {
     let r = admitted.object.clone();
     let wanted_rv = meta::resource_version(&admitted.value);
     let Some(current_kv) = read_kv(store, &r.key())? else {
@@ -786,19 +801,28 @@ async fn update(store: &Api, admitted: Admitted) -> Result<Value, ApiError> {
         }
     }
     let current = decode(&current_kv)?;
-    replace(store, &r, &current, current_kv.mod_revision, admitted.value)
-        .await?
-        .ok_or_else(|| ApiError::conflict(r, "the object was modified concurrently"))
+    replace(
+        store,
+        &r,
+        &current,
+        current_kv.mod_revision,
+        admitted.value,
+        dry_run,
+    )
+    .await?
+    .ok_or_else(|| ApiError::conflict(r, "the object was modified concurrently"))
 }
 
 /// Replace `current` (at `mod_revision`) with `new`, after the update rules:
-/// `Ok(None)` when the object moved on meanwhile.
+/// `Ok(None)` when the object moved on meanwhile. `dry_run`: the object
+/// that would be stored, nothing written.
 async fn replace(
     store: &Api,
     r: &ObjectRef,
     current: &Value,
     mod_revision: u64,
     new: Value,
+    dry_run: bool,
 ) -> Result<Option<Value>, ApiError> {
     let causes = admission::validate_update(r.kind, current, &new);
     if !causes.is_empty() {
@@ -828,6 +852,10 @@ async fn replace(
         }
         ops
     };
+    if dry_run {
+        meta::set_resource_version(&mut obj, mod_revision);
+        return Ok(Some(obj));
+    }
     let txn = Txn {
         ops: std::mem::take(&mut ops),
     };
@@ -1456,6 +1484,46 @@ mod tests {
         }
     }
 
+    /// A dry run answers what would be stored and writes nothing: no
+    /// object after a create, the old one after an update; a create of an
+    /// existing name is still refused.
+    #[tokio::test]
+    async fn dry_runs_write_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_store(dir.path()).await;
+        let h = |verb, req| handle(&store, verb, Kind::ConfigMap, "default", req, None);
+        let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "default"}, "data": {"a": "1"}});
+        let create = |dry_run| ApiRequest::Create {
+            object: cm.clone(),
+            dry_run,
+        };
+        let would = object(h(Verb::Create, create(true)).await).await;
+        assert!(meta::uid(&would).is_some(), "{would}");
+        let get = || ApiRequest::Get { name: "c".into() };
+        let missing = h(Verb::Get, get()).await.expect_err("not created");
+        assert_eq!(missing.reason, kubus_api::Reason::NotFound);
+        let made = object(h(Verb::Create, create(false)).await).await;
+        let again = h(Verb::Create, create(true)).await.expect_err("exists");
+        assert_eq!(again.reason, kubus_api::Reason::AlreadyExists);
+        let mut changed = made.clone();
+        changed["data"]["a"] = serde_json::json!("2");
+        let would = object(
+            h(
+                Verb::Update,
+                ApiRequest::Update {
+                    object: changed,
+                    dry_run: true,
+                },
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(would["data"]["a"], "2");
+        let stored = object(h(Verb::Get, get()).await).await;
+        assert_eq!(stored, made);
+    }
+
     /// Issue 5, graceful deletion, through the API service on a real store:
     /// a bound pod is marked terminating (one write; still readable), a
     /// later delete only shortens its grace, an update may not clear the
@@ -1473,7 +1541,10 @@ mod tests {
             if let Some(n) = node {
                 p["spec"]["nodeName"] = serde_json::json!(n);
             }
-            ApiRequest::Create { object: p }
+            ApiRequest::Create {
+                object: p,
+                dry_run: false,
+            }
         };
         let h = |verb, req| handle(&store, verb, Kind::Pod, "default", req, None);
         let created = object(h(Verb::Create, pod("web", Some("n1"))).await).await;
@@ -1506,15 +1577,31 @@ mod tests {
         if let Some(m) = cleared["metadata"].as_object_mut() {
             m.remove("deletionTimestamp");
         }
-        let err = h(Verb::Update, ApiRequest::Update { object: cleared })
-            .await
-            .expect_err("immutable");
+        let err = h(
+            Verb::Update,
+            ApiRequest::Update {
+                object: cleared,
+                dry_run: false,
+            },
+        )
+        .await
+        .expect_err("immutable");
         assert_eq!(err.reason, kubus_api::Reason::Invalid);
         assert_eq!(err.causes[0].field, "metadata.deletionTimestamp", "{err}");
         // a status update keeping it is fine
         let mut status = shorter.clone();
         status["status"] = serde_json::json!({"phase": "Failed"});
-        let status = object(h(Verb::Update, ApiRequest::Update { object: status }).await).await;
+        let status = object(
+            h(
+                Verb::Update,
+                ApiRequest::Update {
+                    object: status,
+                    dry_run: false,
+                },
+            )
+            .await,
+        )
+        .await;
         assert_eq!(
             status["metadata"]["deletionTimestamp"],
             shorter["metadata"]["deletionTimestamp"]
@@ -1584,7 +1671,10 @@ mod tests {
                     Verb::Create,
                     Kind::Service,
                     "default",
-                    ApiRequest::Create { object },
+                    ApiRequest::Create {
+                        object,
+                        dry_run: false,
+                    },
                     None,
                 )
                 .await
@@ -1675,7 +1765,10 @@ mod tests {
             Verb::Update,
             Kind::Service,
             "default",
-            ApiRequest::Update { object: update },
+            ApiRequest::Update {
+                object: update,
+                dry_run: false,
+            },
             None,
         )
         .await;

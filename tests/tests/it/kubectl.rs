@@ -157,6 +157,12 @@ fn kubectl_drives_kubus_through_the_kubernetes_api() {
         );
     }
 
+    let explain = k.ok(&["explain", "deployment.spec.strategy"]);
+    assert!(
+        explain.contains("rollingUpdate") && explain.contains("DeploymentStrategy"),
+        "{explain}"
+    );
+
     // client-side apply: create, then a changed manifest
     k.apply(WEB);
     let d = k.json(&["get", "deployment", "web"]);
@@ -179,6 +185,25 @@ fn kubectl_drives_kubus_through_the_kubernetes_api() {
         k.json(&["get", "deployment", "web"])["metadata"]["generation"],
         generation
     );
+
+    // diff: a dry-run patch shows what an apply would change, and
+    // changes nothing
+    let diff = k.with_input(&["diff", "-f", "-"], WEB);
+    assert_eq!(diff.status.code(), Some(1), "{diff:?}");
+    assert!(
+        String::from_utf8_lossy(&diff.stdout).contains("name: side"),
+        "{diff:?}"
+    );
+    assert_eq!(
+        container_names(&k.json(&["get", "deployment", "web"])),
+        ["main"]
+    );
+    let dry = k.with_input(
+        &["create", "--dry-run=server", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dry-cm}\n",
+    );
+    assert!(dry.status.success(), "{dry:?}");
+    assert!(!k.run(&["get", "configmap", "dry-cm"]).status.success());
 
     // tables: the columns kubus get prints
     let table = k.ok(&["get", "deployments"]);
@@ -213,10 +238,33 @@ fn kubectl_drives_kubus_through_the_kubernetes_api() {
             let name = p["metadata"]["name"].as_str()?;
             let out = k.run(&["logs", name, "--tail=1"]);
             let l = String::from_utf8_lossy(&out.stdout).to_string();
-            (out.status.success() && l == "hello from two\n").then_some(l)
+            (out.status.success() && l == "hello from two\n").then(|| name.to_string())
         })
     });
-    assert!(said.is_some(), "{}", k.ok(&["get", "pods", "-o", "wide"]));
+    let pod = said.unwrap_or_else(|| panic!("{}", k.ok(&["get", "pods", "-o", "wide"])));
+    // exec (websocket, v5.channel.k8s.io): output, and the exit code
+    let out = k.run(&[
+        "exec",
+        &pod,
+        "-c",
+        "main",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("err"),
+        "{out:?}"
+    );
+    let out = k.with_input(&["exec", "-i", &pod, "--", "cat"], "typed\n");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("kubus exec"),
+        "{out:?}"
+    );
     let describe = k.ok(&["describe", "deployment", "web"]);
     assert!(describe.contains("Replicas:"), "{describe}");
 

@@ -230,11 +230,13 @@ mod tests {
         for name in ["web-1", "web-2", "web-3"] {
             let req = ApiRequest::Create {
                 object: running_pod(name),
+                dry_run: false,
             };
             object(h(Verb::Create, Kind::Pod, req).await);
         }
         let req = ApiRequest::Create {
             object: budget("web-pdb", 1),
+            dry_run: false,
         };
         object(h(Verb::Create, Kind::PodDisruptionBudget, req).await);
 
@@ -278,6 +280,7 @@ mod tests {
 
         let req = ApiRequest::Create {
             object: budget("second", 1),
+            dry_run: false,
         };
         object(h(Verb::Create, Kind::PodDisruptionBudget, req).await);
         let two = h(Verb::Evict, Kind::Pod, evict("web-3"))
