@@ -10,6 +10,10 @@
 //! - [`meta`]: reading and writing `metadata` on an object in its JSON form.
 //! - [`patch`]: the patches clients send (JSON merge, JSON, strategic
 //!   merge), and the three-way merge of `apply`.
+//! - [`apply`]: server-side apply — field managers (`managedFields`),
+//!   ownership, conflicts.
+//! - [`print`]: kubectl's table columns and cells (the CLI's and the API
+//!   gateway's one printer).
 //! - [`manifest`]: multi-document YAML / JSON / `List` parsing.
 //! - [`admission`]: identify, default and validate one object.
 //! - [`lifecycle`]: what the store keeps and sets on create, update, apply.
@@ -25,6 +29,7 @@
 //! converts to the `k8s-openapi` type with `serde_json::from_value`.
 
 pub mod admission;
+pub mod apply;
 pub mod cron;
 pub mod dns;
 pub mod endpoints;

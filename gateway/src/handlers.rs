@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use kubus_api::apply::{record_update, server_side_apply, ApplyRequest};
 use kubus_api::error::{ApiError, Reason};
 use kubus_api::patch::{apply_patch, PatchType};
 use kubus_api::{meta, Kind, ObjectRef};
@@ -223,8 +224,10 @@ where
             if t.kind.namespaced() && t.namespace.is_none() {
                 return Err(not_allowed());
             }
+            let manager = field_manager(&q, &req);
             let obj = read_object(req, &content_type).await?;
-            let obj = stamp(&t, obj, None).map_err(api)?;
+            let mut obj = stamp(&t, obj, None).map_err(api)?;
+            record_update(t.kind, &manager, &now(), None, &mut obj);
             let created = c.create_with(obj, dry_run).await.map_err(client)?;
             Ok(body::json(StatusCode::CREATED, &created))
         }
@@ -235,29 +238,56 @@ where
         (&Method::PUT, Some(name), None | Some(Sub::Status)) => {
             let dry_run = query::dry_run(&q).map_err(api)?;
             FieldValidation::parse(&q).map_err(api)?;
+            let manager = field_manager(&q, &req);
             let obj = read_object(req, &content_type).await?;
-            let obj = stamp(&t, obj, Some(name)).map_err(api)?;
+            let mut obj = stamp(&t, obj, Some(name)).map_err(api)?;
+            let before = c
+                .get(t.kind, t.namespace.as_deref(), name)
+                .await
+                .map_err(client)?;
+            record_update(t.kind, &manager, &now(), Some(&before), &mut obj);
             let updated = c.update_with(obj, dry_run).await.map_err(client)?;
             Ok(body::json(StatusCode::OK, &updated))
         }
         (&Method::PUT, Some(name), Some(Sub::Scale)) => {
             let dry_run = query::dry_run(&q).map_err(api)?;
+            let manager = field_manager(&q, &req);
             let scale = read_object(req, &content_type).await?;
             let replicas = replicas_of_scale(&scale).map_err(api)?;
             let precondition = meta::resource_version(&scale);
-            set_replicas(c, &t, name, replicas, precondition, dry_run).await
+            set_replicas(c, &t, name, (replicas, &manager), precondition, dry_run).await
+        }
+        (&Method::PATCH, Some(name), None | Some(Sub::Status)) if is_apply(&content_type) => {
+            let dry_run = query::dry_run(&q).map_err(api)?;
+            FieldValidation::parse(&q).map_err(api)?;
+            let manager = q
+                .nonempty("fieldManager")
+                .ok_or_else(|| {
+                    api(ApiError::bad_request(
+                        "fieldManager is required for apply requests",
+                    ))
+                })?
+                .to_string();
+            let force = q.flag("force").map_err(api)?;
+            let applied = read_object(req, "application/yaml").await?;
+            let applied = stamp(&t, applied, Some(name)).map_err(api)?;
+            let (code, obj) =
+                apply_object(c, &t, name, (&manager, force), &applied, dry_run).await?;
+            Ok(body::json(code, &obj))
         }
         (&Method::PATCH, Some(name), None | Some(Sub::Status)) => {
             let dry_run = query::dry_run(&q).map_err(api)?;
             FieldValidation::parse(&q).map_err(api)?;
             let ty = patch_type(&content_type)?;
+            let manager = field_manager(&q, &req);
             let patch = read_json(req).await?;
-            let patched = patch_object(c, &t, name, ty, &patch, dry_run).await?;
+            let patched = patch_object(c, &t, name, (ty, &manager), &patch, dry_run).await?;
             Ok(body::json(StatusCode::OK, &patched))
         }
         (&Method::PATCH, Some(name), Some(Sub::Scale)) => {
             let dry_run = query::dry_run(&q).map_err(api)?;
             let ty = patch_type(&content_type)?;
+            let manager = field_manager(&q, &req);
             let patch = read_json(req).await?;
             let obj = c
                 .get(t.kind, t.namespace.as_deref(), name)
@@ -269,7 +299,7 @@ where
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 .and_then(|rv| rv.parse().ok());
-            set_replicas(c, &t, name, replicas, precondition, dry_run).await
+            set_replicas(c, &t, name, (replicas, &manager), precondition, dry_run).await
         }
         (&Method::DELETE, Some(name), None) => {
             let raw = read_body(req).await?;
@@ -390,26 +420,108 @@ where
     })
 }
 
+/// Server-side apply's content type.
+const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
+fn is_apply(content_type: &str) -> bool {
+    content_type.split(';').next().unwrap_or_default().trim() == APPLY_PATCH
+}
+
 fn patch_type(content_type: &str) -> Result<PatchType, Failure> {
     PatchType::from_content_type(content_type).ok_or_else(|| {
         let media = content_type.split(';').next().unwrap_or_default().trim();
-        let why = if media == "application/apply-patch+yaml" {
-            "server-side apply (kubectl apply --server-side) is not supported by kubus yet; \
-             use kubectl apply without --server-side"
-                .to_string()
-        } else {
-            format!(
-                "patch content type {media:?} is not supported: use \
-                 application/merge-patch+json, application/json-patch+json or \
-                 application/strategic-merge-patch+json"
-            )
-        };
+        let why = format!(
+            "patch content type {media:?} is not supported: use \
+             application/merge-patch+json, application/json-patch+json, \
+             application/strategic-merge-patch+json or {APPLY_PATCH}"
+        );
         status::plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
             &why,
         )
     })
+}
+
+/// Who makes a write (its `managedFields` entry): `?fieldManager=`, else
+/// the client's name from its `User-Agent` (`kubectl/v1.33…` → `kubectl`),
+/// as the Kubernetes API server does.
+fn field_manager<B>(q: &Query, req: &Request<B>) -> String {
+    if let Some(m) = q.nonempty("fieldManager") {
+        return m.to_string();
+    }
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    match agent.split('/').next().map(str::trim) {
+        Some(name) if !name.is_empty() => name.chars().take(128).collect(),
+        _ => "unknown".into(),
+    }
+}
+
+/// Now, as managedFields write times (RFC 3339, whole seconds).
+fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Server-side apply (`kubus_api::apply`) as a read-modify-write: the
+/// object read (or none), the applied configuration merged by field
+/// ownership, then created or written back at the revision read; retried
+/// when the object moved on. 201 when it was created.
+async fn apply_object(
+    c: &Client,
+    t: &Target,
+    name: &str,
+    (manager, force): (&str, bool),
+    applied: &Value,
+    dry_run: bool,
+) -> Result<(StatusCode, Value), Failure> {
+    let mut last = None;
+    for _ in 0..crate::PATCH_ATTEMPTS {
+        let current = match c.get(t.kind, t.namespace.as_deref(), name).await {
+            Ok(v) => Some(v),
+            Err(ClientError::Api(e)) if e.reason == Reason::NotFound => None,
+            Err(e) => return Err(client(e)),
+        };
+        let now = now();
+        let req = ApplyRequest {
+            kind: t.kind,
+            manager,
+            force,
+            now: &now,
+        };
+        let result = server_side_apply(&req, current.as_ref(), applied).map_err(api)?;
+        let written = match &current {
+            None => c
+                .create_with(result, dry_run)
+                .await
+                .map(|v| (StatusCode::CREATED, v)),
+            Some(cur) if *cur == result => return Ok((StatusCode::OK, result)),
+            Some(_) => c
+                .update_with(result, dry_run)
+                .await
+                .map(|v| (StatusCode::OK, v)),
+        };
+        match written {
+            Ok(r) => return Ok(r),
+            Err(ClientError::Api(e))
+                if matches!(e.reason, Reason::Conflict | Reason::AlreadyExists) =>
+            {
+                last = Some(e);
+            }
+            Err(e) => return Err(client(e)),
+        }
+    }
+    Err(api(last.unwrap_or_else(|| {
+        ApiError::conflict(
+            ObjectRef::new(t.kind, t.namespace.as_deref(), name),
+            "the object kept changing while it was applied",
+        )
+    })))
 }
 
 /// Fills `apiVersion`, `kind`, the namespace and (for a replace) the name
@@ -550,7 +662,7 @@ async fn patch_object(
     c: &Client,
     t: &Target,
     name: &str,
-    ty: PatchType,
+    (ty, manager): (PatchType, &str),
     patch: &Value,
     dry_run: bool,
 ) -> Result<Value, Failure> {
@@ -561,7 +673,12 @@ async fn patch_object(
             .get(t.kind, t.namespace.as_deref(), name)
             .await
             .map_err(client)?;
-        let patched = apply_patch(t.kind, &current, ty, patch).map_err(api)?;
+        let mut patched = apply_patch(t.kind, &current, ty, patch).map_err(api)?;
+        if patched == current {
+            // nothing changes: nothing is written (kubectl says "unchanged")
+            return Ok(current);
+        }
+        record_update(t.kind, manager, &now(), Some(&current), &mut patched);
         match c.update_with(patched, dry_run).await {
             Ok(v) => return Ok(v),
             Err(ClientError::Api(e)) if e.reason == Reason::Conflict && !pinned => {
@@ -636,7 +753,7 @@ async fn set_replicas(
     c: &Client,
     t: &Target,
     name: &str,
-    replicas: i64,
+    (replicas, manager): (i64, &str),
     precondition: Option<u64>,
     dry_run: bool,
 ) -> Answer {
@@ -646,7 +763,7 @@ async fn set_replicas(
         }
         None => json!({"spec": {"replicas": replicas}}),
     };
-    let updated = patch_object(c, t, name, PatchType::Merge, &patch, dry_run).await?;
+    let updated = patch_object(c, t, name, (PatchType::Merge, manager), &patch, dry_run).await?;
     Ok(body::json(StatusCode::OK, &scale_of(t.kind, &updated)))
 }
 

@@ -63,11 +63,16 @@ pub fn from_api(e: &ApiError) -> Failure {
         _ => e.message.clone(),
     };
     let mut d = details(e.object.as_ref());
+    // a server-side apply's conflicts name their fields and managers
+    let cause_reason = match e.reason {
+        Reason::Conflict => "FieldManagerConflict",
+        _ => "FieldValueInvalid",
+    };
     if !e.causes.is_empty() {
         d["causes"] = json!(e
             .causes
             .iter()
-            .map(|c| json!({"reason": "FieldValueInvalid", "message": c.rule, "field": c.field}))
+            .map(|c| json!({"reason": cause_reason, "message": c.rule, "field": c.field}))
             .collect::<Vec<_>>());
     }
     let retry_after_secs = e.retry_after_ms.map(|ms| ms.div_ceil(1000).max(1));

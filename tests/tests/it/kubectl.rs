@@ -205,6 +205,65 @@ fn kubectl_drives_kubus_through_the_kubernetes_api() {
     assert!(dry.status.success(), "{dry:?}");
     assert!(!k.run(&["get", "configmap", "dry-cm"]).status.success());
 
+    // server-side apply: field managers, a field dropped by its only
+    // manager goes, another manager's change is a conflict until forced
+    let ssa = |manifest: &str, extra: &[&str]| {
+        let mut args = vec!["apply", "--server-side", "-f", "-"];
+        args.extend(extra);
+        k.with_input(&args, manifest)
+    };
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa-cm}\ndata: {a: '1', b: '2'}\n";
+    let out = ssa(cm, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let got = k.json(&["get", "configmap", "ssa-cm", "--show-managed-fields"]);
+    assert_eq!(
+        got["metadata"]["managedFields"][0]["manager"], "kubectl",
+        "{got}"
+    );
+    assert_eq!(
+        got["metadata"]["managedFields"][0]["operation"], "Apply",
+        "{got}"
+    );
+    let out = ssa(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa-cm}\ndata: {a: '1'}\n",
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        k.json(&["get", "configmap", "ssa-cm"])["data"],
+        serde_json::json!({"a": "1"})
+    );
+    k.ok(&[
+        "patch",
+        "configmap",
+        "ssa-cm",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"a":"changed"}}"#,
+    ]);
+    let conflict = ssa(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa-cm}\ndata: {a: '1'}\n",
+        &[],
+    );
+    assert!(!conflict.status.success());
+    assert!(
+        String::from_utf8_lossy(&conflict.stderr).contains("conflict"),
+        "{conflict:?}"
+    );
+    let forced = ssa(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa-cm}\ndata: {a: '1'}\n",
+        &["--force-conflicts"],
+    );
+    assert!(forced.status.success(), "{forced:?}");
+    assert_eq!(k.json(&["get", "configmap", "ssa-cm"])["data"]["a"], "1");
+    // an object made by client-side apply, now applied server-side: the
+    // second (last-applied) patch keeps the spec
+    let out = ssa(WEB_CHANGED, &["--force-conflicts"]);
+    assert!(out.status.success(), "{out:?}");
+    let d = k.json(&["get", "deployment", "web"]);
+    assert_eq!(container_names(&d), ["main"], "{d}");
+    assert_eq!(env_of(&d), [("GREETING".to_string(), "two".to_string())]);
+
     // tables: the columns kubus get prints
     let table = k.ok(&["get", "deployments"]);
     assert!(table.starts_with("NAME"), "{table}");
