@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use crate::codec::{self, CodecError};
 use crate::protocol::{
-    ApiReply, ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, ExecReply, ExecRequest,
-    ExecResult, Fence, LogChunk, LogsReply, LogsRequest, ManifestReply, MembershipReply,
-    MembershipRequest, PeerStatus, PeerStatusReply, PortForwardReply, PortForwardRequest,
+    ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, ExecReply, ExecRequest, ExecResult, Fence,
+    JsonText, LogChunk, LogsReply, LogsRequest, ManifestReply, MembershipReply, MembershipRequest,
+    PeerStatus, PeerStatusReply, PortForwardReply, PortForwardRequest, ReadResponse,
     ResourceVersionMatch, EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
 };
 use crate::subject::{AgentOp, StoreOp, Subjects, Verb, CLUSTER_SCOPED, HEADER_FENCE};
@@ -26,8 +26,8 @@ pub const LIST_PAGES_MAX: usize = 200;
 
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ListPage {
-    pub items: Vec<Value>,
+pub struct ListPage<T = Value> {
+    pub items: Vec<T>,
     pub revision: u64,
     pub continue_token: Option<String>,
 }
@@ -263,12 +263,23 @@ impl Client {
         namespace: Option<&str>,
         req: ApiRequest,
     ) -> Result<ApiResponse> {
+        self.api_as(verb, kind, namespace, req).await
+    }
+
+    /// [`Client::api`], the answer read as `R` (the same wire form).
+    async fn api_as<R: DeserializeOwned>(
+        &self,
+        verb: Verb,
+        kind: Kind,
+        namespace: Option<&str>,
+        req: ApiRequest,
+    ) -> Result<R> {
         let subject = self.subjects.api(verb, kind, namespace);
         let body = codec::encode(&req)?;
         let headers = self.fence_headers(verb);
         let mut attempt = 0;
         loop {
-            let reply: ApiReply = self
+            let reply: Result<R, ApiError> = self
                 .request_raw(subject.clone(), body.clone(), headers.clone())
                 .await?;
             match reply {
@@ -290,6 +301,46 @@ impl Client {
             ApiResponse::Object(v) => Ok(v),
             other => Err(unexpected("get", &other)),
         }
+    }
+
+    /// Get, as the object's JSON text (no `Value` is built).
+    pub async fn get_json(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Vec<u8>> {
+        let req = ApiRequest::Get {
+            name: name.to_string(),
+        };
+        match self.api_as(Verb::Get, kind, namespace, req).await? {
+            ReadResponse::Object(JsonText(bytes)) => Ok(bytes),
+            ReadResponse::List { .. } => Err(ClientError::UnexpectedReply {
+                verb: "get",
+                got: "a list".into(),
+            }),
+        }
+    }
+
+    /// Every page of a list (as [`Client::list`]), each item as its JSON
+    /// text (no `Value` is built).
+    pub async fn list_json(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        opts: ListOptions,
+    ) -> Result<(Vec<JsonText>, u64)> {
+        self.list_all(kind, namespace, opts).await
+    }
+
+    /// One page of a list, each item as its JSON text.
+    pub async fn list_page_json(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        opts: ListOptions,
+    ) -> Result<ListPage<JsonText>> {
+        self.list_with(kind, namespace, opts).await
     }
 
     /// Get and convert to a typed object.
@@ -340,12 +391,12 @@ impl Client {
     }
 
     /// Every page of a list, [`LIST_PAGE`] items at a time.
-    async fn list_all(
+    async fn list_all<T: DeserializeOwned>(
         &self,
         kind: Kind,
         namespace: Option<&str>,
         mut opts: ListOptions,
-    ) -> Result<(Vec<Value>, u64)> {
+    ) -> Result<(Vec<T>, u64)> {
         let mut all = Vec::new();
         let mut first_revision = None;
         opts.limit = Some(LIST_PAGE);
@@ -386,13 +437,14 @@ impl Client {
         self.list_with(kind, namespace, opts).await
     }
 
-    /// One page of a list, with every option.
-    pub async fn list_with(
+    /// One page of a list, with every option; the items read as `T`
+    /// (`Value`, or [`JsonText`]).
+    pub async fn list_with<T: DeserializeOwned>(
         &self,
         kind: Kind,
         namespace: Option<&str>,
         opts: ListOptions,
-    ) -> Result<ListPage> {
+    ) -> Result<ListPage<T>> {
         let req = ApiRequest::List {
             label_selector: opts.label_selector,
             field_selector: opts.field_selector,
@@ -401,8 +453,8 @@ impl Client {
             resource_version: opts.revision,
             resource_version_match: opts.revision.map(|_| ResourceVersionMatch::Exact),
         };
-        match self.api(Verb::List, kind, namespace, req).await? {
-            ApiResponse::List {
+        match self.api_as(Verb::List, kind, namespace, req).await? {
+            ReadResponse::List {
                 items,
                 revision,
                 continue_token,
@@ -411,7 +463,10 @@ impl Client {
                 revision,
                 continue_token,
             }),
-            other => Err(unexpected("list", &other)),
+            ReadResponse::Object(_) => Err(ClientError::UnexpectedReply {
+                verb: "list",
+                got: "an object".into(),
+            }),
         }
     }
 

@@ -208,6 +208,37 @@ pub enum ApiResponse {
 /// What every API reply body is.
 pub type ApiReply = Result<ApiResponse, ApiError>;
 
+/// An object's JSON text, transcoded from the reply's MessagePack as it
+/// is read: no `serde_json::Value` tree is built (the API gateway answers
+/// with these bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonText(pub Vec<u8>);
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<JsonText, D::Error> {
+        let mut out = Vec::with_capacity(1024);
+        let mut json = serde_json::Serializer::new(&mut out);
+        serde_transcode::transcode(d, &mut json).map_err(serde::de::Error::custom)?;
+        Ok(JsonText(out))
+    }
+}
+
+/// [`ApiResponse`]'s `object` and `list` with the objects read as `T`
+/// (the same wire form; any other answer does not decode): `Value`, or
+/// [`JsonText`] for the API gateway.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(bound = "T: Deserialize<'de>")]
+pub enum ReadResponse<T> {
+    Object(T),
+    List {
+        items: Vec<T>,
+        revision: u64,
+        #[serde(default, rename = "continue")]
+        continue_token: Option<String>,
+    },
+}
+
 /// What applying one object did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

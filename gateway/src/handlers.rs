@@ -203,6 +203,13 @@ where
             }
             list(c, &t, &lq, &accept, &q).await
         }
+        (&Method::GET, Some(name), None | Some(Sub::Status)) if !table::wanted(&accept) => {
+            let bytes = c
+                .get_json(t.kind, t.namespace.as_deref(), name)
+                .await
+                .map_err(client)?;
+            Ok(body::bytes(StatusCode::OK, "application/json", bytes))
+        }
         (&Method::GET, Some(name), None | Some(Sub::Status)) => {
             let obj = c
                 .get(t.kind, t.namespace.as_deref(), name)
@@ -581,6 +588,9 @@ pub fn stamp(t: &Target, mut obj: Value, name: Option<&str>) -> Result<Value, Ap
 
 async fn list(c: &Client, t: &Target, lq: &ListQuery, accept: &str, q: &Query) -> Answer {
     let ns = t.namespace.as_deref();
+    if !table::wanted(accept) {
+        return list_json(c, t, lq).await;
+    }
     let (items, revision, next) = if lq.limit.is_some() || lq.continue_token.is_some() || lq.exact {
         let page = c
             .list_with(
@@ -609,31 +619,70 @@ async fn list(c: &Client, t: &Target, lq: &ListQuery, accept: &str, q: &Query) -
             .map_err(client)?;
         (items, revision, None)
     };
-    if table::wanted(accept) {
-        let include = Include::parse(q.get("includeObject"));
-        let t = table::table(
-            t.kind,
-            &items,
-            (revision, next.as_deref()),
-            include,
-            true,
-            jiff::Timestamp::now(),
-        );
-        return Ok(body::json(StatusCode::OK, &t));
-    }
+    let include = Include::parse(q.get("includeObject"));
+    let t = table::table(
+        t.kind,
+        &items,
+        (revision, next.as_deref()),
+        include,
+        true,
+        jiff::Timestamp::now(),
+    );
+    Ok(body::json(StatusCode::OK, &t))
+}
+
+/// A list as JSON: the items' text as the store's replies carry it
+/// (transcoded, no `Value` built), every page unless a limit or a token
+/// asks for one.
+async fn list_json(c: &Client, t: &Target, lq: &ListQuery) -> Answer {
+    let opts = ListOptions {
+        label_selector: lq.label_selector.clone(),
+        field_selector: lq.field_selector.clone(),
+        limit: lq.limit,
+        continue_token: lq.continue_token.clone(),
+        revision: lq.exact.then_some(lq.resource_version).flatten(),
+    };
+    let c_ns = t.namespace.as_deref();
+    let (items, revision, next) = if lq.limit.is_some() || lq.continue_token.is_some() {
+        let page = c.list_page_json(t.kind, c_ns, opts).await.map_err(client)?;
+        (page.items, page.revision, page.continue_token)
+    } else {
+        let (items, revision) = c.list_json(t.kind, c_ns, opts).await.map_err(client)?;
+        (items, revision, None)
+    };
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if let Some(n) = next {
         metadata["continue"] = json!(n);
     }
-    Ok(body::json(
+    let head = json!({
+        "kind": format!("{}List", t.kind.as_str()),
+        "apiVersion": t.kind.api_version(),
+        "metadata": metadata,
+    });
+    Ok(body::bytes(
         StatusCode::OK,
-        &json!({
-            "kind": format!("{}List", t.kind.as_str()),
-            "apiVersion": t.kind.api_version(),
-            "metadata": metadata,
-            "items": items,
-        }),
+        "application/json",
+        json_list(&head, &items),
     ))
+}
+
+/// `head` (an object) with an `items` array of the JSON texts `items`.
+pub fn json_list(head: &Value, items: &[kubus_bus::protocol::JsonText]) -> Vec<u8> {
+    let mut out = serde_json::to_vec(head).unwrap_or_else(|_| b"{}".to_vec());
+    out.pop(); // the closing brace
+    out.extend_from_slice(if out.len() > 1 {
+        b",\"items\":["
+    } else {
+        b"\"items\":["
+    });
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&item.0);
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 /// One object, or its one-row `Table`.
@@ -901,6 +950,21 @@ mod tests {
         assert!(e.message.contains("does not match the name"), "{e}");
         let got = stamp(&t, json!({}), Some("b")).expect("named by the path");
         assert_eq!(got["metadata"]["name"], "b");
+    }
+
+    #[test]
+    fn lists_join_item_texts() {
+        use kubus_bus::protocol::JsonText;
+        let head = json!({"kind": "PodList", "metadata": {"resourceVersion": "3"}});
+        let items = [
+            JsonText(b"{\"a\":1}".to_vec()),
+            JsonText(b"{\"b\":2}".to_vec()),
+        ];
+        let out: Value = serde_json::from_slice(&json_list(&head, &items)).expect("json");
+        assert_eq!(out["items"], json!([{"a": 1}, {"b": 2}]));
+        assert_eq!(out["kind"], "PodList");
+        let empty: Value = serde_json::from_slice(&json_list(&head, &[])).expect("json");
+        assert_eq!(empty["items"], json!([]));
     }
 
     #[test]

@@ -217,7 +217,15 @@ impl Run {
         let resumed = self.lq.resource_version.is_some();
         let mut started = resumed;
         let mut last_bookmark = tokio::time::Instant::now();
-        while let Some(item) = items.recv().await {
+        loop {
+            // a client that went is noticed at once, not at the next event
+            let item = tokio::select! {
+                item = items.recv() => match item {
+                    Some(i) => i,
+                    None => return,
+                },
+                _ = self.tx.closed() => return,
+            };
             let sent = match item {
                 WatchItem::Relisted { items, revision } if !started => {
                     started = true;
