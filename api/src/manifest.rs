@@ -97,18 +97,6 @@ pub enum ManifestError {
     },
 }
 
-/// Short name of a JSON value's type, for messages.
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
-}
-
 /// Split manifest text into objects: see the module documentation for what
 /// is accepted. Null and empty documents are skipped; any other document
 /// that is not a mapping is an error naming it.
@@ -180,7 +168,7 @@ fn expand(
     let Value::Object(mut map) = value else {
         return Err(ManifestError::NotAMapping {
             what: describe(item),
-            got: type_name(&value),
+            got: crate::meta::type_name(&value),
         });
     };
     let list_kind = map
@@ -210,7 +198,7 @@ fn expand(
             return Err(ManifestError::ListItems {
                 index,
                 kind: list_kind,
-                got: type_name(&other),
+                got: crate::meta::type_name(&other),
             })
         }
     };
@@ -218,7 +206,7 @@ fn expand(
         let Some(obj) = element.as_object_mut() else {
             return Err(ManifestError::NotAMapping {
                 what: describe(Some(i)),
-                got: type_name(&element),
+                got: crate::meta::type_name(&element),
             });
         };
         if let Some(kind) = &item_kind {

@@ -84,17 +84,6 @@ impl Admitted {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
-}
-
 /// Step 1: the served kind, or the causes saying why not.
 fn identify(value: &Value) -> Result<Kind, Vec<FieldCause>> {
     let Some(obj) = value.as_object() else {
@@ -102,7 +91,7 @@ fn identify(value: &Value) -> Result<Kind, Vec<FieldCause>> {
             OBJECT_FIELD,
             format!(
                 "must be a mapping with apiVersion and kind (got {})",
-                type_name(value)
+                crate::meta::type_name(value)
             ),
         )]);
     };
@@ -120,7 +109,7 @@ fn identify(value: &Value) -> Result<Kind, Vec<FieldCause>> {
         Some(other) => {
             causes.push(FieldCause::new(
                 field,
-                format!("must be a string (got {})", type_name(other)),
+                format!("must be a string (got {})", crate::meta::type_name(other)),
             ));
             None
         }

@@ -80,7 +80,10 @@ pub fn strategic_merge_patch(kind: Kind, current: &Value, patch: &Value) -> Resu
     let Value::Object(patch) = patch else {
         return fail(
             "",
-            format!("must be a JSON object, not {}", type_name(patch)),
+            format!(
+                "must be a JSON object, not {}",
+                crate::meta::type_name(patch)
+            ),
         );
     };
     if patch.get(PATCH).and_then(Value::as_str) == Some("delete") {
@@ -91,17 +94,6 @@ pub fn strategic_merge_patch(kind: Kind, current: &Value, patch: &Value) -> Resu
     }
     let original = current.as_object().cloned().unwrap_or_default();
     merge_map(original, patch, Some(schema::root_type(kind)), "").map(Value::Object)
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The directives and fields of one patch map, sorted out.
@@ -118,7 +110,7 @@ fn directive_list<'a>(path: &str, key: &str, v: &'a Value) -> Result<&'a [Value]
         Value::Array(list) => Ok(list),
         other => fail(
             &child_path(path, key),
-            format!("must be a list, not {}", type_name(other)),
+            format!("must be a list, not {}", crate::meta::type_name(other)),
         ),
     }
 }
@@ -138,7 +130,7 @@ fn sort_out<'a>(patch: &'a Map<String, Value>, path: &str) -> Result<MapPatch<'a
                     None => {
                         return fail(
                             &child_path(path, k),
-                            format!("lists field names, not {}", type_name(key)),
+                            format!("lists field names, not {}", crate::meta::type_name(key)),
                         )
                     }
                 };
@@ -239,7 +231,7 @@ fn merge_map(
                 original.insert(name.to_string(), Value::Array(merged));
             }
             Some(scalar) => {
-                list.refuse_directives(&field_path, type_name(scalar))?;
+                list.refuse_directives(&field_path, crate::meta::type_name(scalar))?;
                 original.insert(name.to_string(), scalar.clone());
             }
             // Only directives name the field: they order or thin a list
@@ -254,7 +246,7 @@ fn merge_map(
                         &field_path,
                         format!(
                             "is {} in the object; list directives apply to lists",
-                            type_name(&other)
+                            crate::meta::type_name(&other)
                         ),
                     )
                 }
@@ -404,7 +396,7 @@ fn merge_by_key(
                 &at,
                 format!(
                     "is {}; this list holds objects merged by {key:?}",
-                    type_name(v)
+                    crate::meta::type_name(v)
                 ),
             );
         };
@@ -514,7 +506,7 @@ fn merge_as_set(
                 &at(i),
                 format!(
                     "is {}; this list is merged as a set of strings or numbers",
-                    type_name(&list[i])
+                    crate::meta::type_name(&list[i])
                 ),
             ),
             None => Ok(()),
