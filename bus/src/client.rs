@@ -12,12 +12,14 @@ use serde_json::Value;
 
 use crate::codec::{self, CodecError};
 use crate::protocol::{
-    ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, ExecReply, ExecRequest, ExecResult, Fence,
-    JsonText, LogChunk, LogsReply, LogsRequest, ManifestReply, MembershipReply, MembershipRequest,
-    PeerStatus, PeerStatusReply, PortForwardReply, PortForwardRequest, ReadResponse,
-    ResourceVersionMatch, EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
+    ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, ExecReply, ExecRequest, ExecResult,
+    ExecStreamReply, ExecStreamRequest, Fence, JsonText, LogChunk, LogsReply, LogsRequest,
+    ManifestReply, MembershipReply, MembershipRequest, PeerStatus, PeerStatusReply,
+    PortForwardReply, PortForwardRequest, ReadResponse, ResourceVersionMatch,
+    EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
 };
-use crate::subject::{AgentOp, StoreOp, Subjects, Verb, CLUSTER_SCOPED, HEADER_FENCE};
+use crate::stream::Side;
+use crate::subject::{AgentOp, StoreOp, StreamEnd, Subjects, Verb, CLUSTER_SCOPED, HEADER_FENCE};
 
 /// Items per page when `list` reads every page.
 pub const LIST_PAGE: usize = 5_000;
@@ -772,6 +774,60 @@ impl Client {
             .request(self.subjects.agent(node, AgentOp::PortForward), req)
             .await?;
         Ok(reply?)
+    }
+
+    /// A byte stream to `port` of a pod on `node`, through its agent:
+    /// [`Side::carry`] it.
+    pub async fn open_port_forward(
+        &self,
+        node: &str,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+    ) -> Result<Side> {
+        let (id, side) = self.open_stream().await?;
+        let req = PortForwardRequest {
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            port,
+            stream: id,
+        };
+        self.port_forward(node, &req).await?;
+        Ok(side)
+    }
+
+    /// Start `req`'s command in its container on `node` as a session
+    /// ([`crate::session`]; `req.stream` is replaced by a fresh one).
+    pub async fn exec_session(
+        &self,
+        node: &str,
+        req: &ExecStreamRequest,
+    ) -> Result<(crate::session::Input, crate::session::Outputs)> {
+        let side = self.open_exec(node, req).await?;
+        Ok(crate::session::attach(side))
+    }
+
+    /// [`Client::exec_session`]'s stream, to carry frames over.
+    pub async fn open_exec(&self, node: &str, req: &ExecStreamRequest) -> Result<Side> {
+        let (id, side) = self.open_stream().await?;
+        let req = ExecStreamRequest {
+            stream: id,
+            ..req.clone()
+        };
+        let reply: ExecStreamReply = self
+            .request(self.subjects.agent(node, AgentOp::ExecStream), &req)
+            .await?;
+        reply?;
+        Ok(side)
+    }
+
+    /// A fresh stream id, its opener side subscribed.
+    async fn open_stream(&self) -> Result<(String, Side)> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let side = Side::subscribe(&self.nats, &self.subjects, &id, StreamEnd::Opener)
+            .await
+            .map_err(|e| ClientError::Nats(e.to_string()))?;
+        Ok((id, side))
     }
 }
 

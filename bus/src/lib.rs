@@ -15,6 +15,7 @@
 //! - [`client`]: typed API calls over request/reply.
 //! - [`watch`]: list-then-watch with gap detection.
 //! - [`stream`]: a TCP connection carried over NATS (port-forward).
+//! - [`session`]: an exec session's channels framed over a stream.
 //! - [`backup`]: a backup file pulled from a store peer in chunks.
 
 pub mod backup;
@@ -23,6 +24,7 @@ pub mod codec;
 pub mod connect;
 pub mod frame;
 pub mod protocol;
+pub mod session;
 pub mod stream;
 pub mod subject;
 pub mod watch;

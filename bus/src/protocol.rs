@@ -363,6 +363,38 @@ pub struct PortForwardRequest {
 /// subjects are subscribed, or why not.
 pub type PortForwardReply = Result<(), ApiError>;
 
+/// Run a command in a container as a session ([`crate::session`]) over
+/// byte stream `stream`: its input and output flow as they come, for as
+/// long as it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecStreamRequest {
+    pub namespace: String,
+    pub pod: String,
+    #[serde(default)]
+    pub container: Option<String>,
+    pub command: Vec<String>,
+    /// The command reads what the session's stdin channel carries (else
+    /// its stdin is empty).
+    #[serde(default)]
+    pub stdin: bool,
+    /// The command runs on a terminal (stdout and stderr are one stream;
+    /// resize frames set its size).
+    #[serde(default)]
+    pub tty: bool,
+    /// Attach to the container's own process instead of running
+    /// `command` (which is then empty): its output from now on, its stdin
+    /// with `stdin`; the session's end detaches, the container runs on.
+    #[serde(default)]
+    pub attach: bool,
+    /// The stream's id, chosen by the opener (which has subscribed to it).
+    pub stream: String,
+}
+
+/// The agent's answer: the command runs and the stream carries it, or why
+/// not.
+pub type ExecStreamReply = Result<(), ApiError>;
+
 /// Run a command in a container, wait for it, and return its output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,6 +1,7 @@
-//! Byte streams over NATS: one TCP connection carried between two
-//! processes as NATS messages (`kubus port-forward`: the CLI on one side,
-//! the pod's node agent on the other). Each side publishes what it reads
+//! Byte streams over NATS: one TCP connection (or any byte pipe) carried
+//! between two processes as NATS messages (`kubus port-forward`, and exec
+//! sessions framed by [`crate::session`]: the CLI or the API gateway on
+//! one side, the pod's node agent on the other). Each side publishes what it reads
 //! on its `tx` subject and writes what arrives on its `rx` subject; the
 //! two sides' subjects are each other's ([`Subjects::stream`]).
 //!
@@ -19,7 +20,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -35,6 +36,8 @@ pub const CHUNK_BYTES: usize = 32 * 1024;
 pub const WINDOW_BYTES: u64 = 1024 * 1024;
 /// A receiver acknowledges after writing this many more bytes.
 pub const ACK_EVERY_BYTES: u64 = 128 * 1024;
+/// The in-process pipe of [`Side::pipe`].
+pub const PIPE_BYTES: usize = 256 * 1024;
 /// A stream with no traffic either way for this long is closed.
 pub const IDLE_MAX: Duration = Duration::from_secs(300);
 
@@ -92,6 +95,31 @@ impl Side {
     /// Carry `tcp` until both directions have ended (or an error, or
     /// [`IDLE_MAX`] without traffic).
     pub async fn run(self, tcp: TcpStream) -> Result<(), StreamError> {
+        let _ = tcp.set_nodelay(true);
+        let (read, write) = tcp.into_split();
+        self.carry(read, write).await
+    }
+
+    /// Carry the stream in the background; the returned pipe's end reads
+    /// what the other side sends and writes what it receives (bounded by
+    /// [`PIPE_BYTES`]).
+    pub fn pipe(self) -> tokio::io::DuplexStream {
+        let (here, there) = tokio::io::duplex(PIPE_BYTES);
+        let (read, write) = tokio::io::split(there);
+        tokio::spawn(async move {
+            let _ = self.carry(read, write).await;
+        });
+        here
+    }
+
+    /// Carry what `read` yields to the other side, and what the other side
+    /// sends into `write`, until both directions have ended (or an error,
+    /// or [`IDLE_MAX`] without traffic).
+    pub async fn carry<R, W>(self, mut read: R, mut write: W) -> Result<(), StreamError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let Side {
             nats,
             tx,
@@ -99,8 +127,6 @@ impl Side {
             mut acks,
             ack_subject,
         } = self;
-        let _ = tcp.set_nodelay(true);
-        let (mut read, mut write) = tcp.into_split();
         let acked = Arc::new(AtomicU64::new(0));
         let more = Arc::new(Notify::new());
         let activity = Arc::new(Notify::new());
@@ -185,6 +211,7 @@ impl Side {
                         return Ok(());
                     }
                     write.write_all(&m.payload).await?;
+                    write.flush().await?;
                     written += m.payload.len() as u64;
                     if written - acked_at >= ACK_EVERY_BYTES {
                         acked_at = written;

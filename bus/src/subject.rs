@@ -309,6 +309,10 @@ pub enum AgentOp {
     Exec,
     /// Open a byte stream to a pod's port (`kubus port-forward`).
     PortForward,
+    /// Run a command in a container with its stdin, stdout, stderr and
+    /// terminal carried over a byte stream (`kubus exec -it`, the API
+    /// gateway's exec).
+    ExecStream,
 }
 
 /// Which end of a byte stream ([`crate::stream`]) a side is.
@@ -326,6 +330,7 @@ impl AgentOp {
             AgentOp::Logs => "logs",
             AgentOp::Exec => "exec",
             AgentOp::PortForward => "portforward",
+            AgentOp::ExecStream => "exec-stream",
         }
     }
 }

@@ -37,6 +37,7 @@ fn built() -> BTreeSet<String> {
     out.insert(generic(s.agent("nodex", AgentOp::Logs)));
     out.insert(generic(s.agent("nodex", AgentOp::Exec)));
     out.insert(generic(s.agent("nodex", AgentOp::PortForward)));
+    out.insert(generic(s.agent("nodex", AgentOp::ExecStream)));
     // one row for both directions of a stream, one for their acks
     let (up, _) = s.stream("idx", StreamEnd::Opener);
     out.insert(generic(s.stream_ack(&up)));

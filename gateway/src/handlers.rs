@@ -79,7 +79,8 @@ where
     }
     // lists and watches, logs and execs are bounded by their own limits
     let streaming = matches!(&route, Route::Resource(t)
-        if t.name.is_none() || matches!(t.sub, Some(Sub::Log | Sub::Exec)));
+        if t.name.is_none()
+            || matches!(t.sub, Some(Sub::Log | Sub::Exec | Sub::Attach | Sub::PortForward)));
     let _permit = if streaming {
         None
     } else {
@@ -336,16 +337,14 @@ where
                 .map_err(client)?;
             Ok(body::json(StatusCode::OK, &removed))
         }
-        (&Method::GET | &Method::POST, Some(name), Some(Sub::Exec)) => {
+        (&Method::GET | &Method::POST, Some(name), Some(sub @ (Sub::Exec | Sub::Attach))) => {
             let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
-            crate::exec::serve(c, &ns, name, req).await
+            crate::exec::serve(c, &ns, name, req, sub == Sub::Attach).await
         }
-        (_, Some(_), Some(Sub::Attach | Sub::PortForward)) => Err(status::plain(
-            StatusCode::NOT_IMPLEMENTED,
-            "NotImplemented",
-            "attach and port-forward are not served through the Kubernetes API yet; \
-             use `kubus port-forward POD PORT`",
-        )),
+        (&Method::GET | &Method::POST, Some(name), Some(Sub::PortForward)) => {
+            let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+            crate::portforward::serve(c, &ns, name, req).await
+        }
         _ => Err(not_allowed()),
     }
 }

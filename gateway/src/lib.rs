@@ -30,12 +30,15 @@ pub mod handlers;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod pki;
+pub mod portforward;
 pub mod query;
 pub mod route;
 pub mod server;
+pub mod spdy;
 pub mod status;
 pub mod table;
 pub mod watch;
+pub mod websocket;
 
 use std::time::Duration;
 

@@ -46,8 +46,11 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Print a container's log.
     Logs(LogsArgs),
-    /// Run a command in a container: kubus exec POD [-c C] -- COMMAND [ARG...]
+    /// Run a command in a container: kubus exec POD [-c C] [-it] -- COMMAND [ARG...]
     Exec(ExecArgs),
+    /// Attach to a running container's own process (its output, and with
+    /// -i its stdin): kubus attach POD [-c C] [-it]
+    Attach(AttachArgs),
     /// Show Kubernetes Events (Scheduled, Started, BackOff, …).
     Events(EventsArgs),
     /// Make a Service for a Deployment, ReplicaSet, Pod or Service:
@@ -716,6 +719,22 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
+    /// A pod name, or pod/NAME.
+    pub pod: String,
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Pass our stdin to the container (started with stdin: true).
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Our terminal is the container's (started with tty: true).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ExecArgs {
     /// A pod name, or pod/NAME.
     pub pod: String,
@@ -723,9 +742,16 @@ pub struct ExecArgs {
     pub container: Option<String>,
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
-    /// How long the command may run, in seconds (at most 600).
+    /// How long the command may run, in seconds (at most 600; without
+    /// -i/-t).
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Pass our stdin to the command (its output streams as it comes).
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Run the command on a terminal (with -i: an interactive shell).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -1078,6 +1104,19 @@ pub struct RunArgs {
     /// The words after `--` are the command, not the arguments.
     #[arg(long)]
     pub command: bool,
+    /// Keep the container's stdin open and attach to it once it runs
+    /// (stdin: true, stdinOnce: true).
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Run the container on a terminal, ours once attached (tty: true).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// With -i/-t: delete the pod when the session ends.
+    #[arg(long)]
+    pub rm: bool,
+    /// With -i/-t: how long to wait for the pod to run before attaching.
+    #[arg(long, default_value = "1m")]
+    pub pod_running_timeout: String,
     #[arg(long)]
     pub image_pull_policy: Option<String>,
     #[arg(short = 'n', long)]

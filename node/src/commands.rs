@@ -16,7 +16,7 @@ use kubus_bus::Client;
 use serde_json::Value;
 
 use crate::cli::{
-    ApplyArgs, Command, DeleteArgs, EventsArgs, ExecArgs, ExposeArgs, GetArgs, Global,
+    ApplyArgs, AttachArgs, Command, DeleteArgs, EventsArgs, ExecArgs, ExposeArgs, GetArgs, Global,
     ImagesAction, ImagesArgs, LogsArgs, PortForwardArgs, ServiceArgs, SetCommand,
 };
 use crate::config;
@@ -55,6 +55,7 @@ pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
         Command::Delete(a) => delete(&client, a).await,
         Command::Logs(a) => logs(&client, a).await,
         Command::Exec(a) => exec(&client, a).await,
+        Command::Attach(a) => attach(&client, a).await,
         Command::Events(a) => events(&client, a).await,
         Command::Expose(a) => expose(&client, a).await,
         Command::PortForward(a) => port_forward(&client, a).await,
@@ -324,35 +325,15 @@ async fn port_forward(client: &Client, args: PortForwardArgs) -> anyhow::Result<
                     namespace.clone(),
                 );
                 tokio::spawn(async move {
-                    let id = uuid::Uuid::new_v4().simple().to_string();
-                    let side = kubus_bus::stream::Side::subscribe(
-                        client.nats(),
-                        client.subjects(),
-                        &id,
-                        kubus_bus::subject::StreamEnd::Opener,
-                    )
-                    .await;
-                    let side = match side {
-                        Ok(s) => s,
-                        Err(e) => return eprintln!("error: port-forward: {e}"),
+                    let side = client
+                        .open_port_forward(&node, &namespace, &pod_name, remote)
+                        .await;
+                    let result = match side {
+                        Ok(side) => side.run(tcp).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
                     };
-                    let req = kubus_bus::protocol::PortForwardRequest {
-                        namespace,
-                        pod: pod_name,
-                        port: remote,
-                        stream: id,
-                    };
-                    if let Err(e) = client.port_forward(&node, &req).await {
-                        return eprintln!(
-                            "error: port-forward to {}/{}:{remote}: {e}",
-                            req.namespace, req.pod
-                        );
-                    }
-                    if let Err(e) = side.run(tcp).await {
-                        eprintln!(
-                            "error: port-forward to {}/{}:{remote}: {e}",
-                            req.namespace, req.pod
-                        );
+                    if let Err(e) = result {
+                        eprintln!("error: port-forward to {namespace}/{pod_name}:{remote}: {e}");
                     }
                 });
             }
@@ -733,6 +714,20 @@ async fn exec(client: &Client, args: ExecArgs) -> anyhow::Result<()> {
     let name = args.pod.strip_prefix("pod/").unwrap_or(&args.pod);
     let pod = client.get(Kind::Pod, Some(&args.namespace), name).await?;
     let node = node_of(&pod, &args.namespace)?;
+    if args.stdin || args.tty {
+        let req = kubus_bus::protocol::ExecStreamRequest {
+            namespace: args.namespace.clone(),
+            pod: name.to_string(),
+            container: args.container.clone(),
+            command: args.command.clone(),
+            stdin: args.stdin,
+            tty: args.tty,
+            attach: false,
+            stream: String::new(),
+        };
+        let code = crate::interactive::run(client, &node, req).await?;
+        crate::interactive::exit_with(code);
+    }
     let out = client
         .exec(
             &node,
@@ -760,6 +755,25 @@ async fn exec(client: &Client, args: ExecArgs) -> anyhow::Result<()> {
         std::process::exit(out.exit_code.clamp(1, 255));
     }
     Ok(())
+}
+
+/// `kubus attach`: a session on the container's own process.
+async fn attach(client: &Client, args: AttachArgs) -> anyhow::Result<()> {
+    let name = args.pod.strip_prefix("pod/").unwrap_or(&args.pod);
+    let pod = client.get(Kind::Pod, Some(&args.namespace), name).await?;
+    let node = node_of(&pod, &args.namespace)?;
+    let req = kubus_bus::protocol::ExecStreamRequest {
+        namespace: args.namespace.clone(),
+        pod: name.to_string(),
+        container: args.container.clone(),
+        command: Vec::new(),
+        stdin: args.stdin,
+        tty: args.tty,
+        attach: true,
+        stream: String::new(),
+    };
+    let code = crate::interactive::run(client, &node, req).await?;
+    crate::interactive::exit_with(code)
 }
 
 /// After `kubus get`, keep printing changes (`-w`), until interrupted.

@@ -350,6 +350,11 @@ pub struct RunSpec {
     pub command: bool,
     pub args: Vec<String>,
     pub image_pull_policy: Option<String>,
+    /// The container keeps its stdin open (and the first session's end
+    /// closes it).
+    pub stdin: bool,
+    /// The container runs on a terminal.
+    pub tty: bool,
 }
 
 /// `a=b,c=d`.
@@ -391,6 +396,13 @@ pub fn run_pod(spec: &RunSpec) -> Result<Value, CreateError> {
     }
     if let Some(policy) = &spec.image_pull_policy {
         c["imagePullPolicy"] = json!(policy);
+    }
+    if spec.stdin {
+        c["stdin"] = json!(true);
+        c["stdinOnce"] = json!(true);
+    }
+    if spec.tty {
+        c["tty"] = json!(true);
     }
     Ok(json!({
         "apiVersion": "v1",
@@ -593,6 +605,8 @@ fn plan(command: &Command) -> Option<anyhow::Result<(Planned, Option<&str>, &Cre
                 command: a.command,
                 args: a.args.clone(),
                 image_pull_policy: a.image_pull_policy.clone(),
+                stdin: a.stdin,
+                tty: a.tty,
             };
             (
                 run_pod(&spec).map(Planned::Object).map_err(Into::into),
@@ -647,6 +661,11 @@ pub async fn run(client: &Client, command: Command) -> anyhow::Result<()> {
         return print_object(&object, out.output.as_deref(), "created (dry run)");
     }
     let created = client.create(object).await?;
+    if let Command::Run(a) = &command {
+        if a.stdin || a.tty {
+            return crate::interactive::run_attached(client, &created, a).await;
+        }
+    }
     print_object(&created, out.output.as_deref(), "created")
 }
 

@@ -20,6 +20,7 @@ mod drain;
 mod edit;
 mod explain;
 mod expose;
+mod interactive;
 mod mesh;
 mod nats_server;
 mod print;
@@ -82,7 +83,11 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(commands::run(cli.global, other))
+            let result = rt.block_on(commands::run(cli.global, other));
+            // a read of our stdin (an interactive session's) may still
+            // wait on a terminal nobody types into: do not wait for it
+            rt.shutdown_background();
+            result
         }
     }
 }

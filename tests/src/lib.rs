@@ -266,6 +266,17 @@ impl Cluster {
             .expect("run kubus")
     }
 
+    /// Run the kubus CLI with `input` on its stdin.
+    pub fn kubus_with_input(&self, args: &[&str], input: &str) -> Output {
+        output_with_input(
+            Command::new(kubus_bin())
+                .args(args)
+                .env("KUBUS_HOME", self.home())
+                .env_remove("KUBUS_NATS"),
+            input,
+        )
+    }
+
     /// Run `kubus ARGS`, which must succeed; what it printed (stdout,
     /// then stderr).
     pub fn kubus_ok(&self, args: &[&str]) -> String {
@@ -291,26 +302,37 @@ impl Cluster {
     /// the kubeconfig `kubus up` wrote, `stdin` as its input; a HOME of
     /// its own per binary (kubectl caches discovery there).
     pub fn kubectl_in(&self, binary: &Path, args: &[&str], stdin: &str) -> Output {
-        use std::io::Write;
         let name = binary
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         let home = self.dir.path().join(format!("home-{name}"));
         let _ = std::fs::create_dir_all(&home);
-        let mut child = Command::new(binary)
-            .args(args)
-            .env("KUBECONFIG", self.home().join("kubeconfig"))
-            .env("HOME", &home)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
-        if let Some(mut input) = child.stdin.take() {
-            let _ = input.write_all(stdin.as_bytes());
-        }
-        child.wait_with_output().expect("kubectl")
+        output_with_input(
+            Command::new(binary)
+                .args(args)
+                .env("KUBECONFIG", self.home().join("kubeconfig"))
+                .env("HOME", &home),
+            stdin,
+        )
+    }
+
+    /// kubectl (`binary`) as a child with `args` (a `port-forward`), its
+    /// output appended to `log`; stopped by its PID when dropped.
+    pub fn kubectl_spawn(&self, binary: &Path, args: &[&str], log: &Path) -> Proc {
+        let name = binary
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let home = self.dir.path().join(format!("home-{name}"));
+        let _ = std::fs::create_dir_all(&home);
+        Proc::spawn(
+            Command::new(binary)
+                .args(args)
+                .env("KUBECONFIG", self.home().join("kubeconfig"))
+                .env("HOME", &home),
+            log,
+        )
     }
 
     /// Apply a manifest given as text (through `kubus apply -f -`).
@@ -370,6 +392,21 @@ fn unique_service_cidr() -> String {
 
 /// GET `path` from `addr` over HTTP/1.0: the body, or None on any failure
 /// (bounded by `timeout` for connect and for the whole read).
+/// Run `cmd` with `input` on its stdin; its output once it ends.
+pub fn output_with_input(cmd: &mut Command, input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    child.wait_with_output().expect("the command ends")
+}
+
 pub fn http_get(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;

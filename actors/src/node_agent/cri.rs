@@ -41,9 +41,10 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tracing::{debug, info, warn};
 
+use super::cri_stream;
 use super::runtime::{
-    spec_hash, Adoption, ContainerSpec, ExecOutput, Exited, FoundContainer, FoundPod, FoundState,
-    Leftovers, NodeImage, Runtime, RuntimeError, RuntimeEvent,
+    spec_hash, Adoption, ContainerSpec, ExecOutput, ExecProcess, ExecSpec, Exited, FoundContainer,
+    FoundPod, FoundState, Leftovers, NodeImage, Runtime, RuntimeError, RuntimeEvent,
 };
 
 /// The CRI v1 messages and clients, for code that speaks CRI directly (the
@@ -290,6 +291,17 @@ pub fn resources(container: &Value) -> Result<cri::LinuxContainerResources, Stri
     Ok(r)
 }
 
+/// Whether the pod's container `name` runs on a terminal.
+fn container_tty(pod: &Value, name: &str) -> bool {
+    pod.pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["tty"].as_bool())
+        .unwrap_or(false)
+}
+
 /// The container's CRI configuration. `log_path` is relative to the
 /// sandbox's log directory; `handle` is the agent's id for it.
 pub fn container_config(
@@ -330,6 +342,9 @@ pub fn container_config(
             .collect(),
         labels,
         log_path: log_path.to_string(),
+        stdin: spec.stdin,
+        stdin_once: spec.stdin_once,
+        tty: spec.tty,
         mounts: spec
             .mounts
             .iter()
@@ -387,6 +402,8 @@ impl PodInfo {
 struct Handle {
     cri_id: Option<String>,
     stop_requested: bool,
+    /// The container runs on a terminal (an attach asks for one).
+    tty: bool,
 }
 
 struct Inner {
@@ -871,6 +888,7 @@ impl Inner {
             let mut handles = lock(&self.handles);
             let h = handles.entry(handle.to_string()).or_default();
             h.cri_id = Some(cri_id.clone());
+            h.tty = spec.tty;
             h.stop_requested
         };
         if stop_requested {
@@ -1180,6 +1198,7 @@ impl Runtime for CriRuntime {
                 Handle {
                     cri_id: Some(c.runtime_id.clone()),
                     stop_requested: false,
+                    tty: container_tty(&a.pod, &c.container),
                 },
             );
             let inner = self.inner.clone();
@@ -1287,6 +1306,55 @@ impl Runtime for CriRuntime {
                 stderr: r.stderr,
                 exit_code: r.exit_code,
             })
+        })
+    }
+
+    /// CRI `Exec`, then its streams from the runtime's streaming server.
+    fn exec_stream(&self, id: &str, spec: ExecSpec) -> BoxFuture<'static, Result<ExecProcess>> {
+        let inner = self.inner.clone();
+        let cri_id = lock(&inner.handles).get(id).and_then(|h| h.cri_id.clone());
+        Box::pin(async move {
+            let Some(cri_id) = cri_id else {
+                return Err(RuntimeError::Runtime("container is not running".into()));
+            };
+            let mut rt = inner.runtime.clone();
+            let exec = rt.exec(cri::ExecRequest {
+                container_id: cri_id,
+                cmd: spec.command,
+                tty: spec.tty,
+                stdin: spec.stdin,
+                stdout: true,
+                stderr: !spec.tty,
+            });
+            let url = bounded("Exec", CALL_TIMEOUT, exec).await?.url;
+            let streams = cri_stream::Streams {
+                stdin: spec.stdin,
+                tty: spec.tty,
+            };
+            cri_stream::connect(&url, streams).await
+        })
+    }
+
+    /// CRI `Attach`, then its streams from the runtime's streaming server.
+    fn attach(&self, id: &str, stdin: bool) -> BoxFuture<'static, Result<ExecProcess>> {
+        let inner = self.inner.clone();
+        let found = lock(&inner.handles)
+            .get(id)
+            .and_then(|h| h.cri_id.clone().map(|c| (c, h.tty)));
+        Box::pin(async move {
+            let Some((cri_id, tty)) = found else {
+                return Err(RuntimeError::Runtime("container is not running".into()));
+            };
+            let mut rt = inner.runtime.clone();
+            let attach = rt.attach(cri::AttachRequest {
+                container_id: cri_id,
+                stdin,
+                tty,
+                stdout: true,
+                stderr: !tty,
+            });
+            let url = bounded("Attach", CALL_TIMEOUT, attach).await?.url;
+            cri_stream::connect(&url, cri_stream::Streams { stdin, tty }).await
         })
     }
 }
@@ -1401,6 +1469,9 @@ mod tests {
             working_dir: None,
             log_path: PathBuf::from("/d/pods/ns_p_u1/c/3.log"),
             mounts: vec![],
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         };
         let (dir, rel, attempt) = split_log_path(&spec.log_path).unwrap_or_default();
         assert_eq!(

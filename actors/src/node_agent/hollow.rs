@@ -120,6 +120,9 @@ mod tests {
             working_dir: None,
             log_path: "/nonexistent/hollow.log".into(),
             mounts: vec![],
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         };
         let a = rt.start(&spec, tx.clone()).expect("start");
         let b = rt.start(&spec, tx).expect("start");

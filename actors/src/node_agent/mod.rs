@@ -26,8 +26,11 @@
 //! then pod changes only fill the informer cache.
 
 pub mod adopt;
+pub mod attach;
 pub mod config;
 pub mod cri;
+pub mod cri_stream;
+pub mod exec_session;
 pub mod hollow;
 pub mod lifecycle;
 pub mod logs;
@@ -36,6 +39,7 @@ pub mod podnet;
 pub mod probe;
 pub mod prober;
 pub mod process;
+pub mod pty;
 pub mod refresh;
 pub mod runtime;
 pub mod storage;
@@ -54,8 +58,9 @@ use kubus_api::{meta, ApiError, Kind, Reason};
 use kubus_bus::client::DeleteOptions;
 use kubus_bus::codec::Codec;
 use kubus_bus::protocol::{
-    ExecReply, ExecRequest, ExecResult, LogChunk, LogsReply, LogsRequest, PortForwardReply,
-    PortForwardRequest, EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
+    ExecReply, ExecRequest, ExecResult, ExecStreamReply, ExecStreamRequest, LogChunk, LogsReply,
+    LogsRequest, PortForwardReply, PortForwardRequest, EXEC_TIMEOUT_DEFAULT_SECS,
+    EXEC_TIMEOUT_MAX_SECS,
 };
 use kubus_bus::subject::{AgentOp, StreamEnd};
 use kubus_bus::watch::{WatchItem, WatchSpec};
@@ -94,6 +99,8 @@ const STATUS_RETRY: Duration = Duration::from_millis(200);
 const REGISTER_RETRY: Duration = Duration::from_secs(1);
 /// Execs one agent runs at once.
 pub const EXEC_IN_FLIGHT_MAX: usize = 8;
+/// Exec sessions (`exec -it`) one agent carries at once.
+pub const EXEC_SESSIONS_MAX: usize = 32;
 /// Most bytes of each output stream an exec reply carries (two of them fit
 /// under NATS' default 1 MiB payload).
 pub const EXEC_OUTPUT_MAX_BYTES: usize = 256 * 1024;
@@ -279,6 +286,14 @@ impl PodEntry {
     }
 }
 
+/// A boolean field of a container (false when absent).
+fn flag(container: &Value, field: &str) -> bool {
+    container
+        .get(field)
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| {
@@ -318,13 +333,15 @@ pub struct NodeAgent<R: Runtime> {
     pods: HashMap<String, PodEntry>,
     exits_tx: mpsc::Sender<Exited>,
     exits_rx: Option<mpsc::Receiver<Exited>>,
-    logs_sub: Option<async_nats::Subscriber>,
-    exec_sub: Option<async_nats::Subscriber>,
+    /// The agent's request subjects (logs, exec, port-forward, exec
+    /// sessions), subscribed; taken when the actor starts.
+    request_subs: Vec<async_nats::Subscriber>,
     exec_subject: String,
-    forward_sub: Option<async_nats::Subscriber>,
     forward_subject: String,
+    session_subject: String,
     forwards_in_flight: Arc<AtomicUsize>,
     execs_in_flight: Arc<AtomicUsize>,
+    sessions_in_flight: Arc<AtomicUsize>,
     adopting: Adopting,
     /// Mounts the tmpfs of secret and `medium: Memory` volumes.
     mounter: Arc<dyn volumes::Mounter>,
@@ -342,14 +359,21 @@ impl<R: Runtime> NodeAgent<R> {
         cfg: NodeConfig,
         runtime: R,
     ) -> Result<NodeAgent<R>, async_nats::SubscribeError> {
-        let logs_sub = client
-            .nats()
-            .subscribe(client.subjects().agent(&cfg.name, AgentOp::Logs))
-            .await?;
-        let exec_subject = client.subjects().agent(&cfg.name, AgentOp::Exec);
-        let exec_sub = client.nats().subscribe(exec_subject.clone()).await?;
-        let forward_subject = client.subjects().agent(&cfg.name, AgentOp::PortForward);
-        let forward_sub = client.nats().subscribe(forward_subject.clone()).await?;
+        let subject = |op| client.subjects().agent(&cfg.name, op);
+        let (exec_subject, forward_subject, session_subject) = (
+            subject(AgentOp::Exec),
+            subject(AgentOp::PortForward),
+            subject(AgentOp::ExecStream),
+        );
+        let mut request_subs = Vec::new();
+        for s in [
+            subject(AgentOp::Logs),
+            exec_subject.clone(),
+            forward_subject.clone(),
+            session_subject.clone(),
+        ] {
+            request_subs.push(client.nats().subscribe(s).await?);
+        }
         let (exits_tx, exits_rx) = mpsc::channel(EXIT_QUEUE);
         Ok(NodeAgent {
             recorder: Recorder::new(client.clone(), "kubelet"),
@@ -360,13 +384,13 @@ impl<R: Runtime> NodeAgent<R> {
             pods: HashMap::new(),
             exits_tx,
             exits_rx: Some(exits_rx),
-            logs_sub: Some(logs_sub),
-            exec_sub: Some(exec_sub),
+            request_subs,
             exec_subject,
-            forward_sub: Some(forward_sub),
             forward_subject,
+            session_subject,
             forwards_in_flight: Arc::default(),
             execs_in_flight: Arc::default(),
+            sessions_in_flight: Arc::default(),
             adopting: Adopting::Waiting {
                 leftovers: None,
                 listed: false,
@@ -927,6 +951,9 @@ impl<R: Runtime> NodeAgent<R> {
                 .map(str::to_string),
             log_path: dir.join(name).join(format!("{restarts}.log")),
             mounts,
+            stdin: flag(&container, "stdin"),
+            stdin_once: flag(&container, "stdinOnce"),
+            tty: flag(&container, "tty"),
         };
         match self.runtime.start(&spec, self.exits_tx.clone()) {
             Ok(id) => {
@@ -1650,40 +1677,49 @@ impl<R: Runtime> NodeAgent<R> {
             return;
         };
         let codec = Codec::from_headers(msg.headers.as_ref());
-        let nats = self.client.nats().clone();
-        if msg.subject.as_str() == self.exec_subject {
-            let reply = match codec.decode::<ExecRequest>(&msg.payload) {
-                Err(e) => Err(ApiError::bad_request(format!("exec request: {e}"))),
-                Ok(req) => self.exec(req),
-            };
-            tokio::spawn(async move {
-                let reply: ExecReply = match reply {
-                    Ok(run) => run.await,
-                    Err(e) => Err(e),
-                };
-                send_reply(nats, reply_to, codec, &reply).await;
-            });
-            return;
+        let subject = msg.subject.as_str();
+        if subject == self.exec_subject {
+            return self.answer_later(&msg, reply_to, codec, "exec", Self::exec);
         }
-        if msg.subject.as_str() == self.forward_subject {
-            let opened = match codec.decode::<PortForwardRequest>(&msg.payload) {
-                Err(e) => Err(ApiError::bad_request(format!("port-forward request: {e}"))),
-                Ok(req) => self.port_forward(req),
-            };
-            tokio::spawn(async move {
-                let reply: PortForwardReply = match opened {
-                    Ok(open) => open.await,
-                    Err(e) => Err(e),
-                };
-                send_reply(nats, reply_to, codec, &reply).await;
-            });
-            return;
+        if subject == self.session_subject {
+            return self.answer_later(&msg, reply_to, codec, "exec session", Self::exec_stream);
+        }
+        if subject == self.forward_subject {
+            return self.answer_later(&msg, reply_to, codec, "port-forward", Self::port_forward);
         }
         let reply: LogsReply = match codec.decode::<LogsRequest>(&msg.payload) {
             Err(e) => Err(ApiError::bad_request(format!("logs request: {e}"))),
             Ok(req) => self.read_logs(&req),
         };
+        let nats = self.client.nats().clone();
         tokio::spawn(async move { send_reply(nats, reply_to, codec, &reply).await });
+    }
+
+    /// Decode a request, check it with `start`, and answer once the work
+    /// it starts says so (or at once with why not).
+    fn answer_later<Req, T>(
+        &self,
+        msg: &NatsMessage,
+        reply_to: async_nats::Subject,
+        codec: Codec,
+        what: &str,
+        start: impl FnOnce(&Self, Req) -> Result<BoxFuture<'static, Result<T, ApiError>>, ApiError>,
+    ) where
+        Req: serde::de::DeserializeOwned,
+        T: serde::Serialize + Send + Sync + 'static,
+    {
+        let started = match codec.decode::<Req>(&msg.payload) {
+            Err(e) => Err(ApiError::bad_request(format!("{what} request: {e}"))),
+            Ok(req) => start(self, req),
+        };
+        let nats = self.client.nats().clone();
+        tokio::spawn(async move {
+            let reply: Result<T, ApiError> = match started {
+                Ok(work) => work.await,
+                Err(e) => Err(e),
+            };
+            send_reply(nats, reply_to, codec, &reply).await;
+        });
     }
 
     /// The pod and the name of its container a logs or exec request means
@@ -1889,11 +1925,17 @@ impl<R: Runtime> NodeAgent<R> {
         }))
     }
 
-    /// Check an exec request and start it; the future gives the reply.
-    fn exec(&self, req: ExecRequest) -> Result<BoxFuture<'static, ExecReply>, ApiError> {
-        let (entry, container) =
-            self.find_container(&req.namespace, &req.pod, req.container.as_deref())?;
-        if req.command.is_empty() {
+    /// The id of the running container an exec means, or why there is
+    /// none.
+    fn exec_target(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        command: &[String],
+    ) -> Result<(String, String), ApiError> {
+        let (entry, container) = self.find_container(namespace, pod, container)?;
+        if command.is_empty() {
             return Err(ApiError::bad_request(
                 "exec: a command is required (kubus exec POD -- COMMAND [ARG...])",
             ));
@@ -1901,10 +1943,101 @@ impl<R: Runtime> NodeAgent<R> {
         let running = entry.states.get(&container).filter(|s| !s.starting);
         let Some(id) = running.and_then(|s| s.running.clone()) else {
             return Err(ApiError::bad_request(format!(
-                "container {container:?} in pod {} is not running",
-                req.pod
+                "container {container:?} in pod {pod} is not running"
             )));
         };
+        Ok((id, container))
+    }
+
+    /// Check an exec session request; the future starts the command,
+    /// subscribes the stream's subjects and answers, and then carries the
+    /// session (bounded by [`EXEC_SESSIONS_MAX`]).
+    fn exec_stream(
+        &self,
+        req: ExecStreamRequest,
+    ) -> Result<BoxFuture<'static, ExecStreamReply>, ApiError> {
+        if req.attach && !req.command.is_empty() {
+            return Err(ApiError::bad_request(
+                "attach connects to the container's own process: it takes no command",
+            ));
+        }
+        // an attach has no command of its own: the check is the container's
+        let command = if req.attach {
+            vec![String::new()]
+        } else {
+            req.command.clone()
+        };
+        let (id, container) =
+            self.exec_target(&req.namespace, &req.pod, req.container.as_deref(), &command)?;
+        let in_flight = self.sessions_in_flight.clone();
+        if in_flight.fetch_add(1, Ordering::SeqCst) >= EXEC_SESSIONS_MAX {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::unavailable(
+                format!(
+                    "node {} carries {EXEC_SESSIONS_MAX} exec sessions already",
+                    self.cfg.name
+                ),
+                1_000,
+            ));
+        }
+        let start = if req.attach {
+            self.runtime.attach(&id, req.stdin)
+        } else {
+            self.runtime.exec_stream(
+                &id,
+                runtime::ExecSpec {
+                    command: req.command.clone(),
+                    stdin: req.stdin,
+                    tty: req.tty,
+                },
+            )
+        };
+        let nats = self.client.nats().clone();
+        let subjects = self.client.subjects().clone();
+        Ok(Box::pin(async move {
+            let done = |e: ApiError| {
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                Err(e)
+            };
+            let process = match start.await {
+                Ok(p) => p,
+                Err(RuntimeError::Unsupported(what)) => {
+                    return done(ApiError::bad_request(format!(
+                        "{what} is not supported by this node's runtime"
+                    )))
+                }
+                Err(RuntimeError::Invalid { message, .. }) => {
+                    return done(ApiError::bad_request(format!("{container:?}: {message}")))
+                }
+                Err(e) => return done(ApiError::internal(format!("exec in {container:?}: {e}"))),
+            };
+            let side = kubus_bus::stream::Side::subscribe(
+                &nats,
+                &subjects,
+                &req.stream,
+                StreamEnd::Acceptor,
+            )
+            .await;
+            let side = match side {
+                Ok(s) => s,
+                Err(e) => return done(ApiError::internal(format!("exec stream: {e}"))),
+            };
+            tokio::spawn(async move {
+                exec_session::carry(process, side).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+            });
+            Ok(())
+        }))
+    }
+
+    /// Check an exec request and start it; the future gives the reply.
+    fn exec(&self, req: ExecRequest) -> Result<BoxFuture<'static, ExecReply>, ApiError> {
+        let (id, container) = self.exec_target(
+            &req.namespace,
+            &req.pod,
+            req.container.as_deref(),
+            &req.command,
+        )?;
         let in_flight = self.execs_in_flight.clone();
         if in_flight.fetch_add(1, Ordering::SeqCst) >= EXEC_IN_FLIGHT_MAX {
             in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -2172,13 +2305,7 @@ impl<R: Runtime> Actor for NodeAgent<R> {
                 Some((ExitSeen(e), rx))
             }));
         }
-        if let Some(sub) = self.logs_sub.take() {
-            ctx.add_stream(sub);
-        }
-        if let Some(sub) = self.exec_sub.take() {
-            ctx.add_stream(sub);
-        }
-        if let Some(sub) = self.forward_sub.take() {
+        for sub in std::mem::take(&mut self.request_subs) {
             ctx.add_stream(sub);
         }
         if let Some(rx) = self.runtime.events() {

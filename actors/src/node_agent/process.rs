@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,17 +27,20 @@ use futures::future::BoxFuture;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::attach::{self, Attachable};
 use super::config::Mount;
 use super::logs;
 use super::podnet::PodNetwork;
+use super::pty;
 use super::runtime::{
-    ContainerSpec, ExecOutput, Exited, FoundContainer, FoundPod, FoundState, Leftovers, Runtime,
-    RuntimeError,
+    ContainerSpec, ExecOutput, ExecProcess, ExecSpec, Exited, FoundContainer, FoundPod, FoundState,
+    Leftovers, Runtime, RuntimeError,
 };
+use kubus_bus::session::{STDERR, STDOUT};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -65,6 +69,8 @@ struct ExecContext {
     /// Volumes bound over paths of the node in a mount namespace of the
     /// command's own (`unshare --mount`): the host does not see them.
     mounts: Vec<Mount>,
+    /// Where sessions attach to the container's own process.
+    attach: Option<Attachable>,
 }
 
 /// The shell that binds each `SOURCE TARGET ro|rw` triple, then runs the
@@ -242,9 +248,37 @@ impl Runtime for ProcessRuntime {
                 .as_ref()
                 .and_then(|n| n.namespace_of(&spec.pod_uid)),
             mounts: spec.mounts.clone(),
+            attach: None,
         };
-        let mut cmd = exec_ctx.command(program, argv);
-        cmd.process_group(0).kill_on_drop(false);
+        let pty = if spec.tty {
+            Some(pty::open(80, 24)?)
+        } else {
+            None
+        };
+        let mut cmd = match &pty {
+            // on a terminal of its own, as the leader of a session (and so
+            // of a group) of its own: `setsid` does not fork for a child
+            // that leads no group, so its pid stays the container's
+            Some((_, slave)) => {
+                let mut words = vec!["--ctty".to_string(), program.clone()];
+                words.extend(argv.cloned());
+                let mut cmd = exec_ctx.command("setsid", words);
+                cmd.env("TERM", "xterm")
+                    .stdin(slave.try_clone()?)
+                    .stdout(slave.try_clone()?)
+                    .stderr(slave.try_clone()?);
+                cmd
+            }
+            None => {
+                let mut cmd = exec_ctx.command(program, argv);
+                cmd.process_group(0);
+                if spec.stdin {
+                    cmd.stdin(Stdio::piped());
+                }
+                cmd
+            }
+        };
+        cmd.kill_on_drop(false);
         let mut child = cmd.spawn().map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
                 RuntimeError::Invalid {
@@ -257,20 +291,59 @@ impl Runtime for ProcessRuntime {
             }
             _ => RuntimeError::Start(e.to_string()),
         })?;
+        // the terminal's other side is the container's alone now
+        drop(cmd);
+        let pty = pty.map(|(p, _slave)| p);
         let pid = child
             .id()
             .ok_or_else(|| RuntimeError::Start("child exited at once".into()))?;
         if let Some(t) = start_time(pid) {
             let _ = std::fs::write(self.pid_file(pid), t.to_string());
         }
+        let stdin: Option<Pin<Box<dyn AsyncWrite + Send>>> = match &pty {
+            Some(p) => spec.stdin.then(|| Box::pin(p.clone()) as _),
+            None => child.stdin.take().map(|s| Box::pin(s) as _),
+        };
+        let (attachable, feed) = Attachable::new(stdin, spec.stdin_once, pty.clone());
         let (tx, rx) = mpsc::channel(LOG_QUEUE);
+        let output = Some(feed.output.clone());
+        if let Some(p) = pty {
+            tokio::spawn(attach::pump(
+                p,
+                STDOUT,
+                "stdout",
+                output.clone(),
+                tx.clone(),
+                LINE_MAX_BYTES,
+            ));
+        }
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, "stdout", tx.clone()));
+            tokio::spawn(attach::pump(
+                out,
+                STDOUT,
+                "stdout",
+                output.clone(),
+                tx.clone(),
+                LINE_MAX_BYTES,
+            ));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(err, "stderr", tx));
+            tokio::spawn(attach::pump(
+                err,
+                STDERR,
+                "stderr",
+                output,
+                tx,
+                LINE_MAX_BYTES,
+            ));
+        } else {
+            drop(tx);
         }
         tokio::spawn(write_log(spec.log_path.clone(), rx));
+        let exec_ctx = ExecContext {
+            attach: Some(attachable),
+            ..exec_ctx
+        };
         let id = pid.to_string();
         let exited = Exited {
             pod_uid: spec.pod_uid.clone(),
@@ -302,6 +375,7 @@ impl Runtime for ProcessRuntime {
                 Err(e) => (1, format!("wait failed: {e}")),
             };
             debug!(pid, code, "container process exited");
+            feed.exit.send_replace(Some(code));
             let _ = exits
                 .send(Exited {
                     code,
@@ -438,6 +512,101 @@ impl Runtime for ProcessRuntime {
         })
     }
 
+    fn attach(
+        &self,
+        id: &str,
+        stdin: bool,
+    ) -> BoxFuture<'static, Result<ExecProcess, RuntimeError>> {
+        let found = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(id).and_then(|c| c.attach.clone()));
+        Box::pin(async move {
+            match found {
+                Some(a) => a.attach(stdin),
+                None => Err(RuntimeError::Runtime("container is not running".into())),
+            }
+        })
+    }
+
+    /// Runs the command on the host as `exec` does, its streams open: with
+    /// a TTY, on a terminal of its own that is its controlling one
+    /// (`setsid --ctty`).
+    fn exec_stream(
+        &self,
+        id: &str,
+        spec: ExecSpec,
+    ) -> BoxFuture<'static, Result<ExecProcess, RuntimeError>> {
+        let ctx = self.running.lock().ok().and_then(|r| r.get(id).cloned());
+        Box::pin(async move {
+            let Some(ctx) = ctx else {
+                return Err(RuntimeError::Runtime("container is not running".into()));
+            };
+            let Some((program, args)) = spec.command.split_first() else {
+                return Err(RuntimeError::Invalid {
+                    reason: "ExecError",
+                    message: "no command to run".into(),
+                });
+            };
+            let spawn_error =
+                |e: std::io::Error| RuntimeError::Runtime(format!("cannot run {program:?}: {e}"));
+            if spec.tty {
+                let (pty, slave) = pty::open(80, 24)?;
+                let mut argv = vec!["--ctty".to_string(), "--wait".into(), program.clone()];
+                argv.extend(args.iter().cloned());
+                let mut cmd = ctx.command("setsid", argv);
+                cmd.env("TERM", "xterm")
+                    .stdin(slave.try_clone()?)
+                    .stdout(slave.try_clone()?)
+                    .stderr(slave)
+                    .kill_on_drop(true);
+                let mut child = cmd.spawn().map_err(spawn_error)?;
+                // the command's side closes here with `cmd`: the terminal
+                // ends when the command (and what it started) let go of it
+                drop(cmd);
+                let resize = pty.clone();
+                return Ok(ExecProcess {
+                    stdin: spec
+                        .stdin
+                        .then(|| Box::pin(pty.clone()) as Pin<Box<dyn AsyncWrite + Send>>),
+                    stdout: Box::pin(pty),
+                    stderr: None,
+                    resize: Some(Box::new(move |w, h| {
+                        let _ = resize.resize(w, h);
+                    })),
+                    exit: Box::pin(async move {
+                        let status = child.wait().await?;
+                        Ok(status.code().unwrap_or(137))
+                    }),
+                });
+            }
+            let mut cmd = ctx.command(program, args);
+            if spec.stdin {
+                cmd.stdin(Stdio::piped());
+            }
+            cmd.kill_on_drop(true);
+            let mut child = cmd.spawn().map_err(spawn_error)?;
+            let (stdin, stdout, stderr) =
+                (child.stdin.take(), child.stdout.take(), child.stderr.take());
+            let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+                return Err(RuntimeError::Runtime(
+                    "the command's output pipes are missing".into(),
+                ));
+            };
+            Ok(ExecProcess {
+                stdin: stdin.map(|s| Box::pin(s) as Pin<Box<dyn AsyncWrite + Send>>),
+                stdout: Box::pin(stdout),
+                stderr: Some(Box::pin(stderr)),
+                resize: None,
+                exit: Box::pin(async move {
+                    let status = child.wait().await?;
+                    Ok(status.code().unwrap_or(137))
+                }),
+            })
+        })
+    }
+
     /// The groups an earlier run left that still run, with no owner (they
     /// cannot be adopted; see the module doc). Records of groups that are
     /// gone are deleted.
@@ -504,32 +673,6 @@ fn leftover(path: &Path) -> Option<(u32, u64)> {
     Some((pgid, recorded))
 }
 
-async fn pump<R: AsyncRead + Unpin>(
-    out: R,
-    stream: &'static str,
-    tx: mpsc::Sender<(&'static str, Vec<u8>)>,
-) {
-    let mut reader = BufReader::new(out);
-    loop {
-        let mut line = Vec::new();
-        match (&mut reader)
-            .take(LINE_MAX_BYTES as u64)
-            .read_until(b'\n', &mut line)
-            .await
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                }
-                if tx.send((stream, line)).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
 fn now_nano() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S.%9fZ")
@@ -588,6 +731,9 @@ mod tests {
             working_dir: None,
             log_path: dir.path().join("logs/c/0.log"),
             mounts: vec![],
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         };
         let id = rt.start(&spec, tx.clone()).expect("starts");
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -675,6 +821,7 @@ mod tests {
                 host_path: "/s/pvc-1".into(),
                 read_only: true,
             }],
+            attach: None,
         };
         let cmd = ctx.command("sleep", ["1"]);
         let std = cmd.as_std();

@@ -10,10 +10,12 @@
 //! own and [`Runtime::remove_leftovers`] for the rest.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 pub use super::config::Mount;
@@ -33,6 +35,12 @@ pub struct ContainerSpec {
     pub log_path: PathBuf,
     /// Node paths bound into the container (its volumeMounts).
     pub mounts: Vec<Mount>,
+    /// Its stdin stays open for attached sessions (`stdin: true`).
+    pub stdin: bool,
+    /// The first attached session's end closes its stdin.
+    pub stdin_once: bool,
+    /// It runs on a terminal (`tty: true`).
+    pub tty: bool,
 }
 
 /// One image a node holds, as the Node's `status.images` lists it.
@@ -173,6 +181,31 @@ pub struct ExecOutput {
     pub exit_code: i32,
 }
 
+/// A command started in a container with its streams open (an exec
+/// session). Dropping it ends the command.
+pub struct ExecProcess {
+    /// The command's stdin, when the session carries one.
+    pub stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    /// Its stdout (with a TTY: the terminal, stdout and stderr as one).
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+    /// Its stderr, apart from stdout (none with a TTY).
+    pub stderr: Option<Pin<Box<dyn AsyncRead + Send>>>,
+    /// Set the terminal's width and height (a TTY session).
+    pub resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
+    /// The command's exit code, once it ends.
+    pub exit: BoxFuture<'static, Result<i32, RuntimeError>>,
+}
+
+/// What an exec session runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub command: Vec<String>,
+    /// The command reads the session's stdin.
+    pub stdin: bool,
+    /// The command runs on a terminal.
+    pub tty: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The container cannot run as specified; retrying will not help.
@@ -294,5 +327,25 @@ pub trait Runtime: Send + Sync + 'static {
         _timeout: Duration,
     ) -> BoxFuture<'static, Result<ExecOutput, RuntimeError>> {
         Box::pin(async { Err(RuntimeError::Unsupported("exec")) })
+    }
+    /// Start a command inside a running container with its streams open
+    /// (an exec session, `kubus exec -it`); it runs until it ends or the
+    /// returned process is dropped.
+    fn exec_stream(
+        &self,
+        _id: &str,
+        _spec: ExecSpec,
+    ) -> BoxFuture<'static, Result<ExecProcess, RuntimeError>> {
+        Box::pin(async { Err(RuntimeError::Unsupported("interactive exec")) })
+    }
+    /// Attach a session to a running container's own process: its output
+    /// from now on, and its stdin when `stdin` (`kubectl attach`, `kubus
+    /// run -it`); dropping the process detaches, the container runs on.
+    fn attach(
+        &self,
+        _id: &str,
+        _stdin: bool,
+    ) -> BoxFuture<'static, Result<ExecProcess, RuntimeError>> {
+        Box::pin(async { Err(RuntimeError::Unsupported("attach")) })
     }
 }

@@ -81,6 +81,9 @@ async fn start_one(mut rt: Client, name: &str, image: &str, logs: &Path) -> anyh
         working_dir: None,
         log_path: log_dir.join("main/0.log"),
         mounts: Vec::new(),
+        stdin: false,
+        stdin_once: false,
+        tty: false,
     };
     let container_config = cri::container_config(&pod, &container, &spec, 0, "main/0.log", "raw")
         .map_err(|e| anyhow::anyhow!("container config: {e}"))?;

@@ -125,6 +125,16 @@ impl CriCluster {
             .expect("run kubus")
     }
 
+    fn kubus_with_input(&self, args: &[&str], input: &str) -> Output {
+        kubus_tests::output_with_input(
+            Command::new(kubus_bin())
+                .args(args)
+                .env("KUBUS_HOME", self.dir.path().join("home"))
+                .env_remove("KUBUS_NATS"),
+            input,
+        )
+    }
+
     fn apply(&self, manifest: &str) {
         let mut child = Command::new(kubus_bin())
             .args(["apply", "-f", "-"])
@@ -987,6 +997,50 @@ fn cri_exec_and_logs_follow_and_previous() {
             "{args:?}: {err}"
         );
     }
+
+    // exec -i: stdin carried through containerd's streaming server (CRI
+    // Exec, SPDY); its end closes the command's
+    let out = c.kubus_with_input(
+        &[
+            "exec",
+            "-i",
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo eof; echo err >&2; exit 4",
+        ],
+        "one\ntwo\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "one\ntwo\neof\n",
+        "{out:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n", "{out:?}");
+    assert_eq!(out.status.code(), Some(4));
+    // run -i --rm: attach (CRI Attach) to a new container's own process
+    let out = c.kubus_with_input(
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "attached",
+            "--image=localhost/busybox:latest",
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--command",
+            "--",
+            "sh",
+        ],
+        "echo in-the-container\nexit 3\n",
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("in-the-container"),
+        "{out:?}\n{}",
+        c.log()
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
 
     // --previous: the run before the restart; none before the first
     let out = c.kubus(&["logs", "--previous", "talker"]);

@@ -1,8 +1,9 @@
 //! The machine's real kubectl against `kubus up`'s Kubernetes API
 //! (issue 21): discovery, tables, client-side apply and its strategic
 //! merge patches, scale, watch, describe, logs, delete, and bad input
-//! answered with Kubernetes `Status` errors — with kubectl 1.33, 1.29 and
-//! 1.27 (aggregated discovery v2 and v2beta1).
+//! answered with Kubernetes `Status` errors, exec and attach with stdin,
+//! port-forward — with kubectl 1.33, 1.29 and 1.27 (aggregated discovery
+//! v2 and v2beta1; websockets, and SPDY).
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -318,12 +319,67 @@ fn kubectl_drives_kubus_through_the_kubernetes_api() {
         String::from_utf8_lossy(&out.stderr).contains("err"),
         "{out:?}"
     );
-    let out = k.with_input(&["exec", "-i", &pod, "--", "cat"], "typed\n");
-    assert!(!out.status.success());
+    // exec -i: stdin reaches the command and its end closes the command's
+    let out = k.with_input(
+        &["exec", "-i", &pod, "--", "sh", "-c", "cat; echo eof"],
+        "typed\nmore\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "typed\nmore\neof\n");
+    // -t without a terminal: kubectl warns and runs it without one
+    let out = k.with_input(
+        &["exec", "-it", &pod, "--", "sh", "-c", "cat | wc -c"],
+        "abc",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    // run -i --rm: attach to a new pod's own process; kubectl takes the
+    // exit code from the pod, then deletes it
+    let out = k.with_input(
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "attached",
+            "--image=busybox",
+            "--restart=Never",
+            "--",
+            "sh",
+        ],
+        "echo in-the-pod\nexit 3\n",
+    );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("kubus exec"),
+        String::from_utf8_lossy(&out.stdout).contains("in-the-pod"),
         "{out:?}"
     );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // port-forward: SPDY carried in a websocket (kubectl 1.31+)
+    let httpd_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("address").port()
+    };
+    let www = cluster.dir.path().join("www");
+    k.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: httpd}}
+spec:
+  containers:
+  - name: httpd
+    image: busybox
+    command: ["sh", "-c", "mkdir -p {www} && echo hello-forward > {www}/index.html && exec busybox httpd -f -p 127.0.0.1:{httpd_port} -h {www}"]
+"#,
+        www = www.display()
+    ));
+    k.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/httpd",
+        "--timeout=60s",
+    ]);
+    forwarded(&k, "port-forward-1.33.log", httpd_port);
+
     let describe = k.ok(&["describe", "deployment", "web"]);
     assert!(describe.contains("Replicas:"), "{describe}");
 
@@ -512,6 +568,30 @@ fn kubectl_drives_kubus_through_the_kubernetes_api() {
         );
         k.ok(&["scale", "deployment", "web", "--replicas=1"]);
         assert_eq!(k.json(&["get", "deploy", "web"])["spec"]["replicas"], 1);
+        // SPDY: exec with stdin, and port-forward
+        let out = k.with_input(
+            &[
+                "exec",
+                "-i",
+                "httpd",
+                "--",
+                "sh",
+                "-c",
+                "cat; echo err >&2; exit 3",
+            ],
+            "from-1.29\n",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "from-1.29\n",
+            "{out:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("err"),
+            "{out:?}"
+        );
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        forwarded(&k, "port-forward-1.29.log", httpd_port);
     }
     if let Some(old) = Cluster::kubectl_build("1.27") {
         let k = Kubectl {
@@ -525,6 +605,32 @@ fn kubectl_drives_kubus_through_the_kubernetes_api() {
             ["main"]
         );
         k.ok(&["delete", "deployment", "web"]);
+    }
+}
+
+/// `kubectl port-forward pod/httpd :PORT`: a local port that reaches the
+/// pod's HTTP server (stopped by its PID after).
+fn forwarded(k: &Kubectl, log: &str, port: u16) {
+    let log = k.c.dir.path().join(log);
+    let remote = format!(":{port}");
+    let _forward =
+        k.c.kubectl_spawn(&k.bin, &["port-forward", "pod/httpd", &remote], &log);
+    let local: std::net::SocketAddr = wait_for(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        let at = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Forwarding from 127.0.0.1:"))?;
+        let local = at.split(" -> ").next()?;
+        format!("127.0.0.1:{local}").parse().ok()
+    })
+    .unwrap_or_else(|| panic!("{}", std::fs::read_to_string(&log).unwrap_or_default()));
+    for _ in 0..2 {
+        let body = kubus_tests::http_get(local, "/index.html", Duration::from_secs(10));
+        assert!(
+            body.as_deref().is_some_and(|b| b.contains("hello-forward")),
+            "{body:?}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 }
 
@@ -552,6 +658,9 @@ fn the_python_client_lists_watches_creates_patches_and_deletes() {
         "patched [('a', '1'), ('b', '2')]",
         "scaled 2",
         "listed ['py-web']",
+        "exec hi from exec",
+        "tty True 5",
+        "forwarded HTTP/1.0 200 OK",
         "watched [('ADDED', 'py-cm'), ('MODIFIED', 'py-cm'), ('DELETED', 'py-cm')]",
         "gone 404",
     ] {

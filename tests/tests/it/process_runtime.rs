@@ -116,6 +116,58 @@ spec:
     let out = c.kubus(&["exec", "gated", "--", "sh", "-c", "echo $GREETING; exit 4"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello-process\n");
     assert_eq!(out.status.code(), Some(4));
+    // exec -i: a session over the bus; stdin's end reaches the command
+    let out = c.kubus_with_input(
+        &[
+            "exec",
+            "-i",
+            "gated",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo eof; exit 5",
+        ],
+        "one\ntwo\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "one\ntwo\neof\n",
+        "{out:?}"
+    );
+    assert_eq!(out.status.code(), Some(5));
+    // exec -it on a terminal (util-linux `script` gives the CLI one)
+    let script = format!(
+        "{} exec -it gated -- sh -c 'tty; stty size'",
+        kubus_tests::kubus_bin().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &script, "/dev/null"])
+        .env("KUBUS_HOME", c.home())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("/dev/pts/"), "{out:?}");
+    // run -i --rm: attach to a new pod's own process, then delete it
+    let out = c.kubus_with_input(
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "attached",
+            "--image=busybox",
+            "--restart=Never",
+            "--",
+            "sh",
+        ],
+        "echo in-the-pod\nexit 3\n",
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("in-the-pod"),
+        "{out:?}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(!c.kubus(&["get", "pod", "attached"]).status.success());
 
     // a failing liveness probe restarts the container
     let restarted = wait_for(Duration::from_secs(30), || {
