@@ -158,6 +158,14 @@ where
             get_only(&req)?;
             Ok(body::json(StatusCode::OK, &openapi::index()))
         }
+        Route::OpenApiV2 => {
+            get_only(&req)?;
+            Ok(body::bytes(
+                StatusCode::OK,
+                crate::openapi_v2::CONTENT_TYPE,
+                Bytes::from_static(openapi::v2()),
+            ))
+        }
         Route::OpenApi { group, version } => {
             get_only(&req)?;
             Ok(body::json(

@@ -11,10 +11,13 @@
 //! - [`discovery`]: `/version`, `/api`, `/apis` (legacy and aggregated v2 /
 //!   v2beta1, negotiated by `Accept`), from `kubus_api::Kind`'s facts;
 //! - [`openapi`]: the OpenAPI v3 documents kubectl reads before `apply`;
+//!   [`openapi_v2`]: the protobuf v2 document kubectl 1.27/1.28 need too;
 //! - [`table`]: `meta.k8s.io/v1` `Table`s from `kubus_api::print`, the
 //!   printer `kubus get` uses;
 //! - [`status`]: every error as a Kubernetes `Status` with its code;
-//! - [`exec`]: `pods/exec` over a websocket (`v5.channel.k8s.io`);
+//! - [`exec`], [`portforward`]: `pods/exec`, `pods/attach` and
+//!   `pods/portforward`, over [`websocket`]s or [`spdy`], onto exec
+//!   sessions and byte streams with the pod's node agent;
 //! - [`pki`] and [`kubeconfig`]: the CA, certificates and kubeconfig
 //!   `kubus up` writes (as k3s does).
 //!
@@ -29,6 +32,7 @@ pub mod exec;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod pki;
 pub mod portforward;
 pub mod query;

@@ -24,7 +24,7 @@ use kubus_api::Kind;
 use serde_json::{json, Value};
 
 /// The query parameters every write operation declares.
-const WRITE_PARAMS: [&str; 3] = ["dryRun", "fieldManager", "fieldValidation"];
+pub const WRITE_PARAMS: [&str; 3] = ["dryRun", "fieldManager", "fieldValidation"];
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
@@ -160,6 +160,34 @@ fn components(group: &str, version: &str) -> serde_json::Map<String, Value> {
     defs
 }
 
+/// The path of a kind's collection (in a namespace, if it has them).
+pub fn collection_path(k: Kind) -> String {
+    let prefix = format!("/{}", gv_path(k.group(), k.version()));
+    if k.namespaced() {
+        format!("{prefix}/namespaces/{{namespace}}/{}", k.resource())
+    } else {
+        format!("{prefix}/{}", k.resource())
+    }
+}
+
+/// `/openapi/v2` in protobuf (made once): what kubectl 1.27 and 1.28 read
+/// before they ask the v3 documents ([`crate::openapi_v2`]).
+pub fn v2() -> &'static [u8] {
+    static DOC: OnceLock<Vec<u8>> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let kinds: Vec<crate::openapi_v2::KindEntry> = Kind::ALL
+            .into_iter()
+            .map(|k| crate::openapi_v2::KindEntry {
+                group: k.group().to_string(),
+                version: k.version().to_string(),
+                kind: k.as_str().to_string(),
+                path: format!("{}/{{name}}", collection_path(k)),
+            })
+            .collect();
+        crate::openapi_v2::document(&kinds)
+    })
+}
+
 /// The document of one group version: a create (collection) and a patch
 /// and replace (object) operation per kind, and the schemas.
 fn build(group: &str, version: &str) -> Value {
@@ -168,15 +196,8 @@ fn build(group: &str, version: &str) -> Value {
         .into_iter()
         .filter(|k| k.group() == group && k.version() == version)
     {
-        let prefix = format!("/{}", gv_path(group, version));
-        let (collection, scope) = if k.namespaced() {
-            (
-                format!("{prefix}/namespaces/{{namespace}}/{}", k.resource()),
-                "Namespaced",
-            )
-        } else {
-            (format!("{prefix}/{}", k.resource()), "")
-        };
+        let collection = collection_path(k);
+        let scope = if k.namespaced() { "Namespaced" } else { "" };
         paths.insert(
             collection.clone(),
             json!({"post": operation(k, "post", "create", scope)}),

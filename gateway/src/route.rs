@@ -24,6 +24,8 @@ pub enum Route {
     Resources { group: String, version: String },
     /// `/openapi/v3`: the index of the per-group-version documents.
     OpenApiIndex,
+    /// `/openapi/v2`: the protobuf document kubectl 1.27 and 1.28 read.
+    OpenApiV2,
     /// `/openapi/v3/api/v1` or `/openapi/v3/apis/{group}/{version}`.
     OpenApi { group: String, version: String },
     /// A collection, an object or a subresource.
@@ -110,6 +112,7 @@ pub fn parse(path: &str) -> Result<Route, NotFound> {
         ["api"] => Ok(Route::Api),
         ["apis"] => Ok(Route::Apis),
         ["openapi", "v3"] => Ok(Route::OpenApiIndex),
+        ["openapi", "v2"] => Ok(Route::OpenApiV2),
         ["openapi", "v3", "api", "v1"] => Ok(Route::OpenApi {
             group: String::new(),
             version: "v1".into(),
@@ -309,7 +312,7 @@ mod tests {
                     version: "v1".into(),
                 }),
             ),
-            ("/openapi/v2", Err(NotFound)),
+            ("/openapi/v2", Ok(Route::OpenApiV2)),
             ("/", Err(NotFound)),
         ];
         for (path, want) in cases {

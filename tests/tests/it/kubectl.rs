@@ -1,9 +1,9 @@
 //! The machine's real kubectl against `kubus up`'s Kubernetes API
 //! (issue 21): discovery, tables, client-side apply and its strategic
-//! merge patches, scale, watch, describe, logs, delete, and bad input
+//! merge patches, scale, watch, describe, logs (-f), delete, and bad input
 //! answered with Kubernetes `Status` errors, exec and attach with stdin,
-//! port-forward — with kubectl 1.33, 1.29 and 1.27 (aggregated discovery
-//! v2 and v2beta1; websockets, and SPDY).
+//! port-forward — with kubectl 1.33, 1.29, 1.28 and 1.27 (aggregated
+//! discovery v2 and v2beta1; websockets, and SPDY; OpenAPI v3, and v2).
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -353,6 +353,32 @@ fn kubectl_drives_kubus_through_the_kubernetes_api() {
         "{out:?}"
     );
     assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // logs -f: follows a running container to its end
+    k.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: talker}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: talker
+    image: busybox
+    command: ["sh", "-c", "for i in 1 2 3 4 5; do echo tick $i; sleep 0.5; done"]
+"#,
+    );
+    wait_for(Duration::from_secs(30), || {
+        let p = k.json(&["get", "pod", "talker"]);
+        (p["status"]["phase"] != "Pending").then_some(())
+    })
+    .unwrap_or_else(|| panic!("talker never ran\n{}", cluster.log()));
+    let out = k.run(&["logs", "-f", "talker"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n",
+        "{out:?}"
+    );
+
     // port-forward: SPDY carried in a websocket (kubectl 1.31+)
     let httpd_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -551,9 +577,8 @@ spec:
     ]);
     assert!(!wrong.status.success(), "{wrong:?}");
 
-    // older kubectls: aggregated discovery v2beta1 (1.29 and older), and
-    // 1.27, which validates apply against OpenAPI v2 (not served: it
-    // needs --validate=false)
+    // older kubectls: aggregated discovery v2beta1 (1.29 and older), SPDY
+    // (1.29), and 1.27/1.28, which read OpenAPI v2 (protobuf) before apply
     if let Some(old) = Cluster::kubectl_build("1.29") {
         let k = Kubectl {
             c: &cluster,
@@ -598,12 +623,30 @@ spec:
             c: &cluster,
             bin: old,
         };
-        let out = k.with_input(&["apply", "--validate=false", "-f", "-"], WEB_CHANGED);
-        assert!(out.status.success(), "{out:?}");
+        // default validation: OpenAPI v2 (protobuf) read first
+        k.apply(WEB_CHANGED);
         assert_eq!(
             container_names(&k.json(&["get", "deploy", "web"])),
             ["main"]
         );
+        // the server validates: an unknown field is refused by name
+        let out = k.with_input(
+            &["apply", "-f", "-"],
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: strict}\nbogus: 1\n",
+        );
+        assert!(!out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("bogus"),
+            "{out:?}"
+        );
+        k.ok(&["delete", "deployment", "web"]);
+    }
+    if let Some(old) = Cluster::kubectl_build("1.28") {
+        let k = Kubectl {
+            c: &cluster,
+            bin: old,
+        };
+        k.apply(WEB);
         k.ok(&["delete", "deployment", "web"]);
     }
 }
