@@ -66,8 +66,7 @@ use kubus_bus::subject::{AgentOp, StreamEnd};
 use kubus_bus::watch::{WatchItem, WatchSpec};
 use kubus_bus::Client;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn};
 
 use crate::events::{EventType, Recorder};
@@ -339,9 +338,11 @@ pub struct NodeAgent<R: Runtime> {
     exec_subject: String,
     forward_subject: String,
     session_subject: String,
-    forwards_in_flight: Arc<AtomicUsize>,
-    execs_in_flight: Arc<AtomicUsize>,
-    sessions_in_flight: Arc<AtomicUsize>,
+    /// Slots for port-forwards, execs and exec sessions in flight; a
+    /// permit is held for as long as the work runs.
+    forwards: Arc<Semaphore>,
+    execs: Arc<Semaphore>,
+    sessions: Arc<Semaphore>,
     adopting: Adopting,
     /// Mounts the tmpfs of secret and `medium: Memory` volumes.
     mounter: Arc<dyn volumes::Mounter>,
@@ -388,9 +389,9 @@ impl<R: Runtime> NodeAgent<R> {
             exec_subject,
             forward_subject,
             session_subject,
-            forwards_in_flight: Arc::default(),
-            execs_in_flight: Arc::default(),
-            sessions_in_flight: Arc::default(),
+            forwards: Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX)),
+            execs: Arc::new(Semaphore::new(EXEC_IN_FLIGHT_MAX)),
+            sessions: Arc::new(Semaphore::new(EXEC_SESSIONS_MAX)),
             adopting: Adopting::Waiting {
                 leftovers: None,
                 listed: false,
@@ -1851,17 +1852,12 @@ impl<R: Runtime> NodeAgent<R> {
         // a pod in a namespace the agent can enter: its own loopback, as
         // kubectl's port-forward; else its IP
         let netns = meta::uid(&entry.pod).and_then(|uid| self.runtime.pod_netns(uid));
-        let in_flight = self.forwards_in_flight.clone();
-        if in_flight.fetch_add(1, Ordering::SeqCst) >= FORWARDS_IN_FLIGHT_MAX {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::unavailable(
-                format!(
-                    "node {} forwards {FORWARDS_IN_FLIGHT_MAX} connections already",
-                    self.cfg.name
-                ),
-                1_000,
-            ));
-        }
+        let permit = slot(&self.forwards, || {
+            format!(
+                "node {} forwards {FORWARDS_IN_FLIGHT_MAX} connections already",
+                self.cfg.name
+            )
+        })?;
         let nats = self.client.nats().clone();
         let subjects = self.client.subjects().clone();
         Ok(Box::pin(async move {
@@ -1887,14 +1883,12 @@ impl<R: Runtime> NodeAgent<R> {
             let tcp = match connected {
                 Ok(Ok(tcp)) => tcp,
                 Ok(Err(e)) => {
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
                     return Err(ApiError::bad_request(format!(
                         "cannot connect to port {} of pod {}/{} ({target}): {e}",
                         req.port, req.namespace, req.pod
                     )));
                 }
                 Err(_) => {
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
                     return Err(ApiError::bad_request(format!(
                         "connecting to port {} of pod {}/{} ({target}) timed out",
                         req.port, req.namespace, req.pod
@@ -1910,16 +1904,13 @@ impl<R: Runtime> NodeAgent<R> {
             .await;
             let side = match side {
                 Ok(s) => s,
-                Err(e) => {
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
-                    return Err(ApiError::internal(format!("port-forward stream: {e}")));
-                }
+                Err(e) => return Err(ApiError::internal(format!("port-forward stream: {e}"))),
             };
             tokio::spawn(async move {
                 if let Err(e) = side.run(tcp).await {
                     debug!(error = %e, "port-forward stream ended");
                 }
-                in_flight.fetch_sub(1, Ordering::SeqCst);
+                drop(permit);
             });
             Ok(())
         }))
@@ -1969,17 +1960,12 @@ impl<R: Runtime> NodeAgent<R> {
         };
         let (id, container) =
             self.exec_target(&req.namespace, &req.pod, req.container.as_deref(), &command)?;
-        let in_flight = self.sessions_in_flight.clone();
-        if in_flight.fetch_add(1, Ordering::SeqCst) >= EXEC_SESSIONS_MAX {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::unavailable(
-                format!(
-                    "node {} carries {EXEC_SESSIONS_MAX} exec sessions already",
-                    self.cfg.name
-                ),
-                1_000,
-            ));
-        }
+        let permit = slot(&self.sessions, || {
+            format!(
+                "node {} carries {EXEC_SESSIONS_MAX} exec sessions already",
+                self.cfg.name
+            )
+        })?;
         let start = if req.attach {
             self.runtime.attach(&id, req.stdin)
         } else {
@@ -1995,21 +1981,17 @@ impl<R: Runtime> NodeAgent<R> {
         let nats = self.client.nats().clone();
         let subjects = self.client.subjects().clone();
         Ok(Box::pin(async move {
-            let done = |e: ApiError| {
-                in_flight.fetch_sub(1, Ordering::SeqCst);
-                Err(e)
-            };
             let process = match start.await {
                 Ok(p) => p,
                 Err(RuntimeError::Unsupported(what)) => {
-                    return done(ApiError::bad_request(format!(
+                    return Err(ApiError::bad_request(format!(
                         "{what} is not supported by this node's runtime"
                     )))
                 }
                 Err(RuntimeError::Invalid { message, .. }) => {
-                    return done(ApiError::bad_request(format!("{container:?}: {message}")))
+                    return Err(ApiError::bad_request(format!("{container:?}: {message}")))
                 }
-                Err(e) => return done(ApiError::internal(format!("exec in {container:?}: {e}"))),
+                Err(e) => return Err(ApiError::internal(format!("exec in {container:?}: {e}"))),
             };
             let side = kubus_bus::stream::Side::subscribe(
                 &nats,
@@ -2020,11 +2002,11 @@ impl<R: Runtime> NodeAgent<R> {
             .await;
             let side = match side {
                 Ok(s) => s,
-                Err(e) => return done(ApiError::internal(format!("exec stream: {e}"))),
+                Err(e) => return Err(ApiError::internal(format!("exec stream: {e}"))),
             };
             tokio::spawn(async move {
                 exec_session::carry(process, side).await;
-                in_flight.fetch_sub(1, Ordering::SeqCst);
+                drop(permit);
             });
             Ok(())
         }))
@@ -2038,17 +2020,12 @@ impl<R: Runtime> NodeAgent<R> {
             req.container.as_deref(),
             &req.command,
         )?;
-        let in_flight = self.execs_in_flight.clone();
-        if in_flight.fetch_add(1, Ordering::SeqCst) >= EXEC_IN_FLIGHT_MAX {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::unavailable(
-                format!(
-                    "node {} runs {EXEC_IN_FLIGHT_MAX} execs already",
-                    self.cfg.name
-                ),
-                1_000,
-            ));
-        }
+        let permit = slot(&self.execs, || {
+            format!(
+                "node {} runs {EXEC_IN_FLIGHT_MAX} execs already",
+                self.cfg.name
+            )
+        })?;
         let timeout = Duration::from_secs(
             req.timeout_secs
                 .unwrap_or(EXEC_TIMEOUT_DEFAULT_SECS)
@@ -2057,7 +2034,7 @@ impl<R: Runtime> NodeAgent<R> {
         let run = self.runtime.exec(&id, req.command, timeout);
         Ok(Box::pin(async move {
             let out = run.await;
-            in_flight.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
             match out {
                 Ok(out) => Ok(exec_result(out)),
                 Err(RuntimeError::Unsupported(what)) => Err(ApiError::bad_request(format!(
@@ -2067,6 +2044,18 @@ impl<R: Runtime> NodeAgent<R> {
             }
         }))
     }
+}
+
+/// A slot of `slots` for as long as the permit is held, or `Unavailable`
+/// saying what is full.
+fn slot(
+    slots: &Arc<Semaphore>,
+    full: impl FnOnce() -> String,
+) -> Result<OwnedSemaphorePermit, ApiError> {
+    slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::unavailable(full(), 1_000))
 }
 
 /// Send a reply, encoded as its request was.
