@@ -354,7 +354,7 @@ pub fn two_core_system() -> actix::SystemRunner {
 fn run(mut mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<()> {
     let system = two_core_system();
     let api = mesh.api.take();
-    system.block_on(async move {
+    let body = async move {
         let client = connect(&mesh.nats_url, &mesh.cluster).await?;
         // Each role has its own connection, as it would in its own process:
         // one busy reader (a thousand hollow agents) cannot delay another's
@@ -367,16 +367,12 @@ fn run(mut mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Resu
         };
         // one informer per kind in this process, for every role that reads
         let informers = if mesh.roles.control || mesh.roles.worker {
-            Some(Informers::new(connect(&mesh.nats_url, &mesh.cluster).await?))
+            Some(Informers::new(
+                connect(&mesh.nats_url, &mesh.cluster).await?,
+            ))
         } else {
             None
         };
-        let mut electors = Vec::new();
-        if let (true, Some(informers)) = (mesh.roles.control, &informers) {
-            let own = connect(&mesh.nats_url, &mesh.cluster).await?;
-            electors = start_control(&own, &mesh, informers);
-            info!("control role: campaigning for the scheduler's and the controllers' leases");
-        }
         let mut worker = Worker::default();
         if let (true, Some(informers)) = (mesh.roles.worker, &informers) {
             worker = start_worker(&client, &mesh, informers).await?;
@@ -387,6 +383,14 @@ fn run(mut mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Resu
             let dns_ip = std::net::IpAddr::V4(mesh.net.dns_ip());
             ClusterDns::new(dns_ip, 53, &resolv_conf, informers).start();
             info!(node = %mesh.node_name, runtime = %mesh.runtime.runtime, "worker role: node agent, service proxy and cluster DNS started");
+        }
+        // after the worker, whose flags may still be refused: an actor
+        // started and then dropped unpolled with the runtime panics
+        let mut electors = Vec::new();
+        if let (true, Some(informers)) = (mesh.roles.control, &informers) {
+            let own = connect(&mesh.nats_url, &mesh.cluster).await?;
+            electors = start_control(&own, &mesh, informers);
+            info!("control role: campaigning for the scheduler's and the controllers' leases");
         }
         // the Kubernetes API: any role may serve it; it needs only the bus
         let gateway = match api {
@@ -467,12 +471,25 @@ fn run(mut mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Resu
             // keep Ctrl-C from working. Leaving without the join is safe:
             // every acknowledged write is already on disk.
             let stopping = tokio::task::spawn_blocking(move || store.shutdown());
-            if tokio::time::timeout(STORE_STOP_MAX, stopping).await.is_err() {
+            if tokio::time::timeout(STORE_STOP_MAX, stopping)
+                .await
+                .is_err()
+            {
                 error!("the store did not stop within {STORE_STOP_MAX:?}; leaving anyway (acknowledged writes are on disk)");
             }
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), client.nats().flush()).await;
         System::current().stop();
+        outcome
+    };
+    system.block_on(async move {
+        let outcome = body.await;
+        if outcome.is_err() {
+            // a start refused half-way (a flag the worker rejects): let
+            // the actors already started run their `started` inside the
+            // runtime; one dropped unpolled with it panics instead
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         outcome
     })
 }

@@ -382,6 +382,11 @@ impl Cluster {
     }
 }
 
+// The ranges tests use, kept apart so that no cluster's routes swallow
+// another's traffic: service ranges 10.99 (containerd tests), 10.100-199
+// (one per cluster, below), 10.200-229 (one per mesh test run, below);
+// pod ranges 10.88 and 10.89 (the defaults) and 10.231 (pod networks).
+
 /// A service range no other cluster of this test run uses.
 fn unique_service_cidr() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -390,8 +395,11 @@ fn unique_service_cidr() -> String {
     format!("10.{}.0.0/16", 100 + n % 100)
 }
 
-/// GET `path` from `addr` over HTTP/1.0: the body, or None on any failure
-/// (bounded by `timeout` for connect and for the whole read).
+/// The service range the nodes of a mesh test share (one per test run).
+pub fn mesh_service_cidr() -> String {
+    format!("10.{}.0.0/16", 200 + std::process::id() % 30)
+}
+
 /// Run `cmd` with `input` on its stdin; its output once it ends.
 pub fn output_with_input(cmd: &mut Command, input: &str) -> Output {
     use std::io::Write as _;
@@ -407,6 +415,8 @@ pub fn output_with_input(cmd: &mut Command, input: &str) -> Output {
     child.wait_with_output().expect("the command ends")
 }
 
+/// GET `path` from `addr` over HTTP/1.0: the body, or None on any failure
+/// (bounded by `timeout` for connect and for the whole read).
 pub fn http_get(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;

@@ -78,6 +78,29 @@ pub fn net_conf(bridge: &str, cidr: &str, service_cidr: &str, ipam_dir: &Path) -
     })
 }
 
+/// Whether two ranges share an address.
+fn overlap(a: &ipnet::Ipv4Net, b: &ipnet::Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The route of `ip -o route show table local` output that makes part of
+/// `pods` local to the loopback (so packets for those pods never reach the
+/// bridge), if one does.
+pub fn local_route_over(table: &str, pods: &ipnet::Ipv4Net) -> Option<String> {
+    table.lines().find_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let ["local", dst, "dev", "lo", ..] = words.as_slice() else {
+            return None;
+        };
+        let net = dst.parse::<ipnet::Ipv4Net>().ok().or_else(|| {
+            dst.parse::<std::net::Ipv4Addr>()
+                .ok()
+                .map(ipnet::Ipv4Net::from)
+        })?;
+        overlap(&net, pods).then(|| line.trim().to_string())
+    })
+}
+
 /// A resolv.conf for a pod, or None for the node's own.
 pub fn resolv_conf(pod: &Value, cluster_dns: Option<&str>) -> Option<String> {
     let dns = kubus_api::dns::pod_dns(pod, cluster_dns)?;
@@ -178,6 +201,26 @@ impl PodNetwork {
     ) -> Result<PodNetwork, String> {
         if !nix::unistd::geteuid().is_root() {
             return Err("not running as root".into());
+        }
+        let pods: ipnet::Ipv4Net = cidr.parse().map_err(|_| {
+            format!("pod range {cidr:?}: expected an IPv4 CIDR such as 10.89.0.0/16")
+        })?;
+        if let Ok(services) = service_cidr.parse::<ipnet::Ipv4Net>() {
+            if overlap(&pods, &services) {
+                return Err(format!(
+                    "pod range {cidr} overlaps the service range {service_cidr}; give --pod-cidr a range of its own"
+                ));
+            }
+        }
+        let local = std::process::Command::new("ip")
+            .args(["-o", "route", "show", "table", "local"])
+            .output()
+            .map_err(|e| format!("cannot run `ip` (iproute2): {e}"))?;
+        if let Some(route) = local_route_over(&String::from_utf8_lossy(&local.stdout), &pods) {
+            return Err(format!(
+                "pod range {cidr} overlaps the local route {route:?} (another cluster's service range on this machine?): its pods would be unreachable; give --pod-cidr a free range or remove the route (ip route del local {} dev lo)",
+                route.split_whitespace().nth(1).unwrap_or_default()
+            ));
         }
         let cni_bin = PathBuf::from(CNI_BIN_DIR);
         for plugin in ["bridge", "host-local", "loopback"] {
@@ -356,6 +399,14 @@ mod tests {
         )
         .is_none());
         assert_eq!(short_hash("a").len(), 8);
+        let table = "local 10.43.0.0/16 dev lo scope host \nlocal 10.231.0.1 dev kp1 proto kernel scope host src 10.231.0.1 \nlocal 127.0.0.0/8 dev lo proto kernel scope host src 127.0.0.1 \n";
+        let pods = |c: &str| c.parse::<ipnet::Ipv4Net>().expect("cidr");
+        assert_eq!(local_route_over(table, &pods("10.231.0.0/16")), None);
+        assert_eq!(
+            local_route_over(table, &pods("10.43.128.0/17")).as_deref(),
+            Some("local 10.43.0.0/16 dev lo scope host")
+        );
+        assert!(local_route_over(table, &pods("10.0.0.0/8")).is_some());
         assert_ne!(
             short_hash("node-1/10.88.0.0/16"),
             short_hash("node-2/10.88.0.0/16")

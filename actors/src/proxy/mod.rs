@@ -184,13 +184,15 @@ pub struct ServiceProxy {
     /// Frontends whose bind failed (warned once each).
     failed: HashSet<Frontend>,
     sync_scheduled: bool,
+    /// The service range made local here, unmade when the proxy goes.
+    _local: Option<LocalRange>,
 }
 
 impl ServiceProxy {
     /// A proxy for node `node` (addresses `node_ips`) of a cluster with
     /// service range `net`: makes the range local to the node when it can.
     pub fn new(node: &str, node_ips: Vec<IpAddr>, net: &ServiceNet, informers: &Informers) -> Self {
-        make_range_local(net);
+        let local = make_range_local(net);
         ServiceProxy {
             node: node.to_string(),
             node_ips,
@@ -205,6 +207,7 @@ impl ServiceProxy {
             listeners: HashMap::new(),
             failed: HashSet::new(),
             sync_scheduled: false,
+            _local: local,
         }
     }
 
@@ -290,21 +293,52 @@ impl Handler<Changed> for ServiceProxy {
 }
 
 /// Make the service range local to this node, so its addresses can be
-/// bound: needed outside 127.0.0.0/8, possible as root.
-pub fn make_range_local(net: &ServiceNet) {
+/// bound: needed outside 127.0.0.0/8, possible as root. The range stays
+/// local while the returned guard lives: a route left behind would swallow
+/// traffic for whatever later uses those addresses (another cluster's
+/// pods, seen in a test run).
+pub fn make_range_local(net: &ServiceNet) -> Option<LocalRange> {
     if net.dns_ip().is_loopback() {
-        return;
+        return None;
     }
     let cidr = net.cidr();
     let out = std::process::Command::new("ip")
         .args(["route", "replace", "local", &cidr, "dev", "lo"])
         .output();
     match out {
-        Ok(o) if o.status.success() => info!(range = %cidr, "service range is local to this node"),
+        Ok(o) if o.status.success() => {
+            info!(range = %cidr, "service range is local to this node");
+            return Some(LocalRange { cidr });
+        }
         Ok(o) => warn!(range = %cidr, error = %String::from_utf8_lossy(&o.stderr).trim(),
             "cannot make the service range local (root needed); cluster IPs are not reachable on this node — use a range in 127.0.0.0/8 (--service-cidr) to run without root"),
         Err(e) => {
             warn!(range = %cidr, error = %e, "cannot run `ip` (iproute2); cluster IPs are not reachable on this node")
+        }
+    }
+    None
+}
+
+/// A service range made local by [`make_range_local`]; dropping it removes
+/// the route.
+#[derive(Debug)]
+pub struct LocalRange {
+    cidr: String,
+}
+
+impl Drop for LocalRange {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("ip")
+            .args(["route", "del", "local", &self.cidr, "dev", "lo"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                debug!(range = %self.cidr, "service range no longer local")
+            }
+            Ok(o) => {
+                warn!(range = %self.cidr, error = %String::from_utf8_lossy(&o.stderr).trim(), "cannot remove the service range's local route")
+            }
+            Err(e) => warn!(range = %self.cidr, error = %e, "cannot run `ip` (iproute2)"),
         }
     }
 }

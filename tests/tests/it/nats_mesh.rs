@@ -29,7 +29,7 @@ const AFTER_KILL_MIN: usize = 50;
 const WRITE_BUDGET: Duration = Duration::from_secs(180);
 
 fn service_cidr() -> String {
-    format!("10.{}.0.0/16", 200 + std::process::id() % 50)
+    kubus_tests::mesh_service_cidr()
 }
 
 /// A mesh node with `roles` on the bus `urls` (comma-separated).
