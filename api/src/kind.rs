@@ -47,6 +47,18 @@ pub enum Kind {
     ControllerRevision,
     /// `scheduling.k8s.io/v1`, cluster-scoped: a named pod priority.
     PriorityClass,
+    /// `v1`: an identity for the processes of pods.
+    ServiceAccount,
+    /// `rbac.authorization.k8s.io/v1`: permissions within a namespace.
+    Role,
+    /// `rbac.authorization.k8s.io/v1`: a Role (or ClusterRole) granted to
+    /// users, groups and service accounts within a namespace.
+    RoleBinding,
+    /// `rbac.authorization.k8s.io/v1`, cluster-scoped: permissions.
+    ClusterRole,
+    /// `rbac.authorization.k8s.io/v1`, cluster-scoped: a ClusterRole
+    /// granted cluster-wide.
+    ClusterRoleBinding,
 }
 
 /// Why an `apiVersion`/`kind` pair (or a resource word) is not served.
@@ -71,7 +83,6 @@ pub enum KindError {
 /// Kubernetes kinds kubus knows about but does not serve yet, with the
 /// apiVersion they are current in.
 const NOT_YET: &[(&str, &str)] = &[
-    ("v1", "ServiceAccount"),
     ("v1", "LimitRange"),
     ("v1", "ResourceQuota"),
     ("v1", "Binding"),
@@ -79,17 +90,13 @@ const NOT_YET: &[(&str, &str)] = &[
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("autoscaling/v1", "HorizontalPodAutoscaler"),
-    ("rbac.authorization.k8s.io/v1", "Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
 ];
 
 /// The served namespaced kinds other than Event: what the control plane
 /// keeps in its caches, collects by owner references, and empties a
 /// deleted namespace of (Events expire by themselves and are too many to
 /// cache). A test keeps it in step with [`Kind::ALL`].
-pub const NAMESPACED_CONTENT: [Kind; 17] = [
+pub const NAMESPACED_CONTENT: [Kind; 20] = [
     Kind::Deployment,
     Kind::ReplicaSet,
     Kind::Pod,
@@ -107,6 +114,9 @@ pub const NAMESPACED_CONTENT: [Kind; 17] = [
     Kind::PodDisruptionBudget,
     Kind::PersistentVolumeClaim,
     Kind::ControllerRevision,
+    Kind::ServiceAccount,
+    Kind::Role,
+    Kind::RoleBinding,
 ];
 
 /// Old apiVersions that Kubernetes has removed, mapped to the current group
@@ -129,7 +139,7 @@ const OLD_GROUPS: &[(&str, &str)] = &[
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 28] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -153,6 +163,11 @@ impl Kind {
         Kind::StorageClass,
         Kind::ControllerRevision,
         Kind::PriorityClass,
+        Kind::ServiceAccount,
+        Kind::Role,
+        Kind::RoleBinding,
+        Kind::ClusterRole,
+        Kind::ClusterRoleBinding,
     ];
 
     /// The `apiVersion` this kind is served at.
@@ -167,6 +182,9 @@ impl Kind {
             Kind::PodDisruptionBudget => "policy/v1",
             Kind::StorageClass => "storage.k8s.io/v1",
             Kind::PriorityClass => "scheduling.k8s.io/v1",
+            Kind::Role | Kind::RoleBinding | Kind::ClusterRole | Kind::ClusterRoleBinding => {
+                "rbac.authorization.k8s.io/v1"
+            }
             Kind::Lease => "coordination.k8s.io/v1",
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             _ => "v1",
@@ -199,6 +217,11 @@ impl Kind {
             Kind::StorageClass => "StorageClass",
             Kind::ControllerRevision => "ControllerRevision",
             Kind::PriorityClass => "PriorityClass",
+            Kind::ServiceAccount => "ServiceAccount",
+            Kind::Role => "Role",
+            Kind::RoleBinding => "RoleBinding",
+            Kind::ClusterRole => "ClusterRole",
+            Kind::ClusterRoleBinding => "ClusterRoleBinding",
         }
     }
 
@@ -229,6 +252,11 @@ impl Kind {
             Kind::StorageClass => "storageclasses",
             Kind::ControllerRevision => "controllerrevisions",
             Kind::PriorityClass => "priorityclasses",
+            Kind::ServiceAccount => "serviceaccounts",
+            Kind::Role => "roles",
+            Kind::RoleBinding => "rolebindings",
+            Kind::ClusterRole => "clusterroles",
+            Kind::ClusterRoleBinding => "clusterrolebindings",
         }
     }
 
@@ -241,6 +269,8 @@ impl Kind {
                 | Kind::PersistentVolume
                 | Kind::StorageClass
                 | Kind::PriorityClass
+                | Kind::ClusterRole
+                | Kind::ClusterRoleBinding
         )
     }
 
@@ -351,6 +381,11 @@ impl Kind {
             Kind::StorageClass => "storageclass",
             Kind::ControllerRevision => "controllerrevision",
             Kind::PriorityClass => "priorityclass",
+            Kind::ServiceAccount => "serviceaccount",
+            Kind::Role => "role",
+            Kind::RoleBinding => "rolebinding",
+            Kind::ClusterRole => "clusterrole",
+            Kind::ClusterRoleBinding => "clusterrolebinding",
         }
     }
 
@@ -375,11 +410,16 @@ impl Kind {
             Kind::PersistentVolumeClaim => &["pvc"],
             Kind::StorageClass => &["sc"],
             Kind::PriorityClass => &["pc"],
+            Kind::ServiceAccount => &["sa"],
             Kind::Secret
             | Kind::Lease
             | Kind::EndpointSlice
             | Kind::Job
-            | Kind::ControllerRevision => &[],
+            | Kind::ControllerRevision
+            | Kind::Role
+            | Kind::RoleBinding
+            | Kind::ClusterRole
+            | Kind::ClusterRoleBinding => &[],
         }
     }
 
@@ -405,6 +445,11 @@ impl Kind {
                 | Kind::StorageClass
                 | Kind::ControllerRevision
                 | Kind::PriorityClass
+                | Kind::ServiceAccount
+                | Kind::Role
+                | Kind::RoleBinding
+                | Kind::ClusterRole
+                | Kind::ClusterRoleBinding
         )
     }
 

@@ -23,6 +23,7 @@
 //! - [`quantity`]: resource quantities (`500m`, `128Mi`).
 //! - [`service`]: service address and node port allocation, service env variables.
 //! - [`endpoints`]: which pods back a Service (EndpointSlice and Endpoints rules).
+//! - [`rbac`]: authorization: RBAC, the Node authorizer, the default roles.
 //!
 //! Objects travel as [`serde_json::Value`] in their Kubernetes JSON form
 //! (`apiVersion`, `kind`, `metadata`, …); code that needs typed access
@@ -44,6 +45,7 @@ pub mod pod;
 pub mod print;
 pub mod priority;
 pub mod quantity;
+pub mod rbac;
 pub mod selector;
 pub mod service;
 pub mod storage;

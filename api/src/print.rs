@@ -344,6 +344,12 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
         Kind::Secret => vec!["NAME", "TYPE", "DATA", "AGE"],
         Kind::Event => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
         Kind::Lease => vec!["NAME", "HOLDER", "AGE"],
+        Kind::ServiceAccount => vec!["NAME", "SECRETS", "AGE"],
+        Kind::Role | Kind::ClusterRole => vec!["NAME", "CREATED AT"],
+        Kind::RoleBinding | Kind::ClusterRoleBinding if wide => {
+            vec!["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
+        }
+        Kind::RoleBinding | Kind::ClusterRoleBinding => vec!["NAME", "ROLE", "AGE"],
     }
 }
 
@@ -641,6 +647,37 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String, now: jiff::Timestamp) -> 
             ];
             if wide {
                 r.push(format_labels(v.pointer("/spec/selector")));
+            }
+            r
+        }
+        Kind::ServiceAccount => vec![name, list(v, "/secrets").len().to_string(), age],
+        Kind::Role | Kind::ClusterRole => vec![
+            name,
+            meta::meta_str(v, "creationTimestamp")
+                .unwrap_or_default()
+                .to_string(),
+        ],
+        Kind::RoleBinding | Kind::ClusterRoleBinding => {
+            let mut r = vec![
+                name,
+                format!("{}/{}", s(v, "/roleRef/kind"), s(v, "/roleRef/name")),
+                age,
+            ];
+            if wide {
+                let of = |kind: &str| -> String {
+                    list(v, "/subjects")
+                        .iter()
+                        .filter(|x| s(x, "/kind") == kind)
+                        .map(|x| match (kind, s(x, "/namespace")) {
+                            ("ServiceAccount", ns) if !ns.is_empty() => {
+                                format!("{ns}/{}", s(x, "/name"))
+                            }
+                            _ => s(x, "/name").to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                r.extend([of("User"), of("Group"), of("ServiceAccount")]);
             }
             r
         }

@@ -19,7 +19,9 @@ use crate::protocol::{
     EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
 };
 use crate::stream::Side;
-use crate::subject::{AgentOp, StoreOp, StreamEnd, Subjects, Verb, CLUSTER_SCOPED, HEADER_FENCE};
+use crate::subject::{
+    AgentOp, StoreOp, StreamEnd, Subjects, Verb, CLUSTER_SCOPED, HEADER_FENCE, HEADER_IMPERSONATE,
+};
 
 /// Items per page when `list` reads every page.
 pub const LIST_PAGE: usize = 5_000;
@@ -152,6 +154,8 @@ pub struct Client {
     nats: async_nats::Client,
     subjects: Subjects,
     fence: Option<FenceCell>,
+    /// The user requests are made for ([`HEADER_IMPERSONATE`]).
+    impersonate: Option<String>,
 }
 
 impl Client {
@@ -160,6 +164,16 @@ impl Client {
             nats,
             subjects: Subjects::new(cluster),
             fence: None,
+            impersonate: None,
+        }
+    }
+
+    /// The same connection, its API requests made for `user` (the store
+    /// honours it only if this connection's identity may impersonate).
+    pub fn impersonating(&self, user: &kubus_api::rbac::UserInfo) -> Client {
+        Client {
+            impersonate: serde_json::to_string(user).ok(),
+            ..self.clone()
         }
     }
 
@@ -170,6 +184,17 @@ impl Client {
             fence: Some(cell),
             ..self.clone()
         }
+    }
+
+    /// The headers of an API request: the fence of a fenced client's
+    /// write, the user an impersonating client acts for.
+    fn api_headers(&self, verb: Verb) -> Option<HeaderMap> {
+        let mut h = self.fence_headers(verb);
+        if let Some(user) = &self.impersonate {
+            h.get_or_insert_with(HeaderMap::new)
+                .insert(HEADER_IMPERSONATE, user.as_str());
+        }
+        h
     }
 
     /// The fence header of a write, for a fenced client.
@@ -197,9 +222,25 @@ impl Client {
     /// to another when it goes ([`crate::connect`]). Bounded retries of
     /// the first connection are the caller's business.
     pub async fn connect(urls: &str, cluster: &str) -> Result<Client> {
+        Client::connect_as(urls, cluster, None).await
+    }
+
+    /// [`Client::connect`] as the user of `credentials` (None: anonymous,
+    /// for a bus without kubus's accounts).
+    pub async fn connect_as(
+        urls: &str,
+        cluster: &str,
+        credentials: Option<&crate::auth::Credentials>,
+    ) -> Result<Client> {
         let servers =
             crate::connect::servers(urls).map_err(|e| ClientError::Nats(e.to_string()))?;
-        let nats = crate::connect::options("kubus")
+        let mut options = crate::connect::options("kubus");
+        if let Some(c) = credentials {
+            options = options
+                .user_and_password(c.user.clone(), c.password.clone())
+                .custom_inbox_prefix(c.inbox_prefix());
+        }
+        let nats = options
             .connect(servers)
             .await
             .map_err(|e| ClientError::Nats(format!("connect to {urls}: {e}")))?;
@@ -278,7 +319,7 @@ impl Client {
     ) -> Result<R> {
         let subject = self.subjects.api(verb, kind, namespace);
         let body = codec::encode(&req)?;
-        let headers = self.fence_headers(verb);
+        let headers = self.api_headers(verb);
         let mut attempt = 0;
         loop {
             let reply: Result<R, ApiError> = self
@@ -639,13 +680,27 @@ impl Client {
             }
             .into());
         }
-        let headers = dry_run.then(|| {
-            let mut h = HeaderMap::new();
-            h.insert(crate::subject::HEADER_DRY_RUN, "true");
-            h
-        });
+        let mut headers = self.api_headers(Verb::Apply);
+        if dry_run {
+            headers
+                .get_or_insert_with(HeaderMap::new)
+                .insert(crate::subject::HEADER_DRY_RUN, "true");
+        }
         self.request_raw(self.subjects.manifests(), body, headers)
             .await
+    }
+
+    /// Whether this client (or the user it impersonates) may do
+    /// `attributes`, and who it is to the store.
+    pub async fn review(
+        &self,
+        attributes: Option<kubus_api::rbac::Attributes>,
+    ) -> Result<crate::protocol::Review> {
+        let body = codec::encode(&crate::protocol::ReviewRequest { attributes })?;
+        let reply: crate::protocol::ReviewReply = self
+            .request_raw(self.subjects.review(), body, self.api_headers(Verb::Get))
+            .await?;
+        Ok(reply?)
     }
 
     /// Every store peer's status: asks on `store.status` and gathers the
@@ -785,7 +840,7 @@ impl Client {
         pod: &str,
         port: u16,
     ) -> Result<Side> {
-        let (id, side) = self.open_stream().await?;
+        let (id, side) = self.open_stream(node).await?;
         let req = PortForwardRequest {
             namespace: namespace.to_string(),
             pod: pod.to_string(),
@@ -809,7 +864,7 @@ impl Client {
 
     /// [`Client::exec_session`]'s stream, to carry frames over.
     pub async fn open_exec(&self, node: &str, req: &ExecStreamRequest) -> Result<Side> {
-        let (id, side) = self.open_stream().await?;
+        let (id, side) = self.open_stream(node).await?;
         let req = ExecStreamRequest {
             stream: id,
             ..req.clone()
@@ -821,10 +876,10 @@ impl Client {
         Ok(side)
     }
 
-    /// A fresh stream id, its opener side subscribed.
-    async fn open_stream(&self) -> Result<(String, Side)> {
+    /// A fresh stream id with `node`'s agent, its opener side subscribed.
+    async fn open_stream(&self, node: &str) -> Result<(String, Side)> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let side = Side::subscribe(&self.nats, &self.subjects, &id, StreamEnd::Opener)
+        let side = Side::subscribe(&self.nats, &self.subjects, node, &id, StreamEnd::Opener)
             .await
             .map_err(|e| ClientError::Nats(e.to_string()))?;
         Ok((id, side))

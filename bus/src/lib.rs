@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - [`subject`]: the only module that builds subjects and header names.
+//! - [`auth`]: identities on the bus, their grants, the server's
+//!   accounts configuration, and who sent a request.
 //! - [`connect`]: connection options: a list of servers, bounded
 //!   reconnects.
 //! - [`codec`]: MessagePack (named) bodies, JSON on request.
@@ -18,6 +20,7 @@
 //! - [`session`]: an exec session's channels framed over a stream.
 //! - [`backup`]: a backup file pulled from a store peer in chunks.
 
+pub mod auth;
 pub mod backup;
 pub mod client;
 pub mod codec;

@@ -479,3 +479,26 @@ mod tests {
         }
     }
 }
+
+/// What `kubus.<c>.review` is asked: whether the requester (or the user it
+/// impersonates) may do `attributes`; without them, only who it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<kubus_api::rbac::Attributes>,
+}
+
+/// The store's answer to a [`ReviewRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Review {
+    /// Who the requester is to the store.
+    pub user: kubus_api::rbac::UserInfo,
+    pub allowed: bool,
+    /// Why not, in Kubernetes' words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+pub type ReviewReply = Result<Review, ApiError>;

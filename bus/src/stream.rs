@@ -66,14 +66,15 @@ pub struct Side {
 }
 
 impl Side {
-    /// Subscribe as `end` of stream `id`.
+    /// Subscribe as `end` of stream `id` with node `node`'s agent.
     pub async fn subscribe(
         nats: &async_nats::Client,
         subjects: &Subjects,
+        node: &str,
         id: &str,
         end: StreamEnd,
     ) -> Result<Side, StreamError> {
-        let (tx, rx) = subjects.stream(id, end);
+        let (tx, rx) = subjects.stream(node, id, end);
         let rx_sub = nats
             .subscribe(rx.clone())
             .await

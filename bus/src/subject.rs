@@ -23,6 +23,11 @@ pub const HEADER_DRY_RUN: &str = "Kubus-Dry-Run";
 /// acquired (same create revision), in the same Raft entry.
 pub const HEADER_FENCE: &str = "Kubus-Fence";
 
+/// Header on a request made for another user: JSON `{"user", "groups"}`
+/// (`kubectl --as`, and the API gateway for the users it authenticates).
+/// The store acts as that user only if the sender may impersonate it.
+pub const HEADER_IMPERSONATE: &str = "Kubus-Impersonate";
+
 /// Last token of the subject that carries a stream's bookmarks.
 pub const BOOKMARK_TOKEN: &str = "_bookmark";
 
@@ -115,6 +120,24 @@ impl Subjects {
         }
     }
 
+    /// `kubus.<c>`: the root of every subject of the cluster.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// `kubus.<c>.review`: whether the requester may do something, and
+    /// who it is (the store answers; `kubus auth can-i`, the gateway's
+    /// access reviews).
+    pub fn review(&self) -> String {
+        format!("{}.review", self.root)
+    }
+
+    /// `kubus.<c>.join`: a machine with the join token asks for its node's
+    /// bus credentials (answered by the process that runs the bus).
+    pub fn join(&self) -> String {
+        format!("{}.join", self.root)
+    }
+
     /// `kubus.<c>.manifests`: manifests in, per-object results out.
     pub fn manifests(&self) -> String {
         format!("{}.manifests", self.root)
@@ -171,9 +194,26 @@ impl Subjects {
         format!("{}.obj.{}.>", self.root, kind.resource())
     }
 
+    /// `kubus.<c>.node.<node>`: everything of one node sits under it (its
+    /// pods' changes, its agent's requests, its streams, its heartbeat),
+    /// so one grant confines a node to its own.
+    pub fn node(&self, node: &str) -> String {
+        format!("{}.node.{}", self.root, token(node))
+    }
+
+    /// Wildcard over the changes of one kind in one namespace.
+    pub fn obj_in(&self, kind: Kind, namespace: &str) -> String {
+        format!(
+            "{}.obj.{}.{}.>",
+            self.root,
+            kind.resource(),
+            token(namespace)
+        )
+    }
+
     /// `kubus.<c>.node.<node>.pods`: changes of pods bound to one node.
     pub fn node_pods(&self, node: &str) -> String {
-        format!("{}.node.{}.pods", self.root, token(node))
+        format!("{}.pods", self.node(node))
     }
 
     /// `kubus.<c>.events.<namespace>.<resource>.<name>`: Kubernetes Events.
@@ -197,9 +237,9 @@ impl Subjects {
         format!("{}.events.{}.>", self.root, token(namespace))
     }
 
-    /// `kubus.<c>.heartbeat.<node>`.
+    /// `kubus.<c>.node.<node>.heartbeat`.
     pub fn heartbeat(&self, node: &str) -> String {
-        format!("{}.heartbeat.{}", self.root, token(node))
+        format!("{}.heartbeat", self.node(node))
     }
 
     /// `kubus.<c>.raft.<peer-id>`: Raft messages to one peer.
@@ -241,9 +281,10 @@ impl Subjects {
         StoreOp::ALL.into_iter().find(|o| o.as_str() == op)
     }
 
-    /// `kubus.<c>.agent.<node>.<op>`: requests served by one node agent.
+    /// `kubus.<c>.node.<node>.agent.<op>`: requests served by one node
+    /// agent.
     pub fn agent(&self, node: &str, op: AgentOp) -> String {
-        format!("{}.agent.{}.{}", self.root, token(node), op.as_str())
+        format!("{}.agent.{}", self.node(node), op.as_str())
     }
 
     /// Where the receiver of `data` (a stream subject) acknowledges what it
@@ -252,11 +293,12 @@ impl Subjects {
         format!("{data}.ack")
     }
 
-    /// The subjects `end` of byte stream `id` sends on and receives on:
-    /// `kubus.<c>.stream.<id>.up` (opener → acceptor) and `.down`.
-    pub fn stream(&self, id: &str, end: StreamEnd) -> (String, String) {
-        let up = format!("{}.stream.{}.up", self.root, token(id));
-        let down = format!("{}.stream.{}.down", self.root, token(id));
+    /// The subjects `end` of byte stream `id` to or from node `node`'s
+    /// agent sends on and receives on: `kubus.<c>.node.<node>.stream.<id>.up`
+    /// (opener → acceptor) and `.down`.
+    pub fn stream(&self, node: &str, id: &str, end: StreamEnd) -> (String, String) {
+        let at = format!("{}.stream.{}", self.node(node), token(id));
+        let (up, down) = (format!("{at}.up"), format!("{at}.down"));
         match end {
             StreamEnd::Opener => (up, down),
             StreamEnd::Acceptor => (down, up),
@@ -365,7 +407,7 @@ mod tests {
             s.events("default", Kind::Pod, "p"),
             "kubus.dev.events.default.pods.p"
         );
-        assert_eq!(s.heartbeat("n1"), "kubus.dev.heartbeat.n1");
+        assert_eq!(s.heartbeat("n1"), "kubus.dev.node.n1.heartbeat");
         assert_eq!(s.raft(3), "kubus.dev.raft.3");
         assert_eq!(s.store(StoreOp::Status), "kubus.dev.store.status");
         assert_eq!(
@@ -373,13 +415,13 @@ mod tests {
             "kubus.dev.store.add-peer.2"
         );
         assert_eq!(s.bookmark(Kind::Pod), "kubus.dev.obj.pods._bookmark");
-        assert_eq!(s.agent("n1", AgentOp::Logs), "kubus.dev.agent.n1.logs");
-        assert_eq!(s.agent("n1", AgentOp::Exec), "kubus.dev.agent.n1.exec");
+        assert_eq!(s.agent("n1", AgentOp::Logs), "kubus.dev.node.n1.agent.logs");
+        assert_eq!(s.agent("n1", AgentOp::Exec), "kubus.dev.node.n1.agent.exec");
         assert_eq!(
-            s.stream("abc", StreamEnd::Opener),
+            s.stream("n1", "abc", StreamEnd::Opener),
             (
-                "kubus.dev.stream.abc.up".to_string(),
-                "kubus.dev.stream.abc.down".to_string()
+                "kubus.dev.node.n1.stream.abc.up".to_string(),
+                "kubus.dev.node.n1.stream.abc.down".to_string()
             )
         );
     }

@@ -24,6 +24,8 @@ fn built() -> BTreeSet<String> {
     };
     let mut out = BTreeSet::new();
     out.insert(generic(s.manifests()));
+    out.insert(generic(s.join()));
+    out.insert(generic(s.review()));
     out.insert(generic(s.api(Verb::Get, Kind::ConfigMap, Some("nsx"))));
     out.insert(generic(s.obj(Kind::ConfigMap, Some("nsx"), "namex")));
     out.insert(generic(s.bookmark(Kind::ConfigMap)));
@@ -39,7 +41,7 @@ fn built() -> BTreeSet<String> {
     out.insert(generic(s.agent("nodex", AgentOp::PortForward)));
     out.insert(generic(s.agent("nodex", AgentOp::ExecStream)));
     // one row for both directions of a stream, one for their acks
-    let (up, _) = s.stream("idx", StreamEnd::Opener);
+    let (up, _) = s.stream("nodex", "idx", StreamEnd::Opener);
     out.insert(generic(s.stream_ack(&up)));
     out.insert(generic(up));
     out

@@ -27,14 +27,19 @@ use crate::table::{self, Include};
 use crate::{openapi, watch};
 
 /// What every request handler shares.
+#[derive(Clone)]
 pub struct State {
+    /// The gateway's bus client; for an authenticated connection, one that
+    /// acts for its user (the store checks the gateway may).
     pub client: Client,
     /// `host:port` clients reach this server at.
     pub server_address: String,
     /// Requests in flight (watches and followed logs excepted).
-    pub requests: Semaphore,
+    pub requests: Arc<Semaphore>,
     /// Watches open.
     pub watches: Arc<Semaphore>,
+    /// Who the connection authenticated as (None: no certificate).
+    pub user: Option<kubus_api::rbac::UserInfo>,
 }
 
 impl State {
@@ -42,8 +47,19 @@ impl State {
         State {
             client,
             server_address,
-            requests: Semaphore::new(crate::REQUESTS_IN_FLIGHT_MAX),
+            requests: Arc::new(Semaphore::new(crate::REQUESTS_IN_FLIGHT_MAX)),
             watches: Arc::new(Semaphore::new(crate::WATCHES_MAX)),
+            user: None,
+        }
+    }
+
+    /// The state of a connection authenticated as `user`: its requests
+    /// go to the store as that user's (the limits stay shared).
+    pub fn for_user(&self, user: kubus_api::rbac::UserInfo) -> State {
+        State {
+            client: self.client.impersonating(&user),
+            user: Some(user),
+            ..self.clone()
         }
     }
 }
@@ -58,9 +74,9 @@ fn client(e: ClientError) -> Failure {
     status::from_client(&e)
 }
 
-/// Answers one request. `authenticated`: the client showed a certificate
-/// the cluster's CA signed.
-pub async fn handle<B>(state: &State, req: Request<B>, authenticated: bool) -> Response<Body>
+/// Answers one request, for the connection's user (`state.user`: the
+/// client showed a certificate the cluster's CA signed).
+pub async fn handle<B>(state: &State, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -70,7 +86,7 @@ where
         Err(route::NotFound) => return body::failure(&status::not_found_path()),
     };
     let public = matches!(route, Route::Version | Route::Health);
-    if !authenticated && !public {
+    if state.user.is_none() && !public {
         return body::failure(&status::plain(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",

@@ -19,7 +19,9 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, policy, scheduling, storage};
+use k8s_openapi::api::{
+    apps, batch, coordination, core, discovery, policy, rbac, scheduling, storage,
+};
 use kubus_api::Kind;
 use serde_json::{json, Value};
 
@@ -131,6 +133,11 @@ fn schema_of(kind: Kind, gen: &mut schemars::SchemaGenerator) -> schemars::Schem
         Kind::PodDisruptionBudget => gen.subschema_for::<policy::v1::PodDisruptionBudget>(),
         Kind::StorageClass => gen.subschema_for::<storage::v1::StorageClass>(),
         Kind::PriorityClass => gen.subschema_for::<scheduling::v1::PriorityClass>(),
+        Kind::ServiceAccount => gen.subschema_for::<core::v1::ServiceAccount>(),
+        Kind::Role => gen.subschema_for::<rbac::v1::Role>(),
+        Kind::RoleBinding => gen.subschema_for::<rbac::v1::RoleBinding>(),
+        Kind::ClusterRole => gen.subschema_for::<rbac::v1::ClusterRole>(),
+        Kind::ClusterRoleBinding => gen.subschema_for::<rbac::v1::ClusterRoleBinding>(),
     }
 }
 

@@ -214,9 +214,39 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, PkiError> {
     Ok(Arc::new(cfg))
 }
 
+/// The user a client certificate names, as Kubernetes reads one: the
+/// subject's common name is the user, its organizations the groups (the
+/// CA already checked the certificate; None if the subject has no name).
+pub fn user_of(der: &[u8]) -> Option<kubus_api::rbac::UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .filter(|n| !n.is_empty())?
+        .to_string();
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
+    groups.push(kubus_api::rbac::AUTHENTICATED.to_string());
+    Some(kubus_api::rbac::UserInfo { name, groups })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_admin_certificate_names_a_master() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = load_or_create(dir.path(), &default_names("h", &[])).expect("pki");
+        let der = CertificateDer::from_pem_slice(pki.admin_cert.as_bytes()).expect("pem");
+        let user = user_of(der.as_ref()).expect("a user");
+        assert_eq!(user.name, "kubus-admin");
+        assert!(user.in_group(kubus_api::rbac::MASTERS));
+    }
 
     #[test]
     fn the_ca_is_made_once_and_the_server_certificate_every_time() {

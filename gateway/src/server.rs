@@ -1,7 +1,8 @@
 //! The listener: TLS (rustls), then HTTP/2 or HTTP/1.1 (hyper), one task
 //! per connection, at most [`crate::CONNECTIONS_MAX`] at once; each
-//! request goes to [`crate::handlers::handle`] with whether the client
-//! showed a certificate the cluster's CA signed.
+//! request goes to [`crate::handlers::handle`] with the user of the
+//! certificate the client showed (one the cluster's CA signed): its CN and
+//! O, sent to the store as the user each request acts for.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -120,14 +121,20 @@ async fn accept_loop(
                     return;
                 }
             };
-            let authenticated = tls
+            // the CA checked the certificate; its subject names the user
+            let user = tls
                 .get_ref()
                 .1
                 .peer_certificates()
-                .is_some_and(|c| !c.is_empty());
+                .and_then(|c| c.first())
+                .and_then(|cert| crate::pki::user_of(cert.as_ref()));
+            let state = Arc::new(match user {
+                Some(user) => state.for_user(user),
+                None => (*state).clone(),
+            });
             let service = service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(handlers::handle(&state, req, authenticated).await) }
+                async move { Ok::<_, Infallible>(handlers::handle(&state, req).await) }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder

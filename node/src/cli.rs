@@ -29,6 +29,16 @@ pub struct Global {
     /// Cluster name (the second token of every subject).
     #[arg(long, global = true, env = "KUBUS_CLUSTER")]
     pub cluster: Option<String>,
+    /// The bus credentials file to connect with (default: the
+    /// administrator's, of the cluster `kubus up` started).
+    #[arg(long, global = true, env = "KUBUS_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
+    /// Act as this user (the store checks that you may impersonate it).
+    #[arg(long = "as", global = true)]
+    pub as_user: Option<String>,
+    /// With --as: a group of that user (repeatable).
+    #[arg(long = "as-group", global = true)]
+    pub as_groups: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +127,9 @@ pub enum Command {
     /// Store administration: peers, leader, membership.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Inspect authorization: kubus auth can-i VERB RESOURCE[/NAME].
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Benchmarks: each prints its figures beside a baseline from the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -589,6 +602,21 @@ pub struct NodeArgs {
     /// uses one and reconnects to another when it goes.
     #[arg(long, env = "KUBUS_NATS")]
     pub nats: String,
+    /// The directory of this mesh node's bus credentials (one
+    /// `<identity>.json` per role it hosts: store-<peer-id>, control,
+    /// node-<name>, gateway; docs/security.md). Without it the node
+    /// connects anonymously, to a bus without kubus's accounts.
+    #[arg(long, env = "KUBUS_BUS_CREDENTIALS")]
+    pub bus_credentials: Option<PathBuf>,
+    /// Join the bus of a `kubus up` with its join token (the file
+    /// `<data-dir>/bus/join-token` of that machine): this node's
+    /// credentials are asked for once and kept in the credentials
+    /// directory (default `<data-dir>/bus`). Gives the worker role only.
+    #[arg(long, env = "KUBUS_JOIN_TOKEN", conflicts_with = "join_token_file")]
+    pub join_token: Option<String>,
+    /// The join token, read from this file.
+    #[arg(long)]
+    pub join_token_file: Option<PathBuf>,
     #[arg(long, env = "KUBUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     #[arg(long, default_value = "kubus")]
@@ -973,6 +1001,99 @@ pub enum CreateCommand {
     /// kubus create namespace NAME
     #[command(visible_alias = "ns")]
     Namespace(CreateNamespaceArgs),
+    /// kubus create serviceaccount NAME
+    #[command(visible_alias = "sa")]
+    Serviceaccount(CreateNamedArgs),
+    /// kubus create role NAME --verb=get,list --resource=pods
+    /// [--resource-name=NAME]
+    Role(CreateRoleArgs),
+    /// kubus create clusterrole NAME --verb=get --resource=nodes
+    /// [--non-resource-url=/healthz]
+    Clusterrole(CreateRoleArgs),
+    /// kubus create rolebinding NAME --role=R|--clusterrole=R
+    /// --user=U --group=G --serviceaccount=NS:NAME
+    Rolebinding(CreateBindingArgs),
+    /// kubus create clusterrolebinding NAME --clusterrole=R --user=U ...
+    Clusterrolebinding(CreateBindingArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateNamedArgs {
+    pub name: String,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub out: CreateOutput,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateRoleArgs {
+    pub name: String,
+    /// Verbs the rule allows (comma-separated or repeated).
+    #[arg(long)]
+    pub verb: Vec<String>,
+    /// Resources (`pods`, `pods/log`, `deployments.apps`; comma-separated
+    /// or repeated).
+    #[arg(long)]
+    pub resource: Vec<String>,
+    /// Only these objects.
+    #[arg(long)]
+    pub resource_name: Vec<String>,
+    /// ClusterRoles: non-resource URLs (`/healthz`).
+    #[arg(long)]
+    pub non_resource_url: Vec<String>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub out: CreateOutput,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateBindingArgs {
+    pub name: String,
+    #[arg(long)]
+    pub role: Option<String>,
+    #[arg(long)]
+    pub clusterrole: Option<String>,
+    #[arg(long)]
+    pub user: Vec<String>,
+    #[arg(long)]
+    pub group: Vec<String>,
+    /// NAMESPACE:NAME.
+    #[arg(long)]
+    pub serviceaccount: Vec<String>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub out: CreateOutput,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuthCommand {
+    /// Whether you (or --as USER) may: kubus auth can-i create deployments
+    /// -n shop; prints yes or no (exit status 0 or 1).
+    CanI(CanIArgs),
+    /// Who you are to the cluster: your user and groups.
+    Whoami,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CanIArgs {
+    /// get, list, watch, create, update, patch, delete, impersonate, *…
+    pub verb: String,
+    /// RESOURCE (pods, deployments.apps, pods/log) or RESOURCE/NAME.
+    pub resource: String,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Across all namespaces (the cluster scope).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// A subresource (log, status, scale…).
+    #[arg(long)]
+    pub subresource: Option<String>,
+    /// Print nothing; the exit status answers.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -33,14 +33,82 @@ async fn client(global: &Global) -> anyhow::Result<Client> {
             "no cluster found: start one with `kubus up`, or pass --nats URL (or set KUBUS_NATS)"
         ),
     };
+    // the administrator's credentials of the cluster `kubus up` recorded,
+    // unless another bus (or another file) is named
+    let recorded = current
+        .as_ref()
+        .filter(|c| c.nats == url)
+        .and_then(|c| c.credentials.clone());
+    let credentials = match global.credentials.clone().or(recorded) {
+        Some(path) => Some(crate::bus_auth::read_credentials(&path)?),
+        None => None,
+    };
     let cluster = global
         .cluster
         .clone()
         .or_else(|| current.map(|c| c.cluster))
         .unwrap_or_else(|| "kubus".to_string());
-    Client::connect(&url, &cluster)
+    let client = Client::connect_as(&url, &cluster, credentials.as_ref())
         .await
-        .with_context(|| format!("cannot reach the cluster's bus at {url}"))
+        .with_context(|| format!("cannot reach the cluster's bus at {url}"))?;
+    Ok(match &global.as_user {
+        Some(name) => client.impersonating(&kubus_api::rbac::UserInfo {
+            name: name.clone(),
+            groups: global.as_groups.clone(),
+        }),
+        None => {
+            if !global.as_groups.is_empty() {
+                bail!("--as-group needs --as");
+            }
+            client
+        }
+    })
+}
+
+/// `kubus auth can-i` and `kubus auth whoami`.
+async fn auth(client: &Client, command: crate::cli::AuthCommand) -> anyhow::Result<()> {
+    use crate::cli::AuthCommand;
+    match command {
+        AuthCommand::Whoami => {
+            let review = client.review(None).await?;
+            println!("Username: {}", review.user.name);
+            println!("Groups:   [{}]", review.user.groups.join(" "));
+            Ok(())
+        }
+        AuthCommand::CanI(a) => {
+            let (word, name) = match a.resource.split_once('/') {
+                // RESOURCE/NAME, unless the part after '/' is a subresource
+                // given as pods/log: kubectl reads TYPE/NAME
+                Some((w, n)) => (w.to_string(), Some(n.to_string())),
+                None => (a.resource.clone(), None),
+            };
+            let (group, resource) = crate::create_access::resource_of(&word);
+            let namespace = if a.all_namespaces {
+                None
+            } else {
+                Some(a.namespace.clone().unwrap_or_else(|| "default".into()))
+            };
+            let cluster_scoped = Kind::from_resource(&word).is_ok_and(|k| !k.namespaced());
+            let attributes = kubus_api::rbac::Attributes::new(&a.verb, &group, &resource)
+                .in_namespace(namespace.as_deref().filter(|_| !cluster_scoped))
+                .named(name.as_deref())
+                .subresource(a.subresource.as_deref().unwrap_or(""));
+            let review = client.review(Some(attributes)).await?;
+            if !a.quiet {
+                println!("{}", if review.allowed { "yes" } else { "no" });
+            }
+            if review.allowed {
+                Ok(())
+            } else {
+                if !a.quiet {
+                    if let Some(why) = review.reason {
+                        eprintln!("{why}");
+                    }
+                }
+                crate::interactive::exit_with(1)
+            }
+        }
+    }
 }
 
 pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
@@ -77,6 +145,7 @@ pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
         Command::Wait(a) => crate::wait::run(&client, a).await,
         Command::Edit(a) => crate::edit::run(&client, a).await,
         Command::Store(c) => crate::store_admin::run(&client, c).await,
+        Command::Auth(c) => auth(&client, c).await,
         Command::Up(_) | Command::Node(_) | Command::Bench(_) => bail!("not a client verb"),
     }
 }

@@ -22,6 +22,10 @@ pub struct Current {
     /// The kubeconfig written for it.
     #[serde(default)]
     pub kubeconfig: Option<PathBuf>,
+    /// The administrator's bus credentials, when the bus has kubus's
+    /// accounts.
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
 }
 
 pub fn home() -> PathBuf {

@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::cli::{Command, CreateCommand, CreateOutput, CreateSecretCommand};
 use crate::commands::emit;
+use crate::create_access as access;
 use crate::targets::display_object;
 
 /// Largest file a `--from-file` source may be: a ConfigMap or Secret
@@ -593,6 +594,52 @@ fn plan(command: &Command) -> Option<anyhow::Result<(Planned, Option<&str>, &Cre
         ),
         Command::Create(CreateCommand::Namespace(a)) => {
             (Ok(Planned::Object(namespace(&a.name))), None, &a.out)
+        }
+        Command::Create(CreateCommand::Serviceaccount(a)) => (
+            Ok(Planned::Object(access::service_account(&a.name))),
+            a.namespace.as_deref(),
+            &a.out,
+        ),
+        Command::Create(CreateCommand::Role(a) | CreateCommand::Clusterrole(a)) => {
+            let cluster = matches!(command, Command::Create(CreateCommand::Clusterrole(_)));
+            (
+                access::role(
+                    cluster,
+                    &a.name,
+                    &a.verb,
+                    &a.resource,
+                    &a.resource_name,
+                    &a.non_resource_url,
+                )
+                .map(Planned::Object)
+                .map_err(Into::into),
+                a.namespace.as_deref().filter(|_| !cluster),
+                &a.out,
+            )
+        }
+        Command::Create(CreateCommand::Rolebinding(a) | CreateCommand::Clusterrolebinding(a)) => {
+            let cluster = matches!(
+                command,
+                Command::Create(CreateCommand::Clusterrolebinding(_))
+            );
+            let who = access::Subjects {
+                users: a.user.clone(),
+                groups: a.group.clone(),
+                service_accounts: a.serviceaccount.clone(),
+            };
+            (
+                access::binding(
+                    cluster,
+                    &a.name,
+                    a.role.as_deref(),
+                    a.clusterrole.as_deref(),
+                    &who,
+                )
+                .map(Planned::Object)
+                .map_err(Into::into),
+                a.namespace.as_deref().filter(|_| !cluster),
+                &a.out,
+            )
         }
         Command::Run(a) => {
             let spec = RunSpec {

@@ -9,12 +9,14 @@
 mod api_server;
 mod backup;
 mod bench;
+mod bus_auth;
 mod child;
 mod cli;
 mod commands;
 mod config;
 mod containerd;
 mod create;
+mod create_access;
 mod describe;
 mod drain;
 mod edit;

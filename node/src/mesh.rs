@@ -22,11 +22,13 @@ use kubus_actors::runtime::{start_controllers, ControllerSettings, Informers};
 use kubus_actors::scheduler::Scheduler;
 use kubus_actors::store::StoreServer;
 use kubus_api::service::ServiceNet;
-use kubus_bus::{Client, FenceCell};
+use kubus_bus::auth::{Credentials, Identity};
+use kubus_bus::{Client, FenceCell, Subjects};
 use kubus_storage::{Store, StoreConfig};
 use tracing::{error, info};
 
 use crate::api_server::{self, ApiStart};
+use crate::bus_auth::{self, BusSecrets};
 use crate::cli::{ElectionArgs, HistoryArgs, NodeArgs, RuntimeArgs, UpArgs};
 use crate::config::{self, Current};
 use crate::containerd::{self, Containerd};
@@ -82,6 +84,29 @@ pub struct MeshNode {
     pub net: ServiceNet,
     /// The Kubernetes API's bound listener, when it is served.
     pub api: Option<ApiStart>,
+    /// The directory of the roles' bus credentials (None: a bus without
+    /// kubus's accounts; every connection anonymous).
+    pub credentials: Option<PathBuf>,
+}
+
+impl MeshNode {
+    /// The credentials of `id`, when the bus is kubus's.
+    fn credentials_of(&self, id: &Identity) -> anyhow::Result<Option<Credentials>> {
+        match &self.credentials {
+            None => Ok(None),
+            Some(dir) => bus_auth::read_credentials(&bus_auth::credentials_path(dir, id)).map(Some),
+        }
+    }
+
+    /// A connection as `id`.
+    async fn connect_as(&self, id: &Identity) -> anyhow::Result<Client> {
+        connect(
+            &self.nats_url,
+            &self.cluster,
+            self.credentials_of(id)?.as_ref(),
+        )
+        .await
+    }
 }
 
 /// The store's peer id and initial voters from `--peer-id` and
@@ -146,11 +171,44 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(config::default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let nats = match &args.nats {
+    let node_name = args.node_name.unwrap_or_else(config::host_name);
+    // our own bus: every identity of this machine's cluster authenticated
+    // and confined (docs/security.md)
+    let secrets = match &args.nats {
         Some(_) => None,
-        None => Some(Arc::new(Mutex::new(NatsServer::start(
-            &data_dir.join("nats-server.log"),
-        )?))),
+        None => Some(BusSecrets::load_or_create(
+            &data_dir,
+            &[
+                Identity::Admin,
+                Identity::Control,
+                Identity::Dashboard,
+                Identity::Gateway,
+                Identity::Store(1),
+                Identity::Node(node_name.clone()),
+                Identity::Bootstrap,
+            ],
+        )?),
+    };
+    if let Some(path) = secrets
+        .as_ref()
+        .map(BusSecrets::write_join_token)
+        .transpose()?
+        .flatten()
+    {
+        println!(
+            "kubus: other machines join as workers with `kubus node --nats <this bus> --join-token-file {}` (a copy of that file)",
+            path.display()
+        );
+    }
+    let nats = match &secrets {
+        None => None,
+        Some(secrets) => {
+            let conf = secrets.write_server_config(&Subjects::new(&args.cluster))?;
+            Some(Arc::new(Mutex::new(NatsServer::start(
+                &data_dir.join("nats-server.log"),
+                Some(&conf),
+            )?)))
+        }
     };
     let (nats_url, nats_pid) = match (&args.nats, &nats) {
         (Some(url), _) => (url.clone(), None),
@@ -162,7 +220,6 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         }
         (None, None) => bail!("no bus"),
     };
-    let node_name = args.node_name.unwrap_or_else(config::host_name);
     let api = api_server::prepare(
         &args.api,
         Some(api_server::DEFAULT_ADDRESS),
@@ -179,6 +236,9 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         nats_pid,
         api: api.as_ref().map(|a| a.url.clone()),
         kubeconfig: api.as_ref().map(|a| a.kubeconfig.clone()),
+        credentials: secrets
+            .as_ref()
+            .map(|s| bus_auth::credentials_path(s.dir(), &Identity::Admin)),
     })?;
     if let Some(a) = &api {
         println!(
@@ -212,8 +272,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         election: args.election,
         net,
         api,
+        credentials: secrets.as_ref().map(|s| s.dir().to_path_buf()),
     };
-    let result = run(mesh, nats.clone());
+    let secrets = secrets.map(|s| Arc::new(Mutex::new(s)));
+    let result = run(mesh, nats.clone(), secrets);
     config::clear_current(pid);
     if let Some(server) = nats {
         if let Ok(mut s) = server.lock() {
@@ -229,6 +291,38 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
     let node_name = args.node_name.unwrap_or_else(config::host_name);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    let token = match (&args.join_token, &args.join_token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the join token {}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    let credentials = match (args.bus_credentials, token) {
+        (dir, None) => dir,
+        (dir, Some(token)) => {
+            let dir = dir.unwrap_or_else(|| data_dir.join(bus_auth::DIR));
+            let own = bus_auth::credentials_path(&dir, &Identity::Node(node_name.clone()));
+            if !own.is_file() {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(bus_auth::join(
+                    &args.nats,
+                    &args.cluster,
+                    &token,
+                    &node_name,
+                    &dir,
+                ))?;
+                println!(
+                    "kubus: joined as node {node_name:?}; credentials in {}",
+                    dir.display()
+                );
+            }
+            Some(dir)
+        }
+    };
     let api = api_server::prepare(
         &args.api,
         None,
@@ -259,8 +353,9 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         election: args.election,
         net: args.network.net()?,
         api,
+        credentials,
     };
-    run(mesh, None)
+    run(mesh, None, None)
 }
 
 /// The control role: one elector per Lease; the mesh node that holds the
@@ -308,11 +403,16 @@ fn start_control(client: &Client, mesh: &MeshNode, informers: &Informers) -> Vec
     vec![controllers, scheduler]
 }
 
-/// Connect, retrying a bounded number of times (the bus may start with us).
-async fn connect(url: &str, cluster: &str) -> anyhow::Result<Client> {
+/// Connect (as the user of `credentials`), retrying a bounded number of
+/// times (the bus may start with us).
+async fn connect(
+    url: &str,
+    cluster: &str,
+    credentials: Option<&Credentials>,
+) -> anyhow::Result<Client> {
     let mut last = None;
     for _ in 0..50 {
-        match Client::connect(url, cluster).await {
+        match Client::connect_as(url, cluster, credentials).await {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }
@@ -351,25 +451,60 @@ pub fn two_core_system() -> actix::SystemRunner {
     })
 }
 
-fn run(mut mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Result<()> {
+fn run(
+    mut mesh: MeshNode,
+    nats: Option<Arc<Mutex<NatsServer>>>,
+    secrets: Option<Arc<Mutex<BusSecrets>>>,
+) -> anyhow::Result<()> {
     let system = two_core_system();
     let api = mesh.api.take();
     let body = async move {
-        let client = connect(&mesh.nats_url, &mesh.cluster).await?;
+        // this connection's identity: the node's when it hosts one (the
+        // node agent's requests), else the role's
+        let first = if mesh.roles.worker {
+            Identity::Node(mesh.node_name.clone())
+        } else if mesh.roles.control {
+            Identity::Control
+        } else {
+            Identity::Store(mesh.peer_id)
+        };
+        let client = mesh.connect_as(&first).await?;
+        // the bus is ours: answer the join requests of other machines
+        if let (Some(secrets), Some(server)) = (secrets, nats.clone()) {
+            let admin = mesh.connect_as(&Identity::Admin).await?;
+            let (rbac_secrets, rbac_server) = (secrets.clone(), server.clone());
+            let rbac_admin = admin.clone();
+            tokio::spawn(async move {
+                if let Err(e) = bus_auth::serve_joins(admin, secrets, server).await {
+                    error!(error = %e, "join requests are not served");
+                }
+            });
+            // RBAC compiled into the dashboard's grants
+            tokio::spawn(async move {
+                if let Err(e) = bus_auth::follow_rbac(rbac_admin, rbac_secrets, rbac_server).await {
+                    error!(error = %e, "the dashboard's grants no longer follow RBAC");
+                }
+            });
+        }
         // Each role has its own connection, as it would in its own process:
         // one busy reader (a thousand hollow agents) cannot delay another's
         // messages (the store's requests).
         let store = if mesh.roles.store {
-            let own = connect(&mesh.nats_url, &mesh.cluster).await?;
+            let own = mesh.connect_as(&Identity::Store(mesh.peer_id)).await?;
             Some(start_store(&mesh, &own).await?)
         } else {
             None
         };
         // one informer per kind in this process, for every role that reads
         let informers = if mesh.roles.control || mesh.roles.worker {
-            Some(Informers::new(
-                connect(&mesh.nats_url, &mesh.cluster).await?,
-            ))
+            // the control role reads every kind; a worker alone, what a
+            // node may
+            let id = if mesh.roles.control {
+                Identity::Control
+            } else {
+                Identity::Node(mesh.node_name.clone())
+            };
+            Some(Informers::new(mesh.connect_as(&id).await?))
         } else {
             None
         };
@@ -388,14 +523,14 @@ fn run(mut mesh: MeshNode, nats: Option<Arc<Mutex<NatsServer>>>) -> anyhow::Resu
         // started and then dropped unpolled with the runtime panics
         let mut electors = Vec::new();
         if let (true, Some(informers)) = (mesh.roles.control, &informers) {
-            let own = connect(&mesh.nats_url, &mesh.cluster).await?;
+            let own = mesh.connect_as(&Identity::Control).await?;
             electors = start_control(&own, &mesh, informers);
             info!("control role: campaigning for the scheduler's and the controllers' leases");
         }
         // the Kubernetes API: any role may serve it; it needs only the bus
         let gateway = match api {
             Some(a) => {
-                let own = connect(&mesh.nats_url, &mesh.cluster).await?;
+                let own = mesh.connect_as(&Identity::Gateway).await?;
                 Some(kubus_gateway::Gateway::start(own, a.listener, a.tls)?)
             }
             None => None,
@@ -629,7 +764,9 @@ async fn start_hollow_nodes(
     let arbiter = actix::Arbiter::new();
     for i in 0..mesh.hollow_nodes {
         if i % HOLLOW_NODES_PER_CONNECTION == 0 {
-            client = Some(connect(&mesh.nats_url, &mesh.cluster).await?);
+            // hollow nodes stand in for many machines: the control
+            // identity's connection, not a node's each
+            client = Some(mesh.connect_as(&Identity::Control).await?);
         }
         let Some(client) = &client else {
             bail!("hollow node {i}: no connection");
@@ -685,6 +822,7 @@ async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> 
         client.nats().clone(),
         &mesh.cluster,
         mesh.net,
+        mesh.credentials.is_some(),
     )
     .await
     .context("store server")?;

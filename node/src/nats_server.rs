@@ -18,6 +18,8 @@ pub struct NatsServer {
     child: Child,
     port: u16,
     log: std::path::PathBuf,
+    /// The configuration file (kubus's accounts and users), if any.
+    config: Option<std::path::PathBuf>,
     pub restarts: u32,
 }
 
@@ -27,14 +29,18 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn spawn(port: u16, log: &Path) -> anyhow::Result<Child> {
+fn spawn(port: u16, log: &Path, config: Option<&Path>) -> anyhow::Result<Child> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .with_context(|| format!("opening {}", log.display()))?;
-    Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+    let mut cmd = Command::new("nats-server");
+    if let Some(c) = config {
+        cmd.arg("-c").arg(c);
+    }
+    // the flags win over the file
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
@@ -60,10 +66,11 @@ fn wait_ready(child: &mut Child, port: u16) -> anyhow::Result<()> {
 }
 
 impl NatsServer {
-    /// Start a nats-server on a free loopback port; its output goes to `log`.
-    pub fn start(log: &Path) -> anyhow::Result<NatsServer> {
+    /// Start a nats-server on a free loopback port, with configuration
+    /// file `config`; its output goes to `log`.
+    pub fn start(log: &Path, config: Option<&Path>) -> anyhow::Result<NatsServer> {
         let port = free_port()?;
-        let mut child = spawn(port, log)?;
+        let mut child = spawn(port, log, config)?;
         if let Err(e) = wait_ready(&mut child, port) {
             let _ = child.kill();
             let _ = child.wait();
@@ -74,6 +81,7 @@ impl NatsServer {
             child,
             port,
             log: log.to_path_buf(),
+            config: config.map(Path::to_path_buf),
             restarts: 0,
         })
     }
@@ -100,9 +108,22 @@ impl NatsServer {
         }
         self.restarts += 1;
         warn!(%status, restarts = self.restarts, "nats-server exited; restarting");
-        let mut child = spawn(self.port, &self.log)?;
+        let mut child = spawn(self.port, &self.log, self.config.as_deref())?;
         wait_ready(&mut child, self.port)?;
         self.child = child;
+        Ok(())
+    }
+
+    /// Have the server read its configuration file again (users and
+    /// permissions change without a restart; open connections get the new
+    /// permissions).
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let pid = i32::try_from(self.child.id()).context("nats-server's pid")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .context("signalling nats-server to reload")?;
         Ok(())
     }
 

@@ -362,7 +362,7 @@ mod tests {
     #[test]
     fn messages_and_chunked_snapshots_cross_a_real_server() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let nats = NatsServer::start(&dir.path().join("nats.log")).expect("nats-server");
+        let nats = NatsServer::start(&dir.path().join("nats.log"), None).expect("nats-server");
         let url = nats.url();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -3,6 +3,7 @@
 It publishes a manifest to the manifests subject, reads the per-object
 result, receives the change event from the obj subject, and reads the object
 back through the API subject. Usage: foreign_client.py NATS_URL CLUSTER
+[USER PASSWORD] (the bus credentials kubus up made for an identity).
 """
 
 import asyncio
@@ -23,8 +24,8 @@ data:
 """
 
 
-async def main(url: str, cluster: str) -> None:
-    nc = await nats.connect(url, connect_timeout=5)
+async def main(url: str, cluster: str, user=None, password=None) -> None:
+    nc = await nats.connect(url, connect_timeout=5, user=user, password=password)
     try:
         changes = await nc.subscribe(f"kubus.{cluster}.obj.configmaps.default.>")
 
@@ -71,4 +72,4 @@ async def main(url: str, cluster: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(*sys.argv[1:5]))

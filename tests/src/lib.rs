@@ -163,6 +163,37 @@ impl Cluster {
         std::net::SocketAddr::new(ip.into(), 53)
     }
 
+    /// The bus credentials of `identity` that `kubus up` made.
+    pub fn credentials_of(
+        &self,
+        identity: &kubus_bus::auth::Identity,
+    ) -> kubus_bus::auth::Credentials {
+        let path = self
+            .data_dir()
+            .join("bus")
+            .join(format!("{}.json", identity.user()));
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("credentials {}: {e}", path.display()));
+        serde_json::from_slice(&bytes).expect("a credentials file")
+    }
+
+    /// The administrator's bus credentials.
+    pub fn credentials(&self) -> kubus_bus::auth::Credentials {
+        self.credentials_of(&kubus_bus::auth::Identity::Admin)
+    }
+
+    /// A tokio runtime and the administrator's bus client.
+    pub fn bus_client(&self) -> (tokio::runtime::Runtime, kubus_bus::Client) {
+        bus_client_as(&self.nats_url, Some(&self.credentials()))
+    }
+
+    /// A bus client as the administrator, on the caller's runtime.
+    pub async fn connect(&self) -> kubus_bus::Client {
+        kubus_bus::Client::connect_as(&self.nats_url, "kubus", Some(&self.credentials()))
+            .await
+            .expect("connect")
+    }
+
     pub fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
@@ -354,6 +385,23 @@ impl Cluster {
         child.wait_with_output().expect("kubus apply")
     }
 
+    /// Apply `manifest` and wait until the pod `name` runs.
+    pub fn apply_and_run(&self, manifest: &str, name: &str) {
+        let out = self.apply(manifest);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_for(Duration::from_secs(30), || {
+            self.items("pods")
+                .iter()
+                .any(|p| p["metadata"]["name"] == name && p["status"]["phase"] == "Running")
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("pod {name} not running\n{}", self.log()));
+    }
+
     /// A worker mesh node `name` on the cluster's bus, with process pods
     /// on the node's network (its own data directory; stopped by its PID
     /// when dropped).
@@ -366,6 +414,9 @@ impl Cluster {
             .args(["--service-cidr", &self.service_cidr()])
             .arg("--nats")
             .arg(&self.nats_url)
+            // joins the bus as another machine would (docs/security.md)
+            .arg("--join-token-file")
+            .arg(self.data_dir().join("bus").join("join-token"))
             .arg("--data-dir")
             .arg(dir.join("data"))
             .env("RUST_LOG", "info");
@@ -554,16 +605,24 @@ impl Drop for Proc {
     }
 }
 
-/// A tokio runtime and a bus client of cluster `kubus` at `url`, for tests
-/// that speak to the API directly.
-pub fn bus_client(url: &str) -> (tokio::runtime::Runtime, kubus_bus::Client) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// A two-thread tokio runtime for tests that drive clients themselves.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+/// A tokio runtime and a bus client of cluster `kubus` at `url` (as the
+/// user of `credentials`), for tests that speak to the API directly.
+pub fn bus_client_as(
+    url: &str,
+    credentials: Option<&kubus_bus::auth::Credentials>,
+) -> (tokio::runtime::Runtime, kubus_bus::Client) {
+    let rt = runtime();
     let client = rt
-        .block_on(kubus_bus::Client::connect(url, "kubus"))
+        .block_on(kubus_bus::Client::connect_as(url, "kubus", credentials))
         .expect("connect");
     (rt, client)
 }

@@ -1677,6 +1677,12 @@ impl<R: Runtime> NodeAgent<R> {
         let Some(reply_to) = msg.reply.clone() else {
             return;
         };
+        // an answer aimed anywhere but an inbox would be published with
+        // this node's rights: a requester's spoof
+        if !kubus_bus::auth::is_inbox(reply_to.as_str()) {
+            warn!(subject = %msg.subject, reply = %reply_to, "request with a reply subject that is not an inbox dropped");
+            return;
+        }
         let codec = Codec::from_headers(msg.headers.as_ref());
         let subject = msg.subject.as_str();
         if subject == self.exec_subject {
@@ -1860,6 +1866,7 @@ impl<R: Runtime> NodeAgent<R> {
         })?;
         let nats = self.client.nats().clone();
         let subjects = self.client.subjects().clone();
+        let node = self.cfg.name.clone();
         Ok(Box::pin(async move {
             let (target, connected) = match netns {
                 Some(ns) => (
@@ -1898,6 +1905,7 @@ impl<R: Runtime> NodeAgent<R> {
             let side = kubus_bus::stream::Side::subscribe(
                 &nats,
                 &subjects,
+                &node,
                 &req.stream,
                 StreamEnd::Acceptor,
             )
@@ -1980,6 +1988,7 @@ impl<R: Runtime> NodeAgent<R> {
         };
         let nats = self.client.nats().clone();
         let subjects = self.client.subjects().clone();
+        let node = self.cfg.name.clone();
         Ok(Box::pin(async move {
             let process = match start.await {
                 Ok(p) => p,
@@ -1996,6 +2005,7 @@ impl<R: Runtime> NodeAgent<R> {
             let side = kubus_bus::stream::Side::subscribe(
                 &nats,
                 &subjects,
+                &node,
                 &req.stream,
                 StreamEnd::Acceptor,
             )

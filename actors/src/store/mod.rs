@@ -4,6 +4,7 @@
 //!
 //! The actor only routes messages; every decision is in [`service`].
 
+pub mod access;
 pub mod admin;
 pub mod backup;
 pub mod service;
@@ -39,7 +40,8 @@ pub struct StoreServer {
     nats: async_nats::Client,
     subjects: Subjects,
     in_flight: Arc<Semaphore>,
-    streams: Option<(async_nats::Subscriber, async_nats::Subscriber)>,
+    streams: Option<[async_nats::Subscriber; 3]>,
+    access: access::Access,
 }
 
 impl StoreServer {
@@ -51,13 +53,18 @@ impl StoreServer {
         nats: async_nats::Client,
         cluster: &str,
         net: kubus_api::service::ServiceNet,
+        secured: bool,
     ) -> Result<Addr<StoreServer>, async_nats::SubscribeError> {
+        let access = access::Access::new(secured);
         let subjects = Subjects::new(cluster);
         let requests = nats
             .queue_subscribe(subjects.api_all(), API_QUEUE.to_string())
             .await?;
         let manifests = nats
             .queue_subscribe(subjects.manifests(), API_QUEUE.to_string())
+            .await?;
+        let reviews = nats
+            .queue_subscribe(subjects.review(), API_QUEUE.to_string())
             .await?;
         let rebuilt_through = store.revision();
         let chains = NodeChains::from_history(&store, rebuilt_through);
@@ -68,6 +75,7 @@ impl StoreServer {
             subjects.clone(),
             chains,
             rebuilt_through,
+            access.clone(),
         ));
         let api = service::Api { store, net };
         tokio::spawn(collect_events(api.clone()));
@@ -76,7 +84,8 @@ impl StoreServer {
             nats,
             subjects,
             in_flight: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
-            streams: Some((requests, manifests)),
+            streams: Some([requests, manifests, reviews]),
+            access,
         };
         let addr = server.start();
         Ok(addr)
@@ -87,9 +96,8 @@ impl Actor for StoreServer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if let Some((api, manifests)) = self.streams.take() {
-            ctx.add_stream(api);
-            ctx.add_stream(manifests);
+        for stream in self.streams.take().into_iter().flatten() {
+            ctx.add_stream(stream);
         }
         let store = self.api.clone();
         actix::spawn(async move {
@@ -104,6 +112,18 @@ impl Actor for StoreServer {
                     )
                 })
                 .chain([(Kind::StorageClass, kubus_api::storage::local_path_class())])
+                .chain(
+                    kubus_api::rbac::defaults::objects()
+                        .into_iter()
+                        .filter_map(|o| {
+                            let kind = Kind::from_type(
+                                o["apiVersion"].as_str().unwrap_or_default(),
+                                o["kind"].as_str().unwrap_or_default(),
+                            )
+                            .ok()?;
+                            Some((kind, o))
+                        }),
+                )
                 .chain(
                     kubus_api::priority::system_classes()
                         .into_iter()
@@ -152,6 +172,53 @@ impl StreamHandler<Message> for StoreServer {
             return;
         };
         let store = self.api.clone();
+        // a request that crossed from another account may not answer
+        // anywhere but its rewritten reply subject; one inside the store's
+        // account answers only an inbox
+        if let Some(reply) = reply_to.as_ref() {
+            if !kubus_bus::auth::is_inbox(reply.as_str()) {
+                warn!(subject = %msg.subject, reply = %reply, "request with a reply subject that is not an inbox dropped");
+                return;
+            }
+        }
+        let user = match self.access.user(&store.store, msg.headers.as_ref()) {
+            Ok(u) => u,
+            Err(e) => {
+                if let Some(reply_to) = reply_to {
+                    let refused: ApiReply = Err(e);
+                    tokio::spawn(async move { respond(&nats, reply_to, codec, &refused).await });
+                }
+                return;
+            }
+        };
+        let access = self.access.clone();
+        if msg.subject.as_str() == self.subjects.review() {
+            let Some(reply_to) = reply_to else {
+                return;
+            };
+            tokio::spawn(async move {
+                let reply: kubus_bus::protocol::ReviewReply = codec
+                    .decode::<kubus_bus::protocol::ReviewRequest>(&msg.payload)
+                    .map_err(|e| ApiError::bad_request(format!("review request: {e}")))
+                    .map(|req| {
+                        let decision = req
+                            .attributes
+                            .as_ref()
+                            .map(|a| access.decide(&store.store, &user, a, None));
+                        kubus_bus::protocol::Review {
+                            allowed: decision.as_ref().is_none_or(|d| d.allowed()),
+                            reason: match decision {
+                                Some(kubus_api::rbac::Decision::Deny(why)) => Some(why),
+                                _ => None,
+                            },
+                            user,
+                        }
+                    });
+                respond(&nats, reply_to, codec, &reply).await;
+                drop(permit);
+            });
+            return;
+        }
         if msg.subject.as_str() == self.subjects.manifests() {
             let dry_run = msg
                 .headers
@@ -160,7 +227,8 @@ impl StreamHandler<Message> for StoreServer {
                 .is_some_and(|v| v.as_str().eq_ignore_ascii_case("true"));
             let subjects = self.subjects.clone();
             tokio::spawn(async move {
-                let reply = service::apply_manifest(&store, &msg.payload, dry_run).await;
+                let allow = |r: &kubus_api::ObjectRef| access.check_apply(&store.store, &user, r);
+                let reply = service::apply_manifest(&store, &msg.payload, dry_run, &allow).await;
                 match reply_to {
                     Some(reply_to) => respond(&nats, reply_to, codec, &reply).await,
                     // a plain publish: the results go out as Events
@@ -191,7 +259,15 @@ impl StreamHandler<Message> for StoreServer {
             .transpose();
         tokio::spawn(async move {
             let reply = match (codec.decode::<ApiRequest>(&msg.payload), fence) {
-                (Ok(req), Ok(fence)) => service::handle(&store, verb, kind, &ns, req, fence).await,
+                (Ok(req), Ok(fence)) => {
+                    let namespace = service::request_namespace(kind, &ns, verb);
+                    match namespace.and_then(|namespace| {
+                        access.check(&store.store, &user, verb, kind, namespace.as_deref(), &req)
+                    }) {
+                        Ok(()) => service::handle(&store, verb, kind, &ns, req, fence).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 (Err(e), _) => Err(ApiError::bad_request(format!("request body: {e}"))),
                 (_, Err(e)) => Err(e),
             };
@@ -384,7 +460,12 @@ async fn publish(
     subjects: Subjects,
     chains: NodeChains,
     rebuilt_through: u64,
+    access: access::Access,
 ) {
+    let rbac_prefixes: Vec<String> = access::RBAC_KINDS
+        .iter()
+        .map(|k| kubus_api::kind::prefix(*k, None))
+        .collect();
     let mut published = Published {
         resources: Kind::ALL
             .iter()
@@ -415,6 +496,9 @@ async fn publish(
                 // change nobody published (applied by a follower, the
                 // leader gone) is a gap that watchers fill from history.
                 let leading = store.is_leader();
+                if batch.iter().any(|c| rbac_prefixes.iter().any(|p| c.key.starts_with(p.as_str()))) {
+                    access.invalidate();
+                }
                 for change in &batch {
                     publish_change(&nats, &subjects, &mut published, change, rebuilt_through, leading).await;
                 }

@@ -194,7 +194,11 @@ async fn serve(store: &Api, verb: Verb, kind: Kind, ns_token: &str, req: ApiRequ
 
 /// The namespace a subject's token names; `None` = all namespaces (list) or
 /// cluster-scoped.
-fn request_namespace(kind: Kind, ns_token: &str, verb: Verb) -> Result<Option<String>, ApiError> {
+pub fn request_namespace(
+    kind: Kind,
+    ns_token: &str,
+    verb: Verb,
+) -> Result<Option<String>, ApiError> {
     match (kind.namespaced(), ns_token) {
         (false, CLUSTER_SCOPED) => Ok(None),
         (false, other) => Err(ApiError::bad_request(format!(
@@ -1098,7 +1102,14 @@ async fn apply_all(
 
 /// Serve one manifest request: parse, admit every document, and apply all of
 /// them in one Raft entry — or none, when any document is refused.
-pub async fn apply_manifest(store: &Api, text: &[u8], dry_run: bool) -> ManifestReply {
+/// Apply a manifest's documents, each of which `allow` must let the
+/// requester apply.
+pub async fn apply_manifest(
+    store: &Api,
+    text: &[u8],
+    dry_run: bool,
+    allow: &(dyn Fn(&ObjectRef) -> Result<(), ApiError> + Sync),
+) -> ManifestReply {
     let refused = |error: ApiError| ManifestReply {
         applied: false,
         documents: Vec::new(),
@@ -1135,14 +1146,21 @@ pub async fn apply_manifest(store: &Api, text: &[u8], dry_run: bool) -> Manifest
                     )),
                 });
             }
-            Ok(a) => {
-                results.push(DocumentResult {
+            Ok(a) => match allow(&a.object) {
+                Ok(()) => {
+                    results.push(DocumentResult {
+                        document: label,
+                        object: Some(a.object.clone()),
+                        result: Ok(ApplyOutcome::Unchanged),
+                    });
+                    admitted.push(a);
+                }
+                Err(e) => results.push(DocumentResult {
                     document: label,
                     object: Some(a.object.clone()),
-                    result: Ok(ApplyOutcome::Unchanged),
-                });
-                admitted.push(a);
-            }
+                    result: Err(e),
+                }),
+            },
             Err(e) => results.push(DocumentResult {
                 document: label,
                 object: e.object.clone(),

@@ -15,6 +15,7 @@
 //! by `generateName` is chosen by the store, which calls
 //! [`Admitted::set_name`].
 
+mod access;
 pub mod defaults;
 pub mod validate;
 pub mod workloads;
@@ -34,6 +35,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, ReplicationController};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -239,6 +241,26 @@ pub fn admit(value: Value) -> Result<Admitted, ApiError> {
             value,
             Some(workloads::priority_class),
             workloads::priority_class_rules,
+        ),
+        Kind::ServiceAccount => admit_as::<k8s_openapi::api::core::v1::ServiceAccount>(
+            kind,
+            value,
+            None,
+            access::service_account_rules,
+        ),
+        Kind::Role => admit_as::<Role>(kind, value, None, access::role_rules),
+        Kind::ClusterRole => admit_as::<ClusterRole>(kind, value, None, access::cluster_role_rules),
+        Kind::RoleBinding => admit_as::<RoleBinding>(
+            kind,
+            value,
+            Some(access::role_binding),
+            access::role_binding_rules,
+        ),
+        Kind::ClusterRoleBinding => admit_as::<ClusterRoleBinding>(
+            kind,
+            value,
+            Some(access::cluster_role_binding),
+            access::cluster_role_binding_rules,
         ),
     }
 }
@@ -719,6 +741,11 @@ pub fn validate_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldCause> 
                 causes.add("data", "field is immutable");
             }
         }
+        Kind::RoleBinding | Kind::ClusterRoleBinding => {
+            if old.get("roleRef") != new.get("roleRef") {
+                causes.add("roleRef", "cannot change roleRef");
+            }
+        }
         Kind::PriorityClass => {
             for field in ["value", "preemptionPolicy"] {
                 if old.get(field) != new.get(field) {
@@ -774,7 +801,10 @@ pub fn validate_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldCause> 
         | Kind::CronJob
         | Kind::ReplicationController
         | Kind::PodDisruptionBudget
-        | Kind::PersistentVolume => {}
+        | Kind::PersistentVolume
+        | Kind::ServiceAccount
+        | Kind::Role
+        | Kind::ClusterRole => {}
     }
     causes.0
 }

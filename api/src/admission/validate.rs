@@ -281,8 +281,26 @@ impl Causes {
 }
 
 /// Which name syntax a kind's `metadata.name` must follow.
+/// Problems of a name that must be a path segment (RBAC objects' names,
+/// such as `system:node`).
+pub(crate) fn path_segment_problems(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if name == "." || name == ".." {
+        out.push(format!("may not be '{name}'"));
+    }
+    for bad in ["/", "%"] {
+        if name.contains(bad) {
+            out.push(format!("may not contain '{bad}'"));
+        }
+    }
+    out
+}
+
 fn name_problems(kind: Kind) -> fn(&str) -> Vec<String> {
     match kind {
+        Kind::Role | Kind::ClusterRole | Kind::RoleBinding | Kind::ClusterRoleBinding => {
+            path_segment_problems
+        }
         Kind::Namespace | Kind::Service => dns1123_label_problems,
         _ => dns1123_subdomain_problems,
     }

@@ -38,7 +38,7 @@ const WARM_UP: usize = 200;
 
 pub fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"))?;
+    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"), None)?;
     let url = nats.url();
     let kubeconfig = dir.path().join("kubeconfig");
     let kc = kubeconfig.to_string_lossy().to_string();

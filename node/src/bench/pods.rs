@@ -45,7 +45,7 @@ const CONTAINERD_WAIT_MAX: Duration = Duration::from_secs(60);
 
 pub fn run(args: BenchPodsArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"))?;
+    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"), None)?;
     let url = nats.url();
     let result = start_cluster(dir.path(), &url, &args).and_then(|mut cluster| {
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -47,7 +47,7 @@ const STREAM_CHUNK: usize = 64 * 1024;
 
 pub fn run(args: BenchProxyArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"))?;
+    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"), None)?;
     let url = nats.url();
     let result = start_cluster(dir.path(), &url, &args).and_then(|mut child| {
         let runtime = tokio::runtime::Builder::new_multi_thread()

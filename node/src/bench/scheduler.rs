@@ -37,7 +37,7 @@ const GROUPS: usize = 10;
 
 pub fn run(args: BenchSchedulerArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"))?;
+    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"), None)?;
     let url = nats.url();
     // no node agents judge these nodes: keep the lifecycle controller from
     // calling them lost during the run

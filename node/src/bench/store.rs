@@ -572,6 +572,7 @@ impl Bench {
                     base.nats().clone(),
                     &cluster,
                     Default::default(),
+                    false,
                 )
                 .await?;
                 wait_api(&client).await?;
@@ -673,7 +674,10 @@ pub fn run(args: BenchStoreArgs) -> anyhow::Result<()> {
     let cases = cases(&args.values, &args.in_flight);
     let dir = tempfile::tempdir().context("temporary directory")?;
     let nats = if systems.contains(&System::KubusApi) || systems.contains(&System::KubusStore3) {
-        Some(NatsServer::start(&dir.path().join("nats-server.log"))?)
+        Some(NatsServer::start(
+            &dir.path().join("nats-server.log"),
+            None,
+        )?)
     } else {
         None
     };

@@ -33,7 +33,7 @@ use crate::nats_server::NatsServer;
 
 pub fn run(args: BenchWatchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"))?;
+    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"), None)?;
     let url = nats.url();
     let result = actix::System::new().block_on(async move {
         let client = Client::connect(&url, "bench").await?;
@@ -46,6 +46,7 @@ pub fn run(args: BenchWatchArgs) -> anyhow::Result<()> {
             client.nats().clone(),
             "bench",
             Default::default(),
+            false,
         )
         .await?;
         wait_ready(&client).await?;

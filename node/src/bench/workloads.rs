@@ -30,7 +30,7 @@ use crate::nats_server::NatsServer;
 
 pub fn run(args: BenchWorkloadsArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"))?;
+    let mut nats = NatsServer::start(&dir.path().join("nats-server.log"), None)?;
     let url = nats.url();
     let result = start_up(
         dir.path(),

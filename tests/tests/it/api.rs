@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kubus_api::{Kind, ObjectRef, Reason};
-use kubus_bus::Client;
 use kubus_tests::{wait_for, Cluster};
 use serde_json::{json, Value};
 
@@ -28,9 +27,7 @@ fn cm(name: &str, label: &str) -> Value {
 fn typed_errors_cas_patch_and_pages() {
     let c = Cluster::start();
     rt().block_on(async {
-        let client = Client::connect(&c.nats_url, "kubus")
-            .await
-            .expect("connect");
+        let client = c.connect().await;
         let created = client.create(cm("a", "web")).await.expect("create");
         let err = client.create(cm("a", "web")).await.expect_err("exists");
         assert_eq!(err.reason(), Some(Reason::AlreadyExists));
@@ -171,9 +168,7 @@ fn list_at_a_past_revision_then_expired_after_compaction() {
     const AGE_SECS: u64 = 5;
     let c = Cluster::start_with(&["--history-retention-age-secs", &AGE_SECS.to_string()]);
     rt().block_on(async {
-        let client = Client::connect(&c.nats_url, "kubus")
-            .await
-            .expect("connect");
+        let client = c.connect().await;
         client.create(cm("h1", "web")).await.expect("create h1");
         let at = revision_of(&client.create(cm("h2", "web")).await.expect("create h2"));
         let h1 = ObjectRef::new(Kind::ConfigMap, Some("default"), "h1");
@@ -279,9 +274,7 @@ fn list_at_a_past_revision_then_expired_after_compaction() {
 fn manifests_dry_run_size_limit_and_plain_publish() {
     let c = Cluster::start();
     rt().block_on(async {
-        let client = Client::connect(&c.nats_url, "kubus")
-            .await
-            .expect("connect");
+        let client = c.connect().await;
         let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: dry}\ndata: {a: b}\n";
         let reply = client
             .apply_manifests_with(manifest, true)
@@ -371,9 +364,7 @@ fn apply_removes_what_the_manifest_dropped_and_keeps_what_others_set() {
     let out = c.apply(v1);
     assert!(out.status.success(), "{out:?}");
     rt().block_on(async {
-        let client = Client::connect(&c.nats_url, "kubus")
-            .await
-            .expect("connect");
+        let client = c.connect().await;
         // another writer adds a label the manifest never mentions
         let r = ObjectRef::new(Kind::ConfigMap, Some("default"), "owned");
         client

@@ -106,7 +106,7 @@ fn a_saved_snapshot_restores_the_same_objects_at_the_same_revisions() {
     a.kubus_ok(&["annotate", "configmap", "c2", "note=changed"]);
     a.kubus_ok(&["label", "configmap", "t1", "-n", "team", "x=y"]);
     a.kubus_ok(&["delete", "configmap", "c3"]);
-    let (rt, client) = kubus_tests::bus_client(&a.nats_url);
+    let (rt, client) = a.bus_client();
     rt.block_on(async {
         for i in 0..BIG {
             let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",

@@ -109,7 +109,7 @@ fn run(unfenced: bool) -> Resumed {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_nats, url) = nats_server(dir.path());
     let _store = node(&url, dir.path(), "store", "store", false);
-    let (rt, client) = kubus_tests::bus_client(&url);
+    let (rt, client) = kubus_tests::bus_client_as(&url, None);
     let mut a = node(&url, dir.path(), "ctl-a", "control", unfenced);
     let logs = |procs: &[&Proc]| logs_of(procs.iter().copied());
     let took = rt.block_on(wait_holder(&client, "ctl-a_", Duration::from_secs(30)));

@@ -1361,6 +1361,9 @@ fn start_node_2(c: &CriCluster, nats: &str, run: &str) -> kubus_tests::Proc {
             ])
             .arg("--nats")
             .arg(nats)
+            // joins the bus of `kubus up` as a worker, as another machine would
+            .arg("--join-token-file")
+            .arg(c.dir.path().join("data").join("bus").join("join-token"))
             .arg("--cri-socket")
             .arg(c.containerd_dir().join("containerd.sock"))
             .arg("--data-dir")

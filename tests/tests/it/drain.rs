@@ -183,7 +183,7 @@ fn drain_waits_for_the_budget_and_moves_every_replica() {
     budget_allows(&c, "web-pdb", 1);
 
     // an eviction the budget does not allow: Kubernetes' 429 and words
-    let (rt, client) = kubus_tests::bus_client(&c.nats_url);
+    let (rt, client) = c.bus_client();
     let pdb = ObjectRef::new(Kind::PodDisruptionBudget, Some("default"), "web-pdb");
     rt.block_on(client.patch(&pdb, json!({"spec": {"minAvailable": 3}})))
         .expect("patch the budget");

@@ -9,9 +9,10 @@ use kubus_tests::Cluster;
 fn a_python_client_applies_and_watches_in_json() {
     let c = Cluster::start();
     let script = kubus_tests::manifest_dir().join("python/foreign_client.py");
+    let admin = c.credentials();
     let out = Command::new("python3")
         .arg(&script)
-        .args([c.nats_url.as_str(), "kubus"])
+        .args([c.nats_url.as_str(), "kubus", &admin.user, &admin.password])
         .output()
         .expect("python3");
     assert!(

@@ -173,7 +173,7 @@ fn deployments_are_collected_with_each_propagation_policy() {
 #[test]
 fn a_finalizer_holds_a_delete_until_it_is_removed() {
     let c = Cluster::start();
-    let (rt, client) = kubus_tests::bus_client(&c.nats_url);
+    let (rt, client) = c.bus_client();
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "held", "namespace": "default", "finalizers": ["example.com/hold"]},
         "data": {"a": "b"}});
@@ -243,7 +243,7 @@ fn a_finalizer_holds_a_delete_until_it_is_removed() {
 #[test]
 fn deleting_a_namespace_removes_everything_in_it_then_the_namespace() {
     let c = Cluster::start();
-    let (rt, client) = kubus_tests::bus_client(&c.nats_url);
+    let (rt, client) = c.bus_client();
     // nothing can be created in a namespace that does not exist
     let nowhere = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "x", "namespace": "nowhere"}});

@@ -18,6 +18,7 @@ mod nats_mesh;
 mod nodes;
 mod process_runtime;
 mod scheduling;
+mod security;
 mod services;
 mod skeleton;
 mod store_leader_kills;

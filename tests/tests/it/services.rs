@@ -376,23 +376,6 @@ spec:
     );
 }
 
-/// Apply `manifest` and wait until the pod `name` runs.
-fn apply_and_run(c: &Cluster, manifest: &str, name: &str) {
-    let out = c.apply(manifest);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_for(Duration::from_secs(30), || {
-        c.items("pods")
-            .iter()
-            .any(|p| p["metadata"]["name"] == name && p["status"]["phase"] == "Running")
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("pod {name} not running\n{}", c.log()));
-}
-
 /// `kubus port-forward ARGS` as a child: it, the local address it
 /// listens on, and its log.
 fn port_forward(
@@ -445,7 +428,7 @@ spec:
 "#,
         dir = dir.display()
     );
-    apply_and_run(&c, &manifest, "big");
+    c.apply_and_run(&manifest, "big");
 
     let (_forward, local, log) = port_forward(&c, &["big", ":web"], "port-forward.log");
     let body = wait_for(Duration::from_secs(20), || {
@@ -591,8 +574,7 @@ spec:
     );
 
     // port-forward reaches a server on the pod's own loopback, as kubectl's
-    apply_and_run(
-        &c,
+    c.apply_and_run(
         r#"
 apiVersion: v1
 kind: Pod

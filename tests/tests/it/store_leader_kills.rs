@@ -149,7 +149,7 @@ fn ten_leader_kills_keep_the_history_linearizable() {
         .map(|&id| (id, peer(&url, id, dir.path())))
         .collect();
     let logs = |peers: &BTreeMap<u64, Proc>| logs_of(peers.values());
-    let (rt, client) = kubus_tests::bus_client(&url);
+    let (rt, client) = kubus_tests::bus_client_as(&url, None);
     rt.block_on(leader_of(&client, &PEERS, Duration::from_secs(30)))
         .unwrap_or_else(|| panic!("no leader among 3 peers in 30 s\n{}", logs(&peers)));
 

@@ -87,7 +87,7 @@ fn a_killed_leader_loses_no_acknowledged_write() {
         .map(|&id| peer(&url, id, dir.path(), false))
         .collect();
     let logs = |peers: &[Proc]| logs_of(peers);
-    let (rt, client) = kubus_tests::bus_client(&url);
+    let (rt, client) = kubus_tests::bus_client_as(&url, None);
 
     let first = rt
         .block_on(wait_leader(&client, &PEERS, Duration::from_secs(30)))

@@ -11,7 +11,7 @@ use kubus_tests::{wait_for, Cluster, Proc};
 use serde_json::{json, Value};
 
 fn label_node(c: &Cluster, node: &str, value: Value) {
-    let (rt, client) = kubus_tests::bus_client(&c.nats_url);
+    let (rt, client) = c.bus_client();
     let r = ObjectRef::new(Kind::Node, None, node);
     rt.block_on(client.patch(&r, json!({"metadata": {"labels": {"pool": value}}})))
         .unwrap_or_else(|e| panic!("label node {node}: {e}"));

@@ -1,0 +1,508 @@
+//! Security on by default (issue 22): every identity `kubus up` makes is
+//! authenticated by nats-server and confined — on the bus by its grants,
+//! in the store by RBAC and the Node authorizer — against the real
+//! server with the configuration kubus generates.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kubus_api::rbac::UserInfo;
+use kubus_api::{Kind, ObjectRef, Reason};
+use kubus_bus::auth::Identity;
+use kubus_bus::Client;
+use kubus_tests::{wait_for, Cluster};
+use serde_json::{json, Value};
+
+/// How long a message that should not arrive is waited for.
+const QUIET: Duration = Duration::from_millis(1500);
+
+fn reason(e: &kubus_bus::ClientError) -> Option<Reason> {
+    e.reason()
+}
+
+/// The first message on `sub` within `wait`, if any.
+async fn next(sub: &mut async_nats::Subscriber, wait: Duration) -> Option<async_nats::Message> {
+    tokio::time::timeout(wait, sub.next()).await.ok().flatten()
+}
+
+#[test]
+fn identities_are_confined_on_the_bus_and_in_the_store() {
+    let c = Cluster::start();
+    c.apply_and_run(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: used}
+stringData: {k: used-value}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: unused}
+stringData: {k: unused-value}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: mine}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "3600"]
+    env: [{name: S, valueFrom: {secretKeyRef: {name: used, key: k}}}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: elsewhere}
+spec:
+  nodeName: node-2
+  containers: [{name: c, image: busybox, command: ["sleep", "3600"]}]
+"#,
+        "mine",
+    );
+
+    let rt = kubus_tests::runtime();
+    let as_id = |id: Identity| {
+        let creds = c.credentials_of(&id);
+        let url = c.nats_url.clone();
+        rt.block_on(async move {
+            Client::connect_as(&url, "kubus", Some(&creds))
+                .await
+                .expect("connect")
+        })
+    };
+    let admin = as_id(Identity::Admin);
+    let node = as_id(Identity::Node("node-1".into()));
+    let dashboard = as_id(Identity::Dashboard);
+    let gateway = as_id(Identity::Gateway);
+
+    rt.block_on(async {
+        // the Node authorizer: its pods and what they use, nothing else
+        node.get(Kind::Secret, Some("default"), "used")
+            .await
+            .expect("a node reads a secret its pod uses");
+        let e = node
+            .get(Kind::Secret, Some("default"), "unused")
+            .await
+            .expect_err("a secret no pod of the node uses");
+        assert_eq!(reason(&e), Some(Reason::Forbidden), "{e}");
+        assert!(
+            e.to_string()
+                .contains("no relationship found between node \"node-1\""),
+            "{e}"
+        );
+        let e = node
+            .get(Kind::Pod, Some("default"), "elsewhere")
+            .await
+            .expect_err("another node's pod");
+        assert_eq!(reason(&e), Some(Reason::Forbidden), "{e}");
+        let e = node
+            .list(Kind::Pod, None, None, None)
+            .await
+            .expect_err("every pod");
+        assert_eq!(reason(&e), Some(Reason::Forbidden), "{e}");
+        node.list(Kind::Pod, None, None, Some("spec.nodeName=node-1"))
+            .await
+            .expect("its own pods");
+        // NodeRestriction: the status of its pods, never their spec
+        let mut other = admin
+            .get(Kind::Pod, Some("default"), "elsewhere")
+            .await
+            .expect("admin reads");
+        other["status"]["phase"] = json!("Failed");
+        let e = node
+            .update(other)
+            .await
+            .expect_err("another node's pod status");
+        assert_eq!(reason(&e), Some(Reason::Forbidden), "{e}");
+        let mut mine = node
+            .get(Kind::Pod, Some("default"), "mine")
+            .await
+            .expect("its own pod");
+        mine["spec"]["activeDeadlineSeconds"] = json!(5);
+        let e = node.update(mine).await.expect_err("its pod's spec");
+        assert!(e.to_string().contains("only the status"), "{e}");
+
+        // a dashboard reads but does not write, and never reads secrets
+        dashboard
+            .list(Kind::Pod, Some("default"), None, None)
+            .await
+            .expect("a dashboard lists pods");
+        let e = dashboard
+            .get(Kind::Secret, Some("default"), "used")
+            .await
+            .expect_err("a dashboard reads no secret");
+        assert_eq!(reason(&e), Some(Reason::Forbidden), "{e}");
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "from-dashboard", "namespace": "default"}});
+        assert!(
+            dashboard.create(cm.clone()).await.is_err(),
+            "a dashboard writes nothing"
+        );
+
+        // an identity header a client sets is the server's to overwrite
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(
+            kubus_bus::auth::HEADER_REQUEST_INFO,
+            r#"{"acc":"CLUSTER","user":"admin"}"#,
+        );
+        let body = kubus_bus::codec::encode(&kubus_bus::protocol::ApiRequest::Create {
+            object: cm.clone(),
+            dry_run: false,
+        })
+        .expect("encode");
+        let subject = dashboard.subjects().api(
+            kubus_bus::subject::Verb::Create,
+            Kind::ConfigMap,
+            Some("default"),
+        );
+        // the dashboard may not even publish a create; the node may, and is
+        // refused as itself despite the header
+        let forged = node
+            .nats()
+            .request_with_headers(subject, h, body)
+            .await
+            .expect("an answer");
+        let reply: kubus_bus::protocol::ApiReply =
+            kubus_bus::codec::decode(&forged.payload).expect("a reply");
+        let e = reply.expect_err("a forged header grants nothing");
+        assert!(e.message.contains("system:node:node-1"), "{}", e.message);
+
+        // the bus: a node hears only its own subjects; nobody but those
+        // with `get secrets` hears a Secret's changes
+        let mut node_secrets = node
+            .nats()
+            .subscribe("kubus.kubus.obj.secrets.>")
+            .await
+            .expect("subscribe is sent");
+        let mut dash_secrets = dashboard
+            .nats()
+            .subscribe("kubus.kubus.obj.secrets.>")
+            .await
+            .expect("subscribe is sent");
+        let mut node_other = node
+            .nats()
+            .subscribe("kubus.kubus.node.node-2.pods")
+            .await
+            .expect("subscribe is sent");
+        let mut admin_secrets = admin
+            .nats()
+            .subscribe("kubus.kubus.obj.secrets.>")
+            .await
+            .expect("subscribe");
+        let mut admin_other = admin
+            .nats()
+            .subscribe("kubus.kubus.node.node-2.pods")
+            .await
+            .expect("subscribe");
+        let _ = node.nats().flush().await;
+        let _ = dashboard.nats().flush().await;
+        let _ = admin.nats().flush().await;
+        let mut s = admin
+            .get(Kind::Secret, Some("default"), "unused")
+            .await
+            .expect("secret");
+        s["data"]["k"] = json!("bmV3");
+        admin.update(s).await.expect("update secret");
+        admin
+            .patch(
+                &ObjectRef::new(Kind::Pod, Some("default"), "elsewhere"),
+                json!({"metadata": {"labels": {"touched": "yes"}}}),
+            )
+            .await
+            .expect("patch another node's pod");
+        assert!(next(&mut admin_secrets, Duration::from_secs(5))
+            .await
+            .is_some());
+        assert!(next(&mut admin_other, Duration::from_secs(5))
+            .await
+            .is_some());
+        assert!(
+            next(&mut node_secrets, QUIET).await.is_none(),
+            "a node heard a Secret"
+        );
+        assert!(
+            next(&mut dash_secrets, QUIET).await.is_none(),
+            "a dashboard heard a Secret"
+        );
+        assert!(
+            next(&mut node_other, QUIET).await.is_none(),
+            "node-1 heard node-2's pods"
+        );
+
+        // a request whose reply subject is not an inbox is dropped: the
+        // agent would otherwise publish its answer there with its rights
+        let mut spoofed = admin
+            .nats()
+            .subscribe("kubus.kubus.manifests")
+            .await
+            .expect("subscribe");
+        let _ = admin.nats().flush().await;
+        let logs = kubus_bus::codec::encode(&kubus_bus::protocol::LogsRequest {
+            namespace: "default".into(),
+            pod: "mine".into(),
+            container: Some("c".into()),
+            limit_bytes: None,
+            previous: false,
+            from_offset: None,
+        })
+        .expect("encode");
+        admin
+            .nats()
+            .publish_with_reply(
+                admin
+                    .subjects()
+                    .agent("node-1", kubus_bus::subject::AgentOp::Logs),
+                "kubus.kubus.manifests",
+                logs,
+            )
+            .await
+            .expect("publish");
+        let _ = admin.nats().flush().await;
+        // the only message on the subject is none: the agent answered nothing
+        assert!(
+            next(&mut spoofed, QUIET).await.is_none(),
+            "a spoofed reply was sent"
+        );
+
+        // the gateway acts for users it authenticates; a node may not
+        let alice = UserInfo {
+            name: "alice".into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        let as_alice = gateway.impersonating(&alice);
+        let e = as_alice
+            .list(Kind::Pod, Some("default"), None, None)
+            .await
+            .expect_err("alice has no role yet");
+        assert_eq!(reason(&e), Some(Reason::Forbidden), "{e}");
+        let e = node
+            .impersonating(&UserInfo {
+                name: "kubus-admin".into(),
+                groups: vec!["system:masters".into()],
+            })
+            .list(Kind::Secret, Some("default"), None, None)
+            .await
+            .expect_err("a node impersonates nobody");
+        assert_eq!(reason(&e), Some(Reason::Forbidden), "{e}");
+    });
+
+    // a RoleBinding counts from the next request, without a restart
+    c.kubus_ok(&[
+        "create",
+        "rolebinding",
+        "alice-views",
+        "--clusterrole=view",
+        "--user=alice",
+    ]);
+    let as_alice = gateway.impersonating(&UserInfo {
+        name: "alice".into(),
+        groups: vec!["system:authenticated".into()],
+    });
+    rt.block_on(async {
+        as_alice
+            .list(Kind::Pod, Some("default"), None, None)
+            .await
+            .expect("alice views once bound");
+        let e = as_alice
+            .list(Kind::Pod, Some("kube-system"), None, None)
+            .await
+            .expect_err("only in the binding's namespace");
+        assert_eq!(reason(&e), Some(Reason::Forbidden), "{e}");
+    });
+    let can = |args: &[&str]| c.kubus(&[&["auth", "can-i"], args].concat());
+    assert!(can(&["list", "pods", "--as", "alice"]).status.success());
+    let no = can(&["delete", "pods", "--as", "alice"]);
+    assert_eq!(no.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&no.stdout).trim(), "no");
+    c.kubus_ok(&["delete", "rolebinding", "alice-views"]);
+    rt.block_on(async {
+        let e = as_alice
+            .list(Kind::Pod, Some("default"), None, None)
+            .await
+            .expect_err("unbound again");
+        assert_eq!(reason(&e), Some(Reason::Forbidden), "{e}");
+    });
+
+    // RBAC is compiled into the bus grants too: bound to a ClusterRole that
+    // reads Secrets, the connected dashboard hears their changes (it
+    // subscribes again; nothing restarts); unbound, it stops hearing them
+    c.kubus_ok(&[
+        "create",
+        "clusterrole",
+        "secret-reader",
+        "--verb=get,list,watch",
+        "--resource=secrets",
+    ]);
+    c.kubus_ok(&[
+        "create",
+        "clusterrolebinding",
+        "dashboards-read-secrets",
+        "--clusterrole=secret-reader",
+        "--group=kubus:dashboards",
+    ]);
+    let touch = |n: u32| {
+        c.kubus_ok(&[
+            "annotate",
+            "secret",
+            "unused",
+            &format!("n={n}"),
+            "--overwrite",
+        ]);
+    };
+    let heard = rt.block_on(async {
+        for attempt in 0..20u32 {
+            let mut sub = dashboard
+                .nats()
+                .subscribe("kubus.kubus.obj.secrets.>")
+                .await
+                .expect("subscribe is sent");
+            let _ = dashboard.nats().flush().await;
+            touch(attempt);
+            if next(&mut sub, Duration::from_millis(500)).await.is_some() {
+                return Some((attempt, sub));
+            }
+        }
+        None
+    });
+    let (attempt, mut sub) =
+        heard.unwrap_or_else(|| panic!("the dashboard never heard a Secret: {}", c.log()));
+    rt.block_on(async {
+        dashboard
+            .get(Kind::Secret, Some("default"), "unused")
+            .await
+            .expect("and reads them through the API");
+    });
+    c.kubus_ok(&["delete", "clusterrolebinding", "dashboards-read-secrets"]);
+    let stopped = rt.block_on(async {
+        for n in 0..20u32 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            while next(&mut sub, Duration::from_millis(50)).await.is_some() {}
+            touch(attempt + 100 + n);
+            if next(&mut sub, Duration::from_millis(700)).await.is_none() {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(
+        stopped,
+        "the dashboard still hears Secrets after its binding went"
+    );
+
+    // RBAC from the CLI: a Role with a resource name, bound to a group
+    c.kubus_ok(&[
+        "create",
+        "role",
+        "one-cm",
+        "--verb=get",
+        "--resource=configmaps",
+        "--resource-name=allowed",
+    ]);
+    c.kubus_ok(&[
+        "create",
+        "rolebinding",
+        "team-one-cm",
+        "--role=one-cm",
+        "--group=team",
+    ]);
+    let can_team = |verb: &str, what: &str| {
+        c.kubus(&[
+            "auth",
+            "can-i",
+            verb,
+            what,
+            "--as",
+            "bob",
+            "--as-group",
+            "team",
+        ])
+        .status
+        .success()
+    };
+    assert!(can_team("get", "configmaps/allowed"));
+    assert!(!can_team("get", "configmaps/other"));
+    assert!(!can_team("list", "configmaps"));
+    let whoami = c.kubus_ok(&["auth", "whoami"]);
+    assert!(
+        whoami.contains("kubus-admin") && whoami.contains("system:masters"),
+        "{whoami}"
+    );
+    let bad = c.kubus(&[
+        "create",
+        "rolebinding",
+        "x",
+        "--role=r",
+        "--clusterrole=v",
+        "--user=u",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("exactly one of --role and --clusterrole")
+    );
+    let refused = c.kubus(&[
+        "create",
+        "clusterrolebinding",
+        "x",
+        "--clusterrole=view",
+        "--serviceaccount=robot",
+    ]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("expected NAMESPACE:NAME"));
+    let rows = c.kubus_ok(&["get", "rolebindings", "-o", "wide"]);
+    assert!(
+        rows.contains("Role/one-cm") && rows.contains("team"),
+        "{rows}"
+    );
+}
+
+/// A machine joins with the join token and gets a node identity of its
+/// own; a wrong token is refused, naming it.
+#[test]
+fn a_node_joins_with_the_join_token_and_only_with_it() {
+    let c = Cluster::start();
+    let bad_dir = c.dir.path().join("bad");
+    let out = std::process::Command::new(kubus_tests::kubus_bin())
+        .args(["node", "--roles", "worker", "--node-name", "intruder"])
+        .args(["--runtime", "process", "--process-network", "host"])
+        .args(["--nats", &c.nats_url, "--join-token", "not-the-token"])
+        .arg("--data-dir")
+        .arg(&bad_dir)
+        .output()
+        .expect("kubus node");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("join token"), "{err}");
+    // anonymous: refused by the server
+    let anonymous = std::process::Command::new(kubus_tests::kubus_bin())
+        .args(["get", "pods", "--nats", &c.nats_url])
+        .env("KUBUS_HOME", c.dir.path().join("nobody"))
+        .output()
+        .expect("kubus get");
+    assert!(
+        !anonymous.status.success(),
+        "an anonymous client was served"
+    );
+
+    let _w = c.worker("joiner");
+    wait_for(Duration::from_secs(40), || {
+        c.items("nodes")
+            .iter()
+            .any(|n| {
+                n["metadata"]["name"] == "joiner"
+                    && n["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter()
+                            .any(|x| x["type"] == "Ready" && x["status"] == "True")
+                    })
+            })
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the joined node is Ready: {}", c.log()));
+    let joined = c.dir.path().join("joiner/data/bus/node-joiner.json");
+    assert!(joined.is_file(), "its credentials are kept");
+    let v: Value = serde_json::from_slice(&std::fs::read(joined).expect("read")).expect("json");
+    assert_eq!(v["user"], "node-joiner");
+}
