@@ -19,6 +19,7 @@ packages=(
   etcd-server                 # etcd 3.4, the baseline `kubus bench store` starts beside kubus
   busybox-static              # the local test image (deploy/build-test-image.sh)
   mmdebstrap                  # nginx/redis/shell images from Debian packages (deploy/build-images.sh)
+  tcpdump                     # the security test captures the bus port (no plaintext Secret with TLS)
 )
 
 missing=()

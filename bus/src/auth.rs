@@ -193,12 +193,51 @@ pub type JoinReply = Result<Credentials, kubus_api::ApiError>;
 pub struct Credentials {
     pub user: String,
     pub password: String,
+    /// The PEM certificate of the CA that signed the bus server's, when the
+    /// bus speaks TLS: the client then requires TLS and trusts this CA
+    /// alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 impl Credentials {
     pub fn inbox_prefix(&self) -> String {
         inbox_prefix(&self.user)
     }
+}
+
+/// Why a TLS client configuration cannot be made.
+#[derive(Debug, thiserror::Error)]
+#[error("the bus CA certificate: {0}")]
+pub struct TlsError(String);
+
+/// A rustls client configuration that trusts the CA of `ca_pem` alone.
+pub fn tls_client_config(ca_pem: &str) -> Result<rustls::ClientConfig, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let mut found = 0;
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| TlsError(e.to_string()))?;
+        roots.add(cert).map_err(|e| TlsError(e.to_string()))?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err(TlsError("no PEM certificate".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The files of the bus server's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert_file: String,
+    pub key_file: String,
 }
 
 /// Allowed and denied subjects (NATS wildcards) of one direction.
@@ -288,6 +327,10 @@ pub fn permissions(id: &Identity, s: &Subjects, view: Option<&[Readable]>) -> Pe
                     format!("{root}.store.>"),
                     format!("{root}.api.>"),
                     format!("{root}.manifests"),
+                    // the replies to CLUSTER's requests, named outright: the
+                    // grant `allow_responses` gives lapses when the server
+                    // reloads, and an answer under way would be refused
+                    format!("{IMPORT_REPLY_PREFIX}>"),
                 ],
                 deny: vec![],
             },
@@ -321,7 +364,16 @@ pub fn permissions(id: &Identity, s: &Subjects, view: Option<&[Readable]>) -> Pe
             subscribe.extend(NODE_WATCHED.iter().map(|k| s.obj_all(*k)));
             Permissions {
                 publish: Grant {
-                    allow: vec![format!("{root}.api.>"), s.review(), own],
+                    allow: vec![
+                        format!("{root}.api.>"),
+                        s.review(),
+                        own,
+                        // the inboxes of those who ask an agent (logs, exec,
+                        // port-forward), named outright for the same reason
+                        // as the store's replies
+                        format!("{}.>", inbox_prefix(&Identity::Admin.user())),
+                        format!("{}.>", inbox_prefix(&Identity::Gateway.user())),
+                    ],
                     deny: vec![s.node_pods(name)],
                 },
                 subscribe: Grant {
@@ -435,11 +487,20 @@ fn user_block(u: &ServerUser) -> String {
     )
 }
 
-/// The `accounts` section of a nats-server configuration for cluster `s`
-/// with `users` (listen address and the rest are the caller's).
-pub fn server_config(s: &Subjects, users: &[ServerUser]) -> String {
+/// The `accounts` section (and, with `tls`, the `tls` section) of a
+/// nats-server configuration for cluster `s` with `users` (the listen
+/// address is the caller's).
+pub fn server_config(s: &Subjects, users: &[ServerUser], tls: Option<&ServerTls>) -> String {
     let root = s.root();
-    let mut out = String::from("# written by kubus; do not edit (regenerated)\naccounts {\n");
+    let mut out = String::from("# written by kubus; do not edit (regenerated)\n");
+    if let Some(t) = tls {
+        out.push_str(&format!(
+            "tls {{\n  cert_file: {}\n  key_file: {}\n  timeout: 5\n}}\n",
+            quoted(&t.cert_file),
+            quoted(&t.key_file)
+        ));
+    }
+    out.push_str("accounts {\n");
     for account in [STORE_ACCOUNT, CLUSTER_ACCOUNT] {
         out.push_str(&format!("  {account}: {{\n    users: [\n"));
         for u in users.iter().filter(|u| u.identity.account() == account) {
@@ -553,6 +614,10 @@ mod tests {
         assert!(!p.subscribe.allow.iter().any(|a| a.contains("node.*")));
         assert!(p.publish.deny.contains(&"kubus.c.node.n1.pods".to_string()));
         assert!(p.subscribe.allow.contains(&"_INBOX_node-n1.>".to_string()));
+        // replies are granted outright: a reload drops what allow_responses gave
+        let store = permissions(&Identity::Store(1), &s, None);
+        assert!(store.publish.allow.contains(&"_R_.>".to_string()));
+        assert!(p.publish.allow.contains(&"_INBOX_gateway.>".to_string()));
         let d = permissions(&Identity::Dashboard, &s, None);
         assert!(d
             .subscribe
@@ -575,7 +640,15 @@ mod tests {
                 password_hash: "$2b$04$abc".into(),
             })
             .collect();
-        let text = server_config(&s, &users);
+        let text = server_config(
+            &s,
+            &users,
+            Some(&ServerTls {
+                cert_file: "/d/s.crt".into(),
+                key_file: "/d/s.key".into(),
+            }),
+        );
+        assert!(text.contains("tls {\n  cert_file: \"/d/s.crt\"\n"));
         assert!(text.contains("{service: \"kubus.c.api.>\", response_type: singleton}"));
         assert!(
             text.contains("{service: {account: STORE, subject: \"kubus.c.api.>\"}, share: true}")

@@ -239,6 +239,11 @@ impl Client {
             options = options
                 .user_and_password(c.user.clone(), c.password.clone())
                 .custom_inbox_prefix(c.inbox_prefix());
+            if let Some(ca) = &c.ca {
+                let tls = crate::auth::tls_client_config(ca)
+                    .map_err(|e| ClientError::Nats(e.to_string()))?;
+                options = options.tls_client_config(tls).require_tls(true);
+            }
         }
         let nats = options
             .connect(servers)

@@ -43,6 +43,9 @@ pub struct BusSecrets {
     /// The dashboard's change streams, compiled from RBAC ([`follow_rbac`];
     /// None until then: every change but Secrets').
     dashboard_view: Option<Vec<auth::Readable>>,
+    /// The server's TLS files and the CA clients trust, when the bus
+    /// speaks TLS.
+    tls: Option<(auth::ServerTls, String)>,
 }
 
 /// Write `bytes` to `path` (through a temporary file), readable by the
@@ -102,6 +105,7 @@ impl BusSecrets {
             dir,
             file,
             dashboard_view: None,
+            tls: None,
         };
         for id in ids {
             secrets.add(id)?;
@@ -130,14 +134,16 @@ impl BusSecrets {
         &self.dir
     }
 
-    /// Write the join token (the `bootstrap` user's password) to
+    /// Write the join token (the `bootstrap` user's password; with TLS,
+    /// followed by the CA certificate a joining machine must trust) to
     /// `<dir>/join-token` and return that path.
     pub fn write_join_token(&self) -> anyhow::Result<Option<PathBuf>> {
         let Some(c) = self.credentials(&Identity::Bootstrap) else {
             return Ok(None);
         };
         let path = self.dir.join("join-token");
-        write_private(&path, format!("{}\n", c.password).as_bytes())?;
+        let text = format!("{}\n{}", c.password, c.ca.unwrap_or_default());
+        write_private(&path, text.as_bytes())?;
         Ok(Some(path))
     }
 
@@ -146,7 +152,37 @@ impl BusSecrets {
         self.file.users.get(&id.user()).map(|s| Credentials {
             user: id.user(),
             password: s.password.clone(),
+            ca: self.tls.as_ref().map(|(_, ca)| ca.clone()),
         })
+    }
+
+    /// Serve the bus over TLS with the server certificate and key of
+    /// `pki` (written under `<dir>/tls/`); every credentials file written
+    /// from now on names the CA. Call before writing the configuration.
+    pub fn enable_tls(&mut self, pki: &kubus_gateway::pki::Pki) -> anyhow::Result<()> {
+        let dir = self.dir.join("tls");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        write_private(&cert, pki.server_cert.as_bytes())?;
+        write_private(&key, pki.server_key.as_bytes())?;
+        write_private(&dir.join("ca.crt"), pki.ca_cert.as_bytes())?;
+        self.tls = Some((
+            auth::ServerTls {
+                cert_file: cert.display().to_string(),
+                key_file: key.display().to_string(),
+            },
+            pki.ca_cert.clone(),
+        ));
+        let users: Vec<Identity> = self
+            .file
+            .users
+            .keys()
+            .filter_map(|u| Identity::from_user(u))
+            .collect();
+        for id in &users {
+            self.write_credentials(id)?;
+        }
+        Ok(())
     }
 
     fn write_credentials(&self, id: &Identity) -> anyhow::Result<()> {
@@ -180,7 +216,8 @@ impl BusSecrets {
             })
             .collect();
         let path = self.dir.join("nats.conf");
-        write_private(&path, auth::server_config(subjects, &users).as_bytes())?;
+        let tls = self.tls.as_ref().map(|(t, _)| t);
+        write_private(&path, auth::server_config(subjects, &users, tls).as_bytes())?;
         Ok(path)
     }
 }
@@ -355,18 +392,34 @@ async fn compile(client: &kubus_bus::Client) -> anyhow::Result<Vec<auth::Readabl
     ))
 }
 
-/// Join a cluster's bus at `url` with its join `token` as node `node`:
-/// its credentials, written to `dir` (the node's credentials directory).
+/// A join token as `kubus up` writes it: the token on the first line,
+/// then (with TLS) the CA certificate to trust.
+pub fn parse_join_token(text: &str) -> (String, Option<String>) {
+    let (token, rest) = text
+        .trim_start()
+        .split_once('\n')
+        .unwrap_or((text.trim(), ""));
+    let ca = rest
+        .contains("-----BEGIN CERTIFICATE-----")
+        .then(|| rest.trim().to_string() + "\n");
+    (token.trim().to_string(), ca)
+}
+
+/// Join a cluster's bus at `url` with its join token (`token_text`, as
+/// [`parse_join_token`] reads it) as node `node`: its credentials,
+/// written to `dir` (the node's credentials directory).
 pub async fn join(
     url: &str,
     cluster: &str,
-    token: &str,
+    token_text: &str,
     node: &str,
     dir: &Path,
 ) -> anyhow::Result<Credentials> {
+    let (token, ca) = parse_join_token(token_text);
     let bootstrap = Credentials {
         user: Identity::Bootstrap.user(),
-        password: token.trim().to_string(),
+        password: token,
+        ca,
     };
     let client = kubus_bus::Client::connect_as(url, cluster, Some(&bootstrap))
         .await
@@ -421,5 +474,10 @@ mod tests {
         assert!(text.contains("\"node-n1\""));
         assert!(!text.contains(&admin.password));
         assert!(bcrypt::verify(&admin.password, &a.file.users["admin"].hash).expect("verify"));
+        assert_eq!(parse_join_token("tok\n"), ("tok".to_string(), None));
+        let (t, ca) =
+            parse_join_token("tok\n-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n");
+        assert_eq!(t, "tok");
+        assert!(ca.is_some_and(|c| c.starts_with("-----BEGIN CERTIFICATE-----")));
     }
 }

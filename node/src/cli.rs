@@ -438,6 +438,16 @@ pub struct UpArgs {
     /// cluster) instead of starting one.
     #[arg(long)]
     pub nats: Option<String>,
+    /// Where the embedded bus listens (default 127.0.0.1 on a free port;
+    /// port 0: a free port). Other machines reach it for `kubus node
+    /// --join-token-file` when it is not loopback; TLS is then on.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub bus_address: Option<std::net::SocketAddr>,
+    /// Speak TLS on the embedded bus also on loopback (always on
+    /// otherwise); its certificate is signed by the cluster's CA
+    /// (`<data-dir>/pki`), which every credentials file names.
+    #[arg(long)]
+    pub bus_tls: bool,
     /// The worker's node name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,

@@ -200,11 +200,29 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             path.display()
         );
     }
+    let bind = args
+        .bus_address
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut secrets = secrets;
+    if let Some(s) = secrets.as_mut() {
+        // TLS wherever the bus is reachable from elsewhere (or asked for)
+        if args.bus_tls || !bind.ip().is_loopback() {
+            let mut extra = args.api.api_san.clone();
+            if !bind.ip().is_unspecified() {
+                extra.push(bind.ip().to_string());
+            }
+            let names = kubus_gateway::pki::default_names(&node_name, &extra);
+            let pki = kubus_gateway::pki::load_or_create(&data_dir.join("pki"), &names)
+                .context("the bus's TLS certificate")?;
+            s.enable_tls(&pki)?;
+        }
+    }
     let nats = match &secrets {
         None => None,
         Some(secrets) => {
             let conf = secrets.write_server_config(&Subjects::new(&args.cluster))?;
-            Some(Arc::new(Mutex::new(NatsServer::start(
+            Some(Arc::new(Mutex::new(NatsServer::start_on(
+                bind,
                 &data_dir.join("nats-server.log"),
                 Some(&conf),
             )?)))

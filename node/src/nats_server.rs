@@ -16,6 +16,7 @@ pub const RESTARTS_MAX: u32 = 5;
 
 pub struct NatsServer {
     child: Child,
+    host: std::net::IpAddr,
     port: u16,
     log: std::path::PathBuf,
     /// The configuration file (kubus's accounts and users), if any.
@@ -25,11 +26,22 @@ pub struct NatsServer {
 
 /// A port on 127.0.0.1 that nobody listens on right now.
 pub fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
+    free_port_on("127.0.0.1".parse()?)
+}
+
+/// A port on `host` that nobody listens on right now.
+fn free_port_on(host: std::net::IpAddr) -> anyhow::Result<u16> {
+    let l =
+        TcpListener::bind((host, 0)).with_context(|| format!("finding a free port on {host}"))?;
     Ok(l.local_addr()?.port())
 }
 
-fn spawn(port: u16, log: &Path, config: Option<&Path>) -> anyhow::Result<Child> {
+fn spawn(
+    host: std::net::IpAddr,
+    port: u16,
+    log: &Path,
+    config: Option<&Path>,
+) -> anyhow::Result<Child> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -40,7 +52,7 @@ fn spawn(port: u16, log: &Path, config: Option<&Path>) -> anyhow::Result<Child> 
         cmd.arg("-c").arg(c);
     }
     // the flags win over the file
-    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
+    cmd.args(["-a", &host.to_string(), "-p", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
@@ -50,8 +62,8 @@ fn spawn(port: u16, log: &Path, config: Option<&Path>) -> anyhow::Result<Child> 
         )
 }
 
-fn wait_ready(child: &mut Child, port: u16) -> anyhow::Result<()> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+fn wait_ready(child: &mut Child, host: std::net::IpAddr, port: u16) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(local_to(host), port);
     let deadline = Instant::now() + READY_TIMEOUT;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
@@ -69,9 +81,22 @@ impl NatsServer {
     /// Start a nats-server on a free loopback port, with configuration
     /// file `config`; its output goes to `log`.
     pub fn start(log: &Path, config: Option<&Path>) -> anyhow::Result<NatsServer> {
-        let port = free_port()?;
-        let mut child = spawn(port, log, config)?;
-        if let Err(e) = wait_ready(&mut child, port) {
+        NatsServer::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), log, config)
+    }
+
+    /// [`NatsServer::start`] listening on `bind` (port 0: a free one).
+    pub fn start_on(
+        bind: SocketAddr,
+        log: &Path,
+        config: Option<&Path>,
+    ) -> anyhow::Result<NatsServer> {
+        let host = bind.ip();
+        let port = match bind.port() {
+            0 => free_port_on(host)?,
+            p => p,
+        };
+        let mut child = spawn(host, port, log, config)?;
+        if let Err(e) = wait_ready(&mut child, host, port) {
             let _ = child.kill();
             let _ = child.wait();
             return Err(e);
@@ -79,6 +104,7 @@ impl NatsServer {
         info!(port, pid = child.id(), "nats-server started");
         Ok(NatsServer {
             child,
+            host,
             port,
             log: log.to_path_buf(),
             config: config.map(Path::to_path_buf),
@@ -90,8 +116,9 @@ impl NatsServer {
         self.child.id()
     }
 
+    /// Where clients on this machine reach the server.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}", SocketAddr::new(local_to(self.host), self.port))
     }
 
     /// Restart the server on the same port if it died. Errors once the
@@ -108,8 +135,8 @@ impl NatsServer {
         }
         self.restarts += 1;
         warn!(%status, restarts = self.restarts, "nats-server exited; restarting");
-        let mut child = spawn(self.port, &self.log, self.config.as_deref())?;
-        wait_ready(&mut child, self.port)?;
+        let mut child = spawn(self.host, self.port, &self.log, self.config.as_deref())?;
+        wait_ready(&mut child, self.host, self.port)?;
         self.child = child;
         Ok(())
     }
@@ -134,6 +161,16 @@ impl NatsServer {
             nix::sys::signal::Signal::SIGTERM,
             Duration::from_secs(1),
         );
+    }
+}
+
+/// The address a client on this machine uses for a server bound to
+/// `host` (a wildcard bind is reached on loopback).
+fn local_to(host: std::net::IpAddr) -> std::net::IpAddr {
+    if host.is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        host
     }
 }
 

@@ -487,7 +487,25 @@ fn a_node_joins_with_the_join_token_and_only_with_it() {
         "an anonymous client was served"
     );
 
+    // requests under way while the join reloads the server are answered
+    // (the store's replies are granted outright; a reload once dropped them)
+    let (rt, admin) = c.bus_client();
+    let busy = rt.spawn(async move {
+        let mut failed = Vec::new();
+        for _ in 0..300 {
+            if let Err(e) = admin.list(kubus_api::Kind::Node, None, None, None).await {
+                failed.push(e.to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        failed
+    });
     let _w = c.worker("joiner");
+    let failed = rt.block_on(busy).expect("the request loop");
+    assert!(
+        failed.is_empty(),
+        "requests lost across the reload: {failed:?}"
+    );
     wait_for(Duration::from_secs(40), || {
         c.items("nodes")
             .iter()
@@ -505,4 +523,70 @@ fn a_node_joins_with_the_join_token_and_only_with_it() {
     assert!(joined.is_file(), "its credentials are kept");
     let v: Value = serde_json::from_slice(&std::fs::read(joined).expect("read")).expect("json");
     assert_eq!(v["user"], "node-joiner");
+}
+
+/// With TLS on the bus, a capture of its port holds no Secret value; the
+/// same capture without TLS does (so the capture is known to see them).
+#[test]
+fn with_tls_no_secret_crosses_the_bus_in_the_clear() {
+    if !kubus_tests::is_root() || !std::path::Path::new("/usr/bin/tcpdump").exists() {
+        eprintln!("security: bus capture skipped (needs root and tcpdump; CI has both)");
+        return;
+    }
+    const PLAIN: &str = "CANARY-plaintext-7f3a";
+    // what the Secret's data holds on the wire: the value in base64
+    const ENCODED: &str = "Q0FOQVJZLXBsYWludGV4dC03ZjNh";
+    for tls in [false, true] {
+        let c = if tls {
+            Cluster::start_with(&["--bus-tls"])
+        } else {
+            Cluster::start()
+        };
+        let port = c
+            .nats_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("the bus port");
+        let capture = c.dir.path().join("bus.pcap");
+        let mut dump = kubus_tests::Proc::spawn(
+            std::process::Command::new("tcpdump")
+                .args(["-i", "lo", "-U", "-n", "-w"])
+                .arg(&capture)
+                .arg(format!("tcp port {port}")),
+            &c.dir.path().join("tcpdump.log"),
+        );
+        wait_for(Duration::from_secs(10), || {
+            std::fs::metadata(&capture)
+                .ok()
+                .filter(|m| m.len() > 0)
+                .map(|_| ())
+        })
+        .expect("tcpdump writes its capture");
+        c.kubus_ok(&[
+            "create",
+            "secret",
+            "generic",
+            "canary",
+            &format!("--from-literal=k={PLAIN}"),
+        ]);
+        let shown = c.kubus_ok(&["get", "secret", "canary", "-o", "json"]);
+        assert!(shown.contains(ENCODED), "{shown}");
+        std::thread::sleep(Duration::from_secs(1));
+        dump.kill9();
+        let bytes = std::fs::read(&capture).expect("the capture");
+        let holds = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+        let seen = holds(PLAIN) || holds(ENCODED);
+        assert!(
+            bytes.len() > 1000,
+            "the capture saw the traffic ({} bytes)",
+            bytes.len()
+        );
+        assert_eq!(
+            seen,
+            !tls,
+            "tls {tls}: the Secret's value {} in the capture",
+            if seen { "is" } else { "is not" }
+        );
+    }
 }
