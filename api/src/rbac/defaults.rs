@@ -200,27 +200,29 @@ pub fn objects() -> Vec<Value> {
     ]
 }
 
+/// The index of the default objects alone (what a fresh cluster
+/// authorizes with).
+pub fn index() -> super::Index {
+    let objects = objects();
+    let of = |kind: &str| -> Vec<Value> {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    super::Index::build(
+        &of("Role"),
+        &of("ClusterRole"),
+        &of("RoleBinding"),
+        &of("ClusterRoleBinding"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::{Attributes, Index, UserInfo};
+    use super::super::{Attributes, UserInfo};
     use super::*;
-
-    fn index() -> Index {
-        let objects = objects();
-        let of = |kind: &str| -> Vec<Value> {
-            objects
-                .iter()
-                .filter(|o| o["kind"] == kind)
-                .cloned()
-                .collect()
-        };
-        Index::build(
-            &of("Role"),
-            &of("ClusterRole"),
-            &of("RoleBinding"),
-            &of("ClusterRoleBinding"),
-        )
-    }
 
     #[test]
     fn admin_takes_edit_which_takes_view() {

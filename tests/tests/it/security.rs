@@ -629,20 +629,7 @@ fn the_permission_matrix_holds_on_the_real_server() {
     })
     .unwrap_or_else(|| panic!("the dashboard's grants are compiled: {}", c.log()));
     let subjects = kubus_bus::Subjects::new("kubus");
-    let defaults = kubus_api::rbac::defaults::objects();
-    let of = |kind: &str| -> Vec<Value> {
-        defaults
-            .iter()
-            .filter(|o| o["kind"] == kind)
-            .cloned()
-            .collect()
-    };
-    let index = kubus_api::rbac::Index::build(
-        &of("Role"),
-        &of("ClusterRole"),
-        &of("RoleBinding"),
-        &of("ClusterRoleBinding"),
-    );
+    let index = kubus_api::rbac::defaults::index();
     let view = readable(&index, &Identity::Dashboard.user_info(), &[]);
     let cells = [
         "kubus.kubus.api.get.pods.default",
