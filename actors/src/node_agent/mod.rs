@@ -1902,18 +1902,7 @@ impl<R: Runtime> NodeAgent<R> {
                     )));
                 }
             };
-            let side = kubus_bus::stream::Side::subscribe(
-                &nats,
-                &subjects,
-                &node,
-                &req.stream,
-                StreamEnd::Acceptor,
-            )
-            .await;
-            let side = match side {
-                Ok(s) => s,
-                Err(e) => return Err(ApiError::internal(format!("port-forward stream: {e}"))),
-            };
+            let side = accept_stream(&nats, &subjects, &node, &req.stream, "port-forward").await?;
             tokio::spawn(async move {
                 if let Err(e) = side.run(tcp).await {
                     debug!(error = %e, "port-forward stream ended");
@@ -2002,18 +1991,7 @@ impl<R: Runtime> NodeAgent<R> {
                 }
                 Err(e) => return Err(ApiError::internal(format!("exec in {container:?}: {e}"))),
             };
-            let side = kubus_bus::stream::Side::subscribe(
-                &nats,
-                &subjects,
-                &node,
-                &req.stream,
-                StreamEnd::Acceptor,
-            )
-            .await;
-            let side = match side {
-                Ok(s) => s,
-                Err(e) => return Err(ApiError::internal(format!("exec stream: {e}"))),
-            };
+            let side = accept_stream(&nats, &subjects, &node, &req.stream, "exec").await?;
             tokio::spawn(async move {
                 exec_session::carry(process, side).await;
                 drop(permit);
@@ -2444,6 +2422,20 @@ impl<R: Runtime> Handler<Shutdown> for NodeAgent<R> {
             let _ = unmounted.await;
         })
     }
+}
+
+/// This agent's side of byte stream `id` (a port-forward's or an exec
+/// session's: `what`), subscribed before the opener is answered.
+async fn accept_stream(
+    nats: &async_nats::Client,
+    subjects: &kubus_bus::Subjects,
+    node: &str,
+    id: &str,
+    what: &str,
+) -> Result<kubus_bus::stream::Side, ApiError> {
+    kubus_bus::stream::Side::subscribe(nats, subjects, node, id, StreamEnd::Acceptor)
+        .await
+        .map_err(|e| ApiError::internal(format!("{what} stream: {e}")))
 }
 
 #[cfg(test)]

@@ -201,11 +201,13 @@ impl Access {
         if user.in_group(rbac::MASTERS) {
             return Ok(());
         }
-        let exists = store.get(&object.key()).ok().flatten().is_some();
-        let verb = if exists { "patch" } else { "create" };
-        let a = Attributes::new(verb, object.kind.group(), object.kind.resource())
-            .in_namespace(object.namespace.as_deref())
-            .named(Some(&object.name));
+        let a = Attributes::new(
+            apply_verb(store, object),
+            object.kind.group(),
+            object.kind.resource(),
+        )
+        .in_namespace(object.namespace.as_deref())
+        .named(Some(&object.name));
         match self.decide(store, user, &a, None) {
             Decision::Allow => Ok(()),
             Decision::Deny(why) => Err(forbidden(why)),
@@ -237,14 +239,10 @@ pub fn attributes(
     };
     let (k8s_verb, subresource) = match verb {
         Verb::Evict => ("create", "eviction"),
-        // server-side apply: a patch, or a create of what is not there
-        Verb::Apply => {
-            let exists = name.as_deref().is_some_and(|n| {
-                let r = ObjectRef::new(kind, namespace, n);
-                store.get(&r.key()).ok().flatten().is_some()
-            });
-            (if exists { "patch" } else { "create" }, "")
-        }
+        Verb::Apply => match name.as_deref() {
+            Some(n) => (apply_verb(store, &ObjectRef::new(kind, namespace, n)), ""),
+            None => ("create", ""),
+        },
         other => (other.as_str(), ""),
     };
     let a = Attributes::new(k8s_verb, kind.group(), kind.resource())
@@ -252,6 +250,16 @@ pub fn attributes(
         .named(name.as_deref())
         .subresource(subresource);
     (a, field_selector)
+}
+
+/// What applying `object` asks of RBAC: a patch of what is there, a
+/// create of what is not (as Kubernetes' server-side apply).
+fn apply_verb(store: &Store, object: &ObjectRef) -> &'static str {
+    if store.get(&object.key()).ok().flatten().is_some() {
+        "patch"
+    } else {
+        "create"
+    }
 }
 
 /// NodeRestriction: a node's update or patch of a pod keeps its spec.
