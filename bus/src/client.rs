@@ -12,11 +12,12 @@ use serde_json::Value;
 
 use crate::codec::{self, CodecError};
 use crate::protocol::{
-    ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, ExecReply, ExecRequest, ExecResult,
-    ExecStreamReply, ExecStreamRequest, Fence, JsonText, LogChunk, LogsReply, LogsRequest,
-    ManifestReply, MembershipReply, MembershipRequest, PeerStatus, PeerStatusReply,
-    PortForwardReply, PortForwardRequest, ReadResponse, ResourceVersionMatch,
-    EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
+    ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, EncryptionKeys, EncryptionKeysReply,
+    EncryptionKeysRequest, ExecReply, ExecRequest, ExecResult, ExecStreamReply, ExecStreamRequest,
+    Fence, JsonText, LogChunk, LogsReply, LogsRequest, ManifestReply, MembershipReply,
+    MembershipRequest, PeerStatus, PeerStatusReply, PortForwardReply, PortForwardRequest,
+    ReadResponse, ResealReply, Resealed, ResourceVersionMatch, EXEC_TIMEOUT_DEFAULT_SECS,
+    EXEC_TIMEOUT_MAX_SECS,
 };
 use crate::stream::Side;
 use crate::subject::{
@@ -99,6 +100,9 @@ pub const FOLLOW_FAILURES_MAX: u32 = 20;
 /// Pieces of a followed log buffered before the follower waits.
 const FOLLOW_CHUNKS: usize = 16;
 
+/// How long a rewrite of every sealed object may take (batches of a
+/// hundred, each one Raft round).
+const RESEAL_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long one request waits for its reply.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -746,6 +750,33 @@ impl Client {
             .request(
                 self.subjects.store_peer(op, to),
                 &MembershipRequest { peer_id },
+            )
+            .await?;
+        Ok(reply?)
+    }
+
+    /// Asks store peer `to` to read its encryption configuration again
+    /// and make `req`'s changes to it; returns its keys after.
+    pub async fn encryption_keys(
+        &self,
+        to: u64,
+        req: &EncryptionKeysRequest,
+    ) -> Result<EncryptionKeys> {
+        let reply: EncryptionKeysReply = self
+            .request(self.subjects.store_peer(StoreOp::EncryptionKeys, to), req)
+            .await?;
+        Ok(reply?)
+    }
+
+    /// Asks store peer `to` to rewrite every object not sealed with its
+    /// resource's writing key.
+    pub async fn reseal(&self, to: u64) -> Result<Resealed> {
+        let reply: ResealReply = self
+            .request_within(
+                self.subjects.store_peer(StoreOp::Reseal, to),
+                codec::encode(&())?,
+                None,
+                RESEAL_TIMEOUT,
             )
             .await?;
         Ok(reply?)

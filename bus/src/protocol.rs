@@ -461,6 +461,68 @@ pub struct MembershipRequest {
 /// The voters after a membership change.
 pub type MembershipReply = Result<Vec<u64>, ApiError>;
 
+/// Body of `store.encryption-keys.<peer>`: the peer reads its encryption
+/// configuration file again, then makes these changes to it (rotation's
+/// steps: add a key that only reads, then make it the one that writes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionKeysRequest {
+    #[serde(default)]
+    pub add: Option<EncryptionKey>,
+    #[serde(default)]
+    pub promote: Option<String>,
+}
+
+/// A named AES-256 key (`secret`: 32 bytes, base64), as an
+/// `EncryptionConfiguration` file lists it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionKey {
+    pub name: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptionKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A store peer's encryption keys after a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionKeys {
+    pub peer_id: u64,
+    /// The configuration file (`None`: the peer stores everything plain).
+    pub file: Option<String>,
+    /// Every configured key's name.
+    pub keys: Vec<String>,
+    /// Each encrypted resource's store prefix and the key that writes it
+    /// (`None`: written plain).
+    pub writing: Vec<(String, Option<String>)>,
+}
+
+pub type EncryptionKeysReply = Result<EncryptionKeys, ApiError>;
+
+/// What `store.reseal` did: every object of an encrypted resource not
+/// sealed with its writing key was rewritten.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resealed {
+    pub peer_id: u64,
+    /// Objects rewritten.
+    pub rewritten: u64,
+    /// Objects already sealed with their writing key.
+    pub current: u64,
+    /// Before the rewrite: how many objects each key sealed
+    /// (`identity`: plain).
+    pub before: std::collections::BTreeMap<String, u64>,
+}
+
+pub type ResealReply = Result<Resealed, ApiError>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -320,15 +320,22 @@ pub enum StoreOp {
     /// One chunk of a backup file (`kubus store snapshot save`; asked of
     /// one peer, see [`crate::backup`]).
     Snapshot,
+    /// Read, and change, one peer's encryption keys (asked of each peer).
+    EncryptionKeys,
+    /// Rewrite every object not sealed with its resource's writing key
+    /// (asked of the leader).
+    Reseal,
 }
 
 impl StoreOp {
-    pub const ALL: [StoreOp; 5] = [
+    pub const ALL: [StoreOp; 7] = [
         StoreOp::Status,
         StoreOp::AddPeer,
         StoreOp::RemovePeer,
         StoreOp::TransferLeader,
         StoreOp::Snapshot,
+        StoreOp::EncryptionKeys,
+        StoreOp::Reseal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -338,6 +345,8 @@ impl StoreOp {
             StoreOp::RemovePeer => "remove-peer",
             StoreOp::TransferLeader => "transfer-leader",
             StoreOp::Snapshot => "snapshot",
+            StoreOp::EncryptionKeys => "encryption-keys",
+            StoreOp::Reseal => "reseal",
         }
     }
 }

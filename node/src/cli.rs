@@ -149,6 +149,15 @@ pub enum StoreCommand {
     /// restore one into a new data directory (docs/backup.md).
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Rotate the key Secrets are encrypted with: a new AES-GCM key is
+    /// added to every store peer's encryption configuration as a read key,
+    /// then made the writing key, then every Secret is rewritten with it
+    /// (old keys stay listed; remove them from the file once unused).
+    RotateKey,
+    /// Rewrite every encrypted object not sealed with its writing key
+    /// (after editing the encryption configuration on every peer: each
+    /// reads it again first).
+    Reseal,
 }
 
 /// `kubus store snapshot …`, as `etcdctl snapshot save / status / restore`.
@@ -448,6 +457,12 @@ pub struct UpArgs {
     /// (`<data-dir>/pki`), which every credentials file names.
     #[arg(long)]
     pub bus_tls: bool,
+    /// Kubernetes' EncryptionConfiguration file: which resources the store
+    /// keeps encrypted and with which keys (default
+    /// `<data-dir>/encryption-config.yaml`, written with a fresh AES-GCM
+    /// key for Secrets when absent; docs/security.md).
+    #[arg(long, value_name = "FILE")]
+    pub encryption_provider_config: Option<PathBuf>,
     /// The worker's node name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -627,6 +642,12 @@ pub struct NodeArgs {
     /// The join token, read from this file.
     #[arg(long)]
     pub join_token_file: Option<PathBuf>,
+    /// The store role's EncryptionConfiguration (Kubernetes' file; every
+    /// store peer needs the same keys, e.g. a copy of the
+    /// `<data-dir>/encryption-config.yaml` `kubus up` wrote). Without it
+    /// this peer stores Secrets unencrypted.
+    #[arg(long, value_name = "FILE", env = "KUBUS_ENCRYPTION_PROVIDER_CONFIG")]
+    pub encryption_provider_config: Option<PathBuf>,
     #[arg(long, env = "KUBUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     #[arg(long, default_value = "kubus")]

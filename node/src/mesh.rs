@@ -20,12 +20,13 @@ use kubus_actors::runtime::elector::{
 };
 use kubus_actors::runtime::{start_controllers, ControllerSettings, Informers};
 use kubus_actors::scheduler::Scheduler;
+use kubus_actors::store::seal::Keyring;
 use kubus_actors::store::StoreServer;
 use kubus_api::service::ServiceNet;
 use kubus_bus::auth::{Credentials, Identity};
 use kubus_bus::{Client, FenceCell, Subjects};
 use kubus_storage::{Store, StoreConfig};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::api_server::{self, ApiStart};
 use crate::bus_auth::{self, BusSecrets};
@@ -62,6 +63,9 @@ impl Roles {
 }
 
 /// What one mesh node runs.
+/// The encryption configuration `kubus up` keeps in its data directory.
+pub const ENCRYPTION_CONFIG_FILE: &str = "encryption-config.yaml";
+
 pub struct MeshNode {
     pub roles: Roles,
     pub nats_url: String,
@@ -87,6 +91,9 @@ pub struct MeshNode {
     /// The directory of the roles' bus credentials (None: a bus without
     /// kubus's accounts; every connection anonymous).
     pub credentials: Option<PathBuf>,
+    /// The store role's EncryptionConfiguration (None: Secrets stored
+    /// unencrypted).
+    pub encryption_config: Option<PathBuf>,
 }
 
 impl MeshNode {
@@ -172,6 +179,13 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let node_name = args.node_name.unwrap_or_else(config::host_name);
+    // Secrets are encrypted at rest from the first start: the key is made
+    // before the store opens.
+    let encryption_config = args
+        .encryption_provider_config
+        .clone()
+        .unwrap_or_else(|| data_dir.join(ENCRYPTION_CONFIG_FILE));
+    Keyring::load_or_create(&encryption_config)?;
     // our own bus: every identity of this machine's cluster authenticated
     // and confined (docs/security.md)
     let secrets = match &args.nats {
@@ -291,6 +305,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         net,
         api,
         credentials: secrets.as_ref().map(|s| s.dir().to_path_buf()),
+        encryption_config: Some(encryption_config),
     };
     let secrets = secrets.map(|s| Arc::new(Mutex::new(s)));
     let result = run(mesh, nats.clone(), secrets);
@@ -341,6 +356,10 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
             Some(dir)
         }
     };
+    if let Some(path) = &args.encryption_provider_config {
+        // refused now, naming the file and the field, not when the store opens
+        Keyring::load(path)?;
+    }
     let api = api_server::prepare(
         &args.api,
         None,
@@ -372,6 +391,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         net: args.network.net()?,
         api,
         credentials,
+        encryption_config: args.encryption_provider_config,
     };
     run(mesh, None, None)
 }
@@ -811,6 +831,16 @@ async fn start_hollow_nodes(
 /// messages addressed to it, and serves the API from it.
 async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> {
     let dir = mesh.data_dir.join("store");
+    let keys = match &mesh.encryption_config {
+        Some(path) => Keyring::load(path)?,
+        None => {
+            warn!(
+                "no --encryption-provider-config: this store peer keeps Secrets unencrypted \
+                 in its log and RocksDB"
+            );
+            Keyring::plain()
+        }
+    };
     let cfg = StoreConfig {
         log_entries_kept: mesh.log_entries_kept,
         history_retention_revisions: mesh.history.history_retention_revisions,
@@ -824,10 +854,14 @@ async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> 
     raft_transport::serve_peer(client.nats(), &subjects, mesh.peer_id, &store)
         .await
         .context("subscribing to raft messages and snapshot chunk requests")?;
-    let admin =
-        kubus_actors::store::admin::serve(store.clone(), client.nats().clone(), subjects.clone())
-            .await
-            .context("subscribing to store administration")?;
+    let admin = kubus_actors::store::admin::serve(
+        store.clone(),
+        keys.clone(),
+        client.nats().clone(),
+        subjects.clone(),
+    )
+    .await
+    .context("subscribing to store administration")?;
     tokio::spawn(admin);
     let backups =
         kubus_actors::store::backup::serve(store.clone(), client.nats().clone(), subjects)
@@ -841,6 +875,7 @@ async fn start_store(mesh: &MeshNode, client: &Client) -> anyhow::Result<Store> 
         &mesh.cluster,
         mesh.net,
         mesh.credentials.is_some(),
+        keys,
     )
     .await
     .context("store server")?;

@@ -1,12 +1,13 @@
-//! `kubus store status | add-peer N | remove-peer N | transfer-leader N`
-//! and `kubus store snapshot save FILE`: store administration over the
+//! `kubus store status | add-peer N | remove-peer N | transfer-leader N`,
+//! `kubus store rotate-key | reseal` and `kubus store snapshot save
+//! FILE`: store administration over the
 //! bus (`kubus.<c>.store.…`), answered by the store peers. (The offline
 //! `snapshot status` and `restore` are in `backup`.)
 
 use std::time::Duration;
 
-use anyhow::bail;
-use kubus_bus::protocol::PeerStatus;
+use anyhow::{bail, Context};
+use kubus_bus::protocol::{EncryptionKeysRequest, PeerStatus};
 use kubus_bus::subject::StoreOp;
 use kubus_bus::Client;
 
@@ -36,6 +37,8 @@ pub async fn run(client: &Client, cmd: StoreCommand) -> anyhow::Result<()> {
         StoreCommand::Snapshot(other) => {
             bail!("`kubus store snapshot {other:?}` runs offline")
         }
+        StoreCommand::RotateKey => return rotate_key(client, &peers).await,
+        StoreCommand::Reseal => return reseal(client, &peers, None).await,
     };
     let Some(leader) = leader_of(&peers) else {
         bail!(
@@ -46,6 +49,113 @@ pub async fn run(client: &Client, cmd: StoreCommand) -> anyhow::Result<()> {
     let mut voters = client.change_membership(op, leader, peer_id).await?;
     voters.sort_unstable();
     println!("voters: {voters:?}");
+    Ok(())
+}
+
+/// The voters, as the leader knows them; every one must have answered.
+fn all_voters(peers: &[PeerStatus]) -> anyhow::Result<(u64, Vec<u64>)> {
+    let Some(leader) = leader_of(peers) else {
+        bail!(
+            "no store leader known to the {} peer(s) that answered; try again after the election",
+            peers.len()
+        );
+    };
+    let voters = peers
+        .iter()
+        .find(|p| p.peer_id == leader)
+        .map(|p| p.voters.clone())
+        .unwrap_or_default();
+    let missing: Vec<u64> = voters
+        .iter()
+        .copied()
+        .filter(|v| !peers.iter().any(|p| p.peer_id == *v))
+        .collect();
+    if !missing.is_empty() {
+        bail!("store peers {missing:?} did not answer: every voter must take the key, try again when they are up");
+    }
+    Ok((leader, voters))
+}
+
+/// `kubus store rotate-key`: a new key reads on every voter, then writes
+/// on every voter, then every object is resealed with it. A failure
+/// part-way leaves every peer able to read everything: the key is added
+/// everywhere before any peer writes with it.
+async fn rotate_key(client: &Client, peers: &[PeerStatus]) -> anyhow::Result<()> {
+    let (_, voters) = all_voters(peers)?;
+    let name = format!("key-{}", jiff::Timestamp::now().as_second());
+    let add = EncryptionKeysRequest {
+        add: Some(kubus_actors::store::seal::generate_key(&name)),
+        promote: None,
+    };
+    for v in &voters {
+        client.encryption_keys(*v, &add).await.with_context(|| {
+            format!("adding key {name:?} on store peer {v} (nothing writes with it yet)")
+        })?;
+    }
+    println!("key {name:?} added on store peers {voters:?}");
+    let promote = EncryptionKeysRequest {
+        add: None,
+        promote: Some(name.clone()),
+    };
+    for v in &voters {
+        client
+            .encryption_keys(*v, &promote)
+            .await
+            .with_context(|| {
+                format!(
+                    "making {name:?} the writing key on store peer {v} (every peer can read it)"
+                )
+            })?;
+    }
+    println!("key {name:?} writes on store peers {voters:?}");
+    reseal(client, peers, Some(voters)).await
+}
+
+/// `kubus store reseal`: every voter reads its configuration again (unless
+/// `read` says they just did), then the leader rewrites what is not
+/// sealed with the writing key.
+async fn reseal(
+    client: &Client,
+    peers: &[PeerStatus],
+    read: Option<Vec<u64>>,
+) -> anyhow::Result<()> {
+    let (leader, voters) = all_voters(peers)?;
+    if read.is_none() {
+        for v in &voters {
+            let keys = client
+                .encryption_keys(*v, &EncryptionKeysRequest::default())
+                .await
+                .with_context(|| format!("store peer {v} reading its encryption configuration"))?;
+            let writing: Vec<String> = keys
+                .writing
+                .iter()
+                .map(|(prefix, key)| {
+                    format!("{prefix} by {}", key.as_deref().unwrap_or("identity"))
+                })
+                .collect();
+            println!(
+                "store peer {v}: keys {:?}; writes {}",
+                keys.keys,
+                writing.join(", ")
+            );
+        }
+    }
+    let done = client.reseal(leader).await.context("resealing")?;
+    let before: Vec<String> = done
+        .before
+        .iter()
+        .map(|(k, n)| format!("{k}: {n}"))
+        .collect();
+    println!(
+        "resealed {} object(s), {} already current (before: {})",
+        done.rewritten,
+        done.current,
+        if before.is_empty() {
+            "none".to_string()
+        } else {
+            before.join(", ")
+        }
+    );
     Ok(())
 }
 

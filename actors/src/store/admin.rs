@@ -1,7 +1,9 @@
 //! Store administration on the bus: each store peer answers
 //! `kubus.<c>.store.<op>` (every peer) and `kubus.<c>.store.<op>.<peer-id>`
 //! (this peer) — `status` with its [`PeerStatus`]; `add-peer`,
-//! `remove-peer` and `transfer-leader` on the leader.
+//! `remove-peer` and `transfer-leader` on the leader; `encryption-keys`
+//! (each peer's keys, changed by rotation) and `reseal` (rewrite what is
+//! not sealed with the writing key).
 //!
 //! Decisions are pure ([`peer_status`], [`membership_refusal`],
 //! [`membership_error`]); [`serve`] only routes requests and replies.
@@ -12,10 +14,20 @@
 use futures::StreamExt;
 use kubus_api::ApiError;
 use kubus_bus::codec::Codec;
-use kubus_bus::protocol::{MembershipReply, MembershipRequest, PeerStatus, PeerStatusReply};
+use kubus_bus::protocol::{
+    EncryptionKeys, EncryptionKeysReply, EncryptionKeysRequest, MembershipReply, MembershipRequest,
+    PeerStatus, PeerStatusReply, ResealReply, Resealed,
+};
 use kubus_bus::subject::{StoreOp, Subjects};
-use kubus_storage::{Store, StoreError, StoreStatus};
-use tracing::debug;
+use kubus_storage::{Op, Precondition, Store, StoreError, StoreStatus, Txn, TxnOutcome};
+use tracing::{debug, info};
+
+use super::seal::{self, KeyChange, Keyring};
+
+/// Objects one reseal transaction rewrites.
+const RESEAL_BATCH: usize = 100;
+/// Times one page is read again after a concurrent write failed its batch.
+const RESEAL_ATTEMPTS: usize = 5;
 
 /// What a peer says of itself.
 pub fn peer_status(s: &StoreStatus) -> PeerStatus {
@@ -65,7 +77,7 @@ async fn change_membership(store: &Store, op: StoreOp, req: &MembershipRequest) 
             }
             store.transfer_leader(req.peer_id).map(|()| voters)
         }
-        StoreOp::Status | StoreOp::Snapshot => {
+        StoreOp::Status | StoreOp::Snapshot | StoreOp::EncryptionKeys | StoreOp::Reseal => {
             return Err(ApiError::bad_request(format!(
                 "{} is not a membership change",
                 op.as_str()
@@ -91,10 +103,110 @@ pub fn membership_refusal(s: &StoreStatus, req: &MembershipRequest) -> Option<Ap
     None
 }
 
+/// Reads this peer's encryption configuration again, makes `req`'s
+/// changes to it (add a key, then promote one), and says what it holds.
+pub fn encryption_keys(
+    store: &Store,
+    keys: &Keyring,
+    req: &EncryptionKeysRequest,
+) -> EncryptionKeysReply {
+    let refused = |e: seal::SealError| ApiError::bad_request(format!("encryption keys: {e}"));
+    keys.reload().map_err(refused)?;
+    if let Some(add) = &req.add {
+        keys.change(&KeyChange::Add(add.clone())).map_err(refused)?;
+    }
+    if let Some(name) = &req.promote {
+        keys.change(&KeyChange::Promote(name.clone()))
+            .map_err(refused)?;
+    }
+    let (names, writing) = keys.describe();
+    Ok(EncryptionKeys {
+        peer_id: store.status().peer_id,
+        file: keys.file().map(|f| f.display().to_string()),
+        keys: names,
+        writing,
+    })
+}
+
+/// Rewrites every object of an encrypted resource that is not sealed with
+/// its writing key (plain ones included), a batch of [`RESEAL_BATCH`] per
+/// transaction; each write requires the object unchanged since it was
+/// read, and a batch a concurrent write failed is read again (a rewrite by
+/// the API seals with the writing key too).
+pub async fn reseal(store: &Store, keys: &Keyring) -> ResealReply {
+    let failed = membership_error;
+    let mut out = Resealed {
+        peer_id: store.status().peer_id,
+        ..Resealed::default()
+    };
+    for (prefix, write) in keys.sealed_prefixes() {
+        let mut cursor = prefix.clone();
+        loop {
+            let mut page = store
+                .range_from(&prefix, &cursor, RESEAL_BATCH)
+                .map_err(failed)?;
+            let mut attempts = 0;
+            let committed = loop {
+                let mut ops = Vec::new();
+                for kv in page
+                    .items
+                    .iter()
+                    .filter(|kv| seal::needs_reseal(&kv.value, &write))
+                {
+                    let plain = keys
+                        .open(&kv.key, &kv.value)
+                        .map_err(|e| ApiError::internal(format!("reseal: {e}")))?;
+                    let value = keys
+                        .seal(&kv.key, plain.into_owned())
+                        .map_err(|e| ApiError::internal(format!("reseal: {e}")))?;
+                    ops.push(Op::Put {
+                        key: kv.key.clone(),
+                        value,
+                        expect: Precondition::ModRevision(kv.mod_revision),
+                    });
+                }
+                let rewritten = ops.len() as u64;
+                if ops.is_empty() {
+                    break 0;
+                }
+                match store.propose(Txn { ops }).await.map_err(failed)? {
+                    TxnOutcome::Committed { .. } => break rewritten,
+                    TxnOutcome::Failed { .. } if attempts < RESEAL_ATTEMPTS => {
+                        attempts += 1;
+                        page = store
+                            .range_from(&prefix, &cursor, RESEAL_BATCH)
+                            .map_err(failed)?;
+                    }
+                    TxnOutcome::Failed { .. } => {
+                        return Err(ApiError::unavailable(
+                            format!(
+                                "reseal: objects under {prefix} kept changing over                                  {RESEAL_ATTEMPTS} attempts; run it again"
+                            ),
+                            1000,
+                        ))
+                    }
+                }
+            };
+            for (name, n) in seal::count_by_key(page.items.iter().map(|kv| kv.value.as_slice())) {
+                *out.before.entry(name).or_insert(0) += n;
+            }
+            out.rewritten += committed;
+            out.current += page.items.len() as u64 - committed;
+            match page.items.last() {
+                Some(last) if page.more => cursor = format!("{}\0", last.key),
+                _ => break,
+            }
+        }
+    }
+    info!(rewritten = out.rewritten, current = out.current, "resealed");
+    Ok(out)
+}
+
 /// Subscribes to this peer's administration subjects and returns the task
 /// that answers them (it ends when the subscriptions do).
 pub async fn serve(
     store: Store,
+    keys: Keyring,
     nats: async_nats::Client,
     subjects: Subjects,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, async_nats::SubscribeError> {
@@ -118,6 +230,20 @@ pub async fn serve(
                         Err(e) => Err(ApiError::bad_request(format!("membership request: {e}"))),
                         Ok(req) => change_membership(&store, op, &req).await,
                     };
+                    codec.encode(&r)
+                }
+                Some(StoreOp::EncryptionKeys) => {
+                    let r: EncryptionKeysReply =
+                        match codec.decode::<EncryptionKeysRequest>(&msg.payload) {
+                            Err(e) => Err(ApiError::bad_request(format!(
+                                "encryption keys request: {e}"
+                            ))),
+                            Ok(req) => encryption_keys(&store, &keys, &req),
+                        };
+                    codec.encode(&r)
+                }
+                Some(StoreOp::Reseal) => {
+                    let r = reseal(&store, &keys).await;
                     codec.encode(&r)
                 }
                 // backups are answered by `backup::serve`, on a task of

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod admin;
 pub mod backup;
+pub mod seal;
 pub mod service;
 
 use std::collections::HashMap;
@@ -54,6 +55,7 @@ impl StoreServer {
         cluster: &str,
         net: kubus_api::service::ServiceNet,
         secured: bool,
+        keys: seal::Keyring,
     ) -> Result<Addr<StoreServer>, async_nats::SubscribeError> {
         let access = access::Access::new(secured);
         let subjects = Subjects::new(cluster);
@@ -67,9 +69,10 @@ impl StoreServer {
             .queue_subscribe(subjects.review(), API_QUEUE.to_string())
             .await?;
         let rebuilt_through = store.revision();
-        let chains = NodeChains::from_history(&store, rebuilt_through);
+        let chains = NodeChains::from_history(&store, &keys, rebuilt_through);
+        let api = service::Api { store, net, keys };
         tokio::spawn(publish(
-            store.clone(),
+            api.clone(),
             changes,
             nats.clone(),
             subjects.clone(),
@@ -77,7 +80,6 @@ impl StoreServer {
             rebuilt_through,
             access.clone(),
         ));
-        let api = service::Api { store, net };
         tokio::spawn(collect_events(api.clone()));
         let server = StoreServer {
             api,
@@ -311,8 +313,11 @@ async fn respond<T: Serialize>(
 }
 
 /// Turn one applied change into the event watchers receive.
-pub fn change_event(change: &Change) -> Result<(Kind, ChangeEvent), ApiError> {
-    let object = service::decode(&change.kv)?;
+pub fn change_event(
+    keys: &seal::Keyring,
+    change: &Change,
+) -> Result<(Kind, ChangeEvent), ApiError> {
+    let object = service::decode(keys, &change.kv)?;
     let kind = meta::kind_of(&object).ok_or_else(|| {
         ApiError::internal(format!("stored object {} has no served kind", change.key))
     })?;
@@ -397,7 +402,7 @@ impl NodeChains {
     }
 
     /// Rebuild from the retained history up to `through` (bounded reads).
-    pub fn from_history(store: &Store, through: u64) -> NodeChains {
+    pub fn from_history(store: &Store, keys: &seal::Keyring, through: u64) -> NodeChains {
         let mut chains = NodeChains::default();
         let mut since = match store.changes_since(0, 1) {
             Err(kubus_storage::StoreError::Compacted { compacted_to }) => compacted_to,
@@ -418,7 +423,7 @@ impl NodeChains {
                 .iter()
                 .filter(|c| c.revision <= through && c.stream == "pods")
             {
-                if let Ok((kind, event)) = change_event(change) {
+                if let Ok((kind, event)) = change_event(keys, change) {
                     if let Some(node) = node_of(kind, &event.object).map(str::to_string) {
                         let node = node.as_str();
                         chains.chain(node, change.revision);
@@ -454,7 +459,7 @@ struct Published {
 /// `prev`, for a pod bound to a node also on that node's subject with the
 /// node stream's `prev`, and every second the bookmarks of every stream.
 async fn publish(
-    store: Store,
+    store: service::Api,
     mut changes: ChangeReceiver,
     nats: async_nats::Client,
     subjects: Subjects,
@@ -500,7 +505,7 @@ async fn publish(
                     access.invalidate();
                 }
                 for change in &batch {
-                    publish_change(&nats, &subjects, &mut published, change, rebuilt_through, leading).await;
+                    publish_change(&nats, &subjects, &store.keys, &mut published, change, rebuilt_through, leading).await;
                 }
             }
             _ = tick.tick() => {
@@ -516,6 +521,7 @@ async fn publish(
 async fn publish_change(
     nats: &async_nats::Client,
     subjects: &Subjects,
+    keys: &seal::Keyring,
     published: &mut Published,
     change: &Change,
     rebuilt_through: u64,
@@ -525,7 +531,7 @@ async fn publish_change(
         // a Service's address claim: part of the Service, not an object
         return;
     }
-    let (kind, event) = match change_event(change) {
+    let (kind, event) = match change_event(keys, change) {
         Ok(e) => e,
         Err(e) => {
             warn!(key = %change.key, error = %e, "change not published");

@@ -18,6 +18,8 @@ use kubus_bus::protocol::{
 };
 use kubus_bus::subject::{Verb, ALL_NAMESPACES, CLUSTER_SCOPED};
 use kubus_storage::{KeyValue, Op, Precondition, Store, StoreError, Txn, TxnOutcome};
+
+use super::seal::Keyring;
 use serde_json::Value;
 
 mod evict;
@@ -38,6 +40,17 @@ pub const LIST_MAX: usize = 100_000;
 pub struct Api {
     pub store: Store,
     pub net: ServiceNet,
+    /// Seals the objects of encrypted resources before they are proposed
+    /// and opens them where they are read back.
+    pub keys: Keyring,
+}
+
+impl Api {
+    /// Decode a stored object (opened if sealed) and fill in its
+    /// resourceVersion.
+    pub fn decode(&self, kv: &KeyValue) -> Result<Value, ApiError> {
+        decode(&self.keys, kv)
+    }
 }
 
 impl std::ops::Deref for Api {
@@ -240,9 +253,13 @@ fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-/// Decode a stored object and fill in its resourceVersion.
-pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut obj: Value = rmp_serde::from_slice(&kv.value)
+/// Decode a stored object (opened with `keys` if sealed) and fill in its
+/// resourceVersion.
+pub fn decode(keys: &Keyring, kv: &KeyValue) -> Result<Value, ApiError> {
+    let bytes = keys
+        .open(&kv.key, &kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object: {e}")))?;
+    let mut obj: Value = rmp_serde::from_slice(&bytes)
         .map_err(|e| ApiError::internal(format!("stored object {} is unreadable: {e}", kv.key)))?;
     meta::set_resource_version(&mut obj, kv.mod_revision);
     Ok(obj)
@@ -267,12 +284,12 @@ async fn linearize(store: &Store) -> Result<(), ApiError> {
     }
 }
 
-fn read_kv(store: &Store, key: &str) -> Result<Option<KeyValue>, ApiError> {
+fn read_kv(store: &Api, key: &str) -> Result<Option<KeyValue>, ApiError> {
     store.get(key).map_err(store_error)
 }
 
-fn read(store: &Store, key: &str) -> Result<Option<Value>, ApiError> {
-    read_kv(store, key)?.map(|kv| decode(&kv)).transpose()
+fn read(store: &Api, key: &str) -> Result<Option<Value>, ApiError> {
+    read_kv(store, key)?.map(|kv| store.decode(&kv)).transpose()
 }
 
 /// What a list asks for.
@@ -375,7 +392,7 @@ impl ContinueToken {
     }
 }
 
-fn list(store: &Store, kind: Kind, namespace: Option<&str>, q: ListQuery) -> ApiReply {
+fn list(store: &Api, kind: Kind, namespace: Option<&str>, q: ListQuery) -> ApiReply {
     let labels = match q.label_selector.as_deref() {
         Some(s) => Selector::parse(s)
             .map_err(|e| ApiError::bad_request(format!("label selector {s:?}: {e}")))?,
@@ -406,7 +423,7 @@ fn list(store: &Store, kind: Kind, namespace: Option<&str>, q: ListQuery) -> Api
                 break;
             }
             last_key = Some(kv.key.clone());
-            let obj = decode(kv)?;
+            let obj = store.decode(kv)?;
             if labels.matches(&meta::labels(&obj)) && fields.matches(kind, &obj) {
                 bytes += kv.value.len();
                 items.push(obj);
@@ -465,7 +482,7 @@ const CHANGES_PER_CALL: usize = 5_000;
 
 /// The changes of one kind (in one namespace, or all) after `since`.
 fn changes(
-    store: &Store,
+    store: &Api,
     kind: Kind,
     namespace: Option<&str>,
     since: u64,
@@ -499,7 +516,7 @@ fn changes(
     let prefix = prefix(kind, namespace);
     let mut events = Vec::new();
     for change in batch.iter().filter(|c| c.key.starts_with(&prefix)) {
-        let event = super::change_event(change)?.1;
+        let event = super::change_event(&store.keys, change)?.1;
         if fields.matches(kind, &event.object) {
             events.push(event);
         }
@@ -550,7 +567,7 @@ async fn patch_object(store: &Api, r: ObjectRef, patch: Value) -> Result<Value, 
         let Some(kv) = read_kv(store, &r.key())? else {
             return Err(ApiError::not_found(r));
         };
-        let current = decode(&kv)?;
+        let current = store.decode(&kv)?;
         let mut patched = kubus_api::patch::merge_patch(&current, &patch);
         lifecycle::strip_revision(&mut patched);
         let admitted = admit_in(patched, r.namespace.as_deref())?;
@@ -593,7 +610,7 @@ pub const SYSTEM_NAMESPACES: [&str; 4] =
 
 /// Kubernetes' NamespaceLifecycle admission: nothing new in a namespace
 /// that does not exist or is being deleted.
-fn check_namespace(store: &Store, r: &ObjectRef, namespace: &str) -> Result<(), ApiError> {
+fn check_namespace(store: &Api, r: &ObjectRef, namespace: &str) -> Result<(), ApiError> {
     let ns = ObjectRef::new(Kind::Namespace, None, namespace);
     match read(store, &ns.key())? {
         None if SYSTEM_NAMESPACES.contains(&namespace) => Ok(()),
@@ -618,7 +635,7 @@ fn check_namespace(store: &Store, r: &ObjectRef, namespace: &str) -> Result<(), 
 
 /// Kubernetes' Priority admission: a new pod's `spec.priority` from its
 /// PriorityClass (see [`kubus_api::priority::resolve`]).
-fn resolve_priority(store: &Store, r: &ObjectRef, obj: &mut Value) -> Result<(), ApiError> {
+fn resolve_priority(store: &Api, r: &ObjectRef, obj: &mut Value) -> Result<(), ApiError> {
     if r.kind != Kind::Pod {
         return Ok(());
     }
@@ -629,7 +646,7 @@ fn resolve_priority(store: &Store, r: &ObjectRef, obj: &mut Value) -> Result<(),
     let classes = page
         .items
         .iter()
-        .map(decode)
+        .map(|kv| store.decode(kv))
         .collect::<Result<Vec<_>, _>>()?;
     let refs: Vec<&Value> = classes.iter().collect();
     kubus_api::priority::resolve(obj, &refs).map_err(|e| ApiError {
@@ -644,7 +661,15 @@ const PRIORITY_CLASSES_MAX: usize = 1000;
 
 /// Propose `txn`; under a fence, with a check in the same Raft entry
 /// that the writer's Lease is still the one it acquired.
-async fn propose(store: &Store, mut txn: Txn) -> Result<TxnOutcome, ApiError> {
+async fn propose(store: &Api, mut txn: Txn) -> Result<TxnOutcome, ApiError> {
+    for op in &mut txn.ops {
+        if let Op::Put { key, value, .. } = op {
+            *value = store
+                .keys
+                .seal(key, std::mem::take(value))
+                .map_err(|e| ApiError::internal(format!("store: {e}")))?;
+        }
+    }
     let fence = FENCE.try_with(Clone::clone).ok().flatten();
     let Some(fence) = fence else {
         return store.propose(txn).await.map_err(store_error);
@@ -804,7 +829,7 @@ async fn update(store: &Api, admitted: Admitted, dry_run: bool) -> Result<Value,
             ));
         }
     }
-    let current = decode(&current_kv)?;
+    let current = store.decode(&current_kv)?;
     replace(
         store,
         &r,
@@ -925,7 +950,7 @@ async fn delete(
         let Some(kv) = read_kv(store, &r.key())? else {
             return Err(ApiError::not_found(r));
         };
-        let current = decode(&kv)?;
+        let current = store.decode(&kv)?;
         if let Some(why) = preconditions.violated(&current, kv.mod_revision) {
             return Err(ApiError::conflict(r, why));
         }
@@ -1047,7 +1072,7 @@ async fn apply_all(
                     objects.push(obj);
                 }
                 Some(kv) => {
-                    let current = decode(&kv)?;
+                    let current = store.decode(&kv)?;
                     // three-way: the manifest's fields win, fields the last
                     // apply set and this one dropped go, fields others set
                     // (status, nodeName, clusterIP…) stay
@@ -1385,6 +1410,7 @@ mod tests {
         let store = Api {
             store,
             net: ServiceNet::default(),
+            keys: Default::default(),
         };
         for name in ["a", "b", "c", "d", "e"] {
             put(&store, name, serde_json::json!({"tier": "web"})).await;
@@ -1481,6 +1507,7 @@ mod tests {
         Api {
             store,
             net: ServiceNet::default(),
+            keys: Default::default(),
         }
     }
 

@@ -573,6 +573,7 @@ impl Bench {
                     &cluster,
                     Default::default(),
                     false,
+                    kubus_actors::store::seal::Keyring::plain(),
                 )
                 .await?;
                 wait_api(&client).await?;

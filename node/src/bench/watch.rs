@@ -47,6 +47,7 @@ pub fn run(args: BenchWatchArgs) -> anyhow::Result<()> {
             "bench",
             Default::default(),
             false,
+            kubus_actors::store::seal::Keyring::plain(),
         )
         .await?;
         wait_ready(&client).await?;

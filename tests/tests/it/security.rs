@@ -591,6 +591,179 @@ fn with_tls_no_secret_crosses_the_bus_in_the_clear() {
     }
 }
 
+/// Whether any file under `dir` holds `needle`.
+fn any_file_holds(dir: &std::path::Path, needle: &str) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files += 1;
+                assert!(files < 10_000, "too many files under {}", dir.display());
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// The count `kubus store reseal` (or `rotate-key`) says it rewrote.
+fn resealed(out: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix("resealed "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no reseal count in {out:?}"))
+}
+
+#[test]
+fn secrets_are_encrypted_at_rest_and_their_key_rotates() {
+    // Written while the configuration says identity: plain in RocksDB,
+    // which shows the search below finds what is there.
+    const OLD: &str = "CANARY-old-plain-51c2";
+    const OLD_B64: &str = "Q0FOQVJZLW9sZC1wbGFpbi01MWMy";
+    // Written with aesgcm first: never plain on disk, in either form.
+    const NEW: &str = "CANARY-new-sealed-9d4e";
+    const NEW_B64: &str = "Q0FOQVJZLW5ldy1zZWFsZWQtOWQ0ZQ==";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("encryption.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\n\
+         resources:\n- resources: [secrets]\n  providers:\n  - identity: {}\n",
+    )
+    .expect("identity config");
+    let config_arg = config.display().to_string();
+    let mut c = Cluster::start_with(&["--encryption-provider-config", &config_arg]);
+    c.kubus_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "old",
+        &format!("--from-literal=k={OLD}"),
+    ]);
+    c.stop();
+    let store = c.data_dir().join("store");
+    assert!(
+        any_file_holds(&store, OLD_B64),
+        "a Secret written under identity is plain in the store's files"
+    );
+
+    // Kubernetes' migration: aesgcm first, identity still read.
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\n\
+             resources:\n- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n      \
+             - name: first\n        secret: {key}\n  - identity: {{}}\n"
+        ),
+    )
+    .expect("aesgcm config");
+    c.launch();
+    c.kubus_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "new",
+        &format!("--from-literal=k={NEW}"),
+    ]);
+    for (name, b64) in [("old", OLD_B64), ("new", NEW_B64)] {
+        let shown = c.kubus_ok(&["get", "secret", name, "-o", "json"]);
+        assert!(shown.contains(b64), "{name}: {shown}");
+    }
+    // the old one is rewritten sealed; the new one already is
+    let out = c.kubus_ok(&["store", "reseal"]);
+    assert_eq!(resealed(&out), 1, "{out}");
+    assert!(
+        out.contains("identity: 1") && out.contains("first: 1"),
+        "{out}"
+    );
+    assert_eq!(resealed(&c.kubus_ok(&["store", "reseal"])), 0);
+
+    // rotation: a new key everywhere, then every Secret rewritten with it
+    let out = c.kubus_ok(&["store", "rotate-key"]);
+    assert_eq!(resealed(&out), 2, "{out}");
+    let file = std::fs::read_to_string(&config).expect("config");
+    let parsed: Value = serde_json::from_str(&file).expect("the rewritten file is JSON");
+    let keys = parsed["resources"][0]["providers"][0]["aesgcm"]["keys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(keys.len(), 2, "{file}");
+    assert_eq!(keys[1]["name"], "first", "the old key still reads: {file}");
+    assert_eq!(resealed(&c.kubus_ok(&["store", "reseal"])), 0);
+
+    // a missing key is named, not a panic or an empty answer
+    let mut wrong: Value = parsed.clone();
+    wrong["resources"][0]["providers"][0]["aesgcm"]["keys"]
+        .as_array_mut()
+        .expect("keys")
+        .remove(0);
+    std::fs::write(&config, wrong.to_string()).expect("config");
+    let out = c.kubus(&["store", "reseal"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "reseal needs the writing key");
+    let got = c.kubus(&["get", "secret", "new", "-o", "json"]);
+    let msg = String::from_utf8_lossy(&got.stderr).to_string();
+    assert!(
+        !got.status.success() && msg.contains("/secrets/default/new is sealed with key"),
+        "reseal said {err}; get said {msg}"
+    );
+    std::fs::write(&config, file).expect("config");
+    c.kubus_ok(&["store", "reseal"]);
+
+    // after a restart both read back with the rotated keys
+    c.stop();
+    assert!(
+        !any_file_holds(&store, NEW),
+        "a sealed Secret is plain on disk"
+    );
+    assert!(
+        !any_file_holds(&store, NEW_B64),
+        "a sealed Secret is plain on disk (base64)"
+    );
+    c.launch();
+    for (name, b64) in [("old", OLD_B64), ("new", NEW_B64)] {
+        let shown = c.kubus_ok(&["get", "secret", name, "-o", "json"]);
+        assert!(shown.contains(b64), "{name}: {shown}");
+    }
+    // a bad configuration is refused at start, naming the file and field
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\n\
+         resources:\n- resources: [secrets]\n  providers:\n  - aesgcm:\n      keys:\n      \
+         - name: short\n        secret: c2hvcnQ=\n",
+    )
+    .expect("bad config");
+    let out = std::process::Command::new(kubus_tests::kubus_bin())
+        .args(["up", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .arg("--encryption-provider-config")
+        .arg(&bad)
+        .env("KUBUS_HOME", dir.path().join("home"))
+        .output()
+        .expect("kubus up");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("bad.yaml")
+            && err.contains(
+                "resources[0].providers[0].aesgcm.keys[0]: secret of \"short\" is 5 bytes"
+            ),
+        "{err}"
+    );
+}
+
 /// NATS subject matching: `*` one token, `>` the rest.
 fn subject_matches(pattern: &str, subject: &str) -> bool {
     let mut p = pattern.split('.');

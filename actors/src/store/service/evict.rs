@@ -14,7 +14,7 @@ use kubus_api::{meta, ApiError, Kind, ObjectRef};
 use kubus_storage::{Op, Precondition, Txn, TxnOutcome};
 use serde_json::Value;
 
-use super::{decode, encode, linearize, propose, read_kv, store_error, Api, Preconditions};
+use super::{encode, linearize, propose, read_kv, store_error, Api, Preconditions};
 use crate::eviction::{self, Verdict};
 
 /// How many times an eviction reads and decides again when its pod or
@@ -54,7 +54,7 @@ fn read_budgets(store: &Api, namespace: &str) -> Result<Vec<Read>, ApiError> {
             Ok(Read {
                 key: kv.key.clone(),
                 mod_revision: kv.mod_revision,
-                object: decode(kv)?,
+                object: store.decode(kv)?,
             })
         })
         .collect()
@@ -80,7 +80,7 @@ pub(super) async fn evict(
         let Some(kv) = read_kv(store, &r.key())? else {
             return Err(ApiError::not_found(r));
         };
-        let current = decode(&kv)?;
+        let current = store.decode(&kv)?;
         if let Some(why) = preconditions.violated(&current, kv.mod_revision) {
             return Err(ApiError::conflict(r, why));
         }
@@ -181,6 +181,7 @@ mod tests {
         Api {
             store,
             net: kubus_api::service::ServiceNet::default(),
+            keys: Default::default(),
         }
     }
 
