@@ -68,6 +68,12 @@ impl StoreServer {
         let reviews = nats
             .queue_subscribe(subjects.review(), API_QUEUE.to_string())
             .await?;
+        // Serving once the server has the subscriptions: a request sent
+        // before would find no responder, and through an account's service
+        // import a client hears no "no responders", only its timeout.
+        if let Err(e) = nats.flush().await {
+            warn!(error = %e, "the API subscriptions are not confirmed by the server yet");
+        }
         let rebuilt_through = store.revision();
         let chains = NodeChains::from_history(&store, &keys, rebuilt_through);
         let api = service::Api { store, net, keys };

@@ -21,7 +21,17 @@
 //!   MessagePack, the store) and its change-event publisher. It does more
 //!   than an etcd put (an object, not opaque bytes; an event per write),
 //!   so it is the harsh side of the comparison; the store figure is the
-//!   kind one.
+//!   kind one. The bus has no accounts and the store authorizes nobody
+//!   (authorization off).
+//! - **kubus API with RBAC** (`--paths api-authz`) is the same create as a
+//!   user RBAC decides for, as in a secured cluster: nats-server runs
+//!   kubus's generated accounts, the client connects as the admin and
+//!   impersonates `bench-user` (bound to the `edit` ClusterRole in the
+//!   namespace), so every request pays the server's cross-account import,
+//!   the store's reading of the requester header, the impersonation check
+//!   and the user's RBAC evaluation. `--paths api-tls` adds TLS on the bus
+//!   (certificate from a fresh cluster CA). Each has a nats-server of its
+//!   own per case, stopped by its PID.
 //! - **Values** are random and differ from put to put (a pool of 1,024 per
 //!   size, see `Values`), as etcd's own `benchmark put` uses random bytes:
 //!   kubus compresses its tables with LZ4 and etcd does not, so a
@@ -81,6 +91,11 @@ pub enum System {
     /// Raft over NATS (the production transport), each on its own
     /// connection.
     KubusStore3,
+    /// `create` as a user RBAC decides for, through nats-server with
+    /// kubus's accounts (see the module's notes).
+    KubusApiAuthz,
+    /// The same with TLS on the bus.
+    KubusApiTls,
     /// etcd 3.4 through gRPC, one member.
     Etcd,
     /// etcd 3.4 through gRPC to the leader of three members (on loopback,
@@ -94,8 +109,21 @@ impl System {
             System::KubusStore => "kubus store, 1 peer",
             System::KubusApi => "kubus API over NATS, 1 peer",
             System::KubusStore3 => "kubus store, 3 peers (NATS)",
+            System::KubusApiAuthz => "kubus API, RBAC (edit user)",
+            System::KubusApiTls => "kubus API, RBAC and TLS",
             System::Etcd => "etcd 3.4 over gRPC",
             System::Etcd3 => "etcd 3.4, 3 members",
+        }
+    }
+
+    /// The name of a baseline in a row.
+    fn short(self) -> &'static str {
+        match self {
+            System::Etcd => "etcd",
+            System::Etcd3 => "etcd×3",
+            System::KubusApi => "API",
+            System::KubusApiAuthz => "RBAC",
+            other => other.label(),
         }
     }
 
@@ -109,6 +137,10 @@ impl System {
     fn baselines(self) -> &'static [System] {
         match self {
             System::KubusStore3 => &[System::Etcd, System::Etcd3],
+            // authorization's cost: beside the API without it; TLS's:
+            // beside the API with it
+            System::KubusApiAuthz => &[System::KubusApi],
+            System::KubusApiTls => &[System::KubusApiAuthz],
             System::Etcd | System::Etcd3 => &[],
             _ => &[System::Etcd],
         }
@@ -388,6 +420,8 @@ enum Stop {
         /// Tasks that hold handles of the stores (the Raft receivers).
         tasks: Vec<tokio::task::JoinHandle<()>>,
         dir: PathBuf,
+        /// A nats-server of the case's own (the secured API paths).
+        nats: Option<NatsServer>,
     },
 }
 
@@ -407,14 +441,24 @@ impl Stop {
                 tokio::task::spawn_blocking(move || etcd.stop()).await?;
                 dir
             }
-            Stop::Stores { stores, tasks, dir } => {
+            Stop::Stores {
+                stores,
+                tasks,
+                dir,
+                nats,
+            } => {
                 tasks.iter().for_each(tokio::task::JoinHandle::abort);
                 for task in tasks {
                     // Aborted: the error says so, nothing to report.
                     let _ = task.await;
                 }
-                tokio::task::spawn_blocking(move || stores.iter().for_each(Store::shutdown))
-                    .await?;
+                tokio::task::spawn_blocking(move || {
+                    stores.iter().for_each(Store::shutdown);
+                    if let Some(mut n) = nats {
+                        n.stop();
+                    }
+                })
+                .await?;
                 dir
             }
         };
@@ -529,6 +573,7 @@ impl Bench {
                     stores: vec![store.clone()],
                     tasks: Vec::new(),
                     dir,
+                    nats: None,
                 };
                 Ok((Target::Store(store), stop))
             }
@@ -548,7 +593,12 @@ impl Bench {
                     stores.push(store);
                 }
                 let leader = wait_one_leader(&stores).await?;
-                let stop = Stop::Stores { stores, tasks, dir };
+                let stop = Stop::Stores {
+                    stores,
+                    tasks,
+                    dir,
+                    nats: None,
+                };
                 Ok((Target::Store(leader), stop))
             }
             System::KubusApi => {
@@ -581,12 +631,103 @@ impl Bench {
                     stores: vec![store],
                     tasks: Vec::new(),
                     dir,
+                    nats: None,
                 };
                 Ok((Target::Api(client), stop))
             }
+            System::KubusApiAuthz => self.set_up_secured(false).await,
+            System::KubusApiTls => self.set_up_secured(true).await,
         }
     }
+
+    /// A store server behind a nats-server of its own running kubus's
+    /// generated accounts (with `tls`, TLS too), and a client that
+    /// creates as `bench-user`, bound to `edit` in `default`.
+    async fn set_up_secured(&mut self, tls: bool) -> anyhow::Result<(Target, Stop)> {
+        use kubus_bus::auth::Identity;
+        let dir = self.case_dir(if tls {
+            "kubus-api-tls"
+        } else {
+            "kubus-api-authz"
+        })?;
+        let cluster = "bench";
+        let mut secrets = crate::bus_auth::BusSecrets::load_or_create(
+            &dir,
+            &[Identity::Admin, Identity::Store(1)],
+        )?;
+        if tls {
+            let names = kubus_gateway::pki::default_names("bench", &[]);
+            let pki = kubus_gateway::pki::load_or_create(&dir.join("pki"), &names)
+                .context("the bench bus's certificate")?;
+            secrets.enable_tls(&pki)?;
+        }
+        let conf = secrets.write_server_config(&kubus_bus::Subjects::new(cluster))?;
+        let nats = NatsServer::start(&dir.join("nats-server.log"), Some(&conf))?;
+        let url = nats.url();
+        let peer = Client::connect_as(
+            &url,
+            cluster,
+            secrets.credentials(&Identity::Store(1)).as_ref(),
+        )
+        .await?;
+        let admin = Client::connect_as(
+            &url,
+            cluster,
+            secrets.credentials(&Identity::Admin).as_ref(),
+        )
+        .await?;
+        let (store, changes) =
+            Store::open(StoreConfig::single(dir.join("store")), Box::new(NoPeers))?;
+        kubus_actors::store::StoreServer::start(
+            store.clone(),
+            changes,
+            peer.nats().clone(),
+            cluster,
+            Default::default(),
+            true,
+            kubus_actors::store::seal::Keyring::plain(),
+        )
+        .await?;
+        wait_api(&admin).await?;
+        admin
+            .create(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "bench-edit", "namespace": "default"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": BENCH_USER}],
+            }))
+            .await
+            .context("binding the bench user to edit")?;
+        let user = admin.impersonating(&kubus_api::rbac::UserInfo {
+            name: BENCH_USER.into(),
+            groups: vec![kubus_api::rbac::AUTHENTICATED.into()],
+        });
+        // the binding counts once the store has heard of it (and the
+        // default ClusterRole `edit` exists): until then, Forbidden
+        let deadline = Instant::now() + API_READY_TIMEOUT;
+        loop {
+            let probe = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "bench-probe", "namespace": "default"}});
+            match user.create(probe).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => {
+                    bail!("the bench user may not create ConfigMaps: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let stop = Stop::Stores {
+            stores: vec![store],
+            tasks: Vec::new(),
+            dir,
+            nats: Some(nats),
+        };
+        Ok((Target::Api(user), stop))
+    }
 }
+
+/// The user the RBAC paths create as.
+const BENCH_USER: &str = "bench-user";
 
 async fn wait_leader(store: &Store) -> anyhow::Result<()> {
     for _ in 0..200 {
@@ -623,14 +764,19 @@ async fn wait_one_leader(stores: &[Store]) -> anyhow::Result<Store> {
 
 async fn wait_api(client: &Client) -> anyhow::Result<()> {
     let deadline = Instant::now() + API_READY_TIMEOUT;
+    let mut last = None;
     while Instant::now() < deadline {
         // The store server creates the default namespace once it is up.
-        if client.get(Kind::Namespace, None, "default").await.is_ok() {
-            return Ok(());
+        match client.get(Kind::Namespace, None, "default").await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("the store's API did not come up within {API_READY_TIMEOUT:?}")
+    bail!(
+        "the store's API did not come up within {API_READY_TIMEOUT:?}: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )
 }
 
 /// Which systems an invocation measures, etcd first in each case (the
@@ -648,9 +794,13 @@ pub fn systems(paths: &[String], peers: &[usize], etcd: bool) -> anyhow::Result<
             let s = match (n, p.trim()) {
                 (1, "store") => System::KubusStore,
                 (1, "api") => System::KubusApi,
+                (1, "api-authz") => System::KubusApiAuthz,
+                (1, "api-tls") => System::KubusApiTls,
                 (3, "store") => System::KubusStore3,
-                (3, "api") => continue,
-                (1 | 3, other) => bail!("unknown --paths entry {other:?}: use store, api or both"),
+                (3, "api" | "api-authz" | "api-tls") => continue,
+                (1 | 3, other) => {
+                    bail!("unknown --paths entry {other:?}: use store, api, api-authz or api-tls")
+                }
                 (n, _) => bail!("--peers {n}: 1 or 3 peers can be measured"),
             };
             if !out.contains(&s) {
@@ -731,14 +881,11 @@ fn row(s: System, case: Case, m: &Measured, all: &[(System, Measured)]) -> Strin
     );
     for base in s.baselines() {
         if let Some((_, e)) = all.iter().find(|(es, _)| es == base) {
-            let name = if *base == System::Etcd3 {
-                "etcd×3"
-            } else {
-                "etcd"
-            };
             line.push_str(&format!(
-                "  ×{name}: puts {:.2}, p99 {:.2}",
+                "  ×{}: puts {:.2}, p50 {:.2}, p99 {:.2}",
+                base.short(),
                 m.puts_per_s() / e.puts_per_s().max(1e-9),
+                m.p_ms(0.50) / e.p_ms(0.50).max(1e-9),
                 m.p_ms(0.99) / e.p_ms(0.99).max(1e-9)
             ));
         }
@@ -762,7 +909,7 @@ fn print_goals(rows: &[(System, Case, Measured)]) {
             let Some((_, _, e)) = rows.iter().find(|(es, ec, _)| es == base && ec == case) else {
                 continue;
             };
-            if let Some(v) = verdict(*case, m, e) {
+            if let Some(v) = verdict(*s, *base, *case, m, e) {
                 println!(
                     "{:>5} B  {:>3} in flight  {:<28} vs {}: {v}",
                     case.value_bytes,
@@ -775,10 +922,32 @@ fn print_goals(rows: &[(System, Case, Measured)]) {
     }
 }
 
-/// One case's goal against one etcd figure (64 and 1 in flight have one).
-fn verdict(case: Case, m: &Measured, e: &Measured) -> Option<String> {
+/// One case's goal against one baseline: against etcd, 64 and 1 in flight
+/// have one; authorization must add at most 10 % to the API's p50; TLS's
+/// cost is reported.
+fn verdict(s: System, base: System, case: Case, m: &Measured, e: &Measured) -> Option<String> {
     let ratio = m.puts_per_s() / e.puts_per_s().max(1e-9);
     let met = |ok: bool| if ok { "met" } else { "not met" };
+    let added = 100.0 * (m.p_ms(0.50) / e.p_ms(0.50).max(1e-9) - 1.0);
+    match (s, base) {
+        (System::KubusApiAuthz, _) => {
+            return Some(format!(
+                "goal: accounts and RBAC add ≤ 10 % to the API's p50: {added:+.1} % \
+                 ({:.3} vs {:.3} ms) → {}",
+                m.p_ms(0.50),
+                e.p_ms(0.50),
+                met(added <= 10.0)
+            ))
+        }
+        (System::KubusApiTls, _) => {
+            return Some(format!(
+                "TLS adds {added:+.1} % to p50 ({:.3} vs {:.3} ms), puts/s ×{ratio:.2} (no goal)",
+                m.p_ms(0.50),
+                e.p_ms(0.50)
+            ))
+        }
+        _ => {}
+    }
     match case.in_flight {
         64 => Some(format!(
             "goal ≥ 2× puts/s with p99 ≤ etcd's: {:.2}×, p99 {:.3} vs {:.3} ms → {}",
@@ -846,6 +1015,16 @@ mod tests {
         assert!(systems(&[], &[1], true).is_err());
         assert!(systems(&["disk".to_string()], &[1], false).is_err());
         assert!(systems(&both, &[5], false).is_err());
+        let secured: Vec<String> = ["api", "api-authz", "api-tls"].map(String::from).to_vec();
+        assert_eq!(
+            systems(&secured, &[1, 3], false).ok(),
+            Some(vec![
+                System::KubusApi,
+                System::KubusApiAuthz,
+                System::KubusApiTls
+            ]),
+            "the secured API paths on one peer"
+        );
     }
 
     #[test]
