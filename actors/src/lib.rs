@@ -34,6 +34,7 @@ pub mod replicaset;
 pub mod revisions;
 pub mod runtime;
 pub mod scheduler;
+pub mod serviceaccount;
 pub mod statefulset;
 pub mod store;
 pub mod volume;

@@ -49,6 +49,7 @@ pub mod rbac;
 pub mod selector;
 pub mod service;
 pub mod storage;
+pub mod token;
 
 pub use error::{ApiError, FieldCause, Reason};
 pub use kind::{Kind, ObjectRef};

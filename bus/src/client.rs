@@ -705,11 +705,43 @@ impl Client {
         &self,
         attributes: Option<kubus_api::rbac::Attributes>,
     ) -> Result<crate::protocol::Review> {
-        let body = codec::encode(&crate::protocol::ReviewRequest { attributes })?;
+        let body = codec::encode(&crate::protocol::ReviewRequest {
+            attributes,
+            token: None,
+        })?;
         let reply: crate::protocol::ReviewReply = self
             .request_raw(self.subjects.review(), body, self.api_headers(Verb::Get))
             .await?;
         Ok(reply?)
+    }
+
+    /// Verify a bearer token (Kubernetes' TokenReview): the user it names,
+    /// or an `Unauthorized`-like refusal saying why not.
+    pub async fn review_token(&self, token: &str) -> Result<crate::protocol::Review> {
+        let body = codec::encode(&crate::protocol::ReviewRequest {
+            attributes: None,
+            token: Some(token.to_string()),
+        })?;
+        let reply: crate::protocol::ReviewReply = self
+            .request_raw(self.subjects.review(), body, self.api_headers(Verb::Get))
+            .await?;
+        Ok(reply?)
+    }
+
+    /// A token for ServiceAccount `namespace/name` (`request`: a
+    /// TokenRequest, or null for the defaults): the TokenRequest answered.
+    pub async fn create_token(&self, namespace: &str, name: &str, request: Value) -> Result<Value> {
+        let req = ApiRequest::Token {
+            name: name.to_string(),
+            request,
+        };
+        match self
+            .api(Verb::Token, Kind::ServiceAccount, Some(namespace), req)
+            .await?
+        {
+            ApiResponse::Object(o) => Ok(o),
+            other => Err(unexpected("token", &other)),
+        }
     }
 
     /// Every store peer's status: asks on `store.status` and gathers the

@@ -112,6 +112,16 @@ pub enum ApiRequest {
         #[serde(default)]
         uid: Option<String>,
     },
+    /// Issue a token for ServiceAccount `name` (Kubernetes'
+    /// `serviceaccounts/token`): `request` is an `authentication.k8s.io/v1`
+    /// TokenRequest (audiences, expirationSeconds, boundObjectRef; null:
+    /// the defaults). The reply is the TokenRequest with `status.token`.
+    /// Only on the `token` verb of `serviceaccounts`.
+    Token {
+        name: String,
+        #[serde(default)]
+        request: Value,
+    },
     /// Create, or update what the manifest says while keeping status.
     Apply {
         object: Value,
@@ -549,6 +559,11 @@ mod tests {
 pub struct ReviewRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributes: Option<kubus_api::rbac::Attributes>,
+    /// A bearer token to verify (Kubernetes' TokenReview): the answer's
+    /// user is then the token's, and `attributes` are decided for it.
+    /// Asking needs `create` on `tokenreviews`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// The store's answer to a [`ReviewRequest`].

@@ -54,10 +54,13 @@ pub enum Verb {
     /// Evict a pod: a graceful delete that its PodDisruptionBudget may
     /// refuse (Kubernetes' `pods/eviction` subresource).
     Evict,
+    /// Issue a ServiceAccount's token (Kubernetes' `serviceaccounts/token`
+    /// subresource, a TokenRequest).
+    Token,
 }
 
 impl Verb {
-    pub const ALL: [Verb; 9] = [
+    pub const ALL: [Verb; 10] = [
         Verb::Get,
         Verb::List,
         Verb::Create,
@@ -67,6 +70,7 @@ impl Verb {
         Verb::Patch,
         Verb::Watch,
         Verb::Evict,
+        Verb::Token,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +84,7 @@ impl Verb {
             Verb::Patch => "patch",
             Verb::Watch => "watch",
             Verb::Evict => "evict",
+            Verb::Token => "token",
         }
     }
 

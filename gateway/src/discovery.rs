@@ -164,6 +164,15 @@ pub fn subresources(kind: Kind) -> Vec<SubResource> {
             verbs: &["create"],
         });
     }
+    if kind == Kind::ServiceAccount {
+        out.push(SubResource {
+            sub: Sub::Token,
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
+        });
+    }
     out
 }
 

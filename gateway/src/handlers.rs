@@ -40,6 +40,8 @@ pub struct State {
     pub watches: Arc<Semaphore>,
     /// Who the connection authenticated as (None: no certificate).
     pub user: Option<kubus_api::rbac::UserInfo>,
+    /// Bearer tokens recently verified by the store.
+    pub tokens: Arc<crate::bearer::Verified>,
 }
 
 impl State {
@@ -50,6 +52,7 @@ impl State {
             requests: Arc::new(Semaphore::new(crate::REQUESTS_IN_FLIGHT_MAX)),
             watches: Arc::new(Semaphore::new(crate::WATCHES_MAX)),
             user: None,
+            tokens: Arc::default(),
         }
     }
 
@@ -86,11 +89,29 @@ where
         Err(route::NotFound) => return body::failure(&status::not_found_path()),
     };
     let public = matches!(route, Route::Version | Route::Health);
+    // a request without a certificate may carry a ServiceAccount's token
+    let by_token;
+    let state = match (&state.user, crate::bearer::token_of(req.headers())) {
+        (None, Some(token)) => match state.tokens.user(&state.client, token).await {
+            Ok(user) => {
+                by_token = state.for_user(user);
+                &by_token
+            }
+            Err(why) => {
+                return body::failure(&status::plain(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    &why,
+                ))
+            }
+        },
+        _ => state,
+    };
     if state.user.is_none() && !public {
         return body::failure(&status::plain(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
-            "a client certificate signed by the cluster's CA is required (see the kubeconfig `kubus up` writes)",
+            "a client certificate signed by the cluster's CA, or a ServiceAccount's bearer token, is required (see the kubeconfig `kubus up` writes)",
         ));
     }
     // lists and watches, logs and execs are bounded by their own limits
@@ -210,6 +231,22 @@ where
         .to_string();
     let not_allowed = || status::method_not_allowed(method.as_str(), &path);
     let c = &state.client;
+    if let Some(sub @ (Sub::Log | Sub::Exec | Sub::Attach | Sub::PortForward)) = t.sub {
+        // these go to the pod's node agent, not through the store's
+        // authorization: ask the store first whether the user may
+        let verb = if sub == Sub::Log { "get" } else { "create" };
+        let a = kubus_api::rbac::Attributes::new(verb, "", t.kind.resource())
+            .in_namespace(t.namespace.as_deref())
+            .named(t.name.as_deref())
+            .subresource(sub.as_str());
+        let review = c.review(Some(a)).await.map_err(client)?;
+        if !review.allowed {
+            return Err(api(ApiError::new(
+                kubus_api::Reason::Forbidden,
+                review.reason.unwrap_or_else(|| "forbidden".into()),
+            )));
+        }
+    }
     match (&method, t.name.as_deref(), t.sub) {
         (&Method::GET, None, None) => {
             let lq = ListQuery::parse(&q).map_err(api)?;
@@ -262,6 +299,12 @@ where
             record_update(t.kind, &manager, &now(), None, &mut obj);
             let created = c.create_with(obj, dry_run).await.map_err(client)?;
             Ok(body::json(StatusCode::CREATED, &created))
+        }
+        (&Method::POST, Some(name), Some(Sub::Token)) => {
+            let request = read_object(req, &content_type).await?;
+            let ns = t.namespace.as_deref().unwrap_or("default");
+            let answered = c.create_token(ns, name, request).await.map_err(client)?;
+            Ok(body::json(StatusCode::CREATED, &answered))
         }
         (&Method::POST, Some(name), Some(Sub::Eviction)) => {
             let eviction = read_object(req, &content_type).await?;

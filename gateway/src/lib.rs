@@ -26,6 +26,7 @@
 //! events) and [`server`] (TLS, HTTP/1.1 and HTTP/2, limits, the client
 //! certificate check).
 
+pub mod bearer;
 pub mod body;
 pub mod discovery;
 pub mod exec;

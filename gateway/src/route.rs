@@ -54,6 +54,8 @@ pub enum Sub {
     PortForward,
     /// A Namespace's `finalize`.
     Finalize,
+    /// A ServiceAccount's `token` (a TokenRequest).
+    Token,
 }
 
 impl Sub {
@@ -67,6 +69,7 @@ impl Sub {
             "attach" => Sub::Attach,
             "portforward" => Sub::PortForward,
             "finalize" => Sub::Finalize,
+            "token" => Sub::Token,
             _ => return None,
         })
     }
@@ -82,6 +85,7 @@ impl Sub {
             Sub::Attach => "attach",
             Sub::PortForward => "portforward",
             Sub::Finalize => "finalize",
+            Sub::Token => "token",
         }
     }
 
@@ -94,6 +98,7 @@ impl Sub {
                 kind == Kind::Pod
             }
             Sub::Finalize => kind == Kind::Namespace,
+            Sub::Token => kind == Kind::ServiceAccount,
         }
     }
 }

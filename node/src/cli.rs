@@ -1035,6 +1035,10 @@ pub enum CreateCommand {
     /// kubus create serviceaccount NAME
     #[command(visible_alias = "sa")]
     Serviceaccount(CreateNamedArgs),
+    /// kubus create token SERVICEACCOUNT [--duration=1h] [--audience=A]
+    /// [--bound-object-kind=Pod --bound-object-name=NAME]: print a token
+    /// the Kubernetes API accepts as that ServiceAccount.
+    Token(CreateTokenArgs),
     /// kubus create role NAME --verb=get,list --resource=pods
     /// [--resource-name=NAME]
     Role(CreateRoleArgs),
@@ -1046,6 +1050,32 @@ pub enum CreateCommand {
     Rolebinding(CreateBindingArgs),
     /// kubus create clusterrolebinding NAME --clusterrole=R --user=U ...
     Clusterrolebinding(CreateBindingArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateTokenArgs {
+    /// The ServiceAccount.
+    pub name: String,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// An audience of the token (repeat for several; default: the
+    /// Kubernetes API's).
+    #[arg(long)]
+    pub audience: Vec<String>,
+    /// How long the token is valid (10m to about 136 years; default 1h).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Bind the token to an object: it stops working when that goes
+    /// (Pod only).
+    #[arg(long)]
+    pub bound_object_kind: Option<String>,
+    #[arg(long)]
+    pub bound_object_name: Option<String>,
+    #[arg(long)]
+    pub bound_object_uid: Option<String>,
+    /// Print the TokenRequest as yaml or json instead of the token.
+    #[arg(short = 'o', long)]
+    pub output: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -141,6 +141,9 @@ pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
         Command::Annotate(a) => crate::verbs::run_annotate(&client, a).await,
         Command::Set(SetCommand::Image(a)) => crate::verbs::run_set_image(&client, a).await,
         Command::Rollout(c) => crate::rollout::run(&client, c).await,
+        Command::Create(crate::cli::CreateCommand::Token(a)) => {
+            crate::create_access::token(&client, a).await
+        }
         c @ (Command::Create(_) | Command::Run(_)) => crate::create::run(&client, c).await,
         Command::Wait(a) => crate::wait::run(&client, a).await,
         Command::Edit(a) => crate::edit::run(&client, a).await,

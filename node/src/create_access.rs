@@ -1,9 +1,14 @@
 //! The objects of `kubus create role|clusterrole|rolebinding|
 //! clusterrolebinding|serviceaccount`, built as kubectl builds them
-//! (pure), and `kubus auth can-i`'s reading of a resource word.
+//! (pure), `kubus create token`'s TokenRequest, and `kubus auth can-i`'s
+//! reading of a resource word.
 
+use anyhow::bail;
 use kubus_api::Kind;
+use kubus_bus::Client;
 use serde_json::{json, Value};
+
+use crate::cli::CreateTokenArgs;
 
 /// The verbs a rule may name (kubectl's list), `*` for all.
 const VERBS: [&str; 13] = [
@@ -183,6 +188,57 @@ pub fn binding(
 /// `create serviceaccount`.
 pub fn service_account(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}})
+}
+
+/// The TokenRequest `kubus create token` sends, from its flags (kubectl's).
+pub fn token_request(a: &CreateTokenArgs) -> anyhow::Result<Value> {
+    let mut spec = serde_json::Map::new();
+    if !a.audience.is_empty() {
+        spec.insert("audiences".into(), json!(a.audience));
+    }
+    if let Some(d) = &a.duration {
+        let d = crate::wait::parse_duration(d).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+        spec.insert("expirationSeconds".into(), json!(d.as_secs()));
+    }
+    match (&a.bound_object_kind, &a.bound_object_name) {
+        (None, None) if a.bound_object_uid.is_none() => {}
+        (Some(kind), Some(name)) => {
+            if kind != "Pod" {
+                bail!("--bound-object-kind {kind:?}: kubus binds tokens to a Pod");
+            }
+            let mut r = json!({"kind": kind, "apiVersion": "v1", "name": name});
+            if let Some(uid) = &a.bound_object_uid {
+                r["uid"] = json!(uid);
+            }
+            spec.insert("boundObjectRef".into(), r);
+        }
+        _ => bail!("--bound-object-kind and --bound-object-name go together"),
+    }
+    Ok(json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": spec,
+    }))
+}
+
+/// `kubus create token SERVICEACCOUNT`: the token, on a line of its own.
+pub async fn token(client: &Client, a: CreateTokenArgs) -> anyhow::Result<()> {
+    let request = token_request(&a)?;
+    let ns = a.namespace.as_deref().unwrap_or("default");
+    let answered = client.create_token(ns, &a.name, request).await?;
+    match a.output.as_deref() {
+        None => {
+            let Some(t) = answered["status"]["token"].as_str() else {
+                bail!("the store's answer holds no token");
+            };
+            println!("{t}");
+            Ok(())
+        }
+        Some(format @ ("yaml" | "json")) => {
+            crate::create::print_object(&answered, Some(format), "")
+        }
+        Some(other) => bail!("unknown output format {other:?}: use yaml or json"),
+    }
 }
 
 #[cfg(test)]

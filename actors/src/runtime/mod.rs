@@ -96,6 +96,11 @@ pub fn start_controllers(
         start(crate::nodelifecycle::PodGc, informers, &writer),
         start(crate::deployment::DeploymentReconciler, informers, &writer),
         start(crate::namespace::NamespaceController, informers, &writer),
+        start(
+            crate::serviceaccount::ServiceAccountController,
+            informers,
+            &writer,
+        ),
         start(crate::endpoints::EndpointsReconciler, informers, &writer),
         start(crate::endpoints::LoadBalancerReconciler, informers, &writer),
     ];

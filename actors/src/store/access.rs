@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use kubus_api::kind::prefix;
+use kubus_api::rbac::node::Graph;
 use kubus_api::rbac::{self, node, Attributes, Decision, Index, UserInfo};
 use kubus_api::{ApiError, Kind, ObjectRef, Reason};
 use kubus_bus::auth::{requester, Requester};
@@ -188,6 +189,24 @@ impl Access {
         if let (Some(_), Kind::Pod) = (user.node(), kind) {
             node_restriction(store, namespace, req)?;
         }
+        if let (Some(node), ApiRequest::Token { request, .. }) = (user.node(), req) {
+            // a node's token is bound to one of its pods (NodeRestriction)
+            let pod = request
+                .pointer("/spec/boundObjectRef/name")
+                .and_then(Value::as_str);
+            let on_node = match (namespace, pod) {
+                (Some(ns), Some(pod)) => {
+                    StoreGraph(store).pod_node(ns, pod).as_deref() == Some(node)
+                }
+                _ => false,
+            };
+            if !on_node {
+                return Err(forbidden(format!(
+                    "node {node:?} may only ask for tokens bound to its own pods \
+                     (spec.boundObjectRef naming a pod on it)"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -229,7 +248,8 @@ pub fn attributes(
         ApiRequest::Get { name }
         | ApiRequest::Patch { name, .. }
         | ApiRequest::Delete { name, .. }
-        | ApiRequest::Evict { name, .. } => (Some(name.clone()), None),
+        | ApiRequest::Evict { name, .. }
+        | ApiRequest::Token { name, .. } => (Some(name.clone()), None),
         ApiRequest::Create { object, .. }
         | ApiRequest::Update { object, .. }
         | ApiRequest::Apply { object } => (object_name(object), None),
@@ -239,6 +259,7 @@ pub fn attributes(
     };
     let (k8s_verb, subresource) = match verb {
         Verb::Evict => ("create", "eviction"),
+        Verb::Token => ("create", "token"),
         Verb::Apply => match name.as_deref() {
             Some(n) => (apply_verb(store, &ObjectRef::new(kind, namespace, n)), ""),
             None => ("create", ""),

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod backup;
 pub mod seal;
 pub mod service;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,7 +77,12 @@ impl StoreServer {
         }
         let rebuilt_through = store.revision();
         let chains = NodeChains::from_history(&store, &keys, rebuilt_through);
-        let api = service::Api { store, net, keys };
+        let api = service::Api {
+            store,
+            net,
+            keys,
+            tokens: tokens::Tokens::default(),
+        };
         tokio::spawn(publish(
             api.clone(),
             changes,
@@ -136,7 +142,15 @@ impl Actor for StoreServer {
                     kubus_api::priority::system_classes()
                         .into_iter()
                         .map(|c| (Kind::PriorityClass, c)),
-                );
+                )
+                // the ServiceAccount tokens' signing key (kept if there)
+                .chain(match tokens::signing_key_object() {
+                    Ok(key) => Some((Kind::Secret, key)),
+                    Err(e) => {
+                        warn!(error = %e, "no token signing key");
+                        None
+                    }
+                });
             for (kind, object) in builtin {
                 let name = kubus_api::meta::name(&object)
                     .unwrap_or_default()
@@ -148,7 +162,10 @@ impl Actor for StoreServer {
                         object: object.clone(),
                         dry_run: false,
                     };
-                    match service::handle(&store, Verb::Create, kind, "_", req, None).await {
+                    let ns = kubus_api::meta::namespace(&object)
+                        .unwrap_or("_")
+                        .to_string();
+                    match service::handle(&store, Verb::Create, kind, &ns, req, None).await {
                         Ok(_) => info!(%kind, name, "created"),
                         Err(e) if e.reason == kubus_api::Reason::AlreadyExists => {}
                         Err(e)
@@ -208,19 +225,23 @@ impl StreamHandler<Message> for StoreServer {
                 let reply: kubus_bus::protocol::ReviewReply = codec
                     .decode::<kubus_bus::protocol::ReviewRequest>(&msg.payload)
                     .map_err(|e| ApiError::bad_request(format!("review request: {e}")))
-                    .map(|req| {
+                    .and_then(|req| {
+                        let user = match &req.token {
+                            None => user,
+                            Some(bearer) => review_token(&store, &access, &user, bearer)?,
+                        };
                         let decision = req
                             .attributes
                             .as_ref()
                             .map(|a| access.decide(&store.store, &user, a, None));
-                        kubus_bus::protocol::Review {
+                        Ok(kubus_bus::protocol::Review {
                             allowed: decision.as_ref().is_none_or(|d| d.allowed()),
                             reason: match decision {
                                 Some(kubus_api::rbac::Decision::Deny(why)) => Some(why),
                                 _ => None,
                             },
                             user,
-                        }
+                        })
                     });
                 respond(&nats, reply_to, codec, &reply).await;
                 drop(permit);
@@ -287,6 +308,27 @@ impl StreamHandler<Message> for StoreServer {
     fn finished(&mut self, _ctx: &mut Context<Self>) {
         warn!("a store subscription ended");
     }
+}
+
+/// The user bearer token `bearer` names, verified for `asker` (who needs
+/// `create` on `tokenreviews`, as Kubernetes' TokenReview). A token that
+/// does not verify is `Unauthorized`'s cousin: Forbidden, saying why.
+fn review_token(
+    api: &service::Api,
+    access: &access::Access,
+    asker: &kubus_api::rbac::UserInfo,
+    bearer: &str,
+) -> Result<kubus_api::rbac::UserInfo, ApiError> {
+    let may = kubus_api::rbac::Attributes::new("create", "authentication.k8s.io", "tokenreviews");
+    if let kubus_api::rbac::Decision::Deny(why) = access.decide(&api.store, asker, &may, None) {
+        return Err(ApiError::new(kubus_api::Reason::Forbidden, why));
+    }
+    api.tokens.verify(api, bearer).map_err(|why| {
+        ApiError::new(
+            kubus_api::Reason::Forbidden,
+            format!("token refused: {why}"),
+        )
+    })
 }
 
 async fn respond<T: Serialize>(

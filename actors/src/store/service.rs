@@ -43,6 +43,8 @@ pub struct Api {
     /// Seals the objects of encrypted resources before they are proposed
     /// and opens them where they are read back.
     pub keys: Keyring,
+    /// Issues and verifies ServiceAccount tokens.
+    pub tokens: super::tokens::Tokens,
 }
 
 impl Api {
@@ -188,6 +190,18 @@ async fn serve(store: &Api, verb: Verb, kind: Kind, ns_token: &str, req: ApiRequ
             };
             evict::evict(store, r, &preconditions, grace_period_seconds)
                 .await
+                .map(ApiResponse::Object)
+        }
+        (Verb::Token, ApiRequest::Token { name, request }) if kind == Kind::ServiceAccount => {
+            let Some(ns) = namespace.as_deref() else {
+                return Err(ApiError::bad_request(
+                    "a token is for a ServiceAccount in a namespace",
+                ));
+            };
+            linearize(store).await?;
+            store
+                .tokens
+                .issue(store, ns, &name, &request)
                 .map(ApiResponse::Object)
         }
         (Verb::Apply, ApiRequest::Apply { object }) => {
@@ -1411,6 +1425,7 @@ mod tests {
             store,
             net: ServiceNet::default(),
             keys: Default::default(),
+            tokens: Default::default(),
         };
         for name in ["a", "b", "c", "d", "e"] {
             put(&store, name, serde_json::json!({"tier": "web"})).await;
@@ -1508,6 +1523,7 @@ mod tests {
             store,
             net: ServiceNet::default(),
             keys: Default::default(),
+            tokens: Default::default(),
         }
     }
 

@@ -139,6 +139,23 @@ pub fn pod(pod: &mut Pod) {
     if let Some(spec) = &mut pod.spec {
         pod_spec(spec);
         default_tolerations(spec);
+        // Kubernetes' ServiceAccount admission: a pod runs as `default`
+        // unless it names another (the deprecated field says the same)
+        if spec
+            .service_account_name
+            .as_deref()
+            .unwrap_or("")
+            .is_empty()
+        {
+            spec.service_account_name = spec
+                .service_account
+                .clone()
+                .filter(|s| !s.is_empty())
+                .or_else(|| Some(crate::token::DEFAULT_SERVICE_ACCOUNT.to_string()));
+        }
+        if spec.service_account.as_deref().unwrap_or("").is_empty() {
+            spec.service_account = spec.service_account_name.clone();
+        }
         // As Kubernetes does for Pods (not templates): a resource with a
         // limit and no request requests its limit, so the scheduler sees it.
         for c in spec

@@ -174,11 +174,15 @@ pub fn objects() -> Vec<Value> {
         cluster_role(
             "system:kubus-gateway",
             Value::Null,
-            vec![rule(
-                &[""],
-                &["users", "groups", "serviceaccounts"],
-                &["impersonate"],
-            )],
+            vec![
+                rule(
+                    &[""],
+                    &["users", "groups", "serviceaccounts"],
+                    &["impersonate"],
+                ),
+                // bearer tokens: verified by the store (TokenReview)
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+            ],
         ),
         binding("cluster-admin", "cluster-admin", json!([group(MASTERS)])),
         binding(

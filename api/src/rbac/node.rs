@@ -72,6 +72,16 @@ pub fn authorize(
         ("", "namespaces") | ("", "persistentvolumes") | ("storage.k8s.io", "storageclasses") => {
             read
         }
+        // a token for the ServiceAccount of one of its pods (the store
+        // also requires the token bound to such a pod)
+        ("", "serviceaccounts") => {
+            a.verb == "create"
+                && a.subresource == "token"
+                && match (&a.namespace, &a.name) {
+                    (Some(ns), Some(name)) => graph.used_on(node, ns, "serviceaccounts", name),
+                    _ => false,
+                }
+        }
         ("", resource @ ("secrets" | "configmaps" | "persistentvolumeclaims")) => {
             a.verb == "get"
                 && match (&a.namespace, &a.name) {
@@ -81,7 +91,10 @@ pub fn authorize(
         }
         _ => false,
     };
-    if allowed && (a.subresource.is_empty() || a.subresource == "status") {
+    let subresource = a.subresource.is_empty()
+        || a.subresource == "status"
+        || (a.resource == "serviceaccounts" && a.subresource == "token");
+    if allowed && subresource {
         Decision::Allow
     } else {
         Decision::Deny(format!(
@@ -101,8 +114,12 @@ fn selects_node(selector: &str, node: &str) -> bool {
 }
 
 /// The names of objects of `resource` pod `pod` uses: volumes (also
-/// projected), env and envFrom of every container, image pull secrets.
+/// projected), env and envFrom of every container, image pull secrets,
+/// its ServiceAccount.
 pub fn pod_uses(pod: &Value, resource: &str) -> Vec<String> {
+    if resource == "serviceaccounts" {
+        return vec![crate::token::pod_service_account(pod).to_string()];
+    }
     let spec = &pod["spec"];
     let mut out = Vec::new();
     let mut add = |v: &Value| {

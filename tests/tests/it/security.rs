@@ -681,17 +681,25 @@ fn secrets_are_encrypted_at_rest_and_their_key_rotates() {
         assert!(shown.contains(b64), "{name}: {shown}");
     }
     // the old one is rewritten sealed; the new one already is
+    // (beside them: the ServiceAccount tokens' signing key, a Secret too)
+    let all: Value = serde_json::from_str(&c.kubus_ok(&["get", "secrets", "-A", "-o", "json"]))
+        .expect("secrets json");
+    let secrets = all["items"].as_array().map_or(0, Vec::len) as u64;
+    assert!(secrets >= 3, "{all}");
     let out = c.kubus_ok(&["store", "reseal"]);
-    assert_eq!(resealed(&out), 1, "{out}");
-    assert!(
-        out.contains("identity: 1") && out.contains("first: 1"),
-        "{out}"
-    );
+    let plain = out
+        .split("identity: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|ch: char| !ch.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no plain count in {out}"));
+    assert!(plain >= 1 && resealed(&out) == plain, "{out}");
+    assert!(out.contains("first: "), "{out}");
     assert_eq!(resealed(&c.kubus_ok(&["store", "reseal"])), 0);
 
     // rotation: a new key everywhere, then every Secret rewritten with it
     let out = c.kubus_ok(&["store", "rotate-key"]);
-    assert_eq!(resealed(&out), 2, "{out}");
+    assert_eq!(resealed(&out), secrets, "{out}");
     let file = std::fs::read_to_string(&config).expect("config");
     let parsed: Value = serde_json::from_str(&file).expect("the rewritten file is JSON");
     let keys = parsed["resources"][0]["providers"][0]["aesgcm"]["keys"]
@@ -761,6 +769,157 @@ fn secrets_are_encrypted_at_rest_and_their_key_rotates() {
                 "resources[0].providers[0].aesgcm.keys[0]: secret of \"short\" is 5 bytes"
             ),
         "{err}"
+    );
+}
+
+#[test]
+fn service_account_tokens_authenticate_at_the_api_and_rbac_decides() {
+    let c = Cluster::start();
+    // every namespace gets its `default` ServiceAccount, again if deleted
+    c.kubus_ok(&["create", "namespace", "team"]);
+    let has_default = |ns: &str| {
+        wait_for(Duration::from_secs(15), || {
+            c.kubus(&["get", "serviceaccount", "default", "-n", ns])
+                .status
+                .success()
+                .then_some(())
+        })
+        .is_some()
+    };
+    assert!(has_default("default") && has_default("team"), "{}", c.log());
+    c.kubus_ok(&["delete", "serviceaccount", "default", "-n", "team"]);
+    assert!(has_default("team"), "the default ServiceAccount comes back");
+    // a pod that names none runs as `default`
+    c.kubus_ok(&["run", "sleeper", "--image=busybox", "--", "sleep", "3600"]);
+    let shown = c.kubus_ok(&["get", "pod", "sleeper", "-o", "json"]);
+    assert!(
+        shown.contains("\"serviceAccountName\": \"default\""),
+        "{shown}"
+    );
+
+    c.kubus_ok(&["create", "serviceaccount", "robot", "-n", "team"]);
+    c.kubus_ok(&[
+        "create",
+        "rolebinding",
+        "robot-view",
+        "-n",
+        "team",
+        "--clusterrole=view",
+        "--serviceaccount=team:robot",
+    ]);
+    let token = c.kubus_ok(&["create", "token", "robot", "-n", "team", "--duration=10m"]);
+    let token = token.trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    // what it names: the ServiceAccount, by the store's verification
+    let rt = kubus_tests::runtime();
+    let admin = rt.block_on(c.connect());
+    let review = rt.block_on(admin.review_token(&token)).expect("review");
+    assert_eq!(review.user.name, "system:serviceaccount:team:robot");
+    assert!(review
+        .user
+        .groups
+        .contains(&"system:serviceaccounts:team".to_string()));
+    // refused: not a token, a missing account, too short a life
+    assert!(rt.block_on(admin.review_token("e30.e30.e30")).is_err());
+    let missing = c.kubus(&["create", "token", "ghost", "-n", "team"]);
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("ghost"),
+        "{missing:?}"
+    );
+    let short = c.kubus(&["create", "token", "robot", "-n", "team", "--duration=1m"]);
+    assert!(
+        String::from_utf8_lossy(&short.stderr)
+            .contains("spec.expirationSeconds: may not specify a duration less than 600 seconds"),
+        "{short:?}"
+    );
+
+    // kubectl with nothing but the token: the gateway asks the store who
+    // it is and RBAC decides (view in team: read, not write)
+    let current: Value = serde_json::from_slice(
+        &std::fs::read(c.home().join("current.json")).expect("current.json"),
+    )
+    .expect("json");
+    let server = current["api"]
+        .as_str()
+        .expect("the API's address")
+        .to_string();
+    let ca = c.data_dir().join("pki").join("ca.crt");
+    let empty = c.dir.path().join("empty-kubeconfig");
+    std::fs::write(&empty, "apiVersion: v1\nkind: Config\n").expect("kubeconfig");
+    let kubectl =
+        Cluster::kubectl_build("1.33").unwrap_or_else(|| std::path::PathBuf::from("kubectl"));
+    let as_robot_in = |token: &str, args: &[&str], stdin: &str| {
+        let mut all = vec![
+            "--kubeconfig".to_string(),
+            empty.display().to_string(),
+            "--server".to_string(),
+            server.clone(),
+            "--certificate-authority".to_string(),
+            ca.display().to_string(),
+            "--token".to_string(),
+            token.to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        c.kubectl_in(&kubectl, &all, stdin)
+    };
+    let as_robot = |token: &str, args: &[&str]| as_robot_in(token, args, "");
+    let read = as_robot(&token, &["get", "pods", "-n", "team"]);
+    assert!(read.status.success(), "{read:?}");
+    let write = as_robot_in(
+        &token,
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"team"}}"#,
+    );
+    let err = String::from_utf8_lossy(&write.stderr);
+    assert!(
+        !write.status.success()
+            && err.contains("system:serviceaccount:team:robot")
+            && err.contains("forbidden"),
+        "{err}"
+    );
+    let elsewhere = as_robot(&token, &["get", "pods", "-n", "default"]);
+    assert!(!elsewhere.status.success(), "view is bound in team only");
+    // logs and exec go to the node agent: the gateway asks the store first
+    for args in [
+        &["logs", "sleeper", "-n", "default"][..],
+        &["exec", "sleeper", "-n", "default", "--", "true"][..],
+    ] {
+        let out = as_robot(&token, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && err.contains("forbidden")
+                && err.contains("system:serviceaccount:team:robot"),
+            "{args:?}: {err}"
+        );
+    }
+    let bogus = as_robot("not-a-token", &["get", "pods", "-n", "team"]);
+    assert!(
+        String::from_utf8_lossy(&bogus.stderr)
+            .contains("must be logged in to the server (token refused"),
+        "{bogus:?}"
+    );
+    // deleting the ServiceAccount revokes its tokens (the gateway trusts
+    // an answer for 10 s)
+    c.kubus_ok(&["delete", "serviceaccount", "robot", "-n", "team"]);
+    let refused = wait_for(Duration::from_secs(20), || {
+        let out = as_robot(&token, &["get", "pods", "-n", "team"]);
+        (!out.status.success()).then_some(String::from_utf8_lossy(&out.stderr).to_string())
+    })
+    .expect("a deleted ServiceAccount's token is refused");
+    assert!(
+        refused.contains("service account team/robot has been deleted"),
+        "{refused}"
+    );
+    let gone = rt
+        .block_on(admin.review_token(&token))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        gone.contains("service account team/robot has been deleted"),
+        "{gone}"
     );
 }
 

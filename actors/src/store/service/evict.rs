@@ -182,6 +182,7 @@ mod tests {
             store,
             net: kubus_api::service::ServiceNet::default(),
             keys: Default::default(),
+            tokens: Default::default(),
         }
     }
 
