@@ -28,6 +28,13 @@ pub const AUDIENCES_MAX: usize = 16;
 /// The ServiceAccount a pod that names none runs as; every namespace has
 /// it (the ServiceAccount controller).
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+/// Where a pod's containers find their ServiceAccount's token.
+pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The projected volume that holds it.
+pub const VOLUME_NAME: &str = "kube-api-access";
+/// The lifetime of a pod's token (Kubernetes': one hour and 7 seconds);
+/// the node agent asks for a new one at 80 % of it.
+pub const TOKEN_EXPIRATION_SECONDS: i64 = 3607;
 /// The group of every ServiceAccount, and the prefix of its user name.
 pub const SERVICE_ACCOUNTS_GROUP: &str = "system:serviceaccounts";
 const USER_PREFIX: &str = "system:serviceaccount:";

@@ -189,6 +189,11 @@ fn restore(file: &Path, data_dir: &Path) -> anyhow::Result<()> {
         data_dir.display(),
         data_dir.display()
     );
+    println!(
+        "Its Secrets are sealed with the saved cluster's keys: copy that cluster's {} into {} first (or give it with --encryption-provider-config).",
+        crate::mesh::ENCRYPTION_CONFIG_FILE,
+        data_dir.display()
+    );
     Ok(())
 }
 

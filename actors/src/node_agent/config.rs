@@ -1,6 +1,8 @@
 //! What a pod's containers get besides their image: environment variables
 //! (`env`, `envFrom`, `valueFrom` from ConfigMaps, Secrets and the pod's own
-//! fields) and volumes (`emptyDir`, `hostPath`, `configMap`, `secret`) with
+//! fields) and volumes (`emptyDir`, `hostPath`, `configMap`, `secret`,
+//! `projected` with secret, configMap, downwardAPI and serviceAccountToken
+//! sources) with
 //! the mounts that put them into containers. Pure: the ConfigMaps and
 //! Secrets come in as [`Sources`] fetched by the agent, the volumes come out
 //! as a plan of directories and files the agent writes under its root.
@@ -50,6 +52,48 @@ pub struct Sources {
     /// Each PersistentVolumeClaim the pod's volumes name: the path of its
     /// bound volume on this node, or why it cannot be used yet.
     pub claims: BTreeMap<String, Result<PathBuf, String>>,
+    /// Each ServiceAccount token the pod's projected volumes ask for, or
+    /// why there is none.
+    pub tokens: BTreeMap<TokenKey, Result<String, String>>,
+}
+
+/// One token a projected volume asks for: its audience (None: the API's)
+/// and lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TokenKey {
+    pub audience: Option<String>,
+    pub expiration_seconds: i64,
+}
+
+/// The sources of the pod's projected volumes, in order.
+fn projected_sources(pod: &Value) -> impl Iterator<Item = &Value> {
+    pod.pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.pointer("/projected/sources").and_then(Value::as_array))
+        .flatten()
+}
+
+/// The token of a `serviceAccountToken` projection.
+fn token_key(t: &Value) -> TokenKey {
+    TokenKey {
+        audience: str_at(t, "audience")
+            .filter(|a| !a.is_empty())
+            .map(str::to_string),
+        expiration_seconds: t
+            .get("expirationSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(kubus_api::token::EXPIRATION_DEFAULT_SECONDS),
+    }
+}
+
+/// The ServiceAccount tokens the pod's projected volumes ask for.
+pub fn token_requests(pod: &Value) -> BTreeSet<TokenKey> {
+    projected_sources(pod)
+        .filter_map(|s| s.get("serviceAccountToken"))
+        .map(token_key)
+        .collect()
 }
 
 impl Sources {
@@ -127,6 +171,16 @@ pub fn volume_references(pod: &Value) -> BTreeSet<(SourceKind, String)> {
             (SourceKind::Secret, "secret", "secretName"),
         ] {
             if let Some(name) = v.get(field).and_then(|s| str_at(s, key)) {
+                out.insert((kind, name.to_string()));
+            }
+        }
+    }
+    for src in projected_sources(pod) {
+        for (kind, field) in [
+            (SourceKind::ConfigMap, "configMap"),
+            (SourceKind::Secret, "secret"),
+        ] {
+            if let Some(name) = src.get(field).and_then(|s| str_at(s, "name")) {
                 out.insert((kind, name.to_string()));
             }
         }
@@ -515,6 +569,182 @@ fn mode_of(v: Option<&Value>, field: &str, default: u32) -> Result<u32, String> 
     }
 }
 
+/// The files of a configMap or secret source named `src_name` (a volume's
+/// or a projection's, `at` its field path), with its `items` and modes.
+fn source_files(
+    kind: SourceKind,
+    src: &Value,
+    src_name: &str,
+    at: &str,
+    namespace: &str,
+    sources: &Sources,
+    default_mode: u32,
+) -> Result<Vec<(PathBuf, Vec<u8>, u32)>, String> {
+    let data = match sources.get(kind, src_name) {
+        Some(obj) => data_of(kind, obj)?,
+        None if optional(src) => BTreeMap::new(),
+        None => return Err(format!("{at}: {} {src_name:?} not found", kind.lower())),
+    };
+    let mut files = Vec::new();
+    match src.get("items").and_then(Value::as_array) {
+        Some(items) if !items.is_empty() => {
+            for (j, it) in items.iter().enumerate() {
+                let at = format!("{at}.items[{j}]");
+                let k = str_at(it, "key").unwrap_or_default();
+                let p = str_at(it, "path").unwrap_or_default();
+                if !file_path_ok(p) {
+                    return Err(format!(
+                        "{at}.path: must be a relative path without '..' that does not start with '..', not {p:?}"
+                    ));
+                }
+                let mode = mode_of(it.get("mode"), &format!("{at}.mode"), default_mode)?;
+                match data.get(k) {
+                    Some(bytes) => files.push((PathBuf::from(p), bytes.clone(), mode)),
+                    None if optional(src) => {}
+                    None => {
+                        return Err(format!(
+                            "{at}.key: {} {namespace}/{src_name} has no key {k:?}",
+                            kind.kind()
+                        ))
+                    }
+                }
+            }
+        }
+        _ => {
+            for (k, bytes) in data {
+                if !file_path_ok(&k) {
+                    return Err(format!(
+                        "{at}: key {k:?} of {} {namespace}/{src_name} cannot be a file name (it starts with '..'); use items to give it a path",
+                        kind.kind()
+                    ));
+                }
+                files.push((PathBuf::from(k), bytes, default_mode));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The files of one source of a projected volume.
+fn projected_files(
+    pod: &Value,
+    src: &Value,
+    at: &str,
+    namespace: &str,
+    sources: &Sources,
+    default_mode: u32,
+) -> Result<Vec<(PathBuf, Vec<u8>, u32)>, String> {
+    let path_of = |it: &Value, at: &str| -> Result<PathBuf, String> {
+        let p = str_at(it, "path").unwrap_or_default();
+        if file_path_ok(p) {
+            Ok(PathBuf::from(p))
+        } else {
+            Err(format!(
+                "{at}.path: must be a relative path without '..' that does not start with '..', not {p:?}"
+            ))
+        }
+    };
+    if let Some((kind, s)) = src
+        .get("configMap")
+        .map(|s| (SourceKind::ConfigMap, s))
+        .or_else(|| src.get("secret").map(|s| (SourceKind::Secret, s)))
+    {
+        let sub = if kind == SourceKind::ConfigMap {
+            "configMap"
+        } else {
+            "secret"
+        };
+        let name = str_at(s, "name").unwrap_or_default();
+        return source_files(
+            kind,
+            s,
+            name,
+            &format!("{at}.{sub}"),
+            namespace,
+            sources,
+            default_mode,
+        );
+    }
+    if let Some(d) = src.get("downwardAPI") {
+        let mut files = Vec::new();
+        for (j, it) in d
+            .get("items")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let at = format!("{at}.downwardAPI.items[{j}]");
+            let path = path_of(it, &at)?;
+            let mode = mode_of(it.get("mode"), &format!("{at}.mode"), default_mode)?;
+            let Some(field_path) = it.pointer("/fieldRef/fieldPath").and_then(Value::as_str) else {
+                return Err(format!(
+                    "{at}: only fieldRef is supported by this node agent (not resourceFieldRef)"
+                ));
+            };
+            let value = downward_value(pod, field_path).ok_or_else(|| {
+                format!("{at}.fieldRef.fieldPath: {field_path:?} is not a supported field (metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, metadata.labels['…'], metadata.annotations['…'])")
+            })?;
+            files.push((path, value.into_bytes(), mode));
+        }
+        return Ok(files);
+    }
+    if let Some(t) = src.get("serviceAccountToken") {
+        let at = format!("{at}.serviceAccountToken");
+        let path = path_of(t, &at)?;
+        let key = token_key(t);
+        if key.expiration_seconds < kubus_api::token::EXPIRATION_MIN_SECONDS {
+            return Err(format!(
+                "{at}.expirationSeconds: may not be less than {} seconds",
+                kubus_api::token::EXPIRATION_MIN_SECONDS
+            ));
+        }
+        return match sources.tokens.get(&key) {
+            Some(Ok(token)) => Ok(vec![(path, token.clone().into_bytes(), default_mode)]),
+            Some(Err(why)) => Err(format!("{at}: {why}")),
+            None => Err(format!("{at}: no token was asked for")),
+        };
+    }
+    Err(format!(
+        "{at}: a projected source must be secret, configMap, downwardAPI or serviceAccountToken"
+    ))
+}
+
+/// The value of a downward API volume file: a metadata field, or all
+/// labels or annotations as `key="value"` lines (sorted).
+fn downward_value(pod: &Value, path: &str) -> Option<String> {
+    let whole = |map: &str| {
+        let mut lines: Vec<String> = pod
+            .pointer(&format!("/metadata/{map}"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    serde_json::to_string(v.as_str().unwrap_or_default()).unwrap_or_default()
+                )
+            })
+            .collect();
+        lines.sort();
+        lines.join("\n")
+    };
+    match path {
+        "metadata.labels" => Some(whole("labels")),
+        "metadata.annotations" => Some(whole("annotations")),
+        p if p.starts_with("metadata.") => field_ref(
+            pod,
+            p,
+            PodFacts {
+                host_ip: "",
+                pod_ip: "",
+                service_env: &[],
+            },
+        ),
+        _ => None,
+    }
+}
+
 /// The pod's volumes: where each lives under `pod_dir` (or on the host),
 /// and the files of configMap and secret volumes.
 pub fn plan_volumes(
@@ -600,56 +830,51 @@ pub fn plan_volumes(
                 &format!("{field}.{sub}.defaultMode"),
                 DEFAULT_MODE,
             )?;
-            let data = match sources.get(kind, src_name) {
-                Some(obj) => data_of(kind, obj)?,
-                None if optional(src) => BTreeMap::new(),
-                None => {
-                    return Err(format!(
-                        "{field}.{sub}: {} {src_name:?} not found",
-                        kind.lower()
-                    ))
-                }
-            };
-            let mut files = Vec::new();
-            match src.get("items").and_then(Value::as_array) {
-                Some(items) if !items.is_empty() => {
-                    for (j, it) in items.iter().enumerate() {
-                        let at = format!("{field}.{sub}.items[{j}]");
-                        let k = str_at(it, "key").unwrap_or_default();
-                        let p = str_at(it, "path").unwrap_or_default();
-                        if !file_path_ok(p) {
-                            return Err(format!(
-                                "{at}.path: must be a relative path without '..' that does not start with '..', not {p:?}"
-                            ));
-                        }
-                        let mode = mode_of(it.get("mode"), &format!("{at}.mode"), default_mode)?;
-                        match data.get(k) {
-                            Some(bytes) => files.push((PathBuf::from(p), bytes.clone(), mode)),
-                            None if optional(src) => {}
-                            None => {
-                                return Err(format!(
-                                    "{at}.key: {} {namespace}/{src_name} has no key {k:?}",
-                                    kind.kind()
-                                ))
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    for (k, bytes) in data {
-                        if !file_path_ok(&k) {
-                            return Err(format!(
-                                "{field}.{sub}: key {k:?} of {} {namespace}/{src_name} cannot be a file name (it starts with '..'); use items to give it a path",
-                                kind.kind()
-                            ));
-                        }
-                        files.push((PathBuf::from(k), bytes, default_mode));
-                    }
-                }
-            }
+            let files = source_files(
+                kind,
+                src,
+                src_name,
+                &format!("{field}.{sub}"),
+                namespace,
+                sources,
+                default_mode,
+            )?;
             PlannedVolume {
                 host_path: dir(plugin),
                 kind: VolumeKind::Files { kind, files },
+                name,
+            }
+        } else if let Some(p) = v.get("projected") {
+            let default_mode = mode_of(
+                p.get("defaultMode"),
+                &format!("{field}.projected.defaultMode"),
+                DEFAULT_MODE,
+            )?;
+            let mut files = Vec::new();
+            for (j, src) in p
+                .get("sources")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let at = format!("{field}.projected.sources[{j}]");
+                files.extend(projected_files(
+                    pod,
+                    src,
+                    &at,
+                    namespace,
+                    sources,
+                    default_mode,
+                )?);
+            }
+            PlannedVolume {
+                host_path: dir("kubernetes.io~projected"),
+                // a token is a secret: on tmpfs, like a secret volume
+                kind: VolumeKind::Files {
+                    kind: SourceKind::Secret,
+                    files,
+                },
                 name,
             }
         } else if let Some(claim) = v.get("persistentVolumeClaim") {
@@ -676,7 +901,7 @@ pub fn plan_volumes(
                 .cloned()
                 .unwrap_or_default();
             return Err(format!(
-                "{field}: volume {name:?} of type {kind:?} is not supported by this node agent (emptyDir, hostPath, configMap, secret, persistentVolumeClaim)"
+                "{field}: volume {name:?} of type {kind:?} is not supported by this node agent (emptyDir, hostPath, configMap, secret, projected, persistentVolumeClaim)"
             ));
         };
         out.push(planned);
@@ -890,6 +1115,75 @@ mod tests {
             got[1],
             ("B".into(), "1-$(LATER)".into()),
             "only earlier variables"
+        );
+    }
+
+    #[test]
+    fn projected_volumes_hold_tokens_fields_and_sources() {
+        let mut p = pod();
+        p["spec"]["volumes"] = json!([{"name": "kube-api-access", "projected": {"defaultMode": 0o640, "sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {"serviceAccountToken": {"path": "vault-token", "audience": "vault"}},
+            {"downwardAPI": {"items": [
+                {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}},
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+            {"secret": {"name": "sec", "items": [{"key": "user", "path": "user"}]}},
+            {"configMap": {"name": "cfg", "items": [{"key": "a", "path": "a"}]}}]}}]);
+        let wanted = token_requests(&p);
+        let api = TokenKey {
+            audience: None,
+            expiration_seconds: 3607,
+        };
+        let vault = TokenKey {
+            audience: Some("vault".into()),
+            expiration_seconds: 3600,
+        };
+        assert_eq!(wanted, [api.clone(), vault.clone()].into_iter().collect());
+        assert!(volume_references(&p).contains(&(SourceKind::Secret, "sec".into())));
+        let mut s = sources();
+        s.tokens.insert(api.clone(), Ok("t-api".into()));
+        s.tokens.insert(vault.clone(), Ok("t-vault".into()));
+        let dir = Path::new("/r/pods/ns_p_u");
+        let v = plan_volumes(&p, &s, dir).expect("plans");
+        assert_eq!(
+            v[0].host_path,
+            dir.join("volumes/kubernetes.io~projected/kube-api-access")
+        );
+        assert_eq!(
+            v[0].kind,
+            VolumeKind::Files {
+                kind: SourceKind::Secret,
+                files: vec![
+                    ("token".into(), b"t-api".to_vec(), 0o640),
+                    ("vault-token".into(), b"t-vault".to_vec(), 0o640),
+                    ("namespace".into(), b"ns".to_vec(), 0o640),
+                    ("labels".into(), b"app=\"a\"".to_vec(), 0o640),
+                    ("user".into(), b"admin".to_vec(), 0o640),
+                    ("a".into(), b"1".to_vec(), 0o640),
+                ]
+            }
+        );
+        assert!(v[0].tmpfs().is_some(), "tokens stay off the disk");
+        // a token that could not be had names why
+        s.tokens
+            .insert(vault, Err("serviceaccount \"x\" not found".into()));
+        let e = plan_volumes(&p, &s, dir).expect_err("no token");
+        assert!(
+            e.starts_with(
+                "spec.volumes[0].projected.sources[1].serviceAccountToken: serviceaccount"
+            ),
+            "{e}"
+        );
+        // unsupported sources and fields are named
+        p["spec"]["volumes"][0]["projected"]["sources"] = json!([{"downwardAPI": {"items": [{"path": "cpu", "resourceFieldRef": {"resource": "limits.cpu"}}]}}]);
+        let e = plan_volumes(&p, &s, dir).expect_err("resourceFieldRef");
+        assert!(e.contains("only fieldRef is supported"), "{e}");
+        p["spec"]["volumes"][0]["projected"]["sources"] =
+            json!([{"clusterTrustBundle": {"path": "x"}}]);
+        let e = plan_volumes(&p, &s, dir).expect_err("unknown source");
+        assert!(
+            e.contains("must be secret, configMap, downwardAPI or serviceAccountToken"),
+            "{e}"
         );
     }
 

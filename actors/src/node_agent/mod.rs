@@ -43,6 +43,7 @@ pub mod pty;
 pub mod refresh;
 pub mod runtime;
 pub mod storage;
+pub mod tokens;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -346,6 +347,8 @@ pub struct NodeAgent<R: Runtime> {
     adopting: Adopting,
     /// Mounts the tmpfs of secret and `medium: Memory` volumes.
     mounter: Arc<dyn volumes::Mounter>,
+    /// The ServiceAccount tokens of the pods' projected volumes.
+    tokens: tokens::Tokens,
     /// The Services of the cluster (the process's shared cache), for the
     /// service env variables of containers; none: no such variables.
     services: Option<crate::runtime::Shared>,
@@ -397,6 +400,7 @@ impl<R: Runtime> NodeAgent<R> {
                 listed: false,
             },
             mounter: Arc::new(volumes::HostMounter),
+            tokens: tokens::Tokens::default(),
             services: None,
             images_reported: None,
         })
@@ -769,6 +773,7 @@ impl<R: Runtime> NodeAgent<R> {
             LifeAction::Finish => self.finish(uid, 0, ctx),
             LifeAction::Forget => {
                 self.pods.remove(uid);
+                self.tokens.forget(uid);
             }
         }
     }
@@ -1011,6 +1016,7 @@ impl<R: Runtime> NodeAgent<R> {
         let sandbox = self.runtime.prepare_pod(uid, &dir);
         let binds = self.runtime.binds_volumes();
         let mounter = self.mounter.clone();
+        let tokens = self.tokens.clone();
         let work = async move {
             let namespace = meta::namespace(&pod).unwrap_or("default").to_string();
             let sources = fetch_sources(
@@ -1019,7 +1025,15 @@ impl<R: Runtime> NodeAgent<R> {
                 config::references(&pod),
                 claims_of(&pod),
             )
-            .await;
+            .await
+            .map(|s| (s, tokens));
+            let sources = match sources {
+                Ok((mut s, tokens)) => {
+                    s.tokens = tokens.of(&client, &pod, now_ms()).await;
+                    Ok(s)
+                }
+                Err(e) => Err(e),
+            };
             let volumes = match &sources {
                 // a runtime whose containers see no volumes gets none made
                 Ok(s) => match config::plan_volumes(&pod, s, &dir) {
@@ -1079,12 +1093,14 @@ impl<R: Runtime> NodeAgent<R> {
         if !matches!(self.adopting, Adopting::Done) {
             return;
         }
+        let binds = self.runtime.binds_volumes();
         let views: Vec<refresh::PodView> = self
             .pods
             .iter()
             .map(|(uid, e)| refresh::PodView {
                 uid: uid.clone(),
-                file_volumes: !config::volume_references(&e.pod).is_empty(),
+                file_volumes: !config::volume_references(&e.pod).is_empty()
+                    || (binds && !config::token_requests(&e.pod).is_empty()),
                 running: e.states.values().any(|s| s.running.is_some()),
                 busy: e.preparing || e.life.is_terminating(),
                 refreshing: e.refreshing,
@@ -1117,15 +1133,18 @@ impl<R: Runtime> NodeAgent<R> {
         let dir = self.pod_dir(&pod);
         let client = self.client.clone();
         let mounter = self.mounter.clone();
+        let tokens = self.tokens.clone();
         let work = async move {
             let namespace = meta::namespace(&pod).unwrap_or("default").to_string();
-            let sources = fetch_sources(
+            let mut sources = fetch_sources(
                 &client,
                 &namespace,
                 config::volume_references(&pod),
                 claims_of(&pod),
             )
             .await?;
+            // held tokens are written again as they are; due ones renewed
+            sources.tokens = tokens.of(&client, &pod, now_ms()).await;
             let plan = config::plan_volumes(&pod, &sources, &dir)?;
             let changed: Vec<config::PlannedVolume> = config::changed_files(&written, &plan)
                 .into_iter()

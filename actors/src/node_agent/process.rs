@@ -230,7 +230,24 @@ impl Runtime for ProcessRuntime {
                 ),
             });
         };
-        if let Some(message) = mounts_problem(&spec.container, &spec.mounts, is_root()) {
+        // the ServiceAccount token volume every pod gets: where this
+        // runtime cannot bind it (not root, or its path absent on the
+        // node), the host process goes without, rather than not at all
+        let root = is_root();
+        let mounts: Vec<Mount> = spec
+            .mounts
+            .iter()
+            .filter(|m| {
+                let skip = m.container_path == kubus_api::token::MOUNT_PATH
+                    && (!root || !Path::new(&m.container_path).exists());
+                if skip {
+                    debug!(container = %spec.container, "the process runtime does not mount the ServiceAccount token (its path is not on the node)");
+                }
+                !skip
+            })
+            .cloned()
+            .collect();
+        if let Some(message) = mounts_problem(&spec.container, &mounts, root) {
             return Err(RuntimeError::Invalid {
                 reason: "VolumeMountsUnsupported",
                 message,
@@ -247,7 +264,7 @@ impl Runtime for ProcessRuntime {
                 .net
                 .as_ref()
                 .and_then(|n| n.namespace_of(&spec.pod_uid)),
-            mounts: spec.mounts.clone(),
+            mounts,
             attach: None,
         };
         let pty = if spec.tty {

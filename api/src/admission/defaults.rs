@@ -135,6 +135,77 @@ fn default_tolerations(spec: &mut PodSpec) {
     }
 }
 
+/// Kubernetes' ServiceAccount admission, its token half: unless the pod
+/// says `automountServiceAccountToken: false`, a projected volume with a
+/// token of its ServiceAccount (and its namespace) is mounted read-only
+/// at [`crate::token::MOUNT_PATH`] in every container that mounts nothing
+/// there. Named [`crate::token::VOLUME_NAME`] (Kubernetes adds a random
+/// suffix; one fixed name makes this idempotent, so an update that leaves
+/// the volume out gets the same one back). The CA file Kubernetes also
+/// projects is left out: kubus publishes no `kube-root-ca.crt`.
+fn service_account_token_volume(spec: &mut PodSpec) {
+    use crate::token::{MOUNT_PATH, TOKEN_EXPIRATION_SECONDS, VOLUME_NAME};
+    use k8s_openapi::api::core::v1::{
+        DownwardAPIProjection, DownwardAPIVolumeFile, ObjectFieldSelector, ProjectedVolumeSource,
+        ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    };
+    if spec.automount_service_account_token == Some(false) {
+        return;
+    }
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    if !volumes.iter().any(|v| v.name == VOLUME_NAME) {
+        volumes.push(Volume {
+            name: VOLUME_NAME.to_string(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o644),
+                sources: Some(vec![
+                    VolumeProjection {
+                        service_account_token: Some(ServiceAccountTokenProjection {
+                            path: "token".into(),
+                            expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
+                            audience: None,
+                        }),
+                        ..VolumeProjection::default()
+                    },
+                    VolumeProjection {
+                        downward_api: Some(DownwardAPIProjection {
+                            items: Some(vec![DownwardAPIVolumeFile {
+                                path: "namespace".into(),
+                                field_ref: Some(ObjectFieldSelector {
+                                    api_version: Some("v1".into()),
+                                    field_path: "metadata.namespace".into(),
+                                }),
+                                ..DownwardAPIVolumeFile::default()
+                            }]),
+                        }),
+                        ..VolumeProjection::default()
+                    },
+                ]),
+            }),
+            ..Volume::default()
+        });
+    }
+    for c in spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut())
+    {
+        let mounts = c.volume_mounts.get_or_insert_with(Vec::new);
+        if !mounts
+            .iter()
+            .any(|m| m.mount_path.trim_end_matches('/') == MOUNT_PATH)
+        {
+            mounts.push(VolumeMount {
+                name: VOLUME_NAME.to_string(),
+                mount_path: MOUNT_PATH.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+        }
+    }
+}
+
 pub fn pod(pod: &mut Pod) {
     if let Some(spec) = &mut pod.spec {
         pod_spec(spec);
@@ -156,6 +227,7 @@ pub fn pod(pod: &mut Pod) {
         if spec.service_account.as_deref().unwrap_or("").is_empty() {
             spec.service_account = spec.service_account_name.clone();
         }
+        service_account_token_volume(spec);
         // As Kubernetes does for Pods (not templates): a resource with a
         // limit and no request requests its limit, so the scheduler sees it.
         for c in spec

@@ -1027,6 +1027,60 @@ mod tests {
     }
 
     #[test]
+    fn pods_run_as_a_service_account_with_its_token_mounted() {
+        let p = admitted(pod()).value;
+        assert_eq!(p["spec"]["serviceAccountName"], "default");
+        assert_eq!(p["spec"]["serviceAccount"], "default");
+        let vol = &p["spec"]["volumes"][0];
+        assert_eq!(vol["name"], crate::token::VOLUME_NAME);
+        assert_eq!(
+            vol["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"],
+            3607
+        );
+        let mount = &p["spec"]["containers"][0]["volumeMounts"][0];
+        assert_eq!(mount["mountPath"], crate::token::MOUNT_PATH);
+        assert_eq!(mount["readOnly"], true);
+        // idempotent: the stored pod admitted again is the same
+        assert_eq!(admitted(p.clone()).value["spec"], p["spec"]);
+        // a named account is kept; opting out mounts nothing
+        let named = admitted(with(pod(), "/spec/serviceAccountName", json!("robot"))).value;
+        assert_eq!(named["spec"]["serviceAccount"], "robot");
+        let off = admitted(with(
+            pod(),
+            "/spec/automountServiceAccountToken",
+            json!(false),
+        ))
+        .value;
+        assert!(
+            off["spec"]
+                .get("volumes")
+                .is_none_or(|v| v.as_array().is_some_and(|a| a.is_empty())),
+            "{off}"
+        );
+        assert!(
+            off["spec"]["containers"][0].get("volumeMounts").is_none(),
+            "{off}"
+        );
+        // a container that mounts something there itself keeps it
+        let own = admitted(with(
+            with(
+                pod(),
+                "/spec/volumes",
+                json!([{"name": "mine", "emptyDir": {}}]),
+            ),
+            "/spec/containers/0/volumeMounts",
+            json!([{"name": "mine", "mountPath": crate::token::MOUNT_PATH}]),
+        ))
+        .value;
+        assert_eq!(
+            own["spec"]["containers"][0]["volumeMounts"]
+                .as_array()
+                .map(Vec::len),
+            Some(1)
+        );
+    }
+
+    #[test]
     fn defaults_are_filled_in() {
         let p = admitted(with(
             with(

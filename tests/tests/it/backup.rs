@@ -144,6 +144,10 @@ fn a_saved_snapshot_restores_the_same_objects_at_the_same_revisions() {
         let again = files.path().join(format!("again-{i}.snap"));
         a.kubus_ok(&["store", "snapshot", "save", again.to_str().expect("utf-8")]);
     }
+    // the keys the saved Secrets are sealed with, kept beside the backup
+    let keys = files.path().join("encryption-config.yaml");
+    std::fs::copy(a.data_dir().join("encryption-config.yaml"), &keys)
+        .expect("keeping the encryption configuration");
     drop(a);
     drop(rt);
 
@@ -196,6 +200,11 @@ fn a_saved_snapshot_restores_the_same_objects_at_the_same_revisions() {
         "{err}"
     );
 
+    // Secrets are sealed: the restored store reads them with the saved
+    // cluster's keys (what the restore's output says to do)
+    assert!(restored.contains("encryption-config.yaml"), "{restored}");
+    std::fs::copy(&keys, data.join("encryption-config.yaml"))
+        .expect("copying the encryption configuration");
     b.launch();
     let after: BTreeMap<String, Value> = ["configmaps", "secrets", "namespaces"]
         .iter()

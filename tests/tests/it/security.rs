@@ -796,6 +796,34 @@ fn service_account_tokens_authenticate_at_the_api_and_rbac_decides() {
         shown.contains("\"serviceAccountName\": \"default\""),
         "{shown}"
     );
+    // ...with its token projected into a volume (root: the process
+    // runtime writes volumes only then), a token of `default` bound to it
+    let pod_token = if kubus_tests::is_root() {
+        let sleeper: Value = serde_json::from_str(&shown).expect("pod json");
+        let uid = sleeper["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let path = c
+            .data_dir()
+            .join("agent")
+            .join("pods")
+            .join(format!("default_sleeper_{uid}"))
+            .join("volumes/kubernetes.io~projected/kube-api-access/token");
+        let found = wait_for(Duration::from_secs(20), || {
+            std::fs::read_to_string(&path).ok()
+        });
+        Some(found.unwrap_or_else(|| {
+            panic!(
+                "no projected token under {}; log:\n{}",
+                c.data_dir().display(),
+                c.log()
+            )
+        }))
+    } else {
+        eprintln!("security: projected token files skipped (needs root; CI has it)");
+        None
+    };
 
     c.kubus_ok(&["create", "serviceaccount", "robot", "-n", "team"]);
     c.kubus_ok(&[
@@ -819,6 +847,12 @@ fn service_account_tokens_authenticate_at_the_api_and_rbac_decides() {
         .user
         .groups
         .contains(&"system:serviceaccounts:team".to_string()));
+    if let Some(t) = &pod_token {
+        let r = rt
+            .block_on(admin.review_token(t.trim()))
+            .expect("the pod's token verifies");
+        assert_eq!(r.user.name, "system:serviceaccount:default:default");
+    }
     // refused: not a token, a missing account, too short a life
     assert!(rt.block_on(admin.review_token("e30.e30.e30")).is_err());
     let missing = c.kubus(&["create", "token", "ghost", "-n", "team"]);
@@ -912,6 +946,19 @@ fn service_account_tokens_authenticate_at_the_api_and_rbac_decides() {
         refused.contains("service account team/robot has been deleted"),
         "{refused}"
     );
+    if let Some(t) = &pod_token {
+        c.kubus_ok(&["delete", "pod", "sleeper", "--grace-period=0"]);
+        let why = wait_for(Duration::from_secs(20), || {
+            rt.block_on(admin.review_token(t.trim()))
+                .err()
+                .map(|e| e.to_string())
+        })
+        .expect("a deleted pod's token is refused");
+        assert!(
+            why.contains("the pod default/sleeper the token is bound to is gone"),
+            "{why}"
+        );
+    }
     let gone = rt
         .block_on(admin.review_token(&token))
         .err()
