@@ -162,18 +162,20 @@ enum Ended {
     Error(String),
 }
 
-/// Fetch the changes after `last` from the store's history and deliver
-/// them; `Ok(new last)`, or `Err(Ended)` when the watcher must relist (the
-/// range was compacted) or stop.
+/// Fetch the changes after `*last` from the store's history and deliver
+/// them, moving `*last` past each one delivered — also when it fails part
+/// way (a later page's request), so a retry starts after what was already
+/// delivered, never before it; `Err(Ended)` when the watcher must relist
+/// (the range was compacted), stop, or try again.
 async fn resume(
     client: &Client,
     spec: &WatchSpec,
     tx: &mpsc::Sender<WatchItem>,
-    mut last: u64,
-) -> Result<u64, Ended> {
+    last: &mut u64,
+) -> Result<(), Ended> {
     for _ in 0..RESUME_CALLS_MAX {
         let (events, through, more) = match client
-            .changes(spec.kind, last, spec.field_selector.as_deref())
+            .changes(spec.kind, *last, spec.field_selector.as_deref())
             .await
         {
             Ok(r) => r,
@@ -189,17 +191,17 @@ async fn resume(
             }
         };
         for event in events {
-            if sequence(last, &event, false) == Sequence::Seen {
+            if sequence(*last, &event, false) == Sequence::Seen {
                 continue;
             }
-            last = event.revision;
+            *last = event.revision;
             if tx.send(WatchItem::Event(event)).await.is_err() {
                 return Err(Ended::Receiver);
             }
         }
-        last = last.max(through);
+        *last = (*last).max(through);
         if !more {
-            return Ok(last);
+            return Ok(());
         }
     }
     Err(Ended::Relist)
@@ -218,11 +220,15 @@ async fn watch_once(
     // Subscribed first: whatever commits from here on is either in the
     // list / history read below or arrives on the subscription.
     let mut last = match *position {
-        Some(since) if spec.check_prev => match resume(client, spec, tx, since).await {
-            Ok(l) => l,
-            Err(Ended::Error(e)) => return Ended::Error(e),
-            Err(ended) => return ended,
-        },
+        Some(since) if spec.check_prev => {
+            let mut last = since;
+            let resumed = resume(client, spec, tx, &mut last).await;
+            *position = Some(last);
+            if let Err(ended) = resumed {
+                return ended;
+            }
+            last
+        }
         _ => {
             let (items, revision) = match client
                 .list(spec.kind, None, None, spec.field_selector.as_deref())
@@ -266,11 +272,11 @@ async fn watch_once(
                 if event.event_type == EventType::Bookmark {
                     if bookmark_shows_gap(last, event.revision, spec.check_prev) {
                         debug!(kind = %spec.kind, last, head = event.revision, "bookmark shows a gap; resuming");
-                        match resume(client, spec, tx, last).await {
-                            Ok(l) => last = l,
-                            Err(ended) => return ended,
-                        }
+                        let resumed = resume(client, spec, tx, &mut last).await;
                         *position = Some(last);
+                        if let Err(ended) = resumed {
+                            return ended;
+                        }
                     }
                     if tx.send(WatchItem::Bookmark(event.revision.max(last))).await.is_err() {
                         return Ended::Receiver;
@@ -281,9 +287,10 @@ async fn watch_once(
                     Sequence::Seen => continue,
                     Sequence::Gap => {
                         debug!(kind = %spec.kind, last, prev = event.prev, "gap in watch; resuming from history");
-                        match resume(client, spec, tx, last).await {
-                            Ok(l) => last = l,
-                            Err(ended) => return ended,
+                        let resumed = resume(client, spec, tx, &mut last).await;
+                        *position = Some(last);
+                        if let Err(ended) = resumed {
+                            return ended;
                         }
                         // the event that showed the gap came with the history
                         // when the store had applied it; deliver it if not

@@ -408,6 +408,10 @@ pub fn parse_join_token(text: &str) -> (String, Option<String>) {
 /// Join a cluster's bus at `url` with its join token (`token_text`, as
 /// [`parse_join_token`] reads it) as node `node`: its credentials,
 /// written to `dir` (the node's credentials directory).
+/// Connections a join tries before it gives up, and the wait between.
+const JOIN_CONNECT_ATTEMPTS: u32 = 20;
+const JOIN_CONNECT_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub async fn join(
     url: &str,
     cluster: &str,
@@ -421,9 +425,26 @@ pub async fn join(
         password: token,
         ca,
     };
-    let client = kubus_bus::Client::connect_as(url, cluster, Some(&bootstrap))
-        .await
-        .with_context(|| format!("joining the bus at {url} (is the join token right?)"))?;
+    // the bus reloads its configuration as other machines join (SIGHUP):
+    // a connection it drops meanwhile is tried again; a refused token is not
+    let mut attempt = 1;
+    let client = loop {
+        match kubus_bus::Client::connect_as(url, cluster, Some(&bootstrap)).await {
+            Ok(c) => break c,
+            Err(e)
+                if attempt < JOIN_CONNECT_ATTEMPTS
+                    && !e.to_string().to_ascii_lowercase().contains("authorization") =>
+            {
+                attempt += 1;
+                tokio::time::sleep(JOIN_CONNECT_RETRY).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)).with_context(|| {
+                    format!("joining the bus at {url} (is the join token right?)")
+                })
+            }
+        }
+    };
     let subject = client.subjects().join();
     let req = auth::JoinRequest {
         node: node.to_string(),

@@ -348,6 +348,10 @@ pub struct BenchWatchArgs {
     /// Requests for the one-at-a-time latency figures.
     #[arg(long, default_value_t = 5_000)]
     pub requests: usize,
+    /// Then measure it all again on a secured store (kubus's accounts, a
+    /// user RBAC decides for) and print authorization's cost.
+    #[arg(long)]
+    pub authz: bool,
 }
 
 #[derive(Debug, Clone, Args)]

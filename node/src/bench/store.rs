@@ -640,94 +640,24 @@ impl Bench {
         }
     }
 
-    /// A store server behind a nats-server of its own running kubus's
-    /// generated accounts (with `tls`, TLS too), and a client that
-    /// creates as `bench-user`, bound to `edit` in `default`.
+    /// The API of a secured store (see [`super::secured_store`]), with a
+    /// client that creates as the `edit`-bound user.
     async fn set_up_secured(&mut self, tls: bool) -> anyhow::Result<(Target, Stop)> {
-        use kubus_bus::auth::Identity;
         let dir = self.case_dir(if tls {
             "kubus-api-tls"
         } else {
             "kubus-api-authz"
         })?;
-        let cluster = "bench";
-        let mut secrets = crate::bus_auth::BusSecrets::load_or_create(
-            &dir,
-            &[Identity::Admin, Identity::Store(1)],
-        )?;
-        if tls {
-            let names = kubus_gateway::pki::default_names("bench", &[]);
-            let pki = kubus_gateway::pki::load_or_create(&dir.join("pki"), &names)
-                .context("the bench bus's certificate")?;
-            secrets.enable_tls(&pki)?;
-        }
-        let conf = secrets.write_server_config(&kubus_bus::Subjects::new(cluster))?;
-        let nats = NatsServer::start(&dir.join("nats-server.log"), Some(&conf))?;
-        let url = nats.url();
-        let peer = Client::connect_as(
-            &url,
-            cluster,
-            secrets.credentials(&Identity::Store(1)).as_ref(),
-        )
-        .await?;
-        let admin = Client::connect_as(
-            &url,
-            cluster,
-            secrets.credentials(&Identity::Admin).as_ref(),
-        )
-        .await?;
-        let (store, changes) =
-            Store::open(StoreConfig::single(dir.join("store")), Box::new(NoPeers))?;
-        kubus_actors::store::StoreServer::start(
-            store.clone(),
-            changes,
-            peer.nats().clone(),
-            cluster,
-            Default::default(),
-            true,
-            kubus_actors::store::seal::Keyring::plain(),
-        )
-        .await?;
-        wait_api(&admin).await?;
-        admin
-            .create(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": "bench-edit", "namespace": "default"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": BENCH_USER}],
-            }))
-            .await
-            .context("binding the bench user to edit")?;
-        let user = admin.impersonating(&kubus_api::rbac::UserInfo {
-            name: BENCH_USER.into(),
-            groups: vec![kubus_api::rbac::AUTHENTICATED.into()],
-        });
-        // the binding counts once the store has heard of it (and the
-        // default ClusterRole `edit` exists): until then, Forbidden
-        let deadline = Instant::now() + API_READY_TIMEOUT;
-        loop {
-            let probe = json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "bench-probe", "namespace": "default"}});
-            match user.create(probe).await {
-                Ok(_) => break,
-                Err(e) if Instant::now() > deadline => {
-                    bail!("the bench user may not create ConfigMaps: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
+        let s = super::secured_store(&dir, "bench", tls).await?;
         let stop = Stop::Stores {
-            stores: vec![store],
+            stores: vec![s.store],
             tasks: Vec::new(),
             dir,
-            nats: Some(nats),
+            nats: Some(s.nats),
         };
-        Ok((Target::Api(user), stop))
+        Ok((Target::Api(s.user), stop))
     }
 }
-
-/// The user the RBAC paths create as.
-const BENCH_USER: &str = "bench-user";
 
 async fn wait_leader(store: &Store) -> anyhow::Result<()> {
     for _ in 0..200 {

@@ -15,6 +15,11 @@
 //!    notified (the watcher's receipt of the change event minus the
 //!    writer's receipt of the acknowledgement: the store replies first and
 //!    publishes right behind; a value ≤ 0 is counted as 0).
+//!
+//! With `--authz`, all of it again on a secured store
+//! ([`super::secured_store`]: kubus's generated accounts, requests decided
+//! by RBAC for an `edit`-bound user), then authorization's cost beside the
+//! first run.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,10 +40,10 @@ pub fn run(args: BenchWatchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("temporary directory")?;
     let mut nats = NatsServer::start(&dir.path().join("nats-server.log"), None)?;
     let url = nats.url();
+    let plain_dir = dir.path().join("plain");
     let result = actix::System::new().block_on(async move {
         let client = Client::connect(&url, "bench").await?;
-        let store_dir = dir.path().join("store");
-        let cfg = kubus_storage::StoreConfig::single(store_dir);
+        let cfg = kubus_storage::StoreConfig::single(plain_dir.join("store"));
         let (store, changes) = kubus_storage::Store::open(cfg, Box::new(kubus_storage::NoPeers))?;
         kubus_actors::store::StoreServer::start(
             store.clone(),
@@ -51,12 +56,77 @@ pub fn run(args: BenchWatchArgs) -> anyhow::Result<()> {
         )
         .await?;
         wait_ready(&client).await?;
-        let out = measure(&client, &store, &args).await;
+        let off = measure(
+            &client,
+            &store,
+            &args,
+            "authorization off: no accounts, nobody authorized",
+        )
+        .await;
         store.shutdown();
-        out
+        let off = off?;
+        if !args.authz {
+            return Ok(());
+        }
+        println!();
+        let secured_dir = dir.path().join("secured");
+        std::fs::create_dir_all(&secured_dir)?;
+        let mut s = super::secured_store(&secured_dir, "bench", false).await?;
+        let on = measure(
+            &s.user,
+            &s.store,
+            &args,
+            "authorization on: kubus's accounts, RBAC for an edit-bound user",
+        )
+        .await;
+        s.store.shutdown();
+        s.nats.stop();
+        compare(&off, &on?);
+        Ok(())
     });
     nats.stop();
     result
+}
+
+/// What one run measured that the comparison needs.
+struct Figures {
+    get: hdrhistogram::Histogram<u64>,
+    update: hdrhistogram::Histogram<u64>,
+    apply: hdrhistogram::Histogram<u64>,
+    notify: hdrhistogram::Histogram<u64>,
+}
+
+/// Authorization's cost: the secured run's figures beside the plain one's.
+fn compare(off: &Figures, on: &Figures) {
+    let p = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!("\nauthorization's cost (the second run beside the first):");
+    let mut worst: f64 = f64::MIN;
+    for (what, a, b) in [
+        ("API get", &off.get, &on.get),
+        ("API update", &off.update, &on.update),
+        ("API apply", &off.apply, &on.apply),
+    ] {
+        let added = 100.0 * (p(b, 0.5) / p(a, 0.5).max(1e-9) - 1.0);
+        worst = worst.max(added);
+        println!(
+            "  {what:<12} p50 {:.3} → {:.3} ms ({added:+.1} %)   p99 {:.3} → {:.3} ms",
+            p(a, 0.5),
+            p(b, 0.5),
+            p(a, 0.99),
+            p(b, 0.99)
+        );
+    }
+    println!(
+        "  commit → watcher notified p50 {:.3} → {:.3} ms   p99 {:.3} → {:.3} ms",
+        p(&off.notify, 0.5),
+        p(&on.notify, 0.5),
+        p(&off.notify, 0.99),
+        p(&on.notify, 0.99)
+    );
+    println!(
+        "goal: authorization adds ≤ 10 % to the API's p50: at most {worst:+.1} % → {}",
+        verdict(worst <= 10.0)
+    );
 }
 
 async fn wait_ready(client: &Client) -> anyhow::Result<()> {
@@ -73,11 +143,12 @@ async fn measure(
     client: &Client,
     store: &kubus_storage::Store,
     args: &BenchWatchArgs,
-) -> anyhow::Result<()> {
+    mode: &str,
+) -> anyhow::Result<Figures> {
     let rate = args.rate.max(1);
     let count = args.events.max(100);
     println!(
-        "kubus bench watch: {count} events at {rate}/s, {} requests one at a time",
+        "kubus bench watch: {count} events at {rate}/s, {} requests one at a time; {mode}",
         args.requests
     );
     println!(
@@ -136,7 +207,12 @@ async fn measure(
         p99(&notify) / 1000.0,
         p99(&raw_pubsub) / 1000.0
     );
-    Ok(())
+    Ok(Figures {
+        get: side.get(Sample::Get).clone(),
+        update: side.get(Sample::Update).clone(),
+        apply: side.get(Sample::Apply).clone(),
+        notify,
+    })
 }
 
 /// Publish `count` 512-byte messages at `rate`/s; the subscriber records
