@@ -23,7 +23,8 @@ use serde_json::json;
 use crate::nats_server::NatsServer;
 
 /// The user a secured benchmark's requests are decided for: bound to the
-/// `edit` ClusterRole in `default`, so RBAC evaluates every request.
+/// `edit` ClusterRole in every namespace (a watcher lists them all), so
+/// RBAC evaluates every request.
 pub const BENCH_USER: &str = "bench-user";
 /// How long a secured store may take to come up and bind the user.
 const SECURED_READY: Duration = Duration::from_secs(10);
@@ -88,8 +89,8 @@ pub async fn secured_store(dir: &Path, cluster: &str, tls: bool) -> anyhow::Resu
     // the binding counts once the store has it and the default ClusterRole
     // `edit` exists: until then, Forbidden (or no store yet)
     let binding = json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "bench-edit", "namespace": "default"},
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "bench-edit"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": BENCH_USER}],
     });

@@ -26,8 +26,8 @@
 //! - **kubus API with RBAC** (`--paths api-authz`) is the same create as a
 //!   user RBAC decides for, as in a secured cluster: nats-server runs
 //!   kubus's generated accounts, the client connects as the admin and
-//!   impersonates `bench-user` (bound to the `edit` ClusterRole in the
-//!   namespace), so every request pays the server's cross-account import,
+//!   impersonates `bench-user` (bound to the `edit` ClusterRole), so every
+//!   request pays the server's cross-account import,
 //!   the store's reading of the requester header, the impersonation check
 //!   and the user's RBAC evaluation. `--paths api-tls` adds TLS on the bus
 //!   (certificate from a fresh cluster CA). Each has a nats-server of its
