@@ -298,11 +298,11 @@ async fn linearize(store: &Store) -> Result<(), ApiError> {
     }
 }
 
-fn read_kv(store: &Api, key: &str) -> Result<Option<KeyValue>, ApiError> {
+pub(super) fn read_kv(store: &Api, key: &str) -> Result<Option<KeyValue>, ApiError> {
     store.get(key).map_err(store_error)
 }
 
-fn read(store: &Api, key: &str) -> Result<Option<Value>, ApiError> {
+pub(super) fn read(store: &Api, key: &str) -> Result<Option<Value>, ApiError> {
     read_kv(store, key)?.map(|kv| store.decode(&kv)).transpose()
 }
 

@@ -83,11 +83,7 @@ impl Tokens {
                 500,
             )
         };
-        let kv = api
-            .store
-            .get(&key_ref().key())
-            .map_err(|e| ApiError::internal(format!("store: {e}")))?
-            .ok_or_else(missing)?;
+        let kv = super::service::read_kv(api, &key_ref().key())?.ok_or_else(missing)?;
         if let Ok(guard) = self.cached.lock() {
             if let Some(k) = guard.as_ref().filter(|k| k.revision == kv.mod_revision) {
                 return Ok(k.clone());
@@ -192,11 +188,7 @@ impl Tokens {
 }
 
 fn read(api: &Api, r: &ObjectRef) -> Result<Option<Value>, ApiError> {
-    api.store
-        .get(&r.key())
-        .map_err(|e| ApiError::internal(format!("store: {e}")))?
-        .map(|kv| api.decode(&kv))
-        .transpose()
+    super::service::read(api, &r.key())
 }
 
 #[cfg(test)]
