@@ -223,7 +223,10 @@ impl Cluster {
             .args(api)
             .args(&self.up_args)
             .env("KUBUS_HOME", self.home())
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("KUBUS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -419,7 +422,10 @@ impl Cluster {
             .arg(self.data_dir().join("bus").join("join-token"))
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .env("RUST_LOG", "info");
+            .env(
+                "RUST_LOG",
+                std::env::var("KUBUS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         Proc::spawn(&mut cmd, &dir.join("node.log"))
     }
 

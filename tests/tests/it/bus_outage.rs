@@ -47,15 +47,21 @@ fn pods_keep_running_without_the_bus_and_status_catches_up() {
     let cluster = Cluster::start();
     let out = cluster.apply(MANIFEST);
     assert!(out.status.success(), "apply: {out:?}");
-    let steady_pid = wait_for(Duration::from_secs(30), || {
+    // the outage starts once both ran (flaky's back-off then puts at
+    // least two restarts inside it: 10 s, then 20 s after 5 s runs)
+    let (steady_pid, before) = wait_for(Duration::from_secs(60), || {
         let pods = cluster.items("pods");
         let steady = running(&pods)
             .into_iter()
             .find(|p| p["metadata"]["name"] == "steady")?;
-        container_pids(steady).first().copied()
+        let flaky = pod(&pods, "flaky")?;
+        let status = &flaky["status"]["containerStatuses"][0];
+        let started = status["state"]["running"].is_object()
+            || status["state"]["terminated"].is_object()
+            || status["lastState"]["terminated"].is_object();
+        started.then_some((*container_pids(steady).first()?, restarts(flaky)))
     })
-    .unwrap_or_else(|| panic!("steady never ran; log:\n{}", cluster.log()));
-    let before = pod(&cluster.items("pods"), "flaky").map_or(0, restarts);
+    .unwrap_or_else(|| panic!("steady and flaky never both ran; log:\n{}", cluster.log()));
 
     let nats = cluster.nats_pid.expect("kubus up records its nats-server");
     signal(nats, "-STOP");
