@@ -39,6 +39,11 @@ if ! python3 -c 'import nats' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore nats-py
 fi
 
+# The metrics test parses /metrics with Prometheus' own Python parser (PyPI).
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore prometheus-client
+fi
+
 # The Kubernetes API tests drive it with the Python client (PyPI) and with
 # kubectl (the machine image's; Debian's kubernetes-client where none is).
 if ! python3 -c 'import kubernetes' 2>/dev/null; then

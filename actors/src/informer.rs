@@ -55,6 +55,9 @@ impl Cache {
             }
             WatchItem::Event(ev) => {
                 self.revision = self.revision.max(ev.revision);
+                if let Some(at) = ev.committed_ms {
+                    observe_delay(&ev.object, at);
+                }
                 let key = key_of(&ev.object);
                 match ev.event_type {
                     EventType::Bookmark => Vec::new(),
@@ -278,6 +281,21 @@ impl OwnerIndex {
     }
 }
 
+/// `kubus_watch_delay_seconds`: from a change's commit (the leader's
+/// clock) to its arrival here.
+fn observe_delay(object: &Value, committed_ms: u64) {
+    let Some(kind) = kubus_api::meta::kind_of(object) else {
+        return;
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    crate::metrics::METRICS
+        .watch_delay
+        .get_or_create(&crate::metrics::resource(kind.resource()))
+        .observe(now_ms.saturating_sub(committed_ms) as f64 / 1000.0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +333,7 @@ mod tests {
             revision: 5,
             prev: 0,
             object: pod("a", "5"),
+            committed_ms: None,
         }));
         c.assume(pod("a", "4"));
         assert_eq!(c.get("d/a").and_then(meta::resource_version), Some(5));
@@ -325,6 +344,7 @@ mod tests {
             revision: 7,
             prev: 6,
             object: pod("a", "7"),
+            committed_ms: None,
         }));
         assert!(c.is_empty());
         // an answer to a write that arrives after the deletion's event

@@ -25,6 +25,7 @@ pub mod eviction;
 pub mod gc;
 pub mod informer;
 pub mod job;
+pub mod metrics;
 pub mod namespace;
 pub mod node_agent;
 pub mod nodelifecycle;

@@ -33,6 +33,42 @@ pub enum Reason {
     Expired,
 }
 
+impl Reason {
+    /// Kubernetes' HTTP status code for this reason (the gateway answers
+    /// with it; metrics label requests by it).
+    pub fn http_code(self) -> u16 {
+        match self {
+            Reason::NotFound => 404,
+            Reason::AlreadyExists | Reason::Conflict => 409,
+            Reason::Invalid => 422,
+            Reason::BadRequest => 400,
+            Reason::Forbidden => 403,
+            Reason::Unavailable => 503,
+            Reason::TooManyRequests => 429,
+            Reason::TooLarge => 413,
+            Reason::Internal => 500,
+            Reason::Expired => 410,
+        }
+    }
+
+    /// Kubernetes' `reason` word in a `Status` (`metav1.StatusReason`).
+    pub fn status_reason(self) -> &'static str {
+        match self {
+            Reason::NotFound => "NotFound",
+            Reason::AlreadyExists => "AlreadyExists",
+            Reason::Conflict => "Conflict",
+            Reason::Invalid => "Invalid",
+            Reason::BadRequest => "BadRequest",
+            Reason::Forbidden => "Forbidden",
+            Reason::Unavailable => "ServiceUnavailable",
+            Reason::TooManyRequests => "TooManyRequests",
+            Reason::TooLarge => "RequestEntityTooLarge",
+            Reason::Internal => "InternalError",
+            Reason::Expired => "Expired",
+        }
+    }
+}
+
 /// One broken rule: the field path (`spec.template.spec.containers[0].name`)
 /// and the rule, in words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -318,6 +318,11 @@ pub struct ChangeEvent {
     /// A watcher whose last revision differs has missed events.
     pub prev: u64,
     pub object: Value,
+    /// When the change was committed (the Raft leader's clock, ms since
+    /// the Unix epoch); absent on bookmarks and on changes recorded before
+    /// kubus kept it. Watchers measure their delay with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_ms: Option<u64>,
 }
 
 /// Logs request to a node agent.

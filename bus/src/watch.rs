@@ -327,6 +327,7 @@ mod tests {
             revision,
             prev,
             object: Value::Null,
+            committed_ms: None,
         }
     }
 

@@ -17,19 +17,9 @@ pub struct Failure {
 
 /// Kubernetes' `reason` word and HTTP code for a kubus reason.
 pub fn code_of(reason: Reason) -> (StatusCode, &'static str) {
-    match reason {
-        Reason::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
-        Reason::AlreadyExists => (StatusCode::CONFLICT, "AlreadyExists"),
-        Reason::Conflict => (StatusCode::CONFLICT, "Conflict"),
-        Reason::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
-        Reason::BadRequest => (StatusCode::BAD_REQUEST, "BadRequest"),
-        Reason::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
-        Reason::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
-        Reason::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
-        Reason::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
-        Reason::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
-        Reason::Expired => (StatusCode::GONE, "Expired"),
-    }
+    let code =
+        StatusCode::from_u16(reason.http_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, reason.status_reason())
 }
 
 fn details(object: Option<&ObjectRef>) -> Value {

@@ -338,6 +338,7 @@ mod tests {
             revision: 5,
             prev: 4,
             object: obj,
+            committed_ms: None,
         }
     }
 

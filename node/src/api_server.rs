@@ -58,13 +58,7 @@ pub fn prepare(
         Err(e) => return Err(e).with_context(|| format!("binding the API on {address}")),
     };
     let bound = listener.local_addr()?;
-    let url_host = if bound.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else if bound.is_ipv6() {
-        format!("[{}]", bound.ip())
-    } else {
-        bound.ip().to_string()
-    };
+    let url_host = crate::http::url_host(bound);
     let mut extra = args.api_san.clone();
     if !bound.ip().is_unspecified() {
         extra.push(bound.ip().to_string());

@@ -487,6 +487,19 @@ pub struct UpArgs {
     pub network: NetworkArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// The node's HTTP endpoint: `/metrics` (Prometheus) and `/healthz`.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Serve /metrics and /healthz on this address (`off`: not at all;
+    /// port 0: a free port, recorded in $KUBUS_HOME/current.json).
+    /// `kubus up` serves on 127.0.0.1:8474 by default; a mesh node
+    /// (`kubus node`) only when given one.
+    #[arg(long, env = "KUBUS_HTTP_ADDRESS")]
+    pub http_address: Option<String>,
 }
 
 /// The Kubernetes API (HTTPS, for kubectl and client libraries): where
@@ -688,6 +701,8 @@ pub struct NodeArgs {
     pub network: NetworkArgs,
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 #[derive(Debug, Clone, Args)]

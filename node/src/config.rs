@@ -22,6 +22,9 @@ pub struct Current {
     /// The kubeconfig written for it.
     #[serde(default)]
     pub kubeconfig: Option<PathBuf>,
+    /// The URL of the node's HTTP endpoint (/metrics), when it is served.
+    #[serde(default)]
+    pub http: Option<String>,
     /// The administrator's bus credentials, when the bus has kubus's
     /// accounts.
     #[serde(default)]

@@ -22,6 +22,7 @@ mod drain;
 mod edit;
 mod explain;
 mod expose;
+mod http;
 mod interactive;
 mod mesh;
 mod nats_server;

@@ -88,6 +88,8 @@ pub struct MeshNode {
     pub net: ServiceNet,
     /// The Kubernetes API's bound listener, when it is served.
     pub api: Option<ApiStart>,
+    /// The HTTP endpoint's bound listener (/metrics), when it is served.
+    pub http: Option<std::net::TcpListener>,
     /// The directory of the roles' bus credentials (None: a bus without
     /// kubus's accounts; every connection anonymous).
     pub credentials: Option<PathBuf>,
@@ -259,6 +261,11 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         &data_dir.join("pki"),
         &node_name,
     )?;
+    let http = crate::http::bind(
+        args.http.http_address.as_deref(),
+        Some(crate::http::DEFAULT_ADDRESS),
+    )?;
+    let http_url = http.as_ref().map(crate::http::url).transpose()?;
     let pid = std::process::id();
     config::write_current(&Current {
         nats: nats_url.clone(),
@@ -268,6 +275,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         nats_pid,
         api: api.as_ref().map(|a| a.url.clone()),
         kubeconfig: api.as_ref().map(|a| a.kubeconfig.clone()),
+        http: http_url.clone(),
         credentials: secrets
             .as_ref()
             .map(|s| bus_auth::credentials_path(s.dir(), &Identity::Admin)),
@@ -278,6 +286,9 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
             a.url,
             a.kubeconfig.display()
         );
+    }
+    if let Some(u) = &http_url {
+        println!("kubus: metrics at {u}/metrics");
     }
     println!(
         "kubus: cluster {:?} is starting; bus at {nats_url}, data in {}",
@@ -304,6 +315,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         election: args.election,
         net,
         api,
+        http,
         credentials: secrets.as_ref().map(|s| s.dir().to_path_buf()),
         encryption_config: Some(encryption_config),
     };
@@ -374,6 +386,10 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
             a.kubeconfig.display()
         );
     }
+    let http = crate::http::bind(args.http.http_address.as_deref(), None)?;
+    if let Some(l) = &http {
+        println!("kubus: metrics at {}/metrics", crate::http::url(l)?);
+    }
     let mesh = MeshNode {
         roles: Roles::parse(&args.roles)?,
         nats_url: args.nats,
@@ -390,6 +406,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         election: args.election,
         net: args.network.net()?,
         api,
+        http,
         credentials,
         encryption_config: args.encryption_provider_config,
     };
@@ -496,7 +513,12 @@ fn run(
 ) -> anyhow::Result<()> {
     let system = two_core_system();
     let api = mesh.api.take();
+    let http = mesh.http.take();
     let body = async move {
+        if let Some(listener) = http {
+            let registry = Arc::new(crate::http::registry());
+            tokio::spawn(crate::http::serve(listener, registry));
+        }
         // this connection's identity: the node's when it hosts one (the
         // node agent's requests), else the role's
         let first = if mesh.roles.worker {

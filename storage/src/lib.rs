@@ -261,6 +261,7 @@ pub mod layout;
 mod log_writer;
 mod logger;
 pub mod machine;
+pub mod metrics;
 pub mod model;
 pub mod object_cache;
 mod peer;

@@ -227,6 +227,7 @@ fn write_round(
     unsynced: &WriteOptions,
     synced: &WriteOptions,
 ) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
     let sync = round.iter().any(|w| w.sync);
     let entries: u64 = round.iter().map(|w| w.entries).sum();
     let hard_state = round.iter().any(|w| w.hard_state);
@@ -247,6 +248,9 @@ fn write_round(
         };
         shared.db.write_opt(batch, opts)?;
     }
+    crate::metrics::METRICS
+        .log_persist_duration
+        .observe(started.elapsed().as_secs_f64());
     written(shared, entries, sync, hard_state);
     Ok(())
 }

@@ -172,6 +172,7 @@ pub fn decide(txn: &Txn, revision: u64, view: &impl StateView) -> Result<Decisio
             prev,
             stream,
             stream_prev,
+            committed_ms: None,
         });
     }
     Ok(Decision::Commit(Commit {

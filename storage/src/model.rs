@@ -173,6 +173,10 @@ pub struct Change {
     /// later of them have `stream_prev == revision`: each change points at
     /// the change just before it.
     pub stream_prev: u64,
+    /// The leader's clock when it took the proposal (ms since the Unix
+    /// epoch); `None` for changes recorded before kubus kept it.
+    #[serde(default)]
+    pub committed_ms: Option<u64>,
 }
 
 /// The stream of a key: its first non-empty path segment when another

@@ -1181,6 +1181,10 @@ impl Peer {
         let Some(last_index) = entries.last().map(|e| e.index) else {
             return Ok(());
         };
+        let started = Instant::now();
+        crate::metrics::METRICS
+            .entries_applied
+            .inc_by(entries.len() as u64);
         // The batch starts from the cached stream heads and gives them back
         // once it is written; if it fails they are gone and read again.
         let heads = std::mem::take(&mut self.stream_heads);
@@ -1266,6 +1270,9 @@ impl Peer {
             self.stream_heads.clear();
         }
         failpoint!(crate::failpoints::AFTER_APPLY);
+        crate::metrics::METRICS
+            .apply_duration
+            .observe(started.elapsed().as_secs_f64());
         self.pruned(pruned);
         self.publish_status();
 
@@ -1311,7 +1318,10 @@ impl Peer {
         Ok(match machine::decide(txn, self.revision, batch)? {
             Decision::Invalid(reason) => Err(StoreError::InvalidTxn(reason)),
             Decision::Failed { op_index, current } => Ok(TxnOutcome::Failed { op_index, current }),
-            Decision::Commit(c) => {
+            Decision::Commit(mut c) => {
+                for change in &mut c.changes {
+                    change.committed_ms = stamp;
+                }
                 if !c.changes.is_empty() {
                     batch.stage(&c, stamp)?;
                     self.revision = c.revision;
@@ -1511,6 +1521,17 @@ impl Peer {
     fn publish_status(&self) {
         let s = &self.shared;
         let raft = &self.raw.raft;
+        let m = &crate::metrics::METRICS;
+        let known = s.leader_id.load(Ordering::Acquire);
+        if raft.leader_id != INVALID_ID && raft.leader_id != known {
+            m.leader_changes.inc();
+        }
+        m.has_leader.set(i64::from(raft.leader_id != INVALID_ID));
+        m.is_leader.set(i64::from(raft.state == StateRole::Leader));
+        m.applied_index
+            .set(i64::try_from(self.applied_index).unwrap_or(i64::MAX));
+        m.revision
+            .set(i64::try_from(self.revision).unwrap_or(i64::MAX));
         s.is_leader
             .store(raft.state == StateRole::Leader, Ordering::Release);
         s.leader_id.store(raft.leader_id, Ordering::Release);

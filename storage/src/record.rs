@@ -58,6 +58,10 @@ pub struct StoredChange {
     /// `kv.value` was left out: see the module doc for where it is.
     #[serde(default)]
     pub value_elided: bool,
+    /// [`Change::committed_ms`] (absent from records written before
+    /// kubus kept it).
+    #[serde(default)]
+    pub committed_ms: Option<u64>,
 }
 
 impl StoredChange {
@@ -71,6 +75,7 @@ impl StoredChange {
             prev: self.prev,
             stream: self.stream,
             stream_prev: self.stream_prev,
+            committed_ms: self.committed_ms,
         }
     }
 }
@@ -86,6 +91,8 @@ struct ChangeOut<'a> {
     stream: &'a str,
     stream_prev: u64,
     value_elided: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    committed_ms: Option<u64>,
 }
 
 /// [`KeyValue`]'s fields, borrowed, the value possibly left out.
@@ -131,6 +138,7 @@ pub fn encode(changes: &[Change]) -> Result<Vec<u8>, CodecError> {
                 stream: &c.stream,
                 stream_prev: c.stream_prev,
                 value_elided: elided,
+                committed_ms: c.committed_ms,
             }
         })
         .collect();

@@ -173,6 +173,13 @@ impl Store {
     /// Dropping the future does not withdraw a proposal already handed to
     /// Raft: it may still be applied.
     pub async fn propose(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        let started = std::time::Instant::now();
+        let answer = self.propose_inner(txn).await;
+        crate::metrics::proposal_done(started.elapsed(), answer.is_ok());
+        answer
+    }
+
+    async fn propose_inner(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
         txn.validate()?;
         let inner = &self.inner;
         let shared = &inner.shared;

@@ -252,6 +252,10 @@ struct PodEntry {
     refreshed_ms: u64,
     /// What the last refresh failed with, recorded once as an Event.
     refresh_error: Option<String>,
+    /// Counted as started (`kubelet_pod_start_duration_seconds` observed
+    /// and `kubelet_running_pods` raised) — at the first Running report, or
+    /// on re-adoption.
+    start_counted: bool,
 }
 
 /// When a pod's containers get SIGKILL at the latest: its time left until
@@ -266,6 +270,7 @@ impl PodEntry {
     fn new(pod: Value, now_ms: u64) -> PodEntry {
         PodEntry {
             pod,
+            start_counted: false,
             states: BTreeMap::new(),
             started_ms: now_ms,
             life: Life::Running,
@@ -509,6 +514,8 @@ impl<R: Runtime> NodeAgent<R> {
             // unchanged, it is not written again
             entry.last_reported = entry.pod.get("status").cloned();
             entry.pod_ip = pp.sandbox.and_then(|sb| sb.ip);
+            entry.start_counted = true;
+            crate::metrics::METRICS.running_pods.inc();
             self.pods.insert(uid.clone(), entry);
             for (name, id, ran) in probed {
                 self.start_probes(&uid, &name, &id, Duration::ZERO, ran, ctx);
@@ -772,7 +779,9 @@ impl<R: Runtime> NodeAgent<R> {
             }
             LifeAction::Finish => self.finish(uid, 0, ctx),
             LifeAction::Forget => {
-                self.pods.remove(uid);
+                if self.pods.remove(uid).is_some_and(|e| e.start_counted) {
+                    crate::metrics::METRICS.running_pods.dec();
+                }
                 self.tokens.forget(uid);
             }
         }
@@ -1448,6 +1457,13 @@ impl<R: Runtime> NodeAgent<R> {
                     entry.status_in_flight = false;
                     match res {
                         Ok(updated) => {
+                            if !entry.start_counted && status["phase"] == "Running" {
+                                entry.start_counted = true;
+                                let m = &crate::metrics::METRICS;
+                                m.running_pods.inc();
+                                let took = now_ms().saturating_sub(entry.started_ms);
+                                m.pod_start_duration.observe(took as f64 / 1000.0);
+                            }
                             entry.last_reported = Some(status);
                             act.cache.assume(updated);
                             if entry.status_dirty {

@@ -411,6 +411,9 @@ async fn forward_tcp(mut inbound: TcpStream, peer: SocketAddr, f: Frontend, stat
         return;
     }
     state.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let m = &crate::metrics::METRICS;
+    let tcp = crate::metrics::protocol("TCP");
+    m.proxy_connections.get_or_create(&tcp).inc();
     for (i, endpoint) in order.into_iter().enumerate() {
         if i > 0 {
             state.stats.connect_retries.fetch_add(1, Ordering::Relaxed);
@@ -420,6 +423,8 @@ async fn forward_tcp(mut inbound: TcpStream, peer: SocketAddr, f: Frontend, stat
                 state.stick(&f, &backend, peer.ip(), endpoint);
                 let _ = inbound.set_nodelay(true);
                 let _ = outbound.set_nodelay(true);
+                let active = m.proxy_active.get_or_create(&tcp).clone();
+                active.inc();
                 let _ = tokio::io::copy_bidirectional_with_sizes(
                     &mut inbound,
                     &mut outbound,
@@ -427,6 +432,7 @@ async fn forward_tcp(mut inbound: TcpStream, peer: SocketAddr, f: Frontend, stat
                     COPY_BUFFER_BYTES,
                 )
                 .await;
+                active.dec();
                 return;
             }
             Ok(Err(e)) => {
@@ -438,6 +444,7 @@ async fn forward_tcp(mut inbound: TcpStream, peer: SocketAddr, f: Frontend, stat
         }
     }
     state.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+    m.proxy_failed.get_or_create(&tcp).inc();
 }
 
 /// One UDP client's session: a socket connected to its endpoint.
@@ -451,6 +458,15 @@ struct Session {
 async fn serve_udp(socket: Arc<UdpSocket>, f: Frontend, state: Arc<State>) {
     let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
     let mut buf = vec![0u8; UDP_DATAGRAM_MAX];
+    let udp = crate::metrics::protocol("UDP");
+    let opened = crate::metrics::METRICS
+        .proxy_connections
+        .get_or_create(&udp)
+        .clone();
+    let active = crate::metrics::METRICS
+        .proxy_active
+        .get_or_create(&udp)
+        .clone();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -462,6 +478,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, f: Frontend, state: Arc<State>) {
                 if !alive {
                     if let Some(old) = sessions.remove(&client) {
                         old.pump.abort();
+                        active.dec();
                     }
                     if sessions.len() >= UDP_SESSIONS_MAX {
                         continue;
@@ -473,6 +490,8 @@ async fn serve_udp(socket: Arc<UdpSocket>, f: Frontend, state: Arc<State>) {
                         Ok(s) => {
                             state.stick(&f, &backend, client.ip(), endpoint);
                             state.stats.udp_sessions.fetch_add(1, Ordering::Relaxed);
+                            opened.inc();
+                            active.inc();
                             sessions.insert(client, s);
                         }
                         Err(e) => { debug!(%endpoint, error = %e, "cannot open a UDP session"); continue; }
@@ -490,7 +509,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, f: Frontend, state: Arc<State>) {
                     let idle = s.last.lock().map(|l| l.elapsed() >= UDP_IDLE).unwrap_or(true);
                     let gone = backend.as_ref().is_none_or(|b| !b.usable().contains(&s.endpoint));
                     let keep = !idle && !gone && !s.pump.is_finished();
-                    if !keep { s.pump.abort(); }
+                    if !keep { s.pump.abort(); active.dec(); }
                     keep
                 });
             }

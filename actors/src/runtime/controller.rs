@@ -275,6 +275,10 @@ impl<R: Reconcile> Controller<R> {
     /// Schedule the next run: soon when keys are ready and writes can go
     /// out, at the earliest timer otherwise.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
+        crate::metrics::METRICS
+            .queue_depth
+            .get_or_create(&crate::metrics::name(self.reconciler.name()))
+            .set(i64::try_from(self.queue.len()).unwrap_or(i64::MAX));
         let now = Instant::now();
         let at = if self.queue.has_ready(now) {
             if self.in_flight >= WRITES_IN_FLIGHT_MAX {
@@ -300,6 +304,15 @@ impl<R: Reconcile> Controller<R> {
         self.wake = Some((at, handle));
     }
 
+    /// Queue `key` (counted in `workqueue_adds_total`).
+    fn enqueue(&mut self, key: String) {
+        crate::metrics::METRICS
+            .queue_adds
+            .get_or_create(&crate::metrics::name(self.reconciler.name()))
+            .inc();
+        self.queue.add(key);
+    }
+
     /// Reconcile ready keys, within the bounds, and send their writes.
     fn run(&mut self, ctx: &mut Context<Self>) {
         if !self.caches.iter().all(Shared::synced) {
@@ -315,6 +328,10 @@ impl<R: Reconcile> Controller<R> {
                 return;
             };
             let mut writes = self.in_flight;
+            let work = crate::metrics::METRICS
+                .queue_work_duration
+                .get_or_create(&crate::metrics::name(self.reconciler.name()))
+                .clone();
             while writes < WRITES_IN_FLIGHT_MAX && started.elapsed() < RUN_BUDGET {
                 let Some(key) = self.queue.next(started) else {
                     break;
@@ -324,9 +341,11 @@ impl<R: Reconcile> Controller<R> {
                     continue;
                 };
                 let pending = self.pending.get(&key).copied().unwrap_or_default();
+                let one = Instant::now();
                 let plan = self
                     .reconciler
                     .reconcile(object, &View::new(&caches, pending, now));
+                work.observe(one.elapsed().as_secs_f64());
                 let outcome = plan
                     .requeue_after
                     .map_or(Outcome::Done, Outcome::RequeueAfter);
@@ -342,7 +361,7 @@ impl<R: Reconcile> Controller<R> {
             let room = WRITES_IN_FLIGHT_MAX.saturating_sub(self.in_flight);
             if writes.len() > room {
                 // the rest is planned again once writes land
-                self.queue.add(key.clone());
+                self.enqueue(key.clone());
             }
             for p in writes.into_iter().take(room) {
                 self.send(key.clone(), object.clone(), p, ctx);
@@ -422,7 +441,7 @@ impl<R: Reconcile> Controller<R> {
                     );
                 }
                 self.queue.succeeded(&key);
-                self.queue.add(key);
+                self.enqueue(key);
             }
             Err(e)
                 if matches!(write, Write::Delete(..)) && e.reason() == Some(Reason::NotFound) =>
@@ -430,7 +449,7 @@ impl<R: Reconcile> Controller<R> {
                 if let (Some(cache), Write::Delete(r, _)) = (&cache, &write) {
                     cache.forget(&cache_key(r));
                 }
-                self.queue.add(key);
+                self.enqueue(key);
             }
             Err(e) => {
                 if e.reason() == Some(Reason::Conflict) {
@@ -446,6 +465,10 @@ impl<R: Reconcile> Controller<R> {
                         &failure_message(&write, &e),
                     );
                 }
+                crate::metrics::METRICS
+                    .queue_retries
+                    .get_or_create(&crate::metrics::name(self.reconciler.name()))
+                    .inc();
                 self.queue.fail(key, now);
             }
         }
@@ -456,7 +479,7 @@ impl<R: Reconcile> Controller<R> {
         let own_kind = self.reconciler.kind();
         if kind == own_kind {
             for d in deltas {
-                self.queue.add(key_of(&d.object));
+                self.enqueue(key_of(&d.object));
             }
             return;
         }
@@ -481,7 +504,7 @@ impl<R: Reconcile> Controller<R> {
         }
         drop(guards);
         for k in keys {
-            self.queue.add(k);
+            self.enqueue(k);
         }
     }
 
@@ -491,7 +514,7 @@ impl<R: Reconcile> Controller<R> {
             .map(|s| s.read().cache.values().map(key_of).collect())
             .unwrap_or_default();
         for k in keys {
-            self.queue.add(k);
+            self.enqueue(k);
         }
         self.schedule(ctx);
     }

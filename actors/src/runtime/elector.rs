@@ -349,6 +349,7 @@ impl Elector {
         });
         if self.leading.is_none() {
             info!(lease = %self.cfg.lease_ref(), identity = %self.cfg.identity, create_revision, "acquired the lease; starting");
+            self.leader_status(1);
             self.leading = Some(Leading {
                 create_revision,
                 renewed_at: now,
@@ -369,7 +370,16 @@ impl Elector {
             for a in l.actors {
                 a.do_send(Demote);
             }
+            self.leader_status(0);
         }
+    }
+
+    /// `leader_election_master_status{name}`: 1 while this process leads.
+    fn leader_status(&self, value: i64) {
+        crate::metrics::METRICS
+            .leader
+            .get_or_create(&crate::metrics::name(&self.cfg.name))
+            .set(value);
     }
 }
 
@@ -405,6 +415,7 @@ impl Actor for Elector {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.leader_status(0);
         self.tick(ctx);
         ctx.run_interval(self.cfg.retry_period, |act, ctx| act.tick(ctx));
     }

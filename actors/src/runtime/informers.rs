@@ -404,6 +404,7 @@ mod tests {
             revision: 2,
             prev: 1,
             object: secret(&["b"], 2),
+            committed_ms: None,
         }));
         assert_eq!((names("a"), names("b")), (0, 1));
         shared.apply(WatchItem::Event(ChangeEvent {
@@ -411,6 +412,7 @@ mod tests {
             revision: 3,
             prev: 2,
             object: secret(&["b"], 3),
+            committed_ms: None,
         }));
         assert_eq!(names("b"), 0);
         assert!(shared.read().dependents.is_empty() && shared.read().owners_of.is_empty());

@@ -289,6 +289,11 @@ impl Ledger {
         self.pending.iter().map(|(_, k)| k)
     }
 
+    /// How many pods wait for a node.
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
     /// The placed pod `key`.
     pub fn placed(&self, key: &str) -> Option<&Arc<PodInfo>> {
         self.placed.get(key)

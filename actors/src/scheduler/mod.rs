@@ -79,6 +79,23 @@ pub struct Scheduler {
     binding: HashSet<String>,
     /// The last unschedulable message written per pod (no rewrite loops).
     reported: HashMap<String, String>,
+    /// When each waiting pod was first tried (the scheduling SLI's start);
+    /// pods no longer waiting are dropped when it outgrows the queue.
+    waiting_since: HashMap<String, Instant>,
+}
+
+/// Records one scheduling attempt begun at `began`: its duration by the
+/// choice's result, and as an attempt when it ends here (a chosen node
+/// counts once its binding answers: `scheduled` or `error`).
+fn attempt(result: &str, began: Instant) {
+    let m = &crate::metrics::METRICS;
+    let label = crate::metrics::result(result);
+    if result != "scheduled" {
+        m.schedule_attempts.get_or_create(&label).inc();
+    }
+    m.scheduling_attempt_duration
+        .get_or_create(&label)
+        .observe(began.elapsed().as_secs_f64());
 }
 
 impl Scheduler {
@@ -101,6 +118,7 @@ impl Scheduler {
             sync_scheduled: false,
             binding: HashSet::new(),
             reported: HashMap::new(),
+            waiting_since: HashMap::new(),
         }
     }
 
@@ -120,6 +138,14 @@ impl Scheduler {
             return;
         }
         let now = Instant::now();
+        let waiting = self.ledger.pending_count();
+        crate::metrics::METRICS
+            .pending_pods
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        if self.waiting_since.len() > 2 * waiting + BINDINGS_IN_FLIGHT_MAX {
+            let still: HashSet<&String> = self.ledger.pending().collect();
+            self.waiting_since.retain(|k, _| still.contains(k));
+        }
         let pending: Vec<Value> = {
             let pods = pods.read();
             let backoff = &self.backoff;
@@ -139,10 +165,12 @@ impl Scheduler {
                 break;
             }
             let key = key_of(&pod);
+            self.waiting_since.entry(key.clone()).or_insert(now);
             let fit = match self.volume_fit(&pod) {
                 Ok(fit) => fit,
                 Err(message) => {
                     failures += 1;
+                    attempt("unschedulable", now);
                     self.unschedulable(key, pod, message, None, ctx);
                     continue;
                 }
@@ -158,7 +186,17 @@ impl Scheduler {
             {
                 continue;
             }
-            match self.ledger.choose_within(&key, &pod, fit.allowed.as_ref()) {
+            let chosen = Instant::now();
+            let choice = self.ledger.choose_within(&key, &pod, fit.allowed.as_ref());
+            attempt(
+                if choice.is_ok() {
+                    "scheduled"
+                } else {
+                    "unschedulable"
+                },
+                chosen,
+            );
+            match choice {
                 Ok(node) if !fit.select.is_empty() => {
                     // the claims learn the node; the pod binds once they are bound
                     self.ledger.pod_changed(&key, Some(&pod));
@@ -351,6 +389,13 @@ impl Scheduler {
             match res {
                 Ok(bound) => {
                     info!(pod = %key, node = %node, "scheduled");
+                    let m = &crate::metrics::METRICS;
+                    m.schedule_attempts
+                        .get_or_create(&crate::metrics::result("scheduled"))
+                        .inc();
+                    if let Some(since) = act.waiting_since.remove(&key) {
+                        m.pod_scheduling_sli.observe(since.elapsed().as_secs_f64());
+                    }
                     let message = format!("Successfully assigned {key} to {node}");
                     act.recorder
                         .record(&bound, EventType::Normal, "Scheduled", &message);
@@ -360,6 +405,10 @@ impl Scheduler {
                 }
                 Err(e) => {
                     // uncount the choice: the pod waits again as cached
+                    crate::metrics::METRICS
+                        .schedule_attempts
+                        .get_or_create(&crate::metrics::result("error"))
+                        .inc();
                     act.recount(&key);
                     warn!(pod = %key, error = %e, "binding failed; retrying");
                     ctx.run_later(RETRY_DELAY, |act, ctx| act.kick(ctx));

@@ -286,6 +286,7 @@ impl StreamHandler<Message> for StoreServer {
             .and_then(|h| h.get(HEADER_FENCE))
             .map(|v| Fence::parse(v.as_str()))
             .transpose();
+        let started = std::time::Instant::now();
         tokio::spawn(async move {
             let reply = match (codec.decode::<ApiRequest>(&msg.payload), fence) {
                 (Ok(req), Ok(fence)) => {
@@ -300,6 +301,19 @@ impl StreamHandler<Message> for StoreServer {
                 (Err(e), _) => Err(ApiError::bad_request(format!("request body: {e}"))),
                 (_, Err(e)) => Err(e),
             };
+            let (verb, subresource) = crate::metrics::request_verb(verb);
+            let code = match &reply {
+                Ok(_) if verb == "POST" && subresource.is_empty() => 201,
+                Ok(_) => 200,
+                Err(e) => e.reason.http_code(),
+            };
+            crate::metrics::api_request(
+                verb,
+                subresource,
+                kind.resource(),
+                code,
+                started.elapsed(),
+            );
             respond(&nats, reply_to, codec, &reply).await;
             drop(permit);
         });
@@ -381,6 +395,7 @@ pub fn change_event(
             revision: change.revision,
             prev: change.stream_prev,
             object,
+            committed_ms: change.committed_ms,
         },
     ))
 }
@@ -587,6 +602,10 @@ async fn publish_change(
         }
     };
     if leading {
+        crate::metrics::METRICS
+            .change_events
+            .get_or_create(&crate::metrics::resource(kind.resource()))
+            .inc();
         for subject in change_subjects(subjects, kind, &event.object) {
             publish_json(nats, subject, &event).await;
         }
@@ -614,6 +633,7 @@ async fn publish_bookmarks(nats: &async_nats::Client, subjects: &Subjects, publi
         revision,
         prev: revision,
         object: serde_json::Value::Null,
+        committed_ms: None,
     };
     for (kind, head) in &published.resources {
         publish_json(nats, subjects.bookmark(*kind), &bookmark(*head)).await;

@@ -14,6 +14,7 @@ mod hollow_scale;
 mod kubectl;
 mod lifecycle;
 mod manifests;
+mod metrics;
 mod nats_mesh;
 mod nodes;
 mod process_runtime;

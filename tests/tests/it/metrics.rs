@@ -1,0 +1,267 @@
+//! `/metrics` (issue 23): what `kubus up` serves parses with Prometheus'
+//! own parsers (the Python client's OpenMetrics parser and its classic
+//! text-format parser), and the named series move when the cluster works:
+//! API requests by verb, resource and code, Raft proposals and applies,
+//! scheduling attempts and the SLI, pod starts, work queues, leader
+//! election, the watch delay and the service proxy's connections.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kubus_tests::{http_get, output_with_input, running, wait_for, Cluster};
+use serde_json::Value;
+
+const PORT: u16 = 18191;
+
+/// Parses the text with both of the Python client's parsers (either fails
+/// on text it cannot read); the samples (name, labels, value) as the
+/// OpenMetrics parser reads them.
+const PARSE: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
+from prometheus_client.parser import text_string_to_metric_families as classic
+text = sys.stdin.read()
+classic_families = list(classic(text))
+samples = []
+families = 0
+for f in openmetrics(text):
+    families += 1
+    for s in f.samples:
+        samples.append([s.name, s.labels, s.value])
+json.dump({"families": families, "classic": len(classic_families), "samples": samples}, sys.stdout)
+"#;
+
+fn manifest() -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: sleepers}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: sleepers}}}}
+  template:
+    metadata: {{labels: {{app: sleepers}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: busybox
+        command: ["sleep", "3600"]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: busybox
+        command: ["sh", "-c", "d=$(mktemp -d) && echo up > $d/index.html && exec busybox httpd -f -p 127.0.0.1:{PORT} -h $d"]
+        ports: [{{name: http, containerPort: {PORT}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: NodePort
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+"#
+    )
+}
+
+/// One sample's labels and value.
+type Sample = (BTreeMap<String, String>, f64);
+
+/// The samples of one scrape, by name.
+struct Scrape(BTreeMap<String, Vec<Sample>>);
+
+impl Scrape {
+    /// The sum of the samples named `name` whose labels include `labels`.
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .get(name)
+            .map(|samples| {
+                samples
+                    .iter()
+                    .filter(|(l, _)| {
+                        labels
+                            .iter()
+                            .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                    })
+                    .map(|(_, v)| v)
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+fn scrape(addr: SocketAddr) -> Scrape {
+    let text = http_get(addr, "/metrics", Duration::from_secs(5)).expect("GET /metrics answers");
+    assert!(text.ends_with("# EOF\n"), "not OpenMetrics: {text:.300}");
+    let out = output_with_input(
+        Command::new("python3")
+            .args(["-c", PARSE])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        &text,
+    );
+    assert!(
+        out.status.success(),
+        "Prometheus' parsers refused the text: {}\n{text:.2000}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Value = serde_json::from_slice(&out.stdout).expect("parser output");
+    assert!(parsed["families"].as_u64() > Some(20), "{parsed:.300}");
+    // the classic parser reads it too (it takes the OpenMetrics suffixes
+    // for families of their own, so it counts more)
+    assert!(parsed["classic"].as_u64() >= parsed["families"].as_u64());
+    let mut by_name: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for s in parsed["samples"].as_array().into_iter().flatten() {
+        let labels: BTreeMap<String, String> =
+            serde_json::from_value(s[1].clone()).unwrap_or_default();
+        by_name
+            .entry(s[0].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .push((labels, s[2].as_f64().unwrap_or(f64::NAN)));
+    }
+    Scrape(by_name)
+}
+
+#[test]
+fn metrics_parse_and_move_when_the_cluster_works() {
+    let c = Cluster::start_with(&["--http-address", "127.0.0.1:0"]);
+    let current: Value = serde_json::from_slice(
+        &std::fs::read(c.home().join("current.json")).expect("current.json"),
+    )
+    .expect("current.json parses");
+    let url = current["http"]
+        .as_str()
+        .expect("current.json names the endpoint");
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("an address");
+    assert_eq!(
+        http_get(addr, "/healthz", Duration::from_secs(5)).as_deref(),
+        Some("ok\n")
+    );
+    let missing = http_get(addr, "/nothing", Duration::from_secs(5)).unwrap_or_default();
+    assert!(missing.contains("try /metrics"), "{missing}");
+
+    // leadership settles within the lease's first renewals
+    let before = wait_for(Duration::from_secs(30), || {
+        let s = scrape(addr);
+        (s.sum(
+            "leader_election_master_status",
+            &[("name", "kube-scheduler")],
+        ) == 1.0)
+            .then_some(s)
+    })
+    .unwrap_or_else(|| panic!("never led; log:\n{}", c.log()));
+    assert_eq!(before.sum("kubus_raft_is_leader", &[]), 1.0);
+    assert_eq!(before.sum("kubus_raft_has_leader", &[]), 1.0);
+    assert!(before.sum("process_resident_memory_bytes", &[]) > 1e6);
+
+    let out = c.apply(&manifest());
+    assert!(out.status.success(), "apply: {out:?}");
+    wait_for(Duration::from_secs(60), || {
+        (running(&c.items("pods")).len() == 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("pods never ran; log:\n{}", c.log()));
+    // a request the store refuses: counted under its code
+    let _ = c.kubus(&["get", "pod", "no-such-pod"]);
+    // a connection through the proxy's node port
+    let svc: Value = serde_json::from_slice(&c.kubus(&["get", "svc", "web", "-o", "json"]).stdout)
+        .expect("service");
+    let node_port = svc["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("node port");
+    let through = SocketAddr::from(([127, 0, 0, 1], node_port));
+    wait_for(Duration::from_secs(30), || {
+        http_get(through, "/", Duration::from_secs(2)).filter(|b| b.starts_with("up"))
+    })
+    .unwrap_or_else(|| panic!("the node port never answered; log:\n{}", c.log()));
+
+    let after = wait_for(Duration::from_secs(30), || {
+        let s = scrape(addr);
+        (s.sum("kubelet_pod_start_duration_seconds_count", &[])
+            >= before.sum("kubelet_pod_start_duration_seconds_count", &[]) + 4.0)
+            .then_some(s)
+    })
+    .unwrap_or_else(|| panic!("pod starts never counted; log:\n{}", c.log()));
+    let moved = |name: &str, labels: &[(&str, &str)], by: f64| {
+        let (b, a) = (before.sum(name, labels), after.sum(name, labels));
+        assert!(a >= b + by, "{name}{labels:?}: {b} → {a}, expected +{by}");
+    };
+    moved(
+        "apiserver_request_total",
+        &[("verb", "POST"), ("resource", "pods"), ("code", "201")],
+        4.0,
+    );
+    moved(
+        "apiserver_request_total",
+        &[("verb", "GET"), ("resource", "pods"), ("code", "404")],
+        1.0,
+    );
+    moved(
+        "apiserver_request_duration_seconds_count",
+        &[("verb", "PUT"), ("resource", "pods")],
+        3.0,
+    );
+    moved("kubus_raft_proposal_duration_seconds_count", &[], 10.0);
+    moved("kubus_raft_entries_applied_total", &[], 10.0);
+    moved("kubus_raft_log_persist_duration_seconds_count", &[], 1.0);
+    moved("kubus_store_revision", &[], 10.0);
+    moved(
+        "scheduler_schedule_attempts_total",
+        &[("result", "scheduled")],
+        3.0,
+    );
+    moved(
+        "scheduler_pod_scheduling_sli_duration_seconds_count",
+        &[],
+        3.0,
+    );
+    moved("kubelet_running_pods", &[], 4.0);
+    moved(
+        "workqueue_adds_total",
+        &[("name", "replicaset-controller")],
+        1.0,
+    );
+    moved(
+        "workqueue_work_duration_seconds_count",
+        &[("name", "deployment-controller")],
+        1.0,
+    );
+    moved(
+        "kubus_watch_delay_seconds_count",
+        &[("resource", "pods")],
+        3.0,
+    );
+    moved(
+        "kubus_change_events_published_total",
+        &[("resource", "pods")],
+        3.0,
+    );
+    moved("kubus_proxy_connections_total", &[("protocol", "TCP")], 1.0);
+    // a histogram's buckets are cumulative and end at +Inf = count
+    let inf = after.sum(
+        "kubus_raft_proposal_duration_seconds_bucket",
+        &[("le", "+Inf")],
+    );
+    assert_eq!(
+        inf,
+        after.sum("kubus_raft_proposal_duration_seconds_count", &[])
+    );
+    assert_eq!(after.sum("scheduler_pending_pods", &[]), 0.0);
+}
