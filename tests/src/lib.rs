@@ -217,10 +217,17 @@ impl Cluster {
         } else {
             &["--api-address", "127.0.0.1:0"]
         };
+        // and metrics on a port of its own
+        let http: &[&str] = if self.up_args.iter().any(|a| a.starts_with("--http-address")) {
+            &[]
+        } else {
+            &["--http-address", "127.0.0.1:0"]
+        };
         let child = Command::new(kubus_bin())
             .args(["up", "--node-name", "node-1", "--data-dir"])
             .arg(self.data_dir())
             .args(api)
+            .args(http)
             .args(&self.up_args)
             .env("KUBUS_HOME", self.home())
             .env(
