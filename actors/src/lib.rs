@@ -23,6 +23,7 @@ pub mod endpoints;
 pub mod events;
 pub mod eviction;
 pub mod gc;
+pub mod hpa;
 pub mod informer;
 pub mod job;
 pub mod metrics;

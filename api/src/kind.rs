@@ -37,6 +37,8 @@ pub enum Kind {
     ReplicationController,
     /// `policy/v1`: how many of a set of pods may be disrupted at once.
     PodDisruptionBudget,
+    /// `autoscaling/v2`: a target's replicas follow its pods' usage.
+    HorizontalPodAutoscaler,
     /// Cluster-scoped: a piece of storage.
     PersistentVolume,
     /// A request for storage, bound to one PersistentVolume.
@@ -88,15 +90,13 @@ const NOT_YET: &[(&str, &str)] = &[
     ("v1", "Binding"),
     ("networking.k8s.io/v1", "Ingress"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("autoscaling/v1", "HorizontalPodAutoscaler"),
 ];
 
 /// The served namespaced kinds other than Event: what the control plane
 /// keeps in its caches, collects by owner references, and empties a
 /// deleted namespace of (Events expire by themselves and are too many to
 /// cache). A test keeps it in step with [`Kind::ALL`].
-pub const NAMESPACED_CONTENT: [Kind; 20] = [
+pub const NAMESPACED_CONTENT: [Kind; 21] = [
     Kind::Deployment,
     Kind::ReplicaSet,
     Kind::Pod,
@@ -112,6 +112,7 @@ pub const NAMESPACED_CONTENT: [Kind; 20] = [
     Kind::CronJob,
     Kind::ReplicationController,
     Kind::PodDisruptionBudget,
+    Kind::HorizontalPodAutoscaler,
     Kind::PersistentVolumeClaim,
     Kind::ControllerRevision,
     Kind::ServiceAccount,
@@ -131,6 +132,7 @@ const OLD_GROUPS: &[(&str, &str)] = &[
     ("networking.k8s.io/v1beta1", "networking.k8s.io/v1"),
     ("autoscaling/v2beta1", "autoscaling/v2"),
     ("autoscaling/v2beta2", "autoscaling/v2"),
+    ("autoscaling/v1", "autoscaling/v2"),
     (
         "rbac.authorization.k8s.io/v1beta1",
         "rbac.authorization.k8s.io/v1",
@@ -139,7 +141,7 @@ const OLD_GROUPS: &[(&str, &str)] = &[
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 28] = [
+    pub const ALL: [Kind; 29] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -158,6 +160,7 @@ impl Kind {
         Kind::CronJob,
         Kind::ReplicationController,
         Kind::PodDisruptionBudget,
+        Kind::HorizontalPodAutoscaler,
         Kind::PersistentVolume,
         Kind::PersistentVolumeClaim,
         Kind::StorageClass,
@@ -180,6 +183,7 @@ impl Kind {
             | Kind::ControllerRevision => "apps/v1",
             Kind::Job | Kind::CronJob => "batch/v1",
             Kind::PodDisruptionBudget => "policy/v1",
+            Kind::HorizontalPodAutoscaler => "autoscaling/v2",
             Kind::StorageClass => "storage.k8s.io/v1",
             Kind::PriorityClass => "scheduling.k8s.io/v1",
             Kind::Role | Kind::RoleBinding | Kind::ClusterRole | Kind::ClusterRoleBinding => {
@@ -212,6 +216,7 @@ impl Kind {
             Kind::CronJob => "CronJob",
             Kind::ReplicationController => "ReplicationController",
             Kind::PodDisruptionBudget => "PodDisruptionBudget",
+            Kind::HorizontalPodAutoscaler => "HorizontalPodAutoscaler",
             Kind::PersistentVolume => "PersistentVolume",
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::StorageClass => "StorageClass",
@@ -247,6 +252,7 @@ impl Kind {
             Kind::CronJob => "cronjobs",
             Kind::ReplicationController => "replicationcontrollers",
             Kind::PodDisruptionBudget => "poddisruptionbudgets",
+            Kind::HorizontalPodAutoscaler => "horizontalpodautoscalers",
             Kind::PersistentVolume => "persistentvolumes",
             Kind::PersistentVolumeClaim => "persistentvolumeclaims",
             Kind::StorageClass => "storageclasses",
@@ -329,7 +335,7 @@ impl Kind {
 
     /// The kinds `all` names (Kubernetes' `all` category), in the order
     /// `kubectl get all` prints them.
-    pub const CATEGORY_ALL: [Kind; 9] = [
+    pub const CATEGORY_ALL: [Kind; 10] = [
         Kind::Pod,
         Kind::ReplicationController,
         Kind::Service,
@@ -337,6 +343,7 @@ impl Kind {
         Kind::Deployment,
         Kind::ReplicaSet,
         Kind::StatefulSet,
+        Kind::HorizontalPodAutoscaler,
         Kind::CronJob,
         Kind::Job,
     ];
@@ -376,6 +383,7 @@ impl Kind {
             Kind::CronJob => "cronjob",
             Kind::ReplicationController => "replicationcontroller",
             Kind::PodDisruptionBudget => "poddisruptionbudget",
+            Kind::HorizontalPodAutoscaler => "horizontalpodautoscaler",
             Kind::PersistentVolume => "persistentvolume",
             Kind::PersistentVolumeClaim => "persistentvolumeclaim",
             Kind::StorageClass => "storageclass",
@@ -406,6 +414,7 @@ impl Kind {
             Kind::CronJob => &["cj"],
             Kind::ReplicationController => &["rc"],
             Kind::PodDisruptionBudget => &["pdb"],
+            Kind::HorizontalPodAutoscaler => &["hpa"],
             Kind::PersistentVolume => &["pv"],
             Kind::PersistentVolumeClaim => &["pvc"],
             Kind::StorageClass => &["sc"],

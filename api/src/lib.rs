@@ -31,6 +31,7 @@
 
 pub mod admission;
 pub mod apply;
+pub mod autoscaling;
 pub mod cron;
 pub mod dns;
 pub mod endpoints;

@@ -54,6 +54,58 @@ pub fn human_duration(secs: i64) -> String {
     format!("{}y", hours / 24 / 365)
 }
 
+/// An HPA's TARGETS cell as kubectl prints it: `cpu: 12%/50%` per metric
+/// (`<unknown>` before a figure), comma-separated.
+fn hpa_targets(v: &Value) -> String {
+    let specs = v
+        .pointer("/spec/metrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_else(|| {
+            vec![
+                serde_json::json!({"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 80}}}),
+            ]
+        });
+    let current = v
+        .pointer("/status/currentMetrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let cells: Vec<String> = specs
+        .iter()
+        .map(|m| {
+            let name = m
+                .pointer("/resource/name")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let now = current
+                .iter()
+                .find(|c| c.pointer("/resource/name").and_then(Value::as_str) == Some(name));
+            let target = m.pointer("/resource/target").cloned().unwrap_or_default();
+            if let Some(u) = target.get("averageUtilization").and_then(Value::as_i64) {
+                let got = now
+                    .and_then(|c| c.pointer("/resource/current/averageUtilization"))
+                    .and_then(Value::as_i64)
+                    .map_or("<unknown>".to_string(), |c| format!("{c}%"));
+                format!("{name}: {got}/{u}%")
+            } else {
+                let want = match target.get("averageValue") {
+                    Some(Value::String(q)) => q.clone(),
+                    Some(other) => other.to_string(),
+                    None => "?".into(),
+                };
+                let got = now
+                    .and_then(|c| c.pointer("/resource/current/averageValue"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("<unknown>");
+                format!("{name}: {got}/{want}")
+            }
+        })
+        .collect();
+    cells.join(", ")
+}
+
 /// The age of a timestamp at `now`, as kubectl shows it (`<unknown>` when
 /// absent or unreadable).
 pub fn age(created: Option<&str>, now: jiff::Timestamp) -> String {
@@ -283,6 +335,15 @@ pub fn columns(kind: Kind, wide: bool) -> Vec<&'static str> {
             "LAST SCHEDULE",
             "AGE",
         ],
+        Kind::HorizontalPodAutoscaler => vec![
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE",
+        ],
         Kind::PodDisruptionBudget => vec![
             "NAME",
             "MIN AVAILABLE",
@@ -506,6 +567,22 @@ fn row(kind: Kind, v: &Value, wide: bool, age: String, now: jiff::Timestamp) -> 
                 Some(t) => self::age(Some(t), now),
                 None => "<none>".into(),
             },
+            age,
+        ],
+        Kind::HorizontalPodAutoscaler => vec![
+            name,
+            format!(
+                "{}/{}",
+                s(v, "/spec/scaleTargetRef/kind"),
+                s(v, "/spec/scaleTargetRef/name")
+            ),
+            hpa_targets(v),
+            match v.pointer("/spec/minReplicas").and_then(Value::as_i64) {
+                Some(m) => m.to_string(),
+                None => "1".into(),
+            },
+            n(v, "/spec/maxReplicas").to_string(),
+            n(v, "/status/currentReplicas").to_string(),
             age,
         ],
         Kind::PodDisruptionBudget => {

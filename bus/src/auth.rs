@@ -349,7 +349,16 @@ pub fn permissions(id: &Identity, s: &Subjects, view: Option<&[Readable]>) -> Pe
         },
         Identity::Control => Permissions {
             publish: Grant {
-                allow: vec![format!("{root}.api.>"), s.manifests(), s.review()],
+                allow: vec![
+                    format!("{root}.api.>"),
+                    s.manifests(),
+                    s.review(),
+                    // the autoscaler asks the node agents for figures
+                    format!(
+                        "{root}.node.*.agent.{}",
+                        crate::subject::AgentOp::Usage.as_str()
+                    ),
+                ],
                 deny: vec![],
             },
             subscribe: Grant {
@@ -373,6 +382,7 @@ pub fn permissions(id: &Identity, s: &Subjects, view: Option<&[Readable]>) -> Pe
                         // as the store's replies
                         format!("{}.>", inbox_prefix(&Identity::Admin.user())),
                         format!("{}.>", inbox_prefix(&Identity::Gateway.user())),
+                        format!("{}.>", inbox_prefix(&Identity::Control.user())),
                     ],
                     deny: vec![s.node_pods(name)],
                 },

@@ -15,9 +15,9 @@ use crate::protocol::{
     ApiRequest, ApiResponse, ApplyOutcome, ChangeEvent, EncryptionKeys, EncryptionKeysReply,
     EncryptionKeysRequest, ExecReply, ExecRequest, ExecResult, ExecStreamReply, ExecStreamRequest,
     Fence, JsonText, LogChunk, LogsReply, LogsRequest, ManifestReply, MembershipReply,
-    MembershipRequest, PeerStatus, PeerStatusReply, PortForwardReply, PortForwardRequest,
-    ReadResponse, ResealReply, Resealed, ResourceVersionMatch, EXEC_TIMEOUT_DEFAULT_SECS,
-    EXEC_TIMEOUT_MAX_SECS,
+    MembershipRequest, NodeUsage, PeerStatus, PeerStatusReply, PortForwardReply,
+    PortForwardRequest, ReadResponse, ResealReply, Resealed, ResourceVersionMatch, UsageReply,
+    UsageRequest, EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
 };
 use crate::stream::Side;
 use crate::subject::{
@@ -810,6 +810,14 @@ impl Client {
                 None,
                 RESEAL_TIMEOUT,
             )
+            .await?;
+        Ok(reply?)
+    }
+
+    /// Ask a node agent for the resource usage of its pods and machine.
+    pub async fn node_usage(&self, node: &str, req: &UsageRequest) -> Result<NodeUsage> {
+        let reply: UsageReply = self
+            .request(self.subjects.agent(node, AgentOp::Usage), req)
             .await?;
         Ok(reply?)
     }

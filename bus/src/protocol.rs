@@ -362,6 +362,62 @@ pub struct LogChunk {
 
 pub type LogsReply = Result<LogChunk, ApiError>;
 
+/// Ask a node agent for the resource usage of its pods and of its machine
+/// (`kubus top`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRequest {
+    /// Only the pods of this namespace; all when absent.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// CPU and memory in use: a rate over the agent's last sampling window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// CPU, in billionths of a core (metrics.k8s.io's `n` unit).
+    pub cpu_nano_cores: u64,
+    /// Memory in use (the working set), in bytes.
+    pub memory_bytes: u64,
+}
+
+/// One container's usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerUsage {
+    pub name: String,
+    pub usage: Usage,
+}
+
+/// One pod's usage: its running containers that have been measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodUsage {
+    pub namespace: String,
+    pub name: String,
+    pub containers: Vec<ContainerUsage>,
+}
+
+/// What a node agent measures (metrics.k8s.io's NodeMetrics and
+/// PodMetrics in one answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeUsage {
+    pub node: String,
+    /// When the figures were taken, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The sampling window the rates are over, in ms.
+    pub window_ms: u64,
+    /// The machine's figures; None when the agent measures none (a hollow
+    /// node) or has not sampled yet.
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    pub pods: Vec<PodUsage>,
+}
+
+pub type UsageReply = Result<NodeUsage, ApiError>;
+
 /// Connect to a pod's port and carry the connection as byte stream
 /// `stream` ([`crate::stream`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -369,6 +369,8 @@ pub enum AgentOp {
     /// terminal carried over a byte stream (`kubus exec -it`, the API
     /// gateway's exec).
     ExecStream,
+    /// The resource usage of the node's pods and machine (`kubus top`).
+    Usage,
 }
 
 /// Which end of a byte stream ([`crate::stream`]) a side is.
@@ -387,6 +389,7 @@ impl AgentOp {
             AgentOp::Exec => "exec",
             AgentOp::PortForward => "portforward",
             AgentOp::ExecStream => "exec-stream",
+            AgentOp::Usage => "usage",
         }
     }
 }

@@ -40,6 +40,7 @@ fn built() -> BTreeSet<String> {
     out.insert(generic(s.agent("nodex", AgentOp::Exec)));
     out.insert(generic(s.agent("nodex", AgentOp::PortForward)));
     out.insert(generic(s.agent("nodex", AgentOp::ExecStream)));
+    out.insert(generic(s.agent("nodex", AgentOp::Usage)));
     // one row for both directions of a stream, one for their acks
     let (up, _) = s.stream("nodex", "idx", StreamEnd::Opener);
     out.insert(generic(s.stream_ack(&up)));

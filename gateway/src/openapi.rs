@@ -131,6 +131,9 @@ fn schema_of(kind: Kind, gen: &mut schemars::SchemaGenerator) -> schemars::Schem
         Kind::Lease => gen.subschema_for::<coordination::v1::Lease>(),
         Kind::EndpointSlice => gen.subschema_for::<discovery::v1::EndpointSlice>(),
         Kind::PodDisruptionBudget => gen.subschema_for::<policy::v1::PodDisruptionBudget>(),
+        Kind::HorizontalPodAutoscaler => {
+            gen.subschema_for::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>()
+        }
         Kind::StorageClass => gen.subschema_for::<storage::v1::StorageClass>(),
         Kind::PriorityClass => gen.subschema_for::<scheduling::v1::PriorityClass>(),
         Kind::ServiceAccount => gen.subschema_for::<core::v1::ServiceAccount>(),

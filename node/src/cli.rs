@@ -69,6 +69,9 @@ pub enum Command {
     /// The URLs where a Service answers from this machine (cluster IP,
     /// node ports, load balancer addresses).
     Service(ServiceArgs),
+    /// Scale a workload on its pods' CPU with a HorizontalPodAutoscaler:
+    /// kubus autoscale deployment web --min=1 --max=5 --cpu-percent=50
+    Autoscale(AutoscaleArgs),
     /// The images each node holds (its status.images); `kubus images
     /// import FILE.tar...` imports image tarballs into this machine's
     /// containerd (an airgap images folder).
@@ -118,6 +121,10 @@ pub enum Command {
     Create(CreateCommand),
     /// Run an image in a new pod: kubus run shell --image=busybox -- sleep 3600.
     Run(RunArgs),
+    /// CPU and memory in use, as the node agents measure it:
+    /// kubus top nodes | kubus top pods [-A] [--containers].
+    #[command(subcommand)]
+    Top(crate::top::TopCommand),
     /// Wait for a condition on objects:
     /// kubus wait pod -l app=web --for=condition=Ready --timeout=60s.
     Wait(WaitArgs),
@@ -376,6 +383,29 @@ pub struct ExposeArgs {
     /// The Service's name (default: the exposed object's).
     #[arg(long = "name")]
     pub service_name: Option<String>,
+}
+
+/// `kubus autoscale`: a HorizontalPodAutoscaler for a workload.
+#[derive(Debug, Clone, Args)]
+pub struct AutoscaleArgs {
+    /// deployment, replicaset, statefulset or replicationcontroller (or TYPE/NAME).
+    pub resource: String,
+    pub name: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// The lower limit of replicas (default 1).
+    #[arg(long)]
+    pub min: Option<i64>,
+    /// The upper limit of replicas.
+    #[arg(long, required = true)]
+    pub max: i64,
+    /// The target average CPU utilization, in percent of the pods'
+    /// requests (default: the controller's, 80).
+    #[arg(long)]
+    pub cpu_percent: Option<i64>,
+    /// The HPA's name (default: the workload's).
+    #[arg(long = "name")]
+    pub hpa_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -16,8 +16,8 @@ use kubus_bus::Client;
 use serde_json::Value;
 
 use crate::cli::{
-    ApplyArgs, AttachArgs, Command, DeleteArgs, EventsArgs, ExecArgs, ExposeArgs, GetArgs, Global,
-    ImagesAction, ImagesArgs, LogsArgs, PortForwardArgs, ServiceArgs, SetCommand,
+    ApplyArgs, AttachArgs, AutoscaleArgs, Command, DeleteArgs, EventsArgs, ExecArgs, ExposeArgs,
+    GetArgs, Global, ImagesAction, ImagesArgs, LogsArgs, PortForwardArgs, ServiceArgs, SetCommand,
 };
 use crate::config;
 use crate::print;
@@ -126,11 +126,13 @@ pub async fn run(global: Global, command: Command) -> anyhow::Result<()> {
         Command::Attach(a) => attach(&client, a).await,
         Command::Events(a) => events(&client, a).await,
         Command::Expose(a) => expose(&client, a).await,
+        Command::Autoscale(a) => autoscale(&client, a).await,
         Command::PortForward(a) => port_forward(&client, a).await,
         Command::Images(a) => images(&client, a).await,
         Command::Service(a) => service(&client, a).await,
         Command::Describe(a) => crate::describe::run(&client, a).await,
         Command::Explain(a) => crate::explain::run(&client, a).await,
+        Command::Top(c) => crate::top::run(&client, c).await,
         Command::Scale(a) => crate::verbs::run_scale(&client, a).await,
         Command::Cordon(a) => crate::verbs::run_cordon(&client, a, true).await,
         Command::Uncordon(a) => crate::verbs::run_cordon(&client, a, false).await,
@@ -178,6 +180,53 @@ async fn expose(client: &Client, args: ExposeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     emit(&format!(
         "service/{} exposed\n",
+        meta::name(&created).unwrap_or_default()
+    ));
+    Ok(())
+}
+
+/// The HorizontalPodAutoscaler `kubectl autoscale` makes (autoscaling/v2).
+fn hpa_for(kind: Kind, obj: &Value, args: &AutoscaleArgs) -> Value {
+    let name = meta::name(obj).unwrap_or_default();
+    let mut spec = serde_json::json!({
+        "scaleTargetRef": {"apiVersion": kind.api_version(), "kind": kind.as_str(), "name": name},
+        "maxReplicas": args.max,
+    });
+    if let Some(min) = args.min {
+        spec["minReplicas"] = serde_json::json!(min);
+    }
+    if let Some(pct) = args.cpu_percent {
+        spec["metrics"] = serde_json::json!([{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": pct}}}]);
+    }
+    serde_json::json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": args.hpa_name.as_deref().unwrap_or(name), "namespace": args.namespace},
+        "spec": spec,
+    })
+}
+
+async fn autoscale(client: &Client, args: AutoscaleArgs) -> anyhow::Result<()> {
+    let (kind_word, name) = match (args.resource.split_once('/'), args.name.clone()) {
+        (Some((k, n)), None) => (k.to_string(), n.to_string()),
+        (None, Some(n)) => (args.resource.clone(), n),
+        _ => bail!("name what to autoscale: kubus autoscale TYPE NAME (or TYPE/NAME)"),
+    };
+    let kind = Kind::from_resource(&kind_word)?;
+    if !kind.scalable() {
+        bail!("cannot autoscale a {kind}: autoscale a Deployment, ReplicaSet, StatefulSet or ReplicationController");
+    }
+    let obj = client
+        .get(kind, Some(&args.namespace), &name)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let created = client
+        .create(hpa_for(kind, &obj, &args))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    emit(&format!(
+        "horizontalpodautoscaler.autoscaling/{} autoscaled\n",
         meta::name(&created).unwrap_or_default()
     ));
     Ok(())

@@ -32,6 +32,7 @@ mod rebalance;
 mod rollout;
 mod store_admin;
 mod targets;
+mod top;
 mod verbs;
 mod wait;
 

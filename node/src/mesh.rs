@@ -446,7 +446,9 @@ fn start_control(client: &Client, mesh: &MeshNode, informers: &Informers) -> Vec
         node_grace: Duration::from_secs(mesh.election.node_monitor_grace_period_secs),
         terminated_pod_gc_threshold: mesh.election.terminated_pod_gc_threshold,
     };
-    let start: Starter = Box::new(move || start_controllers(&shared, writer.clone(), settings));
+    let usage: Arc<dyn kubus_actors::hpa::UsageSource> = Arc::new(client.clone());
+    let start: Starter =
+        Box::new(move || start_controllers(&shared, writer.clone(), settings, Some(usage.clone())));
     let controllers = Elector::new(config(CONTROLLERS_LEASE), client.clone(), cell, start).start();
     let cell = FenceCell::default();
     let scheduler_client = fenced(&cell);

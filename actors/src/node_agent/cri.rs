@@ -1094,6 +1094,40 @@ impl Runtime for CriRuntime {
         self.inner.version.clone()
     }
 
+    /// containerd's figures from each container's cgroup: cumulative CPU
+    /// time and the working set.
+    fn usage(&self) -> BoxFuture<'static, Result<Vec<super::usage::RawUsage>>> {
+        let mut runtime = self.inner.runtime.clone();
+        Box::pin(async move {
+            let list = bounded(
+                "ListContainerStats",
+                CALL_TIMEOUT,
+                runtime.list_container_stats(cri::ListContainerStatsRequest { filter: None }),
+            )
+            .await?;
+            Ok(list
+                .stats
+                .into_iter()
+                .filter_map(|s| {
+                    let id = s.attributes?.id;
+                    let cpu_ns = s
+                        .cpu
+                        .and_then(|c| c.usage_core_nano_seconds)
+                        .map_or(0, |v| v.value);
+                    let memory_bytes = s
+                        .memory
+                        .and_then(|m| m.working_set_bytes)
+                        .map_or(0, |v| v.value);
+                    Some(super::usage::RawUsage {
+                        id,
+                        cpu_ns,
+                        memory_bytes,
+                    })
+                })
+                .collect())
+        })
+    }
+
     fn images(&self) -> BoxFuture<'static, Result<Vec<NodeImage>>> {
         let mut images = self.inner.images.clone();
         Box::pin(async move {

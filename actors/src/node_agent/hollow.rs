@@ -99,6 +99,10 @@ impl Runtime for HollowRuntime {
     fn runs_probes(&self) -> bool {
         false
     }
+
+    fn measures_usage(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

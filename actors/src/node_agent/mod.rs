@@ -44,6 +44,7 @@ pub mod refresh;
 pub mod runtime;
 pub mod storage;
 pub mod tokens;
+pub mod usage;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -59,9 +60,9 @@ use kubus_api::{meta, ApiError, Kind, Reason};
 use kubus_bus::client::DeleteOptions;
 use kubus_bus::codec::Codec;
 use kubus_bus::protocol::{
-    ExecReply, ExecRequest, ExecResult, ExecStreamReply, ExecStreamRequest, LogChunk, LogsReply,
-    LogsRequest, PortForwardReply, PortForwardRequest, EXEC_TIMEOUT_DEFAULT_SECS,
-    EXEC_TIMEOUT_MAX_SECS,
+    ContainerUsage, ExecReply, ExecRequest, ExecResult, ExecStreamReply, ExecStreamRequest,
+    LogChunk, LogsReply, LogsRequest, NodeUsage, PodUsage, PortForwardReply, PortForwardRequest,
+    UsageReply, UsageRequest, EXEC_TIMEOUT_DEFAULT_SECS, EXEC_TIMEOUT_MAX_SECS,
 };
 use kubus_bus::subject::{AgentOp, StreamEnd};
 use kubus_bus::watch::{WatchItem, WatchSpec};
@@ -107,6 +108,10 @@ pub const EXEC_OUTPUT_MAX_BYTES: usize = 256 * 1024;
 /// How soon a pod whose ConfigMaps and Secrets could not be read is tried
 /// again.
 const PREPARE_RETRY: Duration = Duration::from_secs(1);
+/// A new pod's first status waits this long for its first preparation
+/// (ConfigMaps, Secrets, tokens, volumes, sandbox) to end, so that it is
+/// written once with the containers started rather than twice.
+const FIRST_REPORT_WAIT: Duration = Duration::from_secs(1);
 /// Times a restarted agent asks its runtime what an earlier run left, and
 /// the pause between: after that it goes on without adopting anything.
 const LEFTOVERS_ATTEMPTS: u32 = 10;
@@ -344,6 +349,12 @@ pub struct NodeAgent<R: Runtime> {
     exec_subject: String,
     forward_subject: String,
     session_subject: String,
+    usage_subject: String,
+    /// The containers' and the machine's usage, sampled.
+    usage: usage::Tracker,
+    /// When the last usage sample was taken (ms) and its window.
+    usage_at: (u64, u64),
+    usage_in_flight: bool,
     /// Slots for port-forwards, execs and exec sessions in flight; a
     /// permit is held for as long as the work runs.
     forwards: Arc<Semaphore>,
@@ -369,10 +380,11 @@ impl<R: Runtime> NodeAgent<R> {
         runtime: R,
     ) -> Result<NodeAgent<R>, async_nats::SubscribeError> {
         let subject = |op| client.subjects().agent(&cfg.name, op);
-        let (exec_subject, forward_subject, session_subject) = (
+        let (exec_subject, forward_subject, session_subject, usage_subject) = (
             subject(AgentOp::Exec),
             subject(AgentOp::PortForward),
             subject(AgentOp::ExecStream),
+            subject(AgentOp::Usage),
         );
         let mut request_subs = Vec::new();
         for s in [
@@ -380,6 +392,7 @@ impl<R: Runtime> NodeAgent<R> {
             exec_subject.clone(),
             forward_subject.clone(),
             session_subject.clone(),
+            usage_subject.clone(),
         ] {
             request_subs.push(client.nats().subscribe(s).await?);
         }
@@ -397,6 +410,10 @@ impl<R: Runtime> NodeAgent<R> {
             exec_subject,
             forward_subject,
             session_subject,
+            usage_subject,
+            usage: usage::Tracker::default(),
+            usage_at: (0, 0),
+            usage_in_flight: false,
             forwards: Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX)),
             execs: Arc::new(Semaphore::new(EXEC_IN_FLIGHT_MAX)),
             sessions: Arc::new(Semaphore::new(EXEC_SESSIONS_MAX)),
@@ -829,10 +846,12 @@ impl<R: Runtime> NodeAgent<R> {
         let Some(entry) = self.pods.get(uid) else {
             return;
         };
+        let mut holding = false;
         if starts && (entry.preparing || entry.refreshing || !pod::prepared(entry.prepared_ms, now))
         {
             // ConfigMaps, Secrets, volumes and sandbox first; this pod is
             // synced again when they are ready
+            holding = entry.last_reported.is_none();
             self.prepare(uid, ctx);
             steps.retain(|s| matches!(s, Step::WakeAt(_)));
         }
@@ -876,6 +895,22 @@ impl<R: Runtime> NodeAgent<R> {
         if pending && !delay.is_zero() {
             let uid = uid.to_string();
             ctx.run_later(delay, move |act, ctx| act.sync_pod(&uid, ctx));
+        }
+        if holding {
+            // a first preparation that ends soon is reported with the
+            // containers it started (one status write, not two); one that
+            // takes longer shows the pod's containers waiting meanwhile
+            let uid = uid.to_string();
+            ctx.run_later(FIRST_REPORT_WAIT, move |act, ctx| {
+                if act
+                    .pods
+                    .get(&uid)
+                    .is_some_and(|e| e.last_reported.is_none())
+                {
+                    act.report_status(&uid, ctx);
+                }
+            });
+            return;
         }
         self.report_status(uid, ctx);
     }
@@ -1729,12 +1764,99 @@ impl<R: Runtime> NodeAgent<R> {
         if subject == self.forward_subject {
             return self.answer_later(&msg, reply_to, codec, "port-forward", Self::port_forward);
         }
+        if subject == self.usage_subject {
+            let reply: UsageReply = codec
+                .decode::<UsageRequest>(&msg.payload)
+                .map_err(|e| ApiError::bad_request(format!("usage request: {e}")))
+                .map(|req| self.usage_report(&req));
+            let nats = self.client.nats().clone();
+            tokio::spawn(async move { send_reply(nats, reply_to, codec, &reply).await });
+            return;
+        }
         let reply: LogsReply = match codec.decode::<LogsRequest>(&msg.payload) {
             Err(e) => Err(ApiError::bad_request(format!("logs request: {e}"))),
             Ok(req) => self.read_logs(&req),
         };
         let nats = self.client.nats().clone();
         tokio::spawn(async move { send_reply(nats, reply_to, codec, &reply).await });
+    }
+
+    /// What `kubus top` reads: the latest rates of the running containers
+    /// of the node's pods (those measured twice) and of the machine.
+    fn usage_report(&self, req: &UsageRequest) -> NodeUsage {
+        let pods = self
+            .pods
+            .values()
+            .filter(|e| {
+                req.namespace
+                    .as_deref()
+                    .is_none_or(|ns| meta::namespace(&e.pod) == Some(ns))
+            })
+            .filter_map(|e| {
+                let containers: Vec<ContainerUsage> = e
+                    .states
+                    .iter()
+                    .filter_map(|(name, s)| {
+                        let usage = self.usage.container(s.running.as_deref()?)?;
+                        Some(ContainerUsage {
+                            name: name.clone(),
+                            usage,
+                        })
+                    })
+                    .collect();
+                (!containers.is_empty()).then(|| PodUsage {
+                    namespace: meta::namespace(&e.pod).unwrap_or("default").to_string(),
+                    name: meta::name(&e.pod).unwrap_or_default().to_string(),
+                    containers,
+                })
+            })
+            .collect();
+        NodeUsage {
+            node: self.cfg.name.clone(),
+            timestamp_ms: self.usage_at.0,
+            window_ms: self.usage_at.1,
+            usage: self.usage.node(),
+            pods,
+        }
+    }
+
+    /// Sample the containers' and the machine's usage; a container seen
+    /// for the first time is sampled again after [`usage::FIRST_WINDOW`]
+    /// so that it has a rate soon.
+    fn sample_usage(&mut self, ctx: &mut Context<Self>) {
+        if self.usage_in_flight {
+            return;
+        }
+        self.usage_in_flight = true;
+        let readings = self.runtime.usage();
+        let work = async move {
+            let node = tokio::task::spawn_blocking(usage::read_node)
+                .await
+                .ok()
+                .flatten();
+            (readings.await, node)
+        };
+        ctx.spawn(work.into_actor(self).map(|(readings, node), act, ctx| {
+            act.usage_in_flight = false;
+            let now = now_ms();
+            match readings {
+                Ok(r) => act.usage.sample(now, r),
+                Err(e) => debug!(error = %e, "cannot read the containers' usage"),
+            }
+            if let Some((cpu, cores, memory)) = node {
+                act.usage.sample_node(cpu, cores, memory);
+            }
+            act.usage_at = (now, now.saturating_sub(act.usage_at.0));
+            let waiting = act.pods.values().any(|e| {
+                e.states
+                    .values()
+                    .filter_map(|s| s.running.as_deref())
+                    .any(|id| act.usage.awaits_rate(id))
+            });
+            if waiting {
+                ctx.run_later(usage::FIRST_WINDOW, |act, ctx| act.sample_usage(ctx));
+            }
+        }));
     }
 
     /// Decode a request, check it with `start`, and answer once the work
@@ -2330,6 +2452,9 @@ impl<R: Runtime> Actor for NodeAgent<R> {
             ctx.run_interval(refresh::REFRESH_TICK, |act, ctx| act.refresh_volumes(ctx));
         }
         ctx.run_later(Duration::from_secs(2), |act, ctx| act.report_images(ctx));
+        if self.runtime.measures_usage() {
+            ctx.run_interval(usage::SAMPLE_EVERY, |act, ctx| act.sample_usage(ctx));
+        }
         ctx.run_interval(IMAGES_EVERY, |act, ctx| act.report_images(ctx));
         ctx.run_interval(storage::SWEEP_EVERY, |act, ctx| {
             let client = act.client.clone();

@@ -40,6 +40,7 @@ use super::runtime::{
     ContainerSpec, ExecOutput, ExecProcess, ExecSpec, Exited, FoundContainer, FoundPod, FoundState,
     Leftovers, Runtime, RuntimeError,
 };
+use super::usage;
 use kubus_bus::session::{STDERR, STDOUT};
 
 fn is_root() -> bool {
@@ -213,6 +214,27 @@ fn signal_group(pgid: i32, signal: Signal) {
 impl Runtime for ProcessRuntime {
     fn version(&self) -> String {
         format!("process://kubus-{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Each container is a process group: its figures are its processes'
+    /// from `/proc` (CPU time including its waited-for children's).
+    fn usage(&self) -> BoxFuture<'static, Result<Vec<usage::RawUsage>, RuntimeError>> {
+        let groups: Vec<u32> = self
+            .running
+            .lock()
+            .map(|r| r.keys().filter_map(|id| id.parse().ok()).collect())
+            .unwrap_or_default();
+        Box::pin(async move {
+            if groups.is_empty() {
+                return Ok(Vec::new());
+            }
+            let procs = tokio::task::spawn_blocking(usage::read_processes)
+                .await
+                .map_err(|e| RuntimeError::Runtime(format!("reading /proc: {e}")))?;
+            let ticks = rustix::param::clock_ticks_per_second().max(1);
+            let page = u64::try_from(rustix::param::page_size()).unwrap_or(4096);
+            Ok(usage::group_usage(&procs, &groups, ticks, page))
+        })
     }
 
     fn start(

@@ -314,6 +314,16 @@ pub trait Runtime: Send + Sync + 'static {
     fn pod_netns(&self, _pod_uid: &str) -> Option<PathBuf> {
         None
     }
+    /// Each running container's cumulative CPU time and memory in use
+    /// ([`super::usage`]); a runtime that measures nothing: none.
+    fn usage(&self) -> BoxFuture<'static, Result<Vec<super::usage::RawUsage>, RuntimeError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    /// Whether [`Runtime::usage`] measures anything (and the machine's
+    /// figures are worth reading beside it): a hollow runtime does not.
+    fn measures_usage(&self) -> bool {
+        true
+    }
     /// The images the node holds (a runtime without images: none).
     fn images(&self) -> BoxFuture<'static, Result<Vec<NodeImage>, RuntimeError>> {
         Box::pin(async { Ok(Vec::new()) })

@@ -53,10 +53,13 @@ impl Default for ControllerSettings {
 }
 
 /// Start every controller of the control plane; returns how to stop them.
+/// `usage` is where the autoscaler's figures come from (the node agents);
+/// without one no HorizontalPodAutoscaler controller runs.
 pub fn start_controllers(
     informers: &Informers,
     writer: Arc<dyn Writer>,
     settings: ControllerSettings,
+    usage: Option<Arc<dyn crate::hpa::UsageSource>>,
 ) -> Vec<Recipient<Demote>> {
     fn start<R: Reconcile>(
         r: R,
@@ -113,6 +116,19 @@ pub fn start_controllers(
         .start()
         .recipient(),
     );
+    if let Some(source) = usage {
+        let figures = crate::hpa::Figures::default();
+        started.push(
+            crate::hpa::UsageCollector::new(informers.clone(), source, figures.clone())
+                .start()
+                .recipient(),
+        );
+        started.push(start(
+            crate::hpa::HpaReconciler::new(figures),
+            informers,
+            &writer,
+        ));
+    }
     // one collector, run once per kind it follows
     for kind in crate::gc::KINDS {
         started.push(start(GarbageCollector::new(kind), informers, &writer));

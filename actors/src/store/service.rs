@@ -198,11 +198,24 @@ async fn serve(store: &Api, verb: Verb, kind: Kind, ns_token: &str, req: ApiRequ
                     "a token is for a ServiceAccount in a namespace",
                 ));
             };
-            linearize(store).await?;
-            store
-                .tokens
-                .issue(store, ns, &name, &request)
-                .map(ApiResponse::Object)
+            // what this peer has applied decides unless it lacks the
+            // ServiceAccount or the pod (or has an older pod of that name):
+            // only then is it worth a ReadIndex round to read them again.
+            // A token issued from a stale read that finds them names their
+            // uids, which every verification checks.
+            let issued = match store.tokens.issue(store, ns, &name, &request) {
+                Err(e)
+                    if matches!(
+                        e.reason,
+                        kubus_api::Reason::NotFound | kubus_api::Reason::Conflict
+                    ) =>
+                {
+                    linearize(store).await?;
+                    store.tokens.issue(store, ns, &name, &request)
+                }
+                other => other,
+            };
+            issued.map(ApiResponse::Object)
         }
         (Verb::Apply, ApiRequest::Apply { object }) => {
             let admitted = admit_in(object, namespace.as_deref())?;

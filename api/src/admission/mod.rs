@@ -27,6 +27,7 @@ use serde_json::{Map, Value};
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -214,6 +215,12 @@ pub fn admit(value: Value) -> Result<Admitted, ApiError> {
             value,
             None,
             workloads::pod_disruption_budget_rules,
+        ),
+        Kind::HorizontalPodAutoscaler => admit_as::<HorizontalPodAutoscaler>(
+            kind,
+            value,
+            None,
+            workloads::horizontal_pod_autoscaler_rules,
         ),
         Kind::PersistentVolume => admit_as::<PersistentVolume>(
             kind,
@@ -801,6 +808,7 @@ pub fn validate_update(kind: Kind, old: &Value, new: &Value) -> Vec<FieldCause> 
         | Kind::CronJob
         | Kind::ReplicationController
         | Kind::PodDisruptionBudget
+        | Kind::HorizontalPodAutoscaler
         | Kind::PersistentVolume
         | Kind::ServiceAccount
         | Kind::Role

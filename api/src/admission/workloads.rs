@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
     StatefulSetUpdateStrategy,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -493,6 +494,16 @@ pub(crate) fn replication_controller_rules(rc: &ReplicationController, c: &mut C
     match &spec.template {
         Some(t) => template(t, Some(&sel), &["Always"], "spec.template", c),
         None => c.required("spec.template"),
+    }
+}
+
+pub(crate) fn horizontal_pod_autoscaler_rules(hpa: &HorizontalPodAutoscaler, c: &mut Causes) {
+    object_meta(Kind::HorizontalPodAutoscaler, &hpa.metadata, c);
+    let value = serde_json::to_value(hpa).unwrap_or_default();
+    if let Err(causes) = crate::autoscaling::parse(&value) {
+        for cause in causes {
+            c.add(cause.field, cause.rule);
+        }
     }
 }
 

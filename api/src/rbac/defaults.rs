@@ -105,6 +105,14 @@ pub fn objects() -> Vec<Value> {
         rule(&["apps"], &APPS, &READ),
         rule(&["batch"], &BATCH, &READ),
         rule(&["policy"], &["poddisruptionbudgets"], &READ),
+        rule(
+            &["autoscaling"],
+            &[
+                "horizontalpodautoscalers",
+                "horizontalpodautoscalers/status",
+            ],
+            &READ,
+        ),
         rule(&["discovery.k8s.io"], &["endpointslices"], &READ),
         rule(&["coordination.k8s.io"], &["leases"], &READ),
     ];
@@ -130,6 +138,7 @@ pub fn objects() -> Vec<Value> {
         rule(&["apps"], &APPS, &WRITE),
         rule(&["batch"], &BATCH, &WRITE),
         rule(&["policy"], &["poddisruptionbudgets"], &WRITE),
+        rule(&["autoscaling"], &["horizontalpodautoscalers"], &WRITE),
         rule(&["discovery.k8s.io"], &["endpointslices"], &WRITE),
         rule(&["coordination.k8s.io"], &["leases"], &WRITE),
         rule(&[""], &["serviceaccounts/token"], &["create"]),

@@ -265,3 +265,235 @@ fn metrics_parse_and_move_when_the_cluster_works() {
     );
     assert_eq!(after.sum("scheduler_pending_pods", &[]), 0.0);
 }
+
+const BUSY: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: busy}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: spin
+    image: busybox
+    command: ["sh", "-c", "while :; do :; done"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: idle}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: nap
+    image: busybox
+    command: ["sleep", "3600"]
+"#;
+
+/// `250m` → 250.
+fn millicores(cell: &str) -> Option<u64> {
+    cell.strip_suffix('m')?.parse().ok()
+}
+
+/// `kubus top pods` (issue 23): a busy loop shows about one CPU (at least
+/// 300m on a loaded two-core machine), a sleeper almost none; `top nodes`
+/// shows the machine busy at least as much.
+#[test]
+fn top_shows_a_busy_loop_using_about_one_cpu() {
+    let c = Cluster::start();
+    let out = c.apply(BUSY);
+    assert!(out.status.success(), "apply: {out:?}");
+    let rows = wait_for(Duration::from_secs(60), || {
+        let out = c.kubus(&["top", "pods"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let cpu = |name: &str| {
+            text.lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(millicores)
+        };
+        match (cpu("busy"), cpu("idle")) {
+            (Some(b), Some(i)) if b >= 300 => Some((b, i, text)),
+            _ => None,
+        }
+    });
+    let Some((busy, idle, text)) = rows else {
+        let out = c.kubus(&["top", "pods"]);
+        panic!(
+            "no busy figure of about one CPU: {}{}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            c.log()
+        );
+    };
+    assert!(busy <= 1200, "more than one CPU for one loop: {text}");
+    assert!(idle <= 50, "a sleeper using CPU: {text}");
+    assert!(text.starts_with("NAME"), "{text}");
+    assert!(text.contains("MEMORY(bytes)"), "{text}");
+
+    let per_container = c.kubus_ok(&["top", "pods", "busy", "--containers"]);
+    assert!(
+        per_container
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["busy", "spin"])),
+        "{per_container}"
+    );
+    let all = c.kubus_ok(&["top", "pods", "-A"]);
+    assert!(all.starts_with("NAMESPACE"), "{all}");
+
+    let nodes = c.kubus_ok(&["top", "nodes"]);
+    let node_cpu = nodes
+        .lines()
+        .find(|l| l.starts_with("node-1"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(millicores)
+        .unwrap_or_else(|| panic!("no node-1 row: {nodes}"));
+    assert!(node_cpu >= 250, "the machine is busy: {nodes}");
+
+    let missing = c.kubus(&["top", "pods", "nothing-here"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("pod \"nothing-here\" not found"),
+        "{missing:?}"
+    );
+}
+
+fn burn(flag: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: burn}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: burn}}}}
+  template:
+    metadata: {{labels: {{app: burn}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: spin
+        image: busybox
+        command: ["sh", "-c", "while [ -f {flag} ]; do :; done; exec sleep 3600"]
+        resources: {{requests: {{cpu: 200m}}}}
+"#
+    )
+}
+
+/// The Deployment `burn`'s replicas.
+fn replicas(c: &Cluster) -> Option<i64> {
+    let out = c.kubus(&["get", "deployment", "burn", "-o", "json"]);
+    serde_json::from_slice::<Value>(&out.stdout).ok()?["spec"]["replicas"].as_i64()
+}
+
+/// An HPA (issue 23) with a 50 % CPU target scales busy-loop pods up to
+/// its maximum, and back down once the loops stop (a scale-down window of
+/// 0 s, so the test need not wait Kubernetes' default 300 s).
+#[test]
+fn an_hpa_scales_busy_pods_up_and_back_down() {
+    let c = Cluster::start();
+    let flag = c.data_dir().join("burn");
+    std::fs::write(&flag, b"").expect("flag");
+    let out = c.apply(&burn(&flag.display().to_string()));
+    assert!(out.status.success(), "apply: {out:?}");
+    // a bad HPA is refused naming the object, the field and the rule
+    let bad = c.apply(
+        r#"
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: bad}
+spec:
+  scaleTargetRef: {kind: Deployment, name: burn}
+  maxReplicas: 0
+  metrics: [{type: Pods}]
+"#,
+    );
+    let said = String::from_utf8_lossy(&bad.stderr).to_string();
+    assert!(!bad.status.success(), "{said}");
+    assert!(
+        said.contains("HorizontalPodAutoscaler default/bad"),
+        "{said}"
+    );
+    assert!(said.contains("spec.maxReplicas"), "{said}");
+    assert!(said.contains("spec.metrics[0].type"), "{said}");
+    // refused: a kind without a scale subresource
+    let wrong = c.kubus(&["autoscale", "pod", "x", "--max", "3"]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("cannot autoscale a Pod"),
+        "{wrong:?}"
+    );
+    c.kubus_ok(&[
+        "autoscale",
+        "deployment",
+        "burn",
+        "--min",
+        "1",
+        "--max",
+        "3",
+        "--cpu-percent",
+        "50",
+    ]);
+    let hpa: Value = serde_json::from_slice(&c.kubus(&["get", "hpa", "burn", "-o", "json"]).stdout)
+        .expect("kubus autoscale made the HPA");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
+    assert_eq!(hpa["spec"]["maxReplicas"], 3);
+    // scale down without Kubernetes' default 300 s window
+    let out = c.apply(
+        r#"
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: burn}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: burn}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}
+  behavior:
+    scaleDown: {stabilizationWindowSeconds: 0}
+"#,
+    );
+    assert!(out.status.success(), "apply: {out:?}");
+
+    // one loop at ~1000m of a 200m request: far above 50 %: up to the max
+    wait_for(Duration::from_secs(120), || {
+        (replicas(&c) == Some(3)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "never scaled up: {}\n{}\nlog:\n{}",
+            c.kubus_ok(&["get", "hpa", "burn", "-o", "yaml"]),
+            c.kubus_ok(&["top", "pods"]),
+            c.log()
+        )
+    });
+    let table = c.kubus_ok(&["get", "hpa"]);
+    assert!(table.contains("Deployment/burn"), "{table}");
+    assert!(table.contains("/50%"), "{table}");
+    let events = c.kubus_ok(&["events"]);
+    assert!(events.contains("SuccessfulRescale"), "{events}");
+    assert!(events.contains("New size: 3"), "{events}");
+
+    // the loops stop: back down to the minimum
+    std::fs::remove_file(&flag).expect("flag removed");
+    wait_for(Duration::from_secs(120), || {
+        (replicas(&c) == Some(1)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "never scaled down: {}\nlog:\n{}",
+            c.kubus_ok(&["get", "hpa", "burn", "-o", "yaml"]),
+            c.log()
+        )
+    });
+    let hpa: Value = serde_json::from_slice(&c.kubus(&["get", "hpa", "burn", "-o", "json"]).stdout)
+        .expect("hpa");
+    let active = hpa["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "ScalingActive")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(active["status"], "True", "{hpa}");
+}
