@@ -377,7 +377,6 @@ impl Reconcile for HpaReconciler {
                 let message: Vec<String> = causes.iter().map(ToString::to_string).collect();
                 return self.only_status(
                     hpa,
-                    view,
                     Err(("InvalidSpec".into(), message.join("; "))),
                     &now,
                 );
@@ -393,7 +392,6 @@ impl Reconcile for HpaReconciler {
         let Some(target) = target else {
             return self.only_status(
                 hpa,
-                view,
                 Err((
                     "FailedGetScale".into(),
                     format!("{} {ns}/{} not found", spec.target_kind, spec.target_name),
@@ -449,12 +447,7 @@ impl Reconcile for HpaReconciler {
         }
         let Some(wanted) = wanted else {
             let why = failure.unwrap_or_else(|| "no metrics".into());
-            return self.only_status(
-                hpa,
-                view,
-                Err(("FailedGetResourceMetric".into(), why)),
-                &now,
-            );
+            return self.only_status(hpa, Err(("FailedGetResourceMetric".into(), why)), &now);
         };
         let decision = {
             let mut all = self
@@ -537,15 +530,8 @@ impl Reconcile for HpaReconciler {
 
 impl HpaReconciler {
     /// A status that says why nothing was scaled.
-    fn only_status(
-        &self,
-        hpa: &Value,
-        view: &View<'_>,
-        why: Result<(), (String, String)>,
-        now: &str,
-    ) -> Plan {
+    fn only_status(&self, hpa: &Value, why: Result<(), (String, String)>, now: &str) -> Plan {
         let current = hpa["status"]["currentReplicas"].as_i64().unwrap_or(0);
-        let _ = view;
         let outcome = Outcome {
             current,
             desired: current,

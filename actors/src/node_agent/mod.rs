@@ -108,10 +108,6 @@ pub const EXEC_OUTPUT_MAX_BYTES: usize = 256 * 1024;
 /// How soon a pod whose ConfigMaps and Secrets could not be read is tried
 /// again.
 const PREPARE_RETRY: Duration = Duration::from_secs(1);
-/// A new pod's first status waits this long for its first preparation
-/// (ConfigMaps, Secrets, tokens, volumes, sandbox) to end, so that it is
-/// written once with the containers started rather than twice.
-const FIRST_REPORT_WAIT: Duration = Duration::from_secs(1);
 /// Times a restarted agent asks its runtime what an earlier run left, and
 /// the pause between: after that it goes on without adopting anything.
 const LEFTOVERS_ATTEMPTS: u32 = 10;
@@ -355,6 +351,10 @@ pub struct NodeAgent<R: Runtime> {
     /// When the last usage sample was taken (ms) and its window.
     usage_at: (u64, u64),
     usage_in_flight: bool,
+    /// Usage is sampled only until this time (ms), which each usage
+    /// request moves to [`usage::ASKED_KEEPS_SAMPLING`] ahead: an agent
+    /// nobody asks reads nothing.
+    usage_wanted_until: u64,
     /// Slots for port-forwards, execs and exec sessions in flight; a
     /// permit is held for as long as the work runs.
     forwards: Arc<Semaphore>,
@@ -414,6 +414,7 @@ impl<R: Runtime> NodeAgent<R> {
             usage: usage::Tracker::default(),
             usage_at: (0, 0),
             usage_in_flight: false,
+            usage_wanted_until: 0,
             forwards: Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX)),
             execs: Arc::new(Semaphore::new(EXEC_IN_FLIGHT_MAX)),
             sessions: Arc::new(Semaphore::new(EXEC_SESSIONS_MAX)),
@@ -846,12 +847,10 @@ impl<R: Runtime> NodeAgent<R> {
         let Some(entry) = self.pods.get(uid) else {
             return;
         };
-        let mut holding = false;
         if starts && (entry.preparing || entry.refreshing || !pod::prepared(entry.prepared_ms, now))
         {
             // ConfigMaps, Secrets, volumes and sandbox first; this pod is
             // synced again when they are ready
-            holding = entry.last_reported.is_none();
             self.prepare(uid, ctx);
             steps.retain(|s| matches!(s, Step::WakeAt(_)));
         }
@@ -895,22 +894,6 @@ impl<R: Runtime> NodeAgent<R> {
         if pending && !delay.is_zero() {
             let uid = uid.to_string();
             ctx.run_later(delay, move |act, ctx| act.sync_pod(&uid, ctx));
-        }
-        if holding {
-            // a first preparation that ends soon is reported with the
-            // containers it started (one status write, not two); one that
-            // takes longer shows the pod's containers waiting meanwhile
-            let uid = uid.to_string();
-            ctx.run_later(FIRST_REPORT_WAIT, move |act, ctx| {
-                if act
-                    .pods
-                    .get(&uid)
-                    .is_some_and(|e| e.last_reported.is_none())
-                {
-                    act.report_status(&uid, ctx);
-                }
-            });
-            return;
         }
         self.report_status(uid, ctx);
     }
@@ -1743,7 +1726,7 @@ impl<R: Runtime> NodeAgent<R> {
     }
 
     /// Answer a request on one of the agent's subjects (logs, exec).
-    fn serve(&self, msg: NatsMessage) {
+    fn serve(&mut self, msg: NatsMessage, ctx: &mut Context<Self>) {
         let Some(reply_to) = msg.reply.clone() else {
             return;
         };
@@ -1765,6 +1748,13 @@ impl<R: Runtime> NodeAgent<R> {
             return self.answer_later(&msg, reply_to, codec, "port-forward", Self::port_forward);
         }
         if subject == self.usage_subject {
+            let now = now_ms();
+            let idle = now >= self.usage_wanted_until;
+            self.usage_wanted_until = now + usage::ASKED_KEEPS_SAMPLING.as_millis() as u64;
+            if idle && self.runtime.measures_usage() {
+                // the first figures come two samples later
+                self.sample_usage(ctx);
+            }
             let reply: UsageReply = codec
                 .decode::<UsageRequest>(&msg.payload)
                 .map_err(|e| ApiError::bad_request(format!("usage request: {e}")))
@@ -1824,7 +1814,7 @@ impl<R: Runtime> NodeAgent<R> {
     /// for the first time is sampled again after [`usage::FIRST_WINDOW`]
     /// so that it has a rate soon.
     fn sample_usage(&mut self, ctx: &mut Context<Self>) {
-        if self.usage_in_flight {
+        if self.usage_in_flight || now_ms() >= self.usage_wanted_until {
             return;
         }
         self.usage_in_flight = true;
@@ -2534,8 +2524,8 @@ impl<R: Runtime> StreamHandler<ExitSeen> for NodeAgent<R> {
 }
 
 impl<R: Runtime> StreamHandler<NatsMessage> for NodeAgent<R> {
-    fn handle(&mut self, msg: NatsMessage, _ctx: &mut Context<Self>) {
-        self.serve(msg);
+    fn handle(&mut self, msg: NatsMessage, ctx: &mut Context<Self>) {
+        self.serve(msg, ctx);
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {}

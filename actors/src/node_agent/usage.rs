@@ -5,7 +5,7 @@
 //! container's process group); the agent samples every [`SAMPLE_EVERY`]
 //! and turns two samples into a rate (nanocores). The node's own figures
 //! come from `/proc/stat` and `/proc/meminfo`. Parsing and arithmetic are
-//! pure; the readers are thin.
+//! pure; the readers are thin. An agent nobody asks samples nothing.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,6 +18,9 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// The first rate is taken over this short window after a container is
 /// first seen, so that `kubus top` has figures soon after a start.
 pub const FIRST_WINDOW: Duration = Duration::from_secs(2);
+/// An agent samples only while someone asks: each usage request keeps it
+/// sampling this long (`kubus top`, the autoscaler's collector every 10 s).
+pub const ASKED_KEEPS_SAMPLING: Duration = Duration::from_secs(600);
 
 /// One container's cumulative figures, as a runtime reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
