@@ -92,12 +92,6 @@ impl UsageSource for Client {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The (node, namespace) pairs to ask: the nodes running pods of each
 /// namespace that holds an HPA.
 pub fn to_ask(hpas: &[&Value], pods: &[&Value]) -> BTreeSet<(String, String)> {
@@ -415,7 +409,9 @@ impl Reconcile for HpaReconciler {
                     .collect()
             })
             .unwrap_or_default();
-        let fresh_after = now_ms().saturating_sub(FIGURES_FRESH.as_millis() as u64);
+        // the view's clock, as every other decision here
+        let now_ms = u64::try_from(view.now.as_millisecond()).unwrap_or(0);
+        let fresh_after = now_ms.saturating_sub(FIGURES_FRESH.as_millis() as u64);
         let mut wanted: Option<i64> = None;
         let mut metrics = Vec::new();
         let mut failure = None;

@@ -287,9 +287,7 @@ fn observe_delay(object: &Value, committed_ms: u64) {
     let Some(kind) = kubus_api::meta::kind_of(object) else {
         return;
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or(0);
     crate::metrics::METRICS
         .watch_delay
         .get_or_create(&crate::metrics::resource(kind.resource()))
