@@ -1854,30 +1854,43 @@ fn cri_services_route_by_dns_through_rollouts_and_node_ports() {
         "node port {node_port}: {page}"
     );
 
-    // a rolling update under a client looping requests loses none
+    // a rolling update under a client looping requests loses none: the
+    // client loops until the test, having seen the rollout finish, tells it
+    // to stop (bounded at 3000 requests)
     c.apply(&client(
         "loop",
-        "fail=0; for i in $(seq 300); do wget -q -T 3 -O /dev/null http://web || fail=$((fail+1)); sleep 0.05; done; echo failures=$fail",
+        "fail=0; n=0; while [ ! -e /tmp/stop ] && [ $n -lt 3000 ]; do n=$((n+1)); wget -q -T 3 -O /dev/null http://web || fail=$((fail+1)); sleep 0.05; done; echo requests=$n failures=$fail",
     ));
     wait_for(Duration::from_secs(30), || {
         (c.pod("loop")?["status"]["phase"] == "Running").then_some(())
     })
     .unwrap_or_else(|| panic!("loop client did not start\n{}", c.log()));
     c.apply(&nginx(3, "nginx:latest"));
-    let result = wait_for(Duration::from_secs(120), || {
+    wait_for(Duration::from_secs(120), || {
+        let pods = running_of(&c, "nginx");
+        let rolled = pods
+            .iter()
+            .filter(|p| p["spec"]["containers"][0]["image"] == "nginx:latest" && ready(p))
+            .count();
+        (pods.len() == 3 && rolled == 3).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the rollout did not finish: {:#?}\n{}",
+            c.items("pods"),
+            c.log()
+        )
+    });
+    let out = c.kubus(&["exec", "loop", "--", "touch", "/tmp/stop"]);
+    assert!(out.status.success(), "{out:?}");
+    let result = wait_for(Duration::from_secs(60), || {
         let l = logs(&c, "loop");
         l.contains("failures=").then_some(l)
     })
     .unwrap_or_else(|| panic!("loop did not finish: {}\n{}", logs(&c, "loop"), c.log()));
-    let rolled = running_of(&c, "nginx")
-        .iter()
-        .filter(|p| p["spec"]["containers"][0]["image"] == "nginx:latest")
-        .count();
-    assert_eq!(
-        rolled,
-        3,
-        "the rollout did not finish during the loop: {:#?}",
-        c.items("pods")
+    assert!(
+        !result.contains("requests=3000 "),
+        "the loop ran out before it was told to stop: {result}"
     );
     assert!(
         result.contains("failures=0"),
