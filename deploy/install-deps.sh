@@ -20,6 +20,8 @@ packages=(
   busybox-static              # the local test image (deploy/build-test-image.sh)
   mmdebstrap                  # nginx/redis/shell images from Debian packages (deploy/build-images.sh)
   tcpdump                     # the security test captures the bus port (no plaintext Secret with TLS)
+  chromium                    # the dashboard's test and benchmark drive it headless
+  chromium-driver             # ... through WebDriver (chromedriver)
 )
 
 missing=()

@@ -69,6 +69,10 @@ impl Reason {
     }
 }
 
+/// The cause of a compacted-history `Expired` error that names the
+/// revision the history was compacted to.
+pub const OLDEST_KEPT: &str = "compactedTo";
+
 /// One broken rule: the field path (`spec.template.spec.containers[0].name`)
 /// and the rule, in words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +188,23 @@ impl ApiError {
 
     pub fn expired(message: impl Into<String>) -> ApiError {
         ApiError::new(Reason::Expired, message)
+    }
+
+    /// `Expired` because the history was compacted: its one cause names
+    /// the revision it was compacted to ([`OLDEST_KEPT`]), from which a
+    /// reader may start again.
+    pub fn compacted(message: impl Into<String>, compacted_to: u64) -> ApiError {
+        let mut e = ApiError::new(Reason::Expired, message);
+        e.causes = vec![FieldCause::new(OLDEST_KEPT, compacted_to.to_string())];
+        e
+    }
+
+    /// The revision an `Expired` error says the history was compacted to.
+    pub fn compacted_to(&self) -> Option<u64> {
+        (self.reason == Reason::Expired)
+            .then(|| self.causes.iter().find(|c| c.field == OLDEST_KEPT))
+            .flatten()
+            .and_then(|c| c.rule.parse().ok())
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {

@@ -1,15 +1,14 @@
 //! The mesh node's HTTP endpoint (`--http-address`): `GET /metrics` — every
 //! metric of this process (the store peer's, the actors', the process's own)
-//! in the OpenMetrics text format, which Prometheus scrapes — and
-//! `GET /healthz`. Plain HTTP, unauthenticated: bind it where only those
-//! who may read the figures reach it (`kubus up` binds loopback).
+//! in the OpenMetrics text format, which Prometheus scrapes —, `GET
+//! /healthz`, and on control nodes the live dashboard ([`crate::dashboard`]).
+//! Plain HTTP, unauthenticated, read-only: bind it where only those who may
+//! read what it shows reach it (`kubus up` binds loopback).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -19,6 +18,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use tracing::{debug, warn};
+
+use crate::dashboard::{reply, Body, Dashboard};
 
 /// Where `kubus up` serves it unless told otherwise.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8474";
@@ -81,8 +82,13 @@ pub fn registry() -> Registry {
     registry
 }
 
-/// Serves the endpoint until the process ends.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+/// Serves the endpoint until the process ends; the dashboard too when
+/// this node runs one.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    dashboard: Option<Arc<Dashboard>>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -103,10 +109,16 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
             }
         };
         let registry = registry.clone();
+        let dashboard = dashboard.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let registry = registry.clone();
-                async move { Ok::<_, std::convert::Infallible>(answer(&req, &registry)) }
+                let dashboard = dashboard.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        answer(&req, &registry, dashboard.as_ref()).await,
+                    )
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -118,15 +130,11 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     }
 }
 
-fn answer(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
-    let reply = |code: StatusCode, ty: &str, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() = code;
-        if let Ok(v) = ty.parse() {
-            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-        }
-        r
-    };
+async fn answer(
+    req: &Request<Incoming>,
+    registry: &Registry,
+    dashboard: Option<&Arc<Dashboard>>,
+) -> Response<Body> {
     let text = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(
@@ -147,12 +155,28 @@ fn answer(req: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>>
                 ),
             }
         }
-        "/healthz" => reply(StatusCode::OK, text, "ok\n".into()),
-        other => reply(
-            StatusCode::NOT_FOUND,
-            text,
-            format!("{other} is not served here; try /metrics or /healthz\n"),
-        ),
+        "/healthz" => reply(StatusCode::OK, text, "ok\n"),
+        path => {
+            let last_event_id = req
+                .headers()
+                .get("last-event-id")
+                .and_then(|v| v.to_str().ok());
+            if let Some(d) = dashboard {
+                if let Some(r) = d.answer(path, req.uri().query(), last_event_id).await {
+                    return r;
+                }
+            }
+            let dashboard_note = if dashboard.is_some() {
+                "/ (the dashboard), "
+            } else {
+                ""
+            };
+            reply(
+                StatusCode::NOT_FOUND,
+                text,
+                format!("{path} is not served here; try {dashboard_note}/metrics or /healthz\n"),
+            )
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod config;
 mod containerd;
 mod create;
 mod create_access;
+mod dashboard;
 mod describe;
 mod drain;
 mod edit;

@@ -288,7 +288,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(u) = &http_url {
-        println!("kubus: metrics at {u}/metrics");
+        println!("kubus: dashboard at {u}/ and metrics at {u}/metrics");
     }
     println!(
         "kubus: cluster {:?} is starting; bus at {nats_url}, data in {}",
@@ -387,11 +387,17 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         );
     }
     let http = crate::http::bind(args.http.http_address.as_deref(), None)?;
+    let roles = Roles::parse(&args.roles)?;
     if let Some(l) = &http {
-        println!("kubus: metrics at {}/metrics", crate::http::url(l)?);
+        let u = crate::http::url(l)?;
+        if roles.control {
+            println!("kubus: dashboard at {u}/ and metrics at {u}/metrics");
+        } else {
+            println!("kubus: metrics at {u}/metrics");
+        }
     }
     let mesh = MeshNode {
-        roles: Roles::parse(&args.roles)?,
+        roles,
         nats_url: args.nats,
         cluster: args.cluster,
         data_dir,
@@ -519,7 +525,19 @@ fn run(
     let body = async move {
         if let Some(listener) = http {
             let registry = Arc::new(crate::http::registry());
-            tokio::spawn(crate::http::serve(listener, registry));
+            // the dashboard reads as its own identity: read-only, no Secrets
+            let dashboard = if mesh.roles.control {
+                match mesh.connect_as(&Identity::Dashboard).await {
+                    Ok(c) => Some(crate::dashboard::Dashboard::start(c)),
+                    Err(e) => {
+                        println!("kubus: the dashboard is not served: {e:#}");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            tokio::spawn(crate::http::serve(listener, registry, dashboard));
         }
         // this connection's identity: the node's when it hosts one (the
         // node agent's requests), else the role's

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod browser;
+
 /// The `kubus` binary next to the test executable (built by `cargo build`
 /// before the tests; `deploy/test.sh` does that), or `$KUBUS_BIN`.
 pub fn kubus_bin() -> PathBuf {
@@ -141,6 +143,21 @@ impl Cluster {
             nats_pid: None,
             up_args,
         }
+    }
+
+    /// Where the mesh node's HTTP endpoint (metrics, dashboard) listens,
+    /// as `current.json` says.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        let current: Value = serde_json::from_slice(
+            &std::fs::read(self.home().join("current.json")).expect("current.json"),
+        )
+        .expect("current.json parses");
+        current["http"]
+            .as_str()
+            .expect("current.json names the HTTP endpoint (started with --http-address)")
+            .trim_start_matches("http://")
+            .parse()
+            .expect("an address")
     }
 
     /// The cluster's service range, as given to `kubus up`.
@@ -616,6 +633,14 @@ impl Drop for Proc {
             }
         }
     }
+}
+
+/// A loopback port free a moment ago (for a child told to listen on it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// A two-thread tokio runtime for tests that drive clients themselves.

@@ -524,9 +524,12 @@ fn changes(
     let batch = match store.changes_since(since, limit) {
         Ok(b) => b,
         Err(StoreError::Compacted { compacted_to }) => {
-            return Err(ApiError::expired(format!(
-            "revision {since} is older than the history kept (compacted to {compacted_to}); relist"
-        )))
+            return Err(ApiError::compacted(
+                format!(
+                    "revision {since} is older than the history kept (compacted to {compacted_to}); relist"
+                ),
+                compacted_to,
+            ))
         }
         Err(e) => return Err(store_error(e)),
     };

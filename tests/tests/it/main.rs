@@ -7,6 +7,7 @@ mod backup;
 mod bus_outage;
 mod control_plane;
 mod cri_containerd;
+mod dashboard;
 mod drain;
 mod foreign_client;
 mod graceful_delete;
