@@ -667,10 +667,7 @@ pub fn bus_client_as(
 
 /// A plain nats-server on a free loopback port; returns it and its URL.
 pub fn nats_server(dir: &Path) -> (Proc, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let port = free_port();
     let proc = Proc::spawn(
         Command::new("nats-server").args(["-a", "127.0.0.1", "-p", &port.to_string()]),
         &dir.join("nats-server.log"),
@@ -688,13 +685,7 @@ pub fn nats_server(dir: &Path) -> (Proc, String) {
 /// and their client URLs, once every one accepts connections and sees
 /// its routes.
 pub fn nats_cluster(dir: &Path, n: usize) -> (Vec<Proc>, Vec<String>) {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port")
-    };
-    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free(), free())).collect();
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
     let routes: Vec<String> = ports
         .iter()
         .map(|(_, cluster)| format!("nats-route://127.0.0.1:{cluster}"))

@@ -47,6 +47,7 @@ function connect() {
     state.podOrder = null;
     window.kubusStats.snapshots++;
     window.kubusStats.snapshotRows = s.rows.length;
+    window.kubusStats.snapshotBytes = e.data.length;
     schedule();
   });
   es.addEventListener("changes", (e) => {
