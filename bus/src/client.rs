@@ -103,6 +103,8 @@ const FOLLOW_CHUNKS: usize = 16;
 /// How long a rewrite of every sealed object may take (batches of a
 /// hundred, each one Raft round).
 const RESEAL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Nodes [`Client::nodes_usage`] asks at once.
+pub const USAGE_ASKED_AT_ONCE: usize = 64;
 /// How long one request waits for its reply.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -820,6 +822,28 @@ impl Client {
             .request(self.subjects.agent(node, AgentOp::Usage), req)
             .await?;
         Ok(reply?)
+    }
+
+    /// Asks each of `nodes` for its usage ([`Client::node_usage`]), at
+    /// most [`USAGE_ASKED_AT_ONCE`] at a time, each bounded by the request
+    /// timeout: (node, its answer), in the order given. A node that does
+    /// not answer has its error, so callers can name it.
+    pub async fn nodes_usage(
+        &self,
+        nodes: &[String],
+        namespace: Option<&str>,
+    ) -> Vec<(String, Result<NodeUsage>)> {
+        let mut out = Vec::with_capacity(nodes.len());
+        for chunk in nodes.chunks(USAGE_ASKED_AT_ONCE) {
+            let asks = chunk.iter().map(|n| async move {
+                let req = UsageRequest {
+                    namespace: namespace.map(str::to_string),
+                };
+                (n.clone(), self.node_usage(n, &req).await)
+            });
+            out.extend(futures::future::join_all(asks).await);
+        }
+        out
     }
 
     /// Ask a node agent for a container's log.

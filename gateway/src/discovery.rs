@@ -208,13 +208,21 @@ pub fn group_list() -> Value {
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": groups().into_iter().map(group_entry).collect::<Vec<_>>(),
+        "groups": groups()
+            .into_iter()
+            .map(group_entry)
+            .chain([crate::metrics::group_entry()])
+            .collect::<Vec<_>>(),
     })
 }
 
 /// `/apis/{group}`.
 pub fn group(group: &str) -> Value {
-    let mut g = group_entry(group);
+    let mut g = if group == crate::metrics::GROUP {
+        crate::metrics::group_entry()
+    } else {
+        group_entry(group)
+    };
     if let Some(o) = g.as_object_mut() {
         o.insert("kind".into(), json!("APIGroup"));
         o.insert("apiVersion".into(), json!("v1"));
@@ -224,6 +232,9 @@ pub fn group(group: &str) -> Value {
 
 /// `/api/v1` or `/apis/{group}/{version}`: an `APIResourceList`.
 pub fn resource_list(group: &str, version: &str) -> Value {
+    if (group, version) == (crate::metrics::GROUP, crate::metrics::VERSION) {
+        return crate::metrics::resource_list();
+    }
     let mut resources = Vec::new();
     for k in kinds_in(group, version) {
         let mut r = json!({
@@ -321,7 +332,11 @@ pub fn aggregated(format: Format, core: bool) -> Value {
     let items: Vec<Value> = if core {
         vec![aggregated_group("")]
     } else {
-        groups().into_iter().map(aggregated_group).collect()
+        groups()
+            .into_iter()
+            .map(aggregated_group)
+            .chain([crate::metrics::aggregated_group()])
+            .collect()
     };
     json!({
         "kind": "APIGroupDiscoveryList",
@@ -407,9 +422,13 @@ mod tests {
             .collect();
         assert_eq!(subs, ["status", "log", "exec", "eviction"]);
         let groups = aggregated(Format::AggregatedV2, false);
+        // every group of a kind, and metrics.k8s.io
         assert_eq!(
             groups["items"].as_array().map(Vec::len),
-            Some(super::groups().len())
+            Some(super::groups().len() + 1)
         );
+        assert!(groups["items"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g["metadata"]["name"] == "metrics.k8s.io")));
     }
 }

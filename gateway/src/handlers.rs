@@ -211,6 +211,113 @@ where
             ))
         }
         Route::Resource(target) => resource(state, target, req).await,
+        Route::Metrics(target) => {
+            get_only(&req)?;
+            metrics(&state.client, &target, &Query::parse(req.uri().query())).await
+        }
+    }
+}
+
+/// `metrics.k8s.io`: the user must be allowed the metrics resource itself
+/// (as metrics-server's RBAC says); the nodes or pods are listed as the
+/// user, then their agents are asked for their figures.
+async fn metrics(c: &Client, t: &crate::metrics::Target, q: &Query) -> Answer {
+    use crate::metrics::{self as m, Target as M};
+    let verb = if t.name().is_some() { "get" } else { "list" };
+    let a = kubus_api::rbac::Attributes::new(verb, m::GROUP, t.resource())
+        .in_namespace(t.namespace())
+        .named(t.name());
+    let review = c.review(Some(a)).await.map_err(client)?;
+    if !review.allowed {
+        return Err(api(ApiError::new(
+            Reason::Forbidden,
+            review.reason.unwrap_or_else(|| "forbidden".into()),
+        )));
+    }
+    let selector = q.nonempty("labelSelector");
+    let not_measured = |what: &str| {
+        api(ApiError::new(
+            Reason::NotFound,
+            format!(
+                "{}.{} {what:?} not found: its node has not measured it (yet)",
+                t.resource(),
+                m::GROUP
+            ),
+        ))
+    };
+    let items: Vec<Value> = match t {
+        M::Nodes { name } => {
+            let (mut nodes, _) = c
+                .list(Kind::Node, None, selector, None)
+                .await
+                .map_err(client)?;
+            if let Some(n) = name {
+                nodes.retain(|x| meta::name(x) == Some(n));
+                if nodes.is_empty() {
+                    return Err(api(ApiError::not_found(ObjectRef::new(
+                        Kind::Node,
+                        None,
+                        n,
+                    ))));
+                }
+            }
+            let names: Vec<String> = nodes
+                .iter()
+                .filter_map(|n| meta::name(n).map(str::to_string))
+                .collect();
+            let answers = c.nodes_usage(&names, None).await;
+            nodes
+                .iter()
+                .zip(answers)
+                .filter_map(|(node, (_, u))| m::node_metrics(node, &u.ok()?))
+                .collect()
+        }
+        M::Pods { namespace, name } => {
+            let (mut pods, _) = c
+                .list(Kind::Pod, namespace.as_deref(), selector, None)
+                .await
+                .map_err(client)?;
+            if let Some(n) = name {
+                pods.retain(|x| meta::name(x) == Some(n));
+                if pods.is_empty() {
+                    return Err(api(ApiError::not_found(ObjectRef::new(
+                        Kind::Pod,
+                        namespace.as_deref(),
+                        n,
+                    ))));
+                }
+            }
+            let answers = c
+                .nodes_usage(&m::nodes_of(&pods), namespace.as_deref())
+                .await;
+            let mut figures = std::collections::HashMap::new();
+            let mut asked = Vec::new();
+            for (_, u) in answers {
+                if let Ok(u) = u {
+                    asked.push(u);
+                }
+            }
+            for (i, u) in asked.iter().enumerate() {
+                for p in &u.pods {
+                    figures.insert((p.namespace.as_str(), p.name.as_str()), (i, p));
+                }
+            }
+            pods.iter()
+                .filter_map(|pod| {
+                    let key = (meta::namespace(pod)?, meta::name(pod)?);
+                    let (i, p) = figures.get(&key)?;
+                    Some(m::pod_metrics(pod, &asked[*i], p))
+                })
+                .collect()
+        }
+    };
+    match (t.name(), items.len()) {
+        (Some(n), 0) => Err(not_measured(n)),
+        (Some(_), _) => Ok(body::json(
+            StatusCode::OK,
+            items.first().unwrap_or(&Value::Null),
+        )),
+        (None, _) => Ok(body::json(StatusCode::OK, &m::list(t, items))),
     }
 }
 

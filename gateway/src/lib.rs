@@ -32,6 +32,7 @@ pub mod discovery;
 pub mod exec;
 pub mod handlers;
 pub mod kubeconfig;
+pub mod metrics;
 pub mod openapi;
 pub mod openapi_v2;
 pub mod pki;

@@ -7,6 +7,8 @@
 
 use kubus_api::Kind;
 
+use crate::metrics;
+
 /// What a path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -30,6 +32,8 @@ pub enum Route {
     OpenApi { group: String, version: String },
     /// A collection, an object or a subresource.
     Resource(Target),
+    /// `metrics.k8s.io`: node and pod usage, from the node agents.
+    Metrics(crate::metrics::Target),
 }
 
 /// A collection (`name` None), an object, or an object's subresource.
@@ -127,6 +131,11 @@ pub fn parse(path: &str) -> Result<Route, NotFound> {
             version: v.to_string(),
         }),
         ["apis", g] if served_group(g) => Ok(Route::Group(g.to_string())),
+        ["apis", metrics::GROUP, metrics::VERSION, rest @ ..] if !rest.is_empty() => {
+            metrics::Target::parse(rest)
+                .map(Route::Metrics)
+                .ok_or(NotFound)
+        }
         ["api", "v1"] => Ok(Route::Resources {
             group: String::new(),
             version: "v1".into(),
@@ -142,13 +151,14 @@ pub fn parse(path: &str) -> Result<Route, NotFound> {
 }
 
 fn served_group(group: &str) -> bool {
-    !group.is_empty() && Kind::ALL.iter().any(|k| k.group() == group)
+    !group.is_empty() && (group == metrics::GROUP || Kind::ALL.iter().any(|k| k.group() == group))
 }
 
 fn served_group_version(group: &str, version: &str) -> bool {
-    Kind::ALL
-        .iter()
-        .any(|k| k.group() == group && k.version() == version && !group.is_empty())
+    (group, version) == (metrics::GROUP, metrics::VERSION)
+        || Kind::ALL
+            .iter()
+            .any(|k| k.group() == group && k.version() == version && !group.is_empty())
 }
 
 fn resource(group: &str, version: &str, rest: &[&str]) -> Result<Route, NotFound> {
@@ -225,6 +235,32 @@ mod tests {
             name: name.map(str::to_string),
             sub,
         })
+    }
+
+    #[test]
+    fn metrics_paths_are_their_own_group() {
+        assert_eq!(
+            parse("/apis/metrics.k8s.io"),
+            Ok(Route::Group("metrics.k8s.io".into()))
+        );
+        assert_eq!(
+            parse("/apis/metrics.k8s.io/v1beta1"),
+            Ok(Route::Resources {
+                group: "metrics.k8s.io".into(),
+                version: "v1beta1".into()
+            })
+        );
+        assert_eq!(
+            parse("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods"),
+            Ok(Route::Metrics(metrics::Target::Pods {
+                namespace: Some("default".into()),
+                name: None
+            }))
+        );
+        assert_eq!(
+            parse("/apis/metrics.k8s.io/v1beta1/services"),
+            Err(NotFound)
+        );
     }
 
     #[test]

@@ -842,11 +842,17 @@ async fn start_hollow_nodes(
     // The hollow agents get a thread of their own (an actix Arbiter), so
     // they and the control plane's actors use both cores.
     let arbiter = actix::Arbiter::new();
+    // hollow nodes stand in for many machines: one connection for many,
+    // not a node identity each. Hearing every node's subjects on a secured
+    // bus takes the administrator (whose credentials `kubus up` holds);
+    // on an open bus any identity does.
+    let identity = match mesh.credentials_of(&Identity::Admin) {
+        Ok(Some(_)) => Identity::Admin,
+        _ => Identity::Control,
+    };
     for i in 0..mesh.hollow_nodes {
         if i % HOLLOW_NODES_PER_CONNECTION == 0 {
-            // hollow nodes stand in for many machines: the control
-            // identity's connection, not a node's each
-            client = Some(mesh.connect_as(&Identity::Control).await?);
+            client = Some(mesh.connect_as(&identity).await?);
         }
         let Some(client) = &client else {
             bail!("hollow node {i}: no connection");

@@ -6,18 +6,14 @@
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use futures::future::join_all;
 use kubus_api::quantity::{cpu_millis, memory_bytes};
 use kubus_api::{meta, Kind};
-use kubus_bus::protocol::{NodeUsage, Usage, UsageRequest};
+use kubus_bus::protocol::{NodeUsage, Usage};
 use kubus_bus::Client;
 use serde_json::Value;
 
 use crate::commands::emit;
 use crate::print::columns_text;
-
-/// Nodes asked at once.
-const ASKED_AT_ONCE: usize = 64;
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum TopCommand {
@@ -86,20 +82,12 @@ async fn ask(
     nodes: Vec<String>,
     namespace: Option<String>,
 ) -> Vec<(String, Result<NodeUsage, String>)> {
-    let mut out = Vec::with_capacity(nodes.len());
-    for chunk in nodes.chunks(ASKED_AT_ONCE) {
-        let asks = chunk.iter().map(|n| {
-            let req = UsageRequest {
-                namespace: namespace.clone(),
-            };
-            async move {
-                let got = client.node_usage(n, &req).await.map_err(|e| e.to_string());
-                (n.clone(), got)
-            }
-        });
-        out.extend(join_all(asks).await);
-    }
-    out
+    client
+        .nodes_usage(&nodes, namespace.as_deref())
+        .await
+        .into_iter()
+        .map(|(n, r)| (n, r.map_err(|e| e.to_string())))
+        .collect()
 }
 
 async fn nodes(client: &Client, args: TopNodesArgs) -> anyhow::Result<()> {

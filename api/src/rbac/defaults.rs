@@ -115,6 +115,8 @@ pub fn objects() -> Vec<Value> {
         ),
         rule(&["discovery.k8s.io"], &["endpointslices"], &READ),
         rule(&["coordination.k8s.io"], &["leases"], &READ),
+        // metrics-server's system:aggregated-metrics-reader
+        rule(&["metrics.k8s.io"], &["pods", "nodes"], &READ),
     ];
     let mut edit_core: Vec<&str> = VIEW_CORE
         .iter()

@@ -259,7 +259,7 @@ fn metrics_parse_and_move_when_the_cluster_works() {
 const BUSY: &str = r#"
 apiVersion: v1
 kind: Pod
-metadata: {name: busy}
+metadata: {name: busy, labels: {app: busy}}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
@@ -337,6 +337,48 @@ fn top_shows_a_busy_loop_using_about_one_cpu() {
         .and_then(millicores)
         .unwrap_or_else(|| panic!("no node-1 row: {nodes}"));
     assert!(node_cpu >= 250, "the machine is busy: {nodes}");
+
+    // kubectl top reads the same figures through metrics.k8s.io
+    let kubectls: Vec<_> = ["1.33", "1.27"]
+        .iter()
+        .filter_map(|m| Cluster::kubectl_build(m))
+        .collect();
+    assert!(
+        !kubectls.is_empty() || std::env::var_os("CI").is_none(),
+        "no kubectl build found"
+    );
+    for kubectl in &kubectls {
+        let top = |args: &[&str]| {
+            let out = c.kubectl_in(kubectl, args, "");
+            assert!(
+                out.status.success(),
+                "{} {args:?}: {out:?}",
+                kubectl.display()
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let pods = top(&["top", "pod", "busy"]);
+        let busy_cpu = pods
+            .lines()
+            .find(|l| l.starts_with("busy "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(millicores)
+            .unwrap_or_else(|| panic!("kubectl top pod busy: {pods}"));
+        assert!(busy_cpu >= 300, "{}: {pods}", kubectl.display());
+        let containers = top(&["top", "pod", "--containers", "-l", "app=busy"]);
+        assert!(containers.contains("spin"), "{containers}");
+        let nodes = top(&["top", "node"]);
+        assert!(nodes.lines().any(|l| l.starts_with("node-1 ")), "{nodes}");
+        let raw: Value = serde_json::from_str(&top(&[
+            "get",
+            "--raw",
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/busy",
+        ]))
+        .expect("PodMetrics JSON");
+        assert_eq!(raw["kind"], "PodMetrics", "{raw}");
+        let missing = c.kubectl_in(kubectl, &["top", "pod", "nothing-here"], "");
+        assert!(!missing.status.success(), "{missing:?}");
+    }
 
     // the loop has been measured: it stops burning a core the other tests
     // running beside this one need
