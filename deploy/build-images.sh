@@ -116,8 +116,11 @@ debootstrap() {
   includes=$(IFS=,; echo "$*")
   local mirror_args=()
   [ -z "$mirror" ] || mirror_args=("$mirror")
+  # its progress on a terminal; only warnings and errors when not one
+  local quiet=()
+  [ -t 2 ] || quiet=(--quiet)
   SOURCE_DATE_EPOCH=$epoch timeout --kill-after=20 "$build_timeout" \
-    mmdebstrap --mode=root --variant=essential --format=directory \
+    mmdebstrap "${quiet[@]}" --mode=root --variant=essential --format=directory \
       --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
       --include="$includes" \
       --dpkgopt='path-exclude=/usr/share/doc/*' \

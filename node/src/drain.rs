@@ -423,6 +423,7 @@ async fn evict_all(
     let mut errors: Vec<String> = Vec::new();
     let mut said_at = started;
     let field = format!("spec.nodeName={node}");
+    let progress = crate::progress::Progress::bar(pods.len(), "pods evicted and gone");
     loop {
         let now = Instant::now();
         for (p, step) in pods.iter().zip(steps.iter_mut()) {
@@ -433,7 +434,7 @@ async fn evict_all(
                 continue;
             }
             let ns = p.namespace.as_deref().unwrap_or("default");
-            emit(&format!("evicting pod {ns}/{}\n", p.name));
+            progress.say(&format!("evicting pod {ns}/{}\n", p.name));
             let options = EvictOptions {
                 grace_period_seconds,
                 uid: uids.get(p).cloned(),
@@ -443,27 +444,27 @@ async fn evict_all(
                 Ok(_) => Step::Going,
                 // gone already, or replaced by another of its name
                 Err(e) if matches!(e.reason(), Some(Reason::NotFound | Reason::Conflict)) => {
-                    emit(&format!("pod/{} evicted\n", p.name));
+                    progress.say(&format!("pod/{} evicted\n", p.name));
                     Step::Done
                 }
                 Err(ClientError::Api(e)) if e.reason == Reason::TooManyRequests => {
-                    eprintln!(
+                    progress.warn(&format!(
                         "error when evicting pods/{:?} -n {ns:?} (will retry after {}s): {}",
                         p.name,
                         BUDGET_RETRY.as_secs(),
                         e.message
-                    );
+                    ));
                     Step::Ask {
                         at: Instant::now() + BUDGET_RETRY,
                         transient_left,
                     }
                 }
                 Err(e) if transient(&e) && transient_left > 0 => {
-                    eprintln!(
+                    progress.warn(&format!(
                         "error when evicting pods/{:?} -n {ns:?} (will retry after {}s): {e}",
                         p.name,
                         POLL.as_secs()
-                    );
+                    ));
                     Step::Ask {
                         at: Instant::now() + POLL,
                         transient_left: transient_left - 1,
@@ -492,15 +493,18 @@ async fn evict_all(
                     for (p, step) in pods.iter().zip(steps.iter_mut()) {
                         let uid = uids.get(p).map(String::as_str);
                         if *step == Step::Going && !present.contains(&(Some(p.clone()), uid)) {
-                            emit(&format!("pod/{} evicted\n", p.name));
+                            progress.say(&format!("pod/{} evicted\n", p.name));
                             *step = Step::Done;
                         }
                     }
                 }
                 // looked at again on the next turn
-                Err(e) => eprintln!("warning: cannot list the pods of node {node}: {e}"),
+                Err(e) => progress.warn(&format!(
+                    "warning: cannot list the pods of node {node}: {e}"
+                )),
             }
         }
+        progress.set(steps.iter().filter(|s| **s == Step::Done).count());
         let left: Vec<(&ObjectRef, &Step)> = pods
             .iter()
             .zip(steps.iter())
@@ -533,12 +537,12 @@ async fn evict_all(
         }
         if now.duration_since(said_at) >= PROGRESS_EVERY {
             said_at = now;
-            eprintln!(
+            progress.warn(&format!(
                 "draining node/{node}: {} pod(s) left after {}s: {}",
                 left.len(),
                 now.duration_since(started).as_secs(),
                 describe(&left)
-            );
+            ));
         }
         tokio::time::sleep(POLL).await;
     }

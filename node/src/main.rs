@@ -28,6 +28,7 @@ mod interactive;
 mod mesh;
 mod nats_server;
 mod print;
+mod progress;
 mod raft_transport;
 mod rebalance;
 mod rollout;

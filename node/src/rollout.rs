@@ -583,6 +583,7 @@ async fn run_status(client: &Client, args: RolloutStatusArgs) -> anyhow::Result<
         return Ok(());
     }
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let progress = crate::progress::Progress::spinner(&first.message);
     let mut spec = WatchSpec::all(client, r.kind);
     spec.field_selector = Some(format!("metadata.name={}", r.name));
     let mut rx = kubus_bus::watch::watch(client.clone(), spec);
@@ -618,7 +619,8 @@ async fn run_status(client: &Client, args: RolloutStatusArgs) -> anyhow::Result<
         };
         let now = status(&current, args.revision)?;
         if now.message != last {
-            emit(&format!("{}\n", now.message));
+            progress.say(&format!("{}\n", now.message));
+            progress.message(&now.message);
             last = now.message;
         }
         if now.done {

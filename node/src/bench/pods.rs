@@ -398,7 +398,9 @@ pub(super) async fn run_until_running(
     let mut running = 0usize;
     let mut all_running = None;
     let mut pod_writes = 0u64;
+    let progress = crate::progress::Progress::bar(replicas, "pods Running");
     while running < replicas {
+        progress.set(running);
         let item = match tokio::time::timeout_at(deadline.into(), items.recv()).await {
             Ok(Some(item)) => item,
             Ok(None) => bail!("the pod watch ended"),
