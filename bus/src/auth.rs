@@ -383,6 +383,7 @@ pub fn permissions(id: &Identity, s: &Subjects, view: Option<&[Readable]>) -> Pe
                         format!("{}.>", inbox_prefix(&Identity::Admin.user())),
                         format!("{}.>", inbox_prefix(&Identity::Gateway.user())),
                         format!("{}.>", inbox_prefix(&Identity::Control.user())),
+                        format!("{}.>", inbox_prefix(&Identity::Dashboard.user())),
                     ],
                     deny: vec![s.node_pods(name)],
                 },
@@ -411,7 +412,14 @@ pub fn permissions(id: &Identity, s: &Subjects, view: Option<&[Readable]>) -> Pe
                     allow: [Verb::Get, Verb::List, Verb::Watch]
                         .iter()
                         .map(|v| format!("{root}.api.{}.>", v.as_str()))
-                        .chain([s.review()])
+                        .chain([
+                            s.review(),
+                            // the figures it shows beside nodes and pods
+                            format!(
+                                "{root}.node.*.agent.{}",
+                                crate::subject::AgentOp::Usage.as_str()
+                            ),
+                        ])
                         .collect(),
                     deny: vec![],
                 },
@@ -636,7 +644,9 @@ mod tests {
         assert!(d.publish.allow.iter().all(|a| a.contains(".api.get.")
             || a.contains(".api.list.")
             || a.contains(".api.watch.")
-            || a.ends_with(".review")));
+            || a.ends_with(".review")
+            || a.ends_with(".agent.usage")));
+        assert!(p.publish.allow.contains(&"_INBOX_dashboard.>".to_string()));
     }
 
     #[test]

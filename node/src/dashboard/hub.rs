@@ -102,6 +102,14 @@ impl Hub {
         self.mark
     }
 
+    /// The names of every object of `kind` it holds.
+    pub fn names(&self, kind: Kind) -> Vec<String> {
+        self.rows
+            .get(&kind)
+            .map(|rows| rows.values().map(|r| r.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// How many rows of `kind` it holds.
     #[cfg(test)]
     pub fn count(&self, kind: Kind) -> usize {

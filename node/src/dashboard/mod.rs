@@ -11,7 +11,9 @@
 //! snapshot, then every change as it is applied; the browser reconnects by
 //! itself with the last event id, and resumes from that mark (see
 //! [`hub`]). No polling. History (`GET /dashboard/history`) is read from
-//! the store's change log on request.
+//! the store's change log on request. While a page is open, the node
+//! agents are asked for their figures every [`USAGE_EVERY`] (as `kubus
+//! top` asks them) and the pages are sent them (`usage` events).
 //!
 //! Routes: `/` (the page), `/dashboard.js`, `/dashboard.css`,
 //! `/dashboard/stream`, `/dashboard/history?kind=&namespace=&name=`.
@@ -19,6 +21,7 @@
 pub mod history;
 pub mod hub;
 pub mod rows;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -34,7 +37,7 @@ use kubus_api::Kind;
 use kubus_bus::watch::{watch, WatchSpec};
 use kubus_bus::{Client, ClientError};
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch as latest, Notify};
 use tracing::{debug, warn};
 
 use hub::{Entry, Hub, Start, Update};
@@ -57,6 +60,9 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// may take; past either, it answers what it has read (`truncated`).
 const HISTORY_CALLS_MAX: usize = 400;
 const HISTORY_TIME_MAX: Duration = Duration::from_secs(10);
+/// How often the node agents are asked for their figures while a page is
+/// open (they sample every 10 s while asked).
+const USAGE_EVERY: Duration = Duration::from_secs(10);
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
@@ -69,6 +75,10 @@ pub struct Dashboard {
     /// Names this process's hub in the marks it hands out.
     epoch: String,
     client: Client,
+    /// The agents' latest figures.
+    usage: latest::Sender<Option<Arc<usage::Figures>>>,
+    /// A page opened: ask the agents now, not at the next turn.
+    page_opened: Notify,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -89,7 +99,10 @@ impl Dashboard {
             updates,
             epoch: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             client: client.clone(),
+            usage: latest::channel(None).0,
+            page_opened: Notify::new(),
         });
+        tokio::spawn(d.clone().ask_for_usage());
         for &kind in rows::KINDS {
             let d = d.clone();
             let mut rx = watch(client.clone(), WatchSpec::all(&client, kind));
@@ -101,6 +114,31 @@ impl Dashboard {
             });
         }
         d
+    }
+
+    /// While pages are open, ask every node's agent for its figures each
+    /// [`USAGE_EVERY`] (at once when a page opens) and hand them to the
+    /// pages; nobody looking, nobody asked.
+    async fn ask_for_usage(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(USAGE_EVERY) => {}
+                () = self.page_opened.notified() => {}
+            }
+            if self.updates.receiver_count() == 0 {
+                continue;
+            }
+            let nodes = self.hub().names(Kind::Node);
+            let answers = self
+                .client
+                .nodes_usage(&nodes, None)
+                .await
+                .into_iter()
+                .map(|(n, r)| (n, r.map_err(|e| e.to_string())))
+                .collect();
+            self.usage
+                .send_replace(Some(Arc::new(usage::figures(answers))));
+        }
     }
 
     fn hub(&self) -> std::sync::MutexGuard<'_, Hub> {
@@ -159,6 +197,8 @@ impl Dashboard {
             let hub = self.hub();
             (hub.start(since), self.updates.subscribe())
         };
+        self.page_opened.notify_one();
+        let mut figures = self.usage.subscribe();
         let (tx, body) = mpsc::channel::<Bytes>(PAGE_BUFFER);
         let d = self.clone();
         tokio::spawn(async move {
@@ -166,13 +206,24 @@ impl Dashboard {
                 Start::Snapshot { mark, rows } => d.snapshot_message(mark, &rows),
                 Start::Resume(entries) => d.changes_message(&entries),
             };
-            if let Some(m) = first {
+            let known = figures.borrow_and_update().clone();
+            for m in [first, known.and_then(|f| usage_message(&f))]
+                .into_iter()
+                .flatten()
+            {
                 if tx.send(m).await.is_err() {
                     return;
                 }
             }
             loop {
                 let message = tokio::select! {
+                    changed = figures.changed() => match changed {
+                        Ok(()) => {
+                            let f = figures.borrow_and_update().clone();
+                            f.and_then(|f| usage_message(&f))
+                        }
+                        Err(_) => return,
+                    },
                     batch = rx.recv() => match batch {
                         Ok(batch) => {
                             let mut entries: Vec<Arc<Entry>> = batch.to_vec();
@@ -240,13 +291,13 @@ impl Dashboard {
                 .collect(),
             rows: rows.iter().map(AsRef::as_ref).collect(),
         };
-        sse("snapshot", &self.id(mark), &snapshot)
+        sse("snapshot", Some(&self.id(mark)), &snapshot)
     }
 
     fn changes_message(&self, entries: &[Arc<Entry>]) -> Option<Bytes> {
         let last = entries.last()?;
         let updates: Vec<&Update> = entries.iter().map(|e| &e.update).collect();
-        sse("changes", &self.id(last.mark), &updates)
+        sse("changes", Some(&self.id(last.mark)), &updates)
     }
 
     /// One object's history from the store's change log.
@@ -346,12 +397,18 @@ impl Dashboard {
     }
 }
 
-/// One server-sent event: its name, id and JSON data (one line).
-fn sse<T: Serialize>(event: &str, id: &str, data: &T) -> Option<Bytes> {
+/// The agents' figures as an event without an id (the page's last id
+/// stays the mark it resumes from).
+fn usage_message(f: &usage::Figures) -> Option<Bytes> {
+    sse("usage", None, f)
+}
+
+/// One server-sent event: its name, id (None: the page's last id stays)
+/// and JSON data (one line).
+fn sse<T: Serialize>(event: &str, id: Option<&str>, data: &T) -> Option<Bytes> {
+    let id = id.map(|i| format!("id: {i}\n")).unwrap_or_default();
     match serde_json::to_string(data) {
-        Ok(json) => Some(Bytes::from(format!(
-            "event: {event}\nid: {id}\ndata: {json}\n\n"
-        ))),
+        Ok(json) => Some(Bytes::from(format!("event: {event}\n{id}data: {json}\n\n"))),
         Err(e) => {
             warn!(error = %e, "dashboard: an update could not be encoded");
             None

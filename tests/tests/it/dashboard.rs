@@ -1,7 +1,8 @@
 //! The live dashboard (issue 23) in headless Chromium: it loads; a
 //! Deployment applied from the CLI appears with its pods without a reload;
 //! a deleted pod shows Terminating, then goes; a Pending pod says why; the
-//! history view shows the diff between two revisions of the Deployment.
+//! history view shows the diff between two revisions of the Deployment;
+//! the node agents' CPU figures show beside the node and the pods.
 //! Screenshots are kept in `test-artifacts/dashboard/` at the workspace's
 //! root.
 
@@ -133,6 +134,33 @@ fn the_dashboard_follows_the_cluster_live() {
         latencies.iter().cloned().fold(0.0, f64::max)
     );
 
+    // the agents' figures (kubus top's) beside the node and the pods
+    b.click("button[data-tab=overview]");
+    let used = wait_for(Duration::from_secs(60), || {
+        b.texts("tr[data-key^='Node/'] td.cpu-used")
+            .into_iter()
+            .find(|t| t.ends_with('m'))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no CPU figure for the node: {:?}",
+            b.texts("tr[data-key^='Node/']")
+        )
+    });
+    println!("dashboard: the node's CPU in use: {used}");
+    b.click("button[data-tab=pods]");
+    wait_for(Duration::from_secs(60), || {
+        let cpu = b.texts("tr[data-key^='Pod/default/web-'] td.cpu");
+        (cpu.len() == 2 && cpu.iter().all(|c| c.ends_with('m'))).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no CPU figures for web's pods: {:?}",
+            b.texts("#pod-table tbody tr")
+        )
+    });
+    b.screenshot("3-usage");
+
     // a deleted pod shows Terminating, then goes
     b.click("button[data-tab=pods]");
     let victim = pods[0].0.trim_start_matches("Pod/default/").to_string();
@@ -146,7 +174,7 @@ fn the_dashboard_follows_the_cluster_live() {
             .then_some(())
     })
     .unwrap_or_else(|| panic!("{victim} never showed Terminating: {:?}", pod_rows(&b, "")));
-    b.screenshot("3-terminating");
+    b.screenshot("4-terminating");
     wait_for(Duration::from_secs(30), || {
         pod_rows(&b, &victim).is_empty().then_some(())
     })
@@ -173,7 +201,7 @@ fn the_dashboard_follows_the_cluster_live() {
         )
     });
     assert!(why.contains("0/1 nodes are available"), "{why}");
-    b.screenshot("4-pending");
+    b.screenshot("5-pending");
 
     // the history view shows the diff between two revisions
     let out = c.kubus(&["set", "image", "deployment/web", "main=busybox:1.36"]);
@@ -197,7 +225,7 @@ fn the_dashboard_follows_the_cluster_live() {
     assert!(!added.is_empty());
     let revisions = b.attrs(".revision", "data-revision");
     assert!(revisions.len() >= 2, "{revisions:?}");
-    b.screenshot("5-history");
+    b.screenshot("6-history");
 
     // all of it on the first document, from one snapshot
     assert_eq!(b.eval("return window.__sameDocument === true"), true);

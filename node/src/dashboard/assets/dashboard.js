@@ -14,6 +14,7 @@ const state = {
   podOrder: null,       // sorted pod keys, rebuilt when pods come or go
   podOrderAt: 0,
   events: [],           // event keys, newest last (bounded like the server)
+  usage: { nodes: {}, pods: {} }, // the agents' latest figures: [millicores, bytes]
 };
 const EVENTS_KEPT = 1000;
 const ROW_HEIGHT = 25;
@@ -48,6 +49,10 @@ function connect() {
     window.kubusStats.snapshots++;
     window.kubusStats.snapshotRows = s.rows.length;
     window.kubusStats.snapshotBytes = e.data.length;
+    schedule();
+  });
+  es.addEventListener("usage", (e) => {
+    state.usage = JSON.parse(e.data);
     schedule();
   });
   es.addEventListener("changes", (e) => {
@@ -192,10 +197,13 @@ function renderOverview() {
     ["deployments", kindRows("Deployment").size], ["services", kindRows("Service").size],
   ].map(([k, v]) => `<div class="card"><b>${esc(v)}</b>${esc(k)}</div>`).join("");
   $("overview").innerHTML = `<div class="cards">${cards}</div>` +
-    table("Node", "Nodes", ["PODS", "CPU REQUESTED", "MEMORY REQUESTED"], (n) => {
+    table("Node", "Nodes", ["PODS", "CPU REQUESTED", "MEMORY REQUESTED", "CPU USED", "MEMORY USED"], (n) => {
       const a = alloc.get(n.name) || [0, 0, 0];
       const [cpu, mem] = n.resources || [0, 0];
-      return [`<td>${a[2]}</td>`, `<td>${bar(a[0], cpu)} ${a[0]}m/${cpu}m</td>`, `<td>${bar(a[1], mem)} ${bytes(a[1])}/${bytes(mem)}</td>`];
+      const used = state.usage.nodes[n.name];
+      return [`<td>${a[2]}</td>`, `<td>${bar(a[0], cpu)} ${a[0]}m/${cpu}m</td>`, `<td>${bar(a[1], mem)} ${bytes(a[1])}/${bytes(mem)}</td>`,
+        `<td class="cpu-used">${used ? `${bar(used[0], cpu)} ${used[0]}m` : "–"}</td>`,
+        `<td class="memory-used">${used ? `${bar(used[1], mem)} ${bytes(used[1])}` : "–"}</td>`];
     });
 }
 
@@ -229,9 +237,15 @@ function renderPods() {
   const slice = order.slice(first, first + count).map((k) => m.get(k));
   const tbl = $("pod-table");
   tbl.style.top = `${first * ROW_HEIGHT}px`;
-  tbl.tHead.innerHTML = header("Pod");
-  tbl.tBodies[0].innerHTML = slice.map((r) => rowHtml(r)).join("");
+  tbl.tHead.innerHTML = header("Pod", ["CPU", "MEMORY"]);
+  tbl.tBodies[0].innerHTML = slice.map((r) => rowHtml(r, podUsage(r))).join("");
   $("pod-count").textContent = `${order.length} pods`;
+}
+
+// a pod's figures as the agents measured them (kubus top's)
+function podUsage(r) {
+  const u = state.usage.pods[keyOf(r)];
+  return [`<td class="cpu">${u ? `${u[0]}m` : "–"}</td>`, `<td class="memory">${u ? bytes(u[1]) : "–"}</td>`];
 }
 
 function renderServices() {
