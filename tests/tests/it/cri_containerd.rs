@@ -10,8 +10,10 @@
 //! containerd's bridge and pod range are per machine, so two of these
 //! clusters must not run at once: every test holds [`serial`] while it runs.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -35,6 +37,9 @@ fn serial() -> MutexGuard<'static, ()> {
 struct CriCluster {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The pod network namespaces (`/run/netns/cni-*`) there were before
+    /// this cluster started: the ones after are its own.
+    netns_before: BTreeSet<String>,
 }
 
 impl CriCluster {
@@ -69,10 +74,15 @@ impl CriCluster {
 
     fn start() -> CriCluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        // what an earlier cluster left on the bridge would answer for the
+        // addresses this one's pods get
+        unplug_bridge();
+        let netns_before = cni_namespaces();
         let child = CriCluster::spawn_up(dir.path());
         let c = CriCluster {
             dir,
             child: Some(child),
+            netns_before,
         };
         // import the test image as soon as containerd listens
         let socket = c.containerd_dir().join("containerd.sock");
@@ -240,9 +250,102 @@ impl CriCluster {
 }
 
 impl Drop for CriCluster {
+    /// Stops kubus and its containerd, then removes what they leave for a
+    /// restart to adopt — the pods' shims and network namespaces: the next
+    /// cluster's pods get the same addresses on the same bridge, and a
+    /// namespace left holding one answers for it (the CI failure of
+    /// `cri_pods_run_serve_log_and_crash_loop`: probes timed out against
+    /// an address two namespaces held).
     fn drop(&mut self) {
         self.stop();
+        let dir = self.containerd_dir();
+        for pid in shims_of(&dir) {
+            kubus_tests::signal(pid, "-KILL");
+        }
+        let left: Vec<String> = cni_namespaces()
+            .difference(&self.netns_before)
+            .cloned()
+            .collect();
+        if !left.is_empty() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("kubus.log")).unwrap_or_default();
+            let stop: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("sandbox") || l.contains("CNI") || l.contains("stopp"))
+                .collect();
+            eprintln!(
+                "cri_containerd: the cluster left {} pod network namespaces; its stop said:\n{}",
+                left.len(),
+                stop[stop.len().saturating_sub(30)..].join("\n")
+            );
+        }
+        for ns in &left {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+        }
+        unplug_bridge();
     }
+}
+
+/// The private containerd's bridge (node/src/containerd.rs).
+const BRIDGE: &str = "kubus0";
+
+/// Delete every pod's link on the bridge: deleting the host end of a veth
+/// pair deletes the pod's end too, so a namespace a cluster left behind
+/// (one `ip netns delete` could not remove) no longer holds an address
+/// the next cluster's pods get. CRI tests run one at a time, so whatever
+/// is on the bridge between them is a test's leftover.
+fn unplug_bridge() {
+    let Ok(out) = Command::new("ip")
+        .args(["-o", "link", "show", "master", BRIDGE])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "7: vethabc@if2: <…> …"
+        let Some(name) = line
+            .split(": ")
+            .nth(1)
+            .map(|n| n.split('@').next().unwrap_or(n))
+        else {
+            continue;
+        };
+        if name.starts_with("veth") {
+            let _ = Command::new("ip").args(["link", "delete", name]).status();
+        }
+    }
+}
+
+/// The CNI network namespaces containerd made (`/run/netns/cni-*`).
+fn cni_namespaces() -> BTreeSet<String> {
+    std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("cni-"))
+        .collect()
+}
+
+/// The pids of the containerd shims serving the containerd under `dir`
+/// (their command line names its socket there).
+fn shims_of(dir: &Path) -> Vec<u32> {
+    let dir = dir.as_os_str().as_bytes();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.first()
+                .is_some_and(|a| a.windows(15).any(|w| w == b"containerd-shim"))
+                && args.iter().any(|a| a.windows(dir.len()).any(|w| w == dir))
+        })
+        .collect()
 }
 
 use kubus_tests::is_root;
@@ -370,8 +473,16 @@ fn cri_pods_run_serve_log_and_crash_loop() {
     });
     assert!(
         ready.is_some(),
-        "web pods not ready: {:#}",
-        Value::Array(c.items("pods"))
+        "web pods not ready: {:#}\nevents: {:#?}\nlog:\n{}",
+        Value::Array(c.items("pods")),
+        c.items("events")
+            .iter()
+            .map(|e| format!(
+                "{} {} {}: {}",
+                e["involvedObject"]["name"], e["reason"], e["count"], e["message"]
+            ))
+            .collect::<Vec<_>>(),
+        c.log()
     );
     for ip in &ips {
         let body = wait_for(Duration::from_secs(20), || {
