@@ -46,6 +46,12 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore prometheus-client
 fi
 
+# The traces test receives OTLP/HTTP spans with a small Python collector
+# that decodes them with the OpenTelemetry protocol's own messages (PyPI).
+if ! python3 -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore opentelemetry-proto
+fi
+
 # The Kubernetes API tests drive it with the Python client (PyPI) and with
 # kubectl (the machine image's; Debian's kubernetes-client where none is).
 if ! python3 -c 'import kubernetes' 2>/dev/null; then

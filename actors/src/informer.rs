@@ -42,6 +42,20 @@ pub fn key_of(obj: &Value) -> String {
 pub struct Delta {
     pub deleted: bool,
     pub object: Value,
+    /// The trace of the write that made it, when it was traced (an event's
+    /// `traceparent`; never on a relist): work it sets off joins that trace.
+    pub trace: Option<String>,
+}
+
+impl Delta {
+    /// A change seen without a trace (a relist, or what a cache held).
+    pub fn untraced(deleted: bool, object: Value) -> Delta {
+        Delta {
+            deleted,
+            object,
+            trace: None,
+        }
+    }
 }
 
 impl Cache {
@@ -67,6 +81,7 @@ impl Cache {
                         vec![Delta {
                             deleted: true,
                             object: ev.object,
+                            trace: ev.traceparent,
                         }]
                     }
                     EventType::Added | EventType::Modified => {
@@ -74,6 +89,7 @@ impl Cache {
                         vec![Delta {
                             deleted: false,
                             object: ev.object,
+                            trace: ev.traceparent,
                         }]
                     }
                 }
@@ -84,10 +100,7 @@ impl Cache {
                 let mut deltas = Vec::new();
                 for (k, old) in std::mem::take(&mut self.objects) {
                     if !fresh.contains_key(&k) {
-                        deltas.push(Delta {
-                            deleted: true,
-                            object: old,
-                        });
+                        deltas.push(Delta::untraced(true, old));
                     } else if fresh.get(&k) == Some(&old) {
                         // unchanged: move it back without a delta
                         if let Some(v) = fresh.remove(&k) {
@@ -96,10 +109,7 @@ impl Cache {
                     }
                 }
                 for (k, v) in fresh {
-                    deltas.push(Delta {
-                        deleted: false,
-                        object: v.clone(),
-                    });
+                    deltas.push(Delta::untraced(false, v.clone()));
                     self.objects.insert(k, v);
                 }
                 self.revision = revision;
@@ -332,6 +342,7 @@ mod tests {
             prev: 0,
             object: pod("a", "5"),
             committed_ms: None,
+            traceparent: None,
         }));
         c.assume(pod("a", "4"));
         assert_eq!(c.get("d/a").and_then(meta::resource_version), Some(5));
@@ -343,6 +354,7 @@ mod tests {
             prev: 6,
             object: pod("a", "7"),
             committed_ms: None,
+            traceparent: None,
         }));
         assert!(c.is_empty());
         // an answer to a write that arrives after the deletion's event

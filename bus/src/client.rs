@@ -9,6 +9,7 @@ use futures::StreamExt;
 use kubus_api::{ApiError, Kind, ObjectRef, Reason};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::codec::{self, CodecError};
 use crate::protocol::{
@@ -292,13 +293,21 @@ impl Client {
         headers: Option<HeaderMap>,
         timeout: Duration,
     ) -> Result<Rep> {
+        let span = crate::trace_span!("kubus.request", %subject, otel.kind = "client");
+        let mut headers = headers;
+        span.in_scope(|| crate::trace::inject(&mut headers));
         let mut req = async_nats::Request::new()
             .payload(body)
             .timeout(Some(timeout));
         if let Some(h) = headers {
             req = req.headers(h);
         }
-        match self.nats.send_request(subject.clone(), req).await {
+        let sent = self
+            .nats
+            .send_request(subject.clone(), req)
+            .instrument(span)
+            .await;
+        match sent {
             Ok(msg) => Ok(codec::decode(&msg.payload)?),
             Err(e) => Err(match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => ClientError::NoResponders { subject },

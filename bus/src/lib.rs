@@ -19,6 +19,8 @@
 //! - [`stream`]: a TCP connection carried over NATS (port-forward).
 //! - [`session`]: an exec session's channels framed over a stream.
 //! - [`backup`]: a backup file pulled from a store peer in chunks.
+//! - [`trace`]: one trace context across a write's path (headers, Raft
+//!   entries, change events).
 
 pub mod auth;
 pub mod backup;
@@ -30,7 +32,9 @@ pub mod protocol;
 pub mod session;
 pub mod stream;
 pub mod subject;
+pub mod trace;
 pub mod watch;
 
 pub use client::{Client, ClientError, FenceCell};
+pub use kubus_trace::trace_span;
 pub use subject::Subjects;

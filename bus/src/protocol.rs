@@ -323,6 +323,11 @@ pub struct ChangeEvent {
     /// kubus kept it. Watchers measure their delay with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed_ms: Option<u64>,
+    /// The W3C trace context of the write that made the change, when it
+    /// was traced (see [`crate::trace`]): what the change sets off joins
+    /// its trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Logs request to a node agent.

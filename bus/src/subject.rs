@@ -10,6 +10,8 @@
 
 use kubus_api::Kind;
 
+/// Header carrying a request's W3C trace context (see [`crate::trace`]).
+pub const HEADER_TRACEPARENT: &str = kubus_trace::TRACEPARENT;
 /// Header carrying the codec of a message body (`json`; absent = MessagePack).
 pub const HEADER_CODEC: &str = "Kubus-Codec";
 /// Header value asking for JSON bodies, for clients without MessagePack.

@@ -328,6 +328,7 @@ mod tests {
             prev,
             object: Value::Null,
             committed_ms: None,
+            traceparent: None,
         }
     }
 

@@ -339,6 +339,7 @@ mod tests {
             prev: 4,
             object: obj,
             committed_ms: None,
+            traceparent: None,
         }
     }
 

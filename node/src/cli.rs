@@ -39,6 +39,17 @@ pub struct Global {
     /// With --as: a group of that user (repeatable).
     #[arg(long = "as-group", global = true)]
     pub as_groups: Vec<String>,
+    /// Export traces to this OpenTelemetry collector (OTLP over HTTP, e.g.
+    /// http://127.0.0.1:4318): the spans of each write's path, from the
+    /// client through the store, Raft, the change event and the
+    /// controllers to the node agent, share one trace id.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// With --otlp-endpoint: the share of traces begun here that are
+    /// recorded, 0 to 1 (a trace begun elsewhere follows its sender's
+    /// choice).
+    #[arg(long, global = true, default_value_t = 1.0)]
+    pub otlp_sample_ratio: f64,
 }
 
 #[derive(Debug, Subcommand)]

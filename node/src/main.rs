@@ -34,6 +34,7 @@ mod rebalance;
 mod rollout;
 mod store_admin;
 mod targets;
+mod telemetry;
 mod top;
 mod verbs;
 mod wait;
@@ -55,14 +56,29 @@ fn main() {
         cli::Command::Bench(_) => "error",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    if let Err(e) = run(cli) {
+    let traces = cli
+        .global
+        .otlp_endpoint
+        .clone()
+        .map(|endpoint| telemetry::Traces {
+            endpoint,
+            sample_ratio: cli.global.otlp_sample_ratio,
+            service: match cli.command {
+                cli::Command::Up(_) | cli::Command::Node(_) => "kubus",
+                _ => "kubus-cli",
+            },
+        });
+    let telemetry = match telemetry::init(default_level, traces) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let result = run(cli);
+    // the spans still batched go out before the process does
+    drop(telemetry);
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

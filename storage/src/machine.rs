@@ -173,6 +173,7 @@ pub fn decide(txn: &Txn, revision: u64, view: &impl StateView) -> Result<Decisio
             stream,
             stream_prev,
             committed_ms: None,
+            trace: None,
         });
     }
     Ok(Decision::Commit(Commit {

@@ -177,6 +177,10 @@ pub struct Change {
     /// epoch); `None` for changes recorded before kubus kept it.
     #[serde(default)]
     pub committed_ms: Option<u64>,
+    /// The W3C trace context of the write that made the change, when it
+    /// was traced ([`crate::Store::propose_in`]); opaque here, never stored.
+    #[serde(skip)]
+    pub trace: Option<String>,
 }
 
 /// The stream of a key: its first non-empty path segment when another

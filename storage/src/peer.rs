@@ -198,6 +198,9 @@ pub(crate) struct ProposalId {
 pub(crate) struct EntryDataRef<'a> {
     pub id: ProposalId,
     pub txn: &'a Txn,
+    /// The proposer's W3C trace context, handed to the changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<&'a str>,
 }
 
 /// The data of a normal Raft entry, as decoded by the applier.
@@ -205,6 +208,8 @@ pub(crate) struct EntryDataRef<'a> {
 struct EntryData {
     id: ProposalId,
     txn: Txn,
+    #[serde(default)]
+    trace: Option<String>,
 }
 
 pub(crate) type Reply = oneshot::Sender<Result<TxnOutcome, StoreError>>;
@@ -216,6 +221,9 @@ pub(crate) struct Proposal {
     pub data: Vec<u8>,
     pub reply: Reply,
     pub slot: InFlightSlot,
+    /// The proposer's span: this thread's spans of the proposal are its
+    /// children (disabled when the write is not traced).
+    pub span: tracing::Span,
 }
 
 /// Answers a ReadIndex request with the index the read may be served at,
@@ -279,6 +287,8 @@ pub(crate) enum Command {
 struct Pending {
     reply: Reply,
     slot: InFlightSlot,
+    /// `raft.propose`: from the proposal's arrival here to its answer.
+    span: tracing::Span,
 }
 
 impl Pending {
@@ -920,6 +930,7 @@ impl Peer {
             data,
             reply,
             slot,
+            span,
         } = p;
         if reply.is_closed() {
             // The proposer gave up before we got to it.
@@ -936,8 +947,17 @@ impl Peer {
         let context = self.entry_context();
         match self.raw.propose(context, data) {
             Ok(()) => {
+                // from its arrival here to its answer: replication, commit
+                // and apply
+                let span = kubus_trace::trace_span!(
+                    child_of: &span,
+                    "raft.propose",
+                    leading,
+                    index = tracing::field::Empty,
+                );
                 if leading {
                     let index = self.raw.raft.raft_log.last_index();
+                    span.record("index", index);
                     self.pending_by_index.insert(index, id);
                 }
                 // Answered when the entry is applied here (a forwarded one
@@ -945,7 +965,7 @@ impl Peer {
                 // in time.
                 self.deadlines
                     .push_back((Instant::now() + self.request_timeout, id));
-                self.pending.insert(id, Pending { reply, slot });
+                self.pending.insert(id, Pending { reply, slot, span });
             }
             Err(raft::Error::ProposalDropped) => {
                 // A leader drops proposals while it transfers leadership or
@@ -1217,10 +1237,21 @@ impl Peer {
                         self.log_everywhere = self.log_everywhere.max(index);
                     }
                     let (id, result) = match error::decode::<EntryData>("proposal", &e.data) {
-                        Ok(EntryData { id, txn }) => (
-                            Some(id),
-                            self.apply_txn(&txn, stamp, &mut batch, &mut changes)?,
-                        ),
+                        Ok(EntryData { id, txn, trace }) => {
+                            let apply = self.apply_span(&id, trace.as_deref(), e.index);
+                            let made = changes.len();
+                            let result = apply.in_scope(|| {
+                                self.apply_txn(&txn, stamp, &mut batch, &mut changes)
+                            })?;
+                            // what the changes set off follows the apply
+                            let trace = kubus_trace::traceparent(&apply).or(trace);
+                            if trace.is_some() {
+                                for c in &mut changes[made..] {
+                                    c.trace.clone_from(&trace);
+                                }
+                            }
+                            (Some(id), result)
+                        }
                         Err(err) => {
                             // Deterministic on every peer: skip the entry.
                             tracing::error!(index = e.index, error = %err, "undecodable proposal skipped");
@@ -1304,6 +1335,23 @@ impl Peer {
         }
         self.release_reads();
         Ok(())
+    }
+
+    /// `raft.apply` of a traced entry: a child of this peer's `raft.propose`
+    /// when the proposal waits here, else of the context the entry carries
+    /// (a proposal forwarded here, or a follower's apply).
+    fn apply_span(&self, id: &ProposalId, trace: Option<&str>, index: u64) -> tracing::Span {
+        if trace.is_none() {
+            return tracing::Span::none();
+        }
+        match self.pending.get(id).filter(|p| !p.span.is_disabled()) {
+            Some(p) => kubus_trace::trace_span!(parent: &p.span, "raft.apply", index),
+            None => {
+                let span = kubus_trace::trace_span!(parent: None, "raft.apply", index);
+                kubus_trace::adopt(&span, trace);
+                span
+            }
+        }
     }
 
     /// Decides one transaction (whose entry carries `stamp`) and stages

@@ -76,6 +76,7 @@ impl StoredChange {
             stream: self.stream,
             stream_prev: self.stream_prev,
             committed_ms: self.committed_ms,
+            trace: None,
         }
     }
 }

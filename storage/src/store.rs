@@ -173,13 +173,30 @@ impl Store {
     /// Dropping the future does not withdraw a proposal already handed to
     /// Raft: it may still be applied.
     pub async fn propose(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        self.propose_in(txn, None).await
+    }
+
+    /// [`Store::propose`] as part of a trace: the Raft thread's spans of
+    /// the proposal (`raft.propose`, `raft.apply`) are children of the
+    /// caller's current span, and `trace`, the caller's W3C trace context,
+    /// travels in the entry to the changes it makes ([`Change::trace`]),
+    /// on every peer.
+    pub async fn propose_in(
+        &self,
+        txn: Txn,
+        trace: Option<String>,
+    ) -> Result<TxnOutcome, StoreError> {
         let started = std::time::Instant::now();
-        let answer = self.propose_inner(txn).await;
+        let answer = self.propose_inner(txn, trace).await;
         crate::metrics::proposal_done(started.elapsed(), answer.is_ok());
         answer
     }
 
-    async fn propose_inner(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+    async fn propose_inner(
+        &self,
+        txn: Txn,
+        trace: Option<String>,
+    ) -> Result<TxnOutcome, StoreError> {
         txn.validate()?;
         let inner = &self.inner;
         let shared = &inner.shared;
@@ -196,7 +213,14 @@ impl Store {
             incarnation: inner.incarnation,
             seq: inner.next_seq.fetch_add(1, Ordering::Relaxed),
         };
-        let data = error::encode("proposal", &EntryDataRef { id, txn: &txn })?;
+        let data = error::encode(
+            "proposal",
+            &EntryDataRef {
+                id,
+                txn: &txn,
+                trace: trace.as_deref(),
+            },
+        )?;
         if data.len() > inner.entry_bytes_max {
             return Err(StoreError::InvalidTxn(format!(
                 "the transaction is {} bytes encoded; at most {} are allowed",
@@ -210,6 +234,10 @@ impl Store {
             data,
             reply,
             slot,
+            span: match trace {
+                Some(_) => tracing::Span::current(),
+                None => tracing::Span::none(),
+            },
         };
         match inner.tx.try_send(Command::Propose(proposal)) {
             Ok(()) => {}

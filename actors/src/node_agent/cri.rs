@@ -39,7 +39,7 @@ use kubus_api::meta;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint, Uri};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::cri_stream;
 use super::runtime::{
@@ -811,8 +811,10 @@ impl Inner {
         handle: String,
         spec: ContainerSpec,
         exits: mpsc::Sender<Exited>,
+        span: tracing::Span,
     ) {
-        match self.create_and_start(&handle, &spec).await {
+        let started = self.create_and_start(&handle, &spec).instrument(span).await;
+        match started {
             Ok(cri_id) => {
                 self.watch_exit(&handle, &spec.pod_uid, &spec.container, &cri_id, exits)
                     .await
@@ -868,8 +870,14 @@ impl Inner {
             .get("imagePullPolicy")
             .and_then(Value::as_str)
             .unwrap_or_else(|| default_pull_policy(image));
-        self.ensure_image(handle, spec, image, policy).await?;
-        let sandbox = self.ensure_sandbox(&spec.pod_uid, &log_dir).await?;
+        let current = tracing::Span::current();
+        self.ensure_image(handle, spec, image, policy)
+            .instrument(kubus_bus::trace_span!(child_of: &current, "cri.ensure_image", image))
+            .await?;
+        let sandbox = self
+            .ensure_sandbox(&spec.pod_uid, &log_dir)
+            .instrument(kubus_bus::trace_span!(child_of: &current, "cri.ensure_sandbox"))
+            .await?;
         let config = container_config(&pod, &container, spec, attempt, &rel_log, handle)
             .map_err(|m| StartFailure::new("CreateContainerConfigError", m))?;
         let mut rt = self.runtime.clone();
@@ -1158,7 +1166,13 @@ impl Runtime for CriRuntime {
         let handle = format!("cri-{}", uuid::Uuid::new_v4().simple());
         lock(&self.inner.handles).insert(handle.clone(), Handle::default());
         let inner = self.inner.clone();
-        tokio::spawn(inner.run(handle.clone(), spec.clone(), exits));
+        // in the trace of the pod's start, when it is traced
+        let span = kubus_bus::trace_span!(
+            child_of: &tracing::Span::current(),
+            "cri.start_container",
+            container = %spec.container,
+        );
+        tokio::spawn(inner.run(handle.clone(), spec.clone(), exits, span));
         Ok(handle)
     }
 

@@ -69,7 +69,7 @@ use kubus_bus::watch::{WatchItem, WatchSpec};
 use kubus_bus::Client;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument, Span};
 
 use crate::events::{EventType, Recorder};
 use crate::informer::Cache;
@@ -257,6 +257,9 @@ struct PodEntry {
     /// and `kubelet_running_pods` raised) — at the first Running report, or
     /// on re-adoption.
     start_counted: bool,
+    /// `agent.pod_start` in the trace of the change that assigned the pod
+    /// here, until it is first reported Running (disabled when untraced).
+    span: Span,
 }
 
 /// When a pod's containers get SIGKILL at the latest: its time left until
@@ -272,6 +275,7 @@ impl PodEntry {
         PodEntry {
             pod,
             start_counted: false,
+            span: Span::none(),
             states: BTreeMap::new(),
             started_ms: now_ms,
             life: Life::Running,
@@ -611,7 +615,7 @@ impl<R: Runtime> NodeAgent<R> {
             self.life_event(&uid, LifeEvent::Removed { kill_at_ms }, ctx);
         }
         for pod in pods {
-            self.on_pod(pod, false, ctx);
+            self.on_pod(pod, false, None, ctx);
         }
     }
 
@@ -735,7 +739,7 @@ impl<R: Runtime> NodeAgent<R> {
         );
     }
 
-    fn on_pod(&mut self, pod: Value, deleted: bool, ctx: &mut Context<Self>) {
+    fn on_pod(&mut self, pod: Value, deleted: bool, trace: Option<&str>, ctx: &mut Context<Self>) {
         let Some(uid) = meta::uid(&pod).map(str::to_string) else {
             return;
         };
@@ -753,9 +757,15 @@ impl<R: Runtime> NodeAgent<R> {
                 entry.pod = pod;
             }
             None => {
-                info!(pod = %crate::informer::key_of(&pod), "pod assigned to this node");
+                let key = crate::informer::key_of(&pod);
+                info!(pod = %key, "pod assigned to this node");
                 self.runtime.pod_updated(&pod);
-                self.pods.insert(uid.clone(), PodEntry::new(pod, now_ms()));
+                let mut entry = PodEntry::new(pod, now_ms());
+                if trace.is_some() {
+                    entry.span = kubus_bus::trace_span!("agent.pod_start", pod = %key, node = %self.cfg.name);
+                    kubus_bus::trace::adopt(&entry.span, trace);
+                }
+                self.pods.insert(uid.clone(), entry);
             }
         }
         self.sync_pod(&uid, ctx);
@@ -928,6 +938,7 @@ impl<R: Runtime> NodeAgent<R> {
         };
         let at = format!("spec.{field}[{index}]");
         let entry = self.pods.get_mut(uid)?;
+        let span = entry.span.clone();
         let service_env = match &self.services {
             Some(cache) if pod.pointer("/spec/enableServiceLinks") != Some(&Value::Bool(false)) => {
                 let cache = cache.read();
@@ -988,7 +999,7 @@ impl<R: Runtime> NodeAgent<R> {
             stdin_once: flag(&container, "stdinOnce"),
             tty: flag(&container, "tty"),
         };
-        match self.runtime.start(&spec, self.exits_tx.clone()) {
+        match span.in_scope(|| self.runtime.start(&spec, self.exits_tx.clone())) {
             Ok(id) => {
                 debug!(pod = %spec.pod, container = name, %id, "container started");
                 state.restarts = restarts;
@@ -1038,6 +1049,7 @@ impl<R: Runtime> NodeAgent<R> {
         }
         entry.preparing = true;
         let pod = entry.pod.clone();
+        let span = kubus_bus::trace_span!(child_of: &entry.span, "agent.prepare");
         let dir = self.pod_dir(&pod);
         let client = self.client.clone();
         let sandbox = self.runtime.prepare_pod(uid, &dir);
@@ -1078,7 +1090,8 @@ impl<R: Runtime> NodeAgent<R> {
                 Err(_) => Ok(Vec::new()),
             };
             (sources, volumes, sandbox.await)
-        };
+        }
+        .instrument(span);
         let uid = uid.to_string();
         ctx.spawn(work.into_actor(self).map(move |(sources, volumes, ip), act, ctx| {
             let Some(entry) = act.pods.get_mut(&uid) else {
@@ -1467,6 +1480,7 @@ impl<R: Runtime> NodeAgent<R> {
         let uid = uid.to_string();
         ctx.spawn(
             async move { client.update(pod).await }
+                .instrument(entry.span.clone())
                 .into_actor(self)
                 .map(move |res, act, ctx| {
                     let Some(entry) = act.pods.get_mut(&uid) else {
@@ -1477,6 +1491,8 @@ impl<R: Runtime> NodeAgent<R> {
                         Ok(updated) => {
                             if !entry.start_counted && status["phase"] == "Running" {
                                 entry.start_counted = true;
+                                // the start's span ends with its report
+                                entry.span = Span::none();
                                 let m = &crate::metrics::METRICS;
                                 m.running_pods.inc();
                                 let took = now_ms().saturating_sub(entry.started_ms);
@@ -2493,7 +2509,7 @@ impl<R: Runtime> StreamHandler<Watched> for NodeAgent<R> {
             Adopting::Done => {}
         }
         for d in deltas {
-            self.on_pod(d.object, d.deleted, ctx);
+            self.on_pod(d.object, d.deleted, d.trace.as_deref(), ctx);
         }
     }
 

@@ -4,7 +4,8 @@
 //! the [`Writer`] seam with a bound on writes in flight, puts what each
 //! write returns into the shared cache at once, backs off on failure and
 //! records a Warning Event for it, and counts a delete of an object
-//! already gone as done.
+//! already gone as done. A key queued by a traced change is reconciled in
+//! a `controller.reconcile` span of that trace, and its writes go out in it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use actix::prelude::*;
 use kubus_api::{lifecycle, meta, pod, Kind, Reason};
 use kubus_bus::ClientError;
 use serde_json::Value;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument, Span};
 
 use super::informers::{Changed, Indexed, Informers, Shared};
 use super::queue::{Outcome, WorkQueue};
@@ -35,6 +36,9 @@ pub const RUN_BUDGET: Duration = Duration::from_millis(50);
 /// (a key refused by a full queue, or a change a mapping missed, is
 /// picked up again).
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(300);
+/// Most queued keys whose trace a controller keeps (past it, keys are
+/// reconciled outside any trace).
+pub const TRACED_KEYS_MAX: usize = 10_000;
 
 /// What a controller reads besides its own kind, and which of its keys a
 /// change of it concerns.
@@ -224,6 +228,17 @@ fn failure_message(write: &Write, error: &ClientError) -> String {
     format!("Error {verb} {what}: {error}")
 }
 
+/// The span a key's reconcile runs in: `controller.reconcile` in the trace
+/// that queued the key (taken from `traces`), or none.
+fn reconcile_span(traces: &mut HashMap<String, String>, controller: &str, key: &str) -> Span {
+    let Some(parent) = traces.remove(key) else {
+        return Span::none();
+    };
+    let span = kubus_bus::trace_span!("controller.reconcile", controller, key);
+    kubus_bus::trace::adopt(&span, Some(&parent));
+    span
+}
+
 /// Stop at once: this process no longer holds the lease its controllers
 /// run under.
 #[derive(Debug, Message)]
@@ -240,6 +255,8 @@ pub struct Controller<R: Reconcile> {
     caches: Vec<Shared>,
     watches: Vec<Watch>,
     queue: WorkQueue<String>,
+    /// The trace of the change that queued a key, until it is reconciled.
+    traces: HashMap<String, String>,
     pending: HashMap<String, Pending>,
     in_flight: usize,
     /// The run scheduled, and when.
@@ -257,6 +274,7 @@ impl<R: Reconcile> Controller<R> {
             writer,
             caches: Vec::new(),
             queue: WorkQueue::default(),
+            traces: HashMap::new(),
             pending: HashMap::new(),
             in_flight: 0,
             wake: None,
@@ -306,10 +324,21 @@ impl<R: Reconcile> Controller<R> {
 
     /// Queue `key` (counted in `workqueue_adds_total`).
     fn enqueue(&mut self, key: String) {
+        self.enqueue_traced(key, None);
+    }
+
+    /// Queue `key`, set off by a change of the trace `trace` (the first
+    /// trace that queues a key is the one its reconcile joins).
+    fn enqueue_traced(&mut self, key: String, trace: Option<&str>) {
         crate::metrics::METRICS
             .queue_adds
             .get_or_create(&crate::metrics::name(self.reconciler.name()))
             .inc();
+        if let Some(t) = trace {
+            if self.traces.len() < TRACED_KEYS_MAX && !self.traces.contains_key(&key) {
+                self.traces.insert(key.clone(), t.to_string());
+            }
+        }
         self.queue.add(key);
     }
 
@@ -320,7 +349,7 @@ impl<R: Reconcile> Controller<R> {
         }
         let started = Instant::now();
         let now = jiff::Timestamp::now();
-        let mut planned: Vec<(String, Value, Vec<Planned>)> = Vec::new();
+        let mut planned: Vec<(String, Value, Vec<Planned>, Span)> = Vec::new();
         {
             let guards: Vec<_> = self.caches.iter().map(|s| (s.kind, s.read())).collect();
             let caches: Vec<(Kind, &Indexed)> = guards.iter().map(|(k, g)| (*k, &**g)).collect();
@@ -336,15 +365,17 @@ impl<R: Reconcile> Controller<R> {
                 let Some(key) = self.queue.next(started) else {
                     break;
                 };
+                let span = reconcile_span(&mut self.traces, self.reconciler.name(), &key);
                 let Some(object) = own.cache.get(&key) else {
                     self.queue.finish(key, Outcome::Done, started);
                     continue;
                 };
                 let pending = self.pending.get(&key).copied().unwrap_or_default();
                 let one = Instant::now();
-                let plan = self
-                    .reconciler
-                    .reconcile(object, &View::new(&caches, pending, now));
+                let plan = span.in_scope(|| {
+                    self.reconciler
+                        .reconcile(object, &View::new(&caches, pending, now))
+                });
                 work.observe(one.elapsed().as_secs_f64());
                 let outcome = plan
                     .requeue_after
@@ -352,25 +383,32 @@ impl<R: Reconcile> Controller<R> {
                 self.queue.finish(key.clone(), outcome, started);
                 if !plan.writes.is_empty() {
                     writes += plan.writes.len();
-                    planned.push((key, object.clone(), plan.writes));
+                    planned.push((key, object.clone(), plan.writes, span));
                 }
             }
         }
         self.last_run = started.elapsed();
-        for (key, object, writes) in planned {
+        for (key, object, writes, span) in planned {
             let room = WRITES_IN_FLIGHT_MAX.saturating_sub(self.in_flight);
             if writes.len() > room {
                 // the rest is planned again once writes land
                 self.enqueue(key.clone());
             }
             for p in writes.into_iter().take(room) {
-                self.send(key.clone(), object.clone(), p, ctx);
+                self.send(key.clone(), object.clone(), p, span.clone(), ctx);
             }
         }
         self.schedule(ctx);
     }
 
-    fn send(&mut self, key: String, owner: Value, planned: Planned, ctx: &mut Context<Self>) {
+    fn send(
+        &mut self,
+        key: String,
+        owner: Value,
+        planned: Planned,
+        span: Span,
+        ctx: &mut Context<Self>,
+    ) {
         let kind = planned.write.kind();
         self.pending
             .entry(key.clone())
@@ -378,7 +416,7 @@ impl<R: Reconcile> Controller<R> {
             .count(kind, true);
         self.in_flight += 1;
         let write = planned.write.clone();
-        let fut = self.writer.write(planned.write);
+        let fut = self.writer.write(planned.write).instrument(span);
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.in_flight = act.in_flight.saturating_sub(1);
             if let Some(p) = act.pending.get_mut(&key) {
@@ -479,7 +517,7 @@ impl<R: Reconcile> Controller<R> {
         let own_kind = self.reconciler.kind();
         if kind == own_kind {
             for d in deltas {
-                self.enqueue(key_of(&d.object));
+                self.enqueue_traced(key_of(&d.object), d.trace.as_deref());
             }
             return;
         }
@@ -489,22 +527,25 @@ impl<R: Reconcile> Controller<R> {
             return;
         };
         let view = View::new(&caches, Pending::default(), jiff::Timestamp::now());
-        let mut keys = Vec::new();
+        let mut keys: Vec<(String, Option<&str>)> = Vec::new();
         for w in self.watches.iter().filter(|w| w.kind() == kind) {
             for d in deltas {
+                let trace = d.trace.as_deref();
                 match w {
                     Watch::Owns(_) => {
                         let owner = controller_of_kind(&d.object, own_kind)
                             .and_then(|uid| own.by_uid.get(uid));
-                        keys.extend(owner.cloned());
+                        keys.extend(owner.map(|k| (k.clone(), trace)));
                     }
-                    Watch::Maps(_, map) => keys.extend(map(d, &view)),
+                    Watch::Maps(_, map) => {
+                        keys.extend(map(d, &view).into_iter().map(|k| (k, trace)))
+                    }
                 }
             }
         }
         drop(guards);
-        for k in keys {
-            self.enqueue(k);
+        for (k, trace) in keys {
+            self.enqueue_traced(k, trace);
         }
     }
 

@@ -121,10 +121,7 @@ impl Indexed {
         self.cache.assume(object);
         let now = self.cache.get(&key).cloned();
         if let Some(o) = &now {
-            self.index(&Delta {
-                deleted: false,
-                object: o.clone(),
-            });
+            self.index(&Delta::untraced(false, o.clone()));
         }
     }
 
@@ -132,10 +129,7 @@ impl Indexed {
     pub fn forget(&mut self, key: &str) {
         if let Some(old) = self.cache.get(key).cloned() {
             self.cache.forget(key);
-            self.index(&Delta {
-                deleted: true,
-                object: old,
-            });
+            self.index(&Delta::untraced(true, old));
         }
     }
 }
@@ -290,10 +284,7 @@ impl Handler<Subscribe> for Informer {
             ix.cache.synced.then(|| {
                 ix.cache
                     .values()
-                    .map(|o| Delta {
-                        deleted: false,
-                        object: o.clone(),
-                    })
+                    .map(|o| Delta::untraced(false, o.clone()))
                     .collect::<Vec<_>>()
             })
         };
@@ -405,6 +396,7 @@ mod tests {
             prev: 1,
             object: secret(&["b"], 2),
             committed_ms: None,
+            traceparent: None,
         }));
         assert_eq!((names("a"), names("b")), (0, 1));
         shared.apply(WatchItem::Event(ChangeEvent {
@@ -413,6 +405,7 @@ mod tests {
             prev: 2,
             object: secret(&["b"], 3),
             committed_ms: None,
+            traceparent: None,
         }));
         assert_eq!(names("b"), 0);
         assert!(shared.read().dependents.is_empty() && shared.read().owners_of.is_empty());

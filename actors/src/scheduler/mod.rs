@@ -25,7 +25,7 @@ use kubus_api::{meta, Kind};
 use kubus_bus::client::DeleteOptions;
 use kubus_bus::Client;
 use serde_json::{json, Value};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::events::{EventType, Recorder};
 use crate::informer::key_of;
@@ -82,7 +82,13 @@ pub struct Scheduler {
     /// When each waiting pod was first tried (the scheduling SLI's start);
     /// pods no longer waiting are dropped when it outgrows the queue.
     waiting_since: HashMap<String, Instant>,
+    /// The trace of the change that brought a waiting pod, when traced:
+    /// its binding joins it (at most [`TRACED_PODS_MAX`]).
+    traces: HashMap<String, String>,
 }
+
+/// Most waiting pods whose trace the scheduler keeps.
+const TRACED_PODS_MAX: usize = 10_000;
 
 /// Records one scheduling attempt begun at `began`: its duration by the
 /// choice's result, and as an attempt when it ends here (a chosen node
@@ -119,6 +125,7 @@ impl Scheduler {
             binding: HashSet::new(),
             reported: HashMap::new(),
             waiting_since: HashMap::new(),
+            traces: HashMap::new(),
         }
     }
 
@@ -383,7 +390,15 @@ impl Scheduler {
         }
         set_condition(&mut pod, "PodScheduled", "True", None, None);
         self.binding.insert(key.clone());
-        let fut = perform(self.client.clone(), Write::Update(pod));
+        let span = match self.traces.remove(&key) {
+            Some(parent) => {
+                let span = kubus_bus::trace_span!("scheduler.bind", pod = %key, node = %node);
+                kubus_bus::trace::adopt(&span, Some(&parent));
+                span
+            }
+            None => tracing::Span::none(),
+        };
+        let fut = perform(self.client.clone(), Write::Update(pod)).instrument(span);
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             act.binding.remove(&key);
             match res {
@@ -535,6 +550,7 @@ impl Handler<Changed> for Scheduler {
             let key = key_of(&d.object);
             match (changed.kind, d.deleted) {
                 (Kind::Pod, true) => {
+                    self.traces.remove(&key);
                     self.reported.remove(&key);
                     self.backoff.remove(&key);
                     self.preempting.remove(&key);
@@ -545,6 +561,13 @@ impl Handler<Changed> for Scheduler {
                 // a pod being bound stays counted where it was chosen until
                 // its binding answers
                 (Kind::Pod, false) if !self.binding.contains(&key) => {
+                    if let Some(t) = &d.trace {
+                        if self.traces.len() < TRACED_PODS_MAX
+                            && d.object.pointer("/spec/nodeName").is_none()
+                        {
+                            self.traces.insert(key.clone(), t.clone());
+                        }
+                    }
                     let was_counted = self.ledger.placed(&key).is_some();
                     self.ledger.pod_changed(&key, Some(&d.object));
                     if was_counted && self.ledger.placed(&key).is_none() {

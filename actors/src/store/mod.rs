@@ -27,7 +27,7 @@ use kubus_bus::subject::{
 use kubus_storage::{Change, ChangeOp, ChangeReceiver, Store};
 use serde::Serialize;
 use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 /// Attempts to create a default namespace while the store has no leader.
 const NAMESPACE_ATTEMPTS: u32 = 60;
@@ -217,6 +217,8 @@ impl StreamHandler<Message> for StoreServer {
             }
         };
         let access = self.access.clone();
+        // the client's trace, when it sent one (a no-op unless tracing)
+        let parent = kubus_bus::trace::from_headers(msg.headers.as_ref());
         if msg.subject.as_str() == self.subjects.review() {
             let Some(reply_to) = reply_to else {
                 return;
@@ -255,16 +257,24 @@ impl StreamHandler<Message> for StoreServer {
                 .and_then(|h| h.get(HEADER_DRY_RUN))
                 .is_some_and(|v| v.as_str().eq_ignore_ascii_case("true"));
             let subjects = self.subjects.clone();
-            tokio::spawn(async move {
-                let allow = |r: &kubus_api::ObjectRef| access.check_apply(&store.store, &user, r);
-                let reply = service::apply_manifest(&store, &msg.payload, dry_run, &allow).await;
-                match reply_to {
-                    Some(reply_to) => respond(&nats, reply_to, codec, &reply).await,
-                    // a plain publish: the results go out as Events
-                    None => publish_manifest_results(&nats, &subjects, &reply).await,
+            let span =
+                kubus_bus::trace_span!("store.apply_manifests", otel.kind = "server", dry_run);
+            kubus_bus::trace::adopt(&span, parent.as_deref());
+            tokio::spawn(
+                async move {
+                    let allow =
+                        |r: &kubus_api::ObjectRef| access.check_apply(&store.store, &user, r);
+                    let reply =
+                        service::apply_manifest(&store, &msg.payload, dry_run, &allow).await;
+                    match reply_to {
+                        Some(reply_to) => respond(&nats, reply_to, codec, &reply).await,
+                        // a plain publish: the results go out as Events
+                        None => publish_manifest_results(&nats, &subjects, &reply).await,
+                    }
+                    drop(permit);
                 }
-                drop(permit);
-            });
+                .instrument(span),
+            );
             return;
         }
         let Some(reply_to) = reply_to else {
@@ -287,7 +297,16 @@ impl StreamHandler<Message> for StoreServer {
             .map(|v| Fence::parse(v.as_str()))
             .transpose();
         let started = std::time::Instant::now();
-        tokio::spawn(async move {
+        let span = kubus_bus::trace_span!(
+            "store.request",
+            otel.kind = "server",
+            verb = ?verb,
+            resource = kind.resource(),
+            namespace = %ns,
+            code = tracing::field::Empty,
+        );
+        kubus_bus::trace::adopt(&span, parent.as_deref());
+        let request = async move {
             let reply = match (codec.decode::<ApiRequest>(&msg.payload), fence) {
                 (Ok(req), Ok(fence)) => {
                     let namespace = service::request_namespace(kind, &ns, verb);
@@ -314,9 +333,11 @@ impl StreamHandler<Message> for StoreServer {
                 code,
                 started.elapsed(),
             );
+            tracing::Span::current().record("code", code);
             respond(&nats, reply_to, codec, &reply).await;
             drop(permit);
-        });
+        };
+        tokio::spawn(request.instrument(span));
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {
@@ -396,6 +417,7 @@ pub fn change_event(
             prev: change.stream_prev,
             object,
             committed_ms: change.committed_ms,
+            traceparent: None,
         },
     ))
 }
@@ -601,6 +623,24 @@ async fn publish_change(
             return;
         }
     };
+    // the write's trace goes on with the event: what it sets off joins it
+    let span = match &change.trace {
+        Some(parent) if leading => {
+            let span = kubus_bus::trace_span!(
+                "store.publish",
+                otel.kind = "producer",
+                resource = kind.resource(),
+                revision = change.revision,
+            );
+            kubus_bus::trace::adopt(&span, Some(parent));
+            span
+        }
+        _ => tracing::Span::none(),
+    };
+    let event = ChangeEvent {
+        traceparent: kubus_bus::trace::traceparent(&span),
+        ..event
+    };
     if leading {
         crate::metrics::METRICS
             .change_events
@@ -634,6 +674,7 @@ async fn publish_bookmarks(nats: &async_nats::Client, subjects: &Subjects, publi
         prev: revision,
         object: serde_json::Value::Null,
         committed_ms: None,
+        traceparent: None,
     };
     for (kind, head) in &published.resources {
         publish_json(nats, subjects.bookmark(*kind), &bookmark(*head)).await;

@@ -702,7 +702,10 @@ async fn propose(store: &Api, mut txn: Txn) -> Result<TxnOutcome, ApiError> {
     }
     let fence = FENCE.try_with(Clone::clone).ok().flatten();
     let Some(fence) = fence else {
-        return store.propose(txn).await.map_err(store_error);
+        return store
+            .propose_in(txn, kubus_bus::trace::current())
+            .await
+            .map_err(store_error);
     };
     let lease = ObjectRef::new(Kind::Lease, Some(&fence.namespace), &fence.name);
     txn.ops.push(Op::Check {
@@ -710,7 +713,11 @@ async fn propose(store: &Api, mut txn: Txn) -> Result<TxnOutcome, ApiError> {
         expect: Precondition::CreateRevision(fence.create_revision),
     });
     let check = txn.ops.len() - 1;
-    match store.propose(txn).await.map_err(store_error)? {
+    match store
+        .propose_in(txn, kubus_bus::trace::current())
+        .await
+        .map_err(store_error)?
+    {
         TxnOutcome::Failed { op_index, .. } if op_index == check => Err(fenced(&lease, &fence)),
         TxnOutcome::Committed { revision, mut kvs } => {
             kvs.truncate(check);

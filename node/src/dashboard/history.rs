@@ -115,6 +115,7 @@ mod tests {
             object: json!({"kind": "Deployment", "metadata": {"name": "web", "resourceVersion": revision.to_string()},
                            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}}),
             committed_ms: Some(1000 + revision),
+            traceparent: None,
         }
     }
 

@@ -289,6 +289,7 @@ mod tests {
             prev: 0,
             object,
             committed_ms: Some(revision * 10),
+            traceparent: None,
         })
     }
 

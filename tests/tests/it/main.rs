@@ -25,6 +25,7 @@ mod services;
 mod skeleton;
 mod store_leader_kills;
 mod store_peers;
+mod traces;
 mod verbs;
 mod watch_guarantees;
 mod workloads;
