@@ -82,12 +82,17 @@ pub fn registry() -> Registry {
     registry
 }
 
+/// Where a control node's dashboard will be: it starts once the store it
+/// reads from answers (its first lists would only time out before), while
+/// `/metrics` is served from the first moment.
+pub type DashboardSlot = Arc<std::sync::OnceLock<Arc<Dashboard>>>;
+
 /// Serves the endpoint until the process ends; the dashboard too when
-/// this node runs one.
+/// this node runs one (`dashboard`: its slot, filled once it starts).
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
-    dashboard: Option<Arc<Dashboard>>,
+    dashboard: Option<DashboardSlot>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -133,7 +138,7 @@ pub async fn serve(
 async fn answer(
     req: &Request<Incoming>,
     registry: &Registry,
-    dashboard: Option<&Arc<Dashboard>>,
+    dashboard: Option<&DashboardSlot>,
 ) -> Response<Body> {
     let text = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -161,10 +166,20 @@ async fn answer(
                 .headers()
                 .get("last-event-id")
                 .and_then(|v| v.to_str().ok());
-            if let Some(d) = dashboard {
-                if let Some(r) = d.answer(path, req.uri().query(), last_event_id).await {
-                    return r;
+            match dashboard.map(|slot| slot.get()) {
+                Some(Some(d)) => {
+                    if let Some(r) = d.answer(path, req.uri().query(), last_event_id).await {
+                        return r;
+                    }
                 }
+                Some(None) if crate::dashboard::ROUTES.contains(&path) => {
+                    return reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        text,
+                        "the dashboard is not running yet: it starts once the store answers (the node's log says if it cannot)\n",
+                    )
+                }
+                _ => {}
             }
             let dashboard_note = if dashboard.is_some() {
                 "/ (the dashboard), "

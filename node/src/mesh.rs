@@ -523,21 +523,12 @@ fn run(
     let api = mesh.api.take();
     let http = mesh.http.take();
     let body = async move {
+        // a control node's dashboard, started below once the store answers
+        let dashboard: Option<crate::http::DashboardSlot> =
+            (http.is_some() && mesh.roles.control).then(|| Arc::new(std::sync::OnceLock::new()));
         if let Some(listener) = http {
             let registry = Arc::new(crate::http::registry());
-            // the dashboard reads as its own identity: read-only, no Secrets
-            let dashboard = if mesh.roles.control {
-                match mesh.connect_as(&Identity::Dashboard).await {
-                    Ok(c) => Some(crate::dashboard::Dashboard::start(c)),
-                    Err(e) => {
-                        println!("kubus: the dashboard is not served: {e:#}");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            tokio::spawn(crate::http::serve(listener, registry, dashboard));
+            tokio::spawn(crate::http::serve(listener, registry, dashboard.clone()));
         }
         // this connection's identity: the node's when it hosts one (the
         // node agent's requests), else the role's
@@ -575,6 +566,19 @@ fn run(
         } else {
             None
         };
+        // the dashboard reads as its own identity: read-only, no Secrets
+        if let Some(slot) = &dashboard {
+            match mesh.connect_as(&Identity::Dashboard).await {
+                Ok(c) => {
+                    let slot = slot.clone();
+                    tokio::spawn(async move {
+                        crate::dashboard::await_access(&c).await;
+                        let _ = slot.set(crate::dashboard::Dashboard::start(c));
+                    });
+                }
+                Err(e) => println!("kubus: the dashboard is not served: {e:#}"),
+            }
+        }
         // one informer per kind in this process, for every role that reads
         let informers = if mesh.roles.control || mesh.roles.worker {
             // the control role reads every kind; a worker alone, what a

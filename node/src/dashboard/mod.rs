@@ -64,6 +64,21 @@ const HISTORY_TIME_MAX: Duration = Duration::from_secs(10);
 /// open (they sample every 10 s while asked).
 const USAGE_EVERY: Duration = Duration::from_secs(10);
 
+/// How often, and how many times, a dashboard starting asks whether its
+/// RBAC is in place yet (made by the store at its first start).
+const RBAC_ASK_EVERY: Duration = Duration::from_millis(250);
+const RBAC_ASKS_MAX: u32 = 120;
+
+/// The paths the dashboard answers.
+pub const ROUTES: [&str; 6] = [
+    "/",
+    "/index.html",
+    "/dashboard.js",
+    "/dashboard.css",
+    "/dashboard/stream",
+    "/dashboard/history",
+];
+
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const DASHBOARD_JS: &str = include_str!("assets/dashboard.js");
 const DASHBOARD_CSS: &str = include_str!("assets/dashboard.css");
@@ -86,6 +101,28 @@ impl std::fmt::Debug for Dashboard {
         f.debug_struct("Dashboard")
             .field("epoch", &self.epoch)
             .finish()
+    }
+}
+
+/// Waits, a bounded time, until the store lets `client` list what the
+/// dashboard shows: on a cluster's first start its roles and bindings are
+/// written just after the store serves (and `view` fills in by
+/// aggregation), and watches started before would begin with a round of
+/// Forbidden retries. Past the bound the watches start anyway (and retry).
+pub async fn await_access(client: &Client) {
+    let needed = [
+        kubus_api::rbac::Attributes::new("list", "", "nodes"),
+        kubus_api::rbac::Attributes::new("list", "autoscaling", "horizontalpodautoscalers"),
+    ];
+    for _ in 0..RBAC_ASKS_MAX {
+        let mut allowed = true;
+        for a in &needed {
+            allowed &= matches!(client.review(Some(a.clone())).await, Ok(r) if r.allowed);
+        }
+        if allowed {
+            return;
+        }
+        tokio::time::sleep(RBAC_ASK_EVERY).await;
     }
 }
 
