@@ -14,6 +14,7 @@
 //! Architecture invariant: actors talk to each other only through the bus;
 //! none holds another's address, so any of them can run in another process.
 
+pub mod apipublisher;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;

@@ -7,7 +7,9 @@
 //! removes the Service.
 //!
 //! Also the environment variables a pod gets for the Services of its
-//! namespace ([`env_for`]), in Kubernetes' format.
+//! namespace ([`env_for`]), in Kubernetes' format, and the API's own
+//! Service, `default/kubernetes` ([`api_service`], [`api_endpoint_slice`]),
+//! through which pods reach the Kubernetes API.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -112,8 +114,9 @@ impl ServiceNet {
     }
 
     /// Why `ip` cannot be a Service's, if it cannot (outside, the network
-    /// or broadcast address, or reserved).
-    fn refuse(&self, ip: Ipv4Addr) -> Option<String> {
+    /// or broadcast address, or reserved); the API's address is the
+    /// `kubernetes` Service's alone (`api`).
+    fn refuse(&self, ip: Ipv4Addr, api: bool) -> Option<String> {
         if !self.contains(ip) {
             return Some(format!(
                 "provided IP is not in the valid range; the range of valid IPs is {}",
@@ -127,7 +130,7 @@ impl ServiceNet {
                 self.cidr()
             ));
         }
-        if ip == self.api_ip() || ip == self.dns_ip() {
+        if (ip == self.api_ip() && !api) || ip == self.dns_ip() {
             return Some(format!(
                 "provided IP is reserved ({} for the API service, {} for cluster DNS)",
                 self.api_ip(),
@@ -224,6 +227,7 @@ pub fn assign(
         .as_str()
         .unwrap_or("ClusterIP")
         .to_string();
+    let api = is_api_service(svc);
     let Some(spec) = svc.get_mut("spec").and_then(Value::as_object_mut) else {
         return Ok(());
     };
@@ -270,7 +274,7 @@ pub fn assign(
                     let why = if own.contains(&claim) {
                         None
                     } else {
-                        net.refuse(ip).or_else(|| free(&claim, &chosen).err())
+                        net.refuse(ip, api).or_else(|| free(&claim, &chosen).err())
                     };
                     match why {
                         Some(why) => {
@@ -288,7 +292,7 @@ pub fn assign(
                 let size = u64::from(net.size());
                 let candidate = |offset: u64| Ipv4Addr::from(net.base + offset as u32);
                 let mut ok = |ip: Ipv4Addr| {
-                    net.refuse(ip).is_none() && free(&Claim::ClusterIp(ip), &chosen).is_ok()
+                    net.refuse(ip, false).is_none() && free(&Claim::ClusterIp(ip), &chosen).is_ok()
                 };
                 let mut found = None;
                 for _ in 0..RANDOM_PICKS {
@@ -515,6 +519,101 @@ pub fn env_for(services: &[&Value]) -> Vec<(String, String)> {
     out
 }
 
+/// The Services whose variables a pod of `namespace` gets: its namespace's
+/// when `links` (`spec.enableServiceLinks`, true unless false), and the
+/// API's Service in any case (`KUBERNETES_SERVICE_HOST`, as the kubelet's
+/// master service).
+pub fn env_services<'a>(
+    namespace: &str,
+    links: bool,
+    in_namespace: impl Iterator<Item = &'a Value>,
+    api: Option<&'a Value>,
+) -> Vec<&'a Value> {
+    let mut out: Vec<&Value> = if links {
+        in_namespace.collect()
+    } else {
+        Vec::new()
+    };
+    if let Some(api) = api {
+        if !(links && namespace == API_SERVICE_NAMESPACE) {
+            out.push(api);
+        }
+    }
+    out
+}
+
+/// The API's Service: `default/kubernetes`.
+pub const API_SERVICE_NAMESPACE: &str = "default";
+pub const API_SERVICE_NAME: &str = "kubernetes";
+/// Its port, and the name its endpoints' port goes by.
+pub const API_SERVICE_PORT: u16 = 443;
+pub const API_PORT_NAME: &str = "https";
+/// The label that tells a kubus gateway's endpoints of the API apart.
+pub const API_SLICE_MANAGER: &str = "kubus-apiserver";
+
+/// Whether `svc` is the API's own Service (which alone may have
+/// [`ServiceNet::api_ip`]).
+fn is_api_service(svc: &Value) -> bool {
+    crate::meta::namespace(svc) == Some(API_SERVICE_NAMESPACE)
+        && crate::meta::name(svc) == Some(API_SERVICE_NAME)
+}
+
+/// The API's Service as Kubernetes makes it: the first address of the
+/// service range, port 443 (`https`), no selector (its endpoints are the
+/// gateways', [`api_endpoint_slice`]).
+pub fn api_service(net: &ServiceNet, target_port: u16) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": API_SERVICE_NAME,
+            "namespace": API_SERVICE_NAMESPACE,
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": net.api_ip().to_string(),
+            "ports": [{
+                "name": API_PORT_NAME,
+                "port": API_SERVICE_PORT,
+                "protocol": "TCP",
+                "targetPort": target_port,
+            }],
+            "sessionAffinity": "None",
+        },
+    })
+}
+
+/// The name of the EndpointSlice a gateway on `node` keeps.
+pub fn api_slice_name(node: &str) -> String {
+    format!("{API_SERVICE_NAME}-{node}")
+}
+
+/// The endpoints of the API served on `node` at `ip:port`: one
+/// EndpointSlice per gateway (each keeps its own), selected for the
+/// `kubernetes` Service by its service-name label.
+pub fn api_endpoint_slice(node: &str, ip: Ipv4Addr, port: u16) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": api_slice_name(node),
+            "namespace": API_SERVICE_NAMESPACE,
+            "labels": {
+                "kubernetes.io/service-name": API_SERVICE_NAME,
+                "endpointslice.kubernetes.io/managed-by": API_SLICE_MANAGER,
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{
+            "addresses": [ip.to_string()],
+            "conditions": {"ready": true, "serving": true, "terminating": false},
+            "nodeName": node,
+        }],
+        "ports": [{"name": API_PORT_NAME, "port": port, "protocol": "TCP"}],
+    })
+}
+
 /// A name as an env variable segment: upper case, `-` → `_`.
 fn env_name(name: &str) -> String {
     name.to_ascii_uppercase().replace('-', "_")
@@ -570,6 +669,67 @@ mod tests {
     }
 
     #[test]
+    fn the_api_address_is_the_kubernetes_services_alone() {
+        let mut seq = 0;
+        let others = BTreeMap::new();
+        let mut api = api_service(&net(), 6443);
+        assign_with(&mut api, None, &others, &mut seq).expect("the API's own");
+        assert_eq!(api["spec"]["clusterIP"], "10.43.0.1");
+        assert_eq!(api["spec"]["ports"][0]["port"], 443);
+        let mut other = svc(json!({"clusterIP": "10.43.0.1", "ports": [{"port": 443}]}));
+        let e = assign_with(&mut other, None, &others, &mut seq).expect_err("reserved");
+        assert!(e[0].rule.contains("reserved"), "{}", e[0].rule);
+        // its endpoints: one slice per gateway, selected by the service name
+        let slice = api_endpoint_slice("node-1", Ipv4Addr::new(192, 168, 1, 2), 6443);
+        assert_eq!(slice["metadata"]["name"], "kubernetes-node-1");
+        assert_eq!(
+            slice["metadata"]["labels"]["kubernetes.io/service-name"],
+            "kubernetes"
+        );
+        assert_eq!(slice["endpoints"][0]["addresses"], json!(["192.168.1.2"]));
+        assert_eq!(
+            slice["ports"][0],
+            json!({"name": "https", "port": 6443, "protocol": "TCP"})
+        );
+    }
+
+    #[test]
+    fn every_pod_gets_the_apis_variables_and_its_namespaces_with_links() {
+        let api = api_service(&net(), 6443);
+        let mut web = svc(json!({"clusterIP": "10.43.0.5", "ports": [{"port": 80}]}));
+        web["metadata"]["namespace"] = json!("shop");
+        let names = |v: Vec<&Value>| -> Vec<String> {
+            v.iter()
+                .map(|s| {
+                    s["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect()
+        };
+        let shop = [web.clone()];
+        assert_eq!(
+            names(env_services("shop", true, shop.iter(), Some(&api))),
+            ["web", "kubernetes"]
+        );
+        assert_eq!(
+            names(env_services("shop", false, shop.iter(), Some(&api))),
+            ["kubernetes"]
+        );
+        // in default the API's Service is among the namespace's: once
+        let default = [api.clone()];
+        assert_eq!(
+            names(env_services("default", true, default.iter(), Some(&api))),
+            ["kubernetes"]
+        );
+        let env = env_for(&env_services("shop", false, shop.iter(), Some(&api)));
+        assert!(env.contains(&("KUBERNETES_SERVICE_HOST".into(), "10.43.0.1".into())));
+        assert!(env.contains(&("KUBERNETES_SERVICE_PORT".into(), "443".into())));
+        assert!(env.contains(&("KUBERNETES_SERVICE_PORT_HTTPS".into(), "443".into())));
+    }
+
+    #[test]
     fn picks_a_free_address_and_never_a_reserved_one() {
         // a /28 holds 16 addresses: 0 and 15 are network and broadcast,
         // 1 and 10 reserved; 12 are allocatable
@@ -584,7 +744,7 @@ mod tests {
                 .expect("set")
                 .parse()
                 .expect("ip");
-            assert!(net().refuse(ip).is_none(), "{ip}");
+            assert!(net().refuse(ip, false).is_none(), "{ip}");
             assert!(got.insert(ip), "{ip} given twice");
             assert_eq!(v["spec"]["clusterIPs"], json!([ip.to_string()]));
             others.insert(Claim::ClusterIp(ip), if i % 2 == 0 { "a" } else { "b" });

@@ -32,6 +32,11 @@ pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The projected volume that holds it.
 pub const VOLUME_NAME: &str = "kube-api-access";
+/// The ConfigMap in every namespace that holds the CA of the API's serving
+/// certificate (Kubernetes' root-ca-cert-publisher), and its key: pods
+/// find it as `ca.crt` beside their token.
+pub const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
+pub const ROOT_CA_KEY: &str = "ca.crt";
 /// The lifetime of a pod's token (Kubernetes': one hour and 7 seconds);
 /// the node agent asks for a new one at 80 % of it.
 pub const TOKEN_EXPIRATION_SECONDS: i64 = 3607;

@@ -24,10 +24,14 @@ pub struct ApiStart {
     pub url: String,
     /// Where the kubeconfig was written.
     pub kubeconfig: PathBuf,
+    /// The CA of the serving certificate (PEM), published to pods.
+    pub ca: String,
 }
 
 /// Binds the API's listener, makes (or reads) the certificates under
-/// `pki_dir` and writes the kubeconfig. None when the API is `off`, or
+/// `pki_dir` (the serving certificate also names `api_ip`, the
+/// `kubernetes` Service's address pods reach it at) and writes the
+/// kubeconfig. None when the API is `off`, or
 /// when `default` is the address asked for (`kubus up` without
 /// `--api-address`) and it is taken: then kubus runs without it and says
 /// so.
@@ -37,6 +41,7 @@ pub fn prepare(
     cluster: &str,
     pki_dir: &Path,
     host: &str,
+    api_ip: std::net::Ipv4Addr,
 ) -> anyhow::Result<Option<ApiStart>> {
     let (address, defaulted) = match (args.api_address.as_deref(), default) {
         (Some("off"), _) | (None, None) => return Ok(None),
@@ -60,6 +65,7 @@ pub fn prepare(
     let bound = listener.local_addr()?;
     let url_host = crate::http::url_host(bound);
     let mut extra = args.api_san.clone();
+    extra.push(api_ip.to_string());
     if !bound.ip().is_unspecified() {
         extra.push(bound.ip().to_string());
     }
@@ -88,6 +94,7 @@ pub fn prepare(
         tls,
         url,
         kubeconfig: path,
+        ca: pki.ca_cert.clone(),
     }))
 }
 

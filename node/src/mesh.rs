@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::{bail, Context};
+use kubus_actors::apipublisher::ApiPublisher;
 use kubus_actors::dns::ClusterDns;
 use kubus_actors::node_agent::cri::CriRuntime;
 use kubus_actors::node_agent::hollow::HollowRuntime;
@@ -18,7 +19,7 @@ use kubus_actors::proxy::ServiceProxy;
 use kubus_actors::runtime::elector::{
     Elector, LeaseConfig, Release, Starter, CONTROLLERS_LEASE, SCHEDULER_LEASE,
 };
-use kubus_actors::runtime::{start_controllers, ControllerSettings, Informers};
+use kubus_actors::runtime::{start_controllers, Controller, ControllerSettings, Informers};
 use kubus_actors::scheduler::Scheduler;
 use kubus_actors::store::seal::Keyring;
 use kubus_actors::store::StoreServer;
@@ -260,6 +261,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<()> {
         &args.cluster,
         &data_dir.join("pki"),
         &node_name,
+        net.api_ip(),
     )?;
     let http = crate::http::bind(
         args.http.http_address.as_deref(),
@@ -378,6 +380,7 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
         &args.cluster,
         &data_dir.join("pki"),
         &node_name,
+        args.network.net()?.api_ip(),
     )?;
     if let Some(a) = &api {
         println!(
@@ -424,6 +427,38 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
 /// scheduler's runs the scheduler, each with a client whose writes are
 /// fenced by that Lease. The informers run on every control node, so a
 /// standby takes over with warm caches.
+/// Start this gateway's [`ApiPublisher`]: the `kube-root-ca.crt`
+/// ConfigMaps with its CA, the `kubernetes` Service and its endpoints.
+fn publish_api(
+    mesh: &MeshNode,
+    api: &ApiStart,
+    informers: &Informers,
+    writer: Client,
+) -> anyhow::Result<()> {
+    let bound = api.listener.local_addr()?;
+    let address = match bound.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        ip if ip.is_unspecified() => NodeConfig::from_host(&mesh.node_name, PathBuf::new())
+            .host_ip
+            .parse()
+            .ok(),
+        _ => None,
+    };
+    let Some(address) = address else {
+        warn!(%bound, "the API listens on no IPv4 address pods can reach: no kubernetes Service endpoints");
+        return Ok(());
+    };
+    let publisher = ApiPublisher {
+        ca: api.ca.clone(),
+        node: mesh.node_name.clone(),
+        address,
+        port: bound.port(),
+        net: mesh.net,
+    };
+    Controller::new(publisher, informers.clone(), Arc::new(writer)).start();
+    Ok(())
+}
+
 fn start_control(client: &Client, mesh: &MeshNode, informers: &Informers) -> Vec<Addr<Elector>> {
     let informers = informers.clone();
     let identity = format!("{}_{}", mesh.node_name, uuid::Uuid::new_v4().simple());
@@ -615,6 +650,15 @@ fn run(
         let gateway = match api {
             Some(a) => {
                 let own = mesh.connect_as(&Identity::Gateway).await?;
+                // what pods need to reach it: published where this node
+                // reads the cluster and may write (a control node)
+                match (&informers, mesh.roles.control) {
+                    (Some(informers), true) => {
+                        let writer = mesh.connect_as(&Identity::Control).await?;
+                        publish_api(&mesh, &a, informers, writer)?;
+                    }
+                    _ => info!("the API's Service and CA are published by a node that also has the control role"),
+                }
                 Some(kubus_gateway::Gateway::start(own, a.listener, a.tls)?)
             }
             None => None,

@@ -940,13 +940,19 @@ impl<R: Runtime> NodeAgent<R> {
         let entry = self.pods.get_mut(uid)?;
         let span = entry.span.clone();
         let service_env = match &self.services {
-            Some(cache) if pod.pointer("/spec/enableServiceLinks") != Some(&Value::Bool(false)) => {
+            Some(cache) => {
+                use kubus_api::service::{API_SERVICE_NAME, API_SERVICE_NAMESPACE};
                 let cache = cache.read();
                 let ns = meta::namespace(pod).unwrap_or("default");
-                let svcs: Vec<&Value> = cache.cache.in_namespace(ns).collect();
+                let links = pod.pointer("/spec/enableServiceLinks") != Some(&Value::Bool(false));
+                let api = cache
+                    .cache
+                    .get(&format!("{API_SERVICE_NAMESPACE}/{API_SERVICE_NAME}"));
+                let svcs =
+                    kubus_api::service::env_services(ns, links, cache.cache.in_namespace(ns), api);
                 kubus_api::service::env_for(&svcs)
             }
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         let facts = config::PodFacts {
             host_ip: &self.cfg.host_ip,

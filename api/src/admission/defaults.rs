@@ -141,13 +141,18 @@ fn default_tolerations(spec: &mut PodSpec) {
 /// at [`crate::token::MOUNT_PATH`] in every container that mounts nothing
 /// there. Named [`crate::token::VOLUME_NAME`] (Kubernetes adds a random
 /// suffix; one fixed name makes this idempotent, so an update that leaves
-/// the volume out gets the same one back). The CA file Kubernetes also
-/// projects is left out: kubus publishes no `kube-root-ca.crt`.
+/// the volume out gets the same one back). The API's CA comes from the
+/// namespace's `kube-root-ca.crt` ConfigMap as `ca.crt`, as in Kubernetes,
+/// but optional: a cluster that serves no Kubernetes API publishes none,
+/// and its pods still start.
 fn service_account_token_volume(spec: &mut PodSpec) {
-    use crate::token::{MOUNT_PATH, TOKEN_EXPIRATION_SECONDS, VOLUME_NAME};
+    use crate::token::{
+        MOUNT_PATH, ROOT_CA_CONFIG_MAP, ROOT_CA_KEY, TOKEN_EXPIRATION_SECONDS, VOLUME_NAME,
+    };
     use k8s_openapi::api::core::v1::{
-        DownwardAPIProjection, DownwardAPIVolumeFile, ObjectFieldSelector, ProjectedVolumeSource,
-        ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+        ConfigMapProjection, DownwardAPIProjection, DownwardAPIVolumeFile, KeyToPath,
+        ObjectFieldSelector, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume,
+        VolumeMount, VolumeProjection,
     };
     if spec.automount_service_account_token == Some(false) {
         return;
@@ -164,6 +169,18 @@ fn service_account_token_volume(spec: &mut PodSpec) {
                             path: "token".into(),
                             expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
                             audience: None,
+                        }),
+                        ..VolumeProjection::default()
+                    },
+                    VolumeProjection {
+                        config_map: Some(ConfigMapProjection {
+                            name: ROOT_CA_CONFIG_MAP.into(),
+                            items: Some(vec![KeyToPath {
+                                key: ROOT_CA_KEY.into(),
+                                path: ROOT_CA_KEY.into(),
+                                mode: None,
+                            }]),
+                            optional: Some(true),
                         }),
                         ..VolumeProjection::default()
                     },

@@ -2014,6 +2014,7 @@ fn cri_services_route_by_dns_through_rollouts_and_node_ports() {
         let eps = c.items("endpointslices");
         let n: usize = eps
             .iter()
+            .filter(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] != "kubernetes")
             .map(|s| s["endpoints"].as_array().map_or(0, Vec::len))
             .sum();
         (n == 1 && running_of(&c, "nginx").len() == 1).then_some(())
@@ -2062,6 +2063,7 @@ fn cri_services_route_by_dns_through_rollouts_and_node_ports() {
         let ready: Vec<bool> = c
             .items("endpointslices")
             .iter()
+            .filter(|s| s["metadata"]["labels"]["kubernetes.io/service-name"] != "kubernetes")
             .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
             .map(|e| e["conditions"]["ready"] == true)
             .collect();
@@ -2321,5 +2323,115 @@ fn cri_stateful_set_pods_keep_their_data_on_local_path_volumes() {
     assert_eq!(
         exec_in(&c, "web-0", "cat /usr/share/nginx/html/index.html"),
         "web-0"
+    );
+}
+
+/// A pod whose container holds the machine's kubectl (a static binary,
+/// mounted from the host) and nothing that names the API.
+const IN_CLUSTER: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: in-cluster}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    volumeMounts: [{name: kubectl, mountPath: /kubectl, readOnly: true}]
+  volumes:
+  - name: kubectl
+    hostPath: {path: KUBECTL, type: File}
+"#;
+
+/// A pod reaches the Kubernetes API the way in-cluster clients do: kubectl
+/// inside a container finds it from `KUBERNETES_SERVICE_HOST`/`_PORT` (the
+/// `kubernetes` Service, through the service proxy from the pod's own
+/// network namespace), trusts it with the `ca.crt` its token volume gets
+/// from `kube-root-ca.crt` (the serving certificate names the Service's
+/// address), and is its ServiceAccount by the projected token: RBAC
+/// refuses, then a RoleBinding lets it list pods.
+#[test]
+fn cri_a_pod_reaches_the_kubernetes_api_as_its_service_account() {
+    let _serial = serial();
+    if !is_root() {
+        eprintln!("cri_containerd: skipped (needs root and containerd; CI runs it)");
+        return;
+    }
+    let Some(kubectl) = kubus_tests::Cluster::kubectl_build("1.33") else {
+        eprintln!("cri_containerd: no kubectl 1.33 on this machine; in-cluster API skipped");
+        return;
+    };
+    let c = CriCluster::start();
+    c.apply(&IN_CLUSTER.replace("KUBECTL", &kubectl.display().to_string()));
+    wait_for(Duration::from_secs(60), || {
+        let p = c.pod("in-cluster")?;
+        (p["status"]["phase"] == "Running").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "in-cluster did not run: {:#}\nlog:\n{}",
+            c.pod("in-cluster").unwrap_or_default(),
+            c.log()
+        )
+    });
+    let in_pod = |args: &[&str]| {
+        let mut all = vec!["exec", "in-cluster", "--", "/kubectl"];
+        all.extend_from_slice(args);
+        let out = c.kubus(&all);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // the ServiceAccount may not list pods yet: the API says who it is
+    let (ok, _, err) = in_pod(&["get", "pods", "-o", "name"]);
+    assert!(
+        !ok && err.contains("system:serviceaccount:default:default")
+            && err.contains("cannot list resource \"pods\""),
+        "expected a Forbidden naming the ServiceAccount: {err}\nlog:\n{}",
+        c.log()
+    );
+    println!("kubectl in the pod, before the RoleBinding: {}", err.trim());
+    let out = c.kubus(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:default",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = wait_for(Duration::from_secs(30), || {
+        let (ok, out, _) = in_pod(&["get", "pods", "-o", "name"]);
+        (ok && out.lines().any(|l| l == "pod/in-cluster")).then_some(out)
+    });
+    let Some(listed) = listed else {
+        panic!(
+            "kubectl in the pod never listed pods: {:?}\nlog:\n{}",
+            in_pod(&["get", "pods", "-o", "name"]),
+            c.log()
+        );
+    };
+    println!("kubectl in the pod, after: {}", listed.trim());
+    // it found the API where Kubernetes puts it: the Service's first address
+    let env = c.kubus(&[
+        "exec",
+        "in-cluster",
+        "--",
+        "sh",
+        "-c",
+        "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&env.stdout).trim(),
+        "10.99.0.1:443",
+        "{}",
+        String::from_utf8_lossy(&env.stderr)
     );
 }

@@ -710,3 +710,167 @@ fn the_python_client_lists_watches_creates_patches_and_deletes() {
         assert!(said.contains(line), "{line:?} not in:\n{said}");
     }
 }
+
+/// The first address of the cluster's service range (the API's Service).
+fn api_service_ip(c: &Cluster) -> String {
+    let cidr = c.service_cidr();
+    let base = cidr.split('/').next().unwrap_or_default();
+    let mut octets: Vec<u8> = base.split('.').filter_map(|o| o.parse().ok()).collect();
+    if let Some(last) = octets.last_mut() {
+        *last += 1;
+    }
+    octets
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// What pods need to reach the Kubernetes API, as Kubernetes publishes it:
+/// the `kubernetes` Service (the service range's first address, port 443)
+/// with the gateway's endpoints, `kube-root-ca.crt` in every namespace
+/// (new ones too) holding the CA kubectl's kubeconfig trusts, and
+/// `KUBERNETES_SERVICE_HOST`/`_PORT` in every pod, service links or not.
+/// Through the Service's address (the proxy) kubectl then verifies the API
+/// with that CA and is the ServiceAccount its token names.
+#[test]
+fn pods_find_the_api_by_its_service_and_trust_its_ca() {
+    let c = Cluster::start();
+    let ip = api_service_ip(&c);
+    // an object, once it is there
+    let object = |kind: &str, name: &str, ns: &str| {
+        wait_for(Duration::from_secs(30), || {
+            let out = c.kubus(&["get", kind, name, "-n", ns, "-o", "json"]);
+            serde_json::from_slice::<Value>(&out.stdout).ok()
+        })
+        .unwrap_or_else(|| panic!("no {kind} {ns}/{name}; log:\n{}", c.log()))
+    };
+    let svc = object("service", "kubernetes", "default");
+    assert_eq!(svc["spec"]["clusterIP"], ip.as_str(), "{svc:#}");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 443, "{svc:#}");
+    // the gateway's port, as the kubeconfig names it
+    let kubeconfig = std::fs::read_to_string(c.home().join("kubeconfig")).expect("kubeconfig");
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("a server")
+        .to_string();
+    let port: u64 = server
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let slice = object("endpointslices", "kubernetes-node-1", "default");
+    assert_eq!(slice["ports"][0]["port"], port, "{slice:#}");
+    assert_eq!(slice["ports"][0]["name"], "https", "{slice:#}");
+
+    // the CA in every namespace, a new one included
+    let ca = std::fs::read_to_string(c.data_dir().join("pki/ca.crt")).expect("the cluster CA");
+    c.kubus_ok(&["create", "namespace", "team"]);
+    for ns in ["default", "kube-system", "team"] {
+        let cm = object("configmap", "kube-root-ca.crt", ns);
+        assert_eq!(
+            cm["data"]["ca.crt"].as_str().map(str::trim),
+            Some(ca.trim()),
+            "{ns}"
+        );
+    }
+
+    // a pod without service links still gets the API's variables
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: looks, namespace: team}
+spec:
+  enableServiceLinks: false
+  containers:
+  - name: main
+    image: busybox
+    command: ["sh", "-c", "echo API=$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT; sleep 3600"]
+"#;
+    let out = c.apply(pod);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = format!("API={ip}:443");
+    wait_for(Duration::from_secs(30), || {
+        let out = c.kubus(&["logs", "looks", "-n", "team"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == want)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no {want:?} in the pod's log; log:\n{}", c.log()));
+
+    // through the Service's address: the CA verifies the API, the token is
+    // the ServiceAccount (the proxy's local route needs root)
+    let Some(bin) = Cluster::kubectl_build("1.33") else {
+        eprintln!("no kubectl 1.33: the API through its Service not driven");
+        return;
+    };
+    if !kubus_tests::is_root() {
+        eprintln!("not root: the API through its Service not driven (CI is root)");
+        return;
+    }
+    let ca_file = c.dir.path().join("in-cluster-ca.crt");
+    std::fs::write(&ca_file, &ca).expect("ca file");
+    let token = c.kubus_ok(&["create", "token", "default", "-n", "team"]);
+    let ca_path = ca_file.display().to_string();
+    let url = format!("https://{ip}:443");
+    let as_pod = |args: &[&str]| {
+        let mut all = vec![
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            url.as_str(),
+            "--certificate-authority",
+            ca_path.as_str(),
+            "--token",
+            token.trim(),
+        ];
+        all.extend_from_slice(args);
+        let home = c.dir.path().join("home-in-cluster");
+        let _ = std::fs::create_dir_all(&home);
+        std::process::Command::new(&bin)
+            .args(&all)
+            .env("HOME", &home)
+            .output()
+            .expect("kubectl")
+    };
+    let denied = wait_for(Duration::from_secs(30), || {
+        let out = as_pod(&["get", "pods", "-n", "team", "-o", "name"]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        err.contains("system:serviceaccount:team:default")
+            .then_some(err)
+    })
+    .unwrap_or_else(|| {
+        let out = as_pod(&["get", "pods", "-n", "team", "-o", "name"]);
+        panic!(
+            "no Forbidden naming the ServiceAccount: {}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            c.log()
+        )
+    });
+    assert!(denied.contains("cannot list resource \"pods\""), "{denied}");
+    c.kubus_ok(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=team:default",
+        "-n",
+        "team",
+    ]);
+    let listed = wait_for(Duration::from_secs(30), || {
+        let out = as_pod(&["get", "pods", "-n", "team", "-o", "name"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines().any(|l| l == "pod/looks").then_some(text)
+    });
+    assert!(
+        listed.is_some(),
+        "the ServiceAccount never listed pods; log:\n{}",
+        c.log()
+    );
+}
