@@ -411,6 +411,10 @@ pub fn parse_join_token(text: &str) -> (String, Option<String>) {
 /// Connections a join tries before it gives up, and the wait between.
 const JOIN_CONNECT_ATTEMPTS: u32 = 20;
 const JOIN_CONNECT_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+/// Refusals of the token a join takes before it believes them: a server
+/// reloading its configuration for another machine's join has refused a
+/// good one for a moment (three workers joining at once, in CI).
+const JOIN_REFUSALS_MAX: u32 = 4;
 
 pub async fn join(
     url: &str,
@@ -426,16 +430,17 @@ pub async fn join(
         ca,
     };
     // the bus reloads its configuration as other machines join (SIGHUP):
-    // a connection it drops meanwhile is tried again; a refused token is not
-    let mut attempt = 1;
+    // a connection it drops meanwhile is tried again, and a refusal a few
+    // times (a reload has refused a good token for a moment)
+    let (mut attempt, mut refusals) = (1, 0);
     let client = loop {
         match kubus_bus::Client::connect_as(url, cluster, Some(&bootstrap)).await {
             Ok(c) => break c,
-            Err(e)
-                if attempt < JOIN_CONNECT_ATTEMPTS
-                    && !e.to_string().to_ascii_lowercase().contains("authorization") =>
-            {
+            Err(e) if attempt < JOIN_CONNECT_ATTEMPTS && refusals + 1 < JOIN_REFUSALS_MAX => {
                 attempt += 1;
+                if e.to_string().to_ascii_lowercase().contains("authorization") {
+                    refusals += 1;
+                }
                 tokio::time::sleep(JOIN_CONNECT_RETRY).await;
             }
             Err(e) => {

@@ -123,6 +123,14 @@ fn containers(pod: &Value) -> impl Iterator<Item = &Value> {
 
 /// Every ConfigMap and Secret the pod refers to (env, envFrom, volumes).
 pub fn references(pod: &Value) -> BTreeSet<(SourceKind, String)> {
+    let mut out = env_references(pod);
+    out.extend(volume_references(pod));
+    out
+}
+
+/// The ConfigMaps and Secrets the pod's containers take env from (`env`
+/// and `envFrom`): read again before each container start.
+pub fn env_references(pod: &Value) -> BTreeSet<(SourceKind, String)> {
     let mut out = BTreeSet::new();
     let mut add = |kind, v: Option<&Value>, key: &str| {
         if let Some(name) = v.and_then(|v| str_at(v, key)) {
@@ -152,7 +160,6 @@ pub fn references(pod: &Value) -> BTreeSet<(SourceKind, String)> {
             add(SourceKind::Secret, e.get("secretRef"), "name");
         }
     }
-    out.extend(volume_references(pod));
     out
 }
 

@@ -857,8 +857,15 @@ impl<R: Runtime> NodeAgent<R> {
         let Some(entry) = self.pods.get(uid) else {
             return;
         };
-        if starts && (entry.preparing || entry.refreshing || !pod::prepared(entry.prepared_ms, now))
-        {
+        // A start reads again what env takes; volumes were written at the
+        // first start and the live refresh keeps them (a pod whose env
+        // takes nothing restarts without the store: a bus outage does not
+        // hold its restarts back)
+        let prepared = pod::prepared(entry.prepared_ms, now)
+            || (entry.prepared_ms.is_some()
+                && entry.volumes.is_ok()
+                && config::env_references(&pod).is_empty());
+        if starts && (entry.preparing || entry.refreshing || !prepared) {
             // ConfigMaps, Secrets, volumes and sandbox first; this pod is
             // synced again when they are ready
             self.prepare(uid, ctx);
