@@ -82,6 +82,13 @@ pub fn authorize(
                     _ => false,
                 }
         }
+        // the API's CA, which every pod's token volume projects: public,
+        // and read at every pod's start (no scan of the namespace's pods)
+        ("", "configmaps")
+            if a.verb == "get" && a.name.as_deref() == Some(crate::token::ROOT_CA_CONFIG_MAP) =>
+        {
+            true
+        }
         ("", resource @ ("secrets" | "configmaps" | "persistentvolumeclaims")) => {
             a.verb == "get"
                 && match (&a.namespace, &a.name) {
@@ -260,6 +267,19 @@ mod tests {
         ));
         assert!(!yes(&ask("list", "secrets", Some("a"), None), None));
         assert!(yes(&ask("get", "configmaps", Some("a"), Some("env")), None));
+        // the API's CA is every node's to read, used or not; nothing else so
+        assert!(yes(
+            &ask("get", "configmaps", Some("zz"), Some("kube-root-ca.crt")),
+            None
+        ));
+        assert!(!yes(
+            &ask("update", "configmaps", Some("zz"), Some("kube-root-ca.crt")),
+            None
+        ));
+        assert!(!yes(
+            &ask("get", "secrets", Some("zz"), Some("kube-root-ca.crt")),
+            None
+        ));
         assert!(yes(&ask("patch", "nodes", None, Some("n1")), None));
         assert!(!yes(&ask("patch", "nodes", None, Some("n2")), None));
         assert!(!yes(&ask("delete", "nodes", None, Some("n1")), None));
