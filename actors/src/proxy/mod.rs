@@ -241,7 +241,9 @@ impl ServiceProxy {
             }
             match listen(f, self.state.clone()) {
                 Ok(task) => {
-                    self.failed.remove(&f);
+                    if self.failed.remove(&f) {
+                        info!(frontend = %f.addr, proto = ?f.proto, "listening now");
+                    }
                     self.listeners.insert(f, task);
                 }
                 Err(e) => {
@@ -260,10 +262,10 @@ impl Actor for ServiceProxy {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.caches.subscribe(ctx.address().recipient());
         // binds that failed (an address not yet local, a port in use) are
-        // tried again now and then
+        // tried again now and then (warned about once: another proxy on the
+        // same machine may hold the port for good)
         ctx.run_interval(Duration::from_secs(10), |this, _| {
             if !this.failed.is_empty() {
-                this.failed.clear();
                 this.sync();
             }
         });
