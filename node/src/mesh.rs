@@ -422,11 +422,6 @@ pub fn node(args: NodeArgs) -> anyhow::Result<()> {
     run(mesh, None, None)
 }
 
-/// The control role: one elector per Lease; the mesh node that holds the
-/// controllers' Lease runs every controller, the one that holds the
-/// scheduler's runs the scheduler, each with a client whose writes are
-/// fenced by that Lease. The informers run on every control node, so a
-/// standby takes over with warm caches.
 /// Start this gateway's [`ApiPublisher`]: the `kube-root-ca.crt`
 /// ConfigMaps with its CA, the `kubernetes` Service and its endpoints.
 fn publish_api(
@@ -459,6 +454,11 @@ fn publish_api(
     Ok(())
 }
 
+/// The control role: one elector per Lease; the mesh node that holds the
+/// controllers' Lease runs every controller, the one that holds the
+/// scheduler's runs the scheduler, each with a client whose writes are
+/// fenced by that Lease. The informers run on every control node, so a
+/// standby takes over with warm caches.
 fn start_control(client: &Client, mesh: &MeshNode, informers: &Informers) -> Vec<Addr<Elector>> {
     let informers = informers.clone();
     let identity = format!("{}_{}", mesh.node_name, uuid::Uuid::new_v4().simple());
